@@ -1,0 +1,366 @@
+//! `bohp`: train, resume and evaluate plastic networks on the BOHP paper's tasks.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bohp::config::RunConfig;
+use bohp::device::{Backend, Precision, init_device};
+use bohp::run::{MetricsRow, RunDir, load_model};
+use bohp::tasks::Measures;
+use bohp::train::{Observer, Outcome, Trainer, evaluate, init_model, train};
+use burn::module::Module;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Train networks with Hebbian plastic connections by backpropagation (BOHP, Miconi 2016).
+#[derive(Parser, Debug)]
+#[command(name = "bohp", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Compute backend: ndarray or flex (overrides the config's `device`).
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<Backend>,
+
+    /// Float precision: f32 or f64 (overrides the config's `dtype`).
+    #[arg(long, global = true, value_name = "DTYPE")]
+    dtype: Option<Precision>,
+
+    /// No progress bar; print only the final summary and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a network on a task from a config file, or resume an interrupted run.
+    Train(TrainArgs),
+    /// Evaluate a trained run's network on fresh episodes.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// The config file (TOML), e.g. configs/one-shot.toml.
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+    config: Option<PathBuf>,
+
+    /// Continue the interrupted run in this directory from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+
+    /// Number of episodes (parameter updates), overriding `train.episodes`.
+    #[arg(long, conflicts_with = "resume")]
+    episodes: Option<usize>,
+
+    /// Random seed, overriding `seed`.
+    #[arg(long, conflicts_with = "resume")]
+    seed: Option<u64>,
+
+    /// The run directory to create [default: runs/<config name>, or runs/<config name>-N if taken].
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A run directory written by `bohp train`.
+    run_dir: PathBuf,
+
+    /// Number of fresh episodes.
+    #[arg(long, default_value_t = 1000)]
+    episodes: usize,
+
+    /// Seed of the evaluation episodes [default: the run's seed].
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Episodes evaluated at once.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+
+    /// Print the measures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Set by Ctrl-C: training stops after the current episode and writes a checkpoint.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Train(args) => train_command(&cli, args),
+        Command::Eval(args) => eval_command(&cli, args),
+    }
+}
+
+/// `runs/<stem>`, or the first free `runs/<stem>-N`.
+fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let base = PathBuf::from("runs");
+    let mut candidate = base.join(&stem);
+    let mut n = 2;
+    while candidate.exists() {
+        candidate = base.join(format!("{stem}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+fn init_logging(run: &RunDir) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.log_path())
+        .with_context(|| format!("{}: cannot open the log", run.log_path().display()))?;
+    tracing_subscriber::fmt()
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    let (run, config, resuming) = if let Some(dir) = &args.resume {
+        let run = RunDir::open(dir)?;
+        let mut config = run.read_config()?;
+        if let Some(dtype) = cli.dtype
+            && dtype != config.dtype
+        {
+            bail!(
+                "--dtype {dtype}: the run in {} was trained in {}; resume it in the same precision",
+                dir.display(),
+                config.dtype
+            );
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        (run, config, true)
+    } else {
+        let path = args.config.as_ref().expect("clap requires a config without --resume");
+        let mut config = RunConfig::load(path)?;
+        let mut flags = Vec::new();
+        if let Some(episodes) = args.episodes {
+            config.train.episodes = episodes;
+            flags.push("--episodes");
+        }
+        if let Some(seed) = args.seed {
+            config.seed = seed;
+            flags.push("--seed");
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        if !flags.is_empty() {
+            config.validate(&format!("{} with {}", path.display(), flags.join(" ")))?;
+        }
+        let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
+        let run = RunDir::create(&dir)?;
+        run.write_config(&config)?;
+        (run, config, false)
+    };
+
+    let device = init_device(config.device, config.dtype)?;
+    init_logging(&run)?;
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    let mut trainer = if resuming {
+        Trainer::resume(&run, config.clone(), &device)?
+    } else {
+        Trainer::new(config.clone(), &device)
+    };
+    let total = config.train.episodes;
+    if trainer.is_done() {
+        println!(
+            "{}: the run has already finished its {total} episodes; nothing to do",
+            run.path().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::info!(
+        task = %config.task.kind,
+        device = %config.device,
+        dtype = %config.dtype,
+        from_episode = trainer.next_episode(),
+        episodes = total,
+        "training"
+    );
+    if !cli.quiet {
+        eprintln!(
+            "{} {} on {} ({}), episodes {}..{total}, batch {} -> {}",
+            if resuming { "resuming" } else { "training" },
+            config.task.kind,
+            config.device,
+            config.dtype,
+            trainer.next_episode(),
+            config.train.batch,
+            run.path().display()
+        );
+    }
+    let mut progress = Progress::new(total, trainer.next_episode(), cli.quiet);
+    let started = Instant::now();
+    let first = trainer.next_episode();
+    let outcome = train(&run, &mut trainer, &mut progress, &STOP);
+    progress.bar.finish_and_clear();
+    match outcome? {
+        Outcome::Interrupted { next_episode } => {
+            eprintln!(
+                "interrupted before episode {next_episode}: checkpoint written; continue with \
+                 `bohp train --resume {}`",
+                run.path().display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Outcome::Finished(summary) => {
+            let seconds = started.elapsed().as_secs_f64();
+            let ran = total - first;
+            println!(
+                "finished {} episodes of {} in {seconds:.1} s ({:.0} episodes/s, batch {})",
+                ran,
+                summary.task,
+                (ran * summary.batch) as f64 / seconds.max(1e-9),
+                summary.batch
+            );
+            if let Some(frozen) = summary.frozen {
+                println!(
+                    "frozen phase ({} episodes): {}",
+                    config.train.freeze_last,
+                    format_measures(&frozen)
+                );
+            }
+            println!("last 100 episodes: {}", format_measures(&summary.last_100));
+            println!("run directory: {}", run.path().display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn format_measures(m: &Measures) -> String {
+    format!(
+        "loss {:.5}, error {:.5}, error_code {:.5}",
+        m.loss, m.error, m.error_code
+    )
+}
+
+fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    if args.episodes == 0 {
+        bail!("--episodes: expected at least 1");
+    }
+    if args.batch == 0 {
+        bail!("--batch: expected at least 1");
+    }
+    let run = RunDir::open(&args.run_dir)?;
+    let config = run.read_config()?;
+    let backend = cli.device.unwrap_or(config.device);
+    let precision = cli.dtype.unwrap_or(config.dtype);
+    let device = init_device(backend, precision)?;
+    let path = run.model_path();
+    if !path.is_file() {
+        bail!(
+            "{}: no final model: the run has not finished (resume it with `bohp train --resume {}`)",
+            path.display(),
+            run.path().display()
+        );
+    }
+    let model = load_model(init_model(&config, &device), &path, None)?.valid();
+    let seed = args.seed.unwrap_or(config.seed);
+    let measures = evaluate(&model, &config.task(), seed, args.episodes, args.batch, &device);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": config.task.kind.name(),
+                "episodes": args.episodes,
+                "seed": seed,
+                "device": backend.name(),
+                "dtype": precision.name(),
+                "loss": measures.loss,
+                "error": measures.error,
+                "error_code": measures.error_code,
+            })
+        );
+    } else {
+        println!(
+            "{} on {} fresh episodes (seed {seed}, {backend}, {precision}): {}",
+            config.task.kind,
+            args.episodes,
+            format_measures(&measures)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The progress bar, showing the mean loss and error of the last 100 episodes.
+struct Progress {
+    bar: ProgressBar,
+    recent: std::collections::VecDeque<MetricsRow>,
+}
+
+impl Progress {
+    fn new(total: usize, position: usize, quiet: bool) -> Progress {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} episodes ({per_sec}, eta {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(position as u64);
+        Progress {
+            bar,
+            recent: Default::default(),
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn episode(&mut self, row: &MetricsRow) {
+        if self.recent.len() == 100 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(*row);
+        self.bar.inc(1);
+        if row.episode % 25 == 0 {
+            let n = self.recent.len() as f64;
+            let loss = self.recent.iter().map(|r| r.loss).sum::<f64>() / n;
+            let error = self.recent.iter().map(|r| r.error).sum::<f64>() / n;
+            let phase = if row.frozen == 1 { " [frozen]" } else { "" };
+            self.bar
+                .set_message(format!("loss {loss:.4} error {error:.4}{phase}"));
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Run configuration: the TOML files in `configs/`, their defaults and their validation.
+//!
+//! Unknown keys and wrong types are rejected while reading (naming the key); out-of-range or
+//! inconsistent values are rejected by [`RunConfig::validate`] (naming the field and what was
+//! expected). A run directory keeps the fully resolved config, defaults written out.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::{Backend, Precision};
+use crate::error::{Error, Result};
+use crate::layer::PlasticLayerConfig;
+use crate::network::PlasticNetConfig;
+use crate::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
+
+/// A whole run: task, model, training schedule, device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed of every random stream (initial parameters, episodes).
+    #[serde(default)]
+    pub seed: u64,
+    /// Compute backend.
+    #[serde(default)]
+    pub device: Backend,
+    /// Float precision.
+    #[serde(default)]
+    pub dtype: Precision,
+    /// The task.
+    pub task: TaskConfig,
+    /// The network.
+    pub model: ModelConfig,
+    /// The training schedule.
+    pub train: TrainConfig,
+}
+
+/// `[task]`: which task, and its sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// `completion`, `one-shot` or `reversal`.
+    pub kind: TaskKind,
+    /// Pattern length (8 in the paper).
+    #[serde(default = "default_pattern_bits")]
+    pub pattern_bits: usize,
+    /// Steps per episode of the labelled tasks (20 in the paper). Completion episodes are
+    /// always 2 steps; giving `steps` for completion is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+}
+
+/// Whether `α` is trained or fixed at zero (the non-plastic control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Plasticity {
+    /// `α` is trained with `w` and `b`.
+    #[default]
+    Learned,
+    /// `α = 0`, not trained: the same network without plasticity.
+    None,
+}
+
+/// `[model]`: the plastic network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Trace rate γ of Eq. 1, in (0, 1]; the original code's `ALPHATRACE` is `1 - γ`.
+    pub gamma: f64,
+    /// Hidden (plastic) units of the labelled tasks (2 in the paper). For completion the
+    /// plastic layer's outputs are the pattern; giving `hidden` there is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    /// Standard deviation of the Gaussian initial parameters.
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    /// `learned` or `none` (α fixed at zero).
+    #[serde(default)]
+    pub plasticity: Plasticity,
+}
+
+/// `[train]`: the optimization schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Number of episodes, i.e. parameter updates; each is a batch of `batch` independent
+    /// episodes.
+    pub episodes: usize,
+    /// Independent episodes per update.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// The last `freeze_last` episodes are evaluation only: parameters fixed.
+    #[serde(default)]
+    pub freeze_last: usize,
+    /// Write a checkpoint every this many episodes (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+fn default_pattern_bits() -> usize {
+    8
+}
+fn default_init_std() -> f64 {
+    0.1
+}
+fn default_batch() -> usize {
+    1
+}
+fn default_checkpoint_every() -> usize {
+    500
+}
+
+/// " (line N)" for the start of `span` in `text`, or "" when unknown.
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) if span.start <= text.len() => {
+            format!(" (line {})", text[..span.start].matches('\n').count() + 1)
+        }
+        _ => String::new(),
+    }
+}
+
+/// Default steps of a labelled episode.
+pub const DEFAULT_STEPS: usize = 20;
+/// Default hidden units of the labelled tasks.
+pub const DEFAULT_HIDDEN: usize = 2;
+
+impl RunConfig {
+    /// Reads and validates a config file. Errors name the file and the field.
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
+        let config = Self::parse(&text, path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (not validated); `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            field: "<file>".into(),
+            message: format!("invalid TOML{}: {}", line_of(text, e.span()), e.message()),
+        })?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { "<top level>".to_string() } else { field };
+            let inner = e.into_inner();
+            Error::ConfigSyntax {
+                path: path.to_path_buf(),
+                field,
+                message: format!("{}{}", inner.message(), line_of(text, inner.span())),
+            }
+        })
+    }
+
+    /// The config as TOML (defaults written out).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serializes")
+    }
+
+    /// Checks ranges and consistency. `source` names where the values came from, for errors.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
+            source_name: source.to_string(),
+            field: field.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        let task = &self.task;
+        if task.pattern_bits == 0 {
+            return Err(bad("task.pattern_bits", "0".into(), "expected at least 1"));
+        }
+        match (task.kind, task.steps) {
+            (TaskKind::Completion, Some(steps)) => {
+                return Err(bad(
+                    "task.steps",
+                    steps.to_string(),
+                    "does not apply to task `completion` (its episodes are always 2 steps); remove it",
+                ));
+            }
+            (TaskKind::OneShot, Some(steps)) if steps <= LABELLED_STEPS => {
+                return Err(bad(
+                    "task.steps",
+                    steps.to_string(),
+                    "expected at least 3 for `one-shot` (2 labelled steps, then scored ones)",
+                ));
+            }
+            (TaskKind::Reversal, Some(steps)) if steps < 6 || steps % 2 != 0 => {
+                return Err(bad(
+                    "task.steps",
+                    steps.to_string(),
+                    "expected an even number of at least 6 for `reversal` (labels swap at steps/2)",
+                ));
+            }
+            _ => {}
+        }
+        let model = &self.model;
+        if !(model.gamma > 0.0 && model.gamma <= 1.0) {
+            return Err(bad(
+                "model.gamma",
+                model.gamma.to_string(),
+                "expected 0 < gamma <= 1 (the trace rate of Eq. 1)",
+            ));
+        }
+        match (task.kind, model.hidden) {
+            (TaskKind::Completion, Some(hidden)) => {
+                return Err(bad(
+                    "model.hidden",
+                    hidden.to_string(),
+                    "does not apply to task `completion` (its plastic layer outputs the pattern); remove it",
+                ));
+            }
+            (_, Some(0)) => return Err(bad("model.hidden", "0".into(), "expected at least 1")),
+            _ => {}
+        }
+        if !(model.init_std.is_finite() && model.init_std >= 0.0) {
+            return Err(bad(
+                "model.init_std",
+                model.init_std.to_string(),
+                "expected a finite value >= 0",
+            ));
+        }
+        let train = &self.train;
+        if train.episodes == 0 {
+            return Err(bad("train.episodes", "0".into(), "expected at least 1"));
+        }
+        if train.batch == 0 {
+            return Err(bad("train.batch", "0".into(), "expected at least 1"));
+        }
+        if !(train.learning_rate.is_finite() && train.learning_rate > 0.0) {
+            return Err(bad(
+                "train.learning_rate",
+                train.learning_rate.to_string(),
+                "expected a finite value > 0",
+            ));
+        }
+        if train.freeze_last > train.episodes {
+            return Err(bad(
+                "train.freeze_last",
+                train.freeze_last.to_string(),
+                &format!(
+                    "expected at most train.episodes = {} (the frozen phase is part of the run)",
+                    train.episodes
+                ),
+            ));
+        }
+        if train.checkpoint_every == 0 {
+            return Err(bad("train.checkpoint_every", "0".into(), "expected at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The task with its resolved sizes.
+    pub fn task(&self) -> Task {
+        let steps = match self.task.kind {
+            TaskKind::Completion => 2,
+            _ => self.task.steps.unwrap_or(DEFAULT_STEPS),
+        };
+        Task {
+            kind: self.task.kind,
+            pattern_bits: self.task.pattern_bits,
+            steps,
+        }
+    }
+
+    /// The network's sizes and options.
+    pub fn network(&self) -> PlasticNetConfig {
+        let task = self.task();
+        let (n_out, classes) = match task.kind {
+            TaskKind::Completion => (task.pattern_bits, None),
+            _ => (self.model.hidden.unwrap_or(DEFAULT_HIDDEN), Some(N_LABELS)),
+        };
+        PlasticNetConfig {
+            layer: PlasticLayerConfig::new(task.n_in(), n_out, self.model.gamma)
+                .with_init_std(self.model.init_std)
+                .with_plastic(self.model.plasticity == Plasticity::Learned),
+            classes,
+        }
+    }
+
+    /// The index of the first frozen episode.
+    pub fn first_frozen(&self) -> usize {
+        self.train.episodes - self.train.freeze_last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const ONE_SHOT: &str = r#"
+seed = 3
+[task]
+kind = "one-shot"
+[model]
+gamma = 0.02
+[train]
+episodes = 100
+learning_rate = 0.01
+freeze_last = 10
+"#;
+
+    fn parse(text: &str) -> Result<RunConfig> {
+        let config = RunConfig::parse(text, &PathBuf::from("test.toml"))?;
+        config.validate("test.toml")?;
+        Ok(config)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).expect_err("config must be rejected").to_string()
+    }
+
+    #[test]
+    fn defaults_fill_in_and_round_trip() {
+        let config = parse(ONE_SHOT).unwrap();
+        assert_eq!(config.task().steps, 20);
+        assert_eq!(config.task().n_in(), 10);
+        assert_eq!(config.network().layer.n_out, 2);
+        assert_eq!(config.train.batch, 1);
+        assert_eq!(config.first_frozen(), 90);
+        let again = parse(&config.to_toml()).unwrap();
+        assert_eq!(config, again);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = error_of(&ONE_SHOT.replace("learning_rate", "lr"));
+        assert!(e.contains("test.toml") && e.contains("lr"), "{e}");
+        let e = error_of(&format!("{ONE_SHOT}\nextra = 1\n"));
+        assert!(e.contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = error_of(&ONE_SHOT.replace("episodes = 100", "episodes = \"many\""));
+        assert!(e.contains("train.episodes") && e.contains("usize"), "{e}");
+        let e = error_of(&ONE_SHOT.replace("gamma = 0.02", "gamma = true"));
+        assert!(e.contains("model.gamma"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = error_of(&ONE_SHOT.replace("gamma = 0.02", ""));
+        assert!(e.contains("gamma"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        for (from, to, field) in [
+            ("gamma = 0.02", "gamma = 1.5", "model.gamma"),
+            ("gamma = 0.02", "gamma = 0.0", "model.gamma"),
+            ("gamma = 0.02", "gamma = nan", "model.gamma"),
+            ("episodes = 100", "episodes = 0", "train.episodes"),
+            ("learning_rate = 0.01", "learning_rate = -0.1", "train.learning_rate"),
+            ("learning_rate = 0.01", "learning_rate = 0.0", "train.learning_rate"),
+            ("freeze_last = 10", "freeze_last = 101", "train.freeze_last"),
+            ("[model]", "[model]\nhidden = 0", "model.hidden"),
+            ("[task]", "[task]\npattern_bits = 0", "task.pattern_bits"),
+            ("[task]", "[task]\nsteps = 2", "task.steps"),
+            ("[train]", "[train]\nbatch = 0", "train.batch"),
+        ] {
+            let e = error_of(&ONE_SHOT.replace(from, to));
+            assert!(e.contains(field) && e.contains("test.toml"), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_device_and_task_are_named() {
+        let e = error_of(&format!("device = \"tpu\"\n{ONE_SHOT}"));
+        assert!(e.contains("device") && e.contains("ndarray"), "{e}");
+        let e = error_of(&ONE_SHOT.replace("one-shot", "two-shot"));
+        assert!(e.contains("task.kind") && e.contains("completion"), "{e}");
+        let e = error_of(&format!("dtype = \"f16\"\n{ONE_SHOT}"));
+        assert!(e.contains("dtype"), "{e}");
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_rejected() {
+        let completion = ONE_SHOT.replace("one-shot", "completion");
+        let e = error_of(&completion.replace("[task]", "[task]\nsteps = 20"));
+        assert!(e.contains("task.steps") && e.contains("completion"), "{e}");
+        let e = error_of(&completion.replace("[model]", "[model]\nhidden = 4"));
+        assert!(e.contains("model.hidden"), "{e}");
+        let reversal = ONE_SHOT.replace("one-shot", "reversal");
+        let e = error_of(&reversal.replace("[task]", "[task]\nsteps = 7"));
+        assert!(e.contains("task.steps") && e.contains("even"), "{e}");
+    }
+
+    #[test]
+    fn invalid_toml_names_the_file() {
+        let e = error_of("seed = = 3");
+        assert!(e.contains("test.toml") && e.contains("invalid TOML"), "{e}");
+    }
+}

@@ -1,0 +1,218 @@
+//! The BOHP plastic layer (Miconi 2016, Eq. 1-2 with the timing the reference code uses).
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+/// Configuration of a [`PlasticLayer`].
+#[derive(Config, Debug)]
+pub struct PlasticLayerConfig {
+    /// Number of inputs `n_in`.
+    pub n_in: usize,
+    /// Number of outputs `n_out`.
+    pub n_out: usize,
+    /// Trace rate γ of Eq. 1, in (0, 1]: the weight of the newest product `x·y`.
+    /// The original code's `ALPHATRACE` is `1 - γ`.
+    pub gamma: f64,
+    /// Standard deviation of the Gaussian initial `w`, `α` and `b`.
+    #[config(default = 0.1)]
+    pub init_std: f64,
+    /// When false, `α` is fixed at zero and not trained: the same network without plasticity.
+    #[config(default = true)]
+    pub plastic: bool,
+}
+
+/// A fully connected tanh layer whose connections are `w + α ⊙ H`, where the Hebbian trace
+/// `H` follows the layer's own activity within an episode.
+///
+/// For input `x(t)` (`n_in`) and output `y(t)` (`n_out`), per connection `k → j`:
+///
+/// ```text
+/// raw_j(t) = Σ_k ( w_kj + α_kj · H_kj(t-1) ) · x_k(t) + b_j
+/// y_j(t)   = tanh(raw_j(t))
+/// H_kj(t)  = (1 - γ) · H_kj(t-1) + γ · x_k(t) · y_j(t)        (Eq. 1: γ on the new product)
+/// H(0)     = 0 at the start of every episode
+/// ```
+///
+/// `y(t)` reads the trace *before* this step's update. `w`, `α` and `b` are trained; `H` is
+/// per-episode state held in [`HebbTrace`], outside the module. A batch is that many
+/// independent episodes, each with its own trace.
+#[derive(Module, Debug)]
+pub struct PlasticLayer {
+    /// Baseline (fixed) weights `w`, `[n_in, n_out]`.
+    pub w: Param<Tensor<2>>,
+    /// Plasticity coefficients `α`, `[n_in, n_out]`; any sign.
+    pub alpha: Param<Tensor<2>>,
+    /// Biases `b`, `[n_out]`.
+    pub b: Param<Tensor<1>>,
+    /// Trace rate γ (a constant, not trained).
+    pub gamma: f64,
+}
+
+/// The Hebbian traces of a batch of episodes: `H`, `[batch, n_in, n_out]`.
+#[derive(Debug, Clone)]
+pub struct HebbTrace {
+    /// `H(t)`, `[batch, n_in, n_out]`.
+    pub h: Tensor<3>,
+}
+
+/// `count` draws from `N(0, std²)`.
+pub(crate) fn gaussian(rng: &mut impl Rng, count: usize, std: f64) -> Vec<f64> {
+    (0..count)
+        .map(|_| std * rng.sample::<f64, _>(StandardNormal))
+        .collect()
+}
+
+/// A parameter from host values, in the device's default float dtype.
+pub(crate) fn param<const D: usize>(values: Vec<f64>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    let data = TensorData::new(values, shape);
+    Param::from_tensor(Tensor::from_data(data, device))
+}
+
+impl PlasticLayerConfig {
+    /// Initializes the layer with Gaussian `w`, `α`, `b` drawn from `rng` (or `α = 0`, frozen,
+    /// when `plastic` is false).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n_in` or `n_out` is zero; user configs are validated before this.
+    pub fn init(&self, rng: &mut impl Rng, device: &Device) -> PlasticLayer {
+        assert!(self.n_in > 0 && self.n_out > 0, "plastic layer sizes must be positive");
+        let n = self.n_in * self.n_out;
+        let w = gaussian(rng, n, self.init_std);
+        let alpha = gaussian(rng, n, self.init_std);
+        let b = gaussian(rng, self.n_out, self.init_std);
+        let alpha = if self.plastic {
+            param(alpha, [self.n_in, self.n_out], device)
+        } else {
+            param(vec![0.0; n], [self.n_in, self.n_out], device).set_require_grad(false)
+        };
+        PlasticLayer {
+            w: param(w, [self.n_in, self.n_out], device),
+            alpha,
+            b: param(b, [self.n_out], device),
+            gamma: self.gamma,
+        }
+    }
+}
+
+impl PlasticLayer {
+    /// Number of inputs.
+    pub fn n_in(&self) -> usize {
+        self.w.dims()[0]
+    }
+
+    /// Number of outputs.
+    pub fn n_out(&self) -> usize {
+        self.w.dims()[1]
+    }
+
+    /// The zero trace that starts every episode.
+    ///
+    /// # Shapes
+    /// - returned `h`: `[batch, n_in, n_out]`
+    pub fn init_trace(&self, batch: usize, device: &Device) -> HebbTrace {
+        HebbTrace {
+            h: Tensor::zeros([batch, self.n_in(), self.n_out()], device),
+        }
+    }
+
+    /// One time step: computes `y(t)` from `x(t)` and `H(t-1)`, and returns `y(t)` with the
+    /// updated trace `H(t)` (see the type's documentation for the equations).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, n_in]`
+    /// - `trace.h`: `[batch, n_in, n_out]`
+    /// - returned `y`: `[batch, n_out]`, returned trace `[batch, n_in, n_out]`
+    pub fn step(&self, x: Tensor<2>, trace: HebbTrace) -> (Tensor<2>, HebbTrace) {
+        let [batch, n_in] = x.dims();
+        let n_out = self.n_out();
+        let h = trace.h;
+        // Effective weights w + α ⊙ H(t-1), one matrix per episode.
+        let weights = self.alpha.val().unsqueeze::<3>() * h.clone() + self.w.val().unsqueeze::<3>(); // [batch, n_in, n_out]
+        let x_row = x.clone().reshape([batch, 1, n_in]);
+        let raw = x_row.matmul(weights).reshape([batch, n_out]) + self.b.val().unsqueeze::<2>(); // [batch, n_out]
+        let y = raw.tanh();
+        // H(t) = H(t-1) + γ (x(t) y(t)ᵀ - H(t-1))  ≡  (1-γ) H(t-1) + γ x(t) y(t)ᵀ
+        let outer = x.reshape([batch, n_in, 1]) * y.clone().reshape([batch, 1, n_out]); // [batch, n_in, n_out]
+        let h = h.clone() + (outer - h).mul_scalar(self.gamma);
+        (y, HebbTrace { h })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{Backend, Precision, init_device};
+
+    fn layer_2x1(device: &Device) -> PlasticLayer {
+        // w = [0.5, -0.25], α = [1.0, 2.0], b = 0.1, γ = 0.5
+        PlasticLayer {
+            w: param(vec![0.5, -0.25], [2, 1], device),
+            alpha: param(vec![1.0, 2.0], [2, 1], device),
+            b: param(vec![0.1], [1], device),
+            gamma: 0.5,
+        }
+    }
+
+    #[test]
+    fn step_matches_hand_computed_values() {
+        let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
+        let layer = layer_2x1(&device);
+        let trace = layer.init_trace(1, &device);
+        let x1 = Tensor::<2>::from_data(TensorData::new(vec![1.0, -1.0], [1, 2]), &device);
+        let (y1, trace) = layer.step(x1, trace);
+        // Step 1, H = 0: raw = 0.5·1 + (-0.25)·(-1) + 0.1 = 0.85, y1 = tanh(0.85)
+        let y1_expected = 0.85f64.tanh();
+        let y1v = y1.into_data().try_to_vec::<f64>().unwrap()[0];
+        assert!((y1v - y1_expected).abs() < 1e-12);
+        // H(1) = 0.5 · x ⊗ y1 = [0.5·y1, -0.5·y1]
+        let h1 = trace.h.clone().into_data().try_to_vec::<f64>().unwrap();
+        assert!((h1[0] - 0.5 * y1_expected).abs() < 1e-12);
+        assert!((h1[1] + 0.5 * y1_expected).abs() < 1e-12);
+        // Step 2, x = [1, 0]: raw = (0.5 + 1.0·H_0)·1 + 0.1
+        let x2 = Tensor::<2>::from_data(TensorData::new(vec![1.0, 0.0], [1, 2]), &device);
+        let (y2, trace) = layer.step(x2, trace);
+        let y2_expected = (0.5 + 0.5 * y1_expected + 0.1).tanh();
+        let y2v = y2.into_data().try_to_vec::<f64>().unwrap()[0];
+        assert!((y2v - y2_expected).abs() < 1e-12);
+        // H(2) = 0.5·H(1) + 0.5·x2 ⊗ y2 = [0.25·y1 + 0.5·y2, -0.25·y1]
+        let h2 = trace.h.into_data().try_to_vec::<f64>().unwrap();
+        assert!((h2[0] - (0.25 * y1_expected + 0.5 * y2_expected)).abs() < 1e-12);
+        assert!((h2[1] + 0.25 * y1_expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn batch_rows_are_independent_episodes() {
+        let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
+        let layer = layer_2x1(&device);
+        let xs = [[1.0, -1.0], [-0.5, 0.25]];
+        // Run both rows together and each alone for two steps: the outputs must agree.
+        let together = {
+            let mut trace = layer.init_trace(2, &device);
+            let mut out = Vec::new();
+            for _ in 0..2 {
+                let x = Tensor::<2>::from_data(
+                    TensorData::new(vec![xs[0][0], xs[0][1], xs[1][0], xs[1][1]], [2, 2]),
+                    &device,
+                );
+                let (y, t) = layer.step(x, trace);
+                trace = t;
+                out.push(y.into_data().try_to_vec::<f64>().unwrap());
+            }
+            out
+        };
+        for (row, x) in xs.iter().enumerate() {
+            let mut trace = layer.init_trace(1, &device);
+            for step in 0..2 {
+                let xt = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [1, 2]), &device);
+                let (y, t) = layer.step(xt, trace);
+                trace = t;
+                let alone = y.into_data().try_to_vec::<f64>().unwrap()[0];
+                assert!((alone - together[step][row]).abs() < 1e-12);
+            }
+        }
+    }
+}

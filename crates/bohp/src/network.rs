@@ -1,0 +1,87 @@
+//! The networks of the paper's tasks: a plastic layer, with a non-plastic softmax readout for
+//! the labelled tasks.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+use rand::Rng;
+
+use crate::layer::{HebbTrace, PlasticLayer, PlasticLayerConfig, gaussian, param};
+
+/// A non-plastic linear readout `z = y v + c` (logits of the softmax).
+#[derive(Module, Debug)]
+pub struct Readout {
+    /// Weights `v`, `[n_hidden, n_classes]`.
+    pub v: Param<Tensor<2>>,
+    /// Biases `c`, `[n_classes]`.
+    pub c: Param<Tensor<1>>,
+}
+
+/// A plastic layer, optionally followed by a trained, non-plastic readout.
+///
+/// - completion: the plastic layer's tanh outputs are the network's outputs;
+/// - one-shot and reversal: `x → plastic tanh hidden → readout logits → softmax`.
+#[derive(Module, Debug)]
+pub struct PlasticNet {
+    /// The plastic layer (input → output or hidden).
+    pub plastic: PlasticLayer,
+    /// The readout, for the labelled tasks.
+    pub readout: Option<Readout>,
+}
+
+/// Sizes and options of a [`PlasticNet`].
+#[derive(Debug, Clone)]
+pub struct PlasticNetConfig {
+    /// The plastic layer.
+    pub layer: PlasticLayerConfig,
+    /// Number of readout classes, or `None` for no readout.
+    pub classes: Option<usize>,
+}
+
+impl PlasticNetConfig {
+    /// Initializes the network from `rng`: `w, α, b ~ N(0, init_std²)`, readout weights
+    /// `|N(0, init_std²)|` and readout biases `N(0, init_std²)`, as in the original code.
+    pub fn init(&self, rng: &mut impl Rng, device: &Device) -> PlasticNet {
+        let plastic = self.layer.init(rng, device);
+        let readout = self.classes.map(|classes| {
+            let hidden = self.layer.n_out;
+            let std = self.layer.init_std;
+            let v = gaussian(rng, hidden * classes, std)
+                .into_iter()
+                .map(f64::abs)
+                .collect();
+            Readout {
+                v: param(v, [hidden, classes], device),
+                c: param(gaussian(rng, classes, std), [classes], device),
+            }
+        });
+        PlasticNet { plastic, readout }
+    }
+}
+
+impl PlasticNet {
+    /// Runs whole episodes from zero traces.
+    ///
+    /// # Shapes
+    /// - `inputs`: `[steps, batch, n_in]`
+    /// - returned outputs: `[steps, batch, n_out]` (tanh outputs, or readout logits)
+    /// - returned trace: `[batch, n_in, n_hidden]`, the trace after the last step
+    pub fn forward(&self, inputs: Tensor<3>) -> (Tensor<3>, HebbTrace) {
+        let [steps, batch, n_in] = inputs.dims();
+        let device = inputs.device();
+        let mut trace = self.plastic.init_trace(batch, &device);
+        let mut ys = Vec::with_capacity(steps);
+        for x in inputs.iter_dim(0) {
+            let (y, next) = self.plastic.step(x.reshape([batch, n_in]), trace);
+            trace = next;
+            ys.push(y);
+        }
+        let ys: Tensor<3> = Tensor::stack(ys, 0); // [steps, batch, n_hidden]
+        let outputs = match &self.readout {
+            None => ys,
+            Some(readout) => {
+                ys.matmul(readout.v.val().unsqueeze::<3>()) + readout.c.val().unsqueeze::<3>()
+            }
+        };
+        (outputs, trace)
+    }
+}

@@ -1,0 +1,410 @@
+//! Run directories: the resolved config, `metrics.csv`, checkpoints (model record, optimizer
+//! state, progress) and the final model.
+//!
+//! ```text
+//! <run>/config.toml            the resolved config (defaults written out)
+//! <run>/metrics.csv            episode,loss,error,error_code,frozen — one row per episode
+//! <run>/train.log              the log
+//! <run>/checkpoint/model.bpk   model record (burnpack)
+//! <run>/checkpoint/optimizer.bpk  Adam state (burnpack)
+//! <run>/checkpoint/state.json  next episode, precision, file checksums
+//! <run>/model.bpk              the final model, once the run has finished
+//! <run>/summary.json           frozen-phase and final measures, once the run has finished
+//! ```
+//!
+//! Every file is written to a temporary name and renamed into place, and a checkpoint directory
+//! is replaced only once its successor is complete, so an interruption at any moment leaves the
+//! last complete checkpoint readable.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::device::Precision;
+use crate::error::{Error, Result};
+use crate::network::PlasticNet;
+use crate::tasks::Measures;
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+/// What a checkpoint records besides the model and optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointState {
+    /// The first episode not yet run: training continues from here.
+    pub next_episode: usize,
+    /// Precision of the saved tensors.
+    pub dtype: Precision,
+    /// CRC-32 of `model.bpk`.
+    pub model_crc32: u32,
+    /// CRC-32 of `optimizer.bpk`.
+    pub optimizer_crc32: u32,
+    /// The bohp version that wrote it.
+    pub bohp_version: String,
+}
+
+/// The end-of-run summary written to `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Task name.
+    pub task: String,
+    /// Episodes (updates) run.
+    pub episodes: usize,
+    /// Independent episodes per update.
+    pub batch: usize,
+    /// Mean measures over the frozen phase (absent without one).
+    pub frozen: Option<Measures>,
+    /// Mean measures over the last 100 episodes.
+    pub last_100: Measures,
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// Episode (update) index, from 0.
+    pub episode: usize,
+    /// Training loss, averaged over the batch.
+    pub loss: f64,
+    /// The paper's error measure, averaged over the batch.
+    pub error: f64,
+    /// The original code's error measure, averaged over the batch.
+    pub error_code: f64,
+    /// 1 in the frozen phase (no parameter update), else 0.
+    pub frozen: u8,
+}
+
+impl MetricsRow {
+    /// The row's measures.
+    pub fn measures(&self) -> Measures {
+        Measures {
+            loss: self.loss,
+            error: self.error,
+            error_code: self.error_code,
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "cannot create", e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io(&tmp, "cannot write", e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot move into place", e))
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| Error::artifact(path, format!("cannot read {what}: {e}")))
+}
+
+/// Loads a model record file into `template` (a model of the same shape), checking the file
+/// against `crc` when given.
+pub fn load_model(template: PlasticNet, path: &Path, crc: Option<u32>) -> Result<PlasticNet> {
+    let bytes = read(path, "model record")?;
+    if let Some(crc) = crc
+        && crc32fast::hash(&bytes) != crc
+    {
+        return Err(Error::artifact(
+            path,
+            "model record is corrupt: its checksum does not match the checkpoint's state.json",
+        ));
+    }
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Error::artifact(path, format!("not a valid model record: {e}")))?;
+    template
+        .try_load_record(record.cast_to_module_dtype())
+        .map_err(|e| {
+            Error::artifact(
+                path,
+                format!("model record does not match the configured network: {e}"),
+            )
+        })
+}
+
+/// Serializes a model record.
+pub fn model_bytes(model: &PlasticNet, path: &Path) -> Result<Vec<u8>> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| Error::artifact(path, format!("cannot serialize the model: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+impl RunDir {
+    /// A new run directory at `path`: created if missing, refused if it exists and is not
+    /// empty (nothing in it is touched).
+    pub fn create(path: &Path) -> Result<RunDir> {
+        if path.exists() {
+            let mut entries = fs::read_dir(path)
+                .map_err(|e| Error::io(path, "cannot read run directory", e))?;
+            if entries.next().is_some() {
+                return Err(Error::RunDirExists {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        fs::create_dir_all(path).map_err(|e| Error::io(path, "cannot create run directory", e))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run directory (it must hold `config.toml`).
+    pub fn open(path: &Path) -> Result<RunDir> {
+        let run = RunDir {
+            path: path.to_path_buf(),
+        };
+        if !path.is_dir() {
+            return Err(Error::artifact(path, "not a run directory: it does not exist"));
+        }
+        if !run.config_path().is_file() {
+            return Err(Error::artifact(
+                path,
+                "not a run directory: it has no config.toml",
+            ));
+        }
+        Ok(run)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.toml")
+    }
+
+    /// `metrics.csv`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join("metrics.csv")
+    }
+
+    /// `train.log`.
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join("train.log")
+    }
+
+    /// `checkpoint/`.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.path.join("checkpoint")
+    }
+
+    /// `model.bpk`, the final model.
+    pub fn model_path(&self) -> PathBuf {
+        self.path.join("model.bpk")
+    }
+
+    /// `summary.json`.
+    pub fn summary_path(&self) -> PathBuf {
+        self.path.join("summary.json")
+    }
+
+    /// Writes the resolved config.
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
+        write_atomic(&self.config_path(), config.to_toml().as_bytes())
+    }
+
+    /// Reads and validates the run's config.
+    pub fn read_config(&self) -> Result<RunConfig> {
+        RunConfig::load(&self.config_path())
+    }
+
+    /// Writes a checkpoint of `model` and `optim` before episode `next_episode`, replacing the
+    /// previous one only once the new one is complete.
+    pub fn write_checkpoint(
+        &self,
+        model: &PlasticNet,
+        optim: &ModuleOptimizer,
+        next_episode: usize,
+        dtype: Precision,
+    ) -> Result<()> {
+        let dir = self.checkpoint_dir();
+        let tmp = self.path.join("checkpoint.tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "cannot remove", e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, "cannot create", e))?;
+        let model_bytes = model_bytes(model, &tmp)?;
+        let optim_bytes = optim
+            .into_bytes()
+            .map_err(|e| Error::artifact(&tmp, format!("cannot serialize the optimizer: {e}")))?
+            .to_vec();
+        write_atomic(&tmp.join("model.bpk"), &model_bytes)?;
+        write_atomic(&tmp.join("optimizer.bpk"), &optim_bytes)?;
+        let state = CheckpointState {
+            next_episode,
+            dtype,
+            model_crc32: crc32fast::hash(&model_bytes),
+            optimizer_crc32: crc32fast::hash(&optim_bytes),
+            bohp_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let json = serde_json::to_vec_pretty(&state).expect("state serializes");
+        write_atomic(&tmp.join("state.json"), &json)?;
+        let old = self.path.join("checkpoint.old");
+        if dir.exists() {
+            if old.exists() {
+                fs::remove_dir_all(&old).map_err(|e| Error::io(&old, "cannot remove", e))?;
+            }
+            fs::rename(&dir, &old).map_err(|e| Error::io(&dir, "cannot move aside", e))?;
+        }
+        fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, "cannot move into place", e))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, "cannot remove", e))?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint directory to read: `checkpoint/`, or `checkpoint.old/` if an interruption
+    /// fell between the two renames of [`RunDir::write_checkpoint`].
+    fn readable_checkpoint_dir(&self) -> Result<PathBuf> {
+        let dir = self.checkpoint_dir();
+        if dir.join("state.json").is_file() {
+            return Ok(dir);
+        }
+        let old = self.path.join("checkpoint.old");
+        if old.join("state.json").is_file() {
+            return Ok(old);
+        }
+        Err(Error::artifact(
+            &dir,
+            "no checkpoint: the run has no checkpoint/state.json to resume from",
+        ))
+    }
+
+    /// Reads the checkpoint's state.
+    pub fn read_checkpoint_state(&self) -> Result<(PathBuf, CheckpointState)> {
+        let dir = self.readable_checkpoint_dir()?;
+        let path = dir.join("state.json");
+        let bytes = read(&path, "checkpoint state")?;
+        let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::artifact(&path, format!("corrupt checkpoint state (expected JSON with next_episode, dtype, checksums): {e}"))
+        })?;
+        Ok((dir, state))
+    }
+
+    /// Loads the checkpoint into `model` and `optim` (fresh ones of the run's shape).
+    pub fn read_checkpoint(
+        &self,
+        model: PlasticNet,
+        optim: ModuleOptimizer,
+    ) -> Result<(PlasticNet, ModuleOptimizer, CheckpointState)> {
+        let (dir, state) = self.read_checkpoint_state()?;
+        let model = load_model(model, &dir.join("model.bpk"), Some(state.model_crc32))?;
+        let optim_path = dir.join("optimizer.bpk");
+        let bytes = read(&optim_path, "optimizer state")?;
+        if crc32fast::hash(&bytes) != state.optimizer_crc32 {
+            return Err(Error::artifact(
+                &optim_path,
+                "optimizer state is corrupt: its checksum does not match the checkpoint's state.json",
+            ));
+        }
+        let optim = optim
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::artifact(&optim_path, format!("not a valid optimizer state: {e}")))?;
+        Ok((model, optim, state))
+    }
+
+    /// Reads `metrics.csv`.
+    pub fn read_metrics(&self) -> Result<Vec<MetricsRow>> {
+        let path = self.metrics_path();
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let mut reader =
+            csv::Reader::from_path(&path).map_err(|e| Error::artifact(&path, e.to_string()))?;
+        reader
+            .deserialize()
+            .enumerate()
+            .map(|(i, row)| {
+                row.map_err(|e| {
+                    Error::artifact(
+                        &path,
+                        format!(
+                            "row {}: {e} (expected episode,loss,error,error_code,frozen)",
+                            i + 2
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Opens `metrics.csv` for appending, keeping only the rows of episodes before
+    /// `next_episode` (those after a checkpoint are re-run identically on resume).
+    pub fn metrics_writer(&self, next_episode: usize) -> Result<MetricsWriter> {
+        let path = self.metrics_path();
+        let kept: Vec<MetricsRow> = self
+            .read_metrics()?
+            .into_iter()
+            .filter(|r| r.episode < next_episode)
+            .collect();
+        if kept.len() != next_episode {
+            return Err(Error::artifact(
+                &path,
+                format!(
+                    "holds {} rows before episode {next_episode}, expected one per episode",
+                    kept.len()
+                ),
+            ));
+        }
+        let mut bytes = Vec::new();
+        {
+            let mut writer = csv::Writer::from_writer(&mut bytes);
+            if kept.is_empty() {
+                writer
+                    .write_record(["episode", "loss", "error", "error_code", "frozen"])
+                    .expect("writing to memory");
+            }
+            for row in &kept {
+                writer.serialize(row).expect("writing to memory");
+            }
+            writer.flush().expect("writing to memory");
+        }
+        write_atomic(&path, &bytes)?;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "cannot open for appending", e))?;
+        Ok(MetricsWriter {
+            path,
+            writer: csv::WriterBuilder::new().has_headers(false).from_writer(file),
+        })
+    }
+}
+
+/// Appends rows to `metrics.csv`.
+pub struct MetricsWriter {
+    path: PathBuf,
+    writer: csv::Writer<fs::File>,
+}
+
+impl MetricsWriter {
+    /// Appends a row (buffered until [`MetricsWriter::flush`]).
+    pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
+        self.writer
+            .serialize(row)
+            .map_err(|e| Error::artifact(&self.path, format!("cannot write: {e}")))
+    }
+
+    /// Flushes buffered rows to disk.
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .map_err(|e| Error::io(&self.path, "cannot write", e))
+    }
+}

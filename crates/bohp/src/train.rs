@@ -1,0 +1,346 @@
+//! Training by backpropagation through the unrolled episode (burn autodiff) with Adam,
+//! checkpointing, resuming, the frozen phase, and evaluation on fresh episodes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::{Module, Param};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::network::PlasticNet;
+use crate::rng::{Stream, stream_rng};
+use crate::run::{MetricsRow, RunDir, Summary, write_atomic};
+use crate::tasks::{Measures, Task, read_measures};
+
+/// Adam's ε (PyTorch's default, as in the peer scripts; burn's default is 1e-5).
+pub const ADAM_EPSILON: f32 = 1e-8;
+
+/// The model, its optimizer and the position in the run.
+pub struct Trainer {
+    config: RunConfig,
+    task: Task,
+    /// The autodiff device parameters live on.
+    device: Device,
+    model: PlasticNet,
+    optim: ModuleOptimizer,
+    next_episode: usize,
+    /// The parameter-fixed copy used in the frozen phase, made on entering it.
+    frozen: Option<PlasticNet>,
+}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// All episodes ran; the final model and summary were written.
+    Finished(Summary),
+    /// Stopped on request after writing a checkpoint before `next_episode`.
+    Interrupted {
+        /// Where a resumed run will continue.
+        next_episode: usize,
+    },
+}
+
+/// A non-finite loss or parameter, and the episode that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// The episode (0-based update index).
+    pub episode: usize,
+    /// What was not finite.
+    pub what: String,
+}
+
+/// Receives progress reports from [`train`].
+pub trait Observer {
+    /// Called after each episode.
+    fn episode(&mut self, row: &MetricsRow);
+}
+
+impl Observer for () {
+    fn episode(&mut self, _: &MetricsRow) {}
+}
+
+/// The Adam optimizer of a run.
+pub fn optimizer() -> ModuleOptimizer {
+    AdamConfig::new().with_epsilon(ADAM_EPSILON).init()
+}
+
+/// A freshly initialized network for `config`, on `device`.
+pub fn init_model(config: &RunConfig, device: &Device) -> PlasticNet {
+    let mut rng = stream_rng(config.seed, Stream::Init, 0);
+    config.network().init(&mut rng, device)
+}
+
+/// The name of the first parameter holding a NaN or infinity, if any.
+pub fn non_finite_param(model: &PlasticNet) -> Option<&'static str> {
+    fn finite<const D: usize>(p: &Param<Tensor<D>>) -> bool {
+        let sum: f64 = p.val().sum().into_scalar::<f64>();
+        sum.is_finite()
+    }
+    let layer = &model.plastic;
+    if !finite(&layer.w) {
+        return Some("w");
+    }
+    if !finite(&layer.alpha) {
+        return Some("alpha");
+    }
+    if !finite(&layer.b) {
+        return Some("b");
+    }
+    if let Some(readout) = &model.readout {
+        if !finite(&readout.v) {
+            return Some("readout v");
+        }
+        if !finite(&readout.c) {
+            return Some("readout c");
+        }
+    }
+    None
+}
+
+/// Runs a batch of episodes through `model` (no update) and returns its measures.
+pub fn run_batch(model: &PlasticNet, task: &Task, seed: u64, stream: Stream, first: u64, batch: usize, device: &Device) -> Measures {
+    let episodes = task.generate(seed, stream, first, batch);
+    let (outputs, _) = model.forward(episodes.input_tensor(device));
+    let (_, measures) = task.measure(outputs, &episodes.target_tensors(device));
+    read_measures(measures)
+}
+
+/// Mean measures of `model` over `episodes` fresh episodes of the evaluation stream, in batches
+/// of at most `batch`. `model` should be a [`Module::valid`] copy on a plain `device`.
+pub fn evaluate(model: &PlasticNet, task: &Task, seed: u64, episodes: usize, batch: usize, device: &Device) -> Measures {
+    let mut total = Measures::default();
+    let mut done = 0;
+    while done < episodes {
+        let n = batch.min(episodes - done);
+        let m = run_batch(model, task, seed, Stream::Eval, done as u64, n, device);
+        total.loss += m.loss * n as f64;
+        total.error += m.error * n as f64;
+        total.error_code += m.error_code * n as f64;
+        done += n;
+    }
+    let n = episodes as f64;
+    Measures {
+        loss: total.loss / n,
+        error: total.error / n,
+        error_code: total.error_code / n,
+    }
+}
+
+impl Trainer {
+    /// A new run's trainer: parameters initialized from the config's seed. `device` is the
+    /// plain device from [`crate::device::init_device`].
+    pub fn new(config: RunConfig, device: &Device) -> Trainer {
+        let device = device.clone().autodiff();
+        let model = init_model(&config, &device);
+        Trainer {
+            task: config.task(),
+            config,
+            device,
+            model,
+            optim: optimizer(),
+            next_episode: 0,
+            frozen: None,
+        }
+    }
+
+    /// The trainer of an interrupted run, restored from its checkpoint.
+    pub fn resume(run: &RunDir, config: RunConfig, device: &Device) -> Result<Trainer> {
+        let mut trainer = Trainer::new(config, device);
+        let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
+        if state.dtype != trainer.config.dtype {
+            return Err(Error::artifact(
+                run.checkpoint_dir(),
+                format!(
+                    "checkpoint is in {} but the run's config says dtype = {}",
+                    state.dtype, trainer.config.dtype
+                ),
+            ));
+        }
+        if state.next_episode > trainer.config.train.episodes {
+            return Err(Error::artifact(
+                run.checkpoint_dir(),
+                format!(
+                    "checkpoint is at episode {} but the run has only {} episodes",
+                    state.next_episode, trainer.config.train.episodes
+                ),
+            ));
+        }
+        trainer.model = model;
+        trainer.optim = optim;
+        trainer.next_episode = state.next_episode;
+        Ok(trainer)
+    }
+
+    /// The run's config.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The current model.
+    pub fn model(&self) -> &PlasticNet {
+        &self.model
+    }
+
+    /// The next episode to run.
+    pub fn next_episode(&self) -> usize {
+        self.next_episode
+    }
+
+    /// Whether all episodes have run.
+    pub fn is_done(&self) -> bool {
+        self.next_episode >= self.config.train.episodes
+    }
+
+    /// Runs the next episode (a batch of independent episodes): forward, backward and an Adam
+    /// step, or in the frozen phase the forward pass alone. Fails if the loss is not finite.
+    pub fn step(&mut self) -> std::result::Result<MetricsRow, Divergence> {
+        let episode = self.next_episode;
+        let batch = self.config.train.batch;
+        let first = (episode * batch) as u64;
+        let seed = self.config.seed;
+        let frozen = episode >= self.config.first_frozen();
+        let measures = if frozen {
+            let plain = self.device.clone().without_autodiff();
+            let model = self.frozen.get_or_insert_with(|| self.model.valid());
+            run_batch(model, &self.task, seed, Stream::Train, first, batch, &plain)
+        } else {
+            let episodes = self.task.generate(seed, Stream::Train, first, batch);
+            let (outputs, _) = self.model.forward(episodes.input_tensor(&self.device));
+            let (loss, measures) = self
+                .task
+                .measure(outputs, &episodes.target_tensors(&self.device));
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            self.model = self.optim.step(
+                self.config.train.learning_rate,
+                self.model.clone(),
+                grads,
+            );
+            read_measures(measures)
+        };
+        if !measures.is_finite() {
+            return Err(Divergence {
+                episode,
+                what: format!("the loss ({})", measures.loss),
+            });
+        }
+        self.next_episode += 1;
+        Ok(MetricsRow {
+            episode,
+            loss: measures.loss,
+            error: measures.error,
+            error_code: measures.error_code,
+            frozen: frozen as u8,
+        })
+    }
+
+    /// Checks that every parameter is finite (before a checkpoint).
+    pub fn check_parameters(&self) -> std::result::Result<(), Divergence> {
+        match non_finite_param(&self.model) {
+            None => Ok(()),
+            Some(name) => Err(Divergence {
+                episode: self.next_episode.saturating_sub(1),
+                what: format!("parameter {name}"),
+            }),
+        }
+    }
+
+    /// Writes a checkpoint before the next episode.
+    pub fn checkpoint(&self, run: &RunDir) -> Result<()> {
+        run.write_checkpoint(&self.model, &self.optim, self.next_episode, self.config.dtype)
+    }
+}
+
+/// Trains `trainer` to the end of its run (or until `stop` is set), writing metrics,
+/// checkpoints, and at the end the final model and `summary.json` to `run`.
+///
+/// A new run writes a checkpoint of its initial parameters first, so a run that diverges always
+/// leaves a good checkpoint behind. On divergence the error names the episode and the
+/// checkpoint kept.
+pub fn train(run: &RunDir, trainer: &mut Trainer, observer: &mut dyn Observer, stop: &AtomicBool) -> Result<Outcome> {
+    let every = trainer.config.train.checkpoint_every;
+    let mut last_checkpoint = trainer.next_episode;
+    if trainer.next_episode == 0 {
+        trainer.checkpoint(run)?;
+    }
+    let mut metrics = run.metrics_writer(trainer.next_episode)?;
+    let started = Instant::now();
+    let first_episode = trainer.next_episode;
+    let diverged = |d: Divergence, last_checkpoint: usize| Error::Diverged {
+        episode: d.episode,
+        what: d.what,
+        checkpoint: format!("checkpoint/, taken before episode {last_checkpoint}"),
+        run_dir: run.path().to_path_buf(),
+    };
+    while !trainer.is_done() {
+        if stop.load(Ordering::SeqCst) {
+            metrics.flush()?;
+            trainer
+                .check_parameters()
+                .map_err(|d| diverged(d, last_checkpoint))?;
+            trainer.checkpoint(run)?;
+            tracing::info!(next_episode = trainer.next_episode, "interrupted: checkpoint written");
+            return Ok(Outcome::Interrupted {
+                next_episode: trainer.next_episode,
+            });
+        }
+        let step = trainer.step();
+        let row = match step {
+            Ok(row) => row,
+            Err(d) => {
+                metrics.flush()?;
+                return Err(diverged(d, last_checkpoint));
+            }
+        };
+        metrics.write(&row)?;
+        observer.episode(&row);
+        if trainer.next_episode % every == 0 || trainer.is_done() {
+            metrics.flush()?;
+            trainer
+                .check_parameters()
+                .map_err(|d| diverged(d, last_checkpoint))?;
+            trainer.checkpoint(run)?;
+            last_checkpoint = trainer.next_episode;
+        }
+    }
+    metrics.flush()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ran = trainer.next_episode - first_episode;
+    tracing::info!(
+        episodes = ran,
+        seconds = elapsed,
+        episodes_per_second = (ran * trainer.config.train.batch) as f64 / elapsed.max(1e-9),
+        "training finished"
+    );
+    let summary = summarize(run, &trainer.config)?;
+    let model_bytes = crate::run::model_bytes(&trainer.model, &run.model_path())?;
+    write_atomic(&run.model_path(), &model_bytes)?;
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
+    write_atomic(&run.summary_path(), &json)?;
+    Ok(Outcome::Finished(summary))
+}
+
+fn mean(rows: &[MetricsRow]) -> Measures {
+    let n = rows.len().max(1) as f64;
+    Measures {
+        loss: rows.iter().map(|r| r.loss).sum::<f64>() / n,
+        error: rows.iter().map(|r| r.error).sum::<f64>() / n,
+        error_code: rows.iter().map(|r| r.error_code).sum::<f64>() / n,
+    }
+}
+
+/// The summary of a finished run, from its `metrics.csv`.
+pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
+    let rows = run.read_metrics()?;
+    let frozen: Vec<MetricsRow> = rows.iter().copied().filter(|r| r.frozen == 1).collect();
+    let tail = &rows[rows.len().saturating_sub(100)..];
+    Ok(Summary {
+        task: config.task.kind.to_string(),
+        episodes: rows.len(),
+        batch: config.train.batch,
+        frozen: (!frozen.is_empty()).then(|| mean(&frozen)),
+        last_100: mean(tail),
+    })
+}
