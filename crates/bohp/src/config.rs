@@ -79,6 +79,21 @@ pub struct ModelConfig {
     pub plasticity: Plasticity,
 }
 
+/// How the learning rate changes over the training episodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// `learning_rate` throughout.
+    #[default]
+    Constant,
+    /// Linear decay from `learning_rate` at episode 0 to `min_learning_rate` at the first
+    /// frozen episode.
+    Linear,
+    /// Cosine decay from `learning_rate` at episode 0 to `min_learning_rate` at the first
+    /// frozen episode.
+    Cosine,
+}
+
 /// `[train]`: the optimization schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,8 +104,14 @@ pub struct TrainConfig {
     /// Independent episodes per update.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Adam learning rate.
+    /// Adam learning rate (the initial one, under a decaying schedule).
     pub learning_rate: f64,
+    /// `constant`, `linear` or `cosine`.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The learning rate a decaying schedule ends at (ignored by `constant`).
+    #[serde(default)]
+    pub min_learning_rate: f64,
     /// The last `freeze_last` episodes are evaluation only: parameters fixed.
     #[serde(default)]
     pub freeze_last: usize,
@@ -237,6 +258,16 @@ impl RunConfig {
                 "expected a finite value > 0",
             ));
         }
+        if !(train.min_learning_rate.is_finite()
+            && train.min_learning_rate >= 0.0
+            && train.min_learning_rate <= train.learning_rate)
+        {
+            return Err(bad(
+                "train.min_learning_rate",
+                train.min_learning_rate.to_string(),
+                "expected a finite value with 0 <= min_learning_rate <= learning_rate",
+            ));
+        }
         if train.freeze_last > train.episodes {
             return Err(bad(
                 "train.freeze_last",
@@ -278,6 +309,21 @@ impl RunConfig {
                 .with_init_std(self.model.init_std)
                 .with_plastic(self.model.plasticity == Plasticity::Learned),
             classes,
+        }
+    }
+
+    /// The learning rate of training episode `episode`.
+    pub fn learning_rate(&self, episode: usize) -> f64 {
+        let train = &self.train;
+        let (lr0, lr1) = (train.learning_rate, train.min_learning_rate);
+        let progress = episode as f64 / self.first_frozen().max(1) as f64;
+        let progress = progress.clamp(0.0, 1.0);
+        match train.lr_schedule {
+            LrSchedule::Constant => lr0,
+            LrSchedule::Linear => lr0 + (lr1 - lr0) * progress,
+            LrSchedule::Cosine => {
+                lr1 + (lr0 - lr1) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
         }
     }
 
@@ -327,6 +373,21 @@ freeze_last = 10
     }
 
     #[test]
+    fn schedules_decay_from_the_learning_rate_to_the_minimum_at_the_frozen_phase() {
+        let mut config = parse(ONE_SHOT).unwrap(); // lr 0.01, first frozen episode 90
+        assert_eq!(config.learning_rate(50), 0.01);
+        config.train.min_learning_rate = 0.002;
+        config.train.lr_schedule = LrSchedule::Linear;
+        // halfway (episode 45 of 90): 0.01 + (0.002 - 0.01) / 2 = 0.006
+        assert!((config.learning_rate(45) - 0.006).abs() < 1e-15);
+        assert!((config.learning_rate(90) - 0.002).abs() < 1e-15);
+        config.train.lr_schedule = LrSchedule::Cosine;
+        assert!((config.learning_rate(0) - 0.01).abs() < 1e-15);
+        assert!((config.learning_rate(45) - 0.006).abs() < 1e-15);
+        assert!((config.learning_rate(90) - 0.002).abs() < 1e-15);
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = error_of(&ONE_SHOT.replace("learning_rate", "lr"));
         assert!(e.contains("test.toml") && e.contains("lr"), "{e}");
@@ -362,6 +423,8 @@ freeze_last = 10
             ("[task]", "[task]\npattern_bits = 0", "task.pattern_bits"),
             ("[task]", "[task]\nsteps = 2", "task.steps"),
             ("[train]", "[train]\nbatch = 0", "train.batch"),
+            ("[train]", "[train]\nmin_learning_rate = 0.1", "train.min_learning_rate"),
+            ("[train]", "[train]\nmin_learning_rate = -1.0", "train.min_learning_rate"),
         ] {
             let e = error_of(&ONE_SHOT.replace(from, to));
             assert!(e.contains(field) && e.contains("test.toml"), "{to}: {e}");

@@ -213,11 +213,8 @@ impl Trainer {
                 .task
                 .measure(outputs, &episodes.target_tensors(&self.device));
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            self.model = self.optim.step(
-                self.config.train.learning_rate,
-                self.model.clone(),
-                grads,
-            );
+            let lr = self.config.learning_rate(episode);
+            self.model = self.optim.step(lr, self.model.clone(), grads);
             read_measures(measures)
         };
         if !measures.is_finite() {
