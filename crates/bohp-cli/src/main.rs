@@ -178,13 +178,14 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         if !flags.is_empty() {
             config.validate(&format!("{} with {}", path.display(), flags.join(" ")))?;
         }
+        // Fail on an unusable device before creating anything.
+        init_device(config.device, config.dtype)?;
         let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
         let run = RunDir::create(&dir)?;
         run.write_config(&config)?;
         (run, config, false)
     };
 
-    let device = init_device(config.device, config.dtype)?;
     init_logging(&run)?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
@@ -194,9 +195,9 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     .context("cannot install the Ctrl-C handler")?;
 
     let mut trainer = if resuming {
-        Trainer::resume(&run, config.clone(), &device)?
+        Trainer::resume(&run, config.clone())?
     } else {
-        Trainer::new(config.clone(), &device)
+        Trainer::new(config.clone())?
     };
     let total = config.train.episodes;
     if trainer.is_done() {
@@ -354,7 +355,7 @@ impl Observer for Progress {
         }
         self.recent.push_back(*row);
         self.bar.inc(1);
-        if row.episode % 25 == 0 {
+        if row.episode.is_multiple_of(25) {
             let n = self.recent.len() as f64;
             let loss = self.recent.iter().map(|r| r.loss).sum::<f64>() / n;
             let error = self.recent.iter().map(|r| r.error).sum::<f64>() / n;

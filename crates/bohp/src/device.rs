@@ -129,3 +129,25 @@ pub fn init_device(backend: Backend, precision: Precision) -> Result<Device> {
     }
     Ok(device)
 }
+
+/// Gives `Device::default()` the float dtype `precision`.
+///
+/// burn 0.22.1's `ModuleOptimizer::load_record` rebuilds optimizer state on `Device::default()`
+/// in *that* device's default dtype, not the record's: without this, f64 Adam moments come back
+/// as f32 and the next step fails deep inside the backend. Call it before restoring optimizer
+/// state.
+pub fn align_default_device(precision: Precision) -> Result<()> {
+    let mut device = Device::default();
+    let wanted = precision.dtype();
+    if device.configure(wanted).is_err() && device.settings().float_dtype != wanted {
+        return Err(Error::Device {
+            device: format!("{device:?}"),
+            message: format!(
+                "cannot restore {precision} optimizer state: burn loads it on its default device, \
+                 which this process already uses in {:?}; resume in a fresh process",
+                device.settings().float_dtype
+            ),
+        });
+    }
+    Ok(())
+}

@@ -313,6 +313,7 @@ impl RunDir {
                 "optimizer state is corrupt: its checksum does not match the checkpoint's state.json",
             ));
         }
+        crate::device::align_default_device(state.dtype)?;
         let optim = optim
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| Error::artifact(&optim_path, format!("not a valid optimizer state: {e}")))?;

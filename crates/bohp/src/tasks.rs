@@ -122,6 +122,7 @@ pub enum Targets {
 
 /// The batch's targets as device tensors, ready for [`Task::measure`].
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // made once per batch and passed by reference
 pub enum DeviceTargets {
     /// Completion: `[batch, n]`.
     Pattern(Tensor<2>),
@@ -170,14 +171,14 @@ impl Task {
 
     /// Target class at step `t` of a labelled episode: 1 for even steps, 0 for odd ones.
     pub fn class_at(t: usize) -> usize {
-        if t % 2 == 0 { 1 } else { 0 }
+        if t.is_multiple_of(2) { 1 } else { 0 }
     }
 
     /// Whether step `t` shows pattern A (else B): A is bound to the even-step class until the
     /// reversal, B after it.
     pub fn shows_a(&self, t: usize) -> bool {
         let reversed = self.kind == TaskKind::Reversal && t >= self.reversal_step();
-        (t % 2 == 0) != reversed
+        t.is_multiple_of(2) != reversed
     }
 
     /// Generates episodes `first, first + 1, …, first + batch - 1` of `stream` for a run seeded
@@ -420,6 +421,61 @@ mod tests {
         };
         let unscored: Vec<usize> = (0..20).filter(|s| !scored[*s]).collect();
         assert_eq!(unscored, vec![0, 1, 10, 11]);
+    }
+
+    fn measures_of(task: &Task, outputs: Vec<f64>, shape: [usize; 3], batch: &EpisodeBatch) -> Measures {
+        use crate::device::{Backend, Precision, init_device};
+        let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
+        let outputs = Tensor::<3>::from_data(TensorData::new(outputs, shape), &device);
+        let (loss, measures) = task.measure(outputs, &batch.target_tensors(&device));
+        let m = read_measures(measures);
+        assert_eq!(loss.into_scalar::<f64>(), m.loss);
+        m
+    }
+
+    #[test]
+    fn completion_measures_known_values() {
+        let t = task(TaskKind::Completion, 2);
+        let batch = t.generate(1, Stream::Train, 0, 1);
+        let Targets::Pattern { values } = &batch.targets else { panic!() };
+        // Output 0.5·pattern at step 1: every bit is off by 0.5.
+        // loss = error_code = 8 · 0.25 = 2; Manhattan error = 8 · 0.5 = 4.
+        let mut outputs = vec![0.0; 8];
+        outputs.extend(values.iter().map(|v| 0.5 * v));
+        let m = measures_of(&t, outputs, [2, 1, 8], &batch);
+        assert!((m.loss - 2.0).abs() < 1e-12 && (m.error_code - 2.0).abs() < 1e-12);
+        assert!((m.error - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn labelled_measures_known_values() {
+        // Equal logits: p = (1/2, 1/2) everywhere, cross-entropy ln 2 per scored step, and
+        // |p - target| = 1/2 per output.
+        let ln2 = std::f64::consts::LN_2;
+        let one_shot = task(TaskKind::OneShot, 20);
+        let batch = one_shot.generate(1, Stream::Train, 0, 3);
+        let m = measures_of(&one_shot, vec![0.0; 20 * 3 * 2], [20, 3, 2], &batch);
+        assert!((m.loss - ln2).abs() < 1e-12 && (m.error_code - ln2).abs() < 1e-12);
+        assert!((m.error - 0.5).abs() < 1e-12);
+        // Reversal scores 16 of 20 steps; the original code averages over steps 2..20 (18)
+        // with the labelled steps at 0: error_code = 16/18 · ln 2.
+        let reversal = task(TaskKind::Reversal, 20);
+        let batch = reversal.generate(1, Stream::Train, 0, 3);
+        let m = measures_of(&reversal, vec![0.0; 20 * 3 * 2], [20, 3, 2], &batch);
+        assert!((m.loss - ln2).abs() < 1e-12);
+        assert!((m.error_code - 16.0 / 18.0 * ln2).abs() < 1e-12);
+        // A confident right answer at every scored step: logits (0, 10) for class 1 at even
+        // steps and (10, 0) for class 0 at odd ones. CE = ln(1 + e^-10).
+        let mut logits = Vec::new();
+        for t in 0..20 {
+            for _ in 0..3 {
+                logits.extend(if t % 2 == 0 { [0.0, 10.0] } else { [10.0, 0.0] });
+            }
+        }
+        let m = measures_of(&reversal, logits, [20, 3, 2], &batch);
+        let ce = (1.0 + (-10f64).exp()).ln();
+        assert!((m.loss - ce).abs() < 1e-12, "{m:?}");
+        assert!((m.error - (1.0 - 1.0 / (1.0 + (-10f64).exp()))).abs() < 1e-12);
     }
 
     #[test]

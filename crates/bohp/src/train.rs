@@ -9,6 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::RunConfig;
+use crate::device::init_device;
 use crate::error::{Error, Result};
 use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
@@ -130,12 +131,12 @@ pub fn evaluate(model: &PlasticNet, task: &Task, seed: u64, episodes: usize, bat
 }
 
 impl Trainer {
-    /// A new run's trainer: parameters initialized from the config's seed. `device` is the
-    /// plain device from [`crate::device::init_device`].
-    pub fn new(config: RunConfig, device: &Device) -> Trainer {
-        let device = device.clone().autodiff();
+    /// A new run's trainer on the config's device and dtype, with parameters initialized from
+    /// the config's seed.
+    pub fn new(config: RunConfig) -> Result<Trainer> {
+        let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
-        Trainer {
+        Ok(Trainer {
             task: config.task(),
             config,
             device,
@@ -143,12 +144,12 @@ impl Trainer {
             optim: optimizer(),
             next_episode: 0,
             frozen: None,
-        }
+        })
     }
 
     /// The trainer of an interrupted run, restored from its checkpoint.
-    pub fn resume(run: &RunDir, config: RunConfig, device: &Device) -> Result<Trainer> {
-        let mut trainer = Trainer::new(config, device);
+    pub fn resume(run: &RunDir, config: RunConfig) -> Result<Trainer> {
+        let mut trainer = Trainer::new(config)?;
         let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
         if state.dtype != trainer.config.dtype {
             return Err(Error::artifact(
@@ -293,7 +294,7 @@ pub fn train(run: &RunDir, trainer: &mut Trainer, observer: &mut dyn Observer, s
         };
         metrics.write(&row)?;
         observer.episode(&row);
-        if trainer.next_episode % every == 0 || trainer.is_done() {
+        if trainer.next_episode.is_multiple_of(every) || trainer.is_done() {
             metrics.flush()?;
             trainer
                 .check_parameters()
@@ -340,4 +341,105 @@ pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
         frozen: (!frozen.is_empty()).then(|| mean(&frozen)),
         last_100: mean(tail),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Plasticity;
+    use crate::device::{Backend, Precision};
+    use crate::run::RunDir;
+
+    fn config(kind: &str) -> RunConfig {
+        let text = format!(
+            "seed = 4\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
+             [train]\nepisodes = 40\nbatch = 4\nlearning_rate = 0.01\nfreeze_last = 5\n"
+        );
+        let config = RunConfig::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        config.validate("test.toml").unwrap();
+        config
+    }
+
+    fn params(model: &PlasticNet) -> Vec<Vec<f64>> {
+        let mut out = vec![
+            model.plastic.w.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap(),
+            model.plastic.alpha.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap(),
+            model.plastic.b.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap(),
+        ];
+        if let Some(r) = &model.readout {
+            out.push(r.v.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap());
+            out.push(r.c.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn checkpoint_round_trip_continues_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("run")).unwrap();
+        let mut a = Trainer::new(config("one-shot")).unwrap();
+        for _ in 0..10 {
+            a.step().unwrap();
+        }
+        a.checkpoint(&run).unwrap();
+        let mut b = Trainer::resume(&run, config("one-shot")).unwrap();
+        assert_eq!(b.next_episode(), 10);
+        assert_eq!(params(a.model()), params(b.model()));
+        // Adam's moments and step count were restored too: the next updates agree exactly.
+        for _ in 0..5 {
+            assert_eq!(a.step().unwrap(), b.step().unwrap());
+        }
+        assert_eq!(params(a.model()), params(b.model()));
+    }
+
+    #[test]
+    fn corrupt_checkpoint_is_rejected_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("run")).unwrap();
+        let trainer = Trainer::new(config("completion")).unwrap();
+        trainer.checkpoint(&run).unwrap();
+        let path = run.checkpoint_dir().join("model.bpk");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+        let err = Trainer::resume(&run, config("completion")).err().unwrap().to_string();
+        assert!(err.contains("model.bpk") && err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn without_plasticity_alpha_stays_zero() {
+        let mut config = config("one-shot");
+        config.model.plasticity = Plasticity::None;
+        let mut trainer = Trainer::new(config).unwrap();
+        let w0 = params(trainer.model())[0].clone();
+        for _ in 0..10 {
+            trainer.step().unwrap();
+        }
+        let p = params(trainer.model());
+        assert!(p[1].iter().all(|a| *a == 0.0), "alpha must stay 0: {:?}", p[1]);
+        assert_ne!(p[0], w0, "w is still trained");
+    }
+
+    #[test]
+    fn frozen_phase_does_not_change_parameters() {
+        let mut trainer = Trainer::new(config("completion")).unwrap();
+        while trainer.next_episode() < 35 {
+            assert_eq!(trainer.step().unwrap().frozen, 0);
+        }
+        let before = params(trainer.model());
+        while !trainer.is_done() {
+            assert_eq!(trainer.step().unwrap().frozen, 1);
+        }
+        assert_eq!(before, params(trainer.model()));
+    }
+
+    #[test]
+    fn non_finite_parameters_are_found() {
+        let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
+        let mut model = init_model(&config("one-shot"), &device);
+        assert_eq!(non_finite_param(&model), None);
+        model.plastic.alpha = model.plastic.alpha.map(|a| a.mul_scalar(f64::NAN));
+        assert_eq!(non_finite_param(&model), Some("alpha"));
+    }
 }
