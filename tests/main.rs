@@ -1,1 +1,11 @@
-fn main(){}
+//! End-to-end and cross-backend tests of bohp.
+//!
+//! Run them with `cargo nextest run --release --workspace`: nextest gives every test its own
+//! process, which burn needs to use one backend in both f32 and f64 (a process fixes each
+//! device's float dtype on first use).
+
+mod backends;
+mod cli;
+mod common;
+mod controls;
+mod resume;

@@ -186,7 +186,6 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         (run, config, false)
     };
 
-    init_logging(&run)?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
@@ -200,6 +199,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         Trainer::new(config.clone())?
     };
     let total = config.train.episodes;
+    init_logging(&run)?;
     if trainer.is_done() {
         println!(
             "{}: the run has already finished its {total} episodes; nothing to do",

@@ -58,7 +58,31 @@ impl PlasticNetConfig {
     }
 }
 
+/// A parameter's values on the host, row-major.
+fn host<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f64> {
+    p.val()
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .expect("parameters are float tensors")
+}
+
 impl PlasticNet {
+    /// Every parameter by name (`w`, `alpha`, `b`, then `readout.v`, `readout.c`), with its
+    /// values copied to the host as f64, row-major.
+    pub fn parameter_values(&self) -> Vec<(&'static str, Vec<f64>)> {
+        let mut out = vec![
+            ("w", host(&self.plastic.w)),
+            ("alpha", host(&self.plastic.alpha)),
+            ("b", host(&self.plastic.b)),
+        ];
+        if let Some(readout) = &self.readout {
+            out.push(("readout.v", host(&readout.v)));
+            out.push(("readout.c", host(&readout.c)));
+        }
+        out
+    }
+
     /// Runs whole episodes from zero traces.
     ///
     /// # Shapes

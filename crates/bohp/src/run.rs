@@ -345,24 +345,31 @@ impl RunDir {
             .collect()
     }
 
-    /// Opens `metrics.csv` for appending, keeping only the rows of episodes before
-    /// `next_episode` (those after a checkpoint are re-run identically on resume).
-    pub fn metrics_writer(&self, next_episode: usize) -> Result<MetricsWriter> {
-        let path = self.metrics_path();
+    /// The rows of `metrics.csv` before `next_episode`, checked to be one per episode.
+    pub fn metrics_before(&self, next_episode: usize) -> Result<Vec<MetricsRow>> {
         let kept: Vec<MetricsRow> = self
             .read_metrics()?
             .into_iter()
             .filter(|r| r.episode < next_episode)
             .collect();
-        if kept.len() != next_episode {
+        let in_order = kept.iter().enumerate().all(|(i, r)| r.episode == i);
+        if kept.len() != next_episode || !in_order {
             return Err(Error::artifact(
-                &path,
+                self.metrics_path(),
                 format!(
-                    "holds {} rows before episode {next_episode}, expected one per episode",
+                    "holds {} rows before episode {next_episode}, expected one per episode in order",
                     kept.len()
                 ),
             ));
         }
+        Ok(kept)
+    }
+
+    /// Opens `metrics.csv` for appending, keeping only the rows of episodes before
+    /// `next_episode` (those after a checkpoint are re-run identically on resume).
+    pub fn metrics_writer(&self, next_episode: usize) -> Result<MetricsWriter> {
+        let path = self.metrics_path();
+        let kept = self.metrics_before(next_episode)?;
         let mut bytes = Vec::new();
         {
             let mut writer = csv::Writer::from_writer(&mut bytes);

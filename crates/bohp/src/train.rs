@@ -77,8 +77,10 @@ pub fn init_model(config: &RunConfig, device: &Device) -> PlasticNet {
 /// The name of the first parameter holding a NaN or infinity, if any.
 pub fn non_finite_param(model: &PlasticNet) -> Option<&'static str> {
     fn finite<const D: usize>(p: &Param<Tensor<D>>) -> bool {
-        let sum: f64 = p.val().sum().into_scalar::<f64>();
-        sum.is_finite()
+        // x · 0 is 0 for every finite x and NaN for NaN and ±∞; unlike a plain sum, this
+        // cannot overflow on large finite values.
+        let zeros: f64 = p.val().mul_scalar(0.0).sum().into_scalar::<f64>();
+        zeros == 0.0
     }
     let layer = &model.plastic;
     if !finite(&layer.w) {
@@ -147,7 +149,8 @@ impl Trainer {
         })
     }
 
-    /// The trainer of an interrupted run, restored from its checkpoint.
+    /// The trainer of an interrupted run, restored from its checkpoint. Checks the checkpoint
+    /// and `metrics.csv` without writing anything.
     pub fn resume(run: &RunDir, config: RunConfig) -> Result<Trainer> {
         let mut trainer = Trainer::new(config)?;
         let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
@@ -169,6 +172,7 @@ impl Trainer {
                 ),
             ));
         }
+        run.metrics_before(state.next_episode)?;
         trainer.model = model;
         trainer.optim = optim;
         trainer.next_episode = state.next_episode;
@@ -361,16 +365,7 @@ mod tests {
     }
 
     fn params(model: &PlasticNet) -> Vec<Vec<f64>> {
-        let mut out = vec![
-            model.plastic.w.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap(),
-            model.plastic.alpha.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap(),
-            model.plastic.b.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap(),
-        ];
-        if let Some(r) = &model.readout {
-            out.push(r.v.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap());
-            out.push(r.c.val().into_data().convert::<f64>().try_to_vec::<f64>().unwrap());
-        }
-        out
+        model.parameter_values().into_iter().map(|(_, v)| v).collect()
     }
 
     #[test]
@@ -378,9 +373,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(&dir.path().join("run")).unwrap();
         let mut a = Trainer::new(config("one-shot")).unwrap();
+        let mut metrics = run.metrics_writer(0).unwrap();
         for _ in 0..10 {
-            a.step().unwrap();
+            metrics.write(&a.step().unwrap()).unwrap();
         }
+        metrics.flush().unwrap();
         a.checkpoint(&run).unwrap();
         let mut b = Trainer::resume(&run, config("one-shot")).unwrap();
         assert_eq!(b.next_episode(), 10);
@@ -438,6 +435,9 @@ mod tests {
     fn non_finite_parameters_are_found() {
         let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
         let mut model = init_model(&config("one-shot"), &device);
+        assert_eq!(non_finite_param(&model), None);
+        // Large but finite values are finite (a plain sum would overflow to infinity).
+        model.plastic.w = model.plastic.w.map(|w| w.mul_scalar(0.0).add_scalar(f64::MAX / 2.0));
         assert_eq!(non_finite_param(&model), None);
         model.plastic.alpha = model.plastic.alpha.map(|a| a.mul_scalar(f64::NAN));
         assert_eq!(non_finite_param(&model), Some("alpha"));

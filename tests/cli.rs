@@ -1,0 +1,266 @@
+//! The CLI on real configs: bad input is rejected with the file and field named, a non-zero
+//! exit code and nothing overwritten; evaluation of a trained run; divergence handling.
+
+use std::path::Path;
+
+use bohp::run::{CheckpointState, RunDir};
+use bohp::train::{init_model, non_finite_param};
+
+use crate::common::{run_bohp, shipped_config_path, snapshot};
+
+const VALID: &str = r#"
+seed = 1
+[task]
+kind = "one-shot"
+steps = 20
+[model]
+gamma = 0.02
+hidden = 2
+[train]
+episodes = 40
+batch = 4
+learning_rate = 0.01
+freeze_last = 10
+checkpoint_every = 10
+"#;
+
+/// Runs `bohp train` on `config_text` and returns (exit code, stderr); the run directory it
+/// was pointed at must not have been created.
+fn train_rejects(config_text: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let out_dir = dir.path().join("run");
+    let mut args = vec!["train", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "-q"];
+    args.extend_from_slice(extra);
+    let out = run_bohp(&args);
+    assert!(!out.status.success(), "must fail: {config_text}");
+    assert!(!out_dir.exists(), "nothing may be written for a rejected config");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_valid_config_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let run = dir.path().join("run");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in ["config.toml", "metrics.csv", "model.bpk", "summary.json", "train.log", "checkpoint/model.bpk", "checkpoint/optimizer.bpk", "checkpoint/state.json"] {
+        assert!(run.join(file).is_file(), "missing {file}");
+    }
+    let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
+    assert_eq!(rows.len(), 40);
+    assert_eq!(rows.iter().filter(|r| r.frozen == 1).count(), 10);
+    assert!(rows.iter().enumerate().all(|(i, r)| r.episode == i));
+}
+
+#[test]
+fn bad_configs_name_the_file_and_field() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("learning_rate = 0.01", "lr = 0.01", &["bad.toml", "lr", "train"]),
+        ("episodes = 40", "episodes = \"many\"", &["bad.toml", "train.episodes"]),
+        ("gamma = 0.02", "gamma = 1.5", &["bad.toml", "model.gamma", "0 < gamma <= 1"]),
+        ("gamma = 0.02", "gamma = -0.1", &["bad.toml", "model.gamma"]),
+        ("hidden = 2", "hidden = 0", &["bad.toml", "model.hidden", "at least 1"]),
+        ("steps = 20", "steps = 20\npattern_bits = 0", &["bad.toml", "task.pattern_bits"]),
+        ("batch = 4", "batch = 0", &["bad.toml", "train.batch"]),
+        ("learning_rate = 0.01", "learning_rate = 0.0", &["bad.toml", "train.learning_rate", "> 0"]),
+        ("freeze_last = 10", "freeze_last = 41", &["bad.toml", "train.freeze_last", "at most"]),
+        ("seed = 1", "seed = 1\ndevice = \"tpu\"", &["bad.toml", "device", "ndarray", "flex"]),
+        ("seed = 1", "seed = 1\ndtype = \"f16\"", &["bad.toml", "dtype", "f32"]),
+        ("kind = \"one-shot\"", "kind = \"many-shot\"", &["bad.toml", "task.kind", "reversal"]),
+        ("gamma = 0.02", "", &["bad.toml", "gamma"]),
+        ("seed = 1", "seed = = 1", &["bad.toml", "invalid TOML", "line 2"]),
+    ];
+    for (from, to, expected) in cases {
+        assert!(VALID.contains(from));
+        let (code, stderr) = train_rejects(&VALID.replace(from, to), &[]);
+        assert_eq!(code, Some(1), "{to}: {stderr}");
+        for needle in *expected {
+            assert!(stderr.contains(needle), "{to}: expected `{needle}` in: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn bad_flags_are_rejected() {
+    // An override that makes the config inconsistent names the field and the flag.
+    let (code, stderr) = train_rejects(VALID, &["--episodes", "5"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("train.freeze_last") && stderr.contains("--episodes"), "{stderr}");
+    // Unknown device and dtype values are refused by the parser with the choices listed.
+    let (code, stderr) = train_rejects(VALID, &["--device", "tpu"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown device `tpu`") && stderr.contains("ndarray, flex"), "{stderr}");
+    let (code, stderr) = train_rejects(VALID, &["--dtype", "f8"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown dtype `f8`"), "{stderr}");
+    let (code, stderr) = train_rejects(VALID, &["--episodes", "-3"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn unreadable_config_names_the_file() {
+    let out = run_bohp(&["train", "/nonexistent/config.toml", "--out", "/nonexistent/run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/config.toml") && stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn an_existing_run_directory_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    let before = snapshot(&run);
+    let config = shipped_config_path("completion");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already exists") && stderr.contains("--resume"), "{stderr}");
+    assert_eq!(before, snapshot(&run));
+}
+
+/// Trains the valid config into `dir/run` and returns the run path.
+fn trained_run(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("ok.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let run = dir.join("run");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run
+}
+
+#[test]
+fn corrupt_run_files_are_named_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path());
+    // Make the run look interrupted so that --resume has work to do.
+    std::fs::remove_file(run.join("model.bpk")).unwrap();
+    let state_path = run.join("checkpoint/state.json");
+    let mut state: CheckpointState = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state.next_episode = 20;
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let good = snapshot(&run);
+    let good_bytes: Vec<(std::path::PathBuf, Vec<u8>)> =
+        good.iter().map(|(p, _)| (p.clone(), std::fs::read(p).unwrap())).collect();
+
+    let resume = |expect: &[&str]| {
+        let before = snapshot(&run);
+        let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in expect {
+            assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+        }
+        assert_eq!(before, snapshot(&run), "a failed resume must not touch the run");
+    };
+    let corrupt = |file: &str, f: &dyn Fn(&mut Vec<u8>)| {
+        let path = run.join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        f(&mut bytes);
+        std::fs::write(&path, bytes).unwrap();
+    };
+    let restore = || {
+        for (path, bytes) in &good_bytes {
+            std::fs::write(path, bytes).unwrap();
+        }
+    };
+
+    corrupt("checkpoint/state.json", &|b| b.truncate(b.len() / 2));
+    resume(&["state.json", "corrupt checkpoint state"]);
+    restore();
+    corrupt("checkpoint/optimizer.bpk", &|b| b[40] ^= 0xff);
+    resume(&["optimizer.bpk", "corrupt"]);
+    restore();
+    corrupt("checkpoint/model.bpk", &|b| b.truncate(10));
+    resume(&["model.bpk", "corrupt"]);
+    restore();
+    corrupt("metrics.csv", &|b| b.extend_from_slice(b"not,a,number,row,x\n"));
+    resume(&["metrics.csv", "row 42"]);
+    restore();
+    corrupt("metrics.csv", &|b| {
+        let text = String::from_utf8(b.clone()).unwrap();
+        let kept: Vec<&str> = text.lines().take(5).collect();
+        *b = (kept.join("\n") + "\n").into_bytes();
+    });
+    resume(&["metrics.csv", "expected one per episode in order"]);
+    restore();
+    corrupt("config.toml", &|b| b.extend_from_slice(b"\nbogus = 1\n"));
+    resume(&["config.toml", "bogus"]);
+    restore();
+    // A different precision than the run's.
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "--dtype", "f64", "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dtype f64"));
+    assert_eq!(good, snapshot(&run));
+    // Not a run directory at all.
+    let out = run_bohp(&["train", "--resume", dir.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
+    // Evaluating a run without a final model.
+    let out = run_bohp(&["eval", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("model.bpk") && stderr.contains("--resume"), "{stderr}");
+    // The intact checkpoint still resumes.
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn eval_reports_the_trained_error_on_fresh_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = shipped_config_path("completion");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "1500", "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "500", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["task"], "completion");
+    assert_eq!(result["episodes"], 500);
+    let error = result["error"].as_f64().unwrap();
+    assert!(error < 0.6, "Manhattan error on fresh episodes: {error}");
+    // The same run evaluated in f64 on the other backend agrees to f32 rounding.
+    let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "500", "--json", "--device", "flex", "--dtype", "f64"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let other: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((other["error"].as_f64().unwrap() - error).abs() < 1e-4);
+    let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--episodes"));
+}
+
+#[test]
+fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wild.toml");
+    // Adam moves every parameter by about the learning rate per update: 1e38 overflows f32.
+    std::fs::write(&config, VALID.replace("learning_rate = 0.01", "learning_rate = 1e38").replace("checkpoint_every = 10", "checkpoint_every = 1")).unwrap();
+    let run = dir.path().join("run");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("diverged at episode"), "{stderr}");
+    let episode: usize = stderr
+        .split("diverged at episode ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("the message names the episode");
+    let run_dir = RunDir::open(&run).unwrap();
+    let (_, state) = run_dir.read_checkpoint_state().unwrap();
+    assert_eq!(state.next_episode, episode, "the checkpoint before the diverging episode is kept");
+    let config = run_dir.read_config().unwrap();
+    let device = bohp::device::init_device(config.device, config.dtype).unwrap();
+    let model = bohp::run::load_model(init_model(&config, &device), &run.join("checkpoint/model.bpk"), Some(state.model_crc32)).unwrap();
+    assert_eq!(non_finite_param(&model), None, "the kept checkpoint is finite");
+    // metrics.csv holds the episodes before, and the diverging one if its loss was finite.
+    let rows = run_dir.read_metrics().unwrap();
+    assert!(rows.len() == episode || rows.len() == episode + 1, "{} rows, diverged at {episode}", rows.len());
+    assert!(episode > 0, "lr 1e38 runs at least one finite update first");
+    assert!(!run.join("model.bpk").exists());
+}

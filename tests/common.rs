@@ -1,0 +1,130 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bohp::config::RunConfig;
+use bohp::device::{Backend, Precision};
+use bohp::run::{MetricsRow, RunDir, load_model};
+use bohp::tasks::Measures;
+use bohp::train::{Trainer, init_model};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A shipped config, `configs/<name>.toml`.
+pub fn shipped_config(name: &str) -> RunConfig {
+    RunConfig::load(&repo_root().join("configs").join(format!("{name}.toml"))).unwrap()
+}
+
+/// The path of a shipped config.
+pub fn shipped_config_path(name: &str) -> PathBuf {
+    repo_root().join("configs").join(format!("{name}.toml"))
+}
+
+/// The `bohp` binary.
+pub fn bohp() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bohp"))
+}
+
+/// Runs `bohp` with `args` and returns its output.
+pub fn run_bohp(args: &[&str]) -> Output {
+    bohp().args(args).output().expect("the bohp binary runs")
+}
+
+/// Trains `config` to the end in memory (no run directory) and returns its metrics.
+pub fn train_in_memory(config: RunConfig) -> Vec<MetricsRow> {
+    let mut trainer = Trainer::new(config).unwrap();
+    let mut rows = Vec::new();
+    while !trainer.is_done() {
+        rows.push(trainer.step().unwrap());
+    }
+    rows
+}
+
+/// Mean measures over the frozen episodes of `rows`.
+pub fn frozen_mean(rows: &[MetricsRow]) -> Measures {
+    let frozen: Vec<&MetricsRow> = rows.iter().filter(|r| r.frozen == 1).collect();
+    assert!(!frozen.is_empty(), "the run has a frozen phase");
+    let n = frozen.len() as f64;
+    Measures {
+        loss: frozen.iter().map(|r| r.loss).sum::<f64>() / n,
+        error: frozen.iter().map(|r| r.error).sum::<f64>() / n,
+        error_code: frozen.iter().map(|r| r.error_code).sum::<f64>() / n,
+    }
+}
+
+/// A shipped config cut down to `episodes` updates with a `freeze` episode frozen phase, on
+/// `backend` in `precision`.
+pub fn budget_config(name: &str, episodes: usize, freeze: usize, backend: Backend, precision: Precision) -> RunConfig {
+    let mut config = shipped_config(name);
+    config.train.episodes = episodes;
+    config.train.freeze_last = freeze;
+    config.device = backend;
+    config.dtype = precision;
+    config.validate("test").unwrap();
+    config
+}
+
+/// The final parameters of a finished run directory.
+pub fn final_parameters(dir: &Path) -> Vec<(&'static str, Vec<f64>)> {
+    let run = RunDir::open(dir).unwrap();
+    let config = run.read_config().unwrap();
+    let device = bohp::device::init_device(config.device, config.dtype).unwrap();
+    load_model(init_model(&config, &device), &run.model_path(), None)
+        .unwrap()
+        .parameter_values()
+}
+
+/// Every file under `dir` with a hash of its contents, for "nothing was changed" checks.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&path).unwrap().hash(&mut hasher);
+                out.push((path.clone(), hasher.finish()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Generates one test per enabled backend × precision, each calling `$body(backend, precision)`
+/// (a function of the invoking module).
+/// Every backend-generic test goes through this one helper.
+#[macro_export]
+macro_rules! backend_matrix {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use bohp::device::{Backend, Precision};
+                #[test]
+                fn ndarray_f32() {
+                    super::$body(Backend::Ndarray, Precision::F32)
+                }
+                #[test]
+                fn ndarray_f64() {
+                    super::$body(Backend::Ndarray, Precision::F64)
+                }
+                #[test]
+                fn flex_f32() {
+                    super::$body(Backend::Flex, Precision::F32)
+                }
+                #[test]
+                fn flex_f64() {
+                    super::$body(Backend::Flex, Precision::F64)
+                }
+            }
+        )*
+    };
+}

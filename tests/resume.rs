@@ -1,0 +1,111 @@
+//! Interrupting a run (Ctrl-C, or a kill) and resuming it gives exactly the run that was not
+//! interrupted: the same metrics, byte for byte, and the same final parameters.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bohp::run::RunDir;
+
+use crate::common::{bohp, final_parameters, run_bohp};
+
+const CONFIG: &str = r#"
+seed = 11
+device = "ndarray"
+dtype = "f32"
+[task]
+kind = "one-shot"
+[model]
+gamma = 0.02
+[train]
+episodes = 3000
+batch = 16
+learning_rate = 0.01
+freeze_last = 200
+checkpoint_every = 100
+"#;
+
+fn uninterrupted(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("c.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = dir.join("whole");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run
+}
+
+/// Starts a run, waits until `ready(run)` holds, then stops it with `stop(pid)`.
+fn interrupted(dir: &Path, name: &str, ready: fn(&Path) -> bool, stop: fn(&mut std::process::Child)) -> (std::path::PathBuf, Option<i32>) {
+    let config = dir.join("c.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = dir.join(name);
+    let mut child = bohp()
+        .args(["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready(&run) {
+        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be interrupted");
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop(&mut child);
+    let status = child.wait().unwrap();
+    assert!(!run.join("model.bpk").exists(), "the run was interrupted before finishing");
+    (run, status.code())
+}
+
+fn checkpoint_episode(run: &Path) -> usize {
+    RunDir::open(run)
+        .ok()
+        .and_then(|r| r.read_checkpoint_state().ok())
+        .map(|(_, s)| s.next_episode)
+        .unwrap_or(0)
+}
+
+fn resume_and_compare(run: &Path, whole: &Path) {
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read(whole.join("metrics.csv")).unwrap(),
+        std::fs::read(run.join("metrics.csv")).unwrap(),
+        "metrics differ from the uninterrupted run"
+    );
+    assert_eq!(final_parameters(whole), final_parameters(run));
+}
+
+#[test]
+fn resume_after_a_kill_equals_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = uninterrupted(dir.path());
+    // SIGKILL between checkpoints: the rows after the last checkpoint are re-run on resume.
+    let (run, code) = interrupted(dir.path(), "killed", |run| checkpoint_episode(run) >= 300, |child| child.kill().unwrap());
+    assert_eq!(code, None, "killed by a signal");
+    let at = checkpoint_episode(&run);
+    assert!(at >= 300 && at < 3000);
+    resume_and_compare(&run, &whole);
+}
+
+#[test]
+fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = uninterrupted(dir.path());
+    // SIGINT: the run finishes its episode, writes a checkpoint there and exits with 130.
+    let (run, code) = interrupted(
+        dir.path(),
+        "interrupted",
+        |run| std::fs::read_to_string(run.join("metrics.csv")).map(|s| s.lines().count() > 250).unwrap_or(false),
+        |child| {
+            let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+            assert!(status.success());
+        },
+    );
+    assert_eq!(code, Some(130));
+    let at = checkpoint_episode(&run);
+    assert!(at >= 250 && at < 3000, "checkpoint at the interruption: {at}");
+    let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
+    assert_eq!(rows.len(), at, "every episode before the checkpoint is in metrics.csv");
+    resume_and_compare(&run, &whole);
+}
