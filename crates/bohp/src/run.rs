@@ -320,8 +320,13 @@ impl RunDir {
         Ok((model, optim, state))
     }
 
-    /// Reads `metrics.csv`.
+    /// Reads `metrics.csv` (all rows).
     pub fn read_metrics(&self) -> Result<Vec<MetricsRow>> {
+        self.read_metrics_up_to(usize::MAX)
+    }
+
+    /// Reads at most the first `limit` rows of `metrics.csv`; what follows is not parsed.
+    fn read_metrics_up_to(&self, limit: usize) -> Result<Vec<MetricsRow>> {
         let path = self.metrics_path();
         if !path.exists() {
             return Ok(Vec::new());
@@ -330,6 +335,7 @@ impl RunDir {
             csv::Reader::from_path(&path).map_err(|e| Error::artifact(&path, e.to_string()))?;
         reader
             .deserialize()
+            .take(limit)
             .enumerate()
             .map(|(i, row)| {
                 row.map_err(|e| {
@@ -345,13 +351,11 @@ impl RunDir {
             .collect()
     }
 
-    /// The rows of `metrics.csv` before `next_episode`, checked to be one per episode.
+    /// The first `next_episode` rows of `metrics.csv`, checked to be one per episode in order.
+    /// Rows after them (episodes a resumed run will redo; after a kill, possibly a partly
+    /// written one) are ignored.
     pub fn metrics_before(&self, next_episode: usize) -> Result<Vec<MetricsRow>> {
-        let kept: Vec<MetricsRow> = self
-            .read_metrics()?
-            .into_iter()
-            .filter(|r| r.episode < next_episode)
-            .collect();
+        let kept = self.read_metrics_up_to(next_episode)?;
         let in_order = kept.iter().enumerate().all(|(i, r)| r.episode == i);
         if kept.len() != next_episode || !in_order {
             return Err(Error::artifact(
