@@ -7,7 +7,7 @@ use bohp::config::RunConfig;
 use bohp::device::{Backend, Precision};
 use bohp::run::{MetricsRow, RunDir, load_model};
 use bohp::tasks::Measures;
-use bohp::train::{Trainer, init_model};
+use bohp::train::{Autodiff, Trainer, init_model};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -36,7 +36,7 @@ pub fn run_bohp(args: &[&str]) -> Output {
 
 /// Trains `config` to the end in memory (no run directory) and returns its metrics.
 pub fn train_in_memory(config: RunConfig) -> Vec<MetricsRow> {
-    let mut trainer = Trainer::new(config).unwrap();
+    let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
     let mut rows = Vec::new();
     while !trainer.is_done() {
         rows.push(trainer.step().unwrap());

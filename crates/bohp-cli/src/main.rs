@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::RunConfig;
+use bohp::config::{GradEngine, RunConfig};
+use bohp_gradcheck::check::{CheckOptions, check};
 use bohp::device::{Backend, Precision, init_device};
 use bohp::run::{MetricsRow, RunDir, load_model};
 use bohp::tasks::Measures;
-use bohp::train::{Observer, Outcome, Trainer, evaluate, init_model, train};
+use bohp::train::{
+    Autodiff, GradientEngine, Observer, Outcome, Trainer, evaluate, init_model, train,
+};
 use burn::module::Module;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,6 +45,36 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a trained run's network on fresh episodes.
     Eval(EvalArgs),
+    /// Check burn's autodiff gradients against the hand-derived recursion and finite
+    /// differences on a config's network and episodes; exits non-zero on a mismatch.
+    Gradcheck(GradcheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct GradcheckArgs {
+    /// The config file (TOML): task, sizes, seed (initial parameters), device and dtype.
+    config: PathBuf,
+
+    /// Episodes in the checked batch.
+    #[arg(long, default_value_t = 4)]
+    episodes: usize,
+
+    /// Steps per episode, overriding `task.steps` (one-shot, reversal).
+    #[arg(long)]
+    steps: Option<usize>,
+
+    /// Skip the finite-difference comparison (slow for long episodes).
+    #[arg(long)]
+    no_finite_differences: bool,
+
+    /// Write one episode (parameters, inputs, targets, outputs, traces, loss, gradients of
+    /// each method) as JSON to this file; schema in docs/gradients.md.
+    #[arg(long, value_name = "FILE")]
+    dump: Option<PathBuf>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +98,10 @@ struct TrainArgs {
     /// The run directory to create [default: runs/<config name>, or runs/<config name>-N if taken].
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     out: Option<PathBuf>,
+
+    /// Gradient engine: autodiff or analytic, overriding `train.grad`.
+    #[arg(long, conflicts_with = "resume")]
+    grad: Option<GradEngine>,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Train(args) => train_command(&cli, args),
         Command::Eval(args) => eval_command(&cli, args),
+        Command::Gradcheck(args) => gradcheck_command(&cli, args),
     }
 }
 
@@ -169,6 +207,9 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             config.seed = seed;
             flags.push("--seed");
         }
+        if let Some(grad) = args.grad {
+            config.train.grad = grad;
+        }
         if let Some(device) = cli.device {
             config.device = device;
         }
@@ -194,9 +235,9 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     .context("cannot install the Ctrl-C handler")?;
 
     let mut trainer = if resuming {
-        Trainer::resume(&run, config.clone())?
+        Trainer::resume(&run, config.clone(), engine(config.train.grad))?
     } else {
-        Trainer::new(config.clone())?
+        Trainer::new(config.clone(), engine(config.train.grad))?
     };
     let total = config.train.episodes;
     init_logging(&run)?;
@@ -217,11 +258,12 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     );
     if !cli.quiet {
         eprintln!(
-            "{} {} on {} ({}), episodes {}..{total}, batch {} -> {}",
+            "{} {} on {} ({}, {} gradients), episodes {}..{total}, batch {} -> {}",
             if resuming { "resuming" } else { "training" },
             config.task.kind,
             config.device,
             config.dtype,
+            config.train.grad,
             trainer.next_episode(),
             config.train.batch,
             run.path().display()
@@ -263,6 +305,51 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The gradient engine named in a config.
+fn engine(grad: GradEngine) -> Box<dyn GradientEngine> {
+    match grad {
+        GradEngine::Autodiff => Box::new(Autodiff),
+        GradEngine::Analytic => Box::new(bohp_gradcheck::Analytic),
+    }
+}
+
+fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
+    if args.episodes == 0 {
+        bail!("--episodes: expected at least 1");
+    }
+    let mut config = RunConfig::load(&args.config)?;
+    if let Some(steps) = args.steps {
+        config.task.steps = Some(steps);
+        config.validate(&format!("{} with --steps", args.config.display()))?;
+    }
+    if let Some(device) = cli.device {
+        config.device = device;
+    }
+    if let Some(dtype) = cli.dtype {
+        config.dtype = dtype;
+    }
+    let options = CheckOptions {
+        episodes: args.episodes,
+        finite_differences: !args.no_finite_differences,
+        dump: args.dump.is_some(),
+    };
+    let (report, dump) = check(&config, options)?;
+    if let (Some(path), Some(dump)) = (&args.dump, dump) {
+        let json = serde_json::to_vec_pretty(&dump).context("serializing the dump")?;
+        std::fs::write(path, json).with_context(|| format!("{}: cannot write the dump", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn format_measures(m: &Measures) -> String {

@@ -94,6 +94,47 @@ pub enum LrSchedule {
     Cosine,
 }
 
+/// Where training gradients come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradEngine {
+    /// burn autodiff: backpropagation through the unrolled episode.
+    #[default]
+    Autodiff,
+    /// The hand-derived forward-mode recursion (crate `bohp-gradcheck`).
+    Analytic,
+}
+
+impl GradEngine {
+    /// The name as written in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            GradEngine::Autodiff => "autodiff",
+            GradEngine::Analytic => "analytic",
+        }
+    }
+}
+
+impl std::str::FromStr for GradEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "autodiff" => Ok(GradEngine::Autodiff),
+            "analytic" => Ok(GradEngine::Analytic),
+            other => Err(format!(
+                "unknown gradient engine `{other}`: expected autodiff or analytic"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for GradEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `[train]`: the optimization schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +159,9 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many episodes (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// `autodiff` or `analytic`: where the gradients come from.
+    #[serde(default)]
+    pub grad: GradEngine,
 }
 
 fn default_pattern_bits() -> usize {

@@ -49,6 +49,8 @@ pub struct PlasticLayer {
     pub b: Param<Tensor<1>>,
     /// Trace rate γ (a constant, not trained).
     pub gamma: f64,
+    /// Whether `α` is trained (false: `α = 0`, fixed — the non-plastic control).
+    pub plastic: bool,
 }
 
 /// The Hebbian traces of a batch of episodes: `H`, `[batch, n_in, n_out]`.
@@ -94,6 +96,7 @@ impl PlasticLayerConfig {
             alpha,
             b: param(b, [self.n_out], device),
             gamma: self.gamma,
+            plastic: self.plastic,
         }
     }
 }
@@ -154,6 +157,7 @@ mod tests {
             alpha: param(vec![1.0, 2.0], [2, 1], device),
             b: param(vec![0.1], [1], device),
             gamma: 0.5,
+            plastic: true,
         }
     }
 

@@ -2,7 +2,7 @@
 //! the labelled tasks.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 
 use crate::layer::{HebbTrace, PlasticLayer, PlasticLayerConfig, gaussian, param};
@@ -81,6 +81,39 @@ impl PlasticNet {
             out.push(("readout.c", host(&readout.c)));
         }
         out
+    }
+
+    /// The same network with new parameter values (named and laid out as
+    /// [`PlasticNet::parameter_values`] gives them), keeping parameter ids and trainability.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a name is unknown or a length does not match the parameter's size.
+    pub fn with_parameter_values(mut self, values: &[(&str, Vec<f64>)]) -> PlasticNet {
+        fn set<const D: usize>(p: Param<Tensor<D>>, values: &[f64]) -> Param<Tensor<D>> {
+            p.map(|t| {
+                let shape = t.shape();
+                assert_eq!(shape.num_elements(), values.len(), "parameter size");
+                Tensor::from_data(TensorData::new(values.to_vec(), shape), &t.device())
+            })
+        }
+        for (name, v) in values {
+            match *name {
+                "w" => self.plastic.w = set(self.plastic.w, v),
+                "alpha" => self.plastic.alpha = set(self.plastic.alpha, v),
+                "b" => self.plastic.b = set(self.plastic.b, v),
+                "readout.v" | "readout.c" => {
+                    let readout = self.readout.take().expect("the network has a readout");
+                    self.readout = Some(if *name == "readout.v" {
+                        Readout { v: set(readout.v, v), ..readout }
+                    } else {
+                        Readout { c: set(readout.c, v), ..readout }
+                    });
+                }
+                other => panic!("no parameter named {other}"),
+            }
+        }
+        self
     }
 
     /// Runs whole episodes from zero traces.

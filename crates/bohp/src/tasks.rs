@@ -242,6 +242,10 @@ impl Task {
     /// Computes the loss (with its autodiff graph, if `outputs` has one) and the measures of a
     /// batch from the network's outputs.
     ///
+    /// Normalizations multiply by a reciprocal: burn-autodiff 0.22.1 differentiates
+    /// `div_scalar` through an f32 reciprocal (`1.0 / rhs.elem::<f32>()`), which would put an
+    /// error of 2⁻²⁷ on every f64 gradient.
+    ///
     /// # Shapes
     /// - `outputs`: `[steps, batch, n_out]`: tanh outputs (completion) or logits (labelled)
     /// - returned loss: `[1]`; returned measures: `[3]` = (loss, error, error_code), detached
@@ -251,9 +255,9 @@ impl Task {
             DeviceTargets::Pattern(pattern) => {
                 let y = outputs.narrow(0, steps - 1, 1).reshape([batch, n_out]);
                 let diff = y - pattern.clone();
-                let loss = diff.clone().square().sum().div_scalar(batch as f64);
+                let loss = diff.clone().square().sum().mul_scalar(1.0 / batch as f64);
                 let diff = diff.detach();
-                let manhattan = diff.abs().sum().div_scalar(batch as f64);
+                let manhattan = diff.abs().sum().mul_scalar(1.0 / batch as f64);
                 let detached = loss.clone().detach();
                 let measures = Tensor::cat(vec![detached.clone(), manhattan, detached], 0);
                 (loss, measures)
@@ -265,14 +269,14 @@ impl Task {
             } => {
                 let log_p = activation::log_softmax(outputs, 2); // [steps, batch, 2]
                 let ce_sum = (log_p.clone() * onehot.clone()).sum().neg();
-                let loss = ce_sum.clone().div_scalar((batch * scored_steps) as f64);
+                let loss = ce_sum.clone().mul_scalar(1.0 / (batch * scored_steps) as f64);
                 let p = log_p.detach().exp();
                 let abs_err = ((p - onehot.clone()).abs() * mask.clone())
                     .sum()
-                    .div_scalar((batch * scored_steps * N_LABELS) as f64);
+                    .mul_scalar(1.0 / (batch * scored_steps * N_LABELS) as f64);
                 let code = ce_sum
                     .detach()
-                    .div_scalar((batch * (steps - LABELLED_STEPS)) as f64);
+                    .mul_scalar(1.0 / ((batch * (steps - LABELLED_STEPS))) as f64);
                 let measures = Tensor::cat(vec![loss.clone().detach(), abs_err, code], 0);
                 (loss, measures)
             }

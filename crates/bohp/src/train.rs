@@ -14,10 +14,56 @@ use crate::error::{Error, Result};
 use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
 use crate::run::{MetricsRow, RunDir, Summary, write_atomic};
-use crate::tasks::{Measures, Task, read_measures};
+use crate::tasks::{EpisodeBatch, Measures, Task, read_measures};
 
 /// Adam's ε (PyTorch's default, as in the peer scripts; burn's default is 1e-5).
 pub const ADAM_EPSILON: f32 = 1e-8;
+
+/// Where a training step's loss and gradients come from.
+pub trait GradientEngine: Send {
+    /// A short name for logs and errors (`autodiff`, `analytic`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the model must live on an autodiff device.
+    fn needs_autodiff(&self) -> bool;
+
+    /// The measures of `batch` under `model` and the gradients of its loss, keyed by parameter
+    /// id, on `device` (the model's device). Parameters that are not trained get no gradient.
+    fn gradients(
+        &mut self,
+        model: &PlasticNet,
+        task: &Task,
+        batch: &EpisodeBatch,
+        device: &Device,
+    ) -> (Measures, GradientsParams);
+}
+
+/// Gradients by burn autodiff: backpropagation through the unrolled episode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Autodiff;
+
+impl GradientEngine for Autodiff {
+    fn name(&self) -> &'static str {
+        "autodiff"
+    }
+
+    fn needs_autodiff(&self) -> bool {
+        true
+    }
+
+    fn gradients(
+        &mut self,
+        model: &PlasticNet,
+        task: &Task,
+        batch: &EpisodeBatch,
+        device: &Device,
+    ) -> (Measures, GradientsParams) {
+        let (outputs, _) = model.forward(batch.input_tensor(device));
+        let (loss, measures) = task.measure(outputs, &batch.target_tensors(device));
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        (read_measures(measures), grads)
+    }
+}
 
 /// The model, its optimizer and the position in the run.
 pub struct Trainer {
@@ -30,6 +76,8 @@ pub struct Trainer {
     next_episode: usize,
     /// The parameter-fixed copy used in the frozen phase, made on entering it.
     frozen: Option<PlasticNet>,
+    /// Where gradients come from.
+    engine: Box<dyn GradientEngine>,
 }
 
 /// How a call to [`train`] ended.
@@ -134,9 +182,14 @@ pub fn evaluate(model: &PlasticNet, task: &Task, seed: u64, episodes: usize, bat
 
 impl Trainer {
     /// A new run's trainer on the config's device and dtype, with parameters initialized from
-    /// the config's seed.
-    pub fn new(config: RunConfig) -> Result<Trainer> {
-        let device = init_device(config.device, config.dtype)?.autodiff();
+    /// the config's seed, taking gradients from `engine`.
+    pub fn new(config: RunConfig, engine: Box<dyn GradientEngine>) -> Result<Trainer> {
+        let device = init_device(config.device, config.dtype)?;
+        let device = if engine.needs_autodiff() {
+            device.autodiff()
+        } else {
+            device
+        };
         let model = init_model(&config, &device);
         Ok(Trainer {
             task: config.task(),
@@ -146,13 +199,14 @@ impl Trainer {
             optim: optimizer(),
             next_episode: 0,
             frozen: None,
+            engine,
         })
     }
 
     /// The trainer of an interrupted run, restored from its checkpoint. Checks the checkpoint
     /// and `metrics.csv` without writing anything.
-    pub fn resume(run: &RunDir, config: RunConfig) -> Result<Trainer> {
-        let mut trainer = Trainer::new(config)?;
+    pub fn resume(run: &RunDir, config: RunConfig, engine: Box<dyn GradientEngine>) -> Result<Trainer> {
+        let mut trainer = Trainer::new(config, engine)?;
         let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
         if state.dtype != trainer.config.dtype {
             return Err(Error::artifact(
@@ -177,6 +231,11 @@ impl Trainer {
         trainer.optim = optim;
         trainer.next_episode = state.next_episode;
         Ok(trainer)
+    }
+
+    /// The gradient engine's name.
+    pub fn engine(&self) -> &'static str {
+        self.engine.name()
     }
 
     /// The run's config.
@@ -213,14 +272,12 @@ impl Trainer {
             run_batch(model, &self.task, seed, Stream::Train, first, batch, &plain)
         } else {
             let episodes = self.task.generate(seed, Stream::Train, first, batch);
-            let (outputs, _) = self.model.forward(episodes.input_tensor(&self.device));
-            let (loss, measures) = self
-                .task
-                .measure(outputs, &episodes.target_tensors(&self.device));
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let (measures, grads) =
+                self.engine
+                    .gradients(&self.model, &self.task, &episodes, &self.device);
             let lr = self.config.learning_rate(episode);
             self.model = self.optim.step(lr, self.model.clone(), grads);
-            read_measures(measures)
+            measures
         };
         if !measures.is_finite() {
             return Err(Divergence {
@@ -372,14 +429,14 @@ mod tests {
     fn checkpoint_round_trip_continues_identically() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(&dir.path().join("run")).unwrap();
-        let mut a = Trainer::new(config("one-shot")).unwrap();
+        let mut a = Trainer::new(config("one-shot"), Box::new(Autodiff)).unwrap();
         let mut metrics = run.metrics_writer(0).unwrap();
         for _ in 0..10 {
             metrics.write(&a.step().unwrap()).unwrap();
         }
         metrics.flush().unwrap();
         a.checkpoint(&run).unwrap();
-        let mut b = Trainer::resume(&run, config("one-shot")).unwrap();
+        let mut b = Trainer::resume(&run, config("one-shot"), Box::new(Autodiff)).unwrap();
         assert_eq!(b.next_episode(), 10);
         assert_eq!(params(a.model()), params(b.model()));
         // Adam's moments and step count were restored too: the next updates agree exactly.
@@ -393,14 +450,14 @@ mod tests {
     fn corrupt_checkpoint_is_rejected_with_the_file_named() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(&dir.path().join("run")).unwrap();
-        let trainer = Trainer::new(config("completion")).unwrap();
+        let trainer = Trainer::new(config("completion"), Box::new(Autodiff)).unwrap();
         trainer.checkpoint(&run).unwrap();
         let path = run.checkpoint_dir().join("model.bpk");
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x55;
         std::fs::write(&path, bytes).unwrap();
-        let err = Trainer::resume(&run, config("completion")).err().unwrap().to_string();
+        let err = Trainer::resume(&run, config("completion"), Box::new(Autodiff)).err().unwrap().to_string();
         assert!(err.contains("model.bpk") && err.contains("corrupt"), "{err}");
     }
 
@@ -408,7 +465,7 @@ mod tests {
     fn without_plasticity_alpha_stays_zero() {
         let mut config = config("one-shot");
         config.model.plasticity = Plasticity::None;
-        let mut trainer = Trainer::new(config).unwrap();
+        let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
         let w0 = params(trainer.model())[0].clone();
         for _ in 0..10 {
             trainer.step().unwrap();
@@ -420,7 +477,7 @@ mod tests {
 
     #[test]
     fn frozen_phase_does_not_change_parameters() {
-        let mut trainer = Trainer::new(config("completion")).unwrap();
+        let mut trainer = Trainer::new(config("completion"), Box::new(Autodiff)).unwrap();
         while trainer.next_episode() < 35 {
             assert_eq!(trainer.step().unwrap().frozen, 0);
         }
