@@ -7,7 +7,7 @@ use bohp::config::RunConfig;
 use bohp::device::{Backend, Precision};
 use bohp::run::{MetricsRow, RunDir, load_model};
 use bohp::tasks::Measures;
-use bohp::train::{Autodiff, Trainer, init_model};
+use bohp::train::{Autodiff, GradientEngine, Trainer, init_model};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -36,12 +36,18 @@ pub fn run_bohp(args: &[&str]) -> Output {
 
 /// Trains `config` to the end in memory (no run directory) and returns its metrics.
 pub fn train_in_memory(config: RunConfig) -> Vec<MetricsRow> {
-    let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
+    train_with(config, Box::new(Autodiff)).0
+}
+
+/// Trains `config` to the end in memory with `engine`; returns the metrics and the final
+/// parameters.
+pub fn train_with(config: RunConfig, engine: Box<dyn GradientEngine>) -> (Vec<MetricsRow>, Vec<(&'static str, Vec<f64>)>) {
+    let mut trainer = Trainer::new(config, engine).unwrap();
     let mut rows = Vec::new();
     while !trainer.is_done() {
         rows.push(trainer.step().unwrap());
     }
-    rows
+    (rows, trainer.model().parameter_values())
 }
 
 /// Mean measures over the frozen episodes of `rows`.

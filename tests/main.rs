@@ -8,4 +8,5 @@ mod backends;
 mod cli;
 mod common;
 mod controls;
+mod gradients;
 mod resume;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bohp::config::{GradEngine, RunConfig};
+use bohp_gradcheck::Variant;
 use bohp_gradcheck::check::{CheckOptions, check};
 use bohp::device::{Backend, Precision, init_device};
 use bohp::run::{MetricsRow, RunDir, load_model};
@@ -75,6 +76,12 @@ struct GradcheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+
+    /// The analytic recursion to check: correct, or a known-wrong one to watch the check fail:
+    /// paper-weighting (Eq. 3-4's `(1-γ)γ^(tz-tu)`) or double-tanh (the original code's
+    /// `1 - tanh(y)²`).
+    #[arg(long, default_value = "correct")]
+    recursion: Variant,
 }
 
 #[derive(Args, Debug)]
@@ -334,6 +341,7 @@ fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
         episodes: args.episodes,
         finite_differences: !args.no_finite_differences,
         dump: args.dump.is_some(),
+        variant: args.recursion,
     };
     let (report, dump) = check(&config, options)?;
     if let (Some(path), Some(dump)) = (&args.dump, dump) {

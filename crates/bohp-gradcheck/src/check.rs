@@ -56,6 +56,8 @@ impl Tolerances {
 pub struct Report {
     /// Task name.
     pub task: String,
+    /// The analytic recursion checked.
+    pub recursion: String,
     /// Episodes in the checked batch.
     pub episodes: usize,
     /// Steps per episode.
@@ -87,6 +89,9 @@ pub struct CheckOptions {
     pub finite_differences: bool,
     /// Build a dump of the first episode.
     pub dump: bool,
+    /// The analytic recursion to check ([`Variant::Correct`], or a known-wrong one to see the
+    /// check fail).
+    pub variant: Variant,
 }
 
 /// Runs the check for `config` (its task, sizes, seed, device and dtype; the parameters are
@@ -98,7 +103,7 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
     let params = params_of(&model);
     let batch = task.generate(config.seed, Stream::Eval, 0, options.episodes);
     let (loss_autodiff, grads_autodiff) = autodiff(&model, &task, &batch, &device);
-    let analytic = evaluate(&params, &batch, Variant::Correct, false);
+    let analytic = evaluate(&params, &batch, options.variant, false);
     let tolerances = Tolerances::for_precision(config.dtype);
     let vs_autodiff = agreement(
         &grads_autodiff,
@@ -124,7 +129,7 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
             .is_none_or(|rows| worst_relative(rows) <= tolerances.analytic_vs_finite_differences);
     let dump = options.dump.then(|| {
         let one = task.generate(config.seed, Stream::Eval, 0, 1);
-        let traced = evaluate(&params, &one, Variant::Correct, true);
+        let traced = evaluate(&params, &one, options.variant, true);
         let (_, one_autodiff) = autodiff(&model, &task, &one, &device);
         let one_fd = finite_differences(&params, &one);
         dump(
@@ -143,6 +148,7 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
     Ok((
         Report {
             task: task.kind.to_string(),
+            recursion: format!("{:?}", options.variant),
             episodes: options.episodes,
             steps: task.steps,
             device: config.device.to_string(),
@@ -162,9 +168,16 @@ impl Report {
     /// The report as a text table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "gradient check: {} ({} episodes x {} steps), autodiff on {} {}\n\
+            "gradient check: {} ({} episodes x {} steps), autodiff on {} {}, {} recursion\n\
              loss: analytic {:.12e}, autodiff {:.12e}\n\n",
-            self.task, self.episodes, self.steps, self.device, self.dtype, self.loss_analytic, self.loss_autodiff
+            self.task,
+            self.episodes,
+            self.steps,
+            self.device,
+            self.dtype,
+            self.recursion,
+            self.loss_analytic,
+            self.loss_autodiff
         );
         let loss = self.loss_analytic;
         let mut section = |title: &str, rows: &[GroupAgreement], tol: f64, floor_fraction: f64| {

@@ -25,10 +25,6 @@ impl GradientEngine for Analytic {
         "analytic"
     }
 
-    fn needs_autodiff(&self) -> bool {
-        false
-    }
-
     fn gradients(
         &mut self,
         model: &PlasticNet,
@@ -38,6 +34,7 @@ impl GradientEngine for Analytic {
     ) -> (Measures, GradientsParams) {
         let eval = evaluate(&params_of(model), batch, Variant::Correct, false);
         let g = eval.grads;
+        let device = &device.clone().without_autodiff();
         let mut grads = GradientsParams::new();
         register(&mut grads, &model.plastic.w, g.w, device);
         if model.plastic.plastic {

@@ -94,7 +94,9 @@ impl PlasticNet {
             p.map(|t| {
                 let shape = t.shape();
                 assert_eq!(shape.num_elements(), values.len(), "parameter size");
+                let require_grad = t.is_require_grad();
                 Tensor::from_data(TensorData::new(values.to_vec(), shape), &t.device())
+                    .set_require_grad(require_grad)
             })
         }
         for (name, v) in values {

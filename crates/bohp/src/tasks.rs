@@ -276,7 +276,7 @@ impl Task {
                     .mul_scalar(1.0 / (batch * scored_steps * N_LABELS) as f64);
                 let code = ce_sum
                     .detach()
-                    .mul_scalar(1.0 / ((batch * (steps - LABELLED_STEPS))) as f64);
+                    .mul_scalar(1.0 / (batch * (steps - LABELLED_STEPS)) as f64);
                 let measures = Tensor::cat(vec![loss.clone().detach(), abs_err, code], 0);
                 (loss, measures)
             }

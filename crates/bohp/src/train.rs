@@ -24,11 +24,9 @@ pub trait GradientEngine: Send {
     /// A short name for logs and errors (`autodiff`, `analytic`).
     fn name(&self) -> &'static str;
 
-    /// Whether the model must live on an autodiff device.
-    fn needs_autodiff(&self) -> bool;
-
     /// The measures of `batch` under `model` and the gradients of its loss, keyed by parameter
-    /// id, on `device` (the model's device). Parameters that are not trained get no gradient.
+    /// id, as plain (non-autodiff) tensors like those burn's backward pass yields. `device` is
+    /// the model's autodiff device. Parameters that are not trained get no gradient.
     fn gradients(
         &mut self,
         model: &PlasticNet,
@@ -45,10 +43,6 @@ pub struct Autodiff;
 impl GradientEngine for Autodiff {
     fn name(&self) -> &'static str {
         "autodiff"
-    }
-
-    fn needs_autodiff(&self) -> bool {
-        true
     }
 
     fn gradients(
@@ -184,12 +178,8 @@ impl Trainer {
     /// A new run's trainer on the config's device and dtype, with parameters initialized from
     /// the config's seed, taking gradients from `engine`.
     pub fn new(config: RunConfig, engine: Box<dyn GradientEngine>) -> Result<Trainer> {
-        let device = init_device(config.device, config.dtype)?;
-        let device = if engine.needs_autodiff() {
-            device.autodiff()
-        } else {
-            device
-        };
+        // burn's optimizer updates autodiff-tracked parameters, whatever the gradients' source.
+        let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
         Ok(Trainer {
             task: config.task(),

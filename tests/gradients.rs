@@ -1,0 +1,355 @@
+//! Gradient validation: burn autodiff, the hand-derived recursion (`bohp-gradcheck`) and
+//! central finite differences agree, and the checker catches the paper's and the original
+//! code's mistakes.
+
+use bohp::config::GradEngine;
+use bohp::device::{Backend, Precision, init_device};
+use bohp::layer::PlasticLayerConfig;
+use bohp::network::{PlasticNet, PlasticNetConfig};
+use bohp::tasks::{EpisodeBatch, Targets, Task, TaskKind};
+use bohp::train::Autodiff;
+use bohp_gradcheck::analytic::{Grads, Params, Variant, evaluate};
+use bohp_gradcheck::check::{CheckOptions, Tolerances, check};
+use bohp_gradcheck::compare::{agreement, autodiff, finite_differences, floor, model_with, worst_relative};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+use crate::backend_matrix;
+use crate::common::{budget_config, shipped_config, train_with};
+
+#[derive(Clone, Copy, Debug)]
+enum Sign {
+    Positive,
+    Negative,
+    Mixed,
+}
+
+/// A random network and episode batch: Gaussian inputs (not just ±1), α of a chosen sign,
+/// large enough for plasticity to matter but not so large that positive feedback makes the
+/// loss near-discontinuous (where no finite difference can check anything), and either a
+/// readout with cross-entropy on random scored steps or a squared error on the last step.
+struct Case {
+    params: Params,
+    batch: EpisodeBatch,
+    task: Task,
+}
+
+fn random_case(n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool, steps: usize, seed: u64) -> Case {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
+    let w = (0..n_in * n_out).map(|_| normal(0.5)).collect();
+    let alpha = (0..n_in * n_out)
+        .map(|i| {
+            let a = normal(0.3).abs() + 0.1;
+            match sign {
+                Sign::Positive => a,
+                Sign::Negative => -a,
+                Sign::Mixed => if i % 2 == 0 { a } else { -a },
+            }
+        })
+        .collect();
+    let b = (0..n_out).map(|_| normal(0.5)).collect();
+    let batch_size = 3;
+    let inputs = (0..steps * batch_size * n_in).map(|_| normal(0.5)).collect();
+    let (readout_v, readout_c, targets) = if labelled {
+        let v = (0..n_out * 2).map(|_| normal(1.0)).collect();
+        let c = (0..2).map(|_| normal(0.5)).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 1);
+        let classes = (0..steps).map(|_| rng.random_range(0..2)).collect();
+        let mut scored: Vec<bool> = (0..steps).map(|_| rng.random::<bool>()).collect();
+        scored[steps - 1] = true;
+        (Some(v), Some(c), Targets::Labels { classes, scored })
+    } else {
+        let values = (0..batch_size * n_out).map(|_| normal(0.5).tanh()).collect();
+        (None, None, Targets::Pattern { values })
+    };
+    Case {
+        params: Params { n_in, n_out, gamma, w, alpha, b, readout_v, readout_c },
+        batch: EpisodeBatch { batch: batch_size, steps, n_in, inputs, targets },
+        task: Task {
+            kind: if labelled { TaskKind::OneShot } else { TaskKind::Completion },
+            pattern_bits: n_in,
+            steps,
+        },
+    }
+}
+
+/// Autodiff gradients of `case` on an f64 autodiff device.
+fn autodiff_grads(case: &Case, backend: Backend) -> (f64, Grads) {
+    let device = init_device(backend, Precision::F64).unwrap().autodiff();
+    let config = PlasticNetConfig {
+        layer: PlasticLayerConfig::new(case.params.n_in, case.params.n_out, case.params.gamma),
+        classes: case.params.readout_c.as_ref().map(Vec::len),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let model: PlasticNet = model_with(config.init(&mut rng, &device), &case.params);
+    autodiff(&model, &case.task, &case.batch, &device)
+}
+
+fn cases() -> Vec<(String, Case)> {
+    let mut out = Vec::new();
+    let mut seed = 100;
+    for (n_in, n_out) in [(3, 2), (8, 8), (10, 2), (5, 4)] {
+        for gamma in [0.02, 0.3, 1.0] {
+            for sign in [Sign::Positive, Sign::Negative, Sign::Mixed] {
+                for labelled in [false, true] {
+                    seed += 1;
+                    let name = format!("{n_in}x{n_out} gamma {gamma} {sign:?} alpha, labelled {labelled}");
+                    out.push((name, random_case(n_in, n_out, gamma, sign, labelled, 20, seed)));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn autodiff_equals_the_analytic_recursion_on_random_networks() {
+    let tol = Tolerances::for_precision(Precision::F64);
+    for (name, case) in cases() {
+        let (loss, ad) = autodiff_grads(&case, Backend::Ndarray);
+        let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
+        assert!((loss - analytic.loss).abs() <= 1e-12 * loss.abs().max(1.0), "{name}: loss {loss} vs {}", analytic.loss);
+        let rows = agreement(&ad, &analytic.grads, floor(analytic.loss, tol.autodiff_floor));
+        let worst = worst_relative(&rows);
+        assert!(worst <= tol.autodiff_vs_analytic, "{name}: max relative error {worst:e}: {rows:?}");
+        assert!(rows.iter().all(|r| r.cosine > 1.0 - 1e-12), "{name}: {rows:?}");
+    }
+}
+
+#[test]
+fn the_analytic_recursion_equals_finite_differences_on_random_networks() {
+    let tol = Tolerances::for_precision(Precision::F64);
+    for (name, case) in cases().into_iter().step_by(3) {
+        let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
+        let fd = finite_differences(&case.params, &case.batch);
+        let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
+        let worst = worst_relative(&rows);
+        assert!(worst <= tol.analytic_vs_finite_differences, "{name}: max relative error {worst:e}: {rows:?}");
+    }
+}
+
+#[test]
+fn long_episodes_of_1000_steps_agree() {
+    let tol = Tolerances::for_precision(Precision::F64);
+    for (labelled, sign) in [(true, Sign::Mixed), (false, Sign::Negative)] {
+        let case = random_case(6, 3, 0.05, sign, labelled, 1000, 7);
+        let (_, ad) = autodiff_grads(&case, Backend::Flex);
+        let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
+        let rows = agreement(&ad, &analytic.grads, floor(analytic.loss, tol.autodiff_floor));
+        assert!(worst_relative(&rows) <= tol.autodiff_vs_analytic, "{rows:?}");
+        let fd = finite_differences(&case.params, &case.batch);
+        let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
+        assert!(worst_relative(&rows) <= tol.analytic_vs_finite_differences, "{rows:?}");
+    }
+}
+
+#[test]
+fn every_task_passes_the_check_in_f64_including_1000_step_episodes() {
+    for (name, steps) in [("completion", None), ("one-shot", None), ("reversal", None), ("one-shot", Some(1000)), ("reversal", Some(1000))] {
+        let mut config = shipped_config(name);
+        config.dtype = Precision::F64;
+        config.task.steps = steps.or(config.task.steps);
+        let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, variant: Variant::Correct };
+        let (report, _) = check(&config, options).unwrap();
+        assert!(report.passed, "{name} ({steps:?} steps):\n{}", report.table());
+        assert!(worst_relative(&report.autodiff_vs_analytic) <= 1e-10);
+    }
+}
+
+#[test]
+fn the_checker_catches_the_papers_weighting_and_the_double_tanh() {
+    let tol = Tolerances::for_precision(Precision::F64);
+    for (name, case) in cases().into_iter().filter(|(_, c)| c.params.gamma != 1.0).step_by(4) {
+        let (_, ad) = autodiff_grads(&case, Backend::Ndarray);
+        for variant in [Variant::PaperWeighting, Variant::DoubleTanh] {
+            let wrong = evaluate(&case.params, &case.batch, variant, false);
+            let rows = agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor));
+            let worst = worst_relative(&rows);
+            assert!(worst > 1e4 * tol.autodiff_vs_analytic && worst > 1e-3, "{name}, {variant:?}: only {worst:e}");
+        }
+    }
+    // And on the paper's one-shot task with its own parameters.
+    let config = shipped_config("one-shot");
+    let device = init_device(Backend::Ndarray, Precision::F64).unwrap().autodiff();
+    let mut c = config.clone();
+    c.dtype = Precision::F64;
+    let model = bohp::train::init_model(&c, &device);
+    let params = bohp_gradcheck::compare::params_of(&model);
+    let task = c.task();
+    let batch = task.generate(1, bohp::rng::Stream::Eval, 0, 4);
+    let (_, ad) = autodiff(&model, &task, &batch, &device);
+    for variant in [Variant::PaperWeighting, Variant::DoubleTanh] {
+        let wrong = evaluate(&params, &batch, variant, false);
+        let worst = worst_relative(&agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor)));
+        assert!(worst > 1e-3, "one-shot, {variant:?}: only {worst:e}");
+    }
+}
+
+/// The check passes on every backend and precision, f32 with its own tolerance.
+fn gradcheck_passes(backend: Backend, precision: Precision) {
+    for name in ["completion", "one-shot", "reversal"] {
+        let mut config = shipped_config(name);
+        config.device = backend;
+        config.dtype = precision;
+        let options = CheckOptions { episodes: 4, finite_differences: false, dump: false, variant: Variant::Correct };
+        let (report, _) = check(&config, options).unwrap();
+        assert!(report.passed, "{name} on {backend} {precision}:\n{}", report.table());
+    }
+}
+
+backend_matrix! {
+    gradcheck => gradcheck_passes,
+}
+
+#[test]
+fn training_with_analytic_gradients_equals_autodiff_training_in_f64() {
+    for name in ["completion", "one-shot", "reversal"] {
+        let mut config = budget_config(name, 100, 0, Backend::Ndarray, Precision::F64);
+        config.train.batch = 4;
+        let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
+        config.train.grad = GradEngine::Analytic;
+        let (rows_an, analytic_params) = train_with(config, Box::new(bohp_gradcheck::Analytic));
+        for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-9, "{name} {group}: {x} vs {y}");
+            }
+        }
+        for (x, y) in rows_ad.iter().zip(&rows_an) {
+            assert!((x.loss - y.loss).abs() <= 1e-9 && (x.error - y.error).abs() <= 1e-9 && (x.error_code - y.error_code).abs() <= 1e-9, "{name}: {x:?} vs {y:?}");
+        }
+    }
+}
+
+#[test]
+fn gradcheck_cli_passes_fails_on_the_errata_and_rejects_bad_input() {
+    use crate::common::{run_bohp, shipped_config_path};
+    let config = shipped_config_path("one-shot");
+    let config = config.to_str().unwrap();
+    let out = run_bohp(&["gradcheck", config, "--dtype", "f64"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("PASSED") && !stdout.contains("MISMATCH"), "{stdout}");
+    for wrong in ["paper-weighting", "double-tanh"] {
+        let out = run_bohp(&["gradcheck", config, "--dtype", "f64", "--recursion", wrong]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains("MISMATCH") && stdout.contains("FAILED"), "{stdout}");
+    }
+    let out = run_bohp(&["gradcheck", config, "--steps", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("task.steps"));
+    let out = run_bohp(&["gradcheck", config, "--recursion", "wrong"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown recursion"));
+}
+
+/// The dump holds everything needed to recompute the episode elsewhere: this recomputes the
+/// forward pass, the loss and (by finite differences of that independent forward pass) a
+/// gradient from the JSON alone, following the schema in docs/gradients.md.
+#[test]
+fn the_dump_recomputes_from_its_json_alone() {
+    use crate::common::{run_bohp, shipped_config_path};
+    use serde_json::Value;
+    let dir = tempfile::tempdir().unwrap();
+    for task in ["one-shot", "completion"] {
+        let file = dir.path().join(format!("{task}.json"));
+        let config = shipped_config_path(task);
+        let out = run_bohp(&["gradcheck", config.to_str().unwrap(), "--dtype", "f64", "--dump", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/1");
+        let arr = |v: &Value| -> (Vec<usize>, Vec<f64>) {
+            let shape = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            let values = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            (shape, values)
+        };
+        let (wshape, w) = arr(&d["parameters"]["w"]);
+        let (_, alpha) = arr(&d["parameters"]["alpha"]);
+        let (_, b) = arr(&d["parameters"]["b"]);
+        let (xshape, x) = arr(&d["inputs"]);
+        let gamma = d["gamma"].as_f64().unwrap();
+        let (n_in, n_out, steps) = (wshape[0], wshape[1], xshape[0]);
+        // Independent forward pass, straight from the documented equations.
+        let forward = |w: &[f64]| -> (Vec<Vec<f64>>, Vec<f64>) {
+            let mut h = vec![0.0; n_in * n_out];
+            let mut ys = Vec::new();
+            for t in 0..steps {
+                let xt = &x[t * n_in..(t + 1) * n_in];
+                let y: Vec<f64> = (0..n_out)
+                    .map(|j| (b[j] + (0..n_in).map(|k| (w[k * n_out + j] + alpha[k * n_out + j] * h[k * n_out + j]) * xt[k]).sum::<f64>()).tanh())
+                    .collect();
+                for k in 0..n_in {
+                    for j in 0..n_out {
+                        h[k * n_out + j] = (1.0 - gamma) * h[k * n_out + j] + gamma * xt[k] * y[j];
+                    }
+                }
+                ys.push(y);
+            }
+            (ys, h)
+        };
+        let loss_of = |w: &[f64]| -> f64 {
+            let (ys, _) = forward(w);
+            match d["targets"]["kind"].as_str().unwrap() {
+                "pattern" => {
+                    let target: Vec<f64> = d["targets"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                    ys[steps - 1].iter().zip(&target).map(|(y, p)| (y - p).powi(2)).sum()
+                }
+                _ => {
+                    let (_, v) = arr(&d["parameters"]["readout.v"]);
+                    let (_, c) = arr(&d["parameters"]["readout.c"]);
+                    let classes: Vec<usize> = d["targets"]["classes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+                    let scored: Vec<bool> = d["targets"]["scored"].as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect();
+                    let mut total = 0.0;
+                    for t in (0..steps).filter(|t| scored[*t]) {
+                        let z: Vec<f64> = (0..2).map(|m| c[m] + (0..n_out).map(|j| ys[t][j] * v[j * 2 + m]).sum::<f64>()).collect();
+                        let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+                        total += lse - z[classes[t]];
+                    }
+                    total / scored.iter().filter(|s| **s).count() as f64
+                }
+            }
+        };
+        let (ys, h_last) = forward(&w);
+        let (_, outputs) = arr(&d["outputs"]);
+        let (_, traces) = arr(&d["traces"]);
+        let flat: Vec<f64> = ys.concat();
+        assert!(flat.iter().zip(&outputs).all(|(a, b)| (a - b).abs() < 1e-12), "{task}: outputs");
+        let last = &traces[(steps - 1) * n_in * n_out..];
+        assert!(h_last.iter().zip(last).all(|(a, b)| (a - b).abs() < 1e-12), "{task}: traces");
+        let loss = d["loss"].as_f64().unwrap();
+        assert!((loss_of(&w) - loss).abs() < 1e-12, "{task}: loss {loss} vs {}", loss_of(&w));
+        // dL/dw_00 by a central difference of this independent forward pass.
+        let h = 1e-5;
+        let (mut wp, mut wm) = (w.clone(), w.clone());
+        wp[0] += h;
+        wm[0] -= h;
+        let fd = (loss_of(&wp) - loss_of(&wm)) / (2.0 * h);
+        for method in ["analytic", "autodiff", "finite_differences"] {
+            let (_, g) = arr(&d["gradients"][method]["w"]);
+            assert!((g[0] - fd).abs() < 1e-7 * fd.abs().max(1.0), "{task} {method}: {} vs {fd}", g[0]);
+        }
+    }
+}
+
+#[test]
+fn train_with_analytic_gradients_from_the_cli() {
+    use crate::common::{run_bohp, shipped_config_path};
+    let dir = tempfile::tempdir().unwrap();
+    let config = shipped_config_path("completion");
+    let mut summaries = Vec::new();
+    for grad in ["autodiff", "analytic"] {
+        let run = dir.path().join(grad);
+        let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "600", "--dtype", "f64", "--grad", grad, "--out", run.to_str().unwrap(), "-q"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(config.contains(&format!("grad = \"{grad}\"")), "{config}");
+        summaries.push(crate::common::final_parameters(&run));
+    }
+    for ((_, a), (_, b)) in summaries[0].iter().zip(&summaries[1]) {
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9));
+    }
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--grad", "symbolic"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown gradient engine"));
+}
