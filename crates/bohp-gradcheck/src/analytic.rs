@@ -85,29 +85,42 @@ pub struct Grads {
     pub readout_c: Option<Vec<f64>>,
 }
 
+/// `(name, values)` of each parameter group, in the burn model's order.
+fn named_groups<'a>(
+    w: &'a [f64],
+    alpha: &'a [f64],
+    b: &'a [f64],
+    readout: (Option<&'a Vec<f64>>, Option<&'a Vec<f64>>),
+) -> Vec<(&'static str, &'a [f64])> {
+    let mut out = vec![("w", w), ("alpha", alpha), ("b", b)];
+    if let (Some(v), Some(c)) = readout {
+        out.push(("readout.v", v.as_slice()));
+        out.push(("readout.c", c.as_slice()));
+    }
+    out
+}
+
 impl Grads {
     /// Parameter groups by name, as `(name, values)`.
     pub fn groups(&self) -> Vec<(&'static str, &[f64])> {
-        let mut out: Vec<(&'static str, &[f64])> =
-            vec![("w", &self.w), ("alpha", &self.alpha), ("b", &self.b)];
-        if let (Some(v), Some(c)) = (&self.readout_v, &self.readout_c) {
-            out.push(("readout.v", v));
-            out.push(("readout.c", c));
-        }
-        out
+        named_groups(
+            &self.w,
+            &self.alpha,
+            &self.b,
+            (self.readout_v.as_ref(), self.readout_c.as_ref()),
+        )
     }
 }
 
 impl Params {
     /// Parameter groups by name, as `(name, values)`, in the order of [`Grads::groups`].
     pub fn groups(&self) -> Vec<(&'static str, &[f64])> {
-        let mut out: Vec<(&'static str, &[f64])> =
-            vec![("w", &self.w), ("alpha", &self.alpha), ("b", &self.b)];
-        if let (Some(v), Some(c)) = (&self.readout_v, &self.readout_c) {
-            out.push(("readout.v", v));
-            out.push(("readout.c", c));
-        }
-        out
+        named_groups(
+            &self.w,
+            &self.alpha,
+            &self.b,
+            (self.readout_v.as_ref(), self.readout_c.as_ref()),
+        )
     }
 
     /// Mutable access to one parameter group by its index in [`Params::groups`].
