@@ -9,4 +9,5 @@ mod cli;
 mod common;
 mod controls;
 mod gradients;
+mod reproduce;
 mod resume;

@@ -1,4 +1,10 @@
-//! `bohp`: train, resume and evaluate plastic networks on the BOHP paper's tasks.
+//! `bohp`: train, resume, evaluate, gradient-check, inspect and reproduce plastic networks on
+//! the BOHP paper's tasks.
+
+mod figures;
+mod inspect;
+mod reproduce;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +55,65 @@ enum Command {
     /// Check burn's autodiff gradients against the hand-derived recursion and finite
     /// differences on a config's network and episodes; exits non-zero on a mismatch.
     Gradcheck(GradcheckArgs),
+    /// Show a trained network's learned structure: heatmaps of w, α and the plastic weights
+    /// α·H, and numbers that quantify fixed vs plastic connectivity.
+    Inspect(InspectArgs),
+    /// Reproduce the paper's figures: train each task over many seeds (the last episodes
+    /// frozen), and write median/IQR statistics, figures and learned-structure summaries.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// A finished run directory.
+    run_dir: PathBuf,
+
+    /// Where to write weights.png and structure.json [default: <RUN_DIR>/inspect].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// Fresh episodes to average the plastic weights α·H over.
+    #[arg(long, default_value_t = 200)]
+    episodes: usize,
+
+    /// Print the structure as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReproduceArgs {
+    /// completion, one-shot, reversal or all.
+    target: String,
+
+    /// Number of seeds per task (seeds first-seed, first-seed + 1, ...).
+    #[arg(long, default_value_t = 20)]
+    seeds: u64,
+
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+
+    /// Seeds trained at once [default: the number of CPU cores].
+    #[arg(long)]
+    jobs: Option<usize>,
+
+    /// Output directory; an interrupted reproduction resumes from what it holds.
+    #[arg(long, value_name = "DIR", default_value = "reproduce")]
+    out: PathBuf,
+
+    /// Plasticity variants, comma-separated: learned (the paper's network), none (α = 0) and
+    /// nonnegative (α clipped to ≥ 0), or all.
+    #[arg(long, default_value = "learned", value_delimiter = ',')]
+    plasticity: Vec<String>,
+
+    /// Directory holding the task configs <task>.toml.
+    #[arg(long, value_name = "DIR", default_value = "configs")]
+    configs: PathBuf,
+
+    /// Fresh episodes per seed for the learned-structure measurement.
+    #[arg(long, default_value_t = 200)]
+    inspect_episodes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +217,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(args) => train_command(&cli, args),
         Command::Eval(args) => eval_command(&cli, args),
         Command::Gradcheck(args) => gradcheck_command(&cli, args),
+        Command::Inspect(args) => inspect_command(args),
+        Command::Reproduce(args) => reproduce_command(&cli, args),
     }
 }
 
@@ -309,6 +376,95 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             }
             println!("last 100 episodes: {}", format_measures(&summary.last_100));
             println!("run directory: {}", run.path().display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
+    if args.episodes == 0 {
+        bail!("--episodes: expected at least 1");
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("inspect"));
+    let structure = inspect::inspect(&args.run_dir, &out, args.episodes)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&structure)?);
+    } else {
+        print!("{}", structure.text());
+        println!("wrote {} and {}", out.join("weights.png").display(), out.join("structure.json").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitCode> {
+    if args.seeds == 0 {
+        bail!("--seeds: expected at least 1");
+    }
+    if args.inspect_episodes == 0 {
+        bail!("--inspect-episodes: expected at least 1");
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if jobs == 0 {
+        bail!("--jobs: expected at least 1");
+    }
+    let mut variants = Vec::new();
+    for name in &args.plasticity {
+        if name == "all" {
+            variants.extend(bohp::config::Plasticity::ALL);
+        } else {
+            variants.push(
+                name.parse::<bohp::config::Plasticity>()
+                    .map_err(|e| anyhow::anyhow!("--plasticity: {e}"))?,
+            );
+        }
+    }
+    variants.dedup();
+    let plan = reproduce::Plan {
+        tasks: reproduce::tasks_of(&args.target)?,
+        variants,
+        seeds: (args.first_seed..args.first_seed + args.seeds).collect(),
+        configs: args.configs.clone(),
+        out: args.out.clone(),
+        jobs,
+        inspect_episodes: args.inspect_episodes,
+        quiet: cli.quiet,
+    };
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let started = Instant::now();
+    match reproduce::reproduce(&plan, &STOP)? {
+        None => {
+            eprintln!(
+                "interrupted: every seed wrote a checkpoint; run the same command again to continue"
+            );
+            Ok(ExitCode::from(130))
+        }
+        Some(summaries) => {
+            println!(
+                "reproduced {} task/variant pairs x {} seeds in {:.0} s ({} jobs)",
+                summaries.len(),
+                plan.seeds.len(),
+                started.elapsed().as_secs_f64(),
+                jobs
+            );
+            for s in &summaries {
+                let f = &s.error.frozen;
+                let c = &s.error_code.frozen;
+                println!(
+                    "  {:<10} {:<11} frozen error median {:.4} [IQR {:.4}, {:.4}], error_code median {:.4} [{:.4}, {:.4}]",
+                    s.task, s.plasticity, f.median, f.q25, f.q75, c.median, c.q25, c.q75
+                );
+            }
+            println!("wrote {}", plan.out.join("summary.md").display());
             Ok(ExitCode::SUCCESS)
         }
     }

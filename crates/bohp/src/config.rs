@@ -50,15 +50,49 @@ pub struct TaskConfig {
     pub steps: Option<usize>,
 }
 
-/// Whether `α` is trained or fixed at zero (the non-plastic control).
+/// How `α` is trained: freely, not at all (the non-plastic control), or kept non-negative
+/// (the paper's §4.4 ablation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Plasticity {
-    /// `α` is trained with `w` and `b`.
+    /// `α` is trained with `w` and `b`, any sign.
     #[default]
     Learned,
     /// `α = 0`, not trained: the same network without plasticity.
     None,
+    /// `α` is trained but clipped to `α ≥ 0` at initialization and after every update.
+    Nonnegative,
+}
+
+impl Plasticity {
+    /// Every variant, in order.
+    pub const ALL: [Plasticity; 3] = [Plasticity::Learned, Plasticity::None, Plasticity::Nonnegative];
+
+    /// The name as written in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plasticity::Learned => "learned",
+            Plasticity::None => "none",
+            Plasticity::Nonnegative => "nonnegative",
+        }
+    }
+}
+
+impl std::fmt::Display for Plasticity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Plasticity {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Plasticity::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown plasticity `{s}`: expected learned, none or nonnegative"))
+    }
 }
 
 /// `[model]`: the plastic network.
@@ -74,7 +108,7 @@ pub struct ModelConfig {
     /// Standard deviation of the Gaussian initial parameters.
     #[serde(default = "default_init_std")]
     pub init_std: f64,
-    /// `learned` or `none` (α fixed at zero).
+    /// `learned`, `none` (α fixed at zero) or `nonnegative` (α clipped to ≥ 0).
     #[serde(default)]
     pub plasticity: Plasticity,
 }
@@ -351,7 +385,8 @@ impl RunConfig {
         PlasticNetConfig {
             layer: PlasticLayerConfig::new(task.n_in(), n_out, self.model.gamma)
                 .with_init_std(self.model.init_std)
-                .with_plastic(self.model.plasticity == Plasticity::Learned),
+                .with_plastic(self.model.plasticity != Plasticity::None)
+                .with_nonnegative_alpha(self.model.plasticity == Plasticity::Nonnegative),
             classes,
         }
     }

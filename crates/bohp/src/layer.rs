@@ -22,6 +22,10 @@ pub struct PlasticLayerConfig {
     /// When false, `α` is fixed at zero and not trained: the same network without plasticity.
     #[config(default = true)]
     pub plastic: bool,
+    /// When true, `α` starts clipped to `α ≥ 0` (training keeps it there; see
+    /// [`PlasticLayer::clip_alpha`]).
+    #[config(default = false)]
+    pub nonnegative_alpha: bool,
 }
 
 /// A fully connected tanh layer whose connections are `w + α ⊙ H`, where the Hebbian trace
@@ -51,6 +55,8 @@ pub struct PlasticLayer {
     pub gamma: f64,
     /// Whether `α` is trained (false: `α = 0`, fixed — the non-plastic control).
     pub plastic: bool,
+    /// Whether `α` is kept non-negative (the paper's §4.4 ablation).
+    pub nonnegative_alpha: bool,
 }
 
 /// The Hebbian traces of a batch of episodes: `H`, `[batch, n_in, n_out]`.
@@ -87,6 +93,11 @@ impl PlasticLayerConfig {
         let alpha = gaussian(rng, n, self.init_std);
         let b = gaussian(rng, self.n_out, self.init_std);
         let alpha = if self.plastic {
+            let alpha = if self.nonnegative_alpha {
+                alpha.into_iter().map(|a| a.max(0.0)).collect()
+            } else {
+                alpha
+            };
             param(alpha, [self.n_in, self.n_out], device)
         } else {
             param(vec![0.0; n], [self.n_in, self.n_out], device).set_require_grad(false)
@@ -97,6 +108,7 @@ impl PlasticLayerConfig {
             b: param(b, [self.n_out], device),
             gamma: self.gamma,
             plastic: self.plastic,
+            nonnegative_alpha: self.nonnegative_alpha,
         }
     }
 }
@@ -110,6 +122,18 @@ impl PlasticLayer {
     /// Number of outputs.
     pub fn n_out(&self) -> usize {
         self.w.dims()[1]
+    }
+
+    /// Applies the `α ≥ 0` constraint, when the layer has it: `α ← max(α, 0)`, as a fresh
+    /// trainable leaf. Called after every parameter update.
+    pub fn clip_alpha(mut self) -> Self {
+        if self.nonnegative_alpha {
+            self.alpha = self.alpha.map(|a| {
+                let require_grad = a.is_require_grad();
+                a.clamp_min(0.0).detach().set_require_grad(require_grad)
+            });
+        }
+        self
     }
 
     /// The zero trace that starts every episode.
@@ -158,6 +182,7 @@ mod tests {
             b: param(vec![0.1], [1], device),
             gamma: 0.5,
             plastic: true,
+            nonnegative_alpha: false,
         }
     }
 

@@ -266,7 +266,9 @@ impl Trainer {
                 self.engine
                     .gradients(&self.model, &self.task, &episodes, &self.device);
             let lr = self.config.learning_rate(episode);
-            self.model = self.optim.step(lr, self.model.clone(), grads);
+            let mut model = self.optim.step(lr, self.model.clone(), grads);
+            model.plastic = model.plastic.clip_alpha();
+            self.model = model;
             measures
         };
         if !measures.is_finite() {
@@ -463,6 +465,27 @@ mod tests {
         let p = params(trainer.model());
         assert!(p[1].iter().all(|a| *a == 0.0), "alpha must stay 0: {:?}", p[1]);
         assert_ne!(p[0], w0, "w is still trained");
+    }
+
+    #[test]
+    fn nonnegative_plasticity_keeps_alpha_at_or_above_zero() {
+        let mut config = config("reversal");
+        config.model.plasticity = Plasticity::Nonnegative;
+        config.model.init_std = 1.0;
+        config.train.learning_rate = 0.1;
+        let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
+        assert!(params(trainer.model())[1].iter().all(|a| *a >= 0.0));
+        let mut moved = false;
+        let start = params(trainer.model())[1].clone();
+        for _ in 0..20 {
+            trainer.step().unwrap();
+            let alpha = &params(trainer.model())[1];
+            assert!(alpha.iter().all(|a| *a >= 0.0), "{alpha:?}");
+            moved |= alpha != &start;
+        }
+        assert!(moved, "alpha is still trained");
+        // Some entries sit on the constraint (reversal pushes α negative).
+        assert!(params(trainer.model())[1].contains(&0.0));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! `bohp reproduce` and `bohp inspect`: statistics across seeds, valid figures, the learned
+//! structure, restartability, and bad input.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{repo_root, run_bohp};
+
+/// Writes cut-down copies of the shipped configs (`episodes` updates of 8 episodes, the last
+/// `freeze` frozen) into `dir`.
+fn tiny_configs(dir: &Path, episodes: usize, freeze: usize) {
+    for task in ["completion", "one-shot", "reversal"] {
+        let text = std::fs::read_to_string(repo_root().join("configs").join(format!("{task}.toml"))).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("episodes =") {
+                    format!("episodes = {episodes}")
+                } else if l.starts_with("freeze_last =") {
+                    format!("freeze_last = {freeze}")
+                } else if l.starts_with("batch =") {
+                    "batch = 8".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.join(format!("{task}.toml")), text).unwrap();
+    }
+}
+
+/// Decodes a PNG and returns its dimensions.
+fn png_size(path: &Path) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().expect("a valid PNG header");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("valid PNG image data");
+    (info.width, info.height)
+}
+
+/// Parses an SVG as XML and returns the texts it draws.
+fn svg_texts(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.tag_name().name() == "text")
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+#[test]
+fn reproduce_writes_statistics_figures_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    tiny_configs(&configs, 300, 50);
+    let out = dir.path().join("out");
+    let args = ["reproduce", "completion", "--seeds", "3", "--jobs", "2", "--plasticity", "learned,none", "--inspect-episodes", "20", "-q"];
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let first = run_bohp(&full);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    for variant in ["learned", "none"] {
+        let base = out.join("completion").join(variant);
+        let summary: Value = serde_json::from_slice(&std::fs::read(base.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["seeds"], serde_json::json!([1, 2, 3]));
+        assert_eq!(summary["error"]["median"].as_array().unwrap().len(), 300);
+        // The medians recomputed from the seeds' own metrics.csv.
+        let mut frozen = Vec::new();
+        let mut at_10 = Vec::new();
+        for seed in 1..=3 {
+            let csv = std::fs::read_to_string(base.join(format!("seed-{seed}/metrics.csv"))).unwrap();
+            let errors: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
+            frozen.push(errors[250..].iter().sum::<f64>() / 50.0);
+            at_10.push(errors[10]);
+        }
+        let f = summary["error"]["frozen"]["median"].as_f64().unwrap();
+        assert!((f - median(&mut frozen)).abs() < 1e-12, "{variant}: {f} vs {frozen:?}");
+        let m = summary["error"]["median"][10].as_f64().unwrap();
+        assert!((m - median(&mut at_10)).abs() < 1e-12);
+        let q25 = summary["error"]["frozen"]["q25"].as_f64().unwrap();
+        let q75 = summary["error"]["frozen"]["q75"].as_f64().unwrap();
+        assert!(q25 <= f && f <= q75);
+        // Figures: a valid PNG of the stated size and a well-formed SVG with the title.
+        assert_eq!(png_size(&base.join("figure.png")), (1400, 520));
+        let texts = svg_texts(&base.join("figure.svg"));
+        assert!(texts.iter().any(|t| t.contains("median over 3 seeds")), "{texts:?}");
+        assert!(texts.iter().any(|t| t == "episode"));
+    }
+    // Without plasticity, completion stays far worse than with it.
+    let frozen = |v: &str| -> f64 {
+        let s: Value = serde_json::from_slice(&std::fs::read(out.join("completion").join(v).join("summary.json")).unwrap()).unwrap();
+        s["error"]["frozen"]["median"].as_f64().unwrap()
+    };
+    assert!(frozen("none") > 2.0 * frozen("learned"));
+    let table = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(table.contains("| completion | learned | 3 |") && table.contains("| completion | none | 3 |"), "{table}");
+    // Running it again reuses every finished seed: same summary, no training.
+    let before = std::fs::read(out.join("completion/learned/summary.json")).unwrap();
+    let second = run_bohp(&full);
+    assert!(second.status.success());
+    let after = std::fs::read(out.join("completion/learned/summary.json")).unwrap();
+    assert_eq!(before, after);
+    // A changed config does not silently mix runs.
+    tiny_configs(&configs, 320, 50);
+    let third = run_bohp(&full);
+    assert_eq!(third.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&third.stderr).contains("different config"));
+}
+
+#[test]
+fn reproduce_rejects_bad_arguments() {
+    for (args, needle) in [
+        (vec!["reproduce", "pattern-completion"], "unknown task"),
+        (vec!["reproduce", "all", "--plasticity", "sometimes"], "--plasticity"),
+        (vec!["reproduce", "all", "--seeds", "0"], "--seeds"),
+        (vec!["reproduce", "all", "--jobs", "0"], "--jobs"),
+        (vec!["reproduce", "all", "--configs", "/nonexistent"], "/nonexistent/completion.toml"),
+    ] {
+        let out = run_bohp(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn inspect_finds_the_completion_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = repo_root().join("configs/completion.toml");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "1500", "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&["inspect", run.to_str().unwrap(), "--episodes", "50", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["task"], "completion");
+    let own = s["own"]["fixed"].as_f64().unwrap();
+    let others_fixed = s["others"]["fixed"].as_f64().unwrap();
+    let others_plastic = s["others"]["plastic"].as_f64().unwrap();
+    // The paper's Fig. 2b: a strong fixed connection from each input to its own output, and
+    // plastic (not fixed) connections to every other output.
+    assert!(own > 10.0 * others_fixed, "own {own} vs others {others_fixed}");
+    assert!(others_plastic > 10.0 * others_fixed, "plastic {others_plastic} vs fixed {others_fixed}");
+    assert_eq!(png_size(&run.join("inspect/weights.png")).0, 360 * 3 + 40);
+    let written: Value = serde_json::from_slice(&std::fs::read(run.join("inspect/structure.json")).unwrap()).unwrap();
+    assert_eq!(written, s);
+    // A run without a final model, and a non-run directory.
+    std::fs::remove_file(run.join("model.bpk")).unwrap();
+    let out = run_bohp(&["inspect", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.bpk"));
+    let out = run_bohp(&["inspect", dir.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
+}
+
+#[test]
+fn inspect_measures_the_labelled_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = repo_root().join("configs/one-shot.toml");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "700", "--device", "flex", "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&["inspect", run.to_str().unwrap(), "--episodes", "50", "--json"]);
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["hidden"].as_array().unwrap().len(), 2);
+    // Fig. 3b: label bits drive the hidden units through fixed weights; pattern bits through
+    // plastic ones.
+    let pattern_fixed = s["pattern"]["fixed"].as_f64().unwrap();
+    let pattern_plastic = s["pattern"]["plastic"].as_f64().unwrap();
+    let label_fixed = s["label"]["fixed"].as_f64().unwrap();
+    assert!(label_fixed > 10.0 * pattern_fixed, "{s}");
+    assert!(pattern_plastic > pattern_fixed, "{s}");
+    let share = s["pattern"]["plastic_negative_share"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share));
+}
