@@ -187,6 +187,13 @@ pub struct TrainConfig {
     /// The learning rate a decaying schedule ends at (ignored by `constant`).
     #[serde(default)]
     pub min_learning_rate: f64,
+    /// Adam's β₁ (decay of the gradient average).
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    /// Adam's β₂ (decay of the squared-gradient average). Values below PyTorch's 0.999 let the
+    /// step size recover when gradients shrink late in training.
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
     /// The last `freeze_last` episodes are evaluation only: parameters fixed.
     #[serde(default)]
     pub freeze_last: usize,
@@ -209,6 +216,12 @@ fn default_batch() -> usize {
 }
 fn default_checkpoint_every() -> usize {
     500
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
 }
 
 /// " (line N)" for the start of `span` in `text`, or "" when unknown.
@@ -345,6 +358,11 @@ impl RunConfig {
                 train.min_learning_rate.to_string(),
                 "expected a finite value with 0 <= min_learning_rate <= learning_rate",
             ));
+        }
+        for (field, beta) in [("train.adam_beta1", train.adam_beta1), ("train.adam_beta2", train.adam_beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
+            }
         }
         if train.freeze_last > train.episodes {
             return Err(bad(
@@ -504,6 +522,8 @@ freeze_last = 10
             ("[train]", "[train]\nbatch = 0", "train.batch"),
             ("[train]", "[train]\nmin_learning_rate = 0.1", "train.min_learning_rate"),
             ("[train]", "[train]\nmin_learning_rate = -1.0", "train.min_learning_rate"),
+            ("[train]", "[train]\nadam_beta2 = 1.0", "train.adam_beta2"),
+            ("[train]", "[train]\nadam_beta1 = -0.1", "train.adam_beta1"),
         ] {
             let e = error_of(&ONE_SHOT.replace(from, to));
             assert!(e.contains(field) && e.contains("test.toml"), "{to}: {e}");

@@ -106,8 +106,12 @@ impl Observer for () {
 }
 
 /// The Adam optimizer of a run.
-pub fn optimizer() -> ModuleOptimizer {
-    AdamConfig::new().with_epsilon(ADAM_EPSILON).init()
+pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_beta_1(config.train.adam_beta1 as f32)
+        .with_beta_2(config.train.adam_beta2 as f32)
+        .with_epsilon(ADAM_EPSILON)
+        .init()
 }
 
 /// A freshly initialized network for `config`, on `device`.
@@ -183,10 +187,10 @@ impl Trainer {
         let model = init_model(&config, &device);
         Ok(Trainer {
             task: config.task(),
+            optim: optimizer(&config),
             config,
             device,
             model,
-            optim: optimizer(),
             next_episode: 0,
             frozen: None,
             engine,
