@@ -106,7 +106,8 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 /// Generates one test per enabled backend × precision, each calling `$body(backend, precision)`
-/// (a function of the invoking module).
+/// (a function of the invoking module): ndarray and flex in f32 and f64, and with the `wgpu`
+/// feature wgpu in f32 (on lavapipe in CI).
 /// Every backend-generic test goes through this one helper.
 #[macro_export]
 macro_rules! backend_matrix {
@@ -129,6 +130,11 @@ macro_rules! backend_matrix {
                 #[test]
                 fn flex_f64() {
                     super::$body(Backend::Flex, Precision::F64)
+                }
+                #[cfg(feature = "wgpu")]
+                #[test]
+                fn wgpu_f32() {
+                    super::$body(Backend::Wgpu, Precision::F32)
                 }
             }
         )*

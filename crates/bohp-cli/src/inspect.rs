@@ -32,6 +32,9 @@ pub struct Strength {
     pub alpha_mean: f64,
     /// Fraction of connections with `α < 0`.
     pub alpha_negative_fraction: f64,
+    /// Share of the plasticity magnitude `Σ |α|` carried by connections with `α < 0`: whether
+    /// the learned plasticity is predominantly negative.
+    pub alpha_negative_mass_share: f64,
     /// Share of the plastic weight `Σ |α·H|` carried by connections with `α < 0`: whether the
     /// plasticity the network actually uses is negative.
     pub plastic_negative_share: f64,
@@ -73,6 +76,9 @@ fn strength(cells: &[(f64, f64, f64)]) -> Strength {
         alpha_mean: cells.iter().map(|c| c.1).sum::<f64>() / n,
         alpha_negative_fraction: cells.iter().filter(|c| c.1 < 0.0).count() as f64 / n,
         // (`+ 0.0` turns the empty sum's -0.0 into 0.0.)
+        alpha_negative_mass_share: cells.iter().filter(|c| c.1 < 0.0).map(|c| -c.1).sum::<f64>()
+            / cells.iter().map(|c| c.1.abs()).sum::<f64>().max(f64::MIN_POSITIVE)
+            + 0.0,
         plastic_negative_share: cells.iter().filter(|c| c.1 < 0.0).map(|c| c.2).sum::<f64>()
             / cells.iter().map(|c| c.2).sum::<f64>().max(f64::MIN_POSITIVE)
             + 0.0,
@@ -143,11 +149,12 @@ impl Structure {
         let line = |name: &str, s: &Strength| {
             format!(
                 "  {name:<24} fixed |w| {:>7.3}  plastic |α·H| {:>7.3}  α mean {:>7.3}, {:>3.0}% of α < 0 \
-                 carrying {:>3.0}% of |α·H|\n",
+                 holding {:>3.0}% of |α| and {:>3.0}% of |α·H|\n",
                 s.fixed,
                 s.plastic,
                 s.alpha_mean,
                 100.0 * s.alpha_negative_fraction,
+                100.0 * s.alpha_negative_mass_share,
                 100.0 * s.plastic_negative_share
             )
         };
@@ -230,4 +237,24 @@ pub fn inspect(run_dir: &Path, out: &Path, episodes: usize) -> Result<Structure>
     std::fs::write(out.join("structure.json"), json)
         .map_err(|e| anyhow::anyhow!("{}: cannot write structure.json: {e}", out.display()))?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strength_of_known_cells() {
+        // (w, α, |α·H|): three connections, one with α < 0 carrying most of |α|.
+        let s = strength(&[(1.0, -3.0, 0.2), (-2.0, 1.0, 0.6), (0.5, 0.0, 0.0)]);
+        assert!((s.fixed - 3.5 / 3.0).abs() < 1e-12);
+        assert!((s.plastic - 0.8 / 3.0).abs() < 1e-12);
+        assert!((s.alpha_mean + 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.alpha_negative_fraction - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.alpha_negative_mass_share - 0.75).abs() < 1e-12);
+        assert!((s.plastic_negative_share - 0.25).abs() < 1e-12);
+        // No plasticity at all: shares are 0, not NaN.
+        let none = strength(&[(1.0, 0.0, 0.0)]);
+        assert_eq!((none.alpha_negative_mass_share, none.plastic_negative_share), (0.0, 0.0));
+    }
 }

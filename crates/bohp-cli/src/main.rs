@@ -1,6 +1,7 @@
 //! `bohp`: train, resume, evaluate, gradient-check, inspect and reproduce plastic networks on
 //! the BOHP paper's tasks.
 
+mod bench;
 mod figures;
 mod inspect;
 mod reproduce;
@@ -33,7 +34,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Compute backend: ndarray or flex (overrides the config's `device`).
+    /// Compute backend: ndarray, flex, or (builds with the `wgpu`/`cuda` features) wgpu, cuda; overrides the config's `device`.
     #[arg(long, global = true, value_name = "DEVICE")]
     device: Option<Backend>,
 
@@ -61,6 +62,81 @@ enum Command {
     /// Reproduce the paper's figures: train each task over many seeds (the last episodes
     /// frozen), and write median/IQR statistics, figures and learned-structure summaries.
     Reproduce(ReproduceArgs),
+    /// Measure training throughput (episodes/s) and peak memory per workload, device, batch
+    /// size and gradient engine, optionally beside the PyTorch peer; writes bench.json and
+    /// bench.md.
+    Bench(BenchArgs),
+    /// One benchmark cell, measured in this process (run by `bench`).
+    #[command(hide = true)]
+    BenchCell(BenchCellArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Workloads (task config names in --configs), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "completion,one-shot,reversal")]
+    workloads: Vec<String>,
+
+    /// Devices, comma-separated (ndarray, flex, and in GPU builds wgpu, cuda).
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    devices: Vec<Backend>,
+
+    /// Batch sizes (independent episodes per update), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batches: Vec<usize>,
+
+    /// Gradient engines, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "autodiff,analytic")]
+    engines: Vec<GradEngine>,
+
+    #[command(flatten)]
+    timing: TimingArgs,
+
+    /// Directory holding the workload configs <workload>.toml.
+    #[arg(long, value_name = "DIR", default_value = "configs")]
+    configs: PathBuf,
+
+    /// Output directory for bench.json and bench.md.
+    #[arg(long, value_name = "DIR", default_value = "bench")]
+    out: PathBuf,
+
+    /// A Python interpreter with torch: also measure the PyTorch peer (bohp_torch.py) on the
+    /// same workloads and batch sizes, in the same run.
+    #[arg(long, value_name = "PYTHON")]
+    peer_python: Option<PathBuf>,
+
+    /// Directory of the peer scripts.
+    #[arg(long, value_name = "DIR", default_value = "../shared/peers")]
+    peer_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct TimingArgs {
+    /// Updates before timing starts.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+
+    /// Updates per timed repeat.
+    #[arg(long, default_value_t = 300)]
+    updates: usize,
+
+    /// Timed repeats (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+}
+
+#[derive(Args, Debug)]
+struct BenchCellArgs {
+    #[arg(long)]
+    workload: String,
+    #[arg(long = "batch")]
+    batch: usize,
+    #[arg(long)]
+    engine: GradEngine,
+    #[command(flatten)]
+    timing: TimingArgs,
+    #[arg(long, value_name = "DIR")]
+    configs: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -219,6 +295,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gradcheck(args) => gradcheck_command(&cli, args),
         Command::Inspect(args) => inspect_command(args),
         Command::Reproduce(args) => reproduce_command(&cli, args),
+        Command::Bench(args) => bench_command(&cli, args),
+        Command::BenchCell(args) => bench_cell_command(&cli, args),
     }
 }
 
@@ -457,17 +535,80 @@ fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitCode> {
                 jobs
             );
             for s in &summaries {
-                let f = &s.error.frozen;
-                let c = &s.error_code.frozen;
                 println!(
-                    "  {:<10} {:<11} frozen error median {:.4} [IQR {:.4}, {:.4}], error_code median {:.4} [{:.4}, {:.4}]",
-                    s.task, s.plasticity, f.median, f.q25, f.q75, c.median, c.q25, c.q75
+                    "  {:<10} {:<11} frozen error median [IQR] {}, error_code {}",
+                    s.task,
+                    s.plasticity,
+                    reproduce::fmt(&s.error.frozen),
+                    reproduce::fmt(&s.error_code.frozen)
                 );
             }
             println!("wrote {}", plan.out.join("summary.md").display());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn timing(args: &TimingArgs) -> Result<bench::Timing> {
+    if args.updates == 0 || args.repeats == 0 {
+        bail!("--updates and --repeats must be at least 1");
+    }
+    Ok(bench::Timing {
+        warmup: args.warmup,
+        updates: args.updates,
+        repeats: args.repeats,
+    })
+}
+
+fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
+    if cli.device.is_some() || cli.dtype.is_some() {
+        bail!("bench takes --devices (a list) and always measures f32; --device and --dtype do not apply");
+    }
+    if let Some(b) = args.batches.iter().find(|b| **b == 0) {
+        bail!("--batches: {b} is not a batch size (at least 1)");
+    }
+    for workload in &args.workloads {
+        let path = args.configs.join(format!("{workload}.toml"));
+        if !path.is_file() {
+            bail!("--workloads: no config {} for workload `{workload}`", path.display());
+        }
+    }
+    let mut cells = Vec::new();
+    for workload in &args.workloads {
+        for &batch in &args.batches {
+            for &device in &args.devices {
+                for &engine in &args.engines {
+                    cells.push(bench::Cell { workload: workload.clone(), device, batch, engine });
+                }
+            }
+        }
+    }
+    let plan = bench::Plan {
+        cells,
+        timing: timing(&args.timing)?,
+        configs: args.configs.clone(),
+        out: args.out.clone(),
+        peer_python: args.peer_python.clone(),
+        peer_dir: args.peer_dir.clone(),
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let quiet = cli.quiet;
+    let report = bench::bench(&plan, command, &|what| {
+        if !quiet {
+            eprintln!("measuring {what}");
+        }
+    })?;
+    print!("{}", bench::markdown(&report));
+    println!("\nwrote {} and {}", plan.out.join("bench.json").display(), plan.out.join("bench.md").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<ExitCode> {
+    let device = cli.device.context("bench-cell needs --device")?;
+    let cell = bench::Cell { workload: args.workload.clone(), device, batch: args.batch, engine: args.engine };
+    let result = bench::run_cell(&args.configs, &cell, &timing(&args.timing)?, engine(args.engine))?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The gradient engine named in a config.

@@ -96,8 +96,16 @@ pub struct StructureStats {
     pub pattern_alpha_mean: Option<Spread>,
     /// Labelled: median of the share of pattern-bit plastic weight `|α·H|` with `α < 0`.
     pub pattern_plastic_negative_share: Option<Spread>,
-    /// Labelled: seeds whose pattern-bit plastic weight is mostly (> 50%) carried by `α < 0`.
+    /// Labelled: median of the share of pattern-bit `|α|` with `α < 0`.
+    pub pattern_alpha_negative_mass_share: Option<Spread>,
+    /// Labelled: seeds whose pattern-bit plasticity is predominantly negative (more than half
+    /// of `Σ |α|` on `α < 0`).
     pub seeds_with_mostly_negative_pattern_alpha: Option<usize>,
+    /// Labelled: seeds that learned the task (frozen-phase `error` below
+    /// [`LEARNED_ERROR`]).
+    pub seeds_learned: Option<usize>,
+    /// Labelled: seeds that learned the task and have predominantly negative pattern-bit `α`.
+    pub learned_seeds_with_mostly_negative_pattern_alpha: Option<usize>,
     /// Each seed's structure.
     pub per_seed: Vec<Structure>,
 }
@@ -204,7 +212,18 @@ fn stats_of(series: &[Vec<f64>], frozen_from: usize) -> MeasureStats {
     }
 }
 
-fn structure_stats(per_seed: Vec<Structure>) -> StructureStats {
+/// A labelled-task seed whose frozen-phase `error` is below this learned the task (chance is
+/// 0.5; a seed stuck on one label per pattern sits near 0.3).
+pub const LEARNED_ERROR: f64 = 0.05;
+
+fn mostly_negative(s: &Structure) -> bool {
+    s.pattern.is_some_and(|p| p.alpha_negative_mass_share > 0.5)
+}
+
+/// Structure statistics across seeds; `frozen_error` is each seed's frozen-phase `error`.
+fn structure_stats(per_seed: Vec<Structure>, frozen_error: &[f64]) -> StructureStats {
+    let labelled = per_seed.first().is_some_and(|s| s.pattern.is_some());
+    let learned = |i: usize| frozen_error.get(i).is_some_and(|e| *e < LEARNED_ERROR);
     let spread = |f: &dyn Fn(&Structure) -> Option<f64>| -> Option<Spread> {
         let v: Vec<f64> = per_seed.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| Spread::of(&v))
@@ -220,15 +239,14 @@ fn structure_stats(per_seed: Vec<Structure>) -> StructureStats {
         pattern_alpha_negative_fraction: spread(&|s| s.pattern.map(|x| x.alpha_negative_fraction)),
         pattern_alpha_mean: spread(&|s| s.pattern.map(|x| x.alpha_mean)),
         pattern_plastic_negative_share: spread(&|s| s.pattern.map(|x| x.plastic_negative_share)),
-        seeds_with_mostly_negative_pattern_alpha: per_seed
-            .first()
-            .and_then(|s| s.pattern)
-            .map(|_| {
-                per_seed
-                    .iter()
-                    .filter(|s| s.pattern.is_some_and(|p| p.plastic_negative_share > 0.5))
-                    .count()
-            }),
+        pattern_alpha_negative_mass_share: spread(&|s| s.pattern.map(|x| x.alpha_negative_mass_share)),
+        seeds_with_mostly_negative_pattern_alpha: labelled.then(|| per_seed.iter().filter(|s| mostly_negative(s)).count()),
+        seeds_learned: labelled.then(|| (0..per_seed.len()).filter(|i| learned(*i)).count()),
+        learned_seeds_with_mostly_negative_pattern_alpha: labelled.then(|| {
+            (0..per_seed.len())
+                .filter(|i| learned(*i) && mostly_negative(&per_seed[*i]))
+                .count()
+        }),
         per_seed,
     }
 }
@@ -248,6 +266,7 @@ fn summarize(plan: &Plan, task: &str, variant: Plasticity, base: &RunConfig) -> 
         structures.push(structure(&model, &config, plan.inspect_episodes, &device));
     }
     let frozen_from = base.first_frozen();
+    let error = stats_of(&series[0], frozen_from);
     let summary = TaskSummary {
         task: task.to_string(),
         plasticity: variant.name().to_string(),
@@ -255,10 +274,10 @@ fn summarize(plan: &Plan, task: &str, variant: Plasticity, base: &RunConfig) -> 
         episodes: base.train.episodes,
         batch: base.train.batch,
         freeze_last: base.train.freeze_last,
-        error: stats_of(&series[0], frozen_from),
+        structure: structure_stats(structures, &error.frozen_per_seed),
+        error,
         loss: stats_of(&series[1], frozen_from),
         error_code: stats_of(&series[2], frozen_from),
-        structure: structure_stats(structures),
     };
     let spreads: Vec<Spread> = (0..summary.error.median.len())
         .map(|e| Spread {
@@ -294,8 +313,18 @@ fn summarize(plan: &Plan, task: &str, variant: Plasticity, base: &RunConfig) -> 
     Ok(summary)
 }
 
-fn fmt(s: &Spread) -> String {
-    format!("{:.4} [{:.4}, {:.4}]", s.median, s.q25, s.q75)
+/// A number for the summary: four decimals, or three significant digits below 0.01.
+fn num(x: f64) -> String {
+    if x != 0.0 && x.abs() < 0.01 {
+        format!("{x:.2e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// A spread as `median [q25, q75]`.
+pub fn fmt(s: &Spread) -> String {
+    format!("{} [{}, {}]", num(s.median), num(s.q25), num(s.q75))
 }
 
 /// The markdown table of all summaries.
@@ -328,26 +357,33 @@ pub fn markdown(summaries: &[TaskSummary], seconds: f64, jobs: usize) -> String 
                 fmt(op)
             );
         }
-        if let (Some(pf), Some(pp), Some(lf), Some(lp), Some(neg), Some(share), Some(n)) = (
+        if let (Some(pf), Some(pp), Some(lf), Some(lp), Some(neg), Some(mass), Some(share)) = (
             &st.pattern_fixed,
             &st.pattern_plastic,
             &st.label_fixed,
             &st.label_plastic,
             &st.pattern_alpha_negative_fraction,
+            &st.pattern_alpha_negative_mass_share,
             &st.pattern_plastic_negative_share,
-            st.seeds_with_mostly_negative_pattern_alpha,
         ) {
+            let count = |n: Option<usize>| n.unwrap_or(0);
             out += &format!(
                 "pattern bits: fixed |w| {}, plastic |α·H| {}; label bits: fixed |w| {}, plastic |α·H| {}; \
-                 pattern-bit α < 0: fraction of connections {}, share of plastic weight {}; \
-                 {n}/{} seeds with most pattern-bit plastic weight on α < 0\n",
+                 pattern-bit α < 0: fraction of connections {}, share of |α| {}, share of |α·H| {}; \
+                 {}/{} seeds with predominantly negative pattern-bit α (> 50% of |α|); \
+                 {}/{} seeds learned (frozen error < {LEARNED_ERROR}), {} of them with predominantly negative α\n",
                 fmt(pf),
                 fmt(pp),
                 fmt(lf),
                 fmt(lp),
                 fmt(neg),
+                fmt(mass),
                 fmt(share),
-                s.seeds.len()
+                count(st.seeds_with_mostly_negative_pattern_alpha),
+                s.seeds.len(),
+                count(st.seeds_learned),
+                s.seeds.len(),
+                count(st.learned_seeds_with_mostly_negative_pattern_alpha),
             );
         }
     }

@@ -237,6 +237,11 @@ impl Trainer {
         &self.config
     }
 
+    /// The autodiff device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The current model.
     pub fn model(&self) -> &PlasticNet {
         &self.model

@@ -1,0 +1,504 @@
+//! `bohp bench`: training throughput and peak memory per workload, device, batch size and
+//! gradient engine, optionally beside the PyTorch peer measured in the same run.
+//!
+//! Every cell runs in its own child process (`bohp bench-cell`): burn fixes a device's set-up
+//! once per process, and a process's peak resident memory then belongs to one cell alone.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bohp::config::{GradEngine, RunConfig};
+use bohp::device::{Backend, Precision};
+use bohp::train::Trainer;
+use serde::{Deserialize, Serialize};
+
+use crate::stats::quantile;
+
+/// The schema name written into `bench.json`.
+pub const SCHEMA: &str = "bohp-bench/1";
+
+/// One measured combination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Workload: a task config name (`completion`, `one-shot`, `reversal`).
+    pub workload: String,
+    /// Compute backend.
+    pub device: Backend,
+    /// Independent episodes per update.
+    pub batch: usize,
+    /// Gradient engine.
+    pub engine: GradEngine,
+}
+
+/// How long each cell is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Updates run before timing starts (allocation pools, caches, GPU kernel compilation).
+    pub warmup: usize,
+    /// Updates per timed repeat.
+    pub updates: usize,
+    /// Timed repeats; the reported rate is their median.
+    pub repeats: usize,
+}
+
+/// A cell's measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// What was measured.
+    #[serde(flatten)]
+    pub cell: Cell,
+    /// Training episodes per second (forward, backward, optimizer step), median of repeats.
+    pub episodes_per_second: Option<f64>,
+    /// Milliseconds per update (one batch), at the median rate.
+    pub ms_per_update: Option<f64>,
+    /// Episodes per second of each repeat.
+    pub repeats: Vec<f64>,
+    /// Peak resident memory of the whole process (MiB), from the kernel's high-water mark.
+    pub peak_rss_mib: Option<f64>,
+    /// GPU backends: bytes the device's allocator holds at the end (MiB), pages kept for reuse
+    /// included: its peak, as pools do not shrink.
+    pub device_memory_mib: Option<f64>,
+    /// Why the cell could not be measured (a backend not compiled in, no GPU, ...).
+    pub error: Option<String>,
+}
+
+/// One PyTorch peer measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerResult {
+    /// Workload (our name).
+    pub workload: String,
+    /// Independent episodes per update.
+    pub batch: usize,
+    /// The peer's reported training episodes per second.
+    pub episodes_per_second: Option<f64>,
+    /// The peer process's peak resident memory (MiB), sampled every 20 ms.
+    pub peak_rss_mib: Option<f64>,
+    /// The command line that was run.
+    pub command: String,
+    /// Why it could not be measured.
+    pub error: Option<String>,
+}
+
+/// `bench.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// CPU cores the machine offers to this process.
+    pub cores: usize,
+    /// The measurement lengths.
+    pub timing: Timing,
+    /// The command line of this run.
+    pub command: String,
+    /// Our cells.
+    pub results: Vec<CellResult>,
+    /// The peer's, measured in the same run (empty without `--peer-python`).
+    pub peer: Vec<PeerResult>,
+}
+
+/// What `bohp bench` runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The cells, in order.
+    pub cells: Vec<Cell>,
+    /// Measurement lengths.
+    pub timing: Timing,
+    /// Where the task configs are.
+    pub configs: PathBuf,
+    /// Output directory for `bench.json` and `bench.md`.
+    pub out: PathBuf,
+    /// The Python interpreter with torch, to measure the peer too.
+    pub peer_python: Option<PathBuf>,
+    /// The directory of the peer scripts.
+    pub peer_dir: PathBuf,
+}
+
+/// The peer's name for a workload, if the peer has it.
+fn peer_task(workload: &str) -> Option<&'static str> {
+    match workload {
+        "completion" => Some("completion"),
+        "one-shot" => Some("oneshot"),
+        "reversal" => Some("reversal"),
+        _ => None,
+    }
+}
+
+/// The process's peak resident memory in MiB (Linux; `None` elsewhere).
+pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The config a cell trains: the workload's shipped config in f32 on the cell's device, batch
+/// and engine, long enough for the warm-up and the repeats, with no frozen phase.
+pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunConfig> {
+    let path = configs.join(format!("{}.toml", cell.workload));
+    if !path.is_file() {
+        bail!("{}: no config for workload `{}`", path.display(), cell.workload);
+    }
+    let mut config = RunConfig::load(&path)?;
+    config.device = cell.device;
+    config.dtype = Precision::F32;
+    config.train.batch = cell.batch;
+    config.train.grad = cell.engine;
+    config.train.freeze_last = 0;
+    config.train.episodes = timing.warmup + timing.updates * timing.repeats;
+    config.validate(&format!("{} as benchmarked", path.display()))?;
+    Ok(config)
+}
+
+/// Measures one cell in this process (`bohp bench-cell`).
+pub fn run_cell(configs: &Path, cell: &Cell, timing: &Timing, engine: Box<dyn bohp::train::GradientEngine>) -> Result<CellResult> {
+    let config = cell_config(configs, cell, timing)?;
+    let mut trainer = Trainer::new(config, engine)?;
+    let step = |trainer: &mut Trainer| -> Result<()> {
+        trainer
+            .step()
+            .map(|_| ())
+            .map_err(|d| anyhow::anyhow!("diverged at episode {}: {}", d.episode, d.what))
+    };
+    for _ in 0..timing.warmup {
+        step(&mut trainer)?;
+    }
+    let sync = |trainer: &Trainer| -> Result<()> {
+        trainer
+            .device()
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device failed: {e:?}"))
+    };
+    sync(&trainer)?;
+    let mut rates = Vec::new();
+    for _ in 0..timing.repeats {
+        let started = Instant::now();
+        for _ in 0..timing.updates {
+            step(&mut trainer)?;
+        }
+        sync(&trainer)?;
+        let seconds = started.elapsed().as_secs_f64();
+        rates.push((timing.updates * cell.batch) as f64 / seconds.max(1e-12));
+    }
+    let rate = quantile(&rates, 0.5);
+    let device_memory_mib = cell
+        .device
+        .is_gpu()
+        .then(|| trainer.device().memory_pool_usage())
+        .flatten()
+        .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0));
+    Ok(CellResult {
+        cell: cell.clone(),
+        episodes_per_second: Some(rate),
+        ms_per_update: Some(1000.0 * cell.batch as f64 / rate),
+        repeats: rates,
+        peak_rss_mib: peak_rss_mib(None),
+        device_memory_mib,
+        error: None,
+    })
+}
+
+/// A failed cell.
+fn failed(cell: &Cell, error: String) -> CellResult {
+    CellResult {
+        cell: cell.clone(),
+        episodes_per_second: None,
+        ms_per_update: None,
+        repeats: Vec::new(),
+        peak_rss_mib: None,
+        device_memory_mib: None,
+        error: Some(error),
+    }
+}
+
+/// Runs one cell in a child process and reads its result.
+fn spawn_cell(plan: &Plan, cell: &Cell) -> Result<CellResult> {
+    let exe = std::env::current_exe().context("cannot find the bohp executable")?;
+    let output = Command::new(exe)
+        .arg("bench-cell")
+        .arg("--workload")
+        .arg(&cell.workload)
+        .arg("--device")
+        .arg(cell.device.name())
+        .arg("--batch")
+        .arg(cell.batch.to_string())
+        .arg("--engine")
+        .arg(cell.engine.name())
+        .arg("--warmup")
+        .arg(plan.timing.warmup.to_string())
+        .arg("--updates")
+        .arg(plan.timing.updates.to_string())
+        .arg("--repeats")
+        .arg(plan.timing.repeats.to_string())
+        .arg("--configs")
+        .arg(&plan.configs)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run a bench cell")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no error message")
+            .trim_start_matches("error: ")
+            .to_string();
+        return Ok(failed(cell, message));
+    }
+    serde_json::from_slice(&output.stdout).context("a bench cell printed an unreadable result")
+}
+
+/// Samples a child's peak resident memory until `done` is set.
+fn watch_rss(pid: u32, done: Arc<AtomicBool>, peak_kib: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !done.load(Ordering::SeqCst) {
+            if let Some(mib) = peak_rss_mib(Some(pid)) {
+                peak_kib.fetch_max((mib * 1024.0) as u64, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// The peer's episodes per update count for a batch size (as in `../shared/peers/README.md`).
+fn peer_updates(batch: usize) -> usize {
+    if batch == 1 { 1000 } else { 500 }
+}
+
+/// Runs the PyTorch peer for one workload and batch size.
+fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+    let script = plan.peer_dir.join("bohp_torch.py");
+    let task = peer_task(workload).unwrap_or("?");
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--task".into(),
+        task.into(),
+        "--batch".into(),
+        batch.to_string(),
+        "--episodes".into(),
+        peer_updates(batch).to_string(),
+        "--seed".into(),
+        "1".into(),
+        "--threads".into(),
+        "2".into(),
+    ];
+    let command = format!("{} {}", python.display(), args.join(" "));
+    let mut result = PeerResult {
+        workload: workload.to_string(),
+        batch,
+        episodes_per_second: None,
+        peak_rss_mib: None,
+        command: command.clone(),
+        error: None,
+    };
+    if peer_task(workload).is_none() {
+        result.error = Some(format!("the peer has no workload `{workload}`"));
+        return result;
+    }
+    let child = Command::new(python)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            result.error = Some(format!("cannot run `{command}`: {e}"));
+            return result;
+        }
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let watcher = watch_rss(child.id(), done.clone(), peak.clone());
+    let mut last = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.starts_with("# train time") {
+                last = line;
+            }
+        }
+    }
+    let output = child.wait_with_output();
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    let peak = peak.load(Ordering::SeqCst);
+    result.peak_rss_mib = (peak > 0).then(|| peak as f64 / 1024.0);
+    match output {
+        Ok(out) if out.status.success() => match parse_peer_rate(&last) {
+            Some(rate) => result.episodes_per_second = Some(rate),
+            None => result.error = Some(format!("no `# train time ... episodes/s` line from `{command}`")),
+        },
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            result.error = Some(format!(
+                "`{command}` failed: {}",
+                stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message")
+            ))
+        }
+        Err(e) => result.error = Some(format!("`{command}`: {e}")),
+    }
+    result
+}
+
+/// The episodes per second from the peer's last line, `# train time ... : U updates/s, E episodes/s`.
+pub fn parse_peer_rate(line: &str) -> Option<f64> {
+    let before = line.trim().strip_suffix("episodes/s")?;
+    before.trim().rsplit([' ', ',']).next()?.parse().ok()
+}
+
+/// Runs the plan, writes `bench.json` and `bench.md` to `plan.out`, and returns the report.
+pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("{}: cannot create the output directory", plan.out.display()))?;
+    let mut results = Vec::new();
+    for cell in &plan.cells {
+        progress(&format!(
+            "bohp  {:<10} {:<7} batch {:>3} {:<8}",
+            cell.workload,
+            cell.device.name(),
+            cell.batch,
+            cell.engine.name()
+        ));
+        results.push(spawn_cell(plan, cell)?);
+    }
+    let mut peer = Vec::new();
+    if let Some(python) = &plan.peer_python {
+        let mut seen = Vec::new();
+        for cell in &plan.cells {
+            let key = (cell.workload.clone(), cell.batch);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            progress(&format!("peer  {:<10} batch {:>3}", cell.workload, cell.batch));
+            peer.push(run_peer(plan, python, &cell.workload, cell.batch));
+        }
+    }
+    let report = BenchReport {
+        schema: SCHEMA.to_string(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        timing: plan.timing,
+        command,
+        results,
+        peer,
+    };
+    let json = serde_json::to_vec_pretty(&report)?;
+    bohp::run::write_atomic(&plan.out.join("bench.json"), &json)?;
+    bohp::run::write_atomic(&plan.out.join("bench.md"), markdown(&report).as_bytes())?;
+    Ok(report)
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
+}
+
+/// The report as markdown tables: every cell (with the peer and the ratio to it where
+/// measured), then the analytic engine's speed-up over autodiff.
+pub fn markdown(report: &BenchReport) -> String {
+    let mut out = format!(
+        "# bohp bench\n\n`{}`\n\n{} cores; {} warm-up updates, then the median of {} repeats of {} updates; f32.\n\n",
+        report.command, report.cores, report.timing.warmup, report.timing.repeats, report.timing.updates
+    );
+    out += "| workload | batch | device | engine | episodes/s | ms/update | peak RSS (MiB) | GPU memory (MiB) | PyTorch episodes/s | × PyTorch |\n";
+    out += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n";
+    for r in &report.results {
+        let peer = report
+            .peer
+            .iter()
+            .find(|p| p.workload == r.cell.workload && p.batch == r.cell.batch)
+            .and_then(|p| p.episodes_per_second);
+        let ratio = r.episodes_per_second.zip(peer).map(|(a, b)| a / b);
+        let rate = match &r.error {
+            Some(e) => format!("failed: {e}"),
+            None => fmt_opt(r.episodes_per_second, 0),
+        };
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.cell.workload,
+            r.cell.batch,
+            r.cell.device,
+            r.cell.engine.name(),
+            rate,
+            fmt_opt(r.ms_per_update, 3),
+            fmt_opt(r.peak_rss_mib, 0),
+            fmt_opt(r.device_memory_mib, 1),
+            fmt_opt(peer, 0),
+            fmt_opt(ratio, 1)
+        );
+    }
+    let speedups: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.cell.engine == GradEngine::Analytic)
+        .filter_map(|an| {
+            let ad = report.results.iter().find(|r| {
+                r.cell.engine == GradEngine::Autodiff
+                    && r.cell.workload == an.cell.workload
+                    && r.cell.device == an.cell.device
+                    && r.cell.batch == an.cell.batch
+            })?;
+            let ratio = an.episodes_per_second? / ad.episodes_per_second?;
+            Some(format!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.1} |\n",
+                an.cell.workload,
+                an.cell.batch,
+                an.cell.device,
+                an.episodes_per_second?,
+                ad.episodes_per_second?,
+                ratio
+            ))
+        })
+        .collect();
+    if !speedups.is_empty() {
+        out += "\n## Analytic engine vs autodiff\n\n| workload | batch | device | analytic episodes/s | autodiff episodes/s | × autodiff |\n|---|---:|---|---:|---:|---:|\n";
+        for line in speedups {
+            out += &line;
+        }
+    }
+    if !report.peer.is_empty() {
+        out += "\n## PyTorch peer\n\n| workload | batch | episodes/s | peak RSS (MiB) | command |\n|---|---:|---:|---:|---|\n";
+        for p in &report.peer {
+            let rate = match &p.error {
+                Some(e) => format!("failed: {e}"),
+                None => fmt_opt(p.episodes_per_second, 0),
+            };
+            out += &format!(
+                "| {} | {} | {} | {} | `{}` |\n",
+                p.workload,
+                p.batch,
+                rate,
+                fmt_opt(p.peak_rss_mib, 0),
+                p.command
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_rate_is_read_from_its_last_line() {
+        let line = "# train time 4.465 s for 1000 updates x batch 1: 224.0 updates/s, 224.0 episodes/s";
+        assert_eq!(parse_peer_rate(line), Some(224.0));
+        assert_eq!(parse_peer_rate("# train time: nonsense"), None);
+    }
+
+    #[test]
+    fn own_peak_memory_is_read() {
+        let mib = peak_rss_mib(None).expect("Linux reports VmHWM");
+        assert!(mib > 1.0 && mib < 1e6, "{mib}");
+    }
+}
