@@ -328,10 +328,11 @@ pub fn fmt(s: &Spread) -> String {
 }
 
 /// The markdown table of all summaries.
-pub fn markdown(summaries: &[TaskSummary], seconds: f64, jobs: usize) -> String {
+pub fn markdown(summaries: &[TaskSummary], trained: usize, seconds: f64, jobs: usize) -> String {
     let mut out = format!(
         "# Reproduction summary\n\nFrozen-phase means per seed, then median [first quartile, third quartile] across seeds.\n\
-         Wall time {seconds:.0} s with {jobs} jobs.\n\n\
+         The invocation that wrote this trained {trained} seed runs (finished runs found in the output \
+         directory are reused) in {seconds:.0} s of wall time with {jobs} jobs.\n\n\
          | task | plasticity | seeds | error | loss | error_code |\n|---|---|---:|---|---|---|\n"
     );
     for s in summaries {
@@ -479,7 +480,7 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
         .with_context(|| format!("{}: cannot create", plan.out.display()))?;
     bohp::run::write_atomic(
         &plan.out.join("summary.md"),
-        markdown(&summaries, seconds, plan.jobs).as_bytes(),
+        markdown(&summaries, total_jobs, seconds, plan.jobs).as_bytes(),
     )?;
     Ok(Some(summaries))
 }

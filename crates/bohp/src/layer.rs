@@ -169,10 +169,65 @@ impl PlasticLayer {
     }
 }
 
+impl PlasticLayer {
+    /// A whole episode from the zero trace: the same computation as [`PlasticLayer::step`] at
+    /// every step, arranged to record fewer operations for backpropagation. The fixed part
+    /// `x(t)·w + b` of every step is one matrix product; `γ` is folded into the (constant)
+    /// inputs; the trace update is `H(t) = (1-γ)·H(t-1) + (γ x(t)) y(t)ᵀ`.
+    ///
+    /// # Shapes
+    /// - `inputs`: `[steps, batch, n_in]`
+    /// - returned outputs: `steps` tensors `[batch, n_out]`; returned trace `H(steps)`
+    pub fn unroll(&self, inputs: Tensor<3>) -> (Vec<Tensor<2>>, HebbTrace) {
+        let [steps, batch, n_in] = inputs.dims();
+        let n_out = self.n_out();
+        let device = inputs.device();
+        let fixed = (inputs.clone().reshape([steps * batch, n_in]).matmul(self.w.val())
+            + self.b.val().unsqueeze::<2>())
+        .reshape([steps, batch, n_out]);
+        let fixed = fixed.chunk(steps, 0);
+        let rows = inputs.clone().reshape([steps, batch, 1, n_in]).chunk(steps, 0);
+        let cols = inputs.mul_scalar(self.gamma).reshape([steps, batch, n_in, 1]).chunk(steps, 0);
+        let alpha = self.alpha.val().unsqueeze::<3>(); // [1, n_in, n_out]
+        let mut h: Tensor<3> = Tensor::zeros([batch, n_in, n_out], &device);
+        let mut ys = Vec::with_capacity(steps);
+        for ((fixed, row), col) in fixed.into_iter().zip(rows).zip(cols) {
+            let row: Tensor<3> = row.reshape([batch, 1, n_in]);
+            let plastic = row.matmul(alpha.clone() * h.clone()).reshape([batch, n_out]);
+            let y = (fixed.reshape([batch, n_out]) + plastic).tanh();
+            let col: Tensor<3> = col.reshape([batch, n_in, 1]);
+            h = h.mul_scalar(1.0 - self.gamma) + col * y.clone().reshape([batch, 1, n_out]);
+            ys.push(y);
+        }
+        (ys, HebbTrace { h })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::{Backend, Precision, init_device};
+    use rand::SeedableRng;
+
+    #[test]
+    fn unroll_equals_stepping() {
+        let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let layer = PlasticLayerConfig::new(5, 3, 0.3).with_init_std(0.8).init(&mut rng, &device);
+        let (steps, batch) = (7, 4);
+        let x = gaussian(&mut rng, steps * batch * 5, 1.0);
+        let inputs = Tensor::<3>::from_data(TensorData::new(x, [steps, batch, 5]), &device);
+        let (ys, trace) = layer.unroll(inputs.clone());
+        let mut reference = layer.init_trace(batch, &device);
+        for (t, x) in inputs.iter_dim(0).enumerate() {
+            let (y, next) = layer.step(x.reshape([batch, 5]), reference);
+            reference = next;
+            let diff: f64 = (y - ys[t].clone()).abs().max().into_scalar::<f64>();
+            assert!(diff < 1e-12, "step {t}: {diff}");
+        }
+        let diff: f64 = (reference.h - trace.h).abs().max().into_scalar::<f64>();
+        assert!(diff < 1e-12, "trace: {diff}");
+    }
 
     fn layer_2x1(device: &Device) -> PlasticLayer {
         // w = [0.5, -0.25], α = [1.0, 2.0], b = 0.1, γ = 0.5

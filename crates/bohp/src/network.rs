@@ -125,15 +125,7 @@ impl PlasticNet {
     /// - returned outputs: `[steps, batch, n_out]` (tanh outputs, or readout logits)
     /// - returned trace: `[batch, n_in, n_hidden]`, the trace after the last step
     pub fn forward(&self, inputs: Tensor<3>) -> (Tensor<3>, HebbTrace) {
-        let [steps, batch, n_in] = inputs.dims();
-        let device = inputs.device();
-        let mut trace = self.plastic.init_trace(batch, &device);
-        let mut ys = Vec::with_capacity(steps);
-        for x in inputs.iter_dim(0) {
-            let (y, next) = self.plastic.step(x.reshape([batch, n_in]), trace);
-            trace = next;
-            ys.push(y);
-        }
+        let (ys, trace) = self.plastic.unroll(inputs);
         let ys: Tensor<3> = Tensor::stack(ys, 0); // [steps, batch, n_hidden]
         let outputs = match &self.readout {
             None => ys,
