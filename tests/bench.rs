@@ -1,0 +1,100 @@
+//! `bohp bench` writes a complete, well-formed report, and the GPU devices fail clearly where
+//! they are not available.
+
+use serde_json::Value;
+
+use crate::common::{repo_root, run_bohp};
+
+#[test]
+fn bench_measures_every_cell_and_writes_json_and_markdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let configs = repo_root().join("configs");
+    let result = run_bohp(&[
+        "bench", "--workloads", "completion,one-shot", "--devices", "flex,ndarray", "--batches", "1,4",
+        "--engines", "autodiff,analytic", "--warmup", "2", "--updates", "5", "--repeats", "3",
+        "--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q",
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(report["schema"], "bohp-bench/1");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2 * 2 * 2 * 2, "every workload × device × batch × engine");
+    for r in results {
+        assert!(r["error"].is_null(), "{r}");
+        let rate = r["episodes_per_second"].as_f64().unwrap();
+        let repeats = r["repeats"].as_array().unwrap();
+        assert_eq!(repeats.len(), 3);
+        // The reported rate is the median of the repeats.
+        let mut sorted: Vec<f64> = repeats.iter().map(|v| v.as_f64().unwrap()).collect();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(rate, sorted[1], "{r}");
+        let batch = r["batch"].as_f64().unwrap();
+        let ms = r["ms_per_update"].as_f64().unwrap();
+        assert!((ms - 1000.0 * batch / rate).abs() < 1e-9 * ms.max(1.0));
+        let rss = r["peak_rss_mib"].as_f64().unwrap();
+        assert!(rss > 1.0 && rss < 4096.0, "{r}");
+        assert!(r["device_memory_mib"].is_null(), "CPU cells have no device memory: {r}");
+    }
+    assert!(report["peer"].as_array().unwrap().is_empty());
+    let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
+    assert!(md.contains("| one-shot | 4 | ndarray | analytic |"), "{md}");
+    assert!(md.contains("Analytic engine vs autodiff"), "{md}");
+}
+
+#[test]
+fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let configs = repo_root().join("configs");
+    let configs = configs.to_str().unwrap();
+    let base = ["bench", "--configs", configs, "--out", out.to_str().unwrap(), "-q"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        run_bohp(&args)
+    };
+    let r = run(&["--workloads", "juggling"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("juggling.toml"));
+    let r = run(&["--batches", "0"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--batches"));
+    let r = run(&["--devices", "tpu"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("unknown device `tpu`"));
+    // A device this build or machine cannot use is a failed cell with the reason, not a crash.
+    if cfg!(not(feature = "cuda")) {
+        let r = run(&["--workloads", "completion", "--devices", "cuda", "--batches", "1", "--engines", "autodiff", "--updates", "1", "--repeats", "1"]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
+        assert!(md.contains("failed: ") && md.contains("--features cuda"), "{md}");
+    }
+}
+
+/// Training on a GPU backend that is not compiled in names the cargo feature to build with.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn a_device_not_compiled_in_names_its_feature() {
+    let config = crate::common::shipped_config_path("completion");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let r = run_bohp(&["train", config.to_str().unwrap(), "--device", "cuda", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("cuda") && stderr.contains("--features cuda"), "{stderr}");
+    assert!(!out.exists(), "nothing is created for a run that cannot start");
+}
+
+/// The GPU backends run in f32 only, and say so.
+#[test]
+#[cfg(feature = "wgpu")]
+fn wgpu_refuses_f64_with_a_clear_error() {
+    let config = crate::common::shipped_config_path("completion");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let r = run_bohp(&["train", config.to_str().unwrap(), "--device", "wgpu", "--dtype", "f64", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("f32 only"), "{stderr}");
+}
