@@ -25,6 +25,43 @@ impl GradientEngine for Analytic {
         "analytic"
     }
 
+    fn on_host(&self) -> bool {
+        true
+    }
+
+    fn host_gradients(
+        &mut self,
+        model: &PlasticNet,
+        values: &[(&'static str, Vec<f64>)],
+        batch: &EpisodeBatch,
+    ) -> Option<(Measures, Vec<Vec<f64>>)> {
+        let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        let params = crate::analytic::Params {
+            n_in: model.plastic.n_in(),
+            n_out: model.plastic.n_out(),
+            gamma: model.plastic.gamma,
+            w: get("w")?,
+            alpha: get("alpha")?,
+            b: get("b")?,
+            readout_v: get("readout.v"),
+            readout_c: get("readout.c"),
+        };
+        let eval = evaluate(&params, batch, Variant::Correct, false);
+        let g = eval.grads;
+        let grads = values
+            .iter()
+            .map(|(name, v)| match *name {
+                "w" => g.w.clone(),
+                "alpha" => g.alpha.clone(),
+                "b" => g.b.clone(),
+                "readout.v" => g.readout_v.clone().unwrap_or_else(|| vec![0.0; v.len()]),
+                "readout.c" => g.readout_c.clone().unwrap_or_else(|| vec![0.0; v.len()]),
+                _ => vec![0.0; v.len()],
+            })
+            .collect();
+        Some((eval.measures, grads))
+    }
+
     fn gradients(
         &mut self,
         model: &PlasticNet,

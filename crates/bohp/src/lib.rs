@@ -23,6 +23,7 @@
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod host_adam;
 pub mod layer;
 pub mod network;
 pub mod rng;

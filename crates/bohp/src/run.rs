@@ -52,6 +52,10 @@ pub struct CheckpointState {
     pub optimizer_crc32: u32,
     /// The bohp version that wrote it.
     pub bohp_version: String,
+    /// Adam's state when the run's optimizer runs on the host (the analytic engine); then
+    /// `optimizer.bpk` holds an unused burn optimizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_adam: Option<crate::host_adam::HostAdam>,
 }
 
 /// The end-of-run summary written to `summary.json`.
@@ -230,6 +234,7 @@ impl RunDir {
         &self,
         model: &PlasticNet,
         optim: &ModuleOptimizer,
+        host_adam: Option<&crate::host_adam::HostAdam>,
         next_episode: usize,
         dtype: Precision,
     ) -> Result<()> {
@@ -252,6 +257,7 @@ impl RunDir {
             model_crc32: crc32fast::hash(&model_bytes),
             optimizer_crc32: crc32fast::hash(&optim_bytes),
             bohp_version: env!("CARGO_PKG_VERSION").to_string(),
+            host_adam: host_adam.cloned(),
         };
         let json = serde_json::to_vec_pretty(&state).expect("state serializes");
         write_atomic(&tmp.join("state.json"), &json)?;

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::RunConfig;
 use crate::device::init_device;
 use crate::error::{Error, Result};
+use crate::host_adam::HostAdam;
 use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
 use crate::run::{MetricsRow, RunDir, Summary, write_atomic};
@@ -34,6 +35,57 @@ pub trait GradientEngine: Send {
         batch: &EpisodeBatch,
         device: &Device,
     ) -> (Measures, GradientsParams);
+
+    /// Whether the engine computes on the host and implements [`GradientEngine::host_gradients`]:
+    /// the trainer then keeps the parameters and Adam on the host too.
+    fn on_host(&self) -> bool {
+        false
+    }
+
+    /// For [`GradientEngine::on_host`] engines: the measures of `batch` and the loss gradient
+    /// of each parameter group, for `model`'s shape with the parameter values `values` (named
+    /// and ordered as [`PlasticNet::parameter_values`]).
+    fn host_gradients(
+        &mut self,
+        _model: &PlasticNet,
+        _values: &[(&'static str, Vec<f64>)],
+        _batch: &EpisodeBatch,
+    ) -> Option<(Measures, Vec<Vec<f64>>)> {
+        None
+    }
+}
+
+/// Parameters and Adam on the host, for [`GradientEngine::on_host`] engines.
+#[derive(Debug, Clone)]
+struct HostState {
+    /// The parameter values, named as [`PlasticNet::parameter_values`]; always equal to the
+    /// model's (rounded to its precision).
+    values: Vec<(&'static str, Vec<f64>)>,
+    /// Which groups are trained.
+    trainable: Vec<bool>,
+    adam: HostAdam,
+}
+
+impl HostState {
+    fn new(model: &PlasticNet, adam: Option<HostAdam>, config: &RunConfig) -> std::result::Result<HostState, String> {
+        let values = model.parameter_values();
+        let sizes: Vec<usize> = values.iter().map(|(_, v)| v.len()).collect();
+        let adam = match adam {
+            Some(adam) if adam.fits(&sizes) => adam,
+            Some(_) => return Err("its host Adam state does not fit the network".into()),
+            None => HostAdam::new(
+                config.train.adam_beta1 as f32,
+                config.train.adam_beta2 as f32,
+                ADAM_EPSILON,
+                &sizes,
+            ),
+        };
+        let trainable = values
+            .iter()
+            .map(|(name, _)| *name != "alpha" || model.plastic.plastic)
+            .collect();
+        Ok(HostState { values, trainable, adam })
+    }
 }
 
 /// Gradients by burn autodiff: backpropagation through the unrolled episode.
@@ -72,6 +124,8 @@ pub struct Trainer {
     frozen: Option<PlasticNet>,
     /// Where gradients come from.
     engine: Box<dyn GradientEngine>,
+    /// Parameters and optimizer on the host, for engines that compute there.
+    host: Option<HostState>,
 }
 
 /// How a call to [`train`] ended.
@@ -185,6 +239,14 @@ impl Trainer {
         // burn's optimizer updates autodiff-tracked parameters, whatever the gradients' source.
         let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
+        let host = if engine.on_host() {
+            Some(HostState::new(&model, None, &config).map_err(|e| Error::Device {
+                device: config.device.to_string(),
+                message: e,
+            })?)
+        } else {
+            None
+        };
         Ok(Trainer {
             task: config.task(),
             optim: optimizer(&config),
@@ -194,6 +256,7 @@ impl Trainer {
             next_episode: 0,
             frozen: None,
             engine,
+            host,
         })
     }
 
@@ -221,6 +284,23 @@ impl Trainer {
             ));
         }
         run.metrics_before(state.next_episode)?;
+        if trainer.engine.on_host() {
+            let Some(adam) = state.host_adam.clone() else {
+                return Err(Error::artifact(
+                    run.checkpoint_dir(),
+                    format!(
+                        "the run trains with the {} engine, whose optimizer runs on the host, but \
+                         the checkpoint has no host Adam state (written by an older bohp or \
+                         another engine)",
+                        trainer.engine.name()
+                    ),
+                ));
+            };
+            trainer.host = Some(
+                HostState::new(&model, Some(adam), &trainer.config)
+                    .map_err(|e| Error::artifact(run.checkpoint_dir(), e))?,
+            );
+        }
         trainer.model = model;
         trainer.optim = optim;
         trainer.next_episode = state.next_episode;
@@ -269,6 +349,28 @@ impl Trainer {
             let plain = self.device.clone().without_autodiff();
             let model = self.frozen.get_or_insert_with(|| self.model.valid());
             run_batch(model, &self.task, seed, Stream::Train, first, batch, &plain)
+        } else if let Some(host) = &mut self.host {
+            let episodes = self.task.generate(seed, Stream::Train, first, batch);
+            let (measures, grads) = self
+                .engine
+                .host_gradients(&self.model, &host.values, &episodes)
+                .expect("an on_host engine gives host gradients");
+            let lr = self.config.learning_rate(episode);
+            let mut params: Vec<Vec<f64>> = host.values.iter().map(|(_, v)| v.clone()).collect();
+            host.adam.step(lr, &mut params, &grads, &host.trainable);
+            let f32_model = self.config.dtype == crate::device::Precision::F32;
+            for ((name, value), new) in host.values.iter_mut().zip(params) {
+                *value = new
+                    .into_iter()
+                    .map(|x| {
+                        let x = if *name == "alpha" && self.model.plastic.nonnegative_alpha { x.max(0.0) } else { x };
+                        // What the model stores, so that a resumed run continues from the same values.
+                        if f32_model { f64::from(x as f32) } else { x }
+                    })
+                    .collect();
+            }
+            self.model = self.model.clone().with_parameter_values(&host.values);
+            measures
         } else {
             let episodes = self.task.generate(seed, Stream::Train, first, batch);
             let (measures, grads) =
@@ -309,7 +411,13 @@ impl Trainer {
 
     /// Writes a checkpoint before the next episode.
     pub fn checkpoint(&self, run: &RunDir) -> Result<()> {
-        run.write_checkpoint(&self.model, &self.optim, self.next_episode, self.config.dtype)
+        run.write_checkpoint(
+            &self.model,
+            &self.optim,
+            self.host.as_ref().map(|h| &h.adam),
+            self.next_episode,
+            self.config.dtype,
+        )
     }
 }
 
