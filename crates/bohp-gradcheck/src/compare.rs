@@ -139,7 +139,12 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
 
 /// The host parameters of a burn model.
 pub fn params_of(model: &PlasticNet) -> Params {
-    let values = model.parameter_values();
+    params_from_values(model, &model.parameter_values())
+}
+
+/// The parameters of a network shaped like `model`, with the values `values` (named as
+/// [`PlasticNet::parameter_values`]).
+pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)]) -> Params {
     let get = |name: &str| {
         values
             .iter()

@@ -8,7 +8,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::analytic::{Variant, evaluate};
-use crate::compare::params_of;
+use crate::compare::{params_from_values, params_of};
 
 /// Gradients from the forward-mode recursion of [`crate::analytic`], computed on the host in
 /// f64 and handed to the optimizer as tensors in the model's precision.
@@ -35,28 +35,15 @@ impl GradientEngine for Analytic {
         values: &[(&'static str, Vec<f64>)],
         batch: &EpisodeBatch,
     ) -> Option<(Measures, Vec<Vec<f64>>)> {
-        let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
-        let params = crate::analytic::Params {
-            n_in: model.plastic.n_in(),
-            n_out: model.plastic.n_out(),
-            gamma: model.plastic.gamma,
-            w: get("w")?,
-            alpha: get("alpha")?,
-            b: get("b")?,
-            readout_v: get("readout.v"),
-            readout_c: get("readout.c"),
-        };
-        let eval = evaluate(&params, batch, Variant::Correct, false);
-        let g = eval.grads;
+        let eval = evaluate(&params_from_values(model, values), batch, Variant::Correct, false);
+        let groups = eval.grads.groups();
         let grads = values
             .iter()
-            .map(|(name, v)| match *name {
-                "w" => g.w.clone(),
-                "alpha" => g.alpha.clone(),
-                "b" => g.b.clone(),
-                "readout.v" => g.readout_v.clone().unwrap_or_else(|| vec![0.0; v.len()]),
-                "readout.c" => g.readout_c.clone().unwrap_or_else(|| vec![0.0; v.len()]),
-                _ => vec![0.0; v.len()],
+            .map(|(name, v)| {
+                groups
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec())
             })
             .collect();
         Some((eval.measures, grads))

@@ -67,24 +67,28 @@ struct HostState {
 }
 
 impl HostState {
-    fn new(model: &PlasticNet, adam: Option<HostAdam>, config: &RunConfig) -> std::result::Result<HostState, String> {
+    /// The model's parameters with fresh Adam state.
+    fn fresh(model: &PlasticNet, config: &RunConfig) -> HostState {
         let values = model.parameter_values();
         let sizes: Vec<usize> = values.iter().map(|(_, v)| v.len()).collect();
-        let adam = match adam {
-            Some(adam) if adam.fits(&sizes) => adam,
-            Some(_) => return Err("its host Adam state does not fit the network".into()),
-            None => HostAdam::new(
-                config.train.adam_beta1 as f32,
-                config.train.adam_beta2 as f32,
-                ADAM_EPSILON,
-                &sizes,
-            ),
-        };
+        let adam = HostAdam::new(
+            config.train.adam_beta1 as f32,
+            config.train.adam_beta2 as f32,
+            ADAM_EPSILON,
+            &sizes,
+        );
         let trainable = values
             .iter()
             .map(|(name, _)| *name != "alpha" || model.plastic.plastic)
             .collect();
-        Ok(HostState { values, trainable, adam })
+        HostState { values, trainable, adam }
+    }
+
+    /// The model's parameters with Adam state restored from a checkpoint, if it fits.
+    fn restored(model: &PlasticNet, adam: HostAdam, config: &RunConfig) -> Option<HostState> {
+        let fresh = HostState::fresh(model, config);
+        let sizes: Vec<usize> = fresh.values.iter().map(|(_, v)| v.len()).collect();
+        adam.fits(&sizes).then_some(HostState { adam, ..fresh })
     }
 }
 
@@ -239,14 +243,7 @@ impl Trainer {
         // burn's optimizer updates autodiff-tracked parameters, whatever the gradients' source.
         let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
-        let host = if engine.on_host() {
-            Some(HostState::new(&model, None, &config).map_err(|e| Error::Device {
-                device: config.device.to_string(),
-                message: e,
-            })?)
-        } else {
-            None
-        };
+        let host = engine.on_host().then(|| HostState::fresh(&model, &config));
         Ok(Trainer {
             task: config.task(),
             optim: optimizer(&config),
@@ -296,10 +293,9 @@ impl Trainer {
                     ),
                 ));
             };
-            trainer.host = Some(
-                HostState::new(&model, Some(adam), &trainer.config)
-                    .map_err(|e| Error::artifact(run.checkpoint_dir(), e))?,
-            );
+            trainer.host = Some(HostState::restored(&model, adam, &trainer.config).ok_or_else(|| {
+                Error::artifact(run.checkpoint_dir(), "the host Adam state does not fit the network")
+            })?);
         }
         trainer.model = model;
         trainer.optim = optim;
