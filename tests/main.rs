@@ -11,5 +11,6 @@ mod cli;
 mod common;
 mod controls;
 mod gradients;
+mod recurrent;
 mod reproduce;
 mod resume;

@@ -32,7 +32,106 @@ pub struct Cell {
     /// Independent episodes per update.
     pub batch: usize,
     /// Gradient engine.
-    pub engine: GradEngine,
+    pub engine: BenchEngine,
+}
+
+/// A gradient engine as benchmarked: the single-layer tasks' `autodiff` and `analytic`, the
+/// recurrent tasks' `fused` and `autodiff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchEngine {
+    /// burn autodiff (both kinds of workload).
+    Autodiff,
+    /// The analytic forward-mode engine (single-layer tasks).
+    Analytic,
+    /// The fused host BPTT engine (recurrent tasks).
+    Fused,
+}
+
+impl BenchEngine {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchEngine::Autodiff => "autodiff",
+            BenchEngine::Analytic => "analytic",
+            BenchEngine::Fused => "fused",
+        }
+    }
+
+    /// Whether the engine applies to a recurrent (`true`) or single-layer workload.
+    pub fn applies(self, recurrent: bool) -> bool {
+        match self {
+            BenchEngine::Autodiff => true,
+            BenchEngine::Analytic => !recurrent,
+            BenchEngine::Fused => recurrent,
+        }
+    }
+}
+
+impl std::str::FromStr for BenchEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "autodiff" => Ok(BenchEngine::Autodiff),
+            "analytic" => Ok(BenchEngine::Analytic),
+            "fused" => Ok(BenchEngine::Fused),
+            other => Err(format!("unknown engine `{other}`: expected autodiff, analytic or fused")),
+        }
+    }
+}
+
+/// Whether workload `name` in `configs` is a recurrent task.
+pub fn is_recurrent_workload(configs: &Path, name: &str) -> bool {
+    std::fs::read_to_string(configs.join(format!("{name}.toml")))
+        .is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
+}
+
+/// Recurrent workloads are long per update: their cells run at most 2 warm-up updates and 3
+/// repeats of 3 updates.
+pub fn recurrent_timing(timing: &Timing) -> Timing {
+    Timing { warmup: timing.warmup.min(2), updates: timing.updates.min(3), repeats: timing.repeats.min(3) }
+}
+
+/// Measures one recurrent cell in this process.
+pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResult> {
+    use bohp::recurrent::config::{RecurrentConfig, RecurrentEngine};
+    let path = configs.join(format!("{}.toml", cell.workload));
+    let timing = recurrent_timing(timing);
+    let mut config = RecurrentConfig::load(&path)?;
+    config.device = cell.device;
+    config.dtype = Precision::F32;
+    config.train.batch = cell.batch;
+    config.train.engine = match cell.engine {
+        BenchEngine::Fused => RecurrentEngine::Fused,
+        BenchEngine::Autodiff => RecurrentEngine::Autodiff,
+        BenchEngine::Analytic => bail!("the analytic engine does not apply to recurrent workloads"),
+    };
+    config.train.episodes = timing.warmup + timing.updates * timing.repeats;
+    config.validate(&format!("{} as benchmarked", path.display()))?;
+    let mut trainer = bohp::recurrent::train::RecurrentTrainer::new(config)?;
+    let mut step = || trainer.step().map(|r| r.seconds).map_err(|what| anyhow::anyhow!("diverged: {what} is not finite"));
+    for _ in 0..timing.warmup {
+        step()?;
+    }
+    let mut rates = Vec::new();
+    for _ in 0..timing.repeats {
+        let mut seconds = 0.0;
+        for _ in 0..timing.updates {
+            seconds += step()?;
+        }
+        rates.push((timing.updates * cell.batch) as f64 / seconds.max(1e-12));
+    }
+    let rate = quantile(&rates, 0.5);
+    Ok(CellResult {
+        cell: cell.clone(),
+        episodes_per_second: Some(rate),
+        ms_per_update: Some(1000.0 * cell.batch as f64 / rate),
+        repeats: rates,
+        peak_rss_mib: peak_rss_mib(None),
+        device_memory_mib: None,
+        error: None,
+    })
 }
 
 /// How long each cell is measured.
@@ -128,17 +227,7 @@ fn peer_task(workload: &str) -> Option<&'static str> {
     }
 }
 
-/// The process's peak resident memory in MiB (Linux; `None` elsewhere).
-pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_string(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
+pub use bohp::run::peak_rss_mib;
 
 /// The config a cell trains: the workload's shipped config in f32 on the cell's device, batch
 /// and engine, long enough for the warm-up and the repeats, with no frozen phase.
@@ -151,7 +240,11 @@ pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunCo
     config.device = cell.device;
     config.dtype = Precision::F32;
     config.train.batch = cell.batch;
-    config.train.grad = cell.engine;
+    config.train.grad = match cell.engine {
+        BenchEngine::Analytic => GradEngine::Analytic,
+        BenchEngine::Autodiff => GradEngine::Autodiff,
+        BenchEngine::Fused => bail!("the fused engine applies to recurrent workloads only"),
+    };
     config.train.freeze_last = 0;
     config.train.episodes = timing.warmup + timing.updates * timing.repeats;
     config.validate(&format!("{} as benchmarked", path.display()))?;
@@ -276,6 +369,9 @@ fn peer_updates(batch: usize) -> usize {
 
 /// Runs the PyTorch peer for one workload and batch size.
 fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+    if is_recurrent_workload(&plan.configs, workload) {
+        return run_recurrent_peer(plan, python, workload, batch);
+    }
     let script = plan.peer_dir.join("bohp_torch.py");
     let task = peer_task(workload).unwrap_or("?");
     let args: Vec<String> = vec![
@@ -304,8 +400,53 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
         result.error = Some(format!("the peer has no workload `{workload}`"));
         return result;
     }
+    measure_peer(python, &args, result, "# train time", parse_peer_rate)
+}
+
+/// Runs the recurrent peer (`recurrent_torch.py`, autograd) at the workload's size.
+fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+    let script = plan.peer_dir.join("recurrent_torch.py");
+    let size = bohp::recurrent::config::RecurrentConfig::load(&plan.configs.join(format!("{workload}.toml")))
+        .map(|c| c.size())
+        .unwrap_or(1000);
+    let timing = recurrent_timing(&plan.timing);
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--steps".into(),
+        (timing.updates * timing.repeats).to_string(),
+        "--warmup".into(),
+        timing.warmup.max(1).to_string(),
+        "--threads".into(),
+        "2".into(),
+    ];
+    let command = format!("{} {}", python.display(), args.join(" "));
+    let result = PeerResult {
+        workload: workload.to_string(),
+        batch,
+        episodes_per_second: None,
+        peak_rss_mib: None,
+        command,
+        error: None,
+    };
+    measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
+}
+
+/// The episodes per second of the recurrent peer's `# RESULT ... => X s/episode, Y episodes/s; ...` line.
+pub fn parse_recurrent_peer_rate(line: &str) -> Option<f64> {
+    let before = line.split("episodes/s").next()?;
+    before.trim().rsplit([' ', ',']).next()?.parse().ok()
+}
+
+/// Runs a peer command, sampling its memory, and reads its rate from the last line starting
+/// with `marker`.
+fn measure_peer(python: &Path, args: &[String], mut result: PeerResult, marker: &str, parse: fn(&str) -> Option<f64>) -> PeerResult {
+    let command = result.command.clone();
     let child = Command::new(python)
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -323,7 +464,7 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
     let mut last = String::new();
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            if line.starts_with("# train time") {
+            if line.starts_with(marker) {
                 last = line;
             }
         }
@@ -334,9 +475,9 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
     let peak = peak.load(Ordering::SeqCst);
     result.peak_rss_mib = (peak > 0).then(|| peak as f64 / 1024.0);
     match output {
-        Ok(out) if out.status.success() => match parse_peer_rate(&last) {
+        Ok(out) if out.status.success() => match parse(&last) {
             Some(rate) => result.episodes_per_second = Some(rate),
-            None => result.error = Some(format!("no `# train time ... episodes/s` line from `{command}`")),
+            None => result.error = Some(format!("no `{marker} ... episodes/s` line from `{command}`")),
         },
         Ok(out) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -439,10 +580,10 @@ pub fn markdown(report: &BenchReport) -> String {
     let speedups: Vec<String> = report
         .results
         .iter()
-        .filter(|r| r.cell.engine == GradEngine::Analytic)
+        .filter(|r| r.cell.engine == BenchEngine::Analytic)
         .filter_map(|an| {
             let ad = report.results.iter().find(|r| {
-                r.cell.engine == GradEngine::Autodiff
+                r.cell.engine == BenchEngine::Autodiff
                     && r.cell.workload == an.cell.workload
                     && r.cell.device == an.cell.device
                     && r.cell.batch == an.cell.batch

@@ -15,6 +15,11 @@ use crate::stats::Spread;
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
+/// Registers the bundled font (idempotent), for figures drawn outside this module.
+pub fn register_font_public() {
+    register_font();
+}
+
 fn register_font() {
     REGISTER.call_once(|| {
         if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {

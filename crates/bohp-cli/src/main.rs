@@ -4,6 +4,7 @@
 mod bench;
 mod figures;
 mod inspect;
+mod recurrent;
 mod reproduce;
 mod stats;
 
@@ -85,9 +86,10 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     batches: Vec<usize>,
 
-    /// Gradient engines, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "autodiff,analytic")]
-    engines: Vec<GradEngine>,
+    /// Gradient engines, comma-separated: autodiff, analytic (single-layer tasks), fused
+    /// (recurrent tasks); each workload runs the ones that apply to it.
+    #[arg(long, value_delimiter = ',', default_value = "autodiff,analytic,fused")]
+    engines: Vec<bench::BenchEngine>,
 
     #[command(flatten)]
     timing: TimingArgs,
@@ -132,7 +134,7 @@ struct BenchCellArgs {
     #[arg(long = "batch")]
     batch: usize,
     #[arg(long)]
-    engine: GradEngine,
+    engine: bench::BenchEngine,
     #[command(flatten)]
     timing: TimingArgs,
     #[arg(long, value_name = "DIR")]
@@ -330,7 +332,71 @@ fn init_logging(run: &RunDir) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+/// Whether the config file at `path` is a recurrent one (memorisation, images).
+fn is_recurrent_file(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
+}
+
+fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<ExitCode> {
+    use bohp::recurrent::config::{RecurrentConfig, RecurrentEngine};
+    let mut config = RecurrentConfig::load(path)?;
+    let mut flags = Vec::new();
+    if let Some(episodes) = args.episodes {
+        config.train.episodes = episodes;
+        flags.push("--episodes");
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+        flags.push("--seed");
+    }
+    if let Some(grad) = args.grad {
+        config.train.engine = match grad {
+            GradEngine::Autodiff => RecurrentEngine::Autodiff,
+            GradEngine::Analytic => bail!(
+                "--grad analytic: recurrent networks train with `fused` (the default) or `autodiff`; \
+                 the analytic (RTRL) recursion is a check for small networks (see docs/recurrent.md)"
+            ),
+        };
+        flags.push("--grad");
+    }
+    if let Some(device) = cli.device {
+        config.device = device;
+        flags.push("--device");
+    }
+    if let Some(dtype) = cli.dtype {
+        config.dtype = dtype;
+    }
+    config.validate(&if flags.is_empty() { path.display().to_string() } else { format!("{} with {}", path.display(), flags.join(" ")) })?;
+    init_device(config.device, config.dtype)?;
+    let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
+    let run = RunDir::create(&dir)?;
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    init_logging(&run)?;
+    let summary = recurrent::train(&run, config, cli.quiet, &STOP)?;
+    println!("{}", recurrent::summary_text(&summary));
+    println!("run directory: {}", run.path().display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.config
+        && is_recurrent_file(path)
+    {
+        return train_recurrent_command(cli, args, path);
+    }
+    if let Some(dir) = &args.resume
+        && is_recurrent_file(&dir.join("config.toml"))
+    {
+        bail!(
+            "{}: resuming recurrent runs is not supported yet; the run's model.mpk holds its last saved parameters",
+            dir.display()
+        );
+    }
     let (run, config, resuming) = if let Some(dir) = &args.resume {
         let run = RunDir::open(dir)?;
         let mut config = run.read_config()?;
@@ -575,9 +641,10 @@ fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
     }
     let mut cells = Vec::new();
     for workload in &args.workloads {
+        let recurrent = bench::is_recurrent_workload(&args.configs, workload);
         for &batch in &args.batches {
             for &device in &args.devices {
-                for &engine in &args.engines {
+                for &engine in args.engines.iter().filter(|e| e.applies(recurrent)) {
                     cells.push(bench::Cell { workload: workload.clone(), device, batch, engine });
                 }
             }
@@ -606,7 +673,14 @@ fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
 fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<ExitCode> {
     let device = cli.device.context("bench-cell needs --device")?;
     let cell = bench::Cell { workload: args.workload.clone(), device, batch: args.batch, engine: args.engine };
-    let result = bench::run_cell(&args.configs, &cell, &timing(&args.timing)?, engine(args.engine))?;
+    let result = match args.engine {
+        _ if bench::is_recurrent_workload(&args.configs, &args.workload) => {
+            bench::run_recurrent_cell(&args.configs, &cell, &timing(&args.timing)?)?
+        }
+        bench::BenchEngine::Autodiff => bench::run_cell(&args.configs, &cell, &timing(&args.timing)?, engine(GradEngine::Autodiff))?,
+        bench::BenchEngine::Analytic => bench::run_cell(&args.configs, &cell, &timing(&args.timing)?, engine(GradEngine::Analytic))?,
+        bench::BenchEngine::Fused => bail!("--engine fused applies to recurrent workloads only"),
+    };
     println!("{}", serde_json::to_string(&result)?);
     Ok(ExitCode::SUCCESS)
 }

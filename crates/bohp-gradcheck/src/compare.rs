@@ -178,7 +178,7 @@ pub fn model_with(template: PlasticNet, params: &Params) -> PlasticNet {
     template.with_parameter_values(&values)
 }
 
-fn host<const D: usize>(grads: &GradientsParams, p: &Param<Tensor<D>>) -> Vec<f64> {
+pub(crate) fn host<const D: usize>(grads: &GradientsParams, p: &Param<Tensor<D>>) -> Vec<f64> {
     match grads.get::<D>(p.id) {
         Some(g) => g
             .into_data()

@@ -234,6 +234,25 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     }
 }
 
+/// Parses TOML text into `T`, naming the file, the field and the line of any error.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| Error::ConfigSyntax {
+        path: path.to_path_buf(),
+        field: "<file>".into(),
+        message: format!("invalid TOML{}: {}", line_of(text, e.span()), e.message()),
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "<top level>".to_string() } else { field };
+        let inner = e.into_inner();
+        Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            field,
+            message: format!("{}{}", inner.message(), line_of(text, inner.span())),
+        }
+    })
+}
+
 /// Default steps of a labelled episode.
 pub const DEFAULT_STEPS: usize = 20;
 /// Default hidden units of the labelled tasks.
@@ -251,21 +270,7 @@ impl RunConfig {
 
     /// Parses TOML text (not validated); `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| Error::ConfigSyntax {
-            path: path.to_path_buf(),
-            field: "<file>".into(),
-            message: format!("invalid TOML{}: {}", line_of(text, e.span()), e.message()),
-        })?;
-        serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = e.path().to_string();
-            let field = if field == "." { "<top level>".to_string() } else { field };
-            let inner = e.into_inner();
-            Error::ConfigSyntax {
-                path: path.to_path_buf(),
-                field,
-                message: format!("{}{}", inner.message(), line_of(text, inner.span())),
-            }
-        })
+        parse_toml(text, path)
     }
 
     /// The config as TOML (defaults written out).

@@ -14,6 +14,7 @@
 //! - [`train`]: training with autodiff and Adam, the frozen phase, evaluation.
 //! - [`run`]: run directories, checkpoints, metrics.
 //! - [`rng`]: seeded, position-addressable random streams.
+//! - [`recurrent`]: fully recurrent plastic networks (2018), their tasks and baselines.
 //!
 //! ## Features
 //! - `ndarray` (default): the burn-ndarray CPU backend.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod host_adam;
 pub mod layer;
 pub mod network;
+pub mod recurrent;
 pub mod rng;
 pub mod run;
 pub mod tasks;

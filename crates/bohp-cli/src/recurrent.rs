@@ -1,0 +1,138 @@
+//! `bohp train` for recurrent configs (memorisation, images): the run, its progress bar, and
+//! for image runs the reconstruction figure.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Result, anyhow};
+use bohp::recurrent::config::RecurrentConfig;
+use bohp::recurrent::images::SIDE;
+use bohp::recurrent::tasks::RecurrentTaskKind;
+use bohp::recurrent::train::{RecurrentSummary, RecurrentTrainer, train_recurrent};
+use bohp::rng::Stream;
+use bohp::run::RunDir;
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+
+/// Trains `config` into `run`; prints the summary. Image runs also get `reconstruction.png`.
+pub fn train(run: &RunDir, config: RecurrentConfig, quiet: bool, stop: &AtomicBool) -> Result<RecurrentSummary> {
+    let mut trainer = RecurrentTrainer::new(config.clone())?;
+    if !quiet {
+        eprintln!(
+            "training {} ({} model, {} params) with the {} engine on {}, {} updates of batch {} -> {}",
+            config.task.kind.name(),
+            trainer.model_name(),
+            config.num_params(),
+            config.train.engine.name(),
+            if config.train.engine == bohp::recurrent::config::RecurrentEngine::Fused { "the host CPU".to_string() } else { config.device.to_string() },
+            config.train.episodes,
+            config.train.batch,
+            run.path().display()
+        );
+    }
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(config.train.episodes as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .map_err(|e| anyhow!("progress bar template: {e}"))?,
+    );
+    let mut recent: Vec<f64> = Vec::new();
+    let summary = train_recurrent(
+        run,
+        &mut trainer,
+        &mut |row| {
+            recent.push(row.error);
+            if recent.len() > 50 {
+                recent.remove(0);
+            }
+            let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+            bar.set_message(format!("error {mean:.4} (last 50) eta {:.4}  {:.2} s/update", row.eta, row.seconds));
+            bar.inc(1);
+        },
+        stop,
+    )?;
+    bar.finish_and_clear();
+    if config.task.kind == RecurrentTaskKind::Images {
+        let png = run.path().join("reconstruction.png");
+        reconstruction_figure(&trainer, &png, 4)?;
+        if !quiet {
+            eprintln!("reconstructions: {}", png.display());
+        }
+    }
+    Ok(summary)
+}
+
+/// A PNG grid, one row per held-out episode: the presented images, the half-erased probe
+/// (erased pixels mid-grey), the network's reconstruction (its last step) and the original.
+pub fn reconstruction_figure(trainer: &RecurrentTrainer, path: &Path, episodes: usize) -> Result<()> {
+    let task = trainer.task();
+    let width = trainer.config().neurons().max(task.size);
+    let width = if trainer.model_name() == "lstm" { task.size } else { width };
+    let batch = task.batch(trainer.config().seed, Stream::Eval, 0, episodes, width);
+    let y = trainer.outputs(&batch);
+    let size = task.size;
+    let scale = 4usize;
+    let cols = task.items + 3;
+    let pad = 6usize;
+    let cell = SIDE * scale + pad;
+    let header = 24usize;
+    let (w, h) = (cols * cell + pad, episodes * cell + pad + header);
+    let root = BitMapBackend::new(path, (w as u32, h as u32)).into_drawing_area();
+    let fail = |e: String| anyhow!("{}: cannot draw the figure: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    crate::figures::register_font_public();
+    let labels: Vec<String> = (1..=task.items)
+        .map(|k| format!("shown {k}"))
+        .chain(["probe".to_string(), "network".to_string(), "original".to_string()])
+        .collect();
+    for (c, label) in labels.iter().enumerate() {
+        root.draw(&Text::new(label.clone(), ((pad + c * cell) as i32, 6), ("sans-serif", 14).into_font()))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let grey = |v: f32| {
+        let g = (((v.clamp(-1.0, 1.0) + 1.0) / 2.0) * 255.0).round() as u8;
+        RGBColor(g, g, g)
+    };
+    for e in 0..episodes {
+        let target = &batch.targets[e * size..(e + 1) * size];
+        let erased = &batch.erased[e * size..(e + 1) * size];
+        let probe: Vec<f32> = target.iter().zip(erased).map(|(&v, &x)| if x == 1.0 { 0.0 } else { v }).collect();
+        let out = &y[e * batch.neurons..e * batch.neurons + size];
+        let mut panels: Vec<&[f32]> = (0..task.items).map(|k| &batch.stimuli[(e * task.items + k) * size..(e * task.items + k + 1) * size]).collect();
+        panels.push(&probe);
+        panels.push(out);
+        panels.push(target);
+        for (c, img) in panels.iter().enumerate() {
+            let (x0, y0) = (pad + c * cell, header + pad + e * cell);
+            for py in 0..SIDE {
+                for px in 0..SIDE {
+                    let (x, yy) = ((x0 + px * scale) as i32, (y0 + py * scale) as i32);
+                    root.draw(&Rectangle::new([(x, yy), (x + scale as i32, yy + scale as i32)], grey(img[py * SIDE + px]).filled()))
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+            }
+        }
+    }
+    root.present().map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
+/// The summary as printed at the end of a run.
+pub fn summary_text(s: &RecurrentSummary) -> String {
+    let unit = if s.task == "images" { "per-pixel MSE on the erased half" } else { "wrong bits among the erased half" };
+    format!(
+        "{} {} ({} engine, {} units, {} params): {} updates; held-out error {:.4} ({unit}), loss {:.3}; \
+         last-10% training error {:.4}; eta {:.4}; {:.3} s/episode; peak memory {} MiB",
+        s.task,
+        s.model,
+        s.engine,
+        s.units,
+        s.params,
+        s.episodes,
+        s.eval_error,
+        s.eval_loss,
+        s.final_train_error,
+        s.eta,
+        s.seconds_per_episode,
+        s.peak_rss_mib.map_or("?".to_string(), |m| format!("{m:.0}")),
+    )
+}

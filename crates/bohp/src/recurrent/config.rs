@@ -1,0 +1,485 @@
+//! Configs of recurrent runs (`configs/memorisation*.toml`, `configs/images*.toml`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::images;
+use super::model::{LstmNet, PlasticRnnConfig, Rule};
+use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
+use crate::config::{Plasticity, parse_toml};
+use crate::device::{Backend, Precision};
+use crate::error::{Error, Result};
+
+/// A recurrent run: task, model, training, device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentConfig {
+    /// Seed of every random stream.
+    #[serde(default)]
+    pub seed: u64,
+    /// Compute backend of the `autodiff` engine (the `fused` engine runs on the host CPU).
+    #[serde(default)]
+    pub device: Backend,
+    /// Float precision.
+    #[serde(default)]
+    pub dtype: Precision,
+    /// The task.
+    pub task: RecurrentTaskConfig,
+    /// The network.
+    pub model: RecurrentModelConfig,
+    /// The training schedule.
+    pub train: RecurrentTrainConfig,
+}
+
+/// `[task]` of a recurrent run. Defaults are the 2018 paper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentTaskConfig {
+    /// `memorisation` or `images`.
+    pub kind: RecurrentTaskKind,
+    /// Pattern bits (memorisation; 1000 in the paper). Images are always 1024 pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    /// Stimuli per episode (5 patterns, 3 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
+    /// Presentations of each stimulus (2 patterns, 3 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<usize>,
+    /// Steps per presentation (6 patterns, 20 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present_steps: Option<usize>,
+    /// Silent steps after a presentation (4 patterns, 2 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_steps: Option<usize>,
+    /// Steps the half-erased probe is shown (6 patterns, 3 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_steps: Option<usize>,
+    /// Gain of unclamped inputs (20).
+    #[serde(default = "default_gain")]
+    pub input_gain: f64,
+    /// Whether inputs clamp their neurons (default: true for images, false for patterns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<bool>,
+    /// Images: `generated` (built-in generator) or the path of a CIFAR-10 binary file or
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<String>,
+}
+
+/// Which network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecurrentModelKind {
+    /// [`PlasticRnn`](super::model::PlasticRnn) (with `plasticity = "none"`: the non-plastic RNN).
+    #[default]
+    Plastic,
+    /// The LSTM baseline.
+    Lstm,
+}
+
+/// How `α` is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlphaShape {
+    /// One `α` per connection.
+    #[default]
+    PerConnection,
+    /// One `α` for the whole network.
+    Shared,
+}
+
+/// `[model]` of a recurrent run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentModelConfig {
+    /// `plastic` or `lstm`.
+    #[serde(default)]
+    pub kind: RecurrentModelKind,
+    /// Neurons (default: one per stimulus element; more adds free neurons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons: Option<usize>,
+    /// `hebb` or `oja`.
+    #[serde(default)]
+    pub rule: Rule,
+    /// `per-connection` or `shared`.
+    #[serde(default)]
+    pub alpha: AlphaShape,
+    /// `learned`, or `none` (the non-plastic RNN: `α = 0`, no trace).
+    #[serde(default)]
+    pub plasticity: Plasticity,
+    /// Standard deviation of the initial `W` and `α`.
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    /// Initial `η`.
+    #[serde(default = "default_init_eta")]
+    pub init_eta: f64,
+    /// LSTM hidden units (default: the smallest LSTM with at least as many parameters as
+    /// the plastic network of `neurons` neurons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lstm_hidden: Option<usize>,
+}
+
+/// Where the gradients of a recurrent run come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecurrentEngine {
+    /// Hand-written BPTT on the host with checkpointed traces ([`super::fused`]).
+    #[default]
+    Fused,
+    /// burn autodiff on `device` (any backend; the LSTM's only engine).
+    Autodiff,
+}
+
+impl RecurrentEngine {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecurrentEngine::Fused => "fused",
+            RecurrentEngine::Autodiff => "autodiff",
+        }
+    }
+}
+
+impl std::str::FromStr for RecurrentEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "fused" => Ok(RecurrentEngine::Fused),
+            "autodiff" => Ok(RecurrentEngine::Autodiff),
+            other => Err(format!("unknown recurrent engine `{other}`: expected fused or autodiff")),
+        }
+    }
+}
+
+/// `[train]` of a recurrent run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentTrainConfig {
+    /// Parameter updates; each is a batch of `batch` episodes.
+    pub episodes: usize,
+    /// Episodes per update.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Adam's β₁.
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    /// Adam's β₂.
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
+    /// `fused` or `autodiff`.
+    #[serde(default)]
+    pub engine: RecurrentEngine,
+    /// `fused`: keep the trace every this many steps (0: ⌈√steps⌉).
+    #[serde(default)]
+    pub trace_checkpoint_every: usize,
+    /// `autodiff`: burn's gradient checkpointing (recompute cheap operations in the backward
+    /// pass instead of keeping their outputs).
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// Held-out episodes evaluated at the end.
+    #[serde(default = "default_eval")]
+    pub eval_episodes: usize,
+    /// Save the model every this many updates (and at the end).
+    #[serde(default = "default_save_every")]
+    pub save_every: usize,
+}
+
+fn default_gain() -> f64 {
+    20.0
+}
+fn default_init_std() -> f64 {
+    0.01
+}
+fn default_init_eta() -> f64 {
+    0.01
+}
+fn default_batch() -> usize {
+    1
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eval() -> usize {
+    100
+}
+fn default_save_every() -> usize {
+    100
+}
+
+/// Whether a config file's `task.kind` names a recurrent task (so `bohp train` reads it as a
+/// [`RecurrentConfig`]).
+pub fn is_recurrent(text: &str) -> bool {
+    let kind = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("task")?.get("kind")?.as_str().map(str::to_owned));
+    matches!(kind.as_deref(), Some("memorisation" | "images"))
+}
+
+impl RecurrentConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<RecurrentConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
+        let config: RecurrentConfig = parse_toml(&text, path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (not validated).
+    pub fn parse(text: &str, path: &Path) -> Result<RecurrentConfig> {
+        parse_toml(text, path)
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RecurrentConfig always serializes")
+    }
+
+    fn images(&self) -> bool {
+        self.task.kind == RecurrentTaskKind::Images
+    }
+
+    /// Stimulus size.
+    pub fn size(&self) -> usize {
+        if self.images() { images::PIXELS } else { self.task.size.unwrap_or(1000) }
+    }
+
+    /// Neurons of the recurrent network.
+    pub fn neurons(&self) -> usize {
+        self.model.neurons.unwrap_or_else(|| self.size())
+    }
+
+    /// The plastic network's options.
+    pub fn plastic_rnn(&self) -> PlasticRnnConfig {
+        PlasticRnnConfig {
+            neurons: self.neurons(),
+            rule: self.model.rule,
+            shared_alpha: self.model.alpha == AlphaShape::Shared,
+            plastic: self.model.plasticity != Plasticity::None,
+            init_std: self.model.init_std,
+            init_eta: self.model.init_eta,
+        }
+    }
+
+    /// LSTM hidden units.
+    pub fn lstm_hidden(&self) -> usize {
+        self.model.lstm_hidden.unwrap_or_else(|| {
+            let mut plastic = self.plastic_rnn();
+            plastic.plastic = true;
+            LstmNet::hidden_for(self.size(), plastic.num_params())
+        })
+    }
+
+    /// Trained parameters of the configured network.
+    pub fn num_params(&self) -> usize {
+        match self.model.kind {
+            RecurrentModelKind::Plastic => self.plastic_rnn().num_params(),
+            RecurrentModelKind::Lstm => LstmNet::num_params(self.size(), self.lstm_hidden()),
+        }
+    }
+
+    /// The task, with its images loaded when it reads CIFAR-10 files.
+    pub fn task(&self) -> Result<RecurrentTask> {
+        let t = &self.task;
+        let images = self.images();
+        let pick = |v: Option<usize>, pattern: usize, image: usize| v.unwrap_or(if images { image } else { pattern });
+        let source = match t.images.as_deref() {
+            None | Some("generated") => ImageSource::Generated,
+            Some(path) => ImageSource::Loaded(Arc::new(images::read_cifar10(&PathBuf::from(path))?)),
+        };
+        Ok(RecurrentTask {
+            kind: t.kind,
+            size: self.size(),
+            items: pick(t.items, 5, 3),
+            cycles: pick(t.cycles, 2, 3),
+            present_steps: pick(t.present_steps, 6, 20),
+            gap_steps: pick(t.gap_steps, 4, 2),
+            probe_steps: pick(t.probe_steps, 6, 3),
+            input_gain: t.input_gain as f32,
+            clamp: t.clamp.unwrap_or(images),
+            source,
+        })
+    }
+
+    /// Checks ranges and consistency; errors name the field.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
+            source_name: source.to_string(),
+            field: field.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        let t = &self.task;
+        match (t.kind, t.size) {
+            (RecurrentTaskKind::Images, Some(size)) => {
+                return Err(bad("task.size", size.to_string(), "does not apply to `images` (always 32x32 = 1024 pixels); remove it"));
+            }
+            (RecurrentTaskKind::Memorisation, Some(size)) if size < 2 => {
+                return Err(bad("task.size", size.to_string(), "expected at least 2 bits"));
+            }
+            _ => {}
+        }
+        if t.kind == RecurrentTaskKind::Memorisation && t.images.is_some() {
+            return Err(bad("task.images", format!("{:?}", t.images.as_deref().unwrap_or("")), "applies only to task `images`; remove it"));
+        }
+        for (field, v) in [("task.items", t.items), ("task.cycles", t.cycles), ("task.present_steps", t.present_steps), ("task.probe_steps", t.probe_steps)] {
+            if v == Some(0) {
+                return Err(bad(field, "0".into(), "expected at least 1"));
+            }
+        }
+        if !(t.input_gain.is_finite() && t.input_gain > 0.0) {
+            return Err(bad("task.input_gain", t.input_gain.to_string(), "expected a finite value > 0"));
+        }
+        let m = &self.model;
+        if let Some(neurons) = m.neurons
+            && neurons < self.size()
+        {
+            return Err(bad(
+                "model.neurons",
+                neurons.to_string(),
+                &format!("expected at least the stimulus size {} (one neuron per bit or pixel)", self.size()),
+            ));
+        }
+        if m.plasticity == Plasticity::Nonnegative {
+            return Err(bad("model.plasticity", "\"nonnegative\"".into(), "expected `learned` or `none` for recurrent networks"));
+        }
+        for (field, v) in [("model.init_std", m.init_std), ("model.init_eta", m.init_eta)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(field, v.to_string(), "expected a finite value >= 0"));
+            }
+        }
+        if m.init_eta > 1.0 {
+            return Err(bad("model.init_eta", m.init_eta.to_string(), "expected 0 <= init_eta <= 1"));
+        }
+        if m.lstm_hidden == Some(0) {
+            return Err(bad("model.lstm_hidden", "0".into(), "expected at least 1"));
+        }
+        if m.lstm_hidden.is_some() && m.kind != RecurrentModelKind::Lstm {
+            return Err(bad("model.lstm_hidden", m.lstm_hidden.unwrap_or(0).to_string(), "applies only to `kind = \"lstm\"`; remove it"));
+        }
+        let tr = &self.train;
+        if tr.episodes == 0 {
+            return Err(bad("train.episodes", "0".into(), "expected at least 1"));
+        }
+        if tr.batch == 0 {
+            return Err(bad("train.batch", "0".into(), "expected at least 1"));
+        }
+        if !(tr.learning_rate.is_finite() && tr.learning_rate > 0.0) {
+            return Err(bad("train.learning_rate", tr.learning_rate.to_string(), "expected a finite value > 0"));
+        }
+        for (field, beta) in [("train.adam_beta1", tr.adam_beta1), ("train.adam_beta2", tr.adam_beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
+            }
+        }
+        if tr.save_every == 0 {
+            return Err(bad("train.save_every", "0".into(), "expected at least 1"));
+        }
+        if tr.engine == RecurrentEngine::Fused {
+            if m.kind == RecurrentModelKind::Lstm {
+                return Err(bad("train.engine", "\"fused\"".into(), "the fused engine trains plastic/non-plastic RNNs only; use `autodiff` for the LSTM"));
+            }
+            if self.device.is_gpu() {
+                return Err(bad(
+                    "train.engine",
+                    "\"fused\"".into(),
+                    &format!("the fused engine runs on the host CPU; use `autodiff` with device `{}`", self.device),
+                ));
+            }
+            if tr.gradient_checkpointing {
+                return Err(bad("train.gradient_checkpointing", "true".into(), "applies to the `autodiff` engine (the fused engine checkpoints traces: trace_checkpoint_every)"));
+            }
+        } else if tr.trace_checkpoint_every != 0 {
+            return Err(bad("train.trace_checkpoint_every", tr.trace_checkpoint_every.to_string(), "applies to the `fused` engine (use gradient_checkpointing with autodiff)"));
+        }
+        if let Some(path) = t.images.as_deref()
+            && path != "generated"
+            && !Path::new(path).exists()
+        {
+            return Err(bad("task.images", format!("{path:?}"), "expected `generated` or an existing CIFAR-10 binary file or directory"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[task]
+kind = "memorisation"
+size = 50
+[model]
+[train]
+episodes = 10
+learning_rate = 0.001
+"#;
+
+    fn error_of(text: &str) -> String {
+        let path = PathBuf::from("rnn.toml");
+        match RecurrentConfig::parse(text, &path).and_then(|c| c.validate("rnn.toml")) {
+            Ok(()) => panic!("config must be rejected: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_papers_and_round_trip() {
+        let c = RecurrentConfig::parse(BASE, Path::new("rnn.toml")).unwrap();
+        c.validate("rnn.toml").unwrap();
+        let task = c.task().unwrap();
+        assert_eq!((task.items, task.cycles, task.steps()), (5, 2, 106));
+        assert_eq!(c.neurons(), 50);
+        assert_eq!(c.num_params(), 2 * 50 * 50 + 1);
+        assert!(is_recurrent(BASE));
+        assert!(!is_recurrent("[task]\nkind = \"one-shot\"\n"));
+        let again = RecurrentConfig::parse(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(c, again);
+        let images = BASE.replace("memorisation", "images").replace("size = 50\n", "");
+        let c = RecurrentConfig::parse(&images, Path::new("x")).unwrap();
+        c.validate("x").unwrap();
+        let task = c.task().unwrap();
+        assert_eq!((task.size, task.steps(), task.clamp), (1024, 201, true));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (from, to, field) in [
+            ("size = 50", "size = 1", "task.size"),
+            ("[model]", "[model]\nneurons = 20", "model.neurons"),
+            ("[model]", "[model]\nplasticity = \"nonnegative\"", "model.plasticity"),
+            ("[model]", "[model]\nkind = \"lstm\"", "train.engine"),
+            ("[model]", "[model]\nlstm_hidden = 5", "model.lstm_hidden"),
+            ("[model]", "[model]\ninit_eta = 2.0", "model.init_eta"),
+            ("episodes = 10", "episodes = 0", "train.episodes"),
+            ("learning_rate = 0.001", "learning_rate = -1.0", "train.learning_rate"),
+            ("[train]", "[train]\nbatch = 0", "train.batch"),
+            ("[train]", "[train]\ngradient_checkpointing = true", "train.gradient_checkpointing"),
+            ("[train]", "[train]\nengine = \"autodiff\"\ntrace_checkpoint_every = 4", "train.trace_checkpoint_every"),
+            ("[task]", "[task]\nitems = 0", "task.items"),
+            ("[task]", "[task]\ninput_gain = 0.0", "task.input_gain"),
+            ("[task]", "[task]\nimages = \"generated\"", "task.images"),
+        ] {
+            let e = error_of(&BASE.replace(from, to));
+            assert!(e.contains(field) && e.contains("rnn.toml"), "{to}: {e}");
+        }
+        let images = BASE.replace("memorisation", "images");
+        let e = error_of(&images);
+        assert!(e.contains("task.size"), "{e}");
+        let e = error_of(&images.replace("size = 50\n", "images = \"/no/such/cifar\"\n"));
+        assert!(e.contains("task.images") && e.contains("/no/such/cifar"), "{e}");
+        let e = error_of(&BASE.replace("[model]", "[model]\nrule = \"bcm\""));
+        assert!(e.contains("model.rule") && e.contains("hebb"), "{e}");
+        let e = error_of(&BASE.replace("[train]", "[train]\nengine = \"magic\""));
+        assert!(e.contains("train.engine"), "{e}");
+    }
+}

@@ -1,0 +1,534 @@
+//! The `fused` gradient engine for [`PlasticRnn`](super::model::PlasticRnn): backpropagation
+//! through time written out by hand on the host, one pass over the `N × N` arrays per step and
+//! direction, with the traces checkpointed.
+//!
+//! Reverse-mode autodiff of the unrolled network keeps several `batch × N × N` tensors per step
+//! (809 MiB per episode at `N = 1000`, 106 steps, in the PyTorch peer). This engine keeps the
+//! outputs `y(t)` of every step (`batch × N` each) and the trace `H(t)` only every `K` steps;
+//! the backward pass recomputes the `K` traces of one segment at a time from its checkpoint
+//! (one extra forward pass). Peak memory is about `(steps/K + K + 3)` traces instead of
+//! `steps`; `K = ⌈√steps⌉` by default.
+//!
+//! The gradients are the same quantities autodiff computes (tested against burn's autodiff and
+//! against the RTRL recursion of `bohp-gradcheck` to rounding in f64). Rows of the `N × N`
+//! arrays are split across threads (rayon); each step's inner loops run over contiguous rows
+//! `[i][batch][j]`, so `W`, `α` and their gradients are read once per step for the whole batch.
+
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// The float types the engine runs in.
+pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// A plastic recurrent network's parameters on the host (the values of a
+/// [`PlasticRnn`](super::model::PlasticRnn)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRnn<F> {
+    /// Number of neurons `N`.
+    pub n: usize,
+    /// `W`, row-major `[N, N]`.
+    pub w: Vec<F>,
+    /// `α`, row-major `[N, N]`, or one value when shared.
+    pub alpha: Vec<F>,
+    /// `η`.
+    pub eta: F,
+    /// Oja's rule instead of the plain Hebbian one.
+    pub oja: bool,
+    /// Whether the trace is computed at all (false: the non-plastic baseline).
+    pub plastic: bool,
+}
+
+/// A batch of episodes: inputs, clamp mask and the target of the last step.
+#[derive(Debug, Clone, Copy)]
+pub struct EpisodeBatch<'a, F> {
+    /// Steps per episode `T`.
+    pub steps: usize,
+    /// Episodes `B`.
+    pub batch: usize,
+    /// `u(t)`, `[T][B][N]`.
+    pub inputs: &'a [F],
+    /// `c(t)` (0 or 1), `[T][B][N]`, or `None` (no clamping).
+    pub clamp: Option<&'a [F]>,
+    /// The target of the last step for the first `targets.len() / B` neurons, `[B][n_targets]`.
+    pub targets: &'a [F],
+}
+
+/// Loss gradients, summed in f64 at the end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostGrads {
+    /// `∂L/∂W`, `[N, N]`.
+    pub w: Vec<f64>,
+    /// `∂L/∂α`, `[N, N]` or one value.
+    pub alpha: Vec<f64>,
+    /// `∂L/∂η`.
+    pub eta: f64,
+}
+
+/// What one forward-backward pass returns.
+#[derive(Debug, Clone)]
+pub struct Pass<F> {
+    /// `L = (1/B) Σ_b Σ_j (y_j(T) - target_j)²` over the target neurons.
+    pub loss: f64,
+    /// `y(T)`, `[B][N]`.
+    pub y_last: Vec<F>,
+    /// The gradients of `L`.
+    pub grads: HostGrads,
+    /// Traces held at once at the peak (checkpoints + one segment + working copies).
+    pub traces_held: usize,
+}
+
+/// The checkpoint interval used when none is given: `⌈√steps⌉`.
+pub fn default_interval(steps: usize) -> usize {
+    ((steps as f64).sqrt().ceil() as usize).max(1)
+}
+
+fn chunk_rows(n: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    n.div_ceil(4 * threads).max(1)
+}
+
+impl<F: Real> HostRnn<F> {
+    fn shared(&self) -> bool {
+        self.alpha.len() == 1
+    }
+
+    fn check(&self, ep: &EpisodeBatch<'_, F>) {
+        let (n, bn) = (self.n, ep.batch * self.n);
+        assert_eq!(self.w.len(), n * n, "W must be N x N");
+        assert!(self.alpha.len() == n * n || self.alpha.len() == 1, "alpha must be N x N or shared");
+        assert!(ep.steps >= 1 && ep.batch >= 1, "episodes need at least one step and one episode");
+        assert_eq!(ep.inputs.len(), ep.steps * bn, "inputs must be [steps][batch][N]");
+        if let Some(c) = ep.clamp {
+            assert_eq!(c.len(), ep.steps * bn, "clamp must be [steps][batch][N]");
+        }
+        assert!(ep.targets.len() % ep.batch == 0 && ep.targets.len() / ep.batch <= n, "targets must be [batch][<= N]");
+    }
+
+    /// `y(t)` from `pre(t)` (without the input) for every episode of the batch.
+    fn activate(&self, ep: &EpisodeBatch<'_, F>, t: usize, pre: &[F], y: &mut [F]) {
+        let bn = ep.batch * self.n;
+        let u = &ep.inputs[(t - 1) * bn..t * bn];
+        match ep.clamp {
+            None => {
+                for k in 0..bn {
+                    y[k] = (pre[k] + u[k]).tanh();
+                }
+            }
+            Some(c) => {
+                let c = &c[(t - 1) * bn..t * bn];
+                for k in 0..bn {
+                    let v = (pre[k] + u[k]).tanh();
+                    y[k] = c[k] * u[k] + (F::one() - c[k]) * v;
+                }
+            }
+        }
+    }
+
+    /// Advances the traces `h` (`[N][B][N]`) from `H(t-1)` to `H(t)` given `y(t-1)` and `y(t)`
+    /// (`[B][N]`), and returns `pre(t+1) = y(t)·(W + α ⊙ H(t))` (`[B][N]`, no input).
+    fn advance(&self, h: Option<&mut [F]>, y_prev: &[F], y_cur: &[F], batch: usize) -> Vec<F> {
+        let n = self.n;
+        let bn = batch * n;
+        let rows = chunk_rows(n);
+        let eta = self.eta;
+        let decay = F::one() - eta;
+        let shared = self.shared();
+        let partials: Vec<Vec<F>> = match h {
+            None => self
+                .w
+                .par_chunks(rows * n)
+                .enumerate()
+                .map(|(c, w_rows)| {
+                    let mut acc = vec![F::zero(); bn];
+                    for (r, wrow) in w_rows.chunks(n).enumerate() {
+                        let i = c * rows + r;
+                        for b in 0..batch {
+                            let yi = y_cur[b * n + i];
+                            if yi == F::zero() {
+                                continue;
+                            }
+                            for (a, &wv) in acc[b * n..(b + 1) * n].iter_mut().zip(wrow) {
+                                *a = *a + yi * wv;
+                            }
+                        }
+                    }
+                    acc
+                })
+                .collect(),
+            Some(h) => h
+                .par_chunks_mut(rows * batch * n)
+                .enumerate()
+                .map(|(c, h_rows)| {
+                    let mut acc = vec![F::zero(); bn];
+                    for (r, h_i) in h_rows.chunks_mut(batch * n).enumerate() {
+                        let i = c * rows + r;
+                        let wrow = &self.w[i * n..(i + 1) * n];
+                        let arow = if shared { &self.alpha[..1] } else { &self.alpha[i * n..(i + 1) * n] };
+                        for (b, hrow) in h_i.chunks_mut(n).enumerate() {
+                            let yp = y_prev[b * n + i] * eta;
+                            let yi = y_cur[b * n + i];
+                            let ycur = &y_cur[b * n..(b + 1) * n];
+                            let acc = &mut acc[b * n..(b + 1) * n];
+                            match (self.oja, shared) {
+                                (false, false) => {
+                                    for j in 0..n {
+                                        let hn = decay * hrow[j] + yp * ycur[j];
+                                        hrow[j] = hn;
+                                        acc[j] = acc[j] + yi * (wrow[j] + arow[j] * hn);
+                                    }
+                                }
+                                (false, true) => {
+                                    let a = arow[0];
+                                    for j in 0..n {
+                                        let hn = decay * hrow[j] + yp * ycur[j];
+                                        hrow[j] = hn;
+                                        acc[j] = acc[j] + yi * (wrow[j] + a * hn);
+                                    }
+                                }
+                                (true, _) => {
+                                    let yp = y_prev[b * n + i];
+                                    for j in 0..n {
+                                        let yj = ycur[j];
+                                        let hn = hrow[j] + eta * yj * (yp - hrow[j] * yj);
+                                        hrow[j] = hn;
+                                        let a = if shared { arow[0] } else { arow[j] };
+                                        acc[j] = acc[j] + yi * (wrow[j] + a * hn);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    acc
+                })
+                .collect(),
+        };
+        let mut pre = vec![F::zero(); bn];
+        for p in partials {
+            for (a, v) in pre.iter_mut().zip(p) {
+                *a = *a + v;
+            }
+        }
+        pre
+    }
+
+    /// Runs the episodes forward and returns `y(t)` for `t = 1..=T`, `[T][B][N]`.
+    pub fn forward(&self, ep: &EpisodeBatch<'_, F>) -> Vec<F> {
+        self.check(ep);
+        let bn = ep.batch * self.n;
+        let mut ys = vec![F::zero(); (ep.steps + 1) * bn];
+        let mut h = self.plastic.then(|| vec![F::zero(); self.n * bn]);
+        let mut pre = vec![F::zero(); bn];
+        for t in 1..=ep.steps {
+            let (before, after) = ys.split_at_mut(t * bn);
+            self.activate(ep, t, &pre, &mut after[..bn]);
+            if t < ep.steps {
+                pre = self.advance(h.as_deref_mut(), &before[(t - 1) * bn..], &after[..bn], ep.batch);
+            }
+        }
+        ys.split_off(bn)
+    }
+
+    /// Forward and backward through the episodes: the loss on the last step and its gradients,
+    /// keeping a trace checkpoint every `interval` steps (`None`: [`default_interval`]).
+    pub fn loss_and_grads(&self, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
+        self.check(ep);
+        let (n, batch, steps) = (self.n, ep.batch, ep.steps);
+        let bn = batch * n;
+        let k = interval.unwrap_or_else(|| default_interval(steps)).max(1);
+        let plastic = self.plastic;
+        // Forward, keeping every y(t) and H(t) for t = 0, K, 2K, ...
+        let mut ys = vec![F::zero(); (steps + 1) * bn];
+        let mut h = plastic.then(|| vec![F::zero(); n * bn]);
+        let mut checkpoints: Vec<Vec<F>> = Vec::new();
+        if let Some(h) = &h {
+            checkpoints.push(h.clone());
+        }
+        let mut pre = vec![F::zero(); bn];
+        for t in 1..=steps {
+            let (before, after) = ys.split_at_mut(t * bn);
+            self.activate(ep, t, &pre, &mut after[..bn]);
+            if t < steps {
+                pre = self.advance(h.as_deref_mut(), &before[(t - 1) * bn..], &after[..bn], batch);
+                if plastic && t % k == 0 {
+                    checkpoints.push(h.as_ref().expect("plastic").clone());
+                }
+            }
+        }
+        drop(h);
+        let y = |t: usize| &ys[t * bn..(t + 1) * bn];
+        // Loss on the last step.
+        let n_t = ep.targets.len() / batch;
+        let scale = F::from(2.0 / batch as f64).expect("finite");
+        let mut gy = vec![F::zero(); bn];
+        let mut loss = 0.0f64;
+        for b in 0..batch {
+            for j in 0..n_t {
+                let d = y(steps)[b * n + j] - ep.targets[b * n_t + j];
+                loss += d.to_f64().expect("finite").powi(2);
+                gy[b * n + j] = scale * d;
+            }
+        }
+        loss /= batch as f64;
+        // Backward, segment by segment.
+        let shared = self.shared();
+        let mut gw = vec![F::zero(); n * n];
+        let mut ga = vec![F::zero(); if shared { 0 } else { n * n }];
+        let mut ga_shared = 0.0f64;
+        let mut geta = 0.0f64;
+        let mut g_h = plastic.then(|| vec![F::zero(); n * bn]);
+        let mut segment: Vec<Vec<F>> = Vec::new();
+        let mut traces_held = checkpoints.len() + usize::from(plastic);
+        let segments = if plastic { (steps - 1) / k + 1 } else { 1 };
+        for s in (0..segments).rev() {
+            // Steps t in (s·K, end] need H(t-1) for t-1 in [s·K, end-1].
+            let start = s * k;
+            let end = if plastic { ((s + 1) * k).min(steps) } else { steps };
+            if plastic {
+                segment.truncate(0);
+                let mut cur = checkpoints.pop().expect("one checkpoint per segment");
+                for t in start + 1..end {
+                    let next_prev = cur.clone();
+                    segment.push(next_prev);
+                    self.advance(Some(&mut cur), y(t - 1), y(t), batch);
+                }
+                segment.push(cur);
+                traces_held = traces_held.max(checkpoints.len() + segment.len() + 2);
+            }
+            for t in (start + 1..=end).rev() {
+                if t < 2 {
+                    break;
+                }
+                let hprev = plastic.then(|| segment[t - 1 - start].as_slice());
+                let c = ep.clamp.map(|c| &c[(t - 1) * bn..t * bn]);
+                let (gy_prev, step) = self.backward_step(
+                    y(t - 1),
+                    y(t),
+                    hprev,
+                    g_h.as_deref_mut(),
+                    &gy,
+                    c,
+                    t < steps,
+                    batch,
+                    (&mut gw, &mut ga),
+                );
+                geta += step.0;
+                ga_shared += step.1;
+                gy = gy_prev;
+            }
+        }
+        let to64 = |v: Vec<F>| v.into_iter().map(|x| x.to_f64().expect("finite")).collect::<Vec<f64>>();
+        let alpha = if shared { vec![ga_shared] } else { to64(ga) };
+        let (alpha, eta) = if plastic { (alpha, geta) } else { (vec![0.0; self.alpha.len()], 0.0) };
+        Pass {
+            loss,
+            y_last: y(steps).to_vec(),
+            grads: HostGrads { w: to64(gw), alpha, eta },
+            traces_held,
+        }
+    }
+
+    /// One step backward: from `g_y(t)` (without the trace-update term) and `g_H(t)` to
+    /// `g_y(t-1)` and `g_H(t-1)` (in place), accumulating `∂L/∂W` and `∂L/∂α`. Returns
+    /// `g_y(t-1)` and this step's contributions to `∂L/∂η` and to a shared `∂L/∂α`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_step(
+        &self,
+        y_prev: &[F],
+        y_cur: &[F],
+        hprev: Option<&[F]>,
+        g_h: Option<&mut [F]>,
+        gy_in: &[F],
+        clamp: Option<&[F]>,
+        h_used: bool,
+        batch: usize,
+        (gw, ga): (&mut [F], &mut [F]),
+    ) -> (Vec<F>, (f64, f64)) {
+        let n = self.n;
+        let bn = batch * n;
+        let rows = chunk_rows(n);
+        let eta = self.eta;
+        let shared = self.shared();
+        let mut gy = gy_in.to_vec();
+        let mut gy_prev = vec![F::zero(); bn];
+        let mut geta = 0.0f64;
+        // Phase A: H(t) = update(H(t-1), y(t-1), y(t)) — only when H(t) is used later.
+        let (hprev, g_h) = match (hprev, g_h) {
+            (Some(hp), Some(g)) => (Some(hp), Some(g)),
+            _ => (None, None),
+        };
+        let mut g_h = g_h;
+        if let (Some(hp), Some(g), true) = (hprev, g_h.as_deref_mut(), h_used) {
+            let parts: Vec<(Vec<F>, Vec<(usize, F)>, f64)> = g
+                .par_chunks_mut(rows * bn)
+                .zip(hp.par_chunks(rows * bn))
+                .enumerate()
+                .map(|(c, (g_rows, h_rows))| {
+                    let mut col = vec![F::zero(); bn];
+                    let mut row_out = Vec::new();
+                    let mut ge = 0.0f64;
+                    for (r, (g_i, h_i)) in g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).enumerate() {
+                        let i = c * rows + r;
+                        for b in 0..batch {
+                            let yp = y_prev[b * n + i];
+                            let yc = &y_cur[b * n..(b + 1) * n];
+                            let grow = &mut g_i[b * n..(b + 1) * n];
+                            let hrow = &h_i[b * n..(b + 1) * n];
+                            let col = &mut col[b * n..(b + 1) * n];
+                            let mut rowsum = F::zero();
+                            let mut e = F::zero();
+                            if self.oja {
+                                for j in 0..n {
+                                    let (gv, yj, hv) = (grow[j], yc[j], hrow[j]);
+                                    let d = yp - hv * yj;
+                                    e = e + gv * yj * d;
+                                    col[j] = col[j] + gv * (d - hv * yj);
+                                    rowsum = rowsum + gv * yj;
+                                    grow[j] = (F::one() - eta * yj * yj) * gv;
+                                }
+                            } else {
+                                let decay = F::one() - eta;
+                                for j in 0..n {
+                                    let (gv, yj, hv) = (grow[j], yc[j], hrow[j]);
+                                    e = e + gv * (yp * yj - hv);
+                                    col[j] = col[j] + gv * yp;
+                                    rowsum = rowsum + gv * yj;
+                                    grow[j] = decay * gv;
+                                }
+                            }
+                            ge += e.to_f64().expect("finite");
+                            row_out.push((b * n + i, eta * rowsum));
+                        }
+                    }
+                    (col, row_out, ge)
+                })
+                .collect();
+            for (col, row_out, ge) in parts {
+                for (a, v) in gy.iter_mut().zip(col) {
+                    *a = *a + eta * v;
+                }
+                for (k, v) in row_out {
+                    gy_prev[k] = gy_prev[k] + v;
+                }
+                geta += ge;
+            }
+        }
+        // g_pre = g_y(t) · (1 - c) · (1 - y²).
+        let mut gpre = vec![F::zero(); bn];
+        for k in 0..bn {
+            let free = clamp.map_or(F::one(), |c| F::one() - c[k]);
+            gpre[k] = gy[k] * free * (F::one() - y_cur[k] * y_cur[k]);
+        }
+        // Phase B: pre(t) = y(t-1)·(W + α ⊙ H(t-1)) + u(t).
+        let gpre = &gpre;
+        let mut ga_shared = 0.0f64;
+        // One row i of every episode: g_y(t-1)_i += Σ_j (W_ij + α_ij H_ij) g_pre_j,
+        // ∂W_ij += y_i g_pre_j, ∂α_ij += y_i g_pre_j H_ij, g_H(t-1)_ij += α_ij y_i g_pre_j.
+        let plastic_row = |i: usize, g_i: &mut [F], h_i: &[F], gwrow: &mut [F], mut garow: Option<&mut [F]>| {
+            let wrow = &self.w[i * n..(i + 1) * n];
+            let arow = if shared { &self.alpha[..1] } else { &self.alpha[i * n..(i + 1) * n] };
+            let mut out = Vec::with_capacity(batch);
+            let mut gas = F::zero();
+            for b in 0..batch {
+                let yp = y_prev[b * n + i];
+                let gp = &gpre[b * n..(b + 1) * n];
+                let grow = &mut g_i[b * n..(b + 1) * n];
+                let hrow = &h_i[b * n..(b + 1) * n];
+                let mut s = F::zero();
+                match garow.as_deref_mut() {
+                    Some(garow) => {
+                        for j in 0..n {
+                            let coef = yp * gp[j];
+                            s = s + (wrow[j] + arow[j] * hrow[j]) * gp[j];
+                            gwrow[j] = gwrow[j] + coef;
+                            garow[j] = garow[j] + coef * hrow[j];
+                            grow[j] = grow[j] + arow[j] * coef;
+                        }
+                    }
+                    None => {
+                        let a = arow[0];
+                        for j in 0..n {
+                            let coef = yp * gp[j];
+                            s = s + (wrow[j] + a * hrow[j]) * gp[j];
+                            gwrow[j] = gwrow[j] + coef;
+                            gas = gas + coef * hrow[j];
+                            grow[j] = grow[j] + a * coef;
+                        }
+                    }
+                }
+                out.push((b * n + i, s));
+            }
+            (out, gas.to_f64().expect("finite"))
+        };
+        let row_sums: Vec<(Vec<(usize, F)>, f64)> = match (hprev, g_h) {
+            (Some(hp), Some(g)) if shared => g
+                .par_chunks_mut(rows * bn)
+                .zip(hp.par_chunks(rows * bn))
+                .zip(gw.par_chunks_mut(rows * n))
+                .enumerate()
+                .map(|(c, ((g_rows, h_rows), gw_rows))| {
+                    let mut out = Vec::new();
+                    let mut gas = 0.0;
+                    for (r, ((g_i, h_i), gwrow)) in
+                        g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).zip(gw_rows.chunks_mut(n)).enumerate()
+                    {
+                        let (o, a) = plastic_row(c * rows + r, g_i, h_i, gwrow, None);
+                        out.extend(o);
+                        gas += a;
+                    }
+                    (out, gas)
+                })
+                .collect(),
+            (Some(hp), Some(g)) => g
+                .par_chunks_mut(rows * bn)
+                .zip(hp.par_chunks(rows * bn))
+                .zip(gw.par_chunks_mut(rows * n))
+                .zip(ga.par_chunks_mut(rows * n))
+                .enumerate()
+                .map(|(c, (((g_rows, h_rows), gw_rows), ga_rows))| {
+                    let mut out = Vec::new();
+                    for (r, (((g_i, h_i), gwrow), garow)) in g_rows
+                        .chunks_mut(bn)
+                        .zip(h_rows.chunks(bn))
+                        .zip(gw_rows.chunks_mut(n))
+                        .zip(ga_rows.chunks_mut(n))
+                        .enumerate()
+                    {
+                        out.extend(plastic_row(c * rows + r, g_i, h_i, gwrow, Some(garow)).0);
+                    }
+                    (out, 0.0)
+                })
+                .collect(),
+            _ => gw
+                .par_chunks_mut(rows * n)
+                .enumerate()
+                .map(|(c, gw_rows)| {
+                    let mut out = Vec::new();
+                    for (r, gwrow) in gw_rows.chunks_mut(n).enumerate() {
+                        let i = c * rows + r;
+                        let wrow = &self.w[i * n..(i + 1) * n];
+                        for b in 0..batch {
+                            let yp = y_prev[b * n + i];
+                            let gp = &gpre[b * n..(b + 1) * n];
+                            let mut s = F::zero();
+                            for j in 0..n {
+                                s = s + wrow[j] * gp[j];
+                                gwrow[j] = gwrow[j] + yp * gp[j];
+                            }
+                            out.push((b * n + i, s));
+                        }
+                    }
+                    (out, 0.0)
+                })
+                .collect(),
+        };
+        for (out, gas) in row_sums {
+            for (k, v) in out {
+                gy_prev[k] = gy_prev[k] + v;
+            }
+            ga_shared += gas;
+        }
+        (gy_prev, (geta, ga_shared))
+    }
+}

@@ -1,0 +1,249 @@
+//! The fully recurrent plastic network of differentiable plasticity (Miconi, Clune & Stanley
+//! 2018), and the LSTM baseline.
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig, LstmConfig};
+use burn::tensor::{Device, Tensor};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::fused::{HostRnn, Real};
+use crate::layer::{gaussian, param};
+use crate::rng::{Stream, stream_rng};
+
+/// The Hebbian rule that updates the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// `H(t) = (1-η)·H(t-1) + η·y(t-1)ᵀ y(t)`.
+    #[default]
+    Hebb,
+    /// Oja's rule: `H_ij(t) = H_ij(t-1) + η·y_j(t)·(y_i(t-1) - H_ij(t-1)·y_j(t))`.
+    Oja,
+}
+
+impl Rule {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Hebb => "hebb",
+            Rule::Oja => "oja",
+        }
+    }
+}
+
+/// Sizes and options of a [`PlasticRnn`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlasticRnnConfig {
+    /// Number of neurons `N`.
+    pub neurons: usize,
+    /// The trace's update rule.
+    pub rule: Rule,
+    /// One `α` shared by every connection, instead of one per connection.
+    pub shared_alpha: bool,
+    /// When false, `α = 0` and `η` are fixed and the trace is not computed: the non-plastic
+    /// recurrent baseline.
+    pub plastic: bool,
+    /// Standard deviation of the Gaussian initial `W` and `α` (0.01 in the 2018 code).
+    pub init_std: f64,
+    /// Initial plasticity rate `η` (0.01 in the 2018 code).
+    pub init_eta: f64,
+}
+
+impl PlasticRnnConfig {
+    /// `neurons` neurons, Hebbian rule, per-connection `α`, the 2018 code's initial values.
+    pub fn new(neurons: usize) -> Self {
+        PlasticRnnConfig { neurons, rule: Rule::Hebb, shared_alpha: false, plastic: true, init_std: 0.01, init_eta: 0.01 }
+    }
+
+    /// Number of trained parameters.
+    pub fn num_params(&self) -> usize {
+        let n2 = self.neurons * self.neurons;
+        match (self.plastic, self.shared_alpha) {
+            (false, _) => n2,
+            (true, false) => 2 * n2 + 1,
+            (true, true) => n2 + 2,
+        }
+    }
+
+    /// Gaussian `W` and `α`, `η = init_eta`, drawn from `rng` (`W` first, then `α`).
+    pub fn init(&self, rng: &mut impl Rng, device: &Device) -> PlasticRnn {
+        self.from_values(&self.draw_values(rng), device)
+    }
+
+    /// Initial values `[W, α, η]` drawn from `rng` (`W` first, then `α`; without plasticity
+    /// `α = 0`, `η = 0`).
+    pub fn draw_values(&self, rng: &mut impl Rng) -> Vec<Vec<f64>> {
+        let n = self.neurons;
+        let w = gaussian(rng, n * n, self.init_std);
+        let alpha_len = if self.shared_alpha { 1 } else { n * n };
+        let alpha = gaussian(rng, alpha_len, self.init_std);
+        if self.plastic {
+            vec![w, alpha, vec![self.init_eta]]
+        } else {
+            vec![w, vec![0.0; alpha_len], vec![0.0]]
+        }
+    }
+
+    /// The initial values of a run seeded with `seed`.
+    pub fn init_values(&self, seed: u64) -> Vec<Vec<f64>> {
+        self.draw_values(&mut stream_rng(seed, Stream::Init, 0))
+    }
+
+    /// A module holding values `[W, α, η]` (`α`, `η` frozen without plasticity).
+    pub fn from_values(&self, values: &[Vec<f64>], device: &Device) -> PlasticRnn {
+        let n = self.neurons;
+        let shape = if self.shared_alpha { [1, 1] } else { [n, n] };
+        let (alpha, eta) = (param(values[1].clone(), shape, device), param(values[2].clone(), [1], device));
+        let (alpha, eta) = if self.plastic {
+            (alpha, eta)
+        } else {
+            (alpha.set_require_grad(false), eta.set_require_grad(false))
+        };
+        PlasticRnn { w: param(values[0].clone(), [n, n], device), alpha, eta, oja: self.rule == Rule::Oja, plastic: self.plastic }
+    }
+
+    /// The host network (for the fused engine) holding values `[W, α, η]`.
+    pub fn host<F: Real>(&self, values: &[Vec<f64>]) -> HostRnn<F> {
+        let cast = |v: &Vec<f64>| v.iter().map(|&x| F::from(x).expect("finite")).collect::<Vec<F>>();
+        HostRnn {
+            n: self.neurons,
+            w: cast(&values[0]),
+            alpha: cast(&values[1]),
+            eta: F::from(values[2][0]).expect("finite"),
+            oja: self.rule == Rule::Oja,
+            plastic: self.plastic,
+        }
+    }
+}
+
+/// `N` fully recurrent tanh neurons whose connections are `W + α ⊙ H`, with a Hebbian trace
+/// `H` (row-vector convention: column `j` of `W` holds the inputs of neuron `j`):
+///
+/// ```text
+/// y(t) = c(t) ⊙ u(t) + (1 - c(t)) ⊙ tanh( y(t-1)·(W + α ⊙ H(t-1)) + u(t) )
+/// H(t) = (1-η)·H(t-1) + η·y(t-1)ᵀ y(t)                              (Hebb)
+/// H_ij(t) = H_ij(t-1) + η·y_j(t)·( y_i(t-1) - H_ij(t-1)·y_j(t) )      (Oja)
+/// y(0) = 0, H(0) = 0 at the start of every episode
+/// ```
+///
+/// `u(t)` is the input and `c(t)` the clamp mask (1 where an input sets its neuron's value;
+/// without clamping `c = 0`). `W`, `α` (per connection, or one shared value) and the
+/// plasticity rate `η` are trained; `H` is per-episode state. A batch is that many independent
+/// episodes, each with its own trace.
+#[derive(Module, Debug)]
+pub struct PlasticRnn {
+    /// Fixed weights `W`, `[N, N]`.
+    pub w: Param<Tensor<2>>,
+    /// Plasticity coefficients `α`, `[N, N]`, or `[1, 1]` when shared.
+    pub alpha: Param<Tensor<2>>,
+    /// Plasticity rate `η`, `[1]`.
+    pub eta: Param<Tensor<1>>,
+    /// Oja's rule instead of the plain Hebbian one.
+    pub oja: bool,
+    /// Whether `α` and `η` are trained and the trace computed.
+    pub plastic: bool,
+}
+
+impl PlasticRnn {
+    /// Number of neurons.
+    pub fn neurons(&self) -> usize {
+        self.w.dims()[0]
+    }
+
+    /// Whether `α` is one shared value.
+    pub fn shared_alpha(&self) -> bool {
+        self.alpha.dims() == [1, 1]
+    }
+
+    /// The trace rule.
+    pub fn rule(&self) -> Rule {
+        if self.oja { Rule::Oja } else { Rule::Hebb }
+    }
+
+    /// A whole episode from `y = 0`, `H = 0`; returns `y(t)` for every step.
+    ///
+    /// # Shapes
+    /// - `inputs`: `[steps, batch, N]`
+    /// - `clamp`: `[steps, batch, N]` (0 or 1), or `None`
+    /// - returned: `[steps, batch, N]`
+    pub fn forward(&self, inputs: Tensor<3>, clamp: Option<Tensor<3>>) -> Tensor<3> {
+        let [steps, batch, n] = inputs.dims();
+        let device = inputs.device();
+        let w = self.w.val();
+        let alpha = self.alpha.val().unsqueeze::<3>(); // [1, N, N] or [1, 1, 1]
+        let eta = self.eta.val().reshape([1, 1, 1]);
+        let us = inputs.chunk(steps, 0);
+        let cs = clamp.map(|c| c.chunk(steps, 0));
+        let mut y: Tensor<2> = Tensor::zeros([batch, n], &device);
+        let mut h: Tensor<3> = Tensor::zeros([batch, n, n], &device);
+        let mut ys = Vec::with_capacity(steps);
+        for (t, u) in us.into_iter().enumerate() {
+            let u: Tensor<2> = u.reshape([batch, n]);
+            let mut pre = y.clone().matmul(w.clone()) + u.clone();
+            if self.plastic {
+                let row: Tensor<3> = y.clone().reshape([batch, 1, n]);
+                pre = pre + row.matmul(alpha.clone() * h.clone()).reshape([batch, n]);
+            }
+            let mut y_new = pre.tanh();
+            if let Some(cs) = &cs {
+                let c: Tensor<2> = cs[t].clone().reshape([batch, n]);
+                y_new = y_new * c.clone().neg().add_scalar(1.0) + u * c;
+            }
+            if self.plastic {
+                let col: Tensor<3> = y.reshape([batch, n, 1]);
+                let yj: Tensor<3> = y_new.clone().reshape([batch, 1, n]);
+                h = if self.oja {
+                    h.clone() + (col - h * yj.clone()) * yj * eta.clone()
+                } else {
+                    h * eta.clone().neg().add_scalar(1.0) + col * yj * eta.clone()
+                };
+            }
+            y = y_new;
+            ys.push(y.clone());
+        }
+        Tensor::stack(ys, 0)
+    }
+}
+
+/// The LSTM baseline: an LSTM reading the inputs, and a linear readout to the `N` outputs.
+#[derive(Module, Debug)]
+pub struct LstmNet {
+    /// The recurrent part.
+    pub lstm: burn::nn::Lstm,
+    /// Hidden state → outputs.
+    pub readout: Linear,
+}
+
+impl LstmNet {
+    /// An LSTM with `hidden` units over `n` inputs and outputs (burn's default initializers).
+    pub fn new(n: usize, hidden: usize, device: &Device) -> LstmNet {
+        LstmNet {
+            lstm: LstmConfig::new(n, hidden, true).init(device),
+            readout: LinearConfig::new(hidden, n).init(device),
+        }
+    }
+
+    /// Trained parameters of an LSTM with `hidden` units over `n` inputs and outputs.
+    pub fn num_params(n: usize, hidden: usize) -> usize {
+        4 * hidden * (n + hidden + 2) + hidden * n + n
+    }
+
+    /// The smallest hidden size whose parameter count reaches `target`.
+    pub fn hidden_for(n: usize, target: usize) -> usize {
+        (1..).find(|&h| Self::num_params(n, h) >= target).unwrap_or(1)
+    }
+
+    /// The outputs `tanh(readout(h(t)))` for every step: `[steps, batch, N]` from inputs
+    /// `[steps, batch, N]`.
+    pub fn forward(&self, inputs: Tensor<3>) -> Tensor<3> {
+        let [steps, batch, n] = inputs.dims();
+        let (hidden, _) = self.lstm.forward(inputs.swap_dims(0, 1), None); // [batch, steps, hidden]
+        let d = hidden.dims()[2];
+        self.readout
+            .forward(hidden.reshape([batch * steps, d]))
+            .tanh()
+            .reshape([batch, steps, n])
+            .swap_dims(0, 1)
+    }
+}

@@ -1,0 +1,437 @@
+//! Training recurrent networks: the fused host engine or burn autodiff, Adam, metrics, the
+//! saved model, and a summary with the run's peak memory.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::config::{RecurrentConfig, RecurrentEngine, RecurrentModelKind};
+use super::fused::{EpisodeBatch, Real};
+use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
+use super::tasks::{RecurrentBatch, RecurrentTask};
+use crate::device::{Precision, init_device};
+use crate::error::{Error, Result};
+use crate::host_adam::HostAdam;
+use crate::rng::Stream;
+use crate::run::{RunDir, peak_rss_mib, write_atomic};
+
+const ADAM_EPSILON: f32 = 1e-8;
+
+/// One training update's measures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecurrentRow {
+    /// Update index (0-based).
+    pub episode: usize,
+    /// Loss of the batch.
+    pub loss: f64,
+    /// Error on the erased part of the probe (wrong-sign fraction, or per-pixel MSE).
+    pub error: f64,
+    /// `η` after the update (0 without plasticity or for the LSTM).
+    pub eta: f64,
+    /// Seconds the update took (episode generation excluded).
+    pub seconds: f64,
+}
+
+/// A finished run's summary (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecurrentSummary {
+    /// Task name.
+    pub task: String,
+    /// `plastic`, `non-plastic` or `lstm`.
+    pub model: String,
+    /// `fused` or `autodiff`.
+    pub engine: String,
+    /// Neurons (LSTM: hidden units).
+    pub units: usize,
+    /// Trained parameters.
+    pub params: usize,
+    /// Updates run.
+    pub episodes: usize,
+    /// Mean training error over the last tenth of the updates.
+    pub final_train_error: f64,
+    /// Mean loss on `eval_episodes` held-out episodes.
+    pub eval_loss: f64,
+    /// Mean error on the held-out episodes.
+    pub eval_error: f64,
+    /// Median seconds per update divided by the batch size.
+    pub seconds_per_episode: f64,
+    /// The process's peak resident memory (MiB), when the OS reports it.
+    pub peak_rss_mib: Option<f64>,
+    /// Final `η`.
+    pub eta: f64,
+}
+
+enum State {
+    /// Parameters `[W, α, η]` and Adam on the host (the fused engine).
+    Host { values: Vec<Vec<f64>>, adam: HostAdam, trainable: Vec<bool>, rnn: PlasticRnnConfig },
+    /// A burn module trained by autodiff.
+    Plastic { model: PlasticRnn, optim: ModuleOptimizer },
+    /// The LSTM baseline (autodiff).
+    Lstm { model: LstmNet, optim: ModuleOptimizer },
+}
+
+/// Trains one recurrent network on one task.
+pub struct RecurrentTrainer {
+    config: RecurrentConfig,
+    task: RecurrentTask,
+    device: Device,
+    state: State,
+    next_episode: usize,
+}
+
+fn tensor3(values: &[f32], shape: [usize; 3], device: &Device) -> Tensor<3> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+fn to_f32(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+}
+
+/// A host pass over a batch in precision `F`: loss, `y(T)` and (with `grads`) the gradients.
+fn host_pass<F: Real>(
+    rnn: &PlasticRnnConfig,
+    values: &[Vec<f64>],
+    batch: &RecurrentBatch,
+    interval: Option<usize>,
+    grads: bool,
+) -> (f64, Vec<f32>, Option<Vec<Vec<f64>>>) {
+    let net = rnn.host::<F>(values);
+    let cast = |v: &[f32]| v.iter().map(|&x| F::from(x).expect("finite")).collect::<Vec<F>>();
+    let inputs = cast(&batch.inputs);
+    let clamp = batch.clamp.as_deref().map(cast);
+    let targets = cast(&batch.targets);
+    let ep = EpisodeBatch { steps: batch.steps, batch: batch.batch, inputs: &inputs, clamp: clamp.as_deref(), targets: &targets };
+    let back = |v: &[F]| v.iter().map(|x| x.to_f32().expect("finite")).collect::<Vec<f32>>();
+    if grads {
+        let pass = net.loss_and_grads(&ep, interval);
+        let g = pass.grads;
+        (pass.loss, back(&pass.y_last), Some(vec![g.w, g.alpha, vec![g.eta]]))
+    } else {
+        let ys = net.forward(&ep);
+        let bn = batch.batch * batch.neurons;
+        let last = back(&ys[(batch.steps - 1) * bn..]);
+        (f64::NAN, last, None)
+    }
+}
+
+impl RecurrentTrainer {
+    /// A fresh trainer: initial parameters from the config's seed.
+    pub fn new(config: RecurrentConfig) -> Result<RecurrentTrainer> {
+        let task = config.task()?;
+        let device = init_device(config.device, config.dtype)?;
+        let beta1 = config.train.adam_beta1 as f32;
+        let beta2 = config.train.adam_beta2 as f32;
+        let optim = || AdamConfig::new().with_beta_1(beta1).with_beta_2(beta2).with_epsilon(ADAM_EPSILON).init();
+        let mut ad = device.clone().autodiff();
+        if config.train.gradient_checkpointing {
+            ad = ad.gradient_checkpointing();
+        }
+        let rnn = config.plastic_rnn();
+        let state = match (config.model.kind, config.train.engine) {
+            (RecurrentModelKind::Lstm, _) => {
+                // burn's default initializers draw from the device's generator.
+                device.seed(config.seed);
+                let model = LstmNet::new(config.size(), config.lstm_hidden(), &ad);
+                State::Lstm { model, optim: optim() }
+            }
+            (RecurrentModelKind::Plastic, RecurrentEngine::Autodiff) => {
+                let model = rnn.from_values(&round(&rnn.init_values(config.seed), config.dtype), &ad);
+                State::Plastic { model, optim: optim() }
+            }
+            (RecurrentModelKind::Plastic, RecurrentEngine::Fused) => {
+                let values = round(&rnn.init_values(config.seed), config.dtype);
+                let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
+                State::Host {
+                    values,
+                    adam: HostAdam::new(beta1, beta2, ADAM_EPSILON, &sizes),
+                    trainable: vec![true, rnn.plastic, rnn.plastic],
+                    rnn,
+                }
+            }
+        };
+        Ok(RecurrentTrainer { config, task, device: ad, state, next_episode: 0 })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// The task.
+    pub fn task(&self) -> &RecurrentTask {
+        &self.task
+    }
+
+    /// The next update's index.
+    pub fn next_episode(&self) -> usize {
+        self.next_episode
+    }
+
+    /// Whether all updates have run.
+    pub fn is_done(&self) -> bool {
+        self.next_episode >= self.config.train.episodes
+    }
+
+    /// The current `η` (0 without plasticity).
+    pub fn eta(&self) -> f64 {
+        match &self.state {
+            State::Host { values, .. } => values[2][0],
+            State::Plastic { model, .. } if model.plastic => {
+                model.eta.val().into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")[0]
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Outputs of the last step, `[batch][neurons]` (LSTM: `[batch][size]`), without gradients.
+    pub fn outputs(&self, batch: &RecurrentBatch) -> Vec<f32> {
+        let shape = [batch.steps, batch.batch, batch.neurons];
+        match &self.state {
+            State::Host { values, rnn, .. } => match self.config.dtype {
+                Precision::F32 => host_pass::<f32>(rnn, values, batch, None, false).1,
+                Precision::F64 => host_pass::<f64>(rnn, values, batch, None, false).1,
+            },
+            State::Plastic { model, .. } => {
+                let model = model.valid();
+                let device = self.device.clone().without_autodiff();
+                let ys = model.forward(tensor3(&batch.inputs, shape, &device), batch.clamp.as_deref().map(|c| tensor3(c, shape, &device)));
+                to_f32(last_step(ys, batch.neurons))
+            }
+            State::Lstm { model, .. } => {
+                let model = model.valid();
+                let device = self.device.clone().without_autodiff();
+                let ys = model.forward(self.lstm_inputs(batch, &device));
+                to_f32(last_step(ys, batch.neurons))
+            }
+        }
+    }
+
+    fn lstm_inputs(&self, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
+        let shape = [batch.steps, batch.batch, batch.neurons];
+        let scale = if self.task.clamp { 1.0 } else { 1.0 / self.task.input_gain };
+        tensor3(&batch.inputs, shape, device).mul_scalar(scale)
+    }
+
+    /// One update on the next batch of training episodes.
+    pub fn step(&mut self) -> std::result::Result<RecurrentRow, String> {
+        let episode = self.next_episode;
+        let b = self.config.train.batch;
+        let batch = self.task.batch(self.config.seed, Stream::Train, (episode * b) as u64, b, self.unit_width());
+        let lr = self.config.train.learning_rate;
+        let started = Instant::now();
+        let interval = match self.config.train.trace_checkpoint_every {
+            0 => None,
+            k => Some(k),
+        };
+        let dtype = self.config.dtype;
+        let size = self.task.size;
+        let (loss, y_last) = match &mut self.state {
+            State::Host { values, adam, trainable, rnn } => {
+                let (loss, y, grads) = match dtype {
+                    Precision::F32 => host_pass::<f32>(rnn, values, &batch, interval, true),
+                    Precision::F64 => host_pass::<f64>(rnn, values, &batch, interval, true),
+                };
+                if !loss.is_finite() {
+                    return Err(format!("the loss ({loss})"));
+                }
+                adam.step(lr, values, &grads.expect("gradients"), trainable);
+                *values = round(values, dtype);
+                if let Some(name) = ["W", "alpha", "eta"].iter().zip(values.iter()).find(|(_, v)| v.iter().any(|x| !x.is_finite())).map(|(n, _)| n) {
+                    return Err(format!("parameter {name}"));
+                }
+                (loss, y)
+            }
+            State::Plastic { model, optim } => {
+                let shape = [batch.steps, batch.batch, batch.neurons];
+                let ys = model.forward(
+                    tensor3(&batch.inputs, shape, &self.device),
+                    batch.clamp.as_deref().map(|c| tensor3(c, shape, &self.device)),
+                );
+                let (loss, last) = loss_of(ys, &batch, size, &self.device);
+                let grads = GradientsParams::from_grads(loss.backward(), &*model);
+                let loss_value = scalar(last.1);
+                if !loss_value.is_finite() {
+                    return Err(format!("the loss ({loss_value})"));
+                }
+                *model = optim.step(lr, model.clone(), grads);
+                (loss_value, last.0)
+            }
+            State::Lstm { model, optim } => {
+                let inputs = {
+                    let scale = if self.task.clamp { 1.0 } else { 1.0 / self.task.input_gain };
+                    tensor3(&batch.inputs, [batch.steps, batch.batch, batch.neurons], &self.device).mul_scalar(scale)
+                };
+                let ys = model.forward(inputs);
+                let (loss, last) = loss_of(ys, &batch, size, &self.device);
+                let grads = GradientsParams::from_grads(loss.backward(), &*model);
+                let loss_value = scalar(last.1);
+                if !loss_value.is_finite() {
+                    return Err(format!("the loss ({loss_value})"));
+                }
+                *model = optim.step(lr, model.clone(), grads);
+                (loss_value, last.0)
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let error = self.task.error(&batch, &y_last);
+        self.next_episode += 1;
+        Ok(RecurrentRow { episode, loss, error, eta: self.eta(), seconds })
+    }
+
+    /// Width of the network's input/output vectors.
+    fn unit_width(&self) -> usize {
+        match self.config.model.kind {
+            RecurrentModelKind::Plastic => self.config.neurons(),
+            RecurrentModelKind::Lstm => self.task.size,
+        }
+    }
+
+    /// Mean loss and error on `episodes` held-out episodes (the `Eval` stream).
+    pub fn evaluate(&self, episodes: usize) -> (f64, f64) {
+        let chunk = self.config.train.batch.clamp(1, 16);
+        let (mut loss, mut error, mut done) = (0.0, 0.0, 0);
+        while done < episodes {
+            let b = chunk.min(episodes - done);
+            let batch = self.task.batch(self.config.seed, Stream::Eval, done as u64, b, self.unit_width());
+            let y = self.outputs(&batch);
+            loss += self.task.loss(&batch, &y) * b as f64;
+            error += self.task.error(&batch, &y) * b as f64;
+            done += b;
+        }
+        (loss / episodes.max(1) as f64, error / episodes.max(1) as f64)
+    }
+
+    /// The plastic network as a burn module (on the plain device), or `None` for the LSTM.
+    pub fn plastic_module(&self) -> Option<PlasticRnn> {
+        let device = self.device.clone().without_autodiff();
+        match &self.state {
+            State::Host { values, rnn, .. } => Some(rnn.from_values(values, &device)),
+            State::Plastic { model, .. } => Some(model.valid()),
+            State::Lstm { .. } => None,
+        }
+    }
+
+    /// Writes the model record (`model.bpk`) atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = match &self.state {
+            State::Lstm { model, .. } => model.valid().into_record().into_bytes(),
+            _ => self.plastic_module().expect("plastic").into_record().into_bytes(),
+        }
+        .map_err(|e| Error::artifact(path, format!("cannot serialize the model: {e}")))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// A short name of the model: `plastic`, `non-plastic` or `lstm`.
+    pub fn model_name(&self) -> &'static str {
+        match (self.config.model.kind, self.config.plastic_rnn().plastic) {
+            (RecurrentModelKind::Lstm, _) => "lstm",
+            (_, true) => "plastic",
+            (_, false) => "non-plastic",
+        }
+    }
+}
+
+fn round(values: &[Vec<f64>], dtype: Precision) -> Vec<Vec<f64>> {
+    match dtype {
+        Precision::F32 => values.iter().map(|v| v.iter().map(|&x| f64::from(x as f32)).collect()).collect(),
+        Precision::F64 => values.to_vec(),
+    }
+}
+
+fn last_step(ys: Tensor<3>, width: usize) -> Tensor<2> {
+    let [steps, batch, _] = ys.dims();
+    ys.slice([steps - 1..steps, 0..batch, 0..width]).reshape([batch, width])
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")[0]
+}
+
+/// The loss tensor, and (host `y(T)`, the loss value tensor detached).
+fn loss_of(ys: Tensor<3>, batch: &RecurrentBatch, size: usize, device: &Device) -> (Tensor<1>, (Vec<f32>, Tensor<1>)) {
+    let width = ys.dims()[2];
+    let last = last_step(ys, width);
+    let targets: Tensor<2> = Tensor::from_data(TensorData::new(batch.targets.clone(), [batch.batch, size]), device);
+    let diff = last.clone().slice([0..batch.batch, 0..size]) - targets;
+    let loss = diff.clone().mul(diff).sum().mul_scalar(1.0 / batch.batch as f64);
+    let y = to_f32(last.detach());
+    let value = loss.clone().detach();
+    (loss, (y, value))
+}
+
+/// Trains to the end (or until `stop` is set), writing `config.toml`, `metrics.csv`,
+/// `model.bpk` (every `save_every` updates and at the end) and `summary.json` into `run`.
+/// A non-finite loss or parameter stops training with the episode number; the last model
+/// saved before it is kept.
+pub fn train_recurrent(
+    run: &RunDir,
+    trainer: &mut RecurrentTrainer,
+    observer: &mut dyn FnMut(&RecurrentRow),
+    stop: &AtomicBool,
+) -> Result<RecurrentSummary> {
+    write_atomic(&run.config_path(), trainer.config.to_toml().as_bytes())?;
+    let metrics_path = run.metrics_path();
+    let mut metrics = csv::Writer::from_path(&metrics_path)
+        .map_err(|e| Error::artifact(&metrics_path, format!("cannot create: {e}")))?;
+    let csv_err = |e: csv::Error| Error::artifact(&metrics_path, format!("cannot write: {e}"));
+    let model_path = run.model_path();
+    trainer.save(&model_path)?;
+    let mut saved_at = 0;
+    let mut rows = Vec::new();
+    while !trainer.is_done() && !stop.load(Ordering::SeqCst) {
+        match trainer.step() {
+            Ok(row) => {
+                metrics.serialize(row).map_err(csv_err)?;
+                observer(&row);
+                rows.push(row);
+            }
+            Err(what) => {
+                metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
+                return Err(Error::Diverged {
+                    episode: trainer.next_episode,
+                    what,
+                    checkpoint: format!("model.bpk, saved after episode {saved_at}"),
+                    run_dir: run.path().to_path_buf(),
+                });
+            }
+        }
+        if trainer.next_episode.is_multiple_of(trainer.config.train.save_every) || trainer.is_done() {
+            metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
+            trainer.save(&model_path)?;
+            saved_at = trainer.next_episode;
+        }
+    }
+    metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
+    trainer.save(&model_path)?;
+    let (eval_loss, eval_error) = trainer.evaluate(trainer.config.train.eval_episodes);
+    let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
+    let final_train_error = rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
+    let mut secs: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
+    secs.sort_by(f64::total_cmp);
+    let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
+    let summary = RecurrentSummary {
+        task: trainer.task.kind.name().to_string(),
+        model: trainer.model_name().to_string(),
+        engine: trainer.config.train.engine.name().to_string(),
+        units: match trainer.config.model.kind {
+            RecurrentModelKind::Lstm => trainer.config.lstm_hidden(),
+            RecurrentModelKind::Plastic => trainer.config.neurons(),
+        },
+        params: trainer.config.num_params(),
+        episodes: trainer.next_episode,
+        final_train_error,
+        eval_loss,
+        eval_error,
+        seconds_per_episode: median / trainer.config.train.batch as f64,
+        peak_rss_mib: peak_rss_mib(None),
+        eta: trainer.eta(),
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
+    write_atomic(&run.summary_path(), &json)?;
+    Ok(summary)
+}
