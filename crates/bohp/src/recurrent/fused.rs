@@ -79,8 +79,17 @@ pub struct Pass<F> {
     pub traces_held: usize,
 }
 
-/// The checkpoint interval used when none is given: `⌈√steps⌉`.
-pub fn default_interval(steps: usize) -> usize {
+/// The checkpoint interval used when none is given: every step (no recomputation) when all the
+/// traces of the batch fit in [`TRACE_BUDGET`] bytes, else `⌈√steps⌉`.
+pub fn auto_interval(steps: usize, batch: usize, n: usize, float_bytes: usize) -> usize {
+    if steps * batch * n * n * float_bytes <= TRACE_BUDGET { 1 } else { sqrt_interval(steps) }
+}
+
+/// Memory the fused engine may use to keep every trace of a batch instead of recomputing them.
+pub const TRACE_BUDGET: usize = 1 << 30;
+
+/// `⌈√steps⌉`: the interval that minimises the traces held (`steps/K + K`).
+pub fn sqrt_interval(steps: usize) -> usize {
     ((steps as f64).sqrt().ceil() as usize).max(1)
 }
 
@@ -126,9 +135,11 @@ impl<F: Real> HostRnn<F> {
         }
     }
 
-    /// Advances the traces `h` (`[N][B][N]`) from `H(t-1)` to `H(t)` given `y(t-1)` and `y(t)`
-    /// (`[B][N]`), and returns `pre(t+1) = y(t)·(W + α ⊙ H(t))` (`[B][N]`, no input).
-    fn advance(&self, h: Option<&mut [F]>, y_prev: &[F], y_cur: &[F], batch: usize) -> Vec<F> {
+    /// Computes the traces `H(t)` into `h.1` from `H(t-1)` in `h.0` (both `[N][B][N]`) given
+    /// `y(t-1)` and `y(t)` (`[B][N]`), and with `with_pre` returns
+    /// `pre(t+1) = y(t)·(W + α ⊙ H(t))` (`[B][N]`, no input; without plasticity `h` is `None`
+    /// and this is `y(t)·W`).
+    fn advance(&self, h: Option<(&[F], &mut [F])>, y_prev: &[F], y_cur: &[F], batch: usize, with_pre: bool) -> Vec<F> {
         let n = self.n;
         let bn = batch * n;
         let rows = chunk_rows(n);
@@ -157,45 +168,42 @@ impl<F: Real> HostRnn<F> {
                     acc
                 })
                 .collect(),
-            Some(h) => h
-                .par_chunks_mut(rows * batch * n)
+            Some((src, dst)) => dst
+                .par_chunks_mut(rows * bn)
+                .zip(src.par_chunks(rows * bn))
                 .enumerate()
-                .map(|(c, h_rows)| {
-                    let mut acc = vec![F::zero(); bn];
-                    for (r, h_i) in h_rows.chunks_mut(batch * n).enumerate() {
+                .map(|(c, (d_rows, s_rows))| {
+                    let mut acc = if with_pre { vec![F::zero(); bn] } else { Vec::new() };
+                    for (r, (d_i, s_i)) in d_rows.chunks_mut(bn).zip(s_rows.chunks(bn)).enumerate() {
                         let i = c * rows + r;
                         let wrow = &self.w[i * n..(i + 1) * n];
-                        let arow = if shared { &self.alpha[..1] } else { &self.alpha[i * n..(i + 1) * n] };
-                        for (b, hrow) in h_i.chunks_mut(n).enumerate() {
-                            let yp = y_prev[b * n + i] * eta;
-                            let yi = y_cur[b * n + i];
+                        for (b, (drow, srow)) in d_i.chunks_mut(n).zip(s_i.chunks(n)).enumerate() {
+                            let yp = y_prev[b * n + i];
                             let ycur = &y_cur[b * n..(b + 1) * n];
+                            if self.oja {
+                                for ((d, &hv), &yj) in drow.iter_mut().zip(srow).zip(ycur) {
+                                    *d = hv + eta * yj * (yp - hv * yj);
+                                }
+                            } else {
+                                let ype = yp * eta;
+                                for ((d, &hv), &yj) in drow.iter_mut().zip(srow).zip(ycur) {
+                                    *d = decay * hv + ype * yj;
+                                }
+                            }
+                            let yi = y_cur[b * n + i];
+                            if !with_pre || yi == F::zero() {
+                                continue;
+                            }
                             let acc = &mut acc[b * n..(b + 1) * n];
-                            match (self.oja, shared) {
-                                (false, false) => {
-                                    for j in 0..n {
-                                        let hn = decay * hrow[j] + yp * ycur[j];
-                                        hrow[j] = hn;
-                                        acc[j] = acc[j] + yi * (wrow[j] + arow[j] * hn);
-                                    }
+                            if shared {
+                                let a = self.alpha[0];
+                                for ((s, &wv), &hv) in acc.iter_mut().zip(wrow).zip(drow.iter()) {
+                                    *s = *s + yi * (wv + a * hv);
                                 }
-                                (false, true) => {
-                                    let a = arow[0];
-                                    for j in 0..n {
-                                        let hn = decay * hrow[j] + yp * ycur[j];
-                                        hrow[j] = hn;
-                                        acc[j] = acc[j] + yi * (wrow[j] + a * hn);
-                                    }
-                                }
-                                (true, _) => {
-                                    let yp = y_prev[b * n + i];
-                                    for j in 0..n {
-                                        let yj = ycur[j];
-                                        let hn = hrow[j] + eta * yj * (yp - hrow[j] * yj);
-                                        hrow[j] = hn;
-                                        let a = if shared { arow[0] } else { arow[j] };
-                                        acc[j] = acc[j] + yi * (wrow[j] + a * hn);
-                                    }
+                            } else {
+                                let arow = &self.alpha[i * n..(i + 1) * n];
+                                for (((s, &wv), &av), &hv) in acc.iter_mut().zip(wrow).zip(arow).zip(drow.iter()) {
+                                    *s = *s + yi * (wv + av * hv);
                                 }
                             }
                         }
@@ -218,45 +226,61 @@ impl<F: Real> HostRnn<F> {
         self.check(ep);
         let bn = ep.batch * self.n;
         let mut ys = vec![F::zero(); (ep.steps + 1) * bn];
-        let mut h = self.plastic.then(|| vec![F::zero(); self.n * bn]);
+        let mut h = self.plastic.then(|| (vec![F::zero(); self.n * bn], vec![F::zero(); self.n * bn]));
         let mut pre = vec![F::zero(); bn];
         for t in 1..=ep.steps {
             let (before, after) = ys.split_at_mut(t * bn);
             self.activate(ep, t, &pre, &mut after[..bn]);
             if t < ep.steps {
-                pre = self.advance(h.as_deref_mut(), &before[(t - 1) * bn..], &after[..bn], ep.batch);
+                let bufs = h.as_mut().map(|(cur, next)| (cur.as_slice(), next.as_mut_slice()));
+                pre = self.advance(bufs, &before[(t - 1) * bn..], &after[..bn], ep.batch, true);
+                if let Some((cur, next)) = h.as_mut() {
+                    std::mem::swap(cur, next);
+                }
             }
         }
         ys.split_off(bn)
     }
 
     /// Forward and backward through the episodes: the loss on the last step and its gradients,
-    /// keeping a trace checkpoint every `interval` steps (`None`: [`default_interval`]).
+    /// keeping a trace checkpoint every `interval` steps (`None`: [`auto_interval`]).
     pub fn loss_and_grads(&self, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
         self.check(ep);
         let (n, batch, steps) = (self.n, ep.batch, ep.steps);
         let bn = batch * n;
-        let k = interval.unwrap_or_else(|| default_interval(steps)).max(1);
+        let len = n * bn;
+        let k = interval.unwrap_or_else(|| auto_interval(steps, batch, n, std::mem::size_of::<F>())).max(1);
         let plastic = self.plastic;
+        let mut spare: Vec<Vec<F>> = Vec::new();
+        let buffer = |spare: &mut Vec<Vec<F>>| spare.pop().unwrap_or_else(|| vec![F::zero(); len]);
         // Forward, keeping every y(t) and H(t) for t = 0, K, 2K, ...
         let mut ys = vec![F::zero(); (steps + 1) * bn];
-        let mut h = plastic.then(|| vec![F::zero(); n * bn]);
+        let mut h = plastic.then(|| vec![F::zero(); len]);
         let mut checkpoints: Vec<Vec<F>> = Vec::new();
-        if let Some(h) = &h {
-            checkpoints.push(h.clone());
-        }
         let mut pre = vec![F::zero(); bn];
+        let mut traces_held = 0;
         for t in 1..=steps {
             let (before, after) = ys.split_at_mut(t * bn);
             self.activate(ep, t, &pre, &mut after[..bn]);
             if t < steps {
-                pre = self.advance(h.as_deref_mut(), &before[(t - 1) * bn..], &after[..bn], batch);
-                if plastic && t % k == 0 {
-                    checkpoints.push(h.as_ref().expect("plastic").clone());
+                let y_prev = &before[(t - 1) * bn..];
+                match h.as_mut() {
+                    None => pre = self.advance(None, y_prev, &after[..bn], batch, true),
+                    Some(cur) => {
+                        let mut next = buffer(&mut spare);
+                        pre = self.advance(Some((cur, &mut next)), y_prev, &after[..bn], batch, true);
+                        let old = std::mem::replace(cur, next);
+                        // `old` is H(t-1).
+                        if (t - 1) % k == 0 { checkpoints.push(old) } else { spare.push(old) }
+                        traces_held = traces_held.max(checkpoints.len() + spare.len() + 1);
+                    }
                 }
             }
         }
-        drop(h);
+        if let Some(last) = h {
+            // H(steps-1).
+            if (steps - 1) % k == 0 { checkpoints.push(last) } else { spare.push(last) }
+        }
         let y = |t: usize| &ys[t * bn..(t + 1) * bn];
         // Loss on the last step.
         let n_t = ep.targets.len() / batch;
@@ -273,51 +297,91 @@ impl<F: Real> HostRnn<F> {
         loss /= batch as f64;
         // Backward, segment by segment.
         let shared = self.shared();
+        let merged = plastic && !self.oja;
         let mut gw = vec![F::zero(); n * n];
         let mut ga = vec![F::zero(); if shared { 0 } else { n * n }];
         let mut ga_shared = 0.0f64;
         let mut geta = 0.0f64;
-        let mut g_h = plastic.then(|| vec![F::zero(); n * bn]);
+        let mut g_h = plastic.then(|| vec![F::zero(); len]);
+        // Merged Hebbian path: c(t)_j = Σ_i g_H(t)_ij y_i(t-1), and g_pre(t) kept for ∂L/∂W.
+        let mut col = vec![F::zero(); bn];
+        let mut gpres: Vec<F> = if merged { vec![F::zero(); (steps + 1) * bn] } else { Vec::new() };
         let mut segment: Vec<Vec<F>> = Vec::new();
-        let mut traces_held = checkpoints.len() + usize::from(plastic);
         let segments = if plastic { (steps - 1) / k + 1 } else { 1 };
         for s in (0..segments).rev() {
             // Steps t in (s·K, end] need H(t-1) for t-1 in [s·K, end-1].
             let start = s * k;
             let end = if plastic { ((s + 1) * k).min(steps) } else { steps };
             if plastic {
-                segment.truncate(0);
-                let mut cur = checkpoints.pop().expect("one checkpoint per segment");
+                spare.append(&mut segment);
+                segment.push(checkpoints.pop().expect("one checkpoint per segment"));
                 for t in start + 1..end {
-                    let next_prev = cur.clone();
-                    segment.push(next_prev);
-                    self.advance(Some(&mut cur), y(t - 1), y(t), batch);
+                    let mut next = buffer(&mut spare);
+                    self.advance(Some((segment.last().expect("nonempty"), &mut next)), y(t - 1), y(t), batch, false);
+                    segment.push(next);
                 }
-                segment.push(cur);
-                traces_held = traces_held.max(checkpoints.len() + segment.len() + 2);
+                traces_held = traces_held.max(checkpoints.len() + segment.len() + spare.len() + 1);
             }
             for t in (start + 1..=end).rev() {
                 if t < 2 {
                     break;
                 }
-                let hprev = plastic.then(|| segment[t - 1 - start].as_slice());
                 let c = ep.clamp.map(|c| &c[(t - 1) * bn..t * bn]);
-                let (gy_prev, step) = self.backward_step(
-                    y(t - 1),
-                    y(t),
-                    hprev,
-                    g_h.as_deref_mut(),
-                    &gy,
-                    c,
-                    t < steps,
-                    batch,
-                    (&mut gw, &mut ga),
-                );
-                geta += step.0;
-                ga_shared += step.1;
-                gy = gy_prev;
+                if merged {
+                    let gpre = &mut gpres[t * bn..(t + 1) * bn];
+                    let y_cur = y(t);
+                    for k in 0..bn {
+                        let free = c.map_or(F::one(), |c| F::one() - c[k]);
+                        gpre[k] = (gy[k] + self.eta * col[k]) * free * (F::one() - y_cur[k] * y_cur[k]);
+                    }
+                    let hprev = segment[t - 1 - start].as_slice();
+                    let g = g_h.as_deref_mut().expect("plastic");
+                    let (gy_prev, col_prev, e, gas) = self.backward_hebb(y(t - 2), y(t - 1), y_cur, hprev, g, &gpres[t * bn..(t + 1) * bn], &mut ga, batch);
+                    geta += e;
+                    ga_shared += gas;
+                    gy = gy_prev;
+                    col = col_prev;
+                } else {
+                    let hprev = plastic.then(|| segment[t - 1 - start].as_slice());
+                    let (gy_prev, step) = self.backward_step(
+                        y(t - 1),
+                        y(t),
+                        hprev,
+                        g_h.as_deref_mut(),
+                        &gy,
+                        c,
+                        t < steps,
+                        batch,
+                        (&mut gw, &mut ga),
+                    );
+                    geta += step.0;
+                    ga_shared += step.1;
+                    gy = gy_prev;
+                }
             }
         }
+        if merged {
+            // ∂L/∂W_ij = Σ_t Σ_b y(t-1)_{b,i} g_pre(t)_{b,j}.
+            let rows = chunk_rows(n);
+            gw.par_chunks_mut(rows * n).enumerate().for_each(|(c, gw_rows)| {
+                for (r, gwrow) in gw_rows.chunks_mut(n).enumerate() {
+                    let i = c * rows + r;
+                    for t in 2..=steps {
+                        for b in 0..batch {
+                            let yp = ys[(t - 1) * bn + b * n + i];
+                            if yp == F::zero() {
+                                continue;
+                            }
+                            let gp = &gpres[t * bn + b * n..t * bn + (b + 1) * n];
+                            for (g, &p) in gwrow.iter_mut().zip(gp) {
+                                *g = *g + yp * p;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let y = |t: usize| &ys[t * bn..(t + 1) * bn];
         let to64 = |v: Vec<F>| v.into_iter().map(|x| x.to_f64().expect("finite")).collect::<Vec<f64>>();
         let alpha = if shared { vec![ga_shared] } else { to64(ga) };
         let (alpha, eta) = if plastic { (alpha, geta) } else { (vec![0.0; self.alpha.len()], 0.0) };
@@ -327,6 +391,99 @@ impl<F: Real> HostRnn<F> {
             grads: HostGrads { w: to64(gw), alpha, eta },
             traces_held,
         }
+    }
+
+    /// One step backward of the Hebbian network in a single pass over the arrays: with
+    /// `G = g_H(t)`, `H = H(t-1)`, `y' = y(t-1)`, `y = y(t)`, and `g_pre(t)` known (it needs only
+    /// the column sums `c(t)` of the previous call),
+    /// `g_y(t-1)_i = Σ_j (W_ij + α_ij H_ij) g_pre_j + η Σ_j G_ij y_j`,
+    /// `∂η += Σ G_ij (y'_i y_j - H_ij)`, `∂α_ij += y'_i g_pre_j H_ij`,
+    /// `g_H(t-1) = (1-η) G + α ⊙ y'ᵀ g_pre`, and the next column sums
+    /// `c(t-1)_j = Σ_i g_H(t-1)_ij y_i(t-2)`. Returns `g_y(t-1)`, `c(t-1)`, `∂η` and a shared
+    /// `∂α`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_hebb(
+        &self,
+        y_pp: &[F],
+        y_prev: &[F],
+        y_cur: &[F],
+        hprev: &[F],
+        g: &mut [F],
+        gpre: &[F],
+        ga: &mut [F],
+        batch: usize,
+    ) -> (Vec<F>, Vec<F>, f64, f64) {
+        const L: usize = 8;
+        let n = self.n;
+        let bn = batch * n;
+        let rows = chunk_rows(n);
+        let eta = self.eta;
+        let decay = F::one() - eta;
+        let shared = self.shared();
+        // Per chunk: (row results (index, value), column sums, ∂η, shared ∂α). A shared α is
+        // spread over a row, its gradient summed from a scratch row.
+        let work = |c: usize, g_rows: &mut [F], h_rows: &[F], mut ga_rows: Option<&mut [F]>| {
+            let mut out = Vec::with_capacity(rows * batch);
+            let mut cols = vec![F::zero(); bn];
+            let mut ge = 0.0f64;
+            let shared_row = if shared { vec![self.alpha[0]; n] } else { Vec::new() };
+            let mut scratch = if shared { vec![F::zero(); n] } else { Vec::new() };
+            for (r, (g_i, h_i)) in g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).enumerate() {
+                let i = c * rows + r;
+                let wrow = &self.w[i * n..(i + 1) * n];
+                let arow = if shared { &shared_row[..] } else { &self.alpha[i * n..(i + 1) * n] };
+                let garow: &mut [F] = match ga_rows.as_deref_mut() {
+                    Some(ga) => &mut ga[r * n..(r + 1) * n],
+                    None => &mut scratch[..],
+                };
+                for b in 0..batch {
+                    let (yp, ypp) = (y_prev[b * n + i], y_pp[b * n + i]);
+                    let (e, rsum, ssum) = hebb_kernel(
+                        &mut g_i[b * n..(b + 1) * n],
+                        &h_i[b * n..(b + 1) * n],
+                        wrow,
+                        arow,
+                        garow,
+                        &y_cur[b * n..(b + 1) * n],
+                        &gpre[b * n..(b + 1) * n],
+                        &mut cols[b * n..(b + 1) * n],
+                        (yp, ypp, decay),
+                    );
+                    ge += e.to_f64().expect("finite");
+                    out.push((b * n + i, ssum + eta * rsum));
+                }
+            }
+            let gas = scratch.iter().fold(0.0f64, |s, v| s + v.to_f64().expect("finite"));
+            (out, cols, ge, gas)
+        };
+        let parts: Vec<(Vec<(usize, F)>, Vec<F>, f64, f64)> = if shared {
+            g.par_chunks_mut(rows * bn)
+                .zip(hprev.par_chunks(rows * bn))
+                .enumerate()
+                .map(|(c, (g_rows, h_rows))| work(c, g_rows, h_rows, None))
+                .collect()
+        } else {
+            g.par_chunks_mut(rows * bn)
+                .zip(hprev.par_chunks(rows * bn))
+                .zip(ga.par_chunks_mut(rows * n))
+                .enumerate()
+                .map(|(c, ((g_rows, h_rows), ga_rows))| work(c, g_rows, h_rows, Some(ga_rows)))
+                .collect()
+        };
+        let mut gy_prev = vec![F::zero(); bn];
+        let mut col = vec![F::zero(); bn];
+        let (mut ge, mut gas) = (0.0, 0.0);
+        for (out, cols, e, a) in parts {
+            for (k, v) in out {
+                gy_prev[k] = gy_prev[k] + v;
+            }
+            for (c, v) in col.iter_mut().zip(cols) {
+                *c = *c + v;
+            }
+            ge += e;
+            gas += a;
+        }
+        (gy_prev, col, ge, gas)
     }
 
     /// One step backward: from `g_y(t)` (without the trace-update term) and `g_H(t)` to
@@ -531,4 +688,63 @@ impl<F: Real> HostRnn<F> {
         }
         (gy_prev, (geta, ga_shared))
     }
+}
+
+/// The inner loop of [`HostRnn::backward_hebb`] for one row `i` of one episode, in lanes of 8
+/// so that it vectorizes: returns `Σ_j G_ij (y'_i y_j - H_ij)`, `Σ_j G_ij y_j` and
+/// `Σ_j (W_ij + α_ij H_ij) g_pre_j`; updates `G` to `g_H(t-1)`, `∂α` and the column sums.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn hebb_kernel<F: Real>(
+    g: &mut [F],
+    h: &[F],
+    w: &[F],
+    a: &[F],
+    ga: &mut [F],
+    y: &[F],
+    p: &[F],
+    cn: &mut [F],
+    (yp, ypp, decay): (F, F, F),
+) -> (F, F, F) {
+    const L: usize = 8;
+    let n = g.len();
+    let full = n - n % L;
+    let mut e = [F::zero(); L];
+    let mut r = [F::zero(); L];
+    let mut s = [F::zero(); L];
+    let it = g[..full]
+        .chunks_exact_mut(L)
+        .zip(h[..full].chunks_exact(L))
+        .zip(w[..full].chunks_exact(L))
+        .zip(a[..full].chunks_exact(L))
+        .zip(ga[..full].chunks_exact_mut(L))
+        .zip(y[..full].chunks_exact(L))
+        .zip(p[..full].chunks_exact(L))
+        .zip(cn[..full].chunks_exact_mut(L));
+    for (((((((gc, hc), wc), ac), gac), yc), pc), cc) in it {
+        for l in 0..L {
+            let (old, hv, yj, pv, av) = (gc[l], hc[l], yc[l], pc[l], ac[l]);
+            e[l] = e[l] + old * (yp * yj - hv);
+            r[l] = r[l] + old * yj;
+            s[l] = s[l] + (wc[l] + av * hv) * pv;
+            let coef = yp * pv;
+            gac[l] = gac[l] + coef * hv;
+            let gn = decay * old + av * coef;
+            gc[l] = gn;
+            cc[l] = cc[l] + gn * ypp;
+        }
+    }
+    for j in full..n {
+        let (old, hv, yj, pv, av) = (g[j], h[j], y[j], p[j], a[j]);
+        e[0] = e[0] + old * (yp * yj - hv);
+        r[0] = r[0] + old * yj;
+        s[0] = s[0] + (w[j] + av * hv) * pv;
+        let coef = yp * pv;
+        ga[j] = ga[j] + coef * hv;
+        let gn = decay * old + av * coef;
+        g[j] = gn;
+        cn[j] = cn[j] + gn * ypp;
+    }
+    let sum = |v: [F; L]| v.into_iter().fold(F::zero(), |acc, x| acc + x);
+    (sum(e), sum(r), sum(s))
 }
