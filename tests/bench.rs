@@ -6,6 +6,37 @@ use serde_json::Value;
 use crate::common::{repo_root, run_bohp};
 
 #[test]
+fn bench_runs_the_engines_that_apply_to_recurrent_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let configs = repo_root().join("configs");
+    let result = run_bohp(&[
+        "bench", "--workloads", "memorisation-50,completion", "--devices", "flex", "--batches", "2",
+        "--engines", "autodiff,analytic,fused", "--warmup", "1", "--updates", "2", "--repeats", "2",
+        "--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q",
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    let cells: Vec<(String, String)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["error"].is_null() && r["episodes_per_second"].as_f64().unwrap() > 0.0, "{r}");
+            (r["workload"].as_str().unwrap().to_string(), r["engine"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let expected = [("memorisation-50", "autodiff"), ("memorisation-50", "fused"), ("completion", "autodiff"), ("completion", "analytic")];
+    assert_eq!(cells.len(), expected.len(), "{cells:?}");
+    for (w, e) in expected {
+        assert!(cells.contains(&(w.to_string(), e.to_string())), "{w} {e}: {cells:?}");
+    }
+    let e = run_bohp(&["bench", "--engines", "magic", "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && stderr.contains("magic") && stderr.contains("fused"), "{stderr}");
+}
+
+#[test]
 fn bench_measures_every_cell_and_writes_json_and_markdown() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");

@@ -406,14 +406,33 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
 /// Runs the recurrent peer (`recurrent_torch.py`, autograd) at the workload's size.
 fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
     let script = plan.peer_dir.join("recurrent_torch.py");
-    let size = bohp::recurrent::config::RecurrentConfig::load(&plan.configs.join(format!("{workload}.toml")))
-        .map(|c| c.size())
-        .unwrap_or(1000);
+    let task = bohp::recurrent::config::RecurrentConfig::load(&plan.configs.join(format!("{workload}.toml"))).and_then(|c| c.task());
+    let task = match task {
+        Ok(task) => task,
+        Err(e) => {
+            return PeerResult { workload: workload.to_string(), batch, episodes_per_second: None, peak_rss_mib: None, command: String::new(), error: Some(e.to_string()) };
+        }
+    };
+    if task.kind != bohp::recurrent::tasks::RecurrentTaskKind::Memorisation {
+        let error = Some(format!("the peer has no `{}` task (memorisation only)", task.kind.name()));
+        return PeerResult { workload: workload.to_string(), batch, episodes_per_second: None, peak_rss_mib: None, command: String::new(), error };
+    }
     let timing = recurrent_timing(&plan.timing);
+    // The peer has the memorisation task only, with the same timing options.
     let args: Vec<String> = vec![
         script.display().to_string(),
         "--size".into(),
-        size.to_string(),
+        task.size.to_string(),
+        "--nbpatterns".into(),
+        task.items.to_string(),
+        "--prescycles".into(),
+        task.cycles.to_string(),
+        "--prestime".into(),
+        task.present_steps.to_string(),
+        "--interpresdelay".into(),
+        task.gap_steps.to_string(),
+        "--prestimetest".into(),
+        task.probe_steps.to_string(),
         "--batch".into(),
         batch.to_string(),
         "--steps".into(),
@@ -543,11 +562,19 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
 
+/// Episodes per second: whole numbers, three decimals below 10 (the large recurrent networks).
+fn fmt_rate(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x < 10.0 => format!("{x:.3}"),
+        _ => fmt_opt(v, 0),
+    }
+}
+
 /// The report as markdown tables: every cell (with the peer and the ratio to it where
 /// measured), then the analytic engine's speed-up over autodiff.
 pub fn markdown(report: &BenchReport) -> String {
     let mut out = format!(
-        "# bohp bench\n\n`{}`\n\n{} cores; {} warm-up updates, then the median of {} repeats of {} updates; f32.\n\n",
+        "# bohp bench\n\n`{}`\n\n{} cores; {} warm-up updates, then the median of {} repeats of {} updates (recurrent workloads: at most 2, 3 and 3); f32.\n\n",
         report.command, report.cores, report.timing.warmup, report.timing.repeats, report.timing.updates
     );
     out += "| workload | batch | device | engine | episodes/s | ms/update | peak RSS (MiB) | GPU memory (MiB) | PyTorch episodes/s | × PyTorch |\n";
@@ -561,7 +588,7 @@ pub fn markdown(report: &BenchReport) -> String {
         let ratio = r.episodes_per_second.zip(peer).map(|(a, b)| a / b);
         let rate = match &r.error {
             Some(e) => format!("failed: {e}"),
-            None => fmt_opt(r.episodes_per_second, 0),
+            None => fmt_rate(r.episodes_per_second),
         };
         out += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -573,7 +600,7 @@ pub fn markdown(report: &BenchReport) -> String {
             fmt_opt(r.ms_per_update, 3),
             fmt_opt(r.peak_rss_mib, 0),
             fmt_opt(r.device_memory_mib, 1),
-            fmt_opt(peer, 0),
+            fmt_rate(peer),
             fmt_opt(ratio, 1)
         );
     }
@@ -611,7 +638,7 @@ pub fn markdown(report: &BenchReport) -> String {
         for p in &report.peer {
             let rate = match &p.error {
                 Some(e) => format!("failed: {e}"),
-                None => fmt_opt(p.episodes_per_second, 0),
+                None => fmt_rate(p.episodes_per_second),
             };
             out += &format!(
                 "| {} | {} | {} | {} | `{}` |\n",

@@ -525,7 +525,20 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     }
 }
 
+/// Refuses a recurrent run directory in a command that reads single-layer runs.
+fn single_layer_run(command: &str, dir: &Path) -> Result<()> {
+    if is_recurrent_file(&dir.join("config.toml")) {
+        bail!(
+            "{}: `bohp {command}` reads single-layer runs; this is a recurrent run, whose held-out \
+             error, loss and peak memory are in its summary.json (and reconstruction.png for images)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
+    single_layer_run("inspect", &args.run_dir)?;
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
@@ -739,6 +752,7 @@ fn format_measures(m: &Measures) -> String {
 }
 
 fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    single_layer_run("eval", &args.run_dir)?;
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }

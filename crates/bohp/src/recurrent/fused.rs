@@ -413,7 +413,6 @@ impl<F: Real> HostRnn<F> {
         ga: &mut [F],
         batch: usize,
     ) -> (Vec<F>, Vec<F>, f64, f64) {
-        const L: usize = 8;
         let n = self.n;
         let bn = batch * n;
         let rows = chunk_rows(n);
