@@ -183,6 +183,13 @@ pub struct PeerResult {
     pub error: Option<String>,
 }
 
+impl PeerResult {
+    /// A peer measurement that could not be run.
+    fn failed(workload: &str, batch: usize, error: String) -> PeerResult {
+        PeerResult { workload: workload.to_string(), batch, episodes_per_second: None, peak_rss_mib: None, command: String::new(), error: Some(error) }
+    }
+}
+
 /// `bench.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
@@ -410,12 +417,11 @@ fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) 
     let task = match task {
         Ok(task) => task,
         Err(e) => {
-            return PeerResult { workload: workload.to_string(), batch, episodes_per_second: None, peak_rss_mib: None, command: String::new(), error: Some(e.to_string()) };
+            return PeerResult::failed(workload, batch, e.to_string());
         }
     };
     if task.kind != bohp::recurrent::tasks::RecurrentTaskKind::Memorisation {
-        let error = Some(format!("the peer has no `{}` task (memorisation only)", task.kind.name()));
-        return PeerResult { workload: workload.to_string(), batch, episodes_per_second: None, peak_rss_mib: None, command: String::new(), error };
+        return PeerResult::failed(workload, batch, format!("the peer has no `{}` task (memorisation only)", task.kind.name()));
     }
     let timing = recurrent_timing(&plan.timing);
     // The peer has the memorisation task only, with the same timing options.

@@ -332,6 +332,18 @@ fn init_logging(run: &RunDir) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+/// Ctrl-C sets [`STOP`] (training stops after the current update); a second Ctrl-C exits at
+/// once with code 130.
+fn install_stop_handler() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(())
+}
+
 /// Whether the config file at `path` is a recurrent one (memorisation, images).
 fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
@@ -370,12 +382,7 @@ fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<E
     init_device(config.device, config.dtype)?;
     let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
     let run = RunDir::create(&dir)?;
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    install_stop_handler()?;
     init_logging(&run)?;
     let summary = recurrent::train(&run, config, cli.quiet, &STOP)?;
     println!("{}", recurrent::summary_text(&summary));
@@ -445,12 +452,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         (run, config, false)
     };
 
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    install_stop_handler()?;
 
     let mut trainer = if resuming {
         Trainer::resume(&run, config.clone(), engine(config.train.grad))?
@@ -591,12 +593,7 @@ fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitCode> {
         inspect_episodes: args.inspect_episodes,
         quiet: cli.quiet,
     };
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    install_stop_handler()?;
     let started = Instant::now();
     match reproduce::reproduce(&plan, &STOP)? {
         None => {

@@ -253,6 +253,32 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path
     })
 }
 
+/// Checks the `[train]` keys every run config has: episodes, batch, learning rate, Adam's βs.
+pub(crate) fn check_schedule(
+    bad: &dyn Fn(&str, String, &str) -> Error,
+    episodes: usize,
+    batch: usize,
+    learning_rate: f64,
+    beta1: f64,
+    beta2: f64,
+) -> Result<()> {
+    if episodes == 0 {
+        return Err(bad("train.episodes", "0".into(), "expected at least 1"));
+    }
+    if batch == 0 {
+        return Err(bad("train.batch", "0".into(), "expected at least 1"));
+    }
+    if !(learning_rate.is_finite() && learning_rate > 0.0) {
+        return Err(bad("train.learning_rate", learning_rate.to_string(), "expected a finite value > 0"));
+    }
+    for (field, beta) in [("train.adam_beta1", beta1), ("train.adam_beta2", beta2)] {
+        if !(0.0..1.0).contains(&beta) {
+            return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
+        }
+    }
+    Ok(())
+}
+
 /// Default steps of a labelled episode.
 pub const DEFAULT_STEPS: usize = 20;
 /// Default hidden units of the labelled tasks.
@@ -341,19 +367,7 @@ impl RunConfig {
             ));
         }
         let train = &self.train;
-        if train.episodes == 0 {
-            return Err(bad("train.episodes", "0".into(), "expected at least 1"));
-        }
-        if train.batch == 0 {
-            return Err(bad("train.batch", "0".into(), "expected at least 1"));
-        }
-        if !(train.learning_rate.is_finite() && train.learning_rate > 0.0) {
-            return Err(bad(
-                "train.learning_rate",
-                train.learning_rate.to_string(),
-                "expected a finite value > 0",
-            ));
-        }
+        check_schedule(&bad, train.episodes, train.batch, train.learning_rate, train.adam_beta1, train.adam_beta2)?;
         if !(train.min_learning_rate.is_finite()
             && train.min_learning_rate >= 0.0
             && train.min_learning_rate <= train.learning_rate)
@@ -363,11 +377,6 @@ impl RunConfig {
                 train.min_learning_rate.to_string(),
                 "expected a finite value with 0 <= min_learning_rate <= learning_rate",
             ));
-        }
-        for (field, beta) in [("train.adam_beta1", train.adam_beta1), ("train.adam_beta2", train.adam_beta2)] {
-            if !(0.0..1.0).contains(&beta) {
-                return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
-            }
         }
         if train.freeze_last > train.episodes {
             return Err(bad(

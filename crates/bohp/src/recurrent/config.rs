@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::images;
 use super::model::{LstmNet, PlasticRnnConfig, Rule};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
-use crate::config::{Plasticity, parse_toml};
+use crate::config::{Plasticity, check_schedule, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 
@@ -366,22 +366,12 @@ impl RecurrentConfig {
             return Err(bad("model.lstm_hidden", m.lstm_hidden.unwrap_or(0).to_string(), "applies only to `kind = \"lstm\"`; remove it"));
         }
         let tr = &self.train;
-        if tr.episodes == 0 {
-            return Err(bad("train.episodes", "0".into(), "expected at least 1"));
-        }
-        if tr.batch == 0 {
-            return Err(bad("train.batch", "0".into(), "expected at least 1"));
-        }
-        if !(tr.learning_rate.is_finite() && tr.learning_rate > 0.0) {
-            return Err(bad("train.learning_rate", tr.learning_rate.to_string(), "expected a finite value > 0"));
-        }
-        for (field, beta) in [("train.adam_beta1", tr.adam_beta1), ("train.adam_beta2", tr.adam_beta2)] {
-            if !(0.0..1.0).contains(&beta) {
-                return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
-            }
-        }
+        check_schedule(&bad, tr.episodes, tr.batch, tr.learning_rate, tr.adam_beta1, tr.adam_beta2)?;
         if tr.save_every == 0 {
             return Err(bad("train.save_every", "0".into(), "expected at least 1"));
+        }
+        if tr.eval_episodes == 0 {
+            return Err(bad("train.eval_episodes", "0".into(), "expected at least 1 (the run's held-out error)"));
         }
         if tr.engine == RecurrentEngine::Fused {
             if m.kind == RecurrentModelKind::Lstm {
@@ -463,6 +453,9 @@ learning_rate = 0.001
             ("episodes = 10", "episodes = 0", "train.episodes"),
             ("learning_rate = 0.001", "learning_rate = -1.0", "train.learning_rate"),
             ("[train]", "[train]\nbatch = 0", "train.batch"),
+            ("[train]", "[train]\nadam_beta2 = 1.0", "train.adam_beta2"),
+            ("[train]", "[train]\nsave_every = 0", "train.save_every"),
+            ("[train]", "[train]\neval_episodes = 0", "train.eval_episodes"),
             ("[train]", "[train]\ngradient_checkpointing = true", "train.gradient_checkpointing"),
             ("[train]", "[train]\nengine = \"autodiff\"\ntrace_checkpoint_every = 4", "train.trace_checkpoint_every"),
             ("[task]", "[task]\nitems = 0", "task.items"),

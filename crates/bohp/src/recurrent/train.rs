@@ -190,31 +190,20 @@ impl RecurrentTrainer {
 
     /// Outputs of the last step, `[batch][neurons]` (LSTM: `[batch][size]`), without gradients.
     pub fn outputs(&self, batch: &RecurrentBatch) -> Vec<f32> {
-        let shape = [batch.steps, batch.batch, batch.neurons];
         match &self.state {
             State::Host { values, rnn, .. } => match self.config.dtype {
                 Precision::F32 => host_pass::<f32>(rnn, values, batch, None, false).1,
                 Precision::F64 => host_pass::<f64>(rnn, values, batch, None, false).1,
             },
             State::Plastic { model, .. } => {
-                let model = model.valid();
                 let device = self.device.clone().without_autodiff();
-                let ys = model.forward(tensor3(&batch.inputs, shape, &device), batch.clamp.as_deref().map(|c| tensor3(c, shape, &device)));
-                to_f32(last_step(ys, batch.neurons))
+                to_f32(last_step(plastic_forward(&model.valid(), batch, &device), batch.neurons))
             }
             State::Lstm { model, .. } => {
-                let model = model.valid();
                 let device = self.device.clone().without_autodiff();
-                let ys = model.forward(self.lstm_inputs(batch, &device));
-                to_f32(last_step(ys, batch.neurons))
+                to_f32(last_step(model.valid().forward(lstm_inputs(&self.task, batch, &device)), batch.neurons))
             }
         }
-    }
-
-    fn lstm_inputs(&self, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
-        let shape = [batch.steps, batch.batch, batch.neurons];
-        let scale = if self.task.clamp { 1.0 } else { 1.0 / self.task.input_gain };
-        tensor3(&batch.inputs, shape, device).mul_scalar(scale)
     }
 
     /// One update on the next batch of training episodes.
@@ -247,34 +236,12 @@ impl RecurrentTrainer {
                 (loss, y)
             }
             State::Plastic { model, optim } => {
-                let shape = [batch.steps, batch.batch, batch.neurons];
-                let ys = model.forward(
-                    tensor3(&batch.inputs, shape, &self.device),
-                    batch.clamp.as_deref().map(|c| tensor3(c, shape, &self.device)),
-                );
-                let (loss, last) = loss_of(ys, &batch, size, &self.device);
-                let grads = GradientsParams::from_grads(loss.backward(), &*model);
-                let loss_value = scalar(last.1);
-                if !loss_value.is_finite() {
-                    return Err(format!("the loss ({loss_value})"));
-                }
-                *model = optim.step(lr, model.clone(), grads);
-                (loss_value, last.0)
+                let ys = plastic_forward(model, &batch, &self.device);
+                autodiff_update(model, optim, ys, &batch, size, lr, &self.device)?
             }
             State::Lstm { model, optim } => {
-                let inputs = {
-                    let scale = if self.task.clamp { 1.0 } else { 1.0 / self.task.input_gain };
-                    tensor3(&batch.inputs, [batch.steps, batch.batch, batch.neurons], &self.device).mul_scalar(scale)
-                };
-                let ys = model.forward(inputs);
-                let (loss, last) = loss_of(ys, &batch, size, &self.device);
-                let grads = GradientsParams::from_grads(loss.backward(), &*model);
-                let loss_value = scalar(last.1);
-                if !loss_value.is_finite() {
-                    return Err(format!("the loss ({loss_value})"));
-                }
-                *model = optim.step(lr, model.clone(), grads);
-                (loss_value, last.0)
+                let ys = model.forward(lstm_inputs(&self.task, &batch, &self.device));
+                autodiff_update(model, optim, ys, &batch, size, lr, &self.device)?
             }
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -334,6 +301,39 @@ impl RecurrentTrainer {
             (_, false) => "non-plastic",
         }
     }
+}
+
+/// The plastic network's outputs for every step of `batch`.
+fn plastic_forward(model: &PlasticRnn, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
+    let shape = [batch.steps, batch.batch, batch.neurons];
+    model.forward(tensor3(&batch.inputs, shape, device), batch.clamp.as_deref().map(|c| tensor3(c, shape, device)))
+}
+
+/// The LSTM's inputs: the task's inputs, unclamped ones divided by their gain (±1 values).
+fn lstm_inputs(task: &RecurrentTask, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
+    let scale = if task.clamp { 1.0 } else { 1.0 / task.input_gain };
+    tensor3(&batch.inputs, [batch.steps, batch.batch, batch.neurons], device).mul_scalar(scale)
+}
+
+/// One autodiff update of `model` from its outputs `ys`: the loss value and `y(T)` on the host,
+/// or what was not finite.
+fn autodiff_update<M: Module + Clone>(
+    model: &mut M,
+    optim: &mut ModuleOptimizer,
+    ys: Tensor<3>,
+    batch: &RecurrentBatch,
+    size: usize,
+    lr: f64,
+    device: &Device,
+) -> std::result::Result<(f64, Vec<f32>), String> {
+    let (loss, (y_last, value)) = loss_of(ys, batch, size, device);
+    let grads = GradientsParams::from_grads(loss.backward(), &*model);
+    let value = scalar(value);
+    if !value.is_finite() {
+        return Err(format!("the loss ({value})"));
+    }
+    *model = optim.step(lr, model.clone(), grads);
+    Ok((value, y_last))
 }
 
 fn round(values: &[Vec<f64>], dtype: Precision) -> Vec<Vec<f64>> {
