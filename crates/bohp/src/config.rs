@@ -128,6 +128,19 @@ pub enum LrSchedule {
     Cosine,
 }
 
+impl LrSchedule {
+    /// The learning rate of episode `episode` when the schedule decays from `lr0` at episode 0
+    /// to `lr1` at episode `end` (and stays there).
+    pub fn at(self, lr0: f64, lr1: f64, episode: usize, end: usize) -> f64 {
+        let progress = (episode as f64 / end.max(1) as f64).clamp(0.0, 1.0);
+        match self {
+            LrSchedule::Constant => lr0,
+            LrSchedule::Linear => lr0 + (lr1 - lr0) * progress,
+            LrSchedule::Cosine => lr1 + (lr0 - lr1) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        }
+    }
+}
+
 /// Where training gradients come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -253,12 +266,13 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path
     })
 }
 
-/// Checks the `[train]` keys every run config has: episodes, batch, learning rate, Adam's βs.
+/// Checks the `[train]` keys every run config has: episodes, batch, learning rate (initial and
+/// final), Adam's βs.
 pub(crate) fn check_schedule(
     bad: &dyn Fn(&str, String, &str) -> Error,
     episodes: usize,
     batch: usize,
-    learning_rate: f64,
+    (learning_rate, min_learning_rate): (f64, f64),
     beta1: f64,
     beta2: f64,
 ) -> Result<()> {
@@ -270,6 +284,13 @@ pub(crate) fn check_schedule(
     }
     if !(learning_rate.is_finite() && learning_rate > 0.0) {
         return Err(bad("train.learning_rate", learning_rate.to_string(), "expected a finite value > 0"));
+    }
+    if !(min_learning_rate.is_finite() && min_learning_rate >= 0.0 && min_learning_rate <= learning_rate) {
+        return Err(bad(
+            "train.min_learning_rate",
+            min_learning_rate.to_string(),
+            "expected a finite value with 0 <= min_learning_rate <= learning_rate",
+        ));
     }
     for (field, beta) in [("train.adam_beta1", beta1), ("train.adam_beta2", beta2)] {
         if !(0.0..1.0).contains(&beta) {
@@ -367,17 +388,14 @@ impl RunConfig {
             ));
         }
         let train = &self.train;
-        check_schedule(&bad, train.episodes, train.batch, train.learning_rate, train.adam_beta1, train.adam_beta2)?;
-        if !(train.min_learning_rate.is_finite()
-            && train.min_learning_rate >= 0.0
-            && train.min_learning_rate <= train.learning_rate)
-        {
-            return Err(bad(
-                "train.min_learning_rate",
-                train.min_learning_rate.to_string(),
-                "expected a finite value with 0 <= min_learning_rate <= learning_rate",
-            ));
-        }
+        check_schedule(
+            &bad,
+            train.episodes,
+            train.batch,
+            (train.learning_rate, train.min_learning_rate),
+            train.adam_beta1,
+            train.adam_beta2,
+        )?;
         if train.freeze_last > train.episodes {
             return Err(bad(
                 "train.freeze_last",
@@ -426,16 +444,7 @@ impl RunConfig {
     /// The learning rate of training episode `episode`.
     pub fn learning_rate(&self, episode: usize) -> f64 {
         let train = &self.train;
-        let (lr0, lr1) = (train.learning_rate, train.min_learning_rate);
-        let progress = episode as f64 / self.first_frozen().max(1) as f64;
-        let progress = progress.clamp(0.0, 1.0);
-        match train.lr_schedule {
-            LrSchedule::Constant => lr0,
-            LrSchedule::Linear => lr0 + (lr1 - lr0) * progress,
-            LrSchedule::Cosine => {
-                lr1 + (lr0 - lr1) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
+        train.lr_schedule.at(train.learning_rate, train.min_learning_rate, episode, self.first_frozen())
     }
 
     /// The index of the first frozen episode.

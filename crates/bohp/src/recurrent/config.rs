@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::images;
 use super::model::{LstmNet, PlasticRnnConfig, Rule};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
-use crate::config::{Plasticity, check_schedule, parse_toml};
+use crate::config::{LrSchedule, Plasticity, check_schedule, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 
@@ -164,8 +164,14 @@ pub struct RecurrentTrainConfig {
     /// Episodes per update.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Adam learning rate.
+    /// Adam learning rate (the initial one, under a decaying schedule).
     pub learning_rate: f64,
+    /// `constant`, `linear` or `cosine` (decaying to `min_learning_rate` at the last update).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The learning rate a decaying schedule ends at (ignored by `constant`).
+    #[serde(default)]
+    pub min_learning_rate: f64,
     /// Adam's β₁.
     #[serde(default = "default_beta1")]
     pub adam_beta1: f64,
@@ -250,6 +256,12 @@ impl RecurrentConfig {
     /// Stimulus size.
     pub fn size(&self) -> usize {
         if self.images() { images::PIXELS } else { self.task.size.unwrap_or(1000) }
+    }
+
+    /// The learning rate of update `episode`.
+    pub fn learning_rate(&self, episode: usize) -> f64 {
+        let tr = &self.train;
+        tr.lr_schedule.at(tr.learning_rate, tr.min_learning_rate, episode, tr.episodes)
     }
 
     /// Neurons of the recurrent network.
@@ -366,7 +378,7 @@ impl RecurrentConfig {
             return Err(bad("model.lstm_hidden", m.lstm_hidden.unwrap_or(0).to_string(), "applies only to `kind = \"lstm\"`; remove it"));
         }
         let tr = &self.train;
-        check_schedule(&bad, tr.episodes, tr.batch, tr.learning_rate, tr.adam_beta1, tr.adam_beta2)?;
+        check_schedule(&bad, tr.episodes, tr.batch, (tr.learning_rate, tr.min_learning_rate), tr.adam_beta1, tr.adam_beta2)?;
         if tr.save_every == 0 {
             return Err(bad("train.save_every", "0".into(), "expected at least 1"));
         }

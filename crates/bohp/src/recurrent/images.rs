@@ -121,6 +121,19 @@ pub fn read_cifar10(path: &Path) -> Result<Vec<Image>> {
     Ok(images)
 }
 
+/// Normalises an image as the 2018 code does before an episode: subtracts its mean, then
+/// scales it so its largest absolute pixel is 1. Zero-mean images keep the Hebbian traces of
+/// different images from sharing one large common component (their mean), which otherwise
+/// dominates recall.
+pub fn normalise(img: &mut [f32]) {
+    let mean = img.iter().map(|&v| v as f64).sum::<f64>() / img.len().max(1) as f64;
+    let peak = img.iter().map(|&v| (v as f64 - mean).abs()).fold(0.0f64, f64::max);
+    let scale = 1.0 / (peak + 1e-8);
+    for v in img.iter_mut() {
+        *v = ((*v as f64 - mean) * scale) as f32;
+    }
+}
+
 /// Correlation of horizontally adjacent pixels (a smoothness measure: near 0 for white noise,
 /// near 1 for smooth images).
 pub fn neighbour_correlation(img: &[f32]) -> f64 {

@@ -93,14 +93,17 @@ impl RecurrentTask {
         self.cycles * self.items * (self.present_steps + self.gap_steps) + self.probe_steps
     }
 
+    /// One stimulus: a ±1 pattern, or an image normalised to zero mean and peak |pixel| 1.
     fn stimulus(&self, rng: &mut impl Rng) -> Vec<f32> {
-        match (&self.kind, &self.source) {
+        let mut img = match (&self.kind, &self.source) {
             (RecurrentTaskKind::Memorisation, _) => {
-                (0..self.size).map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 }).collect()
+                return (0..self.size).map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 }).collect();
             }
             (RecurrentTaskKind::Images, ImageSource::Generated) => images::generate(rng),
             (RecurrentTaskKind::Images, ImageSource::Loaded(all)) => all[rng.random_range(0..all.len())].clone(),
-        }
+        };
+        images::normalise(&mut img);
+        img
     }
 
     /// Which stimulus elements the probe erases.

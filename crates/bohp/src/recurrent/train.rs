@@ -211,7 +211,7 @@ impl RecurrentTrainer {
         let episode = self.next_episode;
         let b = self.config.train.batch;
         let batch = self.task.batch(self.config.seed, Stream::Train, (episode * b) as u64, b, self.unit_width());
-        let lr = self.config.train.learning_rate;
+        let lr = self.config.learning_rate(episode);
         let started = Instant::now();
         let interval = match self.config.train.trace_checkpoint_every {
             0 => None,
