@@ -454,6 +454,21 @@ learning_rate = 0.001
     }
 
     #[test]
+    fn learning_rate_schedules_decay_to_the_minimum_at_the_last_update() {
+        let c = RecurrentConfig::parse(BASE, Path::new("rnn.toml")).unwrap();
+        assert_eq!((c.learning_rate(0), c.learning_rate(9)), (0.001, 0.001));
+        let text = BASE.replace("[train]", "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.0001");
+        let c = RecurrentConfig::parse(&text, Path::new("rnn.toml")).unwrap();
+        c.validate("rnn.toml").unwrap();
+        assert_eq!(c.learning_rate(0), 0.001);
+        // Halfway (5 of 10 updates): the mean of the two rates.
+        assert!((c.learning_rate(5) - 0.00055).abs() < 1e-15);
+        assert!((c.learning_rate(10) - 0.0001).abs() < 1e-15);
+        let linear = RecurrentConfig::parse(&text.replace("cosine", "linear"), Path::new("x")).unwrap();
+        assert!((linear.learning_rate(2) - (0.001 - 0.2 * 0.0009)).abs() < 1e-15);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (from, to, field) in [
             ("size = 50", "size = 1", "task.size"),
@@ -466,6 +481,8 @@ learning_rate = 0.001
             ("learning_rate = 0.001", "learning_rate = -1.0", "train.learning_rate"),
             ("[train]", "[train]\nbatch = 0", "train.batch"),
             ("[train]", "[train]\nadam_beta2 = 1.0", "train.adam_beta2"),
+            ("[train]", "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.01", "train.min_learning_rate"),
+            ("[train]", "[train]\nmin_learning_rate = -1.0", "train.min_learning_rate"),
             ("[train]", "[train]\nsave_every = 0", "train.save_every"),
             ("[train]", "[train]\neval_episodes = 0", "train.eval_episodes"),
             ("[train]", "[train]\ngradient_checkpointing = true", "train.gradient_checkpointing"),

@@ -181,4 +181,18 @@ mod tests {
         let noise: Vec<f32> = (0..PIXELS).map(|_| rng.random_range(-1.0..1.0)).collect();
         assert!(neighbour_correlation(&noise).abs() < 0.2);
     }
+
+    #[test]
+    fn normalise_centres_and_scales_to_a_unit_peak() {
+        let mut img = vec![0.5f32, 0.7, 0.1, 0.3];
+        normalise(&mut img);
+        // mean 0.4: [0.1, 0.3, -0.3, -0.1] / 0.3
+        for (v, want) in img.iter().zip([1.0 / 3.0, 1.0, -1.0, -1.0 / 3.0]) {
+            assert!((v - want).abs() < 1e-6, "{img:?}");
+        }
+        // A flat image (a uniform CIFAR record) becomes zeros, not NaN.
+        let mut flat = vec![0.25f32; PIXELS];
+        normalise(&mut flat);
+        assert!(flat.iter().all(|&v| v == 0.0));
+    }
 }

@@ -302,5 +302,12 @@ mod tests {
         }
         // Clamped inputs carry raw pixel values (no gain).
         assert!(b.inputs.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // Each image is normalised as in the 2018 code: zero mean, largest |pixel| 1.
+        for img in b.stimuli.chunks(n) {
+            let mean = img.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let peak = img.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(mean.abs() < 1e-6, "image mean {mean}");
+            assert!((peak - 1.0).abs() < 1e-6, "image peak {peak}");
+        }
     }
 }
