@@ -260,6 +260,10 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("images plastic") && stdout.contains("peak memory"), "{stdout}");
+    // Image runs report the error of a blank reconstruction beside their own.
+    assert!(stdout.contains("a blank half scores"), "{stdout}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["blank_error"].is_number(), "{summary}");
     let png = std::fs::read(out.join("reconstruction.png")).unwrap();
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let reader = decoder.read_info().unwrap();

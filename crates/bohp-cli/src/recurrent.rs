@@ -118,7 +118,10 @@ pub fn reconstruction_figure(trainer: &RecurrentTrainer, path: &Path, episodes: 
 
 /// The summary as printed at the end of a run.
 pub fn summary_text(s: &RecurrentSummary) -> String {
-    let unit = if s.task == "images" { "per-pixel MSE on the erased half" } else { "wrong bits among the erased half" };
+    let unit = match s.blank_error {
+        Some(blank) => format!("per-pixel MSE on the erased half; a blank half scores {blank:.4}"),
+        None => "wrong bits among the erased half".to_string(),
+    };
     format!(
         "{} {} ({} engine, {} units, {} params): {} updates; held-out error {:.4} ({unit}), loss {:.3}; \
          last-10% training error {:.4}; eta {:.4}; {:.3} s/episode; peak memory {} MiB",

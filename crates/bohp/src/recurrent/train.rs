@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{RecurrentConfig, RecurrentEngine, RecurrentModelKind};
 use super::fused::{EpisodeBatch, Real};
 use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
-use super::tasks::{RecurrentBatch, RecurrentTask};
+use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
 use crate::device::{Precision, init_device};
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
@@ -58,6 +58,10 @@ pub struct RecurrentSummary {
     pub eval_loss: f64,
     /// Mean error on the held-out episodes.
     pub eval_error: f64,
+    /// Images: the held-out error of a blank (all-zero) reconstruction, i.e. the mean squared
+    /// erased pixel, as a reference for `eval_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blank_error: Option<f64>,
     /// Median seconds per update divided by the batch size.
     pub seconds_per_episode: f64,
     /// The process's peak resident memory (MiB), when the OS reports it.
@@ -273,6 +277,12 @@ impl RecurrentTrainer {
         (loss / episodes.max(1) as f64, error / episodes.max(1) as f64)
     }
 
+    /// The error of an all-zero output on the same held-out episodes as [`Self::evaluate`].
+    pub fn blank_error(&self, episodes: usize) -> f64 {
+        let batch = self.task.batch(self.config.seed, Stream::Eval, 0, episodes, self.unit_width());
+        self.task.error(&batch, &vec![0.0; batch.batch * batch.neurons])
+    }
+
     /// The plastic network as a burn module (on the plain device), or `None` for the LSTM.
     pub fn plastic_module(&self) -> Option<PlasticRnn> {
         let device = self.device.clone().without_autodiff();
@@ -427,6 +437,8 @@ pub fn train_recurrent(
         final_train_error,
         eval_loss,
         eval_error,
+        blank_error: (trainer.task.kind == RecurrentTaskKind::Images)
+            .then(|| trainer.blank_error(trainer.config.train.eval_episodes)),
         seconds_per_episode: median / trainer.config.train.batch as f64,
         peak_rss_mib: peak_rss_mib(None),
         eta: trainer.eta(),
