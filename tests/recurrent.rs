@@ -264,6 +264,10 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     assert!(stdout.contains("a blank half scores"), "{stdout}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert!(summary["blank_error"].is_number(), "{summary}");
+    // Resuming a recurrent run is refused, naming the file that holds its parameters.
+    let o = run_bohp(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("not supported") && stderr.contains("model.bpk"), "{stderr}");
     let png = std::fs::read(out.join("reconstruction.png")).unwrap();
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let reader = decoder.read_info().unwrap();

@@ -344,6 +344,23 @@ fn install_stop_handler() -> Result<()> {
     Ok(())
 }
 
+impl TrainArgs {
+    /// Applies `--episodes` and `--seed` (keys every config kind has) and returns the flags
+    /// given, for error messages.
+    fn override_schedule(&self, episodes: &mut usize, seed: &mut u64) -> Vec<&'static str> {
+        let mut flags = Vec::new();
+        if let Some(e) = self.episodes {
+            *episodes = e;
+            flags.push("--episodes");
+        }
+        if let Some(s) = self.seed {
+            *seed = s;
+            flags.push("--seed");
+        }
+        flags
+    }
+}
+
 /// Whether the config file at `path` is a recurrent one (memorisation, images).
 fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
@@ -352,15 +369,7 @@ fn is_recurrent_file(path: &Path) -> bool {
 fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<ExitCode> {
     use bohp::recurrent::config::{RecurrentConfig, RecurrentEngine};
     let mut config = RecurrentConfig::load(path)?;
-    let mut flags = Vec::new();
-    if let Some(episodes) = args.episodes {
-        config.train.episodes = episodes;
-        flags.push("--episodes");
-    }
-    if let Some(seed) = args.seed {
-        config.seed = seed;
-        flags.push("--seed");
-    }
+    let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
     if let Some(grad) = args.grad {
         config.train.engine = match grad {
             GradEngine::Autodiff => RecurrentEngine::Autodiff,
@@ -400,7 +409,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         && is_recurrent_file(&dir.join("config.toml"))
     {
         bail!(
-            "{}: resuming recurrent runs is not supported yet; the run's model.mpk holds its last saved parameters",
+            "{}: resuming recurrent runs is not supported yet; the run's model.bpk holds its last saved parameters",
             dir.display()
         );
     }
@@ -423,15 +432,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     } else {
         let path = args.config.as_ref().expect("clap requires a config without --resume");
         let mut config = RunConfig::load(path)?;
-        let mut flags = Vec::new();
-        if let Some(episodes) = args.episodes {
-            config.train.episodes = episodes;
-            flags.push("--episodes");
-        }
-        if let Some(seed) = args.seed {
-            config.seed = seed;
-            flags.push("--seed");
-        }
+        let flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
         if let Some(grad) = args.grad {
             config.train.grad = grad;
         }

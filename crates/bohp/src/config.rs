@@ -224,16 +224,16 @@ fn default_pattern_bits() -> usize {
 fn default_init_std() -> f64 {
     0.1
 }
-fn default_batch() -> usize {
+pub(crate) fn default_batch() -> usize {
     1
 }
 fn default_checkpoint_every() -> usize {
     500
 }
-fn default_beta1() -> f64 {
+pub(crate) fn default_beta1() -> f64 {
     0.9
 }
-fn default_beta2() -> f64 {
+pub(crate) fn default_beta2() -> f64 {
     0.999
 }
 

@@ -162,7 +162,7 @@ pub struct RecurrentTrainConfig {
     /// Parameter updates; each is a batch of `batch` episodes.
     pub episodes: usize,
     /// Episodes per update.
-    #[serde(default = "default_batch")]
+    #[serde(default = "crate::config::default_batch")]
     pub batch: usize,
     /// Adam learning rate (the initial one, under a decaying schedule).
     pub learning_rate: f64,
@@ -173,10 +173,10 @@ pub struct RecurrentTrainConfig {
     #[serde(default)]
     pub min_learning_rate: f64,
     /// Adam's β₁.
-    #[serde(default = "default_beta1")]
+    #[serde(default = "crate::config::default_beta1")]
     pub adam_beta1: f64,
     /// Adam's β₂.
-    #[serde(default = "default_beta2")]
+    #[serde(default = "crate::config::default_beta2")]
     pub adam_beta2: f64,
     /// `fused` or `autodiff`.
     #[serde(default)]
@@ -204,15 +204,6 @@ fn default_init_std() -> f64 {
 }
 fn default_init_eta() -> f64 {
     0.01
-}
-fn default_batch() -> usize {
-    1
-}
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.999
 }
 fn default_eval() -> usize {
     100

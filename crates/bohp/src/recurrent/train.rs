@@ -70,6 +70,17 @@ pub struct RecurrentSummary {
     pub eta: f64,
 }
 
+/// Held-out measures ([`RecurrentTrainer::evaluate`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean loss.
+    pub loss: f64,
+    /// Mean error.
+    pub error: f64,
+    /// Mean error of an all-zero output (a blank reconstruction).
+    pub blank_error: f64,
+}
+
 enum State {
     /// Parameters `[W, α, η]` and Adam on the host (the fused engine).
     Host { values: Vec<Vec<f64>>, adam: HostAdam, trainable: Vec<bool>, rnn: PlasticRnnConfig },
@@ -262,25 +273,23 @@ impl RecurrentTrainer {
         }
     }
 
-    /// Mean loss and error on `episodes` held-out episodes (the `Eval` stream).
-    pub fn evaluate(&self, episodes: usize) -> (f64, f64) {
+    /// Mean loss, error, and the error of an all-zero output, on `episodes` held-out episodes
+    /// (the `Eval` stream).
+    pub fn evaluate(&self, episodes: usize) -> Evaluation {
         let chunk = self.config.train.batch.clamp(1, 16);
-        let (mut loss, mut error, mut done) = (0.0, 0.0, 0);
+        let mut sum = Evaluation { loss: 0.0, error: 0.0, blank_error: 0.0 };
+        let mut done = 0;
         while done < episodes {
             let b = chunk.min(episodes - done);
             let batch = self.task.batch(self.config.seed, Stream::Eval, done as u64, b, self.unit_width());
             let y = self.outputs(&batch);
-            loss += self.task.loss(&batch, &y) * b as f64;
-            error += self.task.error(&batch, &y) * b as f64;
+            sum.loss += self.task.loss(&batch, &y) * b as f64;
+            sum.error += self.task.error(&batch, &y) * b as f64;
+            sum.blank_error += self.task.error(&batch, &vec![0.0; y.len()]) * b as f64;
             done += b;
         }
-        (loss / episodes.max(1) as f64, error / episodes.max(1) as f64)
-    }
-
-    /// The error of an all-zero output on the same held-out episodes as [`Self::evaluate`].
-    pub fn blank_error(&self, episodes: usize) -> f64 {
-        let batch = self.task.batch(self.config.seed, Stream::Eval, 0, episodes, self.unit_width());
-        self.task.error(&batch, &vec![0.0; batch.batch * batch.neurons])
+        let n = episodes.max(1) as f64;
+        Evaluation { loss: sum.loss / n, error: sum.error / n, blank_error: sum.blank_error / n }
     }
 
     /// The plastic network as a burn module (on the plain device), or `None` for the LSTM.
@@ -418,7 +427,7 @@ pub fn train_recurrent(
     }
     metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
     trainer.save(&model_path)?;
-    let (eval_loss, eval_error) = trainer.evaluate(trainer.config.train.eval_episodes);
+    let eval = trainer.evaluate(trainer.config.train.eval_episodes);
     let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
     let final_train_error = rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
     let mut secs: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
@@ -435,10 +444,9 @@ pub fn train_recurrent(
         params: trainer.config.num_params(),
         episodes: trainer.next_episode,
         final_train_error,
-        eval_loss,
-        eval_error,
-        blank_error: (trainer.task.kind == RecurrentTaskKind::Images)
-            .then(|| trainer.blank_error(trainer.config.train.eval_episodes)),
+        eval_loss: eval.loss,
+        eval_error: eval.error,
+        blank_error: (trainer.task.kind == RecurrentTaskKind::Images).then_some(eval.blank_error),
         seconds_per_episode: median / trainer.config.train.batch as f64,
         peak_rss_mib: peak_rss_mib(None),
         eta: trainer.eta(),
