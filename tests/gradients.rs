@@ -8,8 +8,10 @@ use bohp::layer::PlasticLayerConfig;
 use bohp::network::{PlasticNet, PlasticNetConfig};
 use bohp::tasks::{EpisodeBatch, Targets, Task, TaskKind};
 use bohp::train::Autodiff;
-use bohp_gradcheck::analytic::{Grads, Params, Variant, evaluate};
-use bohp_gradcheck::check::{CheckOptions, Tolerances, check};
+use bohp::engines::analytic::{Analytic, Grads, Params, Variant, evaluate, evaluate_with};
+use bohp::rules::faults::{Fault, Faulty};
+use bohp::rules::{Rule, RuleSpec};
+use bohp_gradcheck::check::{CheckOptions, Recursion, Tolerances, check};
 use bohp_gradcheck::compare::{agreement, autodiff, finite_differences, floor, model_with, worst_relative};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +37,15 @@ struct Case {
     task: Task,
 }
 
+/// The clipped rule's bound in the random cases: small enough that traces saturate.
+const CLIP: f64 = 0.2;
+
 fn random_case(n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool, steps: usize, seed: u64) -> Case {
+    ruled_case(Rule::Hebb, n_in, n_out, gamma, sign, labelled, steps, seed)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ruled_case(rule: Rule, n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool, steps: usize, seed: u64) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
     let w = (0..n_in * n_out).map(|_| normal(0.5)).collect();
@@ -65,7 +75,7 @@ fn random_case(n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool
         (None, None, Targets::Pattern { values })
     };
     Case {
-        params: Params { n_in, n_out, gamma, w, alpha, b, readout_v, readout_c },
+        params: Params { n_in, n_out, gamma, rule: RuleSpec { rule, clip: CLIP }, w, alpha, b, readout_v, readout_c },
         batch: EpisodeBatch { batch: batch_size, steps, n_in, inputs, targets },
         task: Task {
             kind: if labelled { TaskKind::OneShot } else { TaskKind::Completion },
@@ -79,7 +89,7 @@ fn random_case(n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool
 fn autodiff_grads(case: &Case, backend: Backend) -> (f64, Grads) {
     let device = init_device(backend, Precision::F64).unwrap().autodiff();
     let config = PlasticNetConfig {
-        layer: PlasticLayerConfig::new(case.params.n_in, case.params.n_out, case.params.gamma),
+        layer: PlasticLayerConfig::new(case.params.n_in, case.params.n_out, case.params.gamma).with_rule(case.params.rule),
         classes: case.params.readout_c.as_ref().map(Vec::len),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -100,8 +110,33 @@ fn cases() -> Vec<(String, Case)> {
                 }
             }
         }
+        // Oja's rule and the clipped rule (saturated in places) in the single layer.
+        for rule in [Rule::Oja, Rule::Clipped] {
+            for gamma in [0.3, 1.0] {
+                for labelled in [false, true] {
+                    seed += 1;
+                    let name = format!("{rule} {n_in}x{n_out} gamma {gamma}, labelled {labelled}");
+                    out.push((name, ruled_case(rule, n_in, n_out, gamma, Sign::Mixed, labelled, 20, seed)));
+                }
+            }
+        }
     }
     out
+}
+
+/// The fraction of the clipped rule's trace entries at the bound, over the episode.
+fn saturated_fraction(case: &Case) -> f64 {
+    let traced = evaluate(&case.params, &case.batch, Variant::Correct, true);
+    let all: Vec<f64> = traced.traces.iter().flat_map(|t| t.h.iter().flatten().copied()).collect();
+    all.iter().filter(|h| h.abs() >= CLIP).count() as f64 / all.len() as f64
+}
+
+#[test]
+fn the_clipped_cases_saturate_some_traces() {
+    for (name, case) in cases().iter().filter(|(_, c)| c.params.rule.rule == Rule::Clipped) {
+        let f = saturated_fraction(case);
+        assert!(f > 0.01 && f < 0.99, "{name}: {f} of the trace entries at the clip");
+    }
 }
 
 #[test]
@@ -113,7 +148,7 @@ fn autodiff_equals_the_analytic_recursion_on_random_networks() {
         assert!((loss - analytic.loss).abs() <= 1e-12 * loss.abs().max(1.0), "{name}: loss {loss} vs {}", analytic.loss);
         let rows = agreement(&ad, &analytic.grads, floor(analytic.loss, tol.autodiff_floor));
         let worst = worst_relative(&rows);
-        assert!(worst <= tol.autodiff_vs_analytic, "{name}: max relative error {worst:e}: {rows:?}");
+        assert!(worst <= tol.autodiff_vs_reference, "{name}: max relative error {worst:e}: {rows:?}");
         assert!(rows.iter().all(|r| r.cosine > 1.0 - 1e-12), "{name}: {rows:?}");
     }
 }
@@ -126,7 +161,7 @@ fn the_analytic_recursion_equals_finite_differences_on_random_networks() {
         let fd = finite_differences(&case.params, &case.batch);
         let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
         let worst = worst_relative(&rows);
-        assert!(worst <= tol.analytic_vs_finite_differences, "{name}: max relative error {worst:e}: {rows:?}");
+        assert!(worst <= tol.reference_vs_finite_differences, "{name}: max relative error {worst:e}: {rows:?}");
     }
 }
 
@@ -138,10 +173,10 @@ fn long_episodes_of_1000_steps_agree() {
         let (_, ad) = autodiff_grads(&case, Backend::Flex);
         let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
         let rows = agreement(&ad, &analytic.grads, floor(analytic.loss, tol.autodiff_floor));
-        assert!(worst_relative(&rows) <= tol.autodiff_vs_analytic, "{rows:?}");
+        assert!(worst_relative(&rows) <= tol.autodiff_vs_reference, "{rows:?}");
         let fd = finite_differences(&case.params, &case.batch);
         let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
-        assert!(worst_relative(&rows) <= tol.analytic_vs_finite_differences, "{rows:?}");
+        assert!(worst_relative(&rows) <= tol.reference_vs_finite_differences, "{rows:?}");
     }
 }
 
@@ -151,24 +186,90 @@ fn every_task_passes_the_check_in_f64_including_1000_step_episodes() {
         let mut config = shipped_config(name);
         config.dtype = Precision::F64;
         config.task.steps = steps.or(config.task.steps);
-        let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, variant: Variant::Correct };
+        let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion: Recursion::Correct };
         let (report, _) = check(&config, options).unwrap();
         assert!(report.passed, "{name} ({steps:?} steps):\n{}", report.table());
-        assert!(worst_relative(&report.autodiff_vs_analytic) <= 1e-10);
+        assert!(report.comparison("autodiff vs analytic").unwrap().worst() <= 1e-10);
+    }
+}
+
+/// A shipped single-layer config with another rule, in f64.
+fn with_rule(name: &str, rule: Rule, clip: Option<f64>) -> bohp::config::RunConfig {
+    let mut config = shipped_config(name);
+    config.dtype = Precision::F64;
+    config.model.rule = rule;
+    config.model.clip = clip;
+    config.validate("test").unwrap();
+    config
+}
+
+/// Every rule the single-layer configs allow passes the check (autodiff and finite
+/// differences against the recursion), the clipped rule with saturated traces.
+#[test]
+fn every_rule_passes_the_single_layer_check() {
+    for name in ["completion", "one-shot"] {
+        for (rule, clip) in [(Rule::Oja, None), (Rule::Clipped, Some(0.01)), (Rule::Clipped, None)] {
+            let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion: Recursion::Correct };
+            let (report, _) = check(&with_rule(name, rule, clip), options).unwrap();
+            assert!(report.passed, "{name} {rule} {clip:?}:\n{}", report.table());
+        }
+    }
+}
+
+/// Each injected mistake is reported far above the tolerance, on the rule it concerns.
+#[test]
+fn the_single_layer_check_catches_each_injected_mistake() {
+    let tol = Tolerances::for_precision(Precision::F64);
+    let cases = [
+        (Rule::Hebb, None, Recursion::NewTrace),
+        (Rule::Hebb, None, Recursion::Fault(Fault::RateOnOldTrace)),
+        (Rule::Oja, None, Recursion::Fault(Fault::OjaDecayDropped)),
+        (Rule::Clipped, Some(0.01), Recursion::Fault(Fault::GradientThroughClip)),
+    ];
+    for name in ["completion", "one-shot"] {
+        for (rule, clip, recursion) in cases {
+            let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion };
+            let (report, _) = check(&with_rule(name, rule, clip), options).unwrap();
+            assert!(!report.passed, "{name} {rule} {}:\n{}", recursion.name(), report.table());
+            let worst = report.comparison("autodiff vs analytic").unwrap().worst();
+            assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4, "{name} {rule} {}: only {worst:e}", recursion.name());
+            let fd = report.comparison("analytic vs central finite differences").unwrap().worst();
+            assert!(fd > 1e2 * tol.reference_vs_finite_differences, "{name} {rule} {}: finite differences only {fd:e}", recursion.name());
+        }
+    }
+}
+
+/// With `plasticity = "none"` α is not a parameter: the check passes and does not compare it.
+#[test]
+fn the_check_passes_without_plasticity_and_leaves_alpha_out() {
+    for name in ["completion", "one-shot"] {
+        let mut config = shipped_config(name);
+        config.dtype = Precision::F64;
+        config.model.plasticity = bohp::config::Plasticity::None;
+        let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion: Recursion::Correct };
+        let (report, _) = check(&config, options).unwrap();
+        assert!(report.passed, "{name}:\n{}", report.table());
+        for c in &report.comparisons {
+            assert!(c.rows.iter().all(|r| r.group != "alpha") && c.rows.iter().any(|r| r.group == "w"), "{name}: {:?}", c.rows);
+        }
     }
 }
 
 #[test]
 fn the_checker_catches_the_papers_weighting_and_the_double_tanh() {
     let tol = Tolerances::for_precision(Precision::F64);
-    for (name, case) in cases().into_iter().filter(|(_, c)| c.params.gamma != 1.0).step_by(4) {
+    for (name, case) in cases().into_iter().filter(|(_, c)| c.params.gamma != 1.0 && c.params.rule.rule == Rule::Hebb).step_by(4) {
         let (_, ad) = autodiff_grads(&case, Backend::Ndarray);
-        for variant in [Variant::PaperWeighting, Variant::DoubleTanh] {
+        for variant in [Variant::PaperWeighting, Variant::DoubleTanh, Variant::NewTrace] {
             let wrong = evaluate(&case.params, &case.batch, variant, false);
             let rows = agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor));
             let worst = worst_relative(&rows);
-            assert!(worst > 1e4 * tol.autodiff_vs_analytic && worst > 1e-3, "{name}, {variant:?}: only {worst:e}");
+            assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-3, "{name}, {variant:?}: only {worst:e}");
         }
+        let faulty = Faulty { spec: case.params.rule, fault: Fault::RateOnOldTrace };
+        let wrong = evaluate_with(&faulty, &case.params, &case.batch, Variant::Correct, false);
+        let worst = worst_relative(&agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor)));
+        assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-3, "{name}, rate on the old trace: only {worst:e}");
     }
     // And on the paper's one-shot task with its own parameters.
     let config = shipped_config("one-shot");
@@ -193,7 +294,7 @@ fn gradcheck_passes(backend: Backend, precision: Precision) {
         let mut config = shipped_config(name);
         config.device = backend;
         config.dtype = precision;
-        let options = CheckOptions { episodes: 4, finite_differences: false, dump: false, variant: Variant::Correct };
+        let options = CheckOptions { episodes: 4, finite_differences: false, dump: false, recursion: Recursion::Correct };
         let (report, _) = check(&config, options).unwrap();
         assert!(report.passed, "{name} on {backend} {precision}:\n{}", report.table());
     }
@@ -210,7 +311,7 @@ fn training_with_analytic_gradients_equals_autodiff_training_in_f64() {
         config.train.batch = 4;
         let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
         config.train.grad = GradEngine::Analytic;
-        let (rows_an, analytic_params) = train_with(config, Box::new(bohp_gradcheck::Analytic));
+        let (rows_an, analytic_params) = train_with(config, Box::new(Analytic));
         for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
             for (x, y) in a.iter().zip(b) {
                 assert!((x - y).abs() <= 1e-9, "{name} {group}: {x} vs {y}");
@@ -218,6 +319,33 @@ fn training_with_analytic_gradients_equals_autodiff_training_in_f64() {
         }
         for (x, y) in rows_ad.iter().zip(&rows_an) {
             assert!((x.loss - y.loss).abs() <= 1e-9 && (x.error - y.error).abs() <= 1e-9 && (x.error_code - y.error_code).abs() <= 1e-9, "{name}: {x:?} vs {y:?}");
+        }
+    }
+}
+
+/// Oja's rule and the clipped rule train in the single layer with both engines, to the same
+/// parameters, and the loss goes down.
+#[test]
+fn every_rule_trains_the_single_layer_with_both_engines_alike() {
+    for (rule, clip) in [(Rule::Oja, None), (Rule::Clipped, Some(0.05))] {
+        for name in ["completion", "one-shot"] {
+            let mut config = budget_config(name, 60, 0, Backend::Ndarray, Precision::F64);
+            config.train.batch = 8;
+            config.model.rule = rule;
+            config.model.clip = clip;
+            config.validate("test").unwrap();
+            let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
+            config.train.grad = GradEngine::Analytic;
+            let (rows_an, analytic_params) = train_with(config, Box::new(Analytic));
+            for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() <= 1e-9, "{rule} {name} {group}: {x} vs {y}");
+                }
+            }
+            assert!(rows_ad.iter().zip(&rows_an).all(|(x, y)| (x.loss - y.loss).abs() <= 1e-9), "{rule} {name}");
+            let mean = |rows: &[bohp::run::MetricsRow]| rows.iter().map(|r| r.loss).sum::<f64>() / rows.len() as f64;
+            let (first, last) = (mean(&rows_ad[..10]), mean(&rows_ad[50..]));
+            assert!(last < first, "{rule} {name}: loss {first} -> {last}");
         }
     }
 }
@@ -230,7 +358,7 @@ fn gradcheck_cli_passes_fails_on_the_errata_and_rejects_bad_input() {
     let out = run_bohp(&["gradcheck", config, "--dtype", "f64"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("PASSED") && !stdout.contains("MISMATCH"), "{stdout}");
-    for wrong in ["paper-weighting", "double-tanh"] {
+    for wrong in ["paper-weighting", "double-tanh", "new-trace", "rate-on-old-trace"] {
         let out = run_bohp(&["gradcheck", config, "--dtype", "f64", "--recursion", wrong]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -258,7 +386,12 @@ fn the_dump_recomputes_from_its_json_alone() {
         let out = run_bohp(&["gradcheck", config.to_str().unwrap(), "--dtype", "f64", "--dump", file.to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(d["schema"], "bohp-gradcheck-dump/1");
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/2");
+        for (key, expected) in [("family", "single-layer"), ("rule", "hebb"), ("dtype", "f64"), ("reference", "analytic"), ("recursion", "correct")] {
+            assert_eq!(d["produced_by"][key], expected, "{key}");
+        }
+        assert_eq!(d["produced_by"]["seed"], 1);
+        assert_eq!(d["produced_by"]["tolerances"]["autodiff_vs_reference"], 1e-10);
         let arr = |v: &Value| -> (Vec<usize>, Vec<f64>) {
             let shape = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
             let values = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();

@@ -5,17 +5,24 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use bohp::device::{Backend, Precision, init_device};
+use bohp::engines::fused::{EpisodeBatch, HostGrads, HostRnn, sqrt_interval};
 use bohp::recurrent::config::RecurrentConfig;
-use bohp::recurrent::fused::{EpisodeBatch, HostRnn};
 use bohp::recurrent::images::{CIFAR_RECORD, PIXELS, read_cifar10};
 use bohp::recurrent::train::{RecurrentTrainer, train_recurrent};
+use bohp::rules::{Rule, RuleSpec};
 use bohp::run::RunDir;
+use bohp::rules::faults::Fault;
+use bohp_gradcheck::check::{CheckOptions, RECURRENT_FD_ENTRIES, Recursion, check_recurrent, recurrent_finite_differences};
 use bohp_gradcheck::rtrl::{autodiff_grads, relative_differences, rtrl_grads};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+use crate::backend_matrix;
 use crate::common::{repo_root, run_bohp};
+
+/// The clipped rule's bound in these cases: small enough that some traces saturate.
+const CLIP: f64 = 0.25;
 
 /// A random network and batch with non-trivial dynamics: recurrent weights of gain ~0.9,
 /// strong plasticity, inputs on some steps only, optional clamping of a few neurons.
@@ -28,7 +35,7 @@ struct Case {
     targets: Vec<f64>,
 }
 
-fn case(n: usize, steps: usize, oja: bool, shared: bool, clamp: bool, plastic: bool, seed: u64) -> Case {
+fn case(n: usize, steps: usize, rule: Rule, shared: bool, clamp: bool, plastic: bool, seed: u64) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut normal = |std: f64| std * rng.sample::<f64, _>(StandardNormal);
     let gain = 0.9 / (n as f64).sqrt();
@@ -51,7 +58,7 @@ fn case(n: usize, steps: usize, oja: bool, shared: bool, clamp: bool, plastic: b
     }
     let targets: Vec<f64> = (0..batch * (n - 1)).map(|_| if normal(1.0) > 0.0 { 0.5 } else { -0.5 }).collect();
     Case {
-        net: HostRnn { n, w, alpha, eta: 0.2, oja, plastic },
+        net: HostRnn { n, w, alpha, eta: 0.2, rule: RuleSpec { rule, clip: CLIP }, plastic },
         steps,
         batch,
         inputs,
@@ -64,68 +71,90 @@ impl Case {
     fn episodes(&self) -> EpisodeBatch<'_, f64> {
         EpisodeBatch { steps: self.steps, batch: self.batch, inputs: &self.inputs, clamp: self.clamp.as_deref(), targets: &self.targets }
     }
+
+    /// The fraction of trace entries (over every step and episode) at the clip.
+    fn saturated_fraction(&self) -> f64 {
+        let n = self.net.n;
+        let ys = self.net.forward(&self.episodes());
+        let (mut at_bound, mut total) = (0usize, 0usize);
+        for b in 0..self.batch {
+            let mut h = vec![0.0; n * n];
+            let mut y_prev = vec![0.0; n];
+            for t in 0..self.steps {
+                let y = &ys[(t * self.batch + b) * n..(t * self.batch + b + 1) * n];
+                for (ij, hv) in h.iter_mut().enumerate() {
+                    *hv = self.net.rule.local(*hv, y_prev[ij / n], y[ij % n], self.net.eta).value;
+                    at_bound += usize::from(hv.abs() >= CLIP);
+                    total += 1;
+                }
+                y_prev = y.to_vec();
+            }
+        }
+        at_bound as f64 / total as f64
+    }
 }
 
 /// (rule, shared α, clamping, plasticity) combinations every check covers.
-const VARIANTS: [(bool, bool, bool, bool); 6] = [
-    (false, false, false, true),
-    (true, false, false, true),
-    (false, true, false, true),
-    (true, true, true, true),
-    (false, false, true, true),
-    (false, false, false, false),
+const VARIANTS: [(Rule, bool, bool, bool); 9] = [
+    (Rule::Hebb, false, false, true),
+    (Rule::Oja, false, false, true),
+    (Rule::Hebb, true, false, true),
+    (Rule::Oja, true, true, true),
+    (Rule::Hebb, false, true, true),
+    (Rule::Hebb, false, false, false),
+    (Rule::Clipped, false, false, true),
+    (Rule::Clipped, true, true, true),
+    (Rule::Clipped, false, true, true),
 ];
 
-fn assert_close(what: &str, a: &bohp::recurrent::fused::HostGrads, b: &bohp::recurrent::fused::HostGrads, tol: f64) {
+fn assert_close(what: &str, a: &HostGrads, b: &HostGrads, tol: f64) {
     let rel = relative_differences(a, b);
     assert!(rel.iter().all(|&r| r <= tol), "{what}: relative differences [W, α, η] = {rel:?} exceed {tol:e}");
     let scale = a.w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(scale > 1e-6, "{what}: the gradient must not vanish (max |dL/dW| = {scale:e})");
 }
 
-fn rtrl_vs_autodiff(backend: Backend, oja: bool) {
-    let device = init_device(backend, Precision::F64).unwrap().autodiff();
-    for (k, &(rule_oja, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
-        if rule_oja != oja {
-            continue;
+#[test]
+fn the_clipped_cases_saturate_some_traces() {
+    for (k, &(rule, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
+        if rule == Rule::Clipped {
+            let c = case(10, 120, rule, shared, clamp, plastic, 10 + k as u64);
+            let f = c.saturated_fraction();
+            assert!(f > 0.02 && f < 0.98, "shared={shared} clamp={clamp}: {f} of the trace entries at the clip");
         }
-        let c = case(10, 120, oja, shared, clamp, plastic, 10 + k as u64);
-        let (loss_r, rtrl) = rtrl_grads(&c.net, &c.episodes());
-        let (loss_a, auto) = autodiff_grads(&c.net, &c.episodes(), &device);
-        assert!((loss_r - loss_a).abs() <= 1e-12 * loss_r.abs().max(1.0), "losses {loss_r} vs {loss_a}");
-        assert_close(&format!("{backend} oja={oja} shared={shared} clamp={clamp} plastic={plastic}"), &rtrl, &auto, 1e-10);
     }
 }
 
-#[test]
-fn rtrl_equals_autodiff_hebb_ndarray_f64() {
-    rtrl_vs_autodiff(Backend::Ndarray, false);
+/// RTRL (f64) against burn autodiff on every backend and precision, every rule and variant.
+fn rtrl_equals_autodiff(backend: Backend, precision: Precision) {
+    let device = init_device(backend, precision).unwrap().autodiff();
+    // f32 rounding grows with the episode: shorter episodes and the f32 tolerance.
+    let (steps, tol, loss_tol) = match precision {
+        Precision::F64 => (120, 1e-10, 1e-12),
+        Precision::F32 => (40, 1e-2, 1e-4),
+    };
+    for (k, &(rule, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
+        let c = case(10, steps, rule, shared, clamp, plastic, 10 + k as u64);
+        let (loss_r, rtrl) = rtrl_grads(&c.net, &c.episodes());
+        let (loss_a, auto) = autodiff_grads(&c.net, &c.episodes(), &device);
+        assert!((loss_r - loss_a).abs() <= loss_tol * loss_r.abs().max(1.0), "losses {loss_r} vs {loss_a}");
+        assert_close(&format!("{backend} {precision} {rule} shared={shared} clamp={clamp} plastic={plastic}"), &rtrl, &auto, tol);
+    }
 }
 
-#[test]
-fn rtrl_equals_autodiff_oja_ndarray_f64() {
-    rtrl_vs_autodiff(Backend::Ndarray, true);
-}
-
-#[test]
-fn rtrl_equals_autodiff_hebb_flex_f64() {
-    rtrl_vs_autodiff(Backend::Flex, false);
-}
-
-#[test]
-fn rtrl_equals_autodiff_oja_flex_f64() {
-    rtrl_vs_autodiff(Backend::Flex, true);
+backend_matrix! {
+    rtrl_autodiff => rtrl_equals_autodiff,
 }
 
 #[test]
 fn fused_engine_equals_rtrl_for_every_variant_and_checkpoint_interval() {
-    for (k, &(oja, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
-        let c = case(9, 110, oja, shared, clamp, plastic, 40 + k as u64);
+    for (k, &(rule, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
+        let c = case(9, 110, rule, shared, clamp, plastic, 40 + k as u64);
         let (loss_r, rtrl) = rtrl_grads(&c.net, &c.episodes());
         for interval in [None, Some(1), Some(2), Some(7), Some(500)] {
             let pass = c.net.loss_and_grads(&c.episodes(), interval);
             assert!((pass.loss - loss_r).abs() <= 1e-12 * loss_r.max(1.0));
-            assert_close(&format!("fused K={interval:?} oja={oja} shared={shared} clamp={clamp} plastic={plastic}"), &pass.grads, &rtrl, 1e-10);
+            assert_close(&format!("fused K={interval:?} {rule} shared={shared} clamp={clamp} plastic={plastic}"), &pass.grads, &rtrl, 1e-10);
         }
         // The forward pass alone gives the same last step.
         let ys = c.net.forward(&c.episodes());
@@ -135,9 +164,26 @@ fn fused_engine_equals_rtrl_for_every_variant_and_checkpoint_interval() {
 }
 
 #[test]
-fn rtrl_detects_a_wrong_derivative() {
-    // The check has teeth: perturbing one weight changes the gradients far beyond 1e-10.
-    let c = case(8, 100, true, false, false, true, 5);
+fn rtrl_equals_finite_differences_for_every_rule() {
+    for (k, &(rule, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
+        let c = case(6, 60, rule, shared, clamp, plastic, 70 + k as u64);
+        let (loss, rtrl) = rtrl_grads(&c.net, &c.episodes());
+        let (fd, indices) = recurrent_finite_differences(&c.net, &c.episodes(), usize::MAX);
+        assert_eq!(indices[0].len(), 36, "every W entry");
+        let floor = 1e-6 * loss.max(1.0);
+        let groups = |g: &HostGrads| bohp_gradcheck::check::recurrent_groups(g, plastic);
+        let rows = bohp_gradcheck::compare::agreement_groups(&groups(&rtrl), &groups(&fd), floor);
+        let worst = bohp_gradcheck::compare::worst_relative(&rows);
+        assert!(worst <= 1e-6, "{rule} shared={shared} clamp={clamp} plastic={plastic}: {rows:?}");
+    }
+    assert_eq!(RECURRENT_FD_ENTRIES, 24);
+}
+
+#[test]
+fn rtrl_detects_a_perturbed_parameter() {
+    // The comparison resolves small differences: perturbing one α by 1e-6 changes the
+    // gradients far beyond 1e-10.
+    let c = case(8, 100, Rule::Oja, false, false, true, 5);
     let (_, rtrl) = rtrl_grads(&c.net, &c.episodes());
     let mut other = c.net.clone();
     other.alpha[3] += 1e-6;
@@ -148,9 +194,9 @@ fn rtrl_detects_a_wrong_derivative() {
 
 #[test]
 fn fused_checkpointing_keeps_few_traces() {
-    let c = case(6, 106, false, false, false, true, 3);
+    let c = case(6, 106, Rule::Hebb, false, false, true, 3);
     let all = c.net.loss_and_grads(&c.episodes(), Some(1)).traces_held;
-    let sqrt = c.net.loss_and_grads(&c.episodes(), Some(bohp::recurrent::fused::sqrt_interval(106))).traces_held;
+    let sqrt = c.net.loss_and_grads(&c.episodes(), Some(sqrt_interval(106))).traces_held;
     assert!(all >= 106, "interval 1 keeps every trace ({all})");
     assert!(sqrt <= 2 * 11 + 4, "interval ⌈√106⌉ = 11 keeps ~2√T traces ({sqrt})");
 }
@@ -284,4 +330,132 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("model.neurons"), "{stderr}");
     assert!(!dir.path().join("bad").exists(), "nothing is created for a rejected config");
+}
+
+/// A small recurrent config (8 neurons, 46 steps) in f64, with `model` lines added.
+fn small_recurrent(model: &str) -> RecurrentConfig {
+    let text = format!(
+        "seed = 2\ndtype = \"f64\"\ndevice = \"ndarray\"\n[task]\nkind = \"memorisation\"\nsize = 8\nitems = 2\ninput_gain = 1.0\n\
+         [model]\ninit_std = 0.3\ninit_eta = 0.2\n{model}\n[train]\nepisodes = 10\nlearning_rate = 0.001\n"
+    );
+    RecurrentConfig::parse(&text, Path::new("small.toml")).unwrap()
+}
+
+fn recurrent_check(config: &RecurrentConfig, recursion: Recursion) -> bohp_gradcheck::check::Report {
+    let options = CheckOptions { episodes: 2, finite_differences: true, dump: false, recursion };
+    check_recurrent(config, options).unwrap().0
+}
+
+/// Every rule × α shape × plasticity the recurrent configs allow passes the check: autodiff and
+/// the fused engine against RTRL to 1e-10, RTRL against finite differences to 1e-6.
+#[test]
+fn every_rule_passes_the_recurrent_check() {
+    for model in ["rule = \"hebb\"", "rule = \"oja\"", "rule = \"clipped\"\nclip = 0.05", "rule = \"clipped\"", "alpha = \"shared\"", "rule = \"oja\"\nalpha = \"shared\"", "plasticity = \"none\""] {
+        let report = recurrent_check(&small_recurrent(model), Recursion::Correct);
+        assert!(report.passed, "{model}:\n{}", report.table());
+        let names: Vec<&str> = report.comparisons.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["autodiff vs rtrl", "fused vs rtrl", "rtrl vs central finite differences"], "{model}");
+        let groups: Vec<&str> = report.comparisons[0].rows.iter().map(|r| r.group.as_str()).collect();
+        let expected: &[&str] = if model.contains("none") { &["w"] } else { &["w", "alpha", "eta"] };
+        assert_eq!(groups, expected, "{model}: α and η are compared only when trained");
+    }
+}
+
+/// Each injected mistake makes the recurrent check fail far above its tolerance.
+#[test]
+fn the_recurrent_check_catches_each_injected_mistake() {
+    let tol = bohp_gradcheck::check::Tolerances::for_precision(Precision::F64);
+    for (model, recursion) in [
+        ("rule = \"hebb\"", Recursion::NewTrace),
+        ("rule = \"hebb\"", Recursion::Fault(Fault::RateOnOldTrace)),
+        ("rule = \"oja\"", Recursion::Fault(Fault::OjaDecayDropped)),
+        ("rule = \"clipped\"\nclip = 0.05", Recursion::Fault(Fault::GradientThroughClip)),
+    ] {
+        let report = recurrent_check(&small_recurrent(model), recursion);
+        assert!(!report.passed, "{model} {}:\n{}", recursion.name(), report.table());
+        let worst = report.comparison("autodiff vs rtrl").unwrap().worst();
+        assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4, "{model} {}: only {worst:e}", recursion.name());
+    }
+}
+
+/// Oja and clipped Hebb train the recurrent network with both engines alike (f64).
+#[test]
+fn every_rule_trains_the_recurrent_network_with_both_engines_alike() {
+    for model in ["rule = \"oja\"", "rule = \"clipped\"\nclip = 0.05"] {
+        let a = small_recurrent(model);
+        let mut b = a.clone();
+        b.train.engine = bohp::recurrent::config::RecurrentEngine::Autodiff;
+        let (mut ta, mut tb) = (RecurrentTrainer::new(a).unwrap(), RecurrentTrainer::new(b).unwrap());
+        for _ in 0..10 {
+            let (ra, rb) = (ta.step().unwrap(), tb.step().unwrap());
+            assert!((ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0), "{model}: {} vs {}", ra.loss, rb.loss);
+            assert!((ra.eta - rb.eta).abs() <= 1e-9, "{model}: {} vs {}", ra.eta, rb.eta);
+        }
+    }
+}
+
+/// `bohp gradcheck` on the shipped 50-bit configs, plastic and not, in f64 with a dump: the
+/// dump says what produced it, and its outputs, traces and loss recompute from the JSON alone.
+#[test]
+fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
+    use serde_json::Value;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["memorisation-50", "memorisation-50-nonplastic"] {
+        let file = dir.path().join(format!("{name}.json"));
+        let config = repo_root().join("configs").join(format!("{name}.toml"));
+        let out = run_bohp(&["gradcheck", config.to_str().unwrap(), "--dtype", "f64", "--episodes", "1", "--dump", file.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("PASSED"), "{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/2");
+        let plastic = name == "memorisation-50";
+        let by = &d["produced_by"];
+        for (key, expected) in [("family", "recurrent"), ("rule", "hebb"), ("dtype", "f64"), ("device", "flex"), ("reference", "rtrl"), ("plasticity", if plastic { "learned" } else { "none" })] {
+            assert_eq!(by[key], expected, "{name}: {key}");
+        }
+        assert_eq!(by["seed"], 1);
+        assert_eq!(by["tolerances"]["engine_vs_reference"], 1e-10);
+        let arr = |v: &Value| -> Vec<f64> { v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+        let n = d["parameters"]["w"]["shape"][0].as_u64().unwrap() as usize;
+        let steps = d["inputs"]["shape"][0].as_u64().unwrap() as usize;
+        let (w, alpha, eta, u) = (arr(&d["parameters"]["w"]), arr(&d["parameters"]["alpha"]), arr(&d["parameters"]["eta"])[0], arr(&d["inputs"]));
+        // The forward pass from the documented equations (no clamp in this task; Hebb).
+        assert!(d.get("clamp").is_none());
+        let (mut y, mut h) = (vec![0.0; n], vec![0.0; n * n]);
+        let (outputs, traces) = (arr(&d["outputs"]), arr(&d["traces"]));
+        for t in 0..steps {
+            let a = |i: usize, j: usize| if alpha.len() == 1 { alpha[0] } else { alpha[i * n + j] };
+            let y_new: Vec<f64> = (0..n).map(|j| (u[t * n + j] + (0..n).map(|i| y[i] * (w[i * n + j] + a(i, j) * h[i * n + j])).sum::<f64>()).tanh()).collect();
+            if plastic {
+                for i in 0..n {
+                    for j in 0..n {
+                        h[i * n + j] = (1.0 - eta) * h[i * n + j] + eta * y[i] * y_new[j];
+                    }
+                }
+            }
+            y = y_new;
+            assert!(y.iter().zip(&outputs[t * n..(t + 1) * n]).all(|(a, b)| (a - b).abs() < 1e-12), "{name}: outputs at step {t}");
+            assert!(h.iter().zip(&traces[t * n * n..(t + 1) * n * n]).all(|(a, b)| (a - b).abs() < 1e-12), "{name}: traces at step {t}");
+        }
+        let targets: Vec<f64> = d["targets"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let loss: f64 = targets.iter().enumerate().map(|(j, t)| (y[j] - t).powi(2)).sum();
+        assert!((loss - d["loss"].as_f64().unwrap()).abs() < 1e-10, "{name}: loss");
+        // Every method's dL/dW agrees where finite differences were taken.
+        let fd = &d["gradients"]["finite_differences"]["w"];
+        let idx: Vec<usize> = fd["indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let fd_values = arr(fd);
+        for method in ["rtrl", "autodiff", "fused"] {
+            let g = arr(&d["gradients"][method]["w"]);
+            for (k, &i) in idx.iter().enumerate() {
+                assert!((g[i] - fd_values[k]).abs() <= 1e-6 * g[i].abs().max(1.0), "{name} {method} w[{i}]: {} vs {}", g[i], fd_values[k]);
+            }
+        }
+        let has_alpha = d["gradients"]["autodiff"].get("alpha").is_some();
+        assert_eq!(has_alpha, plastic, "{name}: α's gradient is dumped only when α is trained");
+    }
+    // The LSTM has no hand-derived gradient: refused with a reason.
+    let lstm = repo_root().join("configs/memorisation-50-lstm.toml");
+    let out = run_bohp(&["gradcheck", lstm.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.kind = \"lstm\""), "{}", String::from_utf8_lossy(&out.stderr));
 }

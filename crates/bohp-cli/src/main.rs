@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bohp::config::{GradEngine, RunConfig};
-use bohp_gradcheck::Variant;
-use bohp_gradcheck::check::{CheckOptions, check};
+use bohp_gradcheck::check::{AnyConfig, CheckOptions, Recursion, check_any};
 use bohp::device::{Backend, Precision, init_device};
 use bohp::run::{MetricsRow, RunDir, load_model};
 use bohp::tasks::Measures;
@@ -196,7 +195,10 @@ struct ReproduceArgs {
 
 #[derive(Args, Debug)]
 struct GradcheckArgs {
-    /// The config file (TOML): task, sizes, seed (initial parameters), device and dtype.
+    /// The config file (TOML) of either family: task, sizes, rule, seed (initial parameters),
+    /// device and dtype. Single layer: autodiff and finite differences against the analytic
+    /// recursion. Recurrent: autodiff, the fused engine and finite differences against RTRL
+    /// (networks of at most 64 neurons; larger ones against the fused engine).
     config: PathBuf,
 
     /// Episodes in the checked batch.
@@ -207,7 +209,8 @@ struct GradcheckArgs {
     #[arg(long)]
     steps: Option<usize>,
 
-    /// Skip the finite-difference comparison (slow for long episodes).
+    /// Skip the finite-difference comparison (slow for long episodes; recurrent networks check
+    /// 24 evenly spaced entries per parameter group).
     #[arg(long)]
     no_finite_differences: bool,
 
@@ -220,11 +223,12 @@ struct GradcheckArgs {
     #[arg(long)]
     json: bool,
 
-    /// The analytic recursion to check: correct, or a known-wrong one to watch the check fail:
+    /// The reference recursion: correct, or a known-wrong one to watch the check fail:
     /// paper-weighting (Eq. 3-4's `(1-γ)γ^(tz-tu)`) or double-tanh (the original code's
-    /// `1 - tanh(y)²`).
+    /// `1 - tanh(y)²`), single layer only; new-trace (`H(t)` read where `H(t-1)` is due),
+    /// rate-on-old-trace (hebb), oja-decay-dropped (oja) or gradient-through-clip (clipped).
     #[arg(long, default_value = "correct")]
-    recursion: Variant,
+    recursion: Recursion,
 }
 
 #[derive(Args, Debug)]
@@ -700,7 +704,7 @@ fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<ExitCode> {
 fn engine(grad: GradEngine) -> Box<dyn GradientEngine> {
     match grad {
         GradEngine::Autodiff => Box::new(Autodiff),
-        GradEngine::Analytic => Box::new(bohp_gradcheck::Analytic),
+        GradEngine::Analytic => Box::new(bohp::engines::analytic::Analytic),
     }
 }
 
@@ -708,24 +712,39 @@ fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
-    let mut config = RunConfig::load(&args.config)?;
-    if let Some(steps) = args.steps {
-        config.task.steps = Some(steps);
-        config.validate(&format!("{} with --steps", args.config.display()))?;
-    }
-    if let Some(device) = cli.device {
-        config.device = device;
-    }
-    if let Some(dtype) = cli.dtype {
-        config.dtype = dtype;
-    }
+    let config = if is_recurrent_file(&args.config) {
+        let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
+        if args.steps.is_some() {
+            bail!("--steps: applies to single-layer configs (a recurrent task's steps follow from its [task] timing)");
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        AnyConfig::Recurrent(config)
+    } else {
+        let mut config = RunConfig::load(&args.config)?;
+        if let Some(steps) = args.steps {
+            config.task.steps = Some(steps);
+            config.validate(&format!("{} with --steps", args.config.display()))?;
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        AnyConfig::Single(config)
+    };
     let options = CheckOptions {
         episodes: args.episodes,
         finite_differences: !args.no_finite_differences,
         dump: args.dump.is_some(),
-        variant: args.recursion,
+        recursion: args.recursion,
     };
-    let (report, dump) = check(&config, options)?;
+    let (report, dump) = check_any(&config, options)?;
     if let (Some(path), Some(dump)) = (&args.dump, dump) {
         let json = serde_json::to_vec_pretty(&dump).context("serializing the dump")?;
         std::fs::write(path, json).with_context(|| format!("{}: cannot write the dump", path.display()))?;

@@ -1,29 +1,50 @@
-//! The gradient check behind `bohp gradcheck`: one batch of a task's episodes, gradients by
-//! autodiff, the analytic recursion and finite differences, and a pass/fail verdict against
-//! stated tolerances.
+//! The gradient check behind `bohp gradcheck`, for both model families, with a pass/fail
+//! verdict against stated tolerances.
+//!
+//! - Single layer (`configs/{completion,one-shot,reversal}.toml`): burn autodiff (the config's
+//!   device and dtype) and central finite differences against the analytic forward-mode
+//!   recursion (f64).
+//! - Recurrent network (`configs/memorisation*.toml`, `configs/images*.toml`): burn autodiff
+//!   (the config's device and dtype), the fused BPTT engine (f64) and central finite
+//!   differences against RTRL (f64; for networks of at most [`RTRL_MAX_NEURONS`] neurons,
+//!   else the fused engine is the reference).
+//!
+//! Parameter groups that are not trained (α and η with `plasticity = "none"`) are not
+//! compared.
 
 use bohp::config::RunConfig;
 use bohp::device::{Precision, init_device};
+use bohp::engines::analytic::{Variant, evaluate, evaluate_with};
+use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
+use bohp::recurrent::config::{RecurrentConfig, RecurrentModelKind};
 use bohp::rng::Stream;
+use bohp::rules::faults::{Fault, Faulty};
 use bohp::train::init_model;
 use serde::Serialize;
 
-use crate::analytic::{Variant, evaluate};
-use crate::compare::{
-    GroupAgreement, agreement, autodiff, finite_differences, floor, params_of, worst_relative,
-};
-use crate::dump::{Dump, dump};
+use crate::compare::{GroupAgreement, agreement, agreement_groups, autodiff, finite_differences, floor, params_of, ridders, worst_relative};
+use crate::dump::{Dump, Producer, dump_recurrent, dump_single};
+use crate::rtrl::{autodiff_grads, rtrl_grads_with};
+
+/// The largest recurrent network checked against RTRL (its cost grows as `N⁴` per step).
+pub const RTRL_MAX_NEURONS: usize = 64;
+
+/// Entries per parameter group that the recurrent finite differences check (evenly spaced;
+/// every entry when the group is smaller).
+pub const RECURRENT_FD_ENTRIES: usize = 24;
 
 /// Largest accepted relative differences, and the floors of their denominators.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tolerances {
-    /// Autodiff (in the run's precision) vs the analytic recursion (f64).
-    pub autodiff_vs_analytic: f64,
-    /// Floor of autodiff-vs-analytic relative errors, as a fraction of `max(1, |loss|)`.
+    /// Autodiff (in the run's precision) vs the reference recursion (f64).
+    pub autodiff_vs_reference: f64,
+    /// Floor of autodiff-vs-reference relative errors, as a fraction of `max(1, |loss|)`.
     pub autodiff_floor: f64,
-    /// The analytic recursion vs central finite differences (both f64).
-    pub analytic_vs_finite_differences: f64,
-    /// Floor of analytic-vs-finite-difference relative errors, as a fraction of
+    /// A host engine in f64 (the fused engine) vs the reference recursion (f64).
+    pub engine_vs_reference: f64,
+    /// The reference vs central finite differences (both f64).
+    pub reference_vs_finite_differences: f64,
+    /// Floor of reference-vs-finite-difference relative errors, as a fraction of
     /// `max(1, |loss|)`.
     pub finite_difference_floor: f64,
 }
@@ -31,32 +52,121 @@ pub struct Tolerances {
 impl Tolerances {
     /// The tolerances for autodiff in `precision`:
     /// - f64: relative error ≤ 1e-10 (both sides are exact up to rounding; measured 1e-13 and
-    ///   below), floor 1e-8 · max(1, |L|);
+    ///   below), floor 1e-8 · max(1, |L|); the same for the fused engine (always f64 here);
     /// - f32: relative error ≤ 2e-3 (f32 rounding accumulated over the unrolled episode),
     ///   floor 1e-5 · max(1, |L|);
     /// - finite differences: relative error ≤ 1e-6, floor 1e-6 · max(1, |L|) (the 5-point
     ///   stencil's cancellation error is about 1e-13 · |L|, so entries below the floor cannot be
     ///   resolved to 1e-6 by any f64 finite difference).
     pub fn for_precision(precision: Precision) -> Tolerances {
-        let (autodiff_vs_analytic, autodiff_floor) = match precision {
+        let (autodiff_vs_reference, autodiff_floor) = match precision {
             Precision::F64 => (1e-10, 1e-8),
             Precision::F32 => (2e-3, 1e-5),
         };
         Tolerances {
-            autodiff_vs_analytic,
+            autodiff_vs_reference,
             autodiff_floor,
-            analytic_vs_finite_differences: 1e-6,
+            engine_vs_reference: 1e-10,
+            reference_vs_finite_differences: 1e-6,
             finite_difference_floor: 1e-6,
         }
+    }
+}
+
+/// Which recursion the check runs as its reference: the right one, or a known-wrong one to see
+/// the check fail (`bohp gradcheck --recursion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recursion {
+    /// The right derivatives.
+    Correct,
+    /// Single layer: the paper's Eq. 3-4 weighting `(1-γ)·γ^(tz-tu)`.
+    PaperWeighting,
+    /// Single layer: the original code's `1 - tanh(y)²` on an output that is already a tanh.
+    DoubleTanh,
+    /// `H(t)` read where `H(t-1)` is due (both families).
+    NewTrace,
+    /// A rule's known-wrong derivative ([`Fault`]; both families).
+    Fault(Fault),
+}
+
+impl Recursion {
+    /// Every name `--recursion` accepts.
+    pub const NAMES: &'static str =
+        "correct, paper-weighting, double-tanh, new-trace, rate-on-old-trace, oja-decay-dropped or gradient-through-clip";
+
+    /// The name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recursion::Correct => "correct",
+            Recursion::PaperWeighting => "paper-weighting",
+            Recursion::DoubleTanh => "double-tanh",
+            Recursion::NewTrace => "new-trace",
+            Recursion::Fault(Fault::RateOnOldTrace) => "rate-on-old-trace",
+            Recursion::Fault(Fault::OjaDecayDropped) => "oja-decay-dropped",
+            Recursion::Fault(Fault::GradientThroughClip) => "gradient-through-clip",
+        }
+    }
+}
+
+impl std::str::FromStr for Recursion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "correct" => Recursion::Correct,
+            "paper-weighting" => Recursion::PaperWeighting,
+            "double-tanh" => Recursion::DoubleTanh,
+            "new-trace" => Recursion::NewTrace,
+            "rate-on-old-trace" => Recursion::Fault(Fault::RateOnOldTrace),
+            "oja-decay-dropped" => Recursion::Fault(Fault::OjaDecayDropped),
+            "gradient-through-clip" => Recursion::Fault(Fault::GradientThroughClip),
+            other => return Err(format!("unknown recursion `{other}`: expected {}", Recursion::NAMES)),
+        })
+    }
+}
+
+/// One comparison of two gradient sets, per parameter group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// `"<method> vs <reference>"`.
+    pub name: String,
+    /// Largest accepted relative difference.
+    pub tolerance: f64,
+    /// Floor of the relative differences' denominators.
+    pub floor: f64,
+    /// Per parameter group.
+    pub rows: Vec<GroupAgreement>,
+    /// What was compared, when not every entry (sampled finite differences).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Comparison {
+    /// The largest relative difference over the groups.
+    pub fn worst(&self) -> f64 {
+        worst_relative(&self.rows)
+    }
+
+    /// Whether every group is within the tolerance.
+    pub fn passed(&self) -> bool {
+        self.worst() <= self.tolerance
     }
 }
 
 /// What `bohp gradcheck` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// `single-layer` or `recurrent`.
+    pub family: String,
     /// Task name.
     pub task: String,
-    /// The analytic recursion checked.
+    /// The trace's rule (with its constants).
+    pub rule: String,
+    /// `learned`, `none` or `nonnegative`.
+    pub plasticity: String,
+    /// The reference method: `analytic` (single layer), `rtrl` or `fused` (recurrent).
+    pub reference: String,
+    /// The reference's recursion ([`Recursion::name`]).
     pub recursion: String,
     /// Episodes in the checked batch.
     pub episodes: usize,
@@ -66,14 +176,14 @@ pub struct Report {
     pub device: String,
     /// Precision of the autodiff side.
     pub dtype: String,
-    /// Loss by the analytic forward pass (f64).
-    pub loss_analytic: f64,
+    /// Seed of the initial parameters and the episodes.
+    pub seed: u64,
+    /// Loss by the reference (f64).
+    pub loss_reference: f64,
     /// Loss by the burn model.
     pub loss_autodiff: f64,
-    /// Autodiff vs analytic, per parameter group.
-    pub autodiff_vs_analytic: Vec<GroupAgreement>,
-    /// Analytic vs finite differences, per parameter group (absent when skipped).
-    pub analytic_vs_finite_differences: Option<Vec<GroupAgreement>>,
+    /// Every comparison made.
+    pub comparisons: Vec<Comparison>,
     /// The tolerances applied.
     pub tolerances: Tolerances,
     /// Whether every comparison is within its tolerance.
@@ -89,13 +199,35 @@ pub struct CheckOptions {
     pub finite_differences: bool,
     /// Build a dump of the first episode.
     pub dump: bool,
-    /// The analytic recursion to check ([`Variant::Correct`], or a known-wrong one to see the
-    /// check fail).
-    pub variant: Variant,
+    /// The reference recursion (right, or known-wrong to see the check fail).
+    pub recursion: Recursion,
 }
 
-/// Runs the check for `config` (its task, sizes, seed, device and dtype; the parameters are
-/// the config's initial ones), on episodes of the evaluation stream.
+/// Either family's config, as `bohp gradcheck` reads it.
+#[derive(Debug, Clone)]
+pub enum AnyConfig {
+    /// A single-layer config.
+    Single(RunConfig),
+    /// A recurrent config.
+    Recurrent(RecurrentConfig),
+}
+
+/// Runs the check for `config`.
+pub fn check_any(config: &AnyConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+    match config {
+        AnyConfig::Single(c) => check(c, options),
+        AnyConfig::Recurrent(c) => check_recurrent(c, options),
+    }
+}
+
+fn finish(report: &mut Report) {
+    let loss_ok = (report.loss_autodiff - report.loss_reference).abs()
+        <= report.tolerances.autodiff_vs_reference * report.loss_reference.abs().max(1.0);
+    report.passed = loss_ok && report.comparisons.iter().all(Comparison::passed);
+}
+
+/// Runs the single-layer check for `config` (its task, sizes, rule, seed, device and dtype;
+/// the parameters are the config's initial ones), on episodes of the evaluation stream.
 pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
     let device = init_device(config.device, config.dtype)?.autodiff();
     let model = init_model(config, &device);
@@ -103,93 +235,321 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
     let params = params_of(&model);
     let batch = task.generate(config.seed, Stream::Eval, 0, options.episodes);
     let (loss_autodiff, grads_autodiff) = autodiff(&model, &task, &batch, &device);
-    let analytic = evaluate(&params, &batch, options.variant, false);
+    let reference = |batch: &bohp::tasks::EpisodeBatch, record: bool| match options.recursion {
+        Recursion::Correct => evaluate(&params, batch, Variant::Correct, record),
+        Recursion::PaperWeighting => evaluate(&params, batch, Variant::PaperWeighting, record),
+        Recursion::DoubleTanh => evaluate(&params, batch, Variant::DoubleTanh, record),
+        Recursion::NewTrace => evaluate(&params, batch, Variant::NewTrace, record),
+        Recursion::Fault(fault) => evaluate_with(&Faulty { spec: params.rule, fault }, &params, batch, Variant::Correct, record),
+    };
+    let analytic = reference(&batch, false);
     let tolerances = Tolerances::for_precision(config.dtype);
-    let vs_autodiff = agreement(
-        &grads_autodiff,
-        &analytic.grads,
-        floor(analytic.loss, tolerances.autodiff_floor),
-    );
-    let fd = options
-        .finite_differences
-        .then(|| finite_differences(&params, &batch));
-    let vs_fd = fd.as_ref().map(|fd| {
-        agreement(
-            &analytic.grads,
-            fd,
-            floor(analytic.loss, tolerances.finite_difference_floor),
-        )
-    });
-    let loss_ok = (loss_autodiff - analytic.loss).abs()
-        <= tolerances.autodiff_vs_analytic * analytic.loss.abs().max(1.0);
-    let passed = loss_ok
-        && worst_relative(&vs_autodiff) <= tolerances.autodiff_vs_analytic
-        && vs_fd
-            .as_ref()
-            .is_none_or(|rows| worst_relative(rows) <= tolerances.analytic_vs_finite_differences);
+    // Without plasticity α is not a parameter: it is not compared.
+    let trained: Vec<&str> = params.groups().iter().map(|(n, _)| *n).filter(|n| *n != "alpha" || model.plastic.plastic).collect();
+    let keep = |rows: Vec<GroupAgreement>| rows.into_iter().filter(|r| trained.contains(&r.group.as_str())).collect::<Vec<_>>();
+    let autodiff_floor = floor(analytic.loss, tolerances.autodiff_floor);
+    let mut comparisons = vec![Comparison {
+        name: "autodiff vs analytic".into(),
+        tolerance: tolerances.autodiff_vs_reference,
+        floor: autodiff_floor,
+        rows: keep(agreement(&grads_autodiff, &analytic.grads, autodiff_floor)),
+        note: None,
+    }];
+    if options.finite_differences {
+        let fd = finite_differences(&params, &batch);
+        let fd_floor = floor(analytic.loss, tolerances.finite_difference_floor);
+        comparisons.push(Comparison {
+            name: "analytic vs central finite differences".into(),
+            tolerance: tolerances.reference_vs_finite_differences,
+            floor: fd_floor,
+            rows: keep(agreement(&analytic.grads, &fd, fd_floor)),
+            note: None,
+        });
+    }
+    let mut report = Report {
+        family: "single-layer".into(),
+        task: task.kind.to_string(),
+        rule: model.plastic.rule.to_string(),
+        plasticity: config.model.plasticity.name().into(),
+        reference: "analytic".into(),
+        recursion: options.recursion.name().into(),
+        episodes: options.episodes,
+        steps: task.steps,
+        device: config.device.to_string(),
+        dtype: config.dtype.to_string(),
+        seed: config.seed,
+        loss_reference: analytic.loss,
+        loss_autodiff,
+        comparisons,
+        tolerances,
+        passed: false,
+    };
+    finish(&mut report);
     let dump = options.dump.then(|| {
         let one = task.generate(config.seed, Stream::Eval, 0, 1);
-        let traced = evaluate(&params, &one, options.variant, true);
+        let traced = reference(&one, true);
         let (_, one_autodiff) = autodiff(&model, &task, &one, &device);
         let one_fd = finite_differences(&params, &one);
-        dump(
+        dump_single(
+            producer(&report),
             &task,
             &params,
             &one,
             &traced.traces[0],
             traced.loss,
-            &[
-                ("analytic", &traced.grads),
-                ("autodiff", &one_autodiff),
-                ("finite_differences", &one_fd),
-            ],
+            &[("analytic", &traced.grads), ("autodiff", &one_autodiff), ("finite_differences", &one_fd)],
         )
     });
-    Ok((
-        Report {
-            task: task.kind.to_string(),
-            recursion: format!("{:?}", options.variant),
-            episodes: options.episodes,
-            steps: task.steps,
-            device: config.device.to_string(),
-            dtype: config.dtype.to_string(),
-            loss_analytic: analytic.loss,
-            loss_autodiff,
-            autodiff_vs_analytic: vs_autodiff,
-            analytic_vs_finite_differences: vs_fd,
-            tolerances,
-            passed,
-        },
-        dump,
-    ))
+    Ok((report, dump))
+}
+
+fn producer(report: &Report) -> Producer {
+    Producer {
+        family: report.family.clone(),
+        task: report.task.clone(),
+        rule: report.rule.clone(),
+        plasticity: report.plasticity.clone(),
+        seed: report.seed,
+        device: report.device.clone(),
+        dtype: report.dtype.clone(),
+        reference: report.reference.clone(),
+        recursion: report.recursion.clone(),
+        engines: report.comparisons.iter().map(|c| c.name.clone()).collect(),
+        tolerances: report.tolerances,
+    }
+}
+
+/// The recurrent network's gradient groups as `(name, values)`: `w`, and `alpha`, `eta` when
+/// trained.
+pub fn recurrent_groups(g: &HostGrads, plastic: bool) -> Vec<(&'static str, &[f64])> {
+    let mut out = vec![("w", g.w.as_slice())];
+    if plastic {
+        out.push(("alpha", g.alpha.as_slice()));
+        out.push(("eta", std::slice::from_ref(&g.eta)));
+    }
+    out
+}
+
+/// The loss of `ep` by the fused engine's forward pass (f64): `(1/B) Σ_b Σ_j (y_j(T) - t_j)²`.
+pub fn recurrent_loss(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> f64 {
+    let ys = net.forward(ep);
+    let (n, bn) = (net.n, ep.batch * net.n);
+    let last = &ys[(ep.steps - 1) * bn..];
+    let n_t = ep.targets.len() / ep.batch;
+    let mut loss = 0.0;
+    for b in 0..ep.batch {
+        for j in 0..n_t {
+            loss += (last[b * n + j] - ep.targets[b * n_t + j]).powi(2);
+        }
+    }
+    loss / ep.batch as f64
+}
+
+/// Finite differences of [`recurrent_loss`] on at most `entries` evenly spaced entries of each
+/// trained group (all of them when the group is smaller): a gradient set with the other
+/// entries `NaN`, and the flat indices checked per group.
+pub fn recurrent_finite_differences(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>, entries: usize) -> (HostGrads, Vec<Vec<usize>>) {
+    let mut out = HostGrads { w: vec![f64::NAN; net.w.len()], alpha: vec![f64::NAN; net.alpha.len()], eta: f64::NAN };
+    let mut picked = Vec::new();
+    let groups = if net.plastic { 3 } else { 1 };
+    let mut probe = net.clone();
+    for group in 0..groups {
+        let len = [net.w.len(), net.alpha.len(), 1][group];
+        let stride = len.div_ceil(entries.max(1)).max(1);
+        let indices: Vec<usize> = (0..len).step_by(stride).collect();
+        for &i in &indices {
+            let theta = match group {
+                0 => net.w[i],
+                1 => net.alpha[i],
+                _ => net.eta,
+            };
+            let g = ridders(theta, |value| {
+                match group {
+                    0 => probe.w[i] = value,
+                    1 => probe.alpha[i] = value,
+                    _ => probe.eta = value,
+                }
+                recurrent_loss(&probe, ep)
+            });
+            match group {
+                0 => {
+                    probe.w[i] = theta;
+                    out.w[i] = g;
+                }
+                1 => {
+                    probe.alpha[i] = theta;
+                    out.alpha[i] = g;
+                }
+                _ => {
+                    probe.eta = theta;
+                    out.eta = g;
+                }
+            }
+        }
+        picked.push(indices);
+    }
+    (out, picked)
+}
+
+fn view<'a>(v: &'a [(&'static str, Vec<f64>)]) -> Vec<(&'static str, &'a [f64])> {
+    v.iter().map(|(n, x)| (*n, x.as_slice())).collect()
+}
+
+/// Agreement on the entries `indices` of each group only.
+fn sampled_agreement(a: &HostGrads, fd: &HostGrads, indices: &[Vec<usize>], plastic: bool, floor: f64) -> Vec<GroupAgreement> {
+    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let ga = recurrent_groups(a, plastic);
+    let gf = recurrent_groups(fd, plastic);
+    let a_vals: Vec<(&'static str, Vec<f64>)> = ga.iter().zip(indices).map(|((n, v), idx)| (*n, pick(v, idx))).collect();
+    let f_vals: Vec<(&'static str, Vec<f64>)> = gf.iter().zip(indices).map(|((n, v), idx)| (*n, pick(v, idx))).collect();
+    agreement_groups(&view(&a_vals), &view(&f_vals), floor)
+}
+
+/// Runs the recurrent check for `config` (its task, network, rule, seed, device and dtype; the
+/// parameters are the config's initial ones), on episodes of the evaluation stream.
+pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+    if config.model.kind == RecurrentModelKind::Lstm {
+        return Err(bohp::Error::Unsupported(
+            "gradcheck checks the plastic and non-plastic recurrent networks; the LSTM baseline has no hand-derived gradient to check (model.kind = \"lstm\")".into(),
+        ));
+    }
+    if matches!(options.recursion, Recursion::PaperWeighting | Recursion::DoubleTanh) {
+        return Err(bohp::Error::Unsupported(format!(
+            "--recursion {}: applies to single-layer configs (the recurrent checks take new-trace, rate-on-old-trace, oja-decay-dropped or gradient-through-clip)",
+            options.recursion.name()
+        )));
+    }
+    let rnn = config.plastic_rnn();
+    let neurons = rnn.neurons;
+    let task = config.task()?;
+    let values = rnn.init_values(config.seed);
+    let net = rnn.host::<f64>(&values);
+    let batch = task.batch(config.seed, Stream::Eval, 0, options.episodes, neurons);
+    let cast = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let (inputs, clamp, targets) = (cast(&batch.inputs), batch.clamp.as_deref().map(cast), cast(&batch.targets));
+    let ep = HostEpisodes { steps: batch.steps, batch: batch.batch, inputs: &inputs, clamp: clamp.as_deref(), targets: &targets };
+    let device = init_device(config.device, config.dtype)?.autodiff();
+    let tolerances = Tolerances::for_precision(config.dtype);
+    let plastic = rnn.plastic;
+    let use_rtrl = neurons <= RTRL_MAX_NEURONS;
+    let reference_of = |ep: &HostEpisodes<'_, f64>| -> (f64, HostGrads) {
+        let new_trace = options.recursion == Recursion::NewTrace;
+        match (use_rtrl, options.recursion) {
+            (true, Recursion::Fault(fault)) => rtrl_grads_with(&Faulty { spec: net.rule, fault }, &net, ep, false),
+            (true, _) => bohp::with_rule!(net.rule, |k| rtrl_grads_with(&k, &net, ep, new_trace)),
+            (false, Recursion::Fault(fault)) => {
+                let pass = net.loss_and_grads_with(Faulty { spec: net.rule, fault }, ep, None);
+                (pass.loss, pass.grads)
+            }
+            (false, _) => {
+                let pass = net.loss_and_grads(ep, None);
+                (pass.loss, pass.grads)
+            }
+        }
+    };
+    let (loss_reference, reference) = reference_of(&ep);
+    let reference_name = if use_rtrl { "rtrl" } else { "fused" };
+    let (loss_autodiff, ad) = autodiff_grads(&net, &ep, &device);
+    let ad_floor = floor(loss_reference, tolerances.autodiff_floor);
+    let mut comparisons = vec![Comparison {
+        name: format!("autodiff vs {reference_name}"),
+        tolerance: tolerances.autodiff_vs_reference,
+        floor: ad_floor,
+        rows: agreement_groups(&recurrent_groups(&ad, plastic), &recurrent_groups(&reference, plastic), ad_floor),
+        note: None,
+    }];
+    let fused = use_rtrl.then(|| net.loss_and_grads(&ep, None));
+    if let Some(pass) = &fused {
+        let engine_floor = floor(loss_reference, 1e-8);
+        comparisons.push(Comparison {
+            name: "fused vs rtrl".into(),
+            tolerance: tolerances.engine_vs_reference,
+            floor: engine_floor,
+            rows: agreement_groups(&recurrent_groups(&pass.grads, plastic), &recurrent_groups(&reference, plastic), engine_floor),
+            note: None,
+        });
+    }
+    if options.finite_differences {
+        let (fd, indices) = recurrent_finite_differences(&net, &ep, RECURRENT_FD_ENTRIES);
+        let fd_floor = floor(loss_reference, tolerances.finite_difference_floor);
+        let counts: Vec<String> = recurrent_groups(&reference, plastic).iter().zip(&indices).map(|((n, v), i)| format!("{n} {} of {}", i.len(), v.len())).collect();
+        comparisons.push(Comparison {
+            name: format!("{reference_name} vs central finite differences"),
+            tolerance: tolerances.reference_vs_finite_differences,
+            floor: fd_floor,
+            rows: sampled_agreement(&reference, &fd, &indices, plastic, fd_floor),
+            note: Some(format!("entries checked: {}", counts.join(", "))),
+        });
+    }
+    let mut report = Report {
+        family: "recurrent".into(),
+        task: task.kind.name().into(),
+        rule: rnn.rule.to_string(),
+        plasticity: config.model.plasticity.name().into(),
+        reference: reference_name.into(),
+        recursion: options.recursion.name().into(),
+        episodes: options.episodes,
+        steps: batch.steps,
+        device: config.device.to_string(),
+        dtype: config.dtype.to_string(),
+        seed: config.seed,
+        loss_reference,
+        loss_autodiff,
+        comparisons,
+        tolerances,
+        passed: false,
+    };
+    finish(&mut report);
+    let dump = options.dump.then(|| {
+        let one = task.batch(config.seed, Stream::Eval, 0, 1, neurons);
+        let (inputs, clamp, targets) = (cast(&one.inputs), one.clamp.as_deref().map(cast), cast(&one.targets));
+        let ep1 = HostEpisodes { steps: one.steps, batch: 1, inputs: &inputs, clamp: clamp.as_deref(), targets: &targets };
+        let (loss, reference) = reference_of(&ep1);
+        let (_, ad) = autodiff_grads(&net, &ep1, &device);
+        let mut gradients = vec![(reference_name.to_string(), reference, None), ("autodiff".to_string(), ad, None)];
+        if use_rtrl {
+            gradients.push(("fused".into(), net.loss_and_grads(&ep1, None).grads, None));
+        }
+        if options.finite_differences {
+            let (fd, indices) = recurrent_finite_differences(&net, &ep1, RECURRENT_FD_ENTRIES);
+            gradients.push(("finite_differences".into(), fd, Some(indices)));
+        }
+        dump_recurrent(producer(&report), &task.kind.name().to_string(), &net, &ep1, loss, &gradients)
+    });
+    Ok((report, dump))
 }
 
 impl Report {
     /// The report as a text table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "gradient check: {} ({} episodes x {} steps), autodiff on {} {}, {} recursion\n\
-             loss: analytic {:.12e}, autodiff {:.12e}\n\n",
+            "gradient check: {} {} ({} episodes x {} steps), rule {}, plasticity {}\n\
+             reference: {} ({} recursion, f64); autodiff on {} {}\n\
+             loss: {} {:.12e}, autodiff {:.12e}\n\n",
+            self.family,
             self.task,
             self.episodes,
             self.steps,
+            self.rule,
+            self.plasticity,
+            self.reference,
+            self.recursion,
             self.device,
             self.dtype,
-            self.recursion,
-            self.loss_analytic,
+            self.reference,
+            self.loss_reference,
             self.loss_autodiff
         );
-        let loss = self.loss_analytic;
-        let mut section = |title: &str, rows: &[GroupAgreement], tol: f64, floor_fraction: f64| {
+        for c in &self.comparisons {
             out += &format!(
-                "{title} (tolerance: max relative error <= {tol:e}; relative to max(|a|, |b|, {:.1e}))\n",
-                floor(loss, floor_fraction)
+                "{} (tolerance: max relative error <= {:e}; relative to max(|a|, |b|, {:.1e}))\n",
+                c.name, c.tolerance, c.floor
             );
-            out += &format!(
-                "  {:<10} {:>6} {:>12} {:>12} {:>14}  {}\n",
-                "group", "count", "max |diff|", "max rel", "cosine", "verdict"
-            );
-            for r in rows {
+            if let Some(note) = &c.note {
+                out += &format!("  {note}\n");
+            }
+            out += &format!("  {:<10} {:>6} {:>12} {:>12} {:>14}  {}\n", "group", "count", "max |diff|", "max rel", "cosine", "verdict");
+            for r in &c.rows {
                 out += &format!(
                     "  {:<10} {:>6} {:>12.3e} {:>12.3e} {:>14.12}  {}\n",
                     r.group,
@@ -197,26 +557,17 @@ impl Report {
                     r.max_abs,
                     r.max_rel,
                     r.cosine,
-                    if r.max_rel <= tol { "ok" } else { "MISMATCH" }
+                    if r.max_rel <= c.tolerance { "ok" } else { "MISMATCH" }
                 );
             }
             out += "\n";
-        };
-        section(
-            "autodiff vs analytic",
-            &self.autodiff_vs_analytic,
-            self.tolerances.autodiff_vs_analytic,
-            self.tolerances.autodiff_floor,
-        );
-        if let Some(rows) = &self.analytic_vs_finite_differences {
-            section(
-                "analytic vs central finite differences",
-                rows,
-                self.tolerances.analytic_vs_finite_differences,
-                self.tolerances.finite_difference_floor,
-            );
         }
         out += if self.passed { "PASSED\n" } else { "FAILED\n" };
         out
+    }
+
+    /// The comparison named `name`, if it was made.
+    pub fn comparison(&self, name: &str) -> Option<&Comparison> {
+        self.comparisons.iter().find(|c| c.name == name)
     }
 }

@@ -8,7 +8,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::analytic::{Grads, Params, loss};
+use bohp::engines::analytic::{Grads, Params, loss};
+pub use bohp::engines::analytic::{params_from_values, params_of};
 
 /// Relative errors divide by `max(|a|, |b|, floor)`: entries whose gradients are both below the
 /// floor are compared on the floor's scale, so that rounding noise on near-zero entries is not
@@ -38,34 +39,30 @@ pub struct GroupAgreement {
 
 /// Per-group agreement of `a` with `b`, relative errors floored at `floor`.
 pub fn agreement(a: &Grads, b: &Grads, floor: f64) -> Vec<GroupAgreement> {
-    a.groups()
-        .into_iter()
-        .zip(b.groups())
+    agreement_groups(&a.groups(), &b.groups(), floor)
+}
+
+/// Per-group agreement of two gradient sets given as `(name, values)` groups in the same order.
+pub fn agreement_groups(a: &[(&'static str, &[f64])], b: &[(&'static str, &[f64])], floor: f64) -> Vec<GroupAgreement> {
+    a.iter()
+        .zip(b)
         .map(|((name, x), (_, y))| {
             assert_eq!(x.len(), y.len(), "group {name} sizes");
             let mut max_abs: f64 = 0.0;
             let mut max_rel: f64 = 0.0;
             let (mut dot, mut nx, mut ny) = (0.0, 0.0, 0.0);
-            for (u, v) in x.iter().zip(y) {
+            for (u, v) in x.iter().zip(y.iter()) {
                 let diff = (u - v).abs();
-                max_abs = max_abs.max(diff);
-                max_rel = max_rel.max(diff / u.abs().max(v.abs()).max(floor));
+                // A NaN difference (a method that failed) is the worst possible agreement.
+                let rel = if diff.is_nan() { f64::INFINITY } else { diff / u.abs().max(v.abs()).max(floor) };
+                max_abs = max_abs.max(if diff.is_nan() { f64::INFINITY } else { diff });
+                max_rel = max_rel.max(rel);
                 dot += u * v;
                 nx += u * u;
                 ny += v * v;
             }
-            let cosine = if nx == 0.0 && ny == 0.0 {
-                1.0
-            } else {
-                dot / (nx.sqrt() * ny.sqrt()).max(f64::MIN_POSITIVE)
-            };
-            GroupAgreement {
-                group: name.to_string(),
-                count: x.len(),
-                max_abs,
-                max_rel,
-                cosine,
-            }
+            let cosine = if nx == 0.0 && ny == 0.0 { 1.0 } else { dot / (nx.sqrt() * ny.sqrt()).max(f64::MIN_POSITIVE) };
+            GroupAgreement { group: name.to_string(), count: x.len(), max_abs, max_rel, cosine }
         })
         .collect()
 }
@@ -82,48 +79,18 @@ pub fn worst_relative(rows: &[GroupAgreement]) -> f64 {
 /// is accurate both where the loss is smooth (large steps, little cancellation) and where it
 /// is sharp (saturated tanh units, large α).
 pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
-    const SHRINK: f64 = 1.4;
-    const TABLE: usize = 10;
-    const SAFE: f64 = 2.0;
     let mut p = params.clone();
     let mut out: Vec<Vec<f64>> = Vec::new();
     for group in 0..params.groups().len() {
         let len = params.groups()[group].1.len();
         let mut g = vec![0.0; len];
-        for i in 0..len {
+        for (i, gi) in g.iter_mut().enumerate() {
             let theta = p.group_mut(group)[i];
-            let mut central = |h: f64| {
-                p.group_mut(group)[i] = theta + h;
-                let plus = loss(&p, batch);
-                p.group_mut(group)[i] = theta - h;
-                let minus = loss(&p, batch);
-                (plus - minus) / (2.0 * h)
-            };
-            let mut h = FD_STEP * theta.abs().max(1.0);
-            let mut a = [[0.0f64; TABLE]; TABLE];
-            a[0][0] = central(h);
-            let (mut best, mut err) = (a[0][0], f64::INFINITY);
-            for col in 1..TABLE {
-                h /= SHRINK;
-                a[0][col] = central(h);
-                let mut fac = SHRINK * SHRINK;
-                for row in 1..=col {
-                    a[row][col] = (a[row - 1][col] * fac - a[row - 1][col - 1]) / (fac - 1.0);
-                    fac *= SHRINK * SHRINK;
-                    let e = (a[row][col] - a[row - 1][col])
-                        .abs()
-                        .max((a[row][col] - a[row - 1][col - 1]).abs());
-                    if e <= err {
-                        err = e;
-                        best = a[row][col];
-                    }
-                }
-                if (a[col][col] - a[col - 1][col - 1]).abs() >= SAFE * err {
-                    break;
-                }
-            }
+            *gi = ridders(theta, |value| {
+                p.group_mut(group)[i] = value;
+                loss(&p, batch)
+            });
             p.group_mut(group)[i] = theta;
-            g[i] = best;
         }
         out.push(g);
     }
@@ -137,30 +104,36 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
     }
 }
 
-/// The host parameters of a burn model.
-pub fn params_of(model: &PlasticNet) -> Params {
-    params_from_values(model, &model.parameter_values())
-}
-
-/// The parameters of a network shaped like `model`, with the values `values` (named as
-/// [`PlasticNet::parameter_values`]).
-pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)]) -> Params {
-    let get = |name: &str| {
-        values
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-    };
-    Params {
-        n_in: model.plastic.n_in(),
-        n_out: model.plastic.n_out(),
-        gamma: model.plastic.gamma,
-        w: get("w").expect("w"),
-        alpha: get("alpha").expect("alpha"),
-        b: get("b").expect("b"),
-        readout_v: get("readout.v"),
-        readout_c: get("readout.c"),
+/// The derivative at `theta` of `loss_at(value)` (which sets the parameter to `value` and
+/// returns the loss) by central differences refined with Ridders' extrapolation (see
+/// [`finite_differences`]). The caller restores the parameter afterwards.
+pub fn ridders(theta: f64, mut loss_at: impl FnMut(f64) -> f64) -> f64 {
+    const SHRINK: f64 = 1.4;
+    const TABLE: usize = 10;
+    const SAFE: f64 = 2.0;
+    let mut central = |h: f64| (loss_at(theta + h) - loss_at(theta - h)) / (2.0 * h);
+    let mut h = FD_STEP * theta.abs().max(1.0);
+    let mut a = [[0.0f64; TABLE]; TABLE];
+    a[0][0] = central(h);
+    let (mut best, mut err) = (a[0][0], f64::INFINITY);
+    for col in 1..TABLE {
+        h /= SHRINK;
+        a[0][col] = central(h);
+        let mut fac = SHRINK * SHRINK;
+        for row in 1..=col {
+            a[row][col] = (a[row - 1][col] * fac - a[row - 1][col - 1]) / (fac - 1.0);
+            fac *= SHRINK * SHRINK;
+            let e = (a[row][col] - a[row - 1][col]).abs().max((a[row][col] - a[row - 1][col - 1]).abs());
+            if e <= err {
+                err = e;
+                best = a[row][col];
+            }
+        }
+        if (a[col][col] - a[col - 1][col - 1]).abs() >= SAFE * err {
+            break;
+        }
     }
+    best
 }
 
 /// `params` as a burn model, built from `template` (a network of the same shape) so that

@@ -1,23 +1,65 @@
 //! One episode as JSON, so anyone can recompute it in another framework. The schema is
-//! documented in `docs/gradients.md`.
+//! documented in `docs/gradients.md` (section "The dump format"); [`SCHEMA`] names its
+//! version.
 
+use bohp::engines::analytic::{EpisodeTrace, Grads, Params};
+use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
 use bohp::tasks::{EpisodeBatch, Targets, Task};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::analytic::{EpisodeTrace, Grads, Params};
+use crate::check::{Tolerances, recurrent_groups};
 
-/// Schema identifier written in every dump.
-pub const SCHEMA: &str = "bohp-gradcheck-dump/1";
+/// Schema identifier written in every dump. Version 2 added `produced_by`, the recurrent
+/// family, `clamp`, and `indices` on sampled arrays.
+pub const SCHEMA: &str = "bohp-gradcheck-dump/2";
+
+/// What produced a dump.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Producer {
+    /// `single-layer` or `recurrent`.
+    pub family: String,
+    /// Task name.
+    pub task: String,
+    /// The trace's rule, with its constants (`hebb`, `oja`, `clipped(±c)`).
+    pub rule: String,
+    /// `learned`, `none` or `nonnegative`.
+    pub plasticity: String,
+    /// Seed of the parameters and the episode.
+    pub seed: u64,
+    /// Backend of the autodiff gradients.
+    pub device: String,
+    /// Precision of the autodiff gradients (every other method runs in f64).
+    pub dtype: String,
+    /// The reference method (`analytic`, `rtrl` or `fused`).
+    pub reference: String,
+    /// The reference's recursion (`correct`, or the known-wrong one asked for).
+    pub recursion: String,
+    /// The comparisons made, `<method> vs <reference>`.
+    pub engines: Vec<String>,
+    /// The tolerances applied.
+    pub tolerances: Tolerances,
+}
 
 /// A tensor as shape and row-major values.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Array {
     /// Dimensions.
     pub shape: Vec<usize>,
-    /// Values, row-major.
+    /// Values, row-major; with `indices`, only the entries at those flat indices.
     pub values: Vec<f64>,
+    /// The flat indices of `values` when only some entries were computed (sampled finite
+    /// differences).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indices: Option<Vec<usize>>,
+}
+
+impl Array {
+    /// Every entry of a tensor of `shape`.
+    pub fn full(shape: Vec<usize>, values: Vec<f64>) -> Array {
+        Array { shape, values, indices: None }
+    }
 }
 
 /// The dumped episode.
@@ -25,28 +67,39 @@ pub struct Array {
 pub struct Dump {
     /// [`SCHEMA`].
     pub schema: &'static str,
+    /// What produced it.
+    pub produced_by: Producer,
     /// Task name.
     pub task: String,
     /// Equations and conventions, in words.
     pub conventions: Conventions,
-    /// Trace rate γ.
-    pub gamma: f64,
-    /// Parameters: `w`, `alpha` `[n_in, n_out]`, `b` `[n_out]`, and for the labelled tasks
-    /// `readout.v` `[n_out, classes]`, `readout.c` `[classes]`.
+    /// Single layer: the trace rate γ (fixed). The recurrent network's rate is the parameter
+    /// `eta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// Parameters. Single layer: `w`, `alpha` `[n_in, n_out]`, `b` `[n_out]`, and for the
+    /// labelled tasks `readout.v` `[n_out, classes]`, `readout.c` `[classes]`. Recurrent:
+    /// `w` `[N, N]`, `alpha` `[N, N]` or `[1, 1]`, `eta` `[1]`.
     pub parameters: BTreeMap<String, Array>,
-    /// Inputs, `[steps, n_in]`.
+    /// Inputs, `[steps, n_in]` (recurrent: `u(t)`, `[steps, N]`).
     pub inputs: Array,
+    /// Recurrent: the clamp mask `c(t)`, `[steps, N]`, when inputs clamp their neurons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<Array>,
     /// Targets.
     pub targets: DumpTargets,
-    /// Plastic-layer outputs `y(t)`, `[steps, n_out]`.
+    /// Outputs `y(t)`, `[steps, n_out]` (recurrent: `[steps, N]`).
     pub outputs: Array,
-    /// Readout logits `z(t)`, `[steps, classes]` (labelled tasks; empty otherwise).
-    pub logits: Array,
-    /// Traces `H(t)` after each step, `[steps, n_in, n_out]`.
+    /// Single layer: readout logits `z(t)`, `[steps, classes]` (labelled tasks; empty
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits: Option<Array>,
+    /// Traces `H(t)` after each step, `[steps, n_in, n_out]` (recurrent: `[steps, N, N]`).
     pub traces: Array,
     /// The loss.
     pub loss: f64,
-    /// dL/dθ by each method: `analytic`, `autodiff`, `finite_differences`.
+    /// dL/dθ by each method (`analytic` or `rtrl`, `autodiff`, `fused`,
+    /// `finite_differences`), per parameter.
     pub gradients: BTreeMap<String, BTreeMap<String, Array>>,
 }
 
@@ -55,8 +108,8 @@ pub struct Dump {
 pub struct Conventions {
     /// The step.
     pub step: &'static str,
-    /// The trace.
-    pub trace: &'static str,
+    /// The trace's rule.
+    pub trace: String,
     /// The loss.
     pub loss: &'static str,
 }
@@ -65,9 +118,10 @@ pub struct Conventions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DumpTargets {
-    /// Completion: the pattern the output at the last step is scored against.
+    /// Completion, and the recurrent tasks: the pattern the output at the last step is scored
+    /// against (recurrent: its first `values.len()` neurons).
     Pattern {
-        /// `[n_out]`.
+        /// `[n_out]` (recurrent: `[n_targets]`).
         values: Vec<f64>,
     },
     /// Labelled tasks: a class per step and whether the step is scored.
@@ -93,72 +147,149 @@ fn shaped(n_in: usize, n_out: usize, classes: usize, groups: &[(&'static str, &[
                 "readout.v" => vec![n_out, classes],
                 _ => vec![classes],
             };
-            (
-                name.to_string(),
-                Array {
-                    shape,
-                    values: values.to_vec(),
-                },
-            )
+            (name.to_string(), Array::full(shape, values.to_vec()))
         })
         .collect()
 }
 
-/// Builds the dump of a one-episode `batch`.
-pub fn dump(task: &Task, params: &Params, batch: &EpisodeBatch, trace: &EpisodeTrace, loss: f64, gradients: &[(&str, &Grads)]) -> Dump {
+/// Builds the single-layer dump of a one-episode `batch`.
+pub fn dump_single(
+    produced_by: Producer,
+    task: &Task,
+    params: &Params,
+    batch: &EpisodeBatch,
+    trace: &EpisodeTrace,
+    loss: f64,
+    gradients: &[(&str, &Grads)],
+) -> Dump {
     assert_eq!(batch.batch, 1, "a dump holds one episode");
     let steps = batch.steps;
-    let flat = |rows: &[Vec<f64>], width: usize| Array {
-        shape: vec![rows.len(), width],
-        values: rows.iter().flatten().copied().collect(),
-    };
+    let flat = |rows: &[Vec<f64>], width: usize| Array::full(vec![rows.len(), width], rows.iter().flatten().copied().collect());
     Dump {
         schema: SCHEMA,
+        produced_by,
         task: task.kind.to_string(),
         conventions: Conventions {
             step: "y_j(t) = tanh( sum_k (w_kj + alpha_kj * H_kj(t-1)) * x_k(t) + b_j ); \
                    labelled tasks: z(t) = y(t) . v + c",
-            trace: "H_kj(t) = (1 - gamma) * H_kj(t-1) + gamma * x_k(t) * y_j(t), H(0) = 0 \
-                    (gamma on the new product; the original code's ALPHATRACE = 1 - gamma)",
+            trace: format!(
+                "H_kj(t) = f(H_kj(t-1), pre = x_k(t), post = y_j(t), eta = gamma) with f: {}; H(0) = 0 \
+                 (hebb: gamma on the new product; the original code's ALPHATRACE = 1 - gamma)",
+                params.rule.equation()
+            ),
             loss: "completion: sum_j (y_j(T-1) - target_j)^2; labelled: mean over scored \
                    steps of -log softmax(z(t))[class(t)]",
         },
-        gamma: params.gamma,
+        gamma: Some(params.gamma),
         parameters: param_arrays(params),
-        inputs: Array {
-            shape: vec![steps, batch.n_in],
-            values: batch.inputs.clone(),
-        },
+        inputs: Array::full(vec![steps, batch.n_in], batch.inputs.clone()),
+        clamp: None,
         targets: match &batch.targets {
-            Targets::Pattern { values } => DumpTargets::Pattern {
-                values: values.clone(),
-            },
-            Targets::Labels { classes, scored } => DumpTargets::Labels {
-                classes: classes.clone(),
-                scored: scored.clone(),
-            },
+            Targets::Pattern { values } => DumpTargets::Pattern { values: values.clone() },
+            Targets::Labels { classes, scored } => DumpTargets::Labels { classes: classes.clone(), scored: scored.clone() },
         },
         outputs: flat(&trace.y, params.n_out),
-        logits: if params.classes() > 0 {
+        logits: Some(if params.classes() > 0 {
             flat(&trace.logits, params.classes())
         } else {
-            Array {
-                shape: vec![steps, 0],
-                values: Vec::new(),
-            }
-        },
-        traces: Array {
-            shape: vec![steps, params.n_in, params.n_out],
-            values: trace.h.iter().flatten().copied().collect(),
-        },
+            Array::full(vec![steps, 0], Vec::new())
+        }),
+        traces: Array::full(vec![steps, params.n_in, params.n_out], trace.h.iter().flatten().copied().collect()),
         loss,
         gradients: gradients
             .iter()
-            .map(|(name, g)| {
-                (
-                    name.to_string(),
-                    shaped(params.n_in, params.n_out, params.classes(), &g.groups()),
-                )
+            .map(|(name, g)| (name.to_string(), shaped(params.n_in, params.n_out, params.classes(), &g.groups())))
+            .collect(),
+    }
+}
+
+/// The recurrent network's outputs `y(t)` and traces `H(t)` of one episode, `[steps][N]` and
+/// `[steps][N²]` (the traces are zero without plasticity).
+fn recurrent_states(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> (Vec<f64>, Vec<f64>) {
+    let n = net.n;
+    let ys = net.forward(ep);
+    let mut traces = Vec::with_capacity(ep.steps * n * n);
+    let mut h = vec![0.0; n * n];
+    let mut y_prev = vec![0.0; n];
+    for t in 0..ep.steps {
+        let y = &ys[t * n..(t + 1) * n];
+        if net.plastic {
+            for i in 0..n {
+                let row = h[i * n..(i + 1) * n].to_vec();
+                bohp::with_rule!(net.rule, |k| bohp::rules::forward(&k, &row, y_prev[i], y, net.eta, &mut h[i * n..(i + 1) * n]));
+            }
+        }
+        traces.extend_from_slice(&h);
+        y_prev = y.to_vec();
+    }
+    (ys, traces)
+}
+
+/// Builds the recurrent dump of a one-episode `ep`; each gradient set may carry the indices it
+/// was computed on (sampled finite differences).
+pub fn dump_recurrent(
+    produced_by: Producer,
+    task: &str,
+    net: &HostRnn<f64>,
+    ep: &HostEpisodes<'_, f64>,
+    loss: f64,
+    gradients: &[(String, HostGrads, Option<Vec<Vec<usize>>>)],
+) -> Dump {
+    assert_eq!(ep.batch, 1, "a dump holds one episode");
+    let (n, steps) = (net.n, ep.steps);
+    let alpha_shape = if net.alpha.len() == 1 { vec![1, 1] } else { vec![n, n] };
+    let shape_of = |name: &str| match name {
+        "w" => vec![n, n],
+        "alpha" => alpha_shape.clone(),
+        _ => vec![1],
+    };
+    let mut parameters = BTreeMap::new();
+    parameters.insert("w".to_string(), Array::full(vec![n, n], net.w.clone()));
+    parameters.insert("alpha".to_string(), Array::full(alpha_shape.clone(), net.alpha.clone()));
+    parameters.insert("eta".to_string(), Array::full(vec![1], vec![net.eta]));
+    let (ys, traces) = recurrent_states(net, ep);
+    Dump {
+        schema: SCHEMA,
+        produced_by,
+        task: task.to_string(),
+        conventions: Conventions {
+            step: "y(t) = c(t) * u(t) + (1 - c(t)) * tanh( y(t-1) . (W + alpha * H(t-1)) + u(t) ), y(0) = 0 \
+                   (row vectors; alpha of shape [1, 1] is shared by every connection; c = 0 without clamp)",
+            trace: if net.plastic {
+                format!("H_ij(t) = f(H_ij(t-1), pre = y_i(t-1), post = y_j(t), eta) with f: {}; H(0) = 0", net.rule.equation())
+            } else {
+                "none: plasticity = none (alpha = 0, eta = 0, not trained; H stays 0)".to_string()
+            },
+            loss: "sum_j (y_j(T) - target_j)^2 over the first len(targets) neurons, last step T",
+        },
+        gamma: None,
+        parameters,
+        inputs: Array::full(vec![steps, n], ep.inputs.to_vec()),
+        clamp: ep.clamp.map(|c| Array::full(vec![steps, n], c.to_vec())),
+        targets: DumpTargets::Pattern { values: ep.targets.to_vec() },
+        outputs: Array::full(vec![steps, n], ys),
+        logits: None,
+        traces: Array::full(vec![steps, n, n], traces),
+        loss,
+        gradients: gradients
+            .iter()
+            .map(|(method, g, indices)| {
+                let groups = recurrent_groups(g, net.plastic)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (name, values))| {
+                        let array = match indices {
+                            Some(idx) => Array {
+                                shape: shape_of(name),
+                                values: idx[k].iter().map(|&i| values[i]).collect(),
+                                indices: Some(idx[k].clone()),
+                            },
+                            None => Array::full(shape_of(name), values.to_vec()),
+                        };
+                        (name.to_string(), array)
+                    })
+                    .collect();
+                (method.clone(), groups)
             })
             .collect(),
     }

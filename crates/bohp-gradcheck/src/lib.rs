@@ -1,24 +1,25 @@
-//! # bohp-gradcheck: the hand-derived BOHP gradients, and proof that autodiff matches them
+//! # bohp-gradcheck: proof that every gradient engine computes the true gradient
 //!
-//! - [`analytic`]: the forward-mode recursion of the BOHP gradient in plain f64 (no burn in its
-//!   arithmetic), for the plastic layer alone (completion) and with a softmax readout trained by
-//!   cross-entropy (one-shot, reversal), with each task's loss; plus the paper's and the
-//!   original code's known-wrong variants, so tests can show the check has teeth.
-//! - [`compare`]: the same gradients by burn autodiff and by central finite differences, and
-//!   their agreement per parameter group (max absolute and relative error, cosine).
-//! - [`engine`]: a [`bohp::train::GradientEngine`] that trains with the analytic gradients.
-//! - [`rtrl`]: real-time recurrent learning for the recurrent plastic network (Hebb and Oja),
-//!   the reference its autodiff and fused BPTT gradients are checked against.
-//! - [`dump`]: one episode as JSON (parameters, inputs, targets, per-step outputs and traces,
-//!   loss, and the gradients of each method), schema in `docs/gradients.md`.
+//! This crate only checks; the engines that train live in the library (`bohp::engines`), built
+//! on its rule library (`bohp::rules`).
+//!
+//! - [`compare`]: the single layer's gradients by burn autodiff and by central finite
+//!   differences, and the agreement of two gradient sets per parameter group (max absolute and
+//!   relative error, cosine).
+//! - [`rtrl`]: real-time recurrent learning for the recurrent plastic network (every rule), the
+//!   independent reference its autodiff and fused BPTT gradients are checked against.
+//! - [`check`]: `bohp gradcheck` for both families: the single layer (autodiff vs the analytic
+//!   recursion vs finite differences) and the recurrent network (autodiff vs RTRL vs the fused
+//!   engine vs finite differences), with stated tolerances; known-wrong variants to show the
+//!   checks have teeth.
+//! - [`dump`]: one episode of either family as JSON (what produced it, parameters, inputs,
+//!   targets, per-step outputs and traces, loss, and the gradients of each method), schema
+//!   `bohp-gradcheck-dump/2` in `docs/gradients.md`.
 #![warn(missing_docs)]
 
-pub mod analytic;
 pub mod check;
 pub mod compare;
 pub mod dump;
-pub mod engine;
 pub mod rtrl;
 
-pub use analytic::{Grads, Params, Variant};
-pub use engine::Analytic;
+pub use bohp::engines::analytic::{Grads, Params, Variant};

@@ -10,14 +10,17 @@
 //! ∂pre_j/∂θ = Σ_i [ (W_ij + α_ij H'_ij) · S(y'_i) + y'_i α_ij · S(H'_ij) ] + direct_j
 //!     direct_j = y'_i for θ = W_ij;  y'_i H'_ij for θ = α_ij (Σ_i y'_i H'_ij when shared)
 //! S(y_j)     = (1 - c_j) (1 - tanh²) · ∂pre_j/∂θ
-//! Hebb: S(H_ij) = (1-η) S(H'_ij) + [θ = η] (y'_i y_j - H'_ij) + η (S(y'_i) y_j + y'_i S(y_j))
-//! Oja:  S(H_ij) = (1 - η y_j²) S(H'_ij) + [θ = η] y_j (y'_i - H'_ij y_j)
-//!                 + η ( y_j S(y'_i) + (y'_i - 2 H'_ij y_j) S(y_j) )
+//! S(H_ij)    = f_H S(H'_ij) + f_pre S(y'_i) + f_post S(y_j) + [θ = η] f_η
 //! dL/dθ = Σ_j 2 (y_j(T) - target_j) / B · S(y_j(T))
 //! ```
+//!
+//! where `f_H, f_pre, f_post, f_η` are the rule's local derivatives at `(H'_ij, y'_i, y_j, η)`
+//! and `S(H_ij)` is the rule's forward-mode step ([`bohp::rules::jvp`]). For Hebb:
+//! `S(H_ij) = (1-η) S(H'_ij) + η (S(y'_i) y_j + y'_i S(y_j)) + [θ = η] (y'_i y_j - H'_ij)`.
 
-use bohp::recurrent::fused::{EpisodeBatch, HostGrads, HostRnn};
+use bohp::engines::fused::{EpisodeBatch, HostGrads, HostRnn};
 use bohp::recurrent::model::PlasticRnn;
+use bohp::rules::{RuleKernel, jvp};
 use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -31,6 +34,17 @@ use crate::compare::host;
 ///
 /// Panics when the shapes of `ep` do not match the network.
 pub fn rtrl_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, HostGrads) {
+    bohp::with_rule!(net.rule, |k| rtrl_grads_with(&k, net, ep, false))
+}
+
+/// [`rtrl_grads`] with the trace's rule given as a [`RuleKernel`] (`net.rule` is not read), so
+/// that checks can pass a known-wrong rule ([`bohp::rules::faults`]); with `new_trace`, the
+/// known-wrong recursion that reads `H(t)` where `H(t-1)` is due (in the α direct term).
+///
+/// # Panics
+///
+/// Panics when the shapes of `ep` do not match the network.
+pub fn rtrl_grads_with<R: RuleKernel>(rule: &R, net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>, new_trace: bool) -> (f64, HostGrads) {
     let n = net.n;
     let nn = n * n;
     let shared = net.alpha.len() == 1;
@@ -53,14 +67,34 @@ pub fn rtrl_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, HostG
         for t in 0..steps {
             let u = &ep.inputs[(t * batch + b) * n..(t * batch + b + 1) * n];
             let c = ep.clamp.map(|c| &c[(t * batch + b) * n..(t * batch + b + 1) * n]);
+            // Values: y(t) from H(t-1), then H(t).
             let mut y = vec![0.0; n];
-            let mut sy = vec![0.0; n * p_count];
+            let mut slope = vec![0.0; n];
             for j in 0..n {
                 let mut pre = u[j];
-                let dpre = &mut sy[j * p_count..(j + 1) * p_count];
                 for i in 0..n {
                     let weff = net.w[i * n + j] + if net.plastic { a(i, j) * h_prev[i * n + j] } else { 0.0 };
                     pre += y_prev[i] * weff;
+                }
+                let cj = c.map_or(0.0, |c| c[j]);
+                let v = pre.tanh();
+                y[j] = cj * u[j] + (1.0 - cj) * v;
+                slope[j] = (1.0 - cj) * (1.0 - v * v);
+            }
+            let locals: Vec<_> = if net.plastic {
+                (0..nn).map(|ij| rule.local(h_prev[ij], y_prev[ij / n], y[ij % n], eta)).collect()
+            } else {
+                Vec::new()
+            };
+            let h: Vec<f64> = locals.iter().map(|l| l.value).collect();
+            // The α direct term reads H(t-1) (or, the injected mistake, H(t)).
+            let h_drive = if new_trace && net.plastic { &h } else { &h_prev };
+            // Sensitivities of y(t).
+            let mut sy = vec![0.0; n * p_count];
+            for j in 0..n {
+                let dpre = &mut sy[j * p_count..(j + 1) * p_count];
+                for i in 0..n {
+                    let weff = net.w[i * n + j] + if net.plastic { a(i, j) * h_prev[i * n + j] } else { 0.0 };
                     for (d, s) in dpre.iter_mut().zip(&sy_prev[i * p_count..(i + 1) * p_count]) {
                         *d += weff * s;
                     }
@@ -73,42 +107,27 @@ pub fn rtrl_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, HostG
                     dpre[i * n + j] += y_prev[i];
                     if net.plastic {
                         let p = if shared { pa } else { pa + i * n + j };
-                        dpre[p] += y_prev[i] * h_prev[i * n + j];
+                        dpre[p] += y_prev[i] * h_drive[i * n + j];
                     }
                 }
-                let cj = c.map_or(0.0, |c| c[j]);
-                let v = pre.tanh();
-                y[j] = cj * u[j] + (1.0 - cj) * v;
-                let k = (1.0 - cj) * (1.0 - v * v);
                 for d in dpre.iter_mut() {
-                    *d *= k;
+                    *d *= slope[j];
                 }
             }
+            // Sensitivities of H(t): the rule's forward-mode step.
             if net.plastic {
-                let mut h = vec![0.0; nn];
                 let mut sh = vec![0.0; nn * p_count];
                 for i in 0..n {
                     for j in 0..n {
                         let ij = i * n + j;
-                        let (yp, yj, hp) = (y_prev[i], y[j], h_prev[ij]);
+                        let local = &locals[ij];
                         let out = &mut sh[ij * p_count..(ij + 1) * p_count];
                         let old = &sh_prev[ij * p_count..(ij + 1) * p_count];
                         let syp = &sy_prev[i * p_count..(i + 1) * p_count];
                         let syj = &sy[j * p_count..(j + 1) * p_count];
-                        if net.oja {
-                            h[ij] = hp + eta * yj * (yp - hp * yj);
-                            let decay = 1.0 - eta * yj * yj;
-                            let kj = yp - 2.0 * hp * yj;
-                            for p in 0..p_count {
-                                out[p] = decay * old[p] + eta * (yj * syp[p] + kj * syj[p]);
-                            }
-                            out[pe] += yj * (yp - hp * yj);
-                        } else {
-                            h[ij] = (1.0 - eta) * hp + eta * yp * yj;
-                            for p in 0..p_count {
-                                out[p] = (1.0 - eta) * old[p] + eta * (syp[p] * yj + yp * syj[p]);
-                            }
-                            out[pe] += yp * yj - hp;
+                        for p in 0..p_count {
+                            let drate = if p == pe { 1.0 } else { 0.0 };
+                            out[p] = jvp(local, old[p], syp[p], syj[p], drate);
                         }
                     }
                 }
@@ -151,7 +170,7 @@ pub fn autodiff_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>, device: &D
         w: param(&net.w, [n, n]),
         alpha: param(&net.alpha, if shared { [1, 1] } else { [n, n] }),
         eta: Param::from_tensor(Tensor::<1>::from_data(TensorData::new(vec![net.eta], [1]), device)),
-        oja: net.oja,
+        rule: net.rule,
         plastic: net.plastic,
     };
     let shape = [ep.steps, ep.batch, n];

@@ -12,6 +12,7 @@ use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::layer::PlasticLayerConfig;
 use crate::network::PlasticNetConfig;
+use crate::rules::{DEFAULT_CLIP, Rule, RuleSpec};
 use crate::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
 
 /// A whole run: task, model, training schedule, device.
@@ -111,6 +112,12 @@ pub struct ModelConfig {
     /// `learned`, `none` (α fixed at zero) or `nonnegative` (α clipped to ≥ 0).
     #[serde(default)]
     pub plasticity: Plasticity,
+    /// The trace's rule: `hebb` (Eq. 1, the default), `oja` or `clipped` (rate γ for each).
+    #[serde(default)]
+    pub rule: Rule,
+    /// The bound `c` of the `clipped` rule (default 1); only with `rule = "clipped"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<f64>,
 }
 
 /// How the learning rate changes over the training episodes.
@@ -300,6 +307,24 @@ pub(crate) fn check_schedule(
     Ok(())
 }
 
+/// Checks `model.rule` and `model.clip` (every family has them) and returns the rule with its
+/// constants.
+pub(crate) fn check_rule(bad: &dyn Fn(&str, String, &str) -> Error, rule: Rule, clip: Option<f64>) -> Result<RuleSpec> {
+    match (rule, clip) {
+        (Rule::Clipped, Some(c)) if !(c.is_finite() && c > 0.0) => {
+            Err(bad("model.clip", c.to_string(), "expected a finite bound > 0"))
+        }
+        (Rule::Clipped, c) => Ok(RuleSpec { rule, clip: c.unwrap_or(DEFAULT_CLIP) }),
+        (_, Some(c)) => Err(bad("model.clip", c.to_string(), "applies only to `rule = \"clipped\"`; remove it")),
+        (_, None) => Ok(RuleSpec::new(rule)),
+    }
+}
+
+/// The rule of a validated config's `model.rule` and `model.clip`.
+pub(crate) fn rule_spec(rule: Rule, clip: Option<f64>) -> RuleSpec {
+    RuleSpec { rule, clip: clip.unwrap_or(DEFAULT_CLIP) }
+}
+
 /// Default steps of a labelled episode.
 pub const DEFAULT_STEPS: usize = 20;
 /// Default hidden units of the labelled tasks.
@@ -380,6 +405,7 @@ impl RunConfig {
             (_, Some(0)) => return Err(bad("model.hidden", "0".into(), "expected at least 1")),
             _ => {}
         }
+        check_rule(&bad, model.rule, model.clip)?;
         if !(model.init_std.is_finite() && model.init_std >= 0.0) {
             return Err(bad(
                 "model.init_std",
@@ -436,7 +462,8 @@ impl RunConfig {
             layer: PlasticLayerConfig::new(task.n_in(), n_out, self.model.gamma)
                 .with_init_std(self.model.init_std)
                 .with_plastic(self.model.plasticity != Plasticity::None)
-                .with_nonnegative_alpha(self.model.plasticity == Plasticity::Nonnegative),
+                .with_nonnegative_alpha(self.model.plasticity == Plasticity::Nonnegative)
+                .with_rule(rule_spec(self.model.rule, self.model.clip)),
             classes,
         }
     }
@@ -573,6 +600,22 @@ freeze_last = 10
         let reversal = ONE_SHOT.replace("one-shot", "reversal");
         let e = error_of(&reversal.replace("[task]", "[task]\nsteps = 7"));
         assert!(e.contains("task.steps") && e.contains("even"), "{e}");
+    }
+
+    #[test]
+    fn rules_and_their_clip_are_checked() {
+        let e = error_of(&ONE_SHOT.replace("[model]", "[model]\nclip = 0.5"));
+        assert!(e.contains("model.clip") && e.contains("clipped"), "{e}");
+        for bad in ["0.0", "-2.0", "nan"] {
+            let e = error_of(&ONE_SHOT.replace("[model]", &format!("[model]\nrule = \"clipped\"\nclip = {bad}")));
+            assert!(e.contains("model.clip") && e.contains("> 0"), "{bad}: {e}");
+        }
+        let e = error_of(&ONE_SHOT.replace("[model]", "[model]\nrule = \"bcm\""));
+        assert!(e.contains("model.rule") && e.contains("oja"), "{e}");
+        let c = parse(&ONE_SHOT.replace("[model]", "[model]\nrule = \"clipped\"\nclip = 0.5")).unwrap();
+        assert_eq!(c.network().layer.rule, RuleSpec { rule: Rule::Clipped, clip: 0.5 });
+        let c = parse(&ONE_SHOT.replace("[model]", "[model]\nrule = \"oja\"")).unwrap();
+        assert_eq!(c.network().layer.rule, RuleSpec::new(Rule::Oja));
     }
 
     #[test]

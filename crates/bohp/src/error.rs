@@ -43,6 +43,10 @@ pub enum Error {
         expected: String,
     },
 
+    /// A request this build or this model family does not support, with what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A device or dtype could not be set up.
     #[error("device `{device}`: {message}")]
     Device {

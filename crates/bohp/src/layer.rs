@@ -6,6 +6,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::connection::PlasticConnection;
+use crate::rules::{Rate, RuleSpec};
+
 /// Configuration of a [`PlasticLayer`].
 #[derive(Config, Debug)]
 pub struct PlasticLayerConfig {
@@ -26,6 +29,9 @@ pub struct PlasticLayerConfig {
     /// [`PlasticLayer::clip_alpha`]).
     #[config(default = false)]
     pub nonnegative_alpha: bool,
+    /// The trace's rule (default: the decaying Hebbian trace of Eq. 1), with rate γ.
+    #[config(default = "RuleSpec::default()")]
+    pub rule: RuleSpec,
 }
 
 /// A fully connected tanh layer whose connections are `w + α ⊙ H`, where the Hebbian trace
@@ -40,7 +46,10 @@ pub struct PlasticLayerConfig {
 /// H(0)     = 0 at the start of every episode
 /// ```
 ///
-/// `y(t)` reads the trace *before* this step's update. `w`, `α` and `b` are trained; `H` is
+/// The trace update is the layer's rule ([`crate::rules`]; Eq. 1 is [`crate::rules::Hebb`]),
+/// with `pre = x(t)`, `post = y(t)` and the rate γ, through the plastic connection code the
+/// recurrent network shares ([`PlasticConnection`]). `y(t)` reads the trace *before* this
+/// step's update. `w`, `α` and `b` are trained; `H` is
 /// per-episode state held in [`HebbTrace`], outside the module. A batch is that many
 /// independent episodes, each with its own trace.
 #[derive(Module, Debug)]
@@ -57,6 +66,8 @@ pub struct PlasticLayer {
     pub plastic: bool,
     /// Whether `α` is kept non-negative (the paper's §4.4 ablation).
     pub nonnegative_alpha: bool,
+    /// The trace's rule.
+    pub rule: RuleSpec,
 }
 
 /// The Hebbian traces of a batch of episodes: `H`, `[batch, n_in, n_out]`.
@@ -109,6 +120,7 @@ impl PlasticLayerConfig {
             gamma: self.gamma,
             plastic: self.plastic,
             nonnegative_alpha: self.nonnegative_alpha,
+            rule: self.rule,
         }
     }
 }
@@ -156,24 +168,27 @@ impl PlasticLayer {
     pub fn step(&self, x: Tensor<2>, trace: HebbTrace) -> (Tensor<2>, HebbTrace) {
         let [batch, n_in] = x.dims();
         let n_out = self.n_out();
-        let h = trace.h;
-        // Effective weights w + α ⊙ H(t-1), one matrix per episode.
-        let weights = self.alpha.val().unsqueeze::<3>() * h.clone() + self.w.val().unsqueeze::<3>(); // [batch, n_in, n_out]
+        let connection = self.connection(false);
         let x_row = x.clone().reshape([batch, 1, n_in]);
-        let raw = x_row.matmul(weights).reshape([batch, n_out]) + self.b.val().unsqueeze::<2>(); // [batch, n_out]
-        let y = raw.tanh();
-        // H(t) = H(t-1) + γ (x(t) y(t)ᵀ - H(t-1))  ≡  (1-γ) H(t-1) + γ x(t) y(t)ᵀ
-        let outer = x.reshape([batch, n_in, 1]) * y.clone().reshape([batch, 1, n_out]); // [batch, n_in, n_out]
-        let h = h.clone() + (outer - h).mul_scalar(self.gamma);
+        let fixed = x.clone().matmul(self.w.val()) + self.b.val().unsqueeze::<2>(); // [batch, n_out]
+        let y = (fixed + connection.drive(x_row, trace.h.clone())).tanh();
+        let h = connection.update(trace.h, x.reshape([batch, n_in, 1]), y.clone().reshape([batch, 1, n_out]));
         (y, HebbTrace { h })
+    }
+
+    /// The plastic part of the layer's connections, for one unroll (`folded`: the caller
+    /// multiplies the inputs by γ before they reach the trace update).
+    pub fn connection(&self, folded: bool) -> PlasticConnection {
+        let rate = if folded { Rate::Folded(self.gamma) } else { Rate::Fixed(self.gamma) };
+        PlasticConnection::new(self.alpha.val(), rate, self.rule)
     }
 }
 
 impl PlasticLayer {
     /// A whole episode from the zero trace: the same computation as [`PlasticLayer::step`] at
     /// every step, arranged to record fewer operations for backpropagation. The fixed part
-    /// `x(t)·w + b` of every step is one matrix product; `γ` is folded into the (constant)
-    /// inputs; the trace update is `H(t) = (1-γ)·H(t-1) + (γ x(t)) y(t)ᵀ`.
+    /// `x(t)·w + b` of every step is one matrix product; γ is folded into the (constant)
+    /// inputs of the trace update ([`Rate::Folded`]).
     ///
     /// # Shapes
     /// - `inputs`: `[steps, batch, n_in]`
@@ -188,15 +203,13 @@ impl PlasticLayer {
         let fixed = fixed.chunk(steps, 0);
         let rows = inputs.clone().reshape([steps, batch, 1, n_in]).chunk(steps, 0);
         let cols = inputs.mul_scalar(self.gamma).reshape([steps, batch, n_in, 1]).chunk(steps, 0);
-        let alpha = self.alpha.val().unsqueeze::<3>(); // [1, n_in, n_out]
+        let connection = self.connection(true);
         let mut h: Tensor<3> = Tensor::zeros([batch, n_in, n_out], &device);
         let mut ys = Vec::with_capacity(steps);
         for ((fixed, row), col) in fixed.into_iter().zip(rows).zip(cols) {
-            let row: Tensor<3> = row.reshape([batch, 1, n_in]);
-            let plastic = row.matmul(alpha.clone() * h.clone()).reshape([batch, n_out]);
+            let plastic = connection.drive(row.reshape([batch, 1, n_in]), h.clone());
             let y = (fixed.reshape([batch, n_out]) + plastic).tanh();
-            let col: Tensor<3> = col.reshape([batch, n_in, 1]);
-            h = h.mul_scalar(1.0 - self.gamma) + col * y.clone().reshape([batch, 1, n_out]);
+            h = connection.update(h, col.reshape([batch, n_in, 1]), y.clone().reshape([batch, 1, n_out]));
             ys.push(y);
         }
         (ys, HebbTrace { h })
@@ -238,6 +251,7 @@ mod tests {
             gamma: 0.5,
             plastic: true,
             nonnegative_alpha: false,
+            rule: RuleSpec::default(),
         }
     }
 

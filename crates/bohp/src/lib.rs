@@ -5,6 +5,10 @@
 //! plasticity coefficient `α`, and both are learned (Miconi 2016).
 //!
 //! ## Crate map
+//! - [`rules`]: the plasticity rules (decaying Hebb, Oja, clipped Hebb), each defined once: its
+//!   update on tensors, and on the host its forward, reverse-mode and forward-mode steps.
+//! - [`connection`]: one plastic connection (`w + α ⊙ H` and its trace), shared by both
+//!   families.
 //! - [`layer`]: [`layer::PlasticLayer`], the plastic layer (Eq. 1-2), with its trace as state.
 //! - [`network`]: the paper's networks (plastic layer, optional softmax readout).
 //! - [`tasks`]: pattern completion, one-shot and reversal learning: seeded batched episodes,
@@ -12,6 +16,8 @@
 //! - [`config`]: run configs (TOML), defaults and validation.
 //! - [`device`]: backend and precision selection.
 //! - [`train`]: training with autodiff and Adam, the frozen phase, evaluation.
+//! - [`engines`]: the host gradient engines that train: the single layer's forward-mode
+//!   recursion ([`engines::analytic`]) and the recurrent network's BPTT ([`engines::fused`]).
 //! - [`run`]: run directories, checkpoints, metrics.
 //! - [`rng`]: seeded, position-addressable random streams.
 //! - [`recurrent`]: fully recurrent plastic networks (2018), their tasks and baselines.
@@ -22,13 +28,16 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod connection;
 pub mod device;
+pub mod engines;
 pub mod error;
 pub mod host_adam;
 pub mod layer;
 pub mod network;
 pub mod recurrent;
 pub mod rng;
+pub mod rules;
 pub mod run;
 pub mod tasks;
 pub mod train;

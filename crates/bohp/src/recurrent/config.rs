@@ -6,9 +6,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::images;
-use super::model::{LstmNet, PlasticRnnConfig, Rule};
+use super::model::{LstmNet, PlasticRnnConfig};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
-use crate::config::{LrSchedule, Plasticity, check_schedule, parse_toml};
+use crate::config::{LrSchedule, Plasticity, check_rule, check_schedule, parse_toml, rule_spec};
+use crate::rules::Rule;
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 
@@ -101,9 +102,12 @@ pub struct RecurrentModelConfig {
     /// Neurons (default: one per stimulus element; more adds free neurons).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neurons: Option<usize>,
-    /// `hebb` or `oja`.
+    /// The trace's rule: `hebb` (the default), `oja` or `clipped`.
     #[serde(default)]
     pub rule: Rule,
+    /// The bound `c` of the `clipped` rule (default 1); only with `rule = "clipped"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<f64>,
     /// `per-connection` or `shared`.
     #[serde(default)]
     pub alpha: AlphaShape,
@@ -126,7 +130,7 @@ pub struct RecurrentModelConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecurrentEngine {
-    /// Hand-written BPTT on the host with checkpointed traces ([`super::fused`]).
+    /// Hand-written BPTT on the host with checkpointed traces ([`crate::engines::fused`]).
     #[default]
     Fused,
     /// burn autodiff on `device` (any backend; the LSTM's only engine).
@@ -264,7 +268,7 @@ impl RecurrentConfig {
     pub fn plastic_rnn(&self) -> PlasticRnnConfig {
         PlasticRnnConfig {
             neurons: self.neurons(),
-            rule: self.model.rule,
+            rule: rule_spec(self.model.rule, self.model.clip),
             shared_alpha: self.model.alpha == AlphaShape::Shared,
             plastic: self.model.plasticity != Plasticity::None,
             init_std: self.model.init_std,
@@ -351,6 +355,7 @@ impl RecurrentConfig {
                 &format!("expected at least the stimulus size {} (one neuron per bit or pixel)", self.size()),
             ));
         }
+        check_rule(&bad, m.rule, m.clip)?;
         if m.plasticity == Plasticity::Nonnegative {
             return Err(bad("model.plasticity", "\"nonnegative\"".into(), "expected `learned` or `none` for recurrent networks"));
         }
@@ -481,6 +486,9 @@ learning_rate = 0.001
             ("[task]", "[task]\nitems = 0", "task.items"),
             ("[task]", "[task]\ninput_gain = 0.0", "task.input_gain"),
             ("[task]", "[task]\nimages = \"generated\"", "task.images"),
+            ("[model]", "[model]\nclip = 0.5", "model.clip"),
+            ("[model]", "[model]\nrule = \"clipped\"\nclip = 0.0", "model.clip"),
+            ("[model]", "[model]\nrule = \"clipped\"\nclip = -1.0", "model.clip"),
         ] {
             let e = error_of(&BASE.replace(from, to));
             assert!(e.contains(field) && e.contains("rnn.toml"), "{to}: {e}");
@@ -491,7 +499,7 @@ learning_rate = 0.001
         let e = error_of(&images.replace("size = 50\n", "images = \"/no/such/cifar\"\n"));
         assert!(e.contains("task.images") && e.contains("/no/such/cifar"), "{e}");
         let e = error_of(&BASE.replace("[model]", "[model]\nrule = \"bcm\""));
-        assert!(e.contains("model.rule") && e.contains("hebb"), "{e}");
+        assert!(e.contains("model.rule") && e.contains("hebb") && e.contains("clipped"), "{e}");
         let e = error_of(&BASE.replace("[train]", "[train]\nengine = \"magic\""));
         assert!(e.contains("train.engine"), "{e}");
     }

@@ -4,14 +4,14 @@
 //! fused host engine for large networks, and training.
 //!
 //! - [`model`]: [`model::PlasticRnn`] (burn module, autodiff reference) and [`model::LstmNet`].
-//! - [`fused`]: hand-written BPTT with checkpointed traces, on the host.
+//! - the fused host engine (hand-written BPTT with checkpointed traces) is
+//!   [`crate::engines::fused`].
 //! - [`tasks`]: episodes of the memorisation tasks, losses and errors.
 //! - [`images`]: the built-in image generator and the CIFAR-10 reader.
 //! - [`config`]: recurrent run configs.
 //! - [`train`]: the trainer, run files and the summary.
 
 pub mod config;
-pub mod fused;
 pub mod images;
 pub mod model;
 pub mod tasks;

@@ -5,32 +5,12 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig, LstmConfig};
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use super::fused::{HostRnn, Real};
+use crate::connection::PlasticConnection;
+use crate::engines::fused::{HostRnn, Real};
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
-
-/// The Hebbian rule that updates the trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    /// `H(t) = (1-η)·H(t-1) + η·y(t-1)ᵀ y(t)`.
-    #[default]
-    Hebb,
-    /// Oja's rule: `H_ij(t) = H_ij(t-1) + η·y_j(t)·(y_i(t-1) - H_ij(t-1)·y_j(t))`.
-    Oja,
-}
-
-impl Rule {
-    /// The name as written in configs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::Hebb => "hebb",
-            Rule::Oja => "oja",
-        }
-    }
-}
+use crate::rules::{Rate, RuleSpec};
 
 /// Sizes and options of a [`PlasticRnn`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,7 +18,7 @@ pub struct PlasticRnnConfig {
     /// Number of neurons `N`.
     pub neurons: usize,
     /// The trace's update rule.
-    pub rule: Rule,
+    pub rule: RuleSpec,
     /// One `α` shared by every connection, instead of one per connection.
     pub shared_alpha: bool,
     /// When false, `α = 0` and `η` are fixed and the trace is not computed: the non-plastic
@@ -51,9 +31,9 @@ pub struct PlasticRnnConfig {
 }
 
 impl PlasticRnnConfig {
-    /// `neurons` neurons, Hebbian rule, per-connection `α`, the 2018 code's initial values.
+    /// `neurons` neurons, the decaying Hebbian rule, per-connection `α`, the 2018 code's initial values.
     pub fn new(neurons: usize) -> Self {
-        PlasticRnnConfig { neurons, rule: Rule::Hebb, shared_alpha: false, plastic: true, init_std: 0.01, init_eta: 0.01 }
+        PlasticRnnConfig { neurons, rule: RuleSpec::default(), shared_alpha: false, plastic: true, init_std: 0.01, init_eta: 0.01 }
     }
 
     /// Number of trained parameters.
@@ -100,7 +80,7 @@ impl PlasticRnnConfig {
         } else {
             (alpha.set_require_grad(false), eta.set_require_grad(false))
         };
-        PlasticRnn { w: param(values[0].clone(), [n, n], device), alpha, eta, oja: self.rule == Rule::Oja, plastic: self.plastic }
+        PlasticRnn { w: param(values[0].clone(), [n, n], device), alpha, eta, rule: self.rule, plastic: self.plastic }
     }
 
     /// The host network (for the fused engine) holding values `[W, α, η]`.
@@ -111,7 +91,7 @@ impl PlasticRnnConfig {
             w: cast(&values[0]),
             alpha: cast(&values[1]),
             eta: F::from(values[2][0]).expect("finite"),
-            oja: self.rule == Rule::Oja,
+            rule: self.rule,
             plastic: self.plastic,
         }
     }
@@ -122,10 +102,13 @@ impl PlasticRnnConfig {
 ///
 /// ```text
 /// y(t) = c(t) ⊙ u(t) + (1 - c(t)) ⊙ tanh( y(t-1)·(W + α ⊙ H(t-1)) + u(t) )
-/// H(t) = (1-η)·H(t-1) + η·y(t-1)ᵀ y(t)                              (Hebb)
-/// H_ij(t) = H_ij(t-1) + η·y_j(t)·( y_i(t-1) - H_ij(t-1)·y_j(t) )      (Oja)
+/// H_ij(t) = f(H_ij(t-1), y_i(t-1), y_j(t), η)          (the rule f of crate::rules)
 /// y(0) = 0, H(0) = 0 at the start of every episode
 /// ```
+///
+/// e.g. Hebb: `H(t) = (1-η)·H(t-1) + η·y(t-1)ᵀ y(t)`; Oja:
+/// `H_ij(t) = H_ij(t-1) + η·y_j(t)·( y_i(t-1) - H_ij(t-1)·y_j(t) )`. The plastic part is the
+/// connection code the single layer shares ([`PlasticConnection`]).
 ///
 /// `u(t)` is the input and `c(t)` the clamp mask (1 where an input sets its neuron's value;
 /// without clamping `c = 0`). `W`, `α` (per connection, or one shared value) and the
@@ -139,8 +122,8 @@ pub struct PlasticRnn {
     pub alpha: Param<Tensor<2>>,
     /// Plasticity rate `η`, `[1]`.
     pub eta: Param<Tensor<1>>,
-    /// Oja's rule instead of the plain Hebbian one.
-    pub oja: bool,
+    /// The trace's rule.
+    pub rule: RuleSpec,
     /// Whether `α` and `η` are trained and the trace computed.
     pub plastic: bool,
 }
@@ -156,10 +139,6 @@ impl PlasticRnn {
         self.alpha.dims() == [1, 1]
     }
 
-    /// The trace rule.
-    pub fn rule(&self) -> Rule {
-        if self.oja { Rule::Oja } else { Rule::Hebb }
-    }
 
     /// A whole episode from `y = 0`, `H = 0`; returns `y(t)` for every step.
     ///
@@ -171,8 +150,7 @@ impl PlasticRnn {
         let [steps, batch, n] = inputs.dims();
         let device = inputs.device();
         let w = self.w.val();
-        let alpha = self.alpha.val().unsqueeze::<3>(); // [1, N, N] or [1, 1, 1]
-        let eta = self.eta.val().reshape([1, 1, 1]);
+        let connection = PlasticConnection::new(self.alpha.val(), Rate::Learned(self.eta.val().reshape([1, 1, 1])), self.rule);
         let us = inputs.chunk(steps, 0);
         let cs = clamp.map(|c| c.chunk(steps, 0));
         let mut y: Tensor<2> = Tensor::zeros([batch, n], &device);
@@ -182,8 +160,7 @@ impl PlasticRnn {
             let u: Tensor<2> = u.reshape([batch, n]);
             let mut pre = y.clone().matmul(w.clone()) + u.clone();
             if self.plastic {
-                let row: Tensor<3> = y.clone().reshape([batch, 1, n]);
-                pre = pre + row.matmul(alpha.clone() * h.clone()).reshape([batch, n]);
+                pre = pre + connection.drive(y.clone().reshape([batch, 1, n]), h.clone());
             }
             let mut y_new = pre.tanh();
             if let Some(cs) = &cs {
@@ -191,13 +168,7 @@ impl PlasticRnn {
                 y_new = y_new * c.clone().neg().add_scalar(1.0) + u * c;
             }
             if self.plastic {
-                let col: Tensor<3> = y.reshape([batch, n, 1]);
-                let yj: Tensor<3> = y_new.clone().reshape([batch, 1, n]);
-                h = if self.oja {
-                    h.clone() + (col - h * yj.clone()) * yj * eta.clone()
-                } else {
-                    h * eta.clone().neg().add_scalar(1.0) + col * yj * eta.clone()
-                };
+                h = connection.update(h, y.reshape([batch, n, 1]), y_new.clone().reshape([batch, 1, n]));
             }
             y = y_new;
             ys.push(y.clone());

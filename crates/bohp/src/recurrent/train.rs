@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::{RecurrentConfig, RecurrentEngine, RecurrentModelKind};
-use super::fused::{EpisodeBatch, Real};
+use crate::engines::fused::{EpisodeBatch, Real};
 use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
 use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
 use crate::device::{Precision, init_device};

@@ -1,4 +1,4 @@
-//! The `fused` gradient engine for [`PlasticRnn`](super::model::PlasticRnn): backpropagation
+//! The `fused` gradient engine for [`PlasticRnn`](crate::recurrent::model::PlasticRnn): backpropagation
 //! through time written out by hand on the host, one pass over the `N × N` arrays per step and
 //! direction, with the traces checkpointed.
 //!
@@ -13,17 +13,19 @@
 //! against the RTRL recursion of `bohp-gradcheck` to rounding in f64). Rows of the `N × N`
 //! arrays are split across threads (rayon); each step's inner loops run over contiguous rows
 //! `[i][batch][j]`, so `W`, `α` and their gradients are read once per step for the whole batch.
+//!
+//! The trace update and its derivatives come from the rule library ([`crate::rules`]); the
+//! engine is compiled once per rule. Rules whose `∂f/∂post` can be read off the new trace
+//! (Hebb, clipped Hebb: [`RuleKernel::POST_PARTIAL_FROM_NEW`]) get a single pass over the
+//! arrays per step backward; the others (Oja) a two-pass step.
 
-use num_traits::Float;
 use rayon::prelude::*;
 
-/// The float types the engine runs in.
-pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {}
-impl Real for f32 {}
-impl Real for f64 {}
+pub use crate::rules::Real;
+use crate::rules::{self, RuleKernel, RuleSpec};
 
 /// A plastic recurrent network's parameters on the host (the values of a
-/// [`PlasticRnn`](super::model::PlasticRnn)).
+/// [`PlasticRnn`](crate::recurrent::model::PlasticRnn)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRnn<F> {
     /// Number of neurons `N`.
@@ -34,8 +36,8 @@ pub struct HostRnn<F> {
     pub alpha: Vec<F>,
     /// `η`.
     pub eta: F,
-    /// Oja's rule instead of the plain Hebbian one.
-    pub oja: bool,
+    /// The trace's update rule.
+    pub rule: RuleSpec,
     /// Whether the trace is computed at all (false: the non-plastic baseline).
     pub plastic: bool,
 }
@@ -139,12 +141,11 @@ impl<F: Real> HostRnn<F> {
     /// `y(t-1)` and `y(t)` (`[B][N]`), and with `with_pre` returns
     /// `pre(t+1) = y(t)·(W + α ⊙ H(t))` (`[B][N]`, no input; without plasticity `h` is `None`
     /// and this is `y(t)·W`).
-    fn advance(&self, h: Option<(&[F], &mut [F])>, y_prev: &[F], y_cur: &[F], batch: usize, with_pre: bool) -> Vec<F> {
+    fn advance<R: RuleKernel>(&self, rule: R, h: Option<(&[F], &mut [F])>, y_prev: &[F], y_cur: &[F], batch: usize, with_pre: bool) -> Vec<F> {
         let n = self.n;
         let bn = batch * n;
         let rows = chunk_rows(n);
         let eta = self.eta;
-        let decay = F::one() - eta;
         let shared = self.shared();
         let partials: Vec<Vec<F>> = match h {
             None => self
@@ -180,16 +181,7 @@ impl<F: Real> HostRnn<F> {
                         for (b, (drow, srow)) in d_i.chunks_mut(n).zip(s_i.chunks(n)).enumerate() {
                             let yp = y_prev[b * n + i];
                             let ycur = &y_cur[b * n..(b + 1) * n];
-                            if self.oja {
-                                for ((d, &hv), &yj) in drow.iter_mut().zip(srow).zip(ycur) {
-                                    *d = hv + eta * yj * (yp - hv * yj);
-                                }
-                            } else {
-                                let ype = yp * eta;
-                                for ((d, &hv), &yj) in drow.iter_mut().zip(srow).zip(ycur) {
-                                    *d = decay * hv + ype * yj;
-                                }
-                            }
+                            rules::forward(&rule, srow, yp, ycur, eta, drow);
                             let yi = y_cur[b * n + i];
                             if !with_pre || yi == F::zero() {
                                 continue;
@@ -223,6 +215,11 @@ impl<F: Real> HostRnn<F> {
 
     /// Runs the episodes forward and returns `y(t)` for `t = 1..=T`, `[T][B][N]`.
     pub fn forward(&self, ep: &EpisodeBatch<'_, F>) -> Vec<F> {
+        crate::with_rule!(self.rule, |rule| self.forward_with(rule, ep))
+    }
+
+    /// [`HostRnn::forward`] with the trace's rule given as a [`RuleKernel`].
+    pub fn forward_with<R: RuleKernel>(&self, rule: R, ep: &EpisodeBatch<'_, F>) -> Vec<F> {
         self.check(ep);
         let bn = ep.batch * self.n;
         let mut ys = vec![F::zero(); (ep.steps + 1) * bn];
@@ -233,7 +230,7 @@ impl<F: Real> HostRnn<F> {
             self.activate(ep, t, &pre, &mut after[..bn]);
             if t < ep.steps {
                 let bufs = h.as_mut().map(|(cur, next)| (cur.as_slice(), next.as_mut_slice()));
-                pre = self.advance(bufs, &before[(t - 1) * bn..], &after[..bn], ep.batch, true);
+                pre = self.advance(rule, bufs, &before[(t - 1) * bn..], &after[..bn], ep.batch, true);
                 if let Some((cur, next)) = h.as_mut() {
                     std::mem::swap(cur, next);
                 }
@@ -245,6 +242,12 @@ impl<F: Real> HostRnn<F> {
     /// Forward and backward through the episodes: the loss on the last step and its gradients,
     /// keeping a trace checkpoint every `interval` steps (`None`: [`auto_interval`]).
     pub fn loss_and_grads(&self, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
+        crate::with_rule!(self.rule, |rule| self.loss_and_grads_with(rule, ep, interval))
+    }
+
+    /// [`HostRnn::loss_and_grads`] with the trace's rule given as a [`RuleKernel`] (`self.rule` is not
+    /// read): checks pass a known-wrong rule here ([`crate::rules::faults`]).
+    pub fn loss_and_grads_with<R: RuleKernel>(&self, rule: R, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
         self.check(ep);
         let (n, batch, steps) = (self.n, ep.batch, ep.steps);
         let bn = batch * n;
@@ -265,10 +268,10 @@ impl<F: Real> HostRnn<F> {
             if t < steps {
                 let y_prev = &before[(t - 1) * bn..];
                 match h.as_mut() {
-                    None => pre = self.advance(None, y_prev, &after[..bn], batch, true),
+                    None => pre = self.advance(rule, None, y_prev, &after[..bn], batch, true),
                     Some(cur) => {
                         let mut next = buffer(&mut spare);
-                        pre = self.advance(Some((cur, &mut next)), y_prev, &after[..bn], batch, true);
+                        pre = self.advance(rule, Some((cur, &mut next)), y_prev, &after[..bn], batch, true);
                         let old = std::mem::replace(cur, next);
                         // `old` is H(t-1).
                         if (t - 1) % k == 0 { checkpoints.push(old) } else { spare.push(old) }
@@ -297,13 +300,13 @@ impl<F: Real> HostRnn<F> {
         loss /= batch as f64;
         // Backward, segment by segment.
         let shared = self.shared();
-        let merged = plastic && !self.oja;
+        let merged = plastic && R::POST_PARTIAL_FROM_NEW;
         let mut gw = vec![F::zero(); n * n];
         let mut ga = vec![F::zero(); if shared { 0 } else { n * n }];
         let mut ga_shared = 0.0f64;
         let mut geta = 0.0f64;
         let mut g_h = plastic.then(|| vec![F::zero(); len]);
-        // Merged Hebbian path: c(t)_j = Σ_i g_H(t)_ij y_i(t-1), and g_pre(t) kept for ∂L/∂W.
+        // Single-pass path: c(t)_j = Σ_i g_H(t)_ij ∂H_ij(t)/∂y_j(t), and g_pre(t) kept for ∂L/∂W.
         let mut col = vec![F::zero(); bn];
         let mut gpres: Vec<F> = if merged { vec![F::zero(); (steps + 1) * bn] } else { Vec::new() };
         let mut segment: Vec<Vec<F>> = Vec::new();
@@ -317,7 +320,7 @@ impl<F: Real> HostRnn<F> {
                 segment.push(checkpoints.pop().expect("one checkpoint per segment"));
                 for t in start + 1..end {
                     let mut next = buffer(&mut spare);
-                    self.advance(Some((segment.last().expect("nonempty"), &mut next)), y(t - 1), y(t), batch, false);
+                    self.advance(rule, Some((segment.last().expect("nonempty"), &mut next)), y(t - 1), y(t), batch, false);
                     segment.push(next);
                 }
                 traces_held = traces_held.max(checkpoints.len() + segment.len() + spare.len() + 1);
@@ -332,11 +335,11 @@ impl<F: Real> HostRnn<F> {
                     let y_cur = y(t);
                     for k in 0..bn {
                         let free = c.map_or(F::one(), |c| F::one() - c[k]);
-                        gpre[k] = (gy[k] + self.eta * col[k]) * free * (F::one() - y_cur[k] * y_cur[k]);
+                        gpre[k] = (gy[k] + col[k]) * free * (F::one() - y_cur[k] * y_cur[k]);
                     }
                     let hprev = segment[t - 1 - start].as_slice();
                     let g = g_h.as_deref_mut().expect("plastic");
-                    let (gy_prev, col_prev, e, gas) = self.backward_hebb(y(t - 2), y(t - 1), y_cur, hprev, g, &gpres[t * bn..(t + 1) * bn], &mut ga, batch);
+                    let (gy_prev, col_prev, e, gas) = self.backward_merged(rule, y(t - 2), y(t - 1), y_cur, hprev, g, &gpres[t * bn..(t + 1) * bn], &mut ga, batch);
                     geta += e;
                     ga_shared += gas;
                     gy = gy_prev;
@@ -344,6 +347,7 @@ impl<F: Real> HostRnn<F> {
                 } else {
                     let hprev = plastic.then(|| segment[t - 1 - start].as_slice());
                     let (gy_prev, step) = self.backward_step(
+                        rule,
                         y(t - 1),
                         y(t),
                         hprev,
@@ -393,17 +397,19 @@ impl<F: Real> HostRnn<F> {
         }
     }
 
-    /// One step backward of the Hebbian network in a single pass over the arrays: with
-    /// `G = g_H(t)`, `H = H(t-1)`, `y' = y(t-1)`, `y = y(t)`, and `g_pre(t)` known (it needs only
-    /// the column sums `c(t)` of the previous call),
-    /// `g_y(t-1)_i = Σ_j (W_ij + α_ij H_ij) g_pre_j + η Σ_j G_ij y_j`,
-    /// `∂η += Σ G_ij (y'_i y_j - H_ij)`, `∂α_ij += y'_i g_pre_j H_ij`,
-    /// `g_H(t-1) = (1-η) G + α ⊙ y'ᵀ g_pre`, and the next column sums
-    /// `c(t-1)_j = Σ_i g_H(t-1)_ij y_i(t-2)`. Returns `g_y(t-1)`, `c(t-1)`, `∂η` and a shared
-    /// `∂α`.
+    /// One step backward in a single pass over the arrays, for rules whose `∂f/∂post` can be
+    /// read off the new trace: with `G = g_H(t)`, `H = H(t-1)`, `y' = y(t-1)`, `y = y(t)`, the
+    /// step's local derivatives `f_H, f_pre, f_η` at `(H, y'_i, y_j, η)`, and `g_pre(t)` known
+    /// (it needs only the column sums `c(t)` of the previous call),
+    /// `g_y(t-1)_i = Σ_j (W_ij + α_ij H_ij) g_pre_j + Σ_j G_ij f_pre`,
+    /// `∂η += Σ G_ij f_η`, `∂α_ij += y'_i g_pre_j H_ij`,
+    /// `g_H(t-1) = f_H ⊙ G + α ⊙ y'ᵀ g_pre`, and the next column sums
+    /// `c(t-1)_j = Σ_i g_H(t-1)_ij ∂H_ij(t-1)/∂y_j(t-1)` (from `H(t-1)` and `y(t-2)`). Returns
+    /// `g_y(t-1)`, `c(t-1)`, `∂η` and a shared `∂α`.
     #[allow(clippy::too_many_arguments)]
-    fn backward_hebb(
+    fn backward_merged<R: RuleKernel>(
         &self,
+        rule: R,
         y_pp: &[F],
         y_prev: &[F],
         y_cur: &[F],
@@ -417,7 +423,6 @@ impl<F: Real> HostRnn<F> {
         let bn = batch * n;
         let rows = chunk_rows(n);
         let eta = self.eta;
-        let decay = F::one() - eta;
         let shared = self.shared();
         // Per chunk: (row results (index, value), column sums, ∂η, shared ∂α). A shared α is
         // spread over a row, its gradient summed from a scratch row.
@@ -437,7 +442,8 @@ impl<F: Real> HostRnn<F> {
                 };
                 for b in 0..batch {
                     let (yp, ypp) = (y_prev[b * n + i], y_pp[b * n + i]);
-                    let (e, rsum, ssum) = hebb_kernel(
+                    let (e, rsum, ssum) = merged_kernel(
+                        &rule,
                         &mut g_i[b * n..(b + 1) * n],
                         &h_i[b * n..(b + 1) * n],
                         wrow,
@@ -446,10 +452,10 @@ impl<F: Real> HostRnn<F> {
                         &y_cur[b * n..(b + 1) * n],
                         &gpre[b * n..(b + 1) * n],
                         &mut cols[b * n..(b + 1) * n],
-                        (yp, ypp, decay),
+                        (yp, ypp, eta),
                     );
                     ge += e.to_f64().expect("finite");
-                    out.push((b * n + i, ssum + eta * rsum));
+                    out.push((b * n + i, ssum + rsum));
                 }
             }
             let gas = scratch.iter().fold(0.0f64, |s, v| s + v.to_f64().expect("finite"));
@@ -489,8 +495,9 @@ impl<F: Real> HostRnn<F> {
     /// `g_y(t-1)` and `g_H(t-1)` (in place), accumulating `∂L/∂W` and `∂L/∂α`. Returns
     /// `g_y(t-1)` and this step's contributions to `∂L/∂η` and to a shared `∂L/∂α`.
     #[allow(clippy::too_many_arguments)]
-    fn backward_step(
+    fn backward_step<R: RuleKernel>(
         &self,
+        rule: R,
         y_prev: &[F],
         y_cur: &[F],
         hprev: Option<&[F]>,
@@ -534,27 +541,15 @@ impl<F: Real> HostRnn<F> {
                             let col = &mut col[b * n..(b + 1) * n];
                             let mut rowsum = F::zero();
                             let mut e = F::zero();
-                            if self.oja {
-                                for j in 0..n {
-                                    let (gv, yj, hv) = (grow[j], yc[j], hrow[j]);
-                                    let d = yp - hv * yj;
-                                    e = e + gv * yj * d;
-                                    col[j] = col[j] + gv * (d - hv * yj);
-                                    rowsum = rowsum + gv * yj;
-                                    grow[j] = (F::one() - eta * yj * yj) * gv;
-                                }
-                            } else {
-                                let decay = F::one() - eta;
-                                for j in 0..n {
-                                    let (gv, yj, hv) = (grow[j], yc[j], hrow[j]);
-                                    e = e + gv * (yp * yj - hv);
-                                    col[j] = col[j] + gv * yp;
-                                    rowsum = rowsum + gv * yj;
-                                    grow[j] = decay * gv;
-                                }
+                            for j in 0..n {
+                                let p = rules::vjp(&rule, grow[j], hrow[j], yp, yc[j], eta);
+                                e = e + p.rate;
+                                col[j] = col[j] + p.post;
+                                rowsum = rowsum + p.pre;
+                                grow[j] = p.h;
                             }
                             ge += e.to_f64().expect("finite");
-                            row_out.push((b * n + i, eta * rowsum));
+                            row_out.push((b * n + i, rowsum));
                         }
                     }
                     (col, row_out, ge)
@@ -562,7 +557,7 @@ impl<F: Real> HostRnn<F> {
                 .collect();
             for (col, row_out, ge) in parts {
                 for (a, v) in gy.iter_mut().zip(col) {
-                    *a = *a + eta * v;
+                    *a = *a + v;
                 }
                 for (k, v) in row_out {
                     gy_prev[k] = gy_prev[k] + v;
@@ -689,12 +684,13 @@ impl<F: Real> HostRnn<F> {
     }
 }
 
-/// The inner loop of [`HostRnn::backward_hebb`] for one row `i` of one episode, in lanes of 8
-/// so that it vectorizes: returns `Σ_j G_ij (y'_i y_j - H_ij)`, `Σ_j G_ij y_j` and
+/// The inner loop of [`HostRnn::backward_merged`] for one row `i` of one episode, in lanes of 8
+/// so that it vectorizes: returns `Σ_j G_ij f_η`, `Σ_j G_ij f_pre` and
 /// `Σ_j (W_ij + α_ij H_ij) g_pre_j`; updates `G` to `g_H(t-1)`, `∂α` and the column sums.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn hebb_kernel<F: Real>(
+fn merged_kernel<F: Real, R: RuleKernel>(
+    rule: &R,
     g: &mut [F],
     h: &[F],
     w: &[F],
@@ -703,7 +699,7 @@ fn hebb_kernel<F: Real>(
     y: &[F],
     p: &[F],
     cn: &mut [F],
-    (yp, ypp, decay): (F, F, F),
+    (yp, ypp, eta): (F, F, F),
 ) -> (F, F, F) {
     const L: usize = 8;
     let n = g.len();
@@ -711,6 +707,19 @@ fn hebb_kernel<F: Real>(
     let mut e = [F::zero(); L];
     let mut r = [F::zero(); L];
     let mut s = [F::zero(); L];
+    // One element: the step's local derivatives at (H(t-1), y(t-1)_i, y(t)_j), and the
+    // previous step's ∂H(t-1)/∂y(t-1)_j for the column sums.
+    let one = |old: F, hv: F, yj: F, pv: F, av: F, wv: F, gav: &mut F, gc: &mut F, cc: &mut F, e: &mut F, r: &mut F, s: &mut F| {
+        let l = rule.local(hv, yp, yj, eta);
+        *e = *e + old * l.d_rate;
+        *r = *r + old * l.d_pre;
+        *s = *s + (wv + av * hv) * pv;
+        let coef = yp * pv;
+        *gav = *gav + coef * hv;
+        let gn = l.d_h * old + av * coef;
+        *gc = gn;
+        *cc = *cc + gn * rule.post_partial_after(hv, ypp, eta);
+    };
     let it = g[..full]
         .chunks_exact_mut(L)
         .zip(h[..full].chunks_exact(L))
@@ -722,27 +731,11 @@ fn hebb_kernel<F: Real>(
         .zip(cn[..full].chunks_exact_mut(L));
     for (((((((gc, hc), wc), ac), gac), yc), pc), cc) in it {
         for l in 0..L {
-            let (old, hv, yj, pv, av) = (gc[l], hc[l], yc[l], pc[l], ac[l]);
-            e[l] = e[l] + old * (yp * yj - hv);
-            r[l] = r[l] + old * yj;
-            s[l] = s[l] + (wc[l] + av * hv) * pv;
-            let coef = yp * pv;
-            gac[l] = gac[l] + coef * hv;
-            let gn = decay * old + av * coef;
-            gc[l] = gn;
-            cc[l] = cc[l] + gn * ypp;
+            one(gc[l], hc[l], yc[l], pc[l], ac[l], wc[l], &mut gac[l], &mut gc[l], &mut cc[l], &mut e[l], &mut r[l], &mut s[l]);
         }
     }
     for j in full..n {
-        let (old, hv, yj, pv, av) = (g[j], h[j], y[j], p[j], a[j]);
-        e[0] = e[0] + old * (yp * yj - hv);
-        r[0] = r[0] + old * yj;
-        s[0] = s[0] + (w[j] + av * hv) * pv;
-        let coef = yp * pv;
-        ga[j] = ga[j] + coef * hv;
-        let gn = decay * old + av * coef;
-        g[j] = gn;
-        cn[j] = cn[j] + gn * ypp;
+        one(g[j], h[j], y[j], p[j], a[j], w[j], &mut ga[j], &mut g[j], &mut cn[j], &mut e[0], &mut r[0], &mut s[0]);
     }
     let sum = |v: [F; L]| v.into_iter().fold(F::zero(), |acc, x| acc + x);
     (sum(e), sum(r), sum(s))

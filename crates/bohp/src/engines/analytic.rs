@@ -1,15 +1,18 @@
-//! The analytic BOHP gradient: the forward-mode recursion of `docs/gradients.md`, in plain f64.
+//! The analytic BOHP gradient of the single layer: the forward-mode recursion of
+//! `docs/gradients.md`, in plain f64, and the [`Analytic`] engine that trains with it.
 //!
 //! Nothing here uses burn: it is an independent computation of the same loss and gradients.
 //!
 //! For a parameter θ of output `j` (`w_kj`, `α_kj` or `b_j`), with `D(t) = ∂y_j(t)/∂θ` and
-//! `G_l(t) = ∂H_lj(t)/∂θ`:
+//! `G_l(t) = ∂H_lj(t)/∂θ`, and the rule's local derivatives `f_H`, `f_post` at
+//! `(H_lj(t-1), x_l(t), y_j(t), γ)` ([`crate::rules::jvp`]):
 //!
 //! ```text
 //! ∂raw_j(t)/∂θ = direct(t) + Σ_l α_lj · x_l(t) · G_l(t-1)
 //!     direct = x_k(t) for θ = w_kj;  H_kj(t-1) · x_k(t) for θ = α_kj;  1 for θ = b_j
 //! D(t)   = (1 - y_j(t)²) · ∂raw_j(t)/∂θ
-//! G_l(t) = (1 - γ) · G_l(t-1) + γ · x_l(t) · D(t),      G(0) = 0
+//! G_l(t) = f_H · G_l(t-1) + f_post · D(t),      G(0) = 0
+//!        = (1 - γ) · G_l(t-1) + γ · x_l(t) · D(t)   for the decaying Hebbian trace (Eq. 1)
 //! dL/dθ  = Σ_t ∂L/∂y_j(t) · D(t)
 //! ```
 //!
@@ -17,8 +20,15 @@
 //! recursed independently; `∂L/∂y_j(t)` is the direct partial (through the loss, or through
 //! the readout and the softmax cross-entropy).
 
-use bohp::tasks::{EpisodeBatch, LABELLED_STEPS, Measures, Targets};
+use burn::module::Param;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::network::PlasticNet;
+use crate::rules::{RuleKernel, RuleSpec};
+use crate::tasks::{EpisodeBatch, LABELLED_STEPS, Measures, Targets, Task};
+use crate::train::GradientEngine;
 
 /// Which recursion to run. Only [`Variant::Correct`] is right; the others reproduce the paper's
 /// and the original code's mistakes, so that tests can show the checker catches them.
@@ -32,6 +42,8 @@ pub enum Variant {
     /// The original code's tanh derivative applied to an output that is already a tanh:
     /// `1 - tanh(y)²`.
     DoubleTanh,
+    /// The step reads the trace `H(t)` where `H(t-1)` is due (in the α direct term).
+    NewTrace,
 }
 
 impl std::str::FromStr for Variant {
@@ -42,8 +54,9 @@ impl std::str::FromStr for Variant {
             "correct" => Ok(Variant::Correct),
             "paper-weighting" => Ok(Variant::PaperWeighting),
             "double-tanh" => Ok(Variant::DoubleTanh),
+            "new-trace" => Ok(Variant::NewTrace),
             other => Err(format!(
-                "unknown recursion `{other}`: expected correct, paper-weighting or double-tanh"
+                "unknown recursion `{other}`: expected correct, paper-weighting, double-tanh or new-trace"
             )),
         }
     }
@@ -58,6 +71,9 @@ pub struct Params {
     pub n_out: usize,
     /// Trace rate γ (Eq. 1).
     pub gamma: f64,
+    /// The trace's rule.
+    #[serde(default)]
+    pub rule: RuleSpec,
     /// `w`, `[n_in, n_out]`.
     pub w: Vec<f64>,
     /// `α`, `[n_in, n_out]`.
@@ -165,6 +181,14 @@ pub struct Evaluation {
     pub traces: Vec<EpisodeTrace>,
 }
 
+/// `H(t)` of column `j` from `H(t-1)`: the rule with `pre = x`, `post = y_j`, rate γ.
+fn update_column<R: RuleKernel>(rule: &R, h: &mut [f64], x: &[f64], yj: f64, j: usize, n_out: usize, gamma: f64) {
+    for (l, &xl) in x.iter().enumerate() {
+        let i = l * n_out + j;
+        h[i] = rule.local(h[i], xl, yj, gamma).value;
+    }
+}
+
 fn softmax(z: &[f64]) -> Vec<f64> {
     let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
@@ -180,16 +204,22 @@ fn log_softmax(z: &[f64]) -> Vec<f64> {
 
 /// The loss of `batch` under `params`, without gradients.
 pub fn loss(params: &Params, batch: &EpisodeBatch) -> f64 {
-    run(params, batch, Variant::Correct, false, false).loss
+    crate::with_rule!(params.rule, |k| run(&k, params, batch, Variant::Correct, false, false).loss)
 }
 
 /// The loss of `batch` and its gradients by the forward-mode recursion (`variant` selects the
 /// right one or a known-wrong one). With `record`, each episode's outputs and traces are kept.
 pub fn evaluate(params: &Params, batch: &EpisodeBatch, variant: Variant, record: bool) -> Evaluation {
-    run(params, batch, variant, true, record)
+    crate::with_rule!(params.rule, |k| run(&k, params, batch, variant, true, record))
 }
 
-fn run(p: &Params, batch: &EpisodeBatch, variant: Variant, grads: bool, record: bool) -> Evaluation {
+/// [`evaluate`] with the trace's rule given as a [`RuleKernel`] (`params.rule` is not read):
+/// checks pass a known-wrong rule here ([`crate::rules::faults`]).
+pub fn evaluate_with<R: RuleKernel>(rule: &R, params: &Params, batch: &EpisodeBatch, variant: Variant, record: bool) -> Evaluation {
+    run(rule, params, batch, variant, true, record)
+}
+
+fn run<R: RuleKernel>(rule: &R, p: &Params, batch: &EpisodeBatch, variant: Variant, grads: bool, record: bool) -> Evaluation {
     let (n_in, n_out, gamma) = (p.n_in, p.n_out, p.gamma);
     assert_eq!(batch.n_in, n_in, "episode input size must match the network");
     let steps = batch.steps;
@@ -281,8 +311,13 @@ fn run(p: &Params, batch: &EpisodeBatch, variant: Variant, grads: bool, record: 
                     }
                 }
             }
-            if grads {
-                for j in 0..n_out {
+            // Column by column: the recursion of column j (which reads H(t-1) of column j
+            // only), then H(t) of column j.
+            for j in 0..n_out {
+                if variant == Variant::NewTrace {
+                    update_column(rule, &mut h, x, y[j], j, n_out, gamma);
+                }
+                if grads {
                     // a_l = α_lj x_l
                     for l in 0..n_in {
                         a[l] = p.alpha[l * n_out + j] * x[l];
@@ -321,26 +356,31 @@ fn run(p: &Params, batch: &EpisodeBatch, variant: Variant, grads: bool, record: 
                         }
                         out.b[j] += gl * dj[2 * n_in];
                     }
-                    // G_l(t) from G_l(t-1) and D(t).
-                    let (decay, rate) = match variant {
-                        Variant::PaperWeighting => (gamma, gamma * (1.0 - gamma)),
-                        _ => (1.0 - gamma, gamma),
-                    };
+                    // G_l(t) from G_l(t-1) and D(t): the rule's forward-mode step (x is an
+                    // input: no tangent; γ is fixed: no tangent).
                     let gj = &mut g[j * n_in * nq..(j + 1) * n_in * nq];
                     for l in 0..n_in {
-                        let xl = rate * x[l];
+                        let local = rule.local(h[l * n_out + j], x[l], y[j], gamma);
                         let row = &mut gj[l * nq..(l + 1) * nq];
-                        for q in 0..nq {
-                            row[q] = decay * row[q] + xl * dj[q];
+                        match variant {
+                            Variant::PaperWeighting => {
+                                let xl = gamma * (1.0 - gamma) * x[l];
+                                for q in 0..nq {
+                                    row[q] = gamma * row[q] + xl * dj[q];
+                                }
+                            }
+                            _ => {
+                                // jvp(local, G, 0, D, 0), without the zero tangents.
+                                let (d_h, d_post) = (local.d_h, local.d_post);
+                                for q in 0..nq {
+                                    row[q] = d_h * row[q] + d_post * dj[q];
+                                }
+                            }
                         }
                     }
                 }
-            }
-            // H(t) = (1-γ) H(t-1) + γ x yᵀ
-            for k in 0..n_in {
-                for j in 0..n_out {
-                    let i = k * n_out + j;
-                    h[i] = (1.0 - gamma) * h[i] + gamma * x[k] * y[j];
+                if variant != Variant::NewTrace {
+                    update_column(rule, &mut h, x, y[j], j, n_out, gamma);
                 }
             }
             if record {
@@ -369,5 +409,80 @@ fn run(p: &Params, batch: &EpisodeBatch, variant: Variant, grads: bool, record: 
         },
         grads: out,
         traces,
+    }
+}
+
+/// The host parameters of a burn model.
+pub fn params_of(model: &PlasticNet) -> Params {
+    params_from_values(model, &model.parameter_values())
+}
+
+/// The parameters of a network shaped like `model`, with the values `values` (named as
+/// [`PlasticNet::parameter_values`]).
+pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)]) -> Params {
+    let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+    Params {
+        n_in: model.plastic.n_in(),
+        n_out: model.plastic.n_out(),
+        gamma: model.plastic.gamma,
+        rule: model.plastic.rule,
+        w: get("w").expect("w"),
+        alpha: get("alpha").expect("alpha"),
+        b: get("b").expect("b"),
+        readout_v: get("readout.v"),
+        readout_c: get("readout.c"),
+    }
+}
+
+/// Training with the analytic gradients (`train.grad = "analytic"`): the forward-mode
+/// recursion above, computed on the host in f64 and handed to the optimizer (the trainer's
+/// host Adam, or burn's) in the model's precision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Analytic;
+
+fn register<const D: usize>(grads: &mut GradientsParams, p: &Param<Tensor<D>>, values: Vec<f64>, device: &Device) {
+    let shape = p.shape();
+    grads.register::<D>(p.id, Tensor::from_data(TensorData::new(values, shape), device));
+}
+
+impl GradientEngine for Analytic {
+    fn name(&self) -> &'static str {
+        "analytic"
+    }
+
+    fn on_host(&self) -> bool {
+        true
+    }
+
+    fn host_gradients(
+        &mut self,
+        model: &PlasticNet,
+        values: &[(&'static str, Vec<f64>)],
+        batch: &EpisodeBatch,
+    ) -> Option<(Measures, Vec<Vec<f64>>)> {
+        let eval = evaluate(&params_from_values(model, values), batch, Variant::Correct, false);
+        let groups = eval.grads.groups();
+        let grads = values
+            .iter()
+            .map(|(name, v)| groups.iter().find(|(n, _)| n == name).map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec()))
+            .collect();
+        Some((eval.measures, grads))
+    }
+
+    fn gradients(&mut self, model: &PlasticNet, _task: &Task, batch: &EpisodeBatch, device: &Device) -> (Measures, GradientsParams) {
+        let eval = evaluate(&params_of(model), batch, Variant::Correct, false);
+        let g = eval.grads;
+        let device = &device.clone().without_autodiff();
+        let mut grads = GradientsParams::new();
+        register(&mut grads, &model.plastic.w, g.w, device);
+        if model.plastic.plastic {
+            register(&mut grads, &model.plastic.alpha, g.alpha, device);
+        }
+        register(&mut grads, &model.plastic.b, g.b, device);
+        if let (Some(readout), Some(v), Some(c)) = (&model.readout, g.readout_v, g.readout_c) {
+            register(&mut grads, &readout.v, v, device);
+            register(&mut grads, &readout.c, c, device);
+        }
+        (eval.measures, grads)
     }
 }

@@ -1,0 +1,323 @@
+//! The plasticity rules: how a connection's Hebbian trace `H` changes within an episode.
+//!
+//! Every rule is an element-wise update of one connection's trace from its presynaptic
+//! activity `pre`, its postsynaptic activity `post` and a rate `η`:
+//!
+//! ```text
+//! H_ij(t) = f(H_ij(t-1), pre_i, post_j, η)
+//! ```
+//!
+//! (single layer: `pre = x(t)`, `post = y(t)`, `η = γ`; recurrent network: `pre = y(t-1)`,
+//! `post = y(t)`). One file per rule defines `f` once for each kind of number it runs on:
+//!
+//! - [`RuleKernel::tensor`]: the update on burn tensors, for autodiff on any backend;
+//! - [`RuleKernel::local`]: on the host, the new value and its four partial derivatives
+//!   `∂f/∂H`, `∂f/∂pre`, `∂f/∂post`, `∂f/∂η` at one connection ([`Local`]).
+//!
+//! The host steps every engine uses are written once, here, from [`RuleKernel::local`]:
+//! [`forward`] (the new trace), [`vjp`] (reverse mode: a trace gradient pulled back through
+//! the update, for BPTT engines) and [`jvp`] (forward mode: a tangent pushed through the update,
+//! for the analytic recursion and RTRL). A new rule is one new file implementing
+//! [`RuleKernel`] and one variant of [`Rule`] (plus its arm in [`with_rule!`](crate::with_rule)
+//! and [`RuleSpec::tensor`]); nothing else writes a trace update.
+//!
+//! The rules:
+//! - [`hebb::Hebb`]: the decaying Hebbian trace, `H ← (1-η)·H + η·pre·post` (2016 Eq. 1 with
+//!   `η = γ`; 2018 with a learned `η`).
+//! - [`oja::Oja`]: Oja's rule, `H ← H + η·post·(pre - H·post)`.
+//! - [`clipped::Clipped`]: the additive Hebbian rule of the neuromodulation paper,
+//!   `H ← clip(H + η·pre·post, -c, c)` (its gradient is 0 where an entry is saturated).
+
+pub mod clipped;
+pub mod faults;
+pub mod hebb;
+pub mod oja;
+
+use burn::tensor::Tensor;
+use num_traits::Float;
+use serde::{Deserialize, Serialize};
+
+pub use clipped::Clipped;
+pub use hebb::Hebb;
+pub use oja::Oja;
+
+/// The float types the host engines run in.
+pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// `v` in `F`.
+#[inline(always)]
+pub fn real<F: Real>(v: f64) -> F {
+    F::from(v).expect("representable")
+}
+
+/// The trace's new value at one connection and the partial derivatives of the update
+/// `f(H, pre, post, η)` at the old values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Local<F> {
+    /// `f(H, pre, post, η)`: the new trace.
+    pub value: F,
+    /// `∂f/∂H`.
+    pub d_h: F,
+    /// `∂f/∂pre`.
+    pub d_pre: F,
+    /// `∂f/∂post`.
+    pub d_post: F,
+    /// `∂f/∂η`.
+    pub d_rate: F,
+}
+
+/// The rate of a trace update on tensors.
+#[derive(Debug, Clone)]
+pub enum Rate {
+    /// A constant (the single layer's γ).
+    Fixed(f64),
+    /// A constant that the caller has already multiplied into `pre` (the single layer folds γ
+    /// into its constant inputs once per episode, which records fewer operations per step):
+    /// the rule must not multiply `pre` by it again.
+    Folded(f64),
+    /// A trained scalar, `[1, 1, 1]` (the recurrent network's η).
+    Learned(Tensor<3>),
+}
+
+impl Rate {
+    /// `rate · t`.
+    pub fn times(&self, t: Tensor<3>) -> Tensor<3> {
+        match self {
+            Rate::Fixed(r) | Rate::Folded(r) => t.mul_scalar(*r),
+            Rate::Learned(r) => t * r.clone(),
+        }
+    }
+
+    /// `rate · pre · post`, where `pre` already carries a folded rate.
+    pub fn product(&self, pre: Tensor<3>, post: Tensor<3>) -> Tensor<3> {
+        match self {
+            Rate::Fixed(r) => pre.mul_scalar(*r) * post,
+            Rate::Folded(_) => pre * post,
+            Rate::Learned(r) => pre * post * r.clone(),
+        }
+    }
+}
+
+/// One plasticity rule: its update on tensors and its local derivatives on the host.
+pub trait RuleKernel: Copy + Send + Sync + std::fmt::Debug {
+    /// The update in plain text (`H`, `pre`, `post`, `eta`, and `c` for a bound), as dumps
+    /// record it.
+    const EQUATION: &'static str;
+
+    /// The update on tensors: `f(H, pre, post, η)` broadcast over a batch of episodes.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, n_pre, n_post]`
+    /// - `pre`: `[batch, n_pre, 1]`
+    /// - `post`: `[batch, 1, n_post]`
+    /// - returned: `[batch, n_pre, n_post]`
+    fn tensor(&self, h: Tensor<3>, pre: Tensor<3>, post: Tensor<3>, rate: &Rate) -> Tensor<3>;
+
+    /// The new trace and the update's partial derivatives at one connection.
+    fn local<F: Real>(&self, h: F, pre: F, post: F, rate: F) -> Local<F>;
+
+    /// Whether [`RuleKernel::post_partial_after`] is exact for this rule: then the fused
+    /// engine's single-pass backward applies (it sees only the new trace of a step when it
+    /// needs that step's `∂f/∂post`).
+    const POST_PARTIAL_FROM_NEW: bool;
+
+    /// `∂f/∂post` of the step that produced `h_new` from presynaptic `pre`, computed from the
+    /// new trace alone (only meaningful when [`RuleKernel::POST_PARTIAL_FROM_NEW`]).
+    fn post_partial_after<F: Real>(&self, h_new: F, pre: F, rate: F) -> F;
+}
+
+/// Which plasticity rule, as written in configs (`model.rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// [`Hebb`]: `H ← (1-η)·H + η·pre·post`.
+    #[default]
+    Hebb,
+    /// [`Oja`]: `H ← H + η·post·(pre - H·post)`.
+    Oja,
+    /// [`Clipped`]: `H ← clip(H + η·pre·post, ±c)` with `c = model.clip`.
+    Clipped,
+}
+
+impl Rule {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Hebb => "hebb",
+            Rule::Oja => "oja",
+            Rule::Clipped => "clipped",
+        }
+    }
+
+    /// Every rule.
+    pub const ALL: [Rule; 3] = [Rule::Hebb, Rule::Oja, Rule::Clipped];
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The default bound `c` of the clipped rule (the neuromodulation paper's ±1).
+pub const DEFAULT_CLIP: f64 = 1.0;
+
+/// A rule with its constants: what a plastic connection applies to its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// The rule.
+    pub rule: Rule,
+    /// The bound `c` of [`Rule::Clipped`] (unused by the other rules).
+    pub clip: f64,
+}
+
+impl Default for RuleSpec {
+    fn default() -> Self {
+        RuleSpec { rule: Rule::Hebb, clip: DEFAULT_CLIP }
+    }
+}
+
+impl RuleSpec {
+    /// `rule` with the default constants.
+    pub fn new(rule: Rule) -> Self {
+        RuleSpec { rule, clip: DEFAULT_CLIP }
+    }
+
+    /// The update on tensors (see [`RuleKernel::tensor`]).
+    pub fn tensor(&self, h: Tensor<3>, pre: Tensor<3>, post: Tensor<3>, rate: &Rate) -> Tensor<3> {
+        crate::with_rule!(*self, |k| k.tensor(h, pre, post, rate))
+    }
+
+    /// The update in plain text ([`RuleKernel::EQUATION`]).
+    pub fn equation(&self) -> &'static str {
+        crate::with_rule!(*self, |k| equation_of(&k))
+    }
+
+    /// The new trace and the local derivatives at one connection (see [`RuleKernel::local`]);
+    /// dispatches on the rule at every call: engines monomorphize with
+    /// [`with_rule!`](crate::with_rule) instead.
+    pub fn local<F: Real>(&self, h: F, pre: F, post: F, rate: F) -> Local<F> {
+        crate::with_rule!(*self, |k| k.local(h, pre, post, rate))
+    }
+}
+
+impl std::fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rule {
+            Rule::Clipped => write!(f, "clipped(±{})", self.clip),
+            rule => f.write_str(rule.name()),
+        }
+    }
+}
+
+// A plain constant inside burn modules (no parameters, not saved in records).
+use burn::empty;
+empty!(RuleSpec);
+
+fn equation_of<R: RuleKernel>(_: &R) -> &'static str {
+    R::EQUATION
+}
+
+/// Runs `$body` with `$k` bound to the [`RuleKernel`] of a [`RuleSpec`], so that generic host
+/// engines are compiled once per rule (no dispatch in their inner loops).
+#[macro_export]
+macro_rules! with_rule {
+    ($spec:expr, |$k:ident| $body:expr) => {{
+        let spec: $crate::rules::RuleSpec = $spec;
+        match spec.rule {
+            $crate::rules::Rule::Hebb => {
+                let $k = $crate::rules::Hebb;
+                $body
+            }
+            $crate::rules::Rule::Oja => {
+                let $k = $crate::rules::Oja;
+                $body
+            }
+            $crate::rules::Rule::Clipped => {
+                let $k = $crate::rules::Clipped { bound: spec.clip };
+                $body
+            }
+        }
+    }};
+}
+
+/// Forward step on the host: `out_j = f(H_j, pre, post_j, η)` for one row `i` of the trace
+/// (one presynaptic neuron, every postsynaptic one).
+#[inline(always)]
+pub fn forward<F: Real, R: RuleKernel>(rule: &R, h: &[F], pre: F, post: &[F], rate: F, out: &mut [F]) {
+    for ((o, &hv), &yj) in out.iter_mut().zip(h).zip(post) {
+        *o = rule.local(hv, pre, yj, rate).value;
+    }
+}
+
+/// The cotangents a trace gradient `g = ∂L/∂H(t)` sends back through one connection's update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pullback<F> {
+    /// `∂L/∂H(t-1) = g · ∂f/∂H`.
+    pub h: F,
+    /// Contribution to `∂L/∂pre`: `g · ∂f/∂pre`.
+    pub pre: F,
+    /// Contribution to `∂L/∂post`: `g · ∂f/∂post`.
+    pub post: F,
+    /// Contribution to `∂L/∂η`: `g · ∂f/∂η`.
+    pub rate: F,
+}
+
+/// Reverse-mode step on the host (vector-Jacobian product) at one connection: where the
+/// gradient `g` of the new trace goes.
+#[inline(always)]
+pub fn vjp<F: Real, R: RuleKernel>(rule: &R, g: F, h: F, pre: F, post: F, rate: F) -> Pullback<F> {
+    let l = rule.local(h, pre, post, rate);
+    Pullback { h: g * l.d_h, pre: g * l.d_pre, post: g * l.d_post, rate: g * l.d_rate }
+}
+
+/// Forward-mode step on the host (Jacobian-vector product) at one connection: the tangent of
+/// the new trace from the tangents of `H`, `pre`, `post` and `η`.
+#[inline(always)]
+pub fn jvp<F: Real>(local: &Local<F>, dh: F, dpre: F, dpost: F, drate: F) -> F {
+    local.d_h * dh + local.d_pre * dpre + local.d_post * dpost + local.d_rate * drate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rule's partials equal central differences of its value, away from the clip.
+    #[test]
+    fn local_partials_are_the_derivatives_of_the_value() {
+        let points = [(0.3, -0.7, 0.4, 0.2), (-0.5, 0.9, -0.8, 0.05), (0.1, 0.2, 0.95, 0.6)];
+        for rule in Rule::ALL {
+            let spec = RuleSpec { rule, clip: 2.0 };
+            for &(h, pre, post, rate) in &points {
+                let l = spec.local(h, pre, post, rate);
+                let eps = 1e-6;
+                let num = |f: &dyn Fn(f64) -> f64| (f(eps) - f(-eps)) / (2.0 * eps);
+                let d_h = num(&|e| spec.local(h + e, pre, post, rate).value);
+                let d_pre = num(&|e| spec.local(h, pre + e, post, rate).value);
+                let d_post = num(&|e| spec.local(h, pre, post + e, rate).value);
+                let d_rate = num(&|e| spec.local(h, pre, post, rate + e).value);
+                for (what, a, b) in [("h", l.d_h, d_h), ("pre", l.d_pre, d_pre), ("post", l.d_post, d_post), ("rate", l.d_rate, d_rate)] {
+                    assert!((a - b).abs() < 1e-8, "{rule} d_{what}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// Where the merged fused backward applies, the post partial computed from the new trace
+    /// equals the one computed from the old trace.
+    #[test]
+    fn post_partial_after_the_step_equals_the_local_one() {
+        fn check<R: RuleKernel>(rule: R) {
+            for &(h, pre, post, rate) in &[(0.3, -0.7, 0.4, 0.2), (0.95, 0.9, 0.8, 0.5), (-0.99, 0.9, -0.8, 0.5)] {
+                let l = rule.local(h, pre, post, rate);
+                let after = rule.post_partial_after(l.value, pre, rate);
+                assert!((after - l.d_post).abs() < 1e-15, "{rule:?} at {h}: {after} vs {}", l.d_post);
+            }
+        }
+        check(Hebb);
+        check(Clipped { bound: 1.0 });
+        assert!(Hebb::POST_PARTIAL_FROM_NEW && Clipped::POST_PARTIAL_FROM_NEW && !Oja::POST_PARTIAL_FROM_NEW);
+    }
+}
