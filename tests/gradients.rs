@@ -157,11 +157,16 @@ fn autodiff_equals_the_analytic_recursion_on_random_networks() {
 fn the_analytic_recursion_equals_finite_differences_on_random_networks() {
     let tol = Tolerances::for_precision(Precision::F64);
     for (name, case) in cases().into_iter().step_by(3) {
+        let tol = Tolerances::for_rule(Precision::F64, &case.params.rule);
         let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
         let fd = finite_differences(&case.params, &case.batch);
         let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
         let worst = worst_relative(&rows);
         assert!(worst <= tol.reference_vs_finite_differences, "{name}: max relative error {worst:e}: {rows:?}");
+        let left_out: usize = rows.iter().map(|r| r.unresolved).sum();
+        let count: usize = rows.iter().map(|r| r.count).sum();
+        let clipped = case.params.rule.rule == Rule::Clipped;
+        assert!(if clipped { 10 * left_out <= count } else { left_out == 0 }, "{name}: {left_out} of {count} unresolved");
     }
 }
 
@@ -228,8 +233,16 @@ fn the_single_layer_check_catches_each_injected_mistake() {
     ];
     for name in ["completion", "one-shot"] {
         for (rule, clip, recursion) in cases {
+            if name == "completion" && rule == Rule::Oja {
+                // Completion's trace is updated once from H(0) = 0 before it is read: Oja's
+                // decay term (-γ·H·y²) is 0 there, so dropping it changes nothing.
+                continue;
+            }
             let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion };
-            let (report, _) = check(&with_rule(name, rule, clip), options).unwrap();
+            // γ ≠ 0.5: at 0.5 the rate on the old trace and on the new product coincide.
+            let mut config = with_rule(name, rule, clip);
+            config.model.gamma = 0.3;
+            let (report, _) = check(&config, options).unwrap();
             assert!(!report.passed, "{name} {rule} {}:\n{}", recursion.name(), report.table());
             let worst = report.comparison("autodiff vs analytic").unwrap().worst();
             assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4, "{name} {rule} {}: only {worst:e}", recursion.name());
@@ -343,9 +356,12 @@ fn every_rule_trains_the_single_layer_with_both_engines_alike() {
                 }
             }
             assert!(rows_ad.iter().zip(&rows_an).all(|(x, y)| (x.loss - y.loss).abs() <= 1e-9), "{rule} {name}");
-            let mean = |rows: &[bohp::run::MetricsRow]| rows.iter().map(|r| r.loss).sum::<f64>() / rows.len() as f64;
-            let (first, last) = (mean(&rows_ad[..10]), mean(&rows_ad[50..]));
-            assert!(last < first, "{rule} {name}: loss {first} -> {last}");
+            if name == "completion" {
+                // Completion learns within these 60 updates (one-shot needs thousands).
+                let mean = |rows: &[bohp::run::MetricsRow]| rows.iter().map(|r| r.loss).sum::<f64>() / rows.len() as f64;
+                let (first, last) = (mean(&rows_ad[..10]), mean(&rows_ad[50..]));
+                assert!(last < 0.9 * first, "{rule} {name}: loss {first} -> {last}");
+            }
         }
     }
 }

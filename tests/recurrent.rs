@@ -84,7 +84,7 @@ impl Case {
                 let y = &ys[(t * self.batch + b) * n..(t * self.batch + b + 1) * n];
                 for (ij, hv) in h.iter_mut().enumerate() {
                     *hv = self.net.rule.local(*hv, y_prev[ij / n], y[ij % n], self.net.eta).value;
-                    at_bound += usize::from(hv.abs() >= CLIP);
+                    at_bound += usize::from(hv.abs() >= self.net.rule.clip);
                     total += 1;
                 }
                 y_prev = y.to_vec();
@@ -166,15 +166,26 @@ fn fused_engine_equals_rtrl_for_every_variant_and_checkpoint_interval() {
 #[test]
 fn rtrl_equals_finite_differences_for_every_rule() {
     for (k, &(rule, shared, clamp, plastic)) in VARIANTS.iter().enumerate() {
-        let c = case(6, 60, rule, shared, clamp, plastic, 70 + k as u64);
+        let mut c = case(6, 60, rule, shared, clamp, plastic, 70 + k as u64);
+        if rule == Rule::Clipped {
+            // A looser clip than the other tests': fewer entries sit at the bound, where a
+            // finite-difference step can cross the clip's kink; still some saturate.
+            c.net.rule.clip = 0.6;
+            let f = c.saturated_fraction();
+            assert!(f > 0.001, "shared={shared} clamp={clamp}: {f} of the trace entries at the clip");
+        }
         let (loss, rtrl) = rtrl_grads(&c.net, &c.episodes());
         let (fd, indices) = recurrent_finite_differences(&c.net, &c.episodes(), usize::MAX);
         assert_eq!(indices[0].len(), 36, "every W entry");
-        let floor = 1e-6 * loss.max(1.0);
-        let groups = |g: &HostGrads| bohp_gradcheck::check::recurrent_groups(g, plastic);
-        let rows = bohp_gradcheck::compare::agreement_groups(&groups(&rtrl), &groups(&fd), floor);
+        let floor = bohp_gradcheck::check::Tolerances::for_rule(Precision::F64, &c.net.rule).finite_difference_floor * loss.max(1.0);
+        use bohp_gradcheck::check::recurrent_groups;
+        let rows = bohp_gradcheck::compare::agreement_groups(&recurrent_groups(&rtrl, plastic), &recurrent_groups(&fd, plastic), floor);
         let worst = bohp_gradcheck::compare::worst_relative(&rows);
         assert!(worst <= 1e-6, "{rule} shared={shared} clamp={clamp} plastic={plastic}: {rows:?}");
+        // Only the clipped rule's kinks may leave entries unresolved, and few.
+        let left_out: usize = rows.iter().map(|r| r.unresolved).sum();
+        let count: usize = rows.iter().map(|r| r.count).sum();
+        assert!(if rule == Rule::Clipped { 10 * left_out <= count } else { left_out == 0 }, "{rule}: {left_out} of {count} unresolved");
     }
     assert_eq!(RECURRENT_FD_ENTRIES, 24);
 }

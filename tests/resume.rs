@@ -123,20 +123,20 @@ fn the_analytic_engine_resumes_exactly() {
     let mut config = crate::common::budget_config("reversal", 30, 0, Backend::Flex, Precision::F32);
     config.train.batch = 4;
     config.train.grad = GradEngine::Analytic;
-    let mut a = Trainer::new(config.clone(), Box::new(bohp_gradcheck::Analytic)).unwrap();
+    let mut a = Trainer::new(config.clone(), Box::new(bohp::engines::analytic::Analytic)).unwrap();
     let mut metrics = run.metrics_writer(0).unwrap();
     for _ in 0..12 {
         metrics.write(&a.step().unwrap()).unwrap();
     }
     metrics.flush().unwrap();
     a.checkpoint(&run).unwrap();
-    let mut b = Trainer::resume(&run, config, Box::new(bohp_gradcheck::Analytic)).unwrap();
+    let mut b = Trainer::resume(&run, config, Box::new(bohp::engines::analytic::Analytic)).unwrap();
     assert_eq!(a.model().parameter_values(), b.model().parameter_values());
     while !a.is_done() {
         assert_eq!(a.step().unwrap(), b.step().unwrap());
     }
     assert_eq!(a.model().parameter_values(), b.model().parameter_values());
     // And it learned something: the parameters moved.
-    let fresh = Trainer::new(a.config().clone(), Box::new(bohp_gradcheck::Analytic)).unwrap();
+    let fresh = Trainer::new(a.config().clone(), Box::new(bohp::engines::analytic::Analytic)).unwrap();
     assert_ne!(fresh.model().parameter_values(), a.model().parameter_values());
 }

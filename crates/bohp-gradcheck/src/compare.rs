@@ -22,6 +22,24 @@ pub fn floor(loss: f64, fraction: f64) -> f64 {
 /// Initial step of the finite differences, relative to `max(1, |θ|)`.
 pub const FD_STEP: f64 = 1e-2;
 
+/// Initial step of the recurrent network's finite differences, relative to `max(1, |θ|)`:
+/// its loss curves faster (a shared `α` or `η` moves every connection at once, over dozens of
+/// steps), and Ridders' extrapolation from 1e-2 can settle on a step still too large.
+pub const RECURRENT_FD_STEP: f64 = 1e-3;
+
+/// Initial step of the finite differences for a rule that is not smooth (the clipped rule),
+/// relative to `max(1, |θ|)`: a step that moves a trace entry across the clip differences
+/// across a kink, so the steps stay small enough that hardly any entry is that close to it.
+/// Its cancellation error (about `1e-16 · |L| / h`, amplified by the extrapolation) sets the
+/// check's floor for these rules, `1e-5 · max(1, |L|)` ([`crate::check::Tolerances`]).
+pub const FD_STEP_NONSMOOTH: f64 = 1e-4;
+
+/// The initial finite-difference step for `rule` in a network family whose smooth rules take
+/// `smooth_step`.
+pub fn fd_step(rule: &bohp::rules::RuleSpec, smooth_step: f64) -> f64 {
+    if rule.smooth() { smooth_step } else { FD_STEP_NONSMOOTH }
+}
+
 /// Agreement of two gradients on one parameter group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupAgreement {
@@ -35,6 +53,10 @@ pub struct GroupAgreement {
     pub max_rel: f64,
     /// Cosine similarity of the two gradient vectors (1 when both are zero).
     pub cosine: f64,
+    /// Entries left out because the second method could not resolve them (`NaN`: a finite
+    /// difference across a kink of the clipped rule, see [`finite_differences`]).
+    #[serde(default)]
+    pub unresolved: usize,
 }
 
 /// Per-group agreement of `a` with `b`, relative errors floored at `floor`.
@@ -51,7 +73,12 @@ pub fn agreement_groups(a: &[(&'static str, &[f64])], b: &[(&'static str, &[f64]
             let mut max_abs: f64 = 0.0;
             let mut max_rel: f64 = 0.0;
             let (mut dot, mut nx, mut ny) = (0.0, 0.0, 0.0);
+            let mut unresolved = 0;
             for (u, v) in x.iter().zip(y.iter()) {
+                if v.is_nan() {
+                    unresolved += 1;
+                    continue;
+                }
                 let diff = (u - v).abs();
                 // A NaN difference (a method that failed) is the worst possible agreement.
                 let rel = if diff.is_nan() { f64::INFINITY } else { diff / u.abs().max(v.abs()).max(floor) };
@@ -62,7 +89,7 @@ pub fn agreement_groups(a: &[(&'static str, &[f64])], b: &[(&'static str, &[f64]
                 ny += v * v;
             }
             let cosine = if nx == 0.0 && ny == 0.0 { 1.0 } else { dot / (nx.sqrt() * ny.sqrt()).max(f64::MIN_POSITIVE) };
-            GroupAgreement { group: name.to_string(), count: x.len(), max_abs, max_rel, cosine }
+            GroupAgreement { group: name.to_string(), count: x.len(), max_abs, max_rel, cosine, unresolved }
         })
         .collect()
 }
@@ -78,19 +105,27 @@ pub fn worst_relative(rows: &[GroupAgreement]) -> f64 {
 /// tableau; the estimate with the smallest internal error is kept. Unlike a fixed step, this
 /// is accurate both where the loss is smooth (large steps, little cancellation) and where it
 /// is sharp (saturated tanh units, large α).
+///
+/// For a rule that is not smooth (the clipped rule) a step can straddle a kink where a trace
+/// entry reaches the clip; the extrapolation then does not converge. Such entries, whose
+/// estimated error exceeds a tenth of the check's tolerance
+/// ([`unresolved`]), are `NaN`: the comparisons leave them out and count them.
 pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
     let mut p = params.clone();
+    let smooth = params.rule.smooth();
+    let scale = floor(loss(params, batch), NONSMOOTH_FLOOR);
     let mut out: Vec<Vec<f64>> = Vec::new();
     for group in 0..params.groups().len() {
         let len = params.groups()[group].1.len();
         let mut g = vec![0.0; len];
         for (i, gi) in g.iter_mut().enumerate() {
             let theta = p.group_mut(group)[i];
-            *gi = ridders(theta, |value| {
+            let (estimate, error) = ridders(theta, fd_step(&params.rule, FD_STEP), |value| {
                 p.group_mut(group)[i] = value;
                 loss(&p, batch)
             });
             p.group_mut(group)[i] = theta;
+            *gi = if !smooth && unresolved(estimate, error, scale) { f64::NAN } else { estimate };
         }
         out.push(g);
     }
@@ -104,15 +139,27 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
     }
 }
 
+/// The finite differences' floor fraction for rules that are not smooth (see
+/// [`crate::check::Tolerances::for_rule`]).
+pub const NONSMOOTH_FLOOR: f64 = 1e-5;
+
+/// Whether a finite difference with Ridders' error estimate `error` cannot certify agreement to
+/// the check's tolerance (1e-6 relative to `max(|estimate|, scale)`): its error estimate is
+/// above a tenth of it.
+pub fn unresolved(estimate: f64, error: f64, scale: f64) -> bool {
+    !(error <= 1e-7 * estimate.abs().max(scale))
+}
+
 /// The derivative at `theta` of `loss_at(value)` (which sets the parameter to `value` and
 /// returns the loss) by central differences refined with Ridders' extrapolation (see
-/// [`finite_differences`]). The caller restores the parameter afterwards.
-pub fn ridders(theta: f64, mut loss_at: impl FnMut(f64) -> f64) -> f64 {
+/// [`finite_differences`]), from the initial step `step · max(1, |θ|)`: the estimate and its
+/// error estimate (the tableau's disagreement). The caller restores the parameter afterwards.
+pub fn ridders(theta: f64, step: f64, mut loss_at: impl FnMut(f64) -> f64) -> (f64, f64) {
     const SHRINK: f64 = 1.4;
     const TABLE: usize = 10;
     const SAFE: f64 = 2.0;
     let mut central = |h: f64| (loss_at(theta + h) - loss_at(theta - h)) / (2.0 * h);
-    let mut h = FD_STEP * theta.abs().max(1.0);
+    let mut h = step * theta.abs().max(1.0);
     let mut a = [[0.0f64; TABLE]; TABLE];
     a[0][0] = central(h);
     let (mut best, mut err) = (a[0][0], f64::INFINITY);
@@ -133,7 +180,7 @@ pub fn ridders(theta: f64, mut loss_at: impl FnMut(f64) -> f64) -> f64 {
             break;
         }
     }
-    best
+    (best, err)
 }
 
 /// `params` as a burn model, built from `template` (a network of the same shape) so that

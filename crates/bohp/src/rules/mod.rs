@@ -190,6 +190,13 @@ impl RuleSpec {
         crate::with_rule!(*self, |k| k.tensor(h, pre, post, rate))
     }
 
+    /// Whether the update is smooth in all its arguments (the clipped rule is not: its
+    /// derivative jumps where an entry reaches the clip, so finite differences of it take small
+    /// steps).
+    pub fn smooth(&self) -> bool {
+        self.rule != Rule::Clipped
+    }
+
     /// The update in plain text ([`RuleKernel::EQUATION`]).
     pub fn equation(&self) -> &'static str {
         crate::with_rule!(*self, |k| equation_of(&k))
