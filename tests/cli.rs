@@ -84,12 +84,33 @@ fn bad_configs_name_the_file_and_field() {
     }
 }
 
+/// `--episodes` below (or above) the config's keeps the frozen phase's share of the run, and
+/// says so.
+#[test]
+fn episodes_override_scales_the_frozen_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    std::fs::write(&config, VALID).unwrap();
+    for (episodes, frozen) in [("8", 2), ("4", 1), ("2", 1), ("80", 20)] {
+        let run = dir.path().join(format!("run-{episodes}"));
+        let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", episodes, "--out", run.to_str().unwrap(), "-q"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(&format!("train.freeze_last scaled from 10 to {frozen}")), "{stderr}");
+        let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(written.contains(&format!("freeze_last = {frozen}")), "{written}");
+        let rows = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        let frozen_rows = rows.lines().skip(1).filter(|l| l.ends_with(",1")).count();
+        assert_eq!(frozen_rows, frozen, "{rows}");
+    }
+}
+
 #[test]
 fn bad_flags_are_rejected() {
     // An override that makes the config inconsistent names the field and the flag.
-    let (code, stderr) = train_rejects(VALID, &["--episodes", "5"]);
+    let (code, stderr) = train_rejects(VALID, &["--episodes", "0"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("train.freeze_last") && stderr.contains("--episodes"), "{stderr}");
+    assert!(stderr.contains("train.episodes") && stderr.contains("--episodes"), "{stderr}");
     // Unknown device and dtype values are refused by the parser with the choices listed.
     let (code, stderr) = train_rejects(VALID, &["--device", "tpu"]);
     assert_eq!(code, Some(2));

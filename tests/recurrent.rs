@@ -235,7 +235,6 @@ fn plastic_network_memorises_50_bit_patterns_and_baselines_do_not() {
     assert!(non_plastic.eval_error > 0.4, "non-plastic held-out error {}", non_plastic.eval_error);
     assert!(lstm.eval_error > 0.4, "LSTM held-out error {}", lstm.eval_error);
     assert!(lstm.params >= plastic.params, "the LSTM has at least the plastic network's parameters");
-    assert!(plastic.peak_rss_mib.is_some());
 }
 
 #[test]

@@ -180,6 +180,13 @@ fn inspect_measures_the_labelled_structure() {
     let label_fixed = s["label"]["fixed"].as_f64().unwrap();
     assert!(label_fixed > 10.0 * pattern_fixed, "{s}");
     assert!(pattern_plastic > pattern_fixed, "{s}");
-    let share = s["pattern"]["plastic_negative_share"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&share));
+    // The share of Σ|α| on negative α over the pattern bits (rows 0..8 of α, [n_in, n_out]),
+    // recomputed from the trained parameters.
+    let params = crate::common::final_parameters(&run);
+    let alpha = &params.iter().find(|(n, _)| *n == "alpha").unwrap().1;
+    let n_out = 2;
+    let pattern: Vec<f64> = alpha[..8 * n_out].to_vec();
+    let expected = pattern.iter().filter(|a| **a < 0.0).map(|a| -a).sum::<f64>() / pattern.iter().map(|a| a.abs()).sum::<f64>();
+    let share = s["pattern"]["alpha_negative_mass_share"].as_f64().unwrap();
+    assert!((share - expected).abs() < 1e-9, "{share} vs {expected}");
 }

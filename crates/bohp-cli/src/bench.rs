@@ -671,8 +671,17 @@ mod tests {
     }
 
     #[test]
-    fn own_peak_memory_is_read() {
-        let mib = peak_rss_mib(None).expect("Linux reports VmHWM");
-        assert!(mib > 1.0 && mib < 1e6, "{mib}");
+    fn own_peak_memory_follows_an_allocation() {
+        // 256 MiB touched page by page raise the high-water mark by at least that much
+        // (the test process itself is far smaller than the 1 GiB limit checked first).
+        let before = peak_rss_mib(None).expect("Linux reports VmHWM");
+        assert!(before < 1024.0, "{before}");
+        let mut block = vec![0u8; 256 << 20];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        let after = peak_rss_mib(None).expect("Linux reports VmHWM");
+        assert!(after - before >= 250.0, "{before} -> {after} MiB");
+        assert_eq!(block.iter().step_by(4096).map(|&b| b as usize).sum::<usize>(), block.len() / 4096);
     }
 }

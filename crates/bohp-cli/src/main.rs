@@ -241,7 +241,8 @@ struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
 
-    /// Number of episodes (parameter updates), overriding `train.episodes`.
+    /// Number of episodes (parameter updates), overriding `train.episodes`; single-layer
+    /// configs scale their frozen phase (`train.freeze_last`) to the same share of the run.
     #[arg(long, conflicts_with = "resume")]
     episodes: Option<usize>,
 
@@ -365,6 +366,23 @@ impl TrainArgs {
     }
 }
 
+/// With `--episodes N` (the config had `configured` updates), the frozen phase keeps its share
+/// of the run: `train.freeze_last` scales by `N / configured`, rounded. Returns what changed,
+/// for the user.
+fn scale_frozen_phase(config: &mut RunConfig, configured: usize) -> Option<String> {
+    let (episodes, freeze) = (config.train.episodes, config.train.freeze_last);
+    if episodes == configured || freeze == 0 || configured == 0 {
+        return None;
+    }
+    let scaled = ((freeze as f64) * (episodes as f64) / (configured as f64)).round() as usize;
+    config.train.freeze_last = scaled;
+    Some(format!(
+        "--episodes {episodes}: train.freeze_last scaled from {freeze} to {scaled} (the same share of the run as {freeze} of {configured}); \
+         {} training updates, then {scaled} frozen",
+        episodes - scaled.min(episodes)
+    ))
+}
+
 /// Whether the config file at `path` is a recurrent one (memorisation, images).
 fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
@@ -436,7 +454,11 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     } else {
         let path = args.config.as_ref().expect("clap requires a config without --resume");
         let mut config = RunConfig::load(path)?;
+        let configured = config.train.episodes;
         let flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
+        if let Some(note) = scale_frozen_phase(&mut config, configured) {
+            eprintln!("{note}");
+        }
         if let Some(grad) = args.grad {
             config.train.grad = grad;
         }
