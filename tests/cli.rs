@@ -105,6 +105,43 @@ fn episodes_override_scales_the_frozen_phase() {
     }
 }
 
+/// Configs whose least memory exceeds the machine's are refused at load, with the field to
+/// fix named and the estimate stated, before anything is allocated or written.
+#[test]
+fn oversized_configs_are_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("one-shot", "model", "hidden = 100000000", "model.hidden"),
+        ("one-shot", "task", "pattern_bits = 100000000", "task.pattern_bits"),
+        ("completion", "task", "pattern_bits = 100000000", "task.pattern_bits"),
+        ("one-shot", "train", "batch = 1000000000", "train.batch"),
+        ("one-shot", "task", "steps = 1000000000", "task.steps"),
+        ("memorisation-50", "model", "neurons = 100000000", "model.neurons"),
+        ("memorisation", "task", "size = 100000000", "task.size"),
+        ("memorisation-50", "train", "batch = 10000000", "train.batch"),
+        ("memorisation-50-lstm", "model", "lstm_hidden = 10000000", "model.lstm_hidden"),
+        ("images", "train", "batch = 1000000", "train.batch"),
+    ];
+    for (base, section, line, field) in cases {
+        let key = line.split(' ').next().unwrap();
+        let text = std::fs::read_to_string(crate::common::shipped_config_path(base)).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} ")))
+            .map(|l| if l == format!("[{section}]") { format!("{l}\n{line}") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = dir.path().join(format!("{base}-{key}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let out_dir = dir.path().join("run");
+        let out = run_bohp(&["train", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "-q"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{base} {line}: {stderr}");
+        assert!(stderr.contains(&format!("field `{field}`")) && stderr.contains("fits in memory") && stderr.contains("GiB available"), "{base} {line}: {stderr}");
+        assert!(!out_dir.exists(), "{base} {line}: nothing may be written");
+    }
+}
+
 #[test]
 fn bad_flags_are_rejected() {
     // An override that makes the config inconsistent names the field and the flag.

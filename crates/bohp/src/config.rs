@@ -12,6 +12,7 @@ use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::layer::PlasticLayerConfig;
 use crate::network::PlasticNetConfig;
+use crate::memory::Estimate;
 use crate::rules::{DEFAULT_CLIP, Rule, RuleSpec};
 use crate::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
 
@@ -435,7 +436,62 @@ impl RunConfig {
         if train.checkpoint_every == 0 {
             return Err(bad("train.checkpoint_every", "0".into(), "expected at least 1"));
         }
+        if let Some(available) = crate::memory::available_bytes() {
+            self.check_memory(&bad, available)?;
+        }
         Ok(())
+    }
+
+    /// The least memory this config needs to train ([`crate::memory`]): the plastic layer's
+    /// and readout's parameters with Adam's two moments (and the analytic engine's f64 host
+    /// copies), and one trace `[n_in, n_out]` per step and episode of a batch, which
+    /// backpropagation keeps.
+    pub fn memory_estimate(&self) -> Estimate {
+        let task = self.task();
+        let n_in = task.n_in() as f64;
+        let (n_out, classes) = match task.kind {
+            TaskKind::Completion => (task.pattern_bits as f64, 0.0),
+            _ => (self.model.hidden.unwrap_or(DEFAULT_HIDDEN) as f64, N_LABELS as f64),
+        };
+        let float = match self.dtype {
+            Precision::F32 => 4.0,
+            Precision::F64 => 8.0,
+        };
+        let params = 2.0 * n_in * n_out + n_out + classes * (n_out + 1.0);
+        let host = if self.train.grad == GradEngine::Analytic { 3.0 * 8.0 } else { 0.0 };
+        let size_field = match task.kind {
+            TaskKind::Completion => "task.pattern_bits",
+            _ if n_out >= n_in => "model.hidden",
+            _ => "task.pattern_bits",
+        };
+        let mut e = Estimate::default();
+        e.add(size_field, "parameters and Adam state", params * (3.0 * float + host));
+        let traces = task.steps as f64 * self.train.batch as f64 * n_in * n_out * float;
+        e.add(if self.train.batch >= task.steps { "train.batch" } else { "task.steps" }, "one trace per step and episode", traces);
+        e
+    }
+
+    fn check_memory(&self, bad: &dyn Fn(&str, String, &str) -> Error, available: f64) -> Result<()> {
+        let with = |f: &dyn Fn(&mut RunConfig)| {
+            let mut c = self.clone();
+            f(&mut c);
+            c.memory_estimate()
+        };
+        let candidates = [
+            ("task.pattern_bits", with(&|c| c.task.pattern_bits = default_pattern_bits())),
+            ("model.hidden", with(&|c| c.model.hidden = None)),
+            ("train.batch", with(&|c| c.train.batch = default_batch())),
+            ("task.steps", with(&|c| c.task.steps = None)),
+        ];
+        crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(|(field, expected)| {
+            let value = match field {
+                "task.pattern_bits" => self.task.pattern_bits.to_string(),
+                "model.hidden" => self.model.hidden.unwrap_or(DEFAULT_HIDDEN).to_string(),
+                "train.batch" => self.train.batch.to_string(),
+                _ => self.task().steps.to_string(),
+            };
+            bad(field, value, &expected)
+        })
     }
 
     /// The task with its resolved sizes.

@@ -15,6 +15,7 @@
 //!   losses and error measures.
 //! - [`config`]: run configs (TOML), defaults and validation.
 //! - [`device`]: backend and precision selection.
+//! - [`memory`]: the least memory a config needs, checked before anything is allocated.
 //! - [`train`]: training with autodiff and Adam, the frozen phase, evaluation.
 //! - [`engines`]: the host gradient engines that train: the single layer's forward-mode
 //!   recursion ([`engines::analytic`]) and the recurrent network's BPTT ([`engines::fused`]).
@@ -34,6 +35,7 @@ pub mod engines;
 pub mod error;
 pub mod host_adam;
 pub mod layer;
+pub mod memory;
 pub mod network;
 pub mod recurrent;
 pub mod rng;

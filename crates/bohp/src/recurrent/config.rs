@@ -11,7 +11,9 @@ use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
 use crate::config::{LrSchedule, Plasticity, check_rule, check_schedule, parse_toml, rule_spec};
 use crate::rules::Rule;
 use crate::device::{Backend, Precision};
+use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
+use crate::memory::Estimate;
 
 /// A recurrent run: task, model, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,11 +295,123 @@ impl RecurrentConfig {
         }
     }
 
-    /// The task, with its images loaded when it reads CIFAR-10 files.
-    pub fn task(&self) -> Result<RecurrentTask> {
+    /// `[items, cycles, present_steps, gap_steps, probe_steps]`, defaults filled in.
+    fn timing(&self) -> [usize; 5] {
         let t = &self.task;
         let images = self.images();
         let pick = |v: Option<usize>, pattern: usize, image: usize| v.unwrap_or(if images { image } else { pattern });
+        [pick(t.items, 5, 3), pick(t.cycles, 2, 3), pick(t.present_steps, 6, 20), pick(t.gap_steps, 4, 2), pick(t.probe_steps, 6, 3)]
+    }
+
+    /// Steps per episode.
+    pub fn steps(&self) -> usize {
+        let [items, cycles, present, gap, probe] = self.timing();
+        cycles.saturating_mul(items).saturating_mul(present.saturating_add(gap)).saturating_add(probe)
+    }
+
+    /// The least memory this config needs to train ([`crate::memory`]): the parameters with
+    /// Adam's two moments (on the host in f64 for the fused engine), and the traces `[N, N]`
+    /// kept for backpropagation: one per step and episode for autodiff (one per episode with
+    /// gradient checkpointing), the fused engine's kept or checkpointed traces; for the LSTM,
+    /// its gate activations per step and episode.
+    pub fn memory_estimate(&self) -> Estimate {
+        let n = self.neurons() as f64;
+        let size_field = if self.model.neurons.is_some() { "model.neurons" } else { "task.size" };
+        let float = match self.dtype {
+            Precision::F32 => 4.0,
+            Precision::F64 => 8.0,
+        };
+        let (steps, batch) = (self.steps() as f64, self.train.batch as f64);
+        let mut e = Estimate::default();
+        let shared = self.model.alpha == AlphaShape::Shared;
+        let plastic = self.model.plasticity != Plasticity::None;
+        // In f64: absurd sizes must not overflow (PlasticRnnConfig::num_params in usize).
+        let plastic_params = match (plastic, shared) {
+            (false, _) => n * n,
+            (true, false) => 2.0 * n * n + 1.0,
+            (true, true) => n * n + 2.0,
+        };
+        if self.model.kind == RecurrentModelKind::Lstm {
+            let inputs = self.size() as f64;
+            let h = match self.model.lstm_hidden {
+                Some(h) => h as f64,
+                // The smallest h with 4h(n+h+2) + hn + n >= the plastic network's parameters
+                // (LstmNet::hidden_for, solved in closed form).
+                None => {
+                    let target = 2.0 * n * n + 1.0;
+                    let b = 5.0 * inputs + 8.0;
+                    ((-b + (b * b + 16.0 * (target - inputs).max(0.0)).sqrt()) / 8.0).ceil().max(1.0)
+                }
+            };
+            let params = 4.0 * h * (inputs + h + 2.0) + h * n + n;
+            let field = if self.model.lstm_hidden.is_some() { "model.lstm_hidden" } else { size_field };
+            e.add(field, "parameters and Adam state", params * 3.0 * float);
+            e.add("train.batch", "gate activations per step and episode", steps * batch * 4.0 * h * float);
+            return e;
+        }
+        let params = plastic_params;
+        let trace = batch * n * n * float;
+        match self.train.engine {
+            RecurrentEngine::Fused => {
+                e.add(size_field, "parameters and Adam state (f64, host)", params * 3.0 * 8.0);
+                if plastic {
+                    let all = steps * trace;
+                    let kept = if self.train.trace_checkpoint_every == 0 && all <= TRACE_BUDGET as f64 {
+                        all
+                    } else {
+                        let k = match self.train.trace_checkpoint_every {
+                            0 => (steps.sqrt()).ceil().max(1.0),
+                            k => k as f64,
+                        };
+                        ((steps / k).ceil() + k) * trace
+                    };
+                    e.add("train.batch", "kept or checkpointed traces", kept);
+                }
+            }
+            RecurrentEngine::Autodiff => {
+                e.add(size_field, "parameters and Adam state", params * 3.0 * float);
+                if plastic {
+                    let kept = if self.train.gradient_checkpointing { trace } else { steps * trace };
+                    e.add("train.batch", "traces kept for backpropagation", kept);
+                }
+            }
+        }
+        e
+    }
+
+    fn check_memory(&self, bad: &dyn Fn(&str, String, &str) -> Error, available: f64) -> Result<()> {
+        let with = |f: &dyn Fn(&mut RecurrentConfig)| {
+            let mut c = self.clone();
+            f(&mut c);
+            c.memory_estimate()
+        };
+        let candidates = [
+            ("model.neurons", with(&|c| c.model.neurons = None)),
+            ("task.size", with(&|c| {
+                if c.task.kind == RecurrentTaskKind::Memorisation {
+                    c.task.size = None;
+                }
+                c.model.neurons = None;
+            })),
+            ("model.lstm_hidden", with(&|c| c.model.lstm_hidden = None)),
+            ("train.batch", with(&|c| c.train.batch = 1)),
+        ];
+        crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(|(field, expected)| {
+            let value = match field {
+                "model.neurons" => self.neurons().to_string(),
+                "task.size" => self.size().to_string(),
+                "model.lstm_hidden" => self.model.lstm_hidden.map_or_else(|| "(automatic)".into(), |h| h.to_string()),
+                _ => self.train.batch.to_string(),
+            };
+            bad(field, value, &expected)
+        })
+    }
+
+    /// The task, with its images loaded when it reads CIFAR-10 files.
+    pub fn task(&self) -> Result<RecurrentTask> {
+        let t = &self.task;
+        let [items, cycles, present_steps, gap_steps, probe_steps] = self.timing();
+        let images = self.images();
         let source = match t.images.as_deref() {
             None | Some("generated") => ImageSource::Generated,
             Some(path) => ImageSource::Loaded(Arc::new(images::read_cifar10(&PathBuf::from(path))?)),
@@ -305,11 +419,11 @@ impl RecurrentConfig {
         Ok(RecurrentTask {
             kind: t.kind,
             size: self.size(),
-            items: pick(t.items, 5, 3),
-            cycles: pick(t.cycles, 2, 3),
-            present_steps: pick(t.present_steps, 6, 20),
-            gap_steps: pick(t.gap_steps, 4, 2),
-            probe_steps: pick(t.probe_steps, 6, 3),
+            items,
+            cycles,
+            present_steps,
+            gap_steps,
+            probe_steps,
             input_gain: t.input_gain as f32,
             clamp: t.clamp.unwrap_or(images),
             source,
@@ -403,6 +517,9 @@ impl RecurrentConfig {
             && !Path::new(path).exists()
         {
             return Err(bad("task.images", format!("{path:?}"), "expected `generated` or an existing CIFAR-10 binary file or directory"));
+        }
+        if let Some(available) = crate::memory::available_bytes() {
+            self.check_memory(&bad, available)?;
         }
         Ok(())
     }
