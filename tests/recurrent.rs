@@ -324,6 +324,23 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     let o = run_bohp(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("not supported") && stderr.contains("model.bpk"), "{stderr}");
+    // A CIFAR file that fails to read (truncated: exists, so the config validates) fails
+    // before the first update, naming the file, and leaves no run directory behind.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    write_cifar(&broken.join("data_batch_1.bin"), &records[..2]);
+    let file = broken.join("data_batch_1.bin");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    table["task"].as_table_mut().unwrap().insert("images".into(), broken.display().to_string().into());
+    let broken_config = dir.path().join("broken.toml");
+    std::fs::write(&broken_config, toml::to_string(&table).unwrap()).unwrap();
+    let broken_run = dir.path().join("broken-run");
+    let o = run_bohp(&["train", broken_config.to_str().unwrap(), "--out", broken_run.to_str().unwrap(), "--quiet"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("data_batch_1.bin"), "{stderr}");
+    assert!(!broken_run.exists(), "a run that fails before its first update leaves no directory");
     let png = std::fs::read(out.join("reconstruction.png")).unwrap();
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let reader = decoder.read_info().unwrap();

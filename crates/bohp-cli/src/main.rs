@@ -411,11 +411,14 @@ fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<E
     }
     config.validate(&if flags.is_empty() { path.display().to_string() } else { format!("{} with {}", path.display(), flags.join(" ")) })?;
     init_device(config.device, config.dtype)?;
+    // Everything that can fail before the first update (reading CIFAR files, the device)
+    // happens before the run directory exists.
+    let trainer = bohp::recurrent::train::RecurrentTrainer::new(config.clone())?;
     let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
     let run = RunDir::create(&dir)?;
     install_stop_handler()?;
     init_logging(&run)?;
-    let summary = recurrent::train(&run, config, cli.quiet, &STOP)?;
+    let summary = recurrent::train(&run, trainer, config, cli.quiet, &STOP)?;
     println!("{}", recurrent::summary_text(&summary));
     println!("run directory: {}", run.path().display());
     Ok(ExitCode::SUCCESS)
@@ -435,7 +438,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             dir.display()
         );
     }
-    let (run, config, resuming) = if let Some(dir) = &args.resume {
+    let (run, config, mut trainer) = if let Some(dir) = &args.resume {
         let run = RunDir::open(dir)?;
         let mut config = run.read_config()?;
         if let Some(dtype) = cli.dtype
@@ -450,7 +453,8 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         if let Some(device) = cli.device {
             config.device = device;
         }
-        (run, config, true)
+        let trainer = Trainer::resume(&run, config.clone(), engine(config.train.grad))?;
+        (run, config, trainer)
     } else {
         let path = args.config.as_ref().expect("clap requires a config without --resume");
         let mut config = RunConfig::load(path)?;
@@ -471,21 +475,17 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         if !flags.is_empty() {
             config.validate(&format!("{} with {}", path.display(), flags.join(" ")))?;
         }
-        // Fail on an unusable device before creating anything.
+        // Fail on an unusable device, or anything else the trainer needs, before creating
+        // anything.
         init_device(config.device, config.dtype)?;
+        let trainer = Trainer::new(config.clone(), engine(config.train.grad))?;
         let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
         let run = RunDir::create(&dir)?;
         run.write_config(&config)?;
-        (run, config, false)
+        (run, config, trainer)
     };
 
     install_stop_handler()?;
-
-    let mut trainer = if resuming {
-        Trainer::resume(&run, config.clone(), engine(config.train.grad))?
-    } else {
-        Trainer::new(config.clone(), engine(config.train.grad))?
-    };
     let total = config.train.episodes;
     init_logging(&run)?;
     if trainer.is_done() {
@@ -506,7 +506,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     if !cli.quiet {
         eprintln!(
             "{} {} on {} ({}, {} gradients), episodes {}..{total}, batch {} -> {}",
-            if resuming { "resuming" } else { "training" },
+            if args.resume.is_some() { "resuming" } else { "training" },
             config.task.kind,
             config.device,
             config.dtype,

@@ -15,8 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
 /// Trains `config` into `run`; prints the summary. Image runs also get `reconstruction.png`.
-pub fn train(run: &RunDir, config: RecurrentConfig, quiet: bool, stop: &AtomicBool) -> Result<RecurrentSummary> {
-    let mut trainer = RecurrentTrainer::new(config.clone())?;
+pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfig, quiet: bool, stop: &AtomicBool) -> Result<RecurrentSummary> {
     if !quiet {
         eprintln!(
             "training {} ({} model, {} params) with the {} engine on {}, {} updates of batch {} -> {}",
