@@ -165,6 +165,8 @@ fn unreadable_config_names_the_file() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/config.toml") && stderr.contains("cannot read"), "{stderr}");
+    // The OS error is printed once.
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
 
 #[test]
