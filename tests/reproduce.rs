@@ -57,6 +57,29 @@ fn median(v: &mut [f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
+/// `reproduce --episodes N` is a quick look: every seed trains N updates, the frozen phase
+/// keeps its share of the run.
+#[test]
+fn reproduce_episodes_override_gives_a_quick_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let configs = repo_root().join("configs");
+    let o = run_bohp(&["reproduce", "completion", "--seeds", "2", "--episodes", "40", "--inspect-episodes", "5", "--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // completion.toml: 5000 updates, the last 500 frozen -> 40 updates, the last 4 frozen.
+    assert!(stderr.contains("train.freeze_last scaled from 500 to 4"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("completion/learned/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["error"]["median"].as_array().unwrap().len(), 40);
+    for seed in 1..=2 {
+        let config = std::fs::read_to_string(out.join(format!("completion/learned/seed-{seed}/config.toml"))).unwrap();
+        assert!(config.contains("episodes = 40") && config.contains("freeze_last = 4"), "{config}");
+    }
+    let o = run_bohp(&["reproduce", "completion", "--seeds", "1", "--episodes", "0", "--configs", configs.to_str().unwrap(), "--out", dir.path().join("zero").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("train.episodes"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn reproduce_writes_statistics_figures_and_resumes() {
     let dir = tempfile::tempdir().unwrap();

@@ -191,6 +191,11 @@ struct ReproduceArgs {
     /// Fresh episodes per seed for the learned-structure measurement.
     #[arg(long, default_value_t = 200)]
     inspect_episodes: usize,
+
+    /// Updates per seed, overriding each task's `train.episodes` for a quick look (the frozen
+    /// phase keeps its share of the run).
+    #[arg(long)]
+    episodes: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -380,23 +385,6 @@ impl TrainArgs {
     }
 }
 
-/// With `--episodes N` (the config had `configured` updates), the frozen phase keeps its share
-/// of the run: `train.freeze_last` scales by `N / configured`, rounded. Returns what changed,
-/// for the user.
-fn scale_frozen_phase(config: &mut RunConfig, configured: usize) -> Option<String> {
-    let (episodes, freeze) = (config.train.episodes, config.train.freeze_last);
-    if episodes == configured || freeze == 0 || configured == 0 {
-        return None;
-    }
-    let scaled = ((freeze as f64) * (episodes as f64) / (configured as f64)).round() as usize;
-    config.train.freeze_last = scaled;
-    Some(format!(
-        "--episodes {episodes}: train.freeze_last scaled from {freeze} to {scaled} (the same share of the run as {freeze} of {configured}); \
-         {} training updates, then {scaled} frozen",
-        episodes - scaled.min(episodes)
-    ))
-}
-
 /// Whether the config file at `path` is a recurrent one (memorisation, images).
 fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
@@ -474,7 +462,7 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         let mut config = RunConfig::load(path)?;
         let configured = config.train.episodes;
         let flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
-        if let Some(note) = scale_frozen_phase(&mut config, configured) {
+        if let Some(note) = config.scale_frozen_phase(configured) {
             eprintln!("{note}");
         }
         if let Some(grad) = args.grad {
@@ -632,6 +620,7 @@ fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitCode> {
         out: args.out.clone(),
         jobs,
         inspect_episodes: args.inspect_episodes,
+        episodes: args.episodes,
         quiet: cli.quiet,
     };
     install_stop_handler()?;

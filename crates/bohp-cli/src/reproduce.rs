@@ -47,6 +47,8 @@ pub struct Plan {
     pub jobs: usize,
     /// Fresh episodes for each seed's structure measurement.
     pub inspect_episodes: usize,
+    /// Updates per seed, overriding the configs' (`--episodes`, for a quick look).
+    pub episodes: Option<usize>,
     /// No progress bar.
     pub quiet: bool,
 }
@@ -398,7 +400,17 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
     let mut bases = Vec::new();
     let mut remaining = 0u64;
     for task in &plan.tasks {
-        let base = task_config(&plan.configs, task)?;
+        let mut base = task_config(&plan.configs, task)?;
+        if let Some(episodes) = plan.episodes {
+            let configured = base.train.episodes;
+            base.train.episodes = episodes;
+            if let Some(note) = base.scale_frozen_phase(configured) {
+                if !plan.quiet {
+                    eprintln!("{task}: {note}");
+                }
+            }
+            base.validate(&format!("{} with --episodes {episodes}", plan.configs.join(format!("{task}.toml")).display()))?;
+        }
         for &variant in &plan.variants {
             for &seed in &plan.seeds {
                 let mut config = base.clone();

@@ -442,6 +442,23 @@ impl RunConfig {
         Ok(())
     }
 
+    /// After `train.episodes` changed from `configured` (a `--episodes` override), the frozen
+    /// phase keeps its share of the run: `train.freeze_last` scales by `episodes / configured`,
+    /// rounded. Returns what changed, in words for the user.
+    pub fn scale_frozen_phase(&mut self, configured: usize) -> Option<String> {
+        let (episodes, freeze) = (self.train.episodes, self.train.freeze_last);
+        if episodes == configured || freeze == 0 || configured == 0 {
+            return None;
+        }
+        let scaled = ((freeze as f64) * (episodes as f64) / (configured as f64)).round() as usize;
+        self.train.freeze_last = scaled;
+        Some(format!(
+            "--episodes {episodes}: train.freeze_last scaled from {freeze} to {scaled} (the same share of the run as {freeze} of {configured}); \
+             {} training updates, then {scaled} frozen",
+            episodes - scaled.min(episodes)
+        ))
+    }
+
     /// The least memory this config needs to train ([`crate::memory`]): the plastic layer's
     /// and readout's parameters with Adam's two moments (and the analytic engine's f64 host
     /// copies), and one trace `[n_in, n_out]` per step and episode of a batch, which
