@@ -142,6 +142,52 @@ fn oversized_configs_are_refused_with_the_field_named() {
     }
 }
 
+/// A run's identity is its config: a resume refuses a config.toml edited since the run
+/// started; `--extend N` adds updates to a finished run, which then resumes as usual.
+#[test]
+fn edited_configs_are_refused_and_finished_runs_extend() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let run = dir.path().join("run");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --extend without --resume is refused before anything is written.
+    let elsewhere = dir.path().join("elsewhere");
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--extend", "5", "--out", elsewhere.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!elsewhere.exists());
+    // Extend the finished run by 20 updates: 60 rows, the last 10 frozen, a new summary.
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "--extend", "20", "-q"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("extended by 20 updates to 60"), "{stderr}");
+    let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(written.contains("episodes = 60"), "{written}");
+    let rows = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(rows.len(), 60);
+    let frozen: Vec<usize> = rows.iter().enumerate().filter(|(_, l)| l.ends_with(",1")).map(|(i, _)| i).collect();
+    assert_eq!(frozen, (30..40).chain(50..60).collect::<Vec<_>>(), "the old frozen phase, then the new one");
+    assert!(run.join("summary.json").is_file());
+    // The extended run resumes as a finished run (its recorded config is the extended one).
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("already finished its 60"), "{}", String::from_utf8_lossy(&out.stderr));
+    // An edited config is refused on resume, naming the file, and nothing changes.
+    let edited = written.replace("gamma = 0.02", "gamma = 0.03");
+    assert_ne!(edited, written);
+    std::fs::write(run.join("config.toml"), &edited).unwrap();
+    let before = crate::common::snapshot(&run);
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("config.toml") && stderr.contains("edited since the run started"), "{stderr}");
+    assert_eq!(crate::common::snapshot(&run), before, "nothing in the run may change");
+    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "--extend", "5", "-q"]);
+    assert_eq!(out.status.code(), Some(1), "--extend checks the identity too");
+}
+
 #[test]
 fn bad_flags_are_rejected() {
     // An override that makes the config inconsistent names the field and the flag.

@@ -259,6 +259,11 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     out: Option<PathBuf>,
 
+    /// With --resume: add N updates to a finished run (its last `train.freeze_last` frozen
+    /// again); the extended run is itself resumable.
+    #[arg(long, value_name = "N")]
+    extend: Option<usize>,
+
     /// Gradient engine: autodiff or analytic, overriding `train.grad`.
     #[arg(long, conflicts_with = "resume")]
     grad: Option<GradEngine>,
@@ -427,6 +432,9 @@ fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<E
 }
 
 fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    if args.extend.is_some() && args.resume.is_none() {
+        bail!("--extend N: adds updates to a finished run, so it goes with --resume RUN_DIR");
+    }
     if let Some(path) = &args.config
         && is_recurrent_file(path)
     {
@@ -455,7 +463,26 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         if let Some(device) = cli.device {
             config.device = device;
         }
-        let trainer = Trainer::resume(&run, config.clone(), engine(config.train.grad))?;
+        let mut trainer = Trainer::resume(&run, config.clone(), engine(config.train.grad))?;
+        if let Some(updates) = args.extend {
+            trainer.extend(updates, &format!("{} with --extend {updates}", run.config_path().display()))?;
+            let mut extended = trainer.config().clone();
+            // The run's own device, not a --device override, goes into its config.
+            extended.device = run.read_config()?.device;
+            run.write_config(&extended)?;
+            trainer.checkpoint(&run)?;
+            let summary = run.summary_path();
+            if summary.exists() {
+                std::fs::remove_file(&summary).with_context(|| format!("{}: cannot remove", summary.display()))?;
+            }
+            eprintln!(
+                "{}: extended by {updates} updates to {} (the last {} frozen)",
+                run.path().display(),
+                extended.train.episodes,
+                extended.train.freeze_last
+            );
+        }
+        let config = trainer.config().clone();
         (run, config, trainer)
     } else {
         let path = args.config.as_ref().expect("clap requires a config without --resume");

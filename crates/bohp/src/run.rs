@@ -7,7 +7,7 @@
 //! <run>/train.log              the log
 //! <run>/checkpoint/model.bpk   model record (burnpack)
 //! <run>/checkpoint/optimizer.bpk  Adam state (burnpack)
-//! <run>/checkpoint/state.json  next episode, precision, file checksums
+//! <run>/checkpoint/state.json  next episode, precision, file checksums (config.toml's too)
 //! <run>/model.bpk              the final model, once the run has finished
 //! <run>/summary.json           frozen-phase and final measures, once the run has finished
 //! ```
@@ -56,6 +56,11 @@ pub struct CheckpointState {
     /// `optimizer.bpk` holds an unused burn optimizer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adam: Option<crate::host_adam::HostAdam>,
+    /// CRC-32 of the run's `config.toml` when the checkpoint was written: a resume refuses a
+    /// config edited since (absent in checkpoints of older bohp versions, which are not
+    /// checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_crc32: Option<u32>,
 }
 
 /// The end-of-run summary written to `summary.json`.
@@ -241,6 +246,23 @@ impl RunDir {
         RunConfig::load(&self.config_path())
     }
 
+    /// Checks that `config.toml` is the one the checkpoint `state` was written with (its
+    /// CRC-32), so that a resumed run is the run that started.
+    pub fn check_config_identity(&self, state: &CheckpointState) -> Result<()> {
+        let Some(expected) = state.config_crc32 else { return Ok(()) };
+        let path = self.config_path();
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, "cannot read", e))?;
+        if crc32fast::hash(&bytes) != expected {
+            return Err(Error::artifact(
+                &path,
+                "edited since the run started: its checksum differs from the one the checkpoint recorded; \
+                 a run resumes with the config it started with (restore the file, or train a new run; \
+                 `bohp train --resume DIR --extend N` adds updates to a finished run)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes a checkpoint of `model` and `optim` before episode `next_episode`, replacing the
     /// previous one only once the new one is complete.
     pub fn write_checkpoint(
@@ -251,6 +273,9 @@ impl RunDir {
         next_episode: usize,
         dtype: Precision,
     ) -> Result<()> {
+        // The identity of the run: the config file as written (a `--device` override on resume
+        // changes the trainer's config, not the run's).
+        let config_crc32 = fs::read(self.config_path()).ok().map(|b| crc32fast::hash(&b));
         let dir = self.checkpoint_dir();
         let tmp = self.path.join("checkpoint.tmp");
         if tmp.exists() {
@@ -271,6 +296,7 @@ impl RunDir {
             optimizer_crc32: crc32fast::hash(&optim_bytes),
             bohp_version: env!("CARGO_PKG_VERSION").to_string(),
             host_adam: host_adam.cloned(),
+            config_crc32,
         };
         let json = serde_json::to_vec_pretty(&state).expect("state serializes");
         write_atomic(&tmp.join("state.json"), &json)?;

@@ -262,6 +262,7 @@ impl Trainer {
     pub fn resume(run: &RunDir, config: RunConfig, engine: Box<dyn GradientEngine>) -> Result<Trainer> {
         let mut trainer = Trainer::new(config, engine)?;
         let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
+        run.check_config_identity(&state)?;
         if state.dtype != trainer.config.dtype {
             return Err(Error::artifact(
                 run.checkpoint_dir(),
@@ -414,6 +415,24 @@ impl Trainer {
             self.next_episode,
             self.config.dtype,
         )
+    }
+
+    /// Adds `updates` to a finished run (`bohp train --resume DIR --extend N`): the run goes on
+    /// to `train.episodes + updates`, its last `train.freeze_last` frozen as before (so
+    /// `updates - freeze_last` more training updates, then a fresh frozen phase). The caller
+    /// writes the new config and a checkpoint.
+    pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        if !self.is_done() {
+            return Err(Error::Unsupported(format!(
+                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
+                self.next_episode, self.config.train.episodes
+            )));
+        }
+        let mut config = self.config.clone();
+        config.train.episodes = config.train.episodes.saturating_add(updates);
+        config.validate(source)?;
+        self.config = config;
+        Ok(())
     }
 }
 
