@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod common;
 mod controls;
+mod export;
 mod gradients;
 mod recurrent;
 mod reproduce;

@@ -66,6 +66,9 @@ enum Command {
     /// size and gradient engine, optionally beside the PyTorch peer; writes bench.json and
     /// bench.md.
     Bench(BenchArgs),
+    /// Write a finished run's trained parameters, named and shaped as in the model, for use
+    /// outside Rust: safetensors, npz (numpy) or JSON. Every model family.
+    Export(ExportArgs),
     /// One benchmark cell, measured in this process (run by `bench`).
     #[command(hide = true)]
     BenchCell(BenchCellArgs),
@@ -199,6 +202,20 @@ struct ReproduceArgs {
 }
 
 #[derive(Args, Debug)]
+struct ExportArgs {
+    /// A finished run directory (any family).
+    run_dir: PathBuf,
+
+    /// safetensors (burn's store), npz (numpy) or json.
+    #[arg(long, default_value = "safetensors")]
+    format: bohp::export::ExportFormat,
+
+    /// The file to write [default: RUN_DIR/model.<format>]; an existing file is never replaced.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct GradcheckArgs {
     /// The config file (TOML) of either family: task, sizes, rule, seed (initial parameters),
     /// device and dtype. Single layer: autodiff and finite differences against the analytic
@@ -327,6 +344,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => inspect_command(args),
         Command::Reproduce(args) => reproduce_command(&cli, args),
         Command::Bench(args) => bench_command(&cli, args),
+        Command::Export(args) => {
+            let out = args.out.clone().unwrap_or_else(|| bohp::export::default_path(&args.run_dir, args.format));
+            let count = bohp::export::export(&args.run_dir, args.format, &out)?;
+            println!("wrote {count} tensors to {} ({})", out.display(), args.format.name());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchCell(args) => bench_cell_command(&cli, args),
     }
 }

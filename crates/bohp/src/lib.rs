@@ -20,6 +20,7 @@
 //! - [`engines`]: the host gradient engines that train: the single layer's forward-mode
 //!   recursion ([`engines::analytic`]) and the recurrent network's BPTT ([`engines::fused`]).
 //! - [`run`]: run directories, checkpoints, metrics.
+//! - [`export`]: a trained run's parameters as safetensors, npz or JSON, for every family.
 //! - [`rng`]: seeded, position-addressable random streams.
 //! - [`recurrent`]: fully recurrent plastic networks (2018), their tasks and baselines.
 //!
@@ -33,6 +34,7 @@ pub mod connection;
 pub mod device;
 pub mod engines;
 pub mod error;
+pub mod export;
 pub mod host_adam;
 pub mod layer;
 pub mod memory;

@@ -134,6 +134,12 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 /// Loads a model record file into `template` (a model of the same shape), checking the file
 /// against `crc` when given.
 pub fn load_model(template: PlasticNet, path: &Path, crc: Option<u32>) -> Result<PlasticNet> {
+    load_record(template, path, crc)
+}
+
+/// Loads a model record file into `template`, a module of any family of the same shape
+/// (checked against `crc` when given).
+pub fn load_record<M: Module>(template: M, path: &Path, crc: Option<u32>) -> Result<M> {
     let bytes = read(path, "model record")?;
     if let Some(crc) = crc
         && crc32fast::hash(&bytes) != crc

@@ -1,0 +1,250 @@
+//! A trained run's parameters for use outside Rust: `bohp export RUN_DIR --format
+//! safetensors|npz|json`, for every model family.
+//!
+//! Every format holds the same tensors, named by their path in the burn module and shaped as
+//! there: single layer `plastic.w`, `plastic.alpha` (`[n_in, n_out]`), `plastic.b`, and for the
+//! labelled tasks `readout.v`, `readout.c`; recurrent network `w`, `alpha` (`[N, N]` or
+//! `[1, 1]`), `eta` (`[1]`); the LSTM baseline burn's LSTM and `readout` names.
+//!
+//! - `safetensors`: written by burn's own store (`burn::store::SafetensorsStore`), in the run's
+//!   precision; numpy, PyTorch and the `safetensors` crate read it.
+//! - `npz`: numpy's format, one `<name>.npy` per tensor (little-endian f64, C order), stored
+//!   uncompressed; `numpy.load` reads it.
+//! - `json`: `{"schema": "bohp-export/1", "family", "config" (the run's config.toml),
+//!   "tensors": {name: {"shape", "values"}}}`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::Serialize;
+
+use crate::config::RunConfig;
+use crate::device::{Backend, init_device};
+use crate::error::{Error, Result};
+use crate::network::PlasticNet;
+use crate::recurrent::config::{RecurrentConfig, RecurrentModelKind, is_recurrent};
+use crate::recurrent::model::{LstmNet, PlasticRnn};
+use crate::run::{RunDir, load_record};
+use crate::train::init_model;
+
+/// An export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// safetensors, by burn's store.
+    Safetensors,
+    /// numpy's `.npz`.
+    Npz,
+    /// JSON.
+    Json,
+}
+
+impl ExportFormat {
+    /// The name on the command line, and the file extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Safetensors => "safetensors",
+            ExportFormat::Npz => "npz",
+            ExportFormat::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "safetensors" => Ok(ExportFormat::Safetensors),
+            "npz" => Ok(ExportFormat::Npz),
+            "json" => Ok(ExportFormat::Json),
+            other => Err(format!("unknown format `{other}`: expected safetensors, npz or json")),
+        }
+    }
+}
+
+/// A trained model of any family, loaded from a run directory.
+#[derive(Debug)]
+pub enum TrainedModel {
+    /// The 2016 single layer (with its readout for the labelled tasks).
+    Single(PlasticNet, RunConfig),
+    /// The recurrent plastic (or non-plastic) network.
+    Recurrent(PlasticRnn, RecurrentConfig),
+    /// The LSTM baseline.
+    Lstm(LstmNet, RecurrentConfig),
+}
+
+/// One exported tensor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedTensor {
+    /// Its path in the module.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its values, row-major.
+    pub values: Vec<f64>,
+}
+
+/// Loads the final model of the run in `dir` (its `model.bpk`) on the CPU, in the run's
+/// precision.
+pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
+    let run = RunDir::open(dir)?;
+    let path = run.model_path();
+    if !path.is_file() {
+        return Err(Error::artifact(&path, "no final model: the run has not finished (resume it first)"));
+    }
+    let config_path = run.config_path();
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, "cannot read", e))?;
+    if is_recurrent(&text) {
+        let config = RecurrentConfig::load(&config_path)?;
+        let device = init_device(Backend::Flex, config.dtype)?;
+        match config.model.kind {
+            RecurrentModelKind::Plastic => {
+                let rnn = config.plastic_rnn();
+                let template = rnn.from_values(&rnn.init_values(config.seed), &device);
+                Ok(TrainedModel::Recurrent(load_record(template, &path, None)?, config))
+            }
+            RecurrentModelKind::Lstm => {
+                let template = LstmNet::new(config.size(), config.lstm_hidden(), &device);
+                Ok(TrainedModel::Lstm(load_record(template, &path, None)?, config))
+            }
+        }
+    } else {
+        let config = run.read_config()?;
+        let device = init_device(Backend::Flex, config.dtype)?;
+        Ok(TrainedModel::Single(load_record(init_model(&config, &device), &path, None)?, config))
+    }
+}
+
+fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
+    model
+        .collect(None, None, true)
+        .iter()
+        .map(|t| {
+            let data = burn::store::bridge::to_data(t)
+                .map_err(|e| Error::Unsupported(format!("cannot read tensor {}: {e}", t.name)))?;
+            let shape = data.shape().to_vec();
+            let values = data
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .map_err(|e| Error::Unsupported(format!("cannot read tensor {}: {e:?}", t.name)))?;
+            Ok(NamedTensor { name: t.name.clone(), shape, values })
+        })
+        .collect()
+}
+
+impl TrainedModel {
+    /// `single-layer`, `recurrent` or `lstm`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            TrainedModel::Single(..) => "single-layer",
+            TrainedModel::Recurrent(..) => "recurrent",
+            TrainedModel::Lstm(..) => "lstm",
+        }
+    }
+
+    /// The trained tensors, named by their module paths.
+    pub fn tensors(&self) -> Result<Vec<NamedTensor>> {
+        match self {
+            TrainedModel::Single(m, _) => tensors_of(m),
+            TrainedModel::Recurrent(m, _) => tensors_of(m),
+            TrainedModel::Lstm(m, _) => tensors_of(m),
+        }
+    }
+
+    fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let mut store = SafetensorsStore::from_file(path.to_path_buf());
+        let result = match self {
+            TrainedModel::Single(m, _) => m.save_into(&mut store),
+            TrainedModel::Recurrent(m, _) => m.save_into(&mut store),
+            TrainedModel::Lstm(m, _) => m.save_into(&mut store),
+        };
+        result.map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
+    }
+}
+
+/// The default export file of a run: `<run>/model.<format>`.
+pub fn default_path(dir: &Path, format: ExportFormat) -> PathBuf {
+    dir.join(format!("model.{}", format.name()))
+}
+
+/// Writes the trained parameters of the run in `dir` to `out` in `format`. Refuses to replace
+/// an existing file.
+pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
+    if out.exists() {
+        return Err(Error::artifact(out, "already exists; choose another --out (or remove it)"));
+    }
+    let model = load_trained(dir)?;
+    let tensors = model.tensors()?;
+    match format {
+        ExportFormat::Safetensors => model.save_safetensors(out)?,
+        ExportFormat::Npz => crate::run::write_atomic(out, &npz(&tensors, out)?)?,
+        ExportFormat::Json => {
+            let config_path = dir.join("config.toml");
+            let config = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, "cannot read", e))?;
+            let tensors: serde_json::Map<String, serde_json::Value> = tensors
+                .iter()
+                .map(|t| (t.name.clone(), serde_json::json!({"shape": t.shape, "values": t.values})))
+                .collect();
+            let json = serde_json::json!({
+                "schema": "bohp-export/1",
+                "family": model.family(),
+                "config": config,
+                "tensors": tensors,
+            });
+            crate::run::write_atomic(out, &serde_json::to_vec_pretty(&json).expect("JSON"))?;
+        }
+    }
+    Ok(tensors.len())
+}
+
+/// One `.npy` (format 1.0): magic, header dict padded to 64 bytes, little-endian f64 values.
+fn npy(t: &NamedTensor) -> Vec<u8> {
+    let shape = match t.shape.len() {
+        1 => format!("({},)", t.shape[0]),
+        _ => format!("({})", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.div_ceil(64) * 64 - unpadded));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in &t.values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn npz(tensors: &[NamedTensor], path: &Path) -> Result<Vec<u8>> {
+    let fail = |e: &dyn std::fmt::Display| Error::artifact(path, format!("cannot write npz: {e}"));
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for t in tensors {
+        zip.start_file(format!("{}.npy", t.name), options).map_err(|e| fail(&e))?;
+        zip.write_all(&npy(t)).map_err(|e| fail(&e))?;
+    }
+    Ok(zip.finish().map_err(|e| fail(&e))?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_headers_are_aligned_and_say_the_shape() {
+        let t = NamedTensor { name: "w".into(), shape: vec![2, 3], values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        let bytes = npy(&t);
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+        assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'), "{header}");
+        assert_eq!(bytes.len(), 10 + len + 6 * 8);
+        assert_eq!(f64::from_le_bytes(bytes[10 + len + 8..10 + len + 16].try_into().unwrap()), 2.0);
+        let one = NamedTensor { name: "eta".into(), shape: vec![1], values: vec![0.5] };
+        assert!(String::from_utf8_lossy(&npy(&one)).contains("'shape': (1,)"));
+    }
+}

@@ -1,0 +1,136 @@
+//! `bohp export`: a trained run's parameters in each format, read back by other readers (the
+//! `safetensors` crate, a zip reader and an npy parser written here, serde_json), for a
+//! single-layer, a recurrent and an LSTM run.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{final_parameters, run_bohp, shipped_config_path};
+
+/// name -> (shape, values)
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+
+fn export(run: &Path, format: &str) -> std::path::PathBuf {
+    let out = run.join(format!("export.{format}"));
+    let o = run_bohp(&["export", run.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{format}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("tensors to"), "{}", String::from_utf8_lossy(&o.stdout));
+    out
+}
+
+fn read_safetensors(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values = match view.dtype() {
+                safetensors::Dtype::F32 => data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                safetensors::Dtype::F64 => data.chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+                other => panic!("{name}: unexpected dtype {other:?}"),
+            };
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+fn read_npz(path: &Path) -> Tensors {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = Tensors::new();
+    for i in 0..zip.len() {
+        let mut file = zip.by_index(i).unwrap();
+        let name = file.name().strip_suffix(".npy").unwrap().to_string();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        assert_eq!(&bytes[..6], b"\x93NUMPY");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+        assert!(header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"), "{header}");
+        let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+        let shape: Vec<usize> = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+        let values: Vec<f64> = bytes[10 + len..].chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
+        out.insert(name, (shape, values));
+    }
+    out
+}
+
+fn read_json(path: &Path) -> (Value, Tensors) {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(v["schema"], "bohp-export/1");
+    let tensors = v["tensors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, t)| {
+            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let values = t["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            (name.clone(), (shape, values))
+        })
+        .collect();
+    (v, tensors)
+}
+
+/// The three formats of one run agree with each other (safetensors in the run's f32, the
+/// others in f64) and hold `expected` names and shapes.
+fn check_run(run: &Path, family: &str, expected: &[(&str, &[usize])]) -> Tensors {
+    let st = read_safetensors(&export(run, "safetensors"));
+    let npz = read_npz(&export(run, "npz"));
+    let (json, js) = read_json(&export(run, "json"));
+    assert_eq!(json["family"], family);
+    assert!(json["config"].as_str().unwrap().contains("[task]"));
+    for (name, shape) in expected {
+        for (what, t) in [("safetensors", &st), ("npz", &npz), ("json", &js)] {
+            let (s, _) = t.get(*name).unwrap_or_else(|| panic!("{what}: no tensor {name} in {:?}", t.keys()));
+            assert_eq!(s, shape, "{what} {name}");
+        }
+    }
+    assert_eq!(st.keys().collect::<Vec<_>>(), js.keys().collect::<Vec<_>>());
+    for (name, (_, values)) in &js {
+        // (serde_json's float parsing may be one unit in the last place off.)
+        assert!(npz[name].1.iter().zip(values).all(|(a, b)| (a - b).abs() <= 4.0 * f64::EPSILON * a.abs()), "npz {name}");
+        let f32_values = &st[name].1;
+        assert!(values.iter().zip(f32_values).all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(1.0)), "safetensors {name}");
+    }
+    // Nothing is overwritten.
+    let o = run_bohp(&["export", run.to_str().unwrap(), "--format", "json", "--out", run.join("export.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    js
+}
+
+#[test]
+fn every_family_exports_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    // Single layer: the exported values are the run's final parameters.
+    let run = dir.path().join("one-shot");
+    let o = run_bohp(&["train", shipped_config_path("one-shot").to_str().unwrap(), "--episodes", "20", "--out", run.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let js = check_run(&run, "single-layer", &[("plastic.w", &[10, 2]), ("plastic.alpha", &[10, 2]), ("plastic.b", &[2]), ("readout.v", &[2, 2]), ("readout.c", &[2])]);
+    for (name, values) in final_parameters(&run) {
+        let exported = &js[&format!("{}{name}", if name.starts_with("readout") { "" } else { "plastic." })].1;
+        assert!(exported.len() == values.len() && exported.iter().zip(&values).all(|(a, b)| (a - b).abs() < 1e-12), "{name}");
+    }
+    // Recurrent, plastic and LSTM.
+    for (config, family, expected) in [
+        ("memorisation-50", "recurrent", vec![("w", vec![50, 50]), ("alpha", vec![50, 50]), ("eta", vec![1])]),
+        ("memorisation-50-lstm", "lstm", vec![("readout.weight", vec![16, 50])]),
+    ] {
+        let run = dir.path().join(config);
+        let o = run_bohp(&["train", shipped_config_path(config).to_str().unwrap(), "--episodes", "3", "--out", run.to_str().unwrap(), "-q"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let expected: Vec<(&str, &[usize])> = expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        check_run(&run, family, &expected);
+    }
+    // An unfinished or missing run is named.
+    let o = run_bohp(&["export", dir.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing"));
+    let o = run_bohp(&["export", run.to_str().unwrap(), "--format", "onnx"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown format"));
+}
