@@ -320,6 +320,14 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     assert!(stdout.contains("a blank half scores"), "{stdout}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert!(summary["blank_error"].is_number(), "{summary}");
+    // `bohp eval` loads the trained model and reproduces the run's held-out measures.
+    let o = run_bohp(&["eval", out.to_str().unwrap(), "--episodes", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (key, summary_key) in [("error", "eval_error"), ("loss", "eval_loss"), ("blank_error", "blank_error")] {
+        let (a, b) = (eval[key].as_f64().unwrap(), summary[summary_key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-9), "{key}: eval {a} vs summary {b}");
+    }
     // Resuming a recurrent run is refused, naming the file that holds its parameters.
     let o = run_bohp(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);

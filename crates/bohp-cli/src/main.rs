@@ -288,7 +288,7 @@ struct TrainArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// A run directory written by `bohp train`.
+    /// A run directory written by `bohp train` (any family).
     run_dir: PathBuf,
 
     /// Number of fresh episodes.
@@ -836,6 +836,57 @@ fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
     })
 }
 
+/// `bohp eval` on a recurrent run: loss, error and a blank reconstruction's error on fresh
+/// held-out episodes, as the run's summary.json reports them at the end of training.
+fn eval_recurrent(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    use bohp::recurrent::config::RecurrentConfig;
+    let run = RunDir::open(&args.run_dir)?;
+    let mut config = RecurrentConfig::load(&run.config_path())?;
+    let path = run.model_path();
+    if !path.is_file() {
+        bail!("{}: no final model: the run has not finished", path.display());
+    }
+    if let Some(device) = cli.device {
+        config.device = device;
+    }
+    if let Some(dtype) = cli.dtype {
+        config.dtype = dtype;
+    }
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.train.batch = args.batch;
+    let mut trainer = bohp::recurrent::train::RecurrentTrainer::new(config.clone())?;
+    trainer.load_model(&path)?;
+    let e = trainer.evaluate(args.episodes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": config.task.kind.name(),
+                "model": trainer.model_name(),
+                "episodes": args.episodes,
+                "seed": config.seed,
+                "dtype": config.dtype.name(),
+                "loss": e.loss,
+                "error": e.error,
+                "blank_error": e.blank_error,
+            })
+        );
+    } else {
+        println!(
+            "{} {} on {} held-out episodes (seed {}, {}): loss {:.5}, error {:.5} (a blank output: {:.5})",
+            config.task.kind.name(),
+            trainer.model_name(),
+            args.episodes,
+            config.seed,
+            config.dtype,
+            e.loss,
+            e.error,
+            e.blank_error
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn format_measures(m: &Measures) -> String {
     format!(
         "loss {:.5}, error {:.5}, error_code {:.5}",
@@ -844,12 +895,14 @@ fn format_measures(m: &Measures) -> String {
 }
 
 fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
-    single_layer_run("eval", &args.run_dir)?;
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
     if args.batch == 0 {
         bail!("--batch: expected at least 1");
+    }
+    if is_recurrent_file(&args.run_dir.join("config.toml")) {
+        return eval_recurrent(cli, args);
     }
     let run = RunDir::open(&args.run_dir)?;
     let config = run.read_config()?;

@@ -302,6 +302,22 @@ impl RecurrentTrainer {
         }
     }
 
+    /// Replaces the parameters with those of a saved model record (a run's `model.bpk`), for
+    /// evaluating a trained run.
+    pub fn load_model(&mut self, path: &Path) -> Result<()> {
+        let device = self.device.clone().without_autodiff();
+        match &mut self.state {
+            State::Host { values, rnn, .. } => {
+                let model = crate::run::load_record(rnn.from_values(values, &device), path, None)?;
+                let host = |t: Tensor<2>| t.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64");
+                *values = vec![host(model.w.val()), host(model.alpha.val()), host(model.eta.val().unsqueeze::<2>())];
+            }
+            State::Plastic { model, .. } => *model = crate::run::load_record(model.clone(), path, None)?,
+            State::Lstm { model, .. } => *model = crate::run::load_record(model.clone(), path, None)?,
+        }
+        Ok(())
+    }
+
     /// Writes the model record (`model.bpk`) atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = match &self.state {
