@@ -220,7 +220,7 @@ fn train_to_end(config: RecurrentConfig) -> bohp::recurrent::train::RecurrentSum
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::create(&dir.path().join("run")).unwrap();
     let mut trainer = RecurrentTrainer::new(config).unwrap();
-    train_recurrent(&run, &mut trainer, &mut |_| {}, &AtomicBool::new(false)).unwrap()
+    train_recurrent(&run, &mut trainer, &mut |_| {}, &AtomicBool::new(false)).unwrap().expect("not interrupted")
 }
 
 /// The 2018 paper's claim on the 50-bit task, same budget (400 updates of 16 episodes) for
@@ -493,4 +493,36 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
     let out = run_bohp(&["gradcheck", lstm.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("model.kind = \"lstm\""), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Ctrl-C on a recurrent run: exit 130, the parameters so far in model.bpk, and no summary.json
+/// that would make the run look finished.
+#[test]
+fn ctrl_c_stops_a_recurrent_run_with_130_and_no_summary() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = repo_root().join("configs/memorisation-50.toml");
+    let mut child = crate::common::bohp()
+        .args(["train", config.to_str().unwrap(), "--episodes", "100000", "--out", run.to_str().unwrap(), "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let rows = |run: &Path| std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count());
+    while rows(&run) < 20 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted") && stderr.contains("model.bpk"), "{stderr}");
+    assert!(run.join("model.bpk").is_file());
+    assert!(!run.join("summary.json").exists(), "an interrupted run has no summary");
 }

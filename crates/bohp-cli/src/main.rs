@@ -448,7 +448,14 @@ fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<E
     let run = RunDir::create(&dir)?;
     install_stop_handler()?;
     init_logging(&run)?;
-    let summary = recurrent::train(&run, trainer, config, cli.quiet, &STOP)?;
+    let Some(summary) = recurrent::train(&run, trainer, config, cli.quiet, &STOP)? else {
+        eprintln!(
+            "interrupted: {} holds the parameters so far (no summary.json: the run did not finish); \
+             recurrent runs cannot be resumed yet",
+            run.model_path().display()
+        );
+        return Ok(ExitCode::from(130));
+    };
     println!("{}", recurrent::summary_text(&summary));
     println!("run directory: {}", run.path().display());
     Ok(ExitCode::SUCCESS)

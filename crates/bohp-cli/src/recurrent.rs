@@ -15,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
 /// Trains `config` into `run`; prints the summary. Image runs also get `reconstruction.png`.
-pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfig, quiet: bool, stop: &AtomicBool) -> Result<RecurrentSummary> {
+/// Returns `None` when Ctrl-C interrupted the run.
+pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfig, quiet: bool, stop: &AtomicBool) -> Result<Option<RecurrentSummary>> {
     if !quiet {
         eprintln!(
             "training {} ({} model, {} params) with the {} engine on {}, {} updates of batch {} -> {}",
@@ -50,6 +51,7 @@ pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfi
         stop,
     )?;
     bar.finish_and_clear();
+    let Some(summary) = summary else { return Ok(None) };
     if config.task.kind == RecurrentTaskKind::Images {
         let png = run.path().join("reconstruction.png");
         reconstruction_figure(&trainer, &png, 4)?;
@@ -57,7 +59,7 @@ pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfi
             eprintln!("reconstructions: {}", png.display());
         }
     }
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// A PNG grid, one row per held-out episode: the presented images, the half-erased probe

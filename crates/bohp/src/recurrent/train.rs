@@ -401,6 +401,8 @@ fn loss_of(ys: Tensor<3>, batch: &RecurrentBatch, size: usize, device: &Device) 
 
 /// Trains to the end (or until `stop` is set), writing `config.toml`, `metrics.csv`,
 /// `model.bpk` (every `save_every` updates and at the end) and `summary.json` into `run`.
+/// Returns `None` when `stop` interrupted it (model.bpk then holds the parameters so far, and
+/// no summary is written).
 /// A non-finite loss or parameter stops training with the episode number; the last model
 /// saved before it is kept.
 pub fn train_recurrent(
@@ -408,7 +410,7 @@ pub fn train_recurrent(
     trainer: &mut RecurrentTrainer,
     observer: &mut dyn FnMut(&RecurrentRow),
     stop: &AtomicBool,
-) -> Result<RecurrentSummary> {
+) -> Result<Option<RecurrentSummary>> {
     write_atomic(&run.config_path(), trainer.config.to_toml().as_bytes())?;
     let metrics_path = run.metrics_path();
     let mut metrics = csv::Writer::from_path(&metrics_path)
@@ -443,6 +445,11 @@ pub fn train_recurrent(
     }
     metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
     trainer.save(&model_path)?;
+    if !trainer.is_done() {
+        // Interrupted: model.bpk holds the parameters so far; no summary (the run is not
+        // finished, and nothing should look as if it were).
+        return Ok(None);
+    }
     let eval = trainer.evaluate(trainer.config.train.eval_episodes);
     let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
     let final_train_error = rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
@@ -469,5 +476,5 @@ pub fn train_recurrent(
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     write_atomic(&run.summary_path(), &json)?;
-    Ok(summary)
+    Ok(Some(summary))
 }
