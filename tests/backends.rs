@@ -9,7 +9,14 @@ use crate::common::{budget_config, frozen_mean, train_in_memory};
 
 /// Trains the shipped `name` config for `episodes` updates (the last 200 frozen) and checks
 /// the frozen-phase `measure` against `threshold`.
-fn learns(name: &str, episodes: usize, measure: fn(&Measures) -> f64, threshold: f64, backend: Backend, precision: Precision) {
+fn learns(
+    name: &str,
+    episodes: usize,
+    measure: fn(&Measures) -> f64,
+    threshold: f64,
+    backend: Backend,
+    precision: Precision,
+) {
     let rows = train_in_memory(budget_config(name, episodes, 200, backend, precision));
     let frozen = frozen_mean(&rows);
     let value = measure(&frozen);
@@ -48,7 +55,13 @@ fn ndarray_and_flex_agree_in_f64() {
         let b = train_in_memory(budget_config(name, 30, 0, Backend::Flex, Precision::F64));
         for (x, y) in a.iter().zip(&b) {
             let tol = 1e-9 * x.loss.abs().max(1.0);
-            assert!((x.loss - y.loss).abs() < tol, "{name} episode {}: {} vs {}", x.episode, x.loss, y.loss);
+            assert!(
+                (x.loss - y.loss).abs() < tol,
+                "{name} episode {}: {} vs {}",
+                x.episode,
+                x.loss,
+                y.loss
+            );
         }
     }
 }

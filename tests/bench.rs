@@ -11,29 +11,74 @@ fn bench_runs_the_engines_that_apply_to_recurrent_workloads() {
     let out = dir.path().join("bench");
     let configs = repo_root().join("configs");
     let result = run_bohp(&[
-        "bench", "--workloads", "memorisation-50,completion", "--devices", "flex", "--batches", "2",
-        "--engines", "autodiff,analytic,fused", "--warmup", "1", "--updates", "2", "--repeats", "2",
-        "--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q",
+        "bench",
+        "--workloads",
+        "memorisation-50,completion",
+        "--devices",
+        "flex",
+        "--batches",
+        "2",
+        "--engines",
+        "autodiff,analytic,fused",
+        "--warmup",
+        "1",
+        "--updates",
+        "2",
+        "--repeats",
+        "2",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     let cells: Vec<(String, String)> = report["results"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            assert!(r["error"].is_null() && r["episodes_per_second"].as_f64().unwrap() > 0.0, "{r}");
-            (r["workload"].as_str().unwrap().to_string(), r["engine"].as_str().unwrap().to_string())
+            assert!(
+                r["error"].is_null() && r["episodes_per_second"].as_f64().unwrap() > 0.0,
+                "{r}"
+            );
+            (
+                r["workload"].as_str().unwrap().to_string(),
+                r["engine"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
-    let expected = [("memorisation-50", "autodiff"), ("memorisation-50", "fused"), ("completion", "autodiff"), ("completion", "analytic")];
+    let expected = [
+        ("memorisation-50", "autodiff"),
+        ("memorisation-50", "fused"),
+        ("completion", "autodiff"),
+        ("completion", "analytic"),
+    ];
     assert_eq!(cells.len(), expected.len(), "{cells:?}");
     for (w, e) in expected {
-        assert!(cells.contains(&(w.to_string(), e.to_string())), "{w} {e}: {cells:?}");
+        assert!(
+            cells.contains(&(w.to_string(), e.to_string())),
+            "{w} {e}: {cells:?}"
+        );
     }
-    let e = run_bohp(&["bench", "--engines", "magic", "--out", out.to_str().unwrap()]);
+    let e = run_bohp(&[
+        "bench",
+        "--engines",
+        "magic",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && stderr.contains("magic") && stderr.contains("fused"), "{stderr}");
+    assert!(
+        !e.status.success() && stderr.contains("magic") && stderr.contains("fused"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -42,15 +87,41 @@ fn bench_measures_every_cell_and_writes_json_and_markdown() {
     let out = dir.path().join("bench");
     let configs = repo_root().join("configs");
     let result = run_bohp(&[
-        "bench", "--workloads", "completion,one-shot", "--devices", "flex,ndarray", "--batches", "1,4",
-        "--engines", "autodiff,analytic", "--warmup", "2", "--updates", "5", "--repeats", "3",
-        "--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q",
+        "bench",
+        "--workloads",
+        "completion,one-shot",
+        "--devices",
+        "flex,ndarray",
+        "--batches",
+        "1,4",
+        "--engines",
+        "autodiff,analytic",
+        "--warmup",
+        "2",
+        "--updates",
+        "5",
+        "--repeats",
+        "3",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     assert_eq!(report["schema"], "bohp-bench/1");
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2 * 2 * 2 * 2, "every workload × device × batch × engine");
+    assert_eq!(
+        results.len(),
+        2 * 2 * 2 * 2,
+        "every workload × device × batch × engine"
+    );
     for r in results {
         assert!(r["error"].is_null(), "{r}");
         let rate = r["episodes_per_second"].as_f64().unwrap();
@@ -65,7 +136,10 @@ fn bench_measures_every_cell_and_writes_json_and_markdown() {
         assert!((ms - 1000.0 * batch / rate).abs() < 1e-9 * ms.max(1.0));
         let rss = r["peak_rss_mib"].as_f64().unwrap();
         assert!(rss > 1.0 && rss < 4096.0, "{r}");
-        assert!(r["device_memory_mib"].is_null(), "CPU cells have no device memory: {r}");
+        assert!(
+            r["device_memory_mib"].is_null(),
+            "CPU cells have no device memory: {r}"
+        );
     }
     assert!(report["peer"].as_array().unwrap().is_empty());
     let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
@@ -79,7 +153,14 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
     let out = dir.path().join("b");
     let configs = repo_root().join("configs");
     let configs = configs.to_str().unwrap();
-    let base = ["bench", "--configs", configs, "--out", out.to_str().unwrap(), "-q"];
+    let base = [
+        "bench",
+        "--configs",
+        configs,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
     let run = |extra: &[&str]| {
         let mut args: Vec<&str> = base.to_vec();
         args.extend_from_slice(extra);
@@ -96,10 +177,26 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("unknown device `tpu`"));
     // A device this build or machine cannot use is a failed cell with the reason, not a crash.
     if cfg!(not(feature = "cuda")) {
-        let r = run(&["--workloads", "completion", "--devices", "cuda", "--batches", "1", "--engines", "autodiff", "--updates", "1", "--repeats", "1"]);
+        let r = run(&[
+            "--workloads",
+            "completion",
+            "--devices",
+            "cuda",
+            "--batches",
+            "1",
+            "--engines",
+            "autodiff",
+            "--updates",
+            "1",
+            "--repeats",
+            "1",
+        ]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
-        assert!(md.contains("failed: ") && md.contains("--features cuda"), "{md}");
+        assert!(
+            md.contains("failed: ") && md.contains("--features cuda"),
+            "{md}"
+        );
     }
 }
 
@@ -110,11 +207,24 @@ fn a_device_not_compiled_in_names_its_feature() {
     let config = crate::common::shipped_config_path("completion");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let r = run_bohp(&["train", config.to_str().unwrap(), "--device", "cuda", "--out", out.to_str().unwrap()]);
+    let r = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(r.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&r.stderr);
-    assert!(stderr.contains("cuda") && stderr.contains("--features cuda"), "{stderr}");
-    assert!(!out.exists(), "nothing is created for a run that cannot start");
+    assert!(
+        stderr.contains("cuda") && stderr.contains("--features cuda"),
+        "{stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is created for a run that cannot start"
+    );
 }
 
 /// The GPU backends run in f32 only, and say so.
@@ -124,7 +234,16 @@ fn wgpu_refuses_f64_with_a_clear_error() {
     let config = crate::common::shipped_config_path("completion");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let r = run_bohp(&["train", config.to_str().unwrap(), "--device", "wgpu", "--dtype", "f64", "--out", out.to_str().unwrap()]);
+    let r = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--device",
+        "wgpu",
+        "--dtype",
+        "f64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(r.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(stderr.contains("f32 only"), "{stderr}");

@@ -31,12 +31,24 @@ fn train_rejects(config_text: &str, extra: &[&str]) -> (Option<i32>, String) {
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, config_text).unwrap();
     let out_dir = dir.path().join("run");
-    let mut args = vec!["train", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "-q"];
+    let mut args = vec![
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "-q",
+    ];
     args.extend_from_slice(extra);
     let out = run_bohp(&args);
     assert!(!out.status.success(), "must fail: {config_text}");
-    assert!(!out_dir.exists(), "nothing may be written for a rejected config");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    assert!(
+        !out_dir.exists(),
+        "nothing may be written for a rejected config"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -45,9 +57,28 @@ fn the_valid_config_trains() {
     let config = dir.path().join("ok.toml");
     std::fs::write(&config, VALID).unwrap();
     let run = dir.path().join("run");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for file in ["config.toml", "metrics.csv", "model.bpk", "summary.json", "train.log", "checkpoint/model.bpk", "checkpoint/optimizer.bpk", "checkpoint/state.json"] {
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "config.toml",
+        "metrics.csv",
+        "model.bpk",
+        "summary.json",
+        "train.log",
+        "checkpoint/model.bpk",
+        "checkpoint/optimizer.bpk",
+        "checkpoint/state.json",
+    ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
     let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
@@ -59,27 +90,74 @@ fn the_valid_config_trains() {
 #[test]
 fn bad_configs_name_the_file_and_field() {
     let cases: &[(&str, &str, &[&str])] = &[
-        ("learning_rate = 0.01", "lr = 0.01", &["bad.toml", "lr", "train"]),
-        ("episodes = 40", "episodes = \"many\"", &["bad.toml", "train.episodes"]),
-        ("gamma = 0.02", "gamma = 1.5", &["bad.toml", "model.gamma", "0 < gamma <= 1"]),
+        (
+            "learning_rate = 0.01",
+            "lr = 0.01",
+            &["bad.toml", "lr", "train"],
+        ),
+        (
+            "episodes = 40",
+            "episodes = \"many\"",
+            &["bad.toml", "train.episodes"],
+        ),
+        (
+            "gamma = 0.02",
+            "gamma = 1.5",
+            &["bad.toml", "model.gamma", "0 < gamma <= 1"],
+        ),
         ("gamma = 0.02", "gamma = -0.1", &["bad.toml", "model.gamma"]),
-        ("hidden = 2", "hidden = 0", &["bad.toml", "model.hidden", "at least 1"]),
-        ("steps = 20", "steps = 20\npattern_bits = 0", &["bad.toml", "task.pattern_bits"]),
+        (
+            "hidden = 2",
+            "hidden = 0",
+            &["bad.toml", "model.hidden", "at least 1"],
+        ),
+        (
+            "steps = 20",
+            "steps = 20\npattern_bits = 0",
+            &["bad.toml", "task.pattern_bits"],
+        ),
         ("batch = 4", "batch = 0", &["bad.toml", "train.batch"]),
-        ("learning_rate = 0.01", "learning_rate = 0.0", &["bad.toml", "train.learning_rate", "> 0"]),
-        ("freeze_last = 10", "freeze_last = 41", &["bad.toml", "train.freeze_last", "at most"]),
-        ("seed = 1", "seed = 1\ndevice = \"tpu\"", &["bad.toml", "device", "ndarray", "flex"]),
-        ("seed = 1", "seed = 1\ndtype = \"f16\"", &["bad.toml", "dtype", "f32"]),
-        ("kind = \"one-shot\"", "kind = \"many-shot\"", &["bad.toml", "task.kind", "reversal"]),
+        (
+            "learning_rate = 0.01",
+            "learning_rate = 0.0",
+            &["bad.toml", "train.learning_rate", "> 0"],
+        ),
+        (
+            "freeze_last = 10",
+            "freeze_last = 41",
+            &["bad.toml", "train.freeze_last", "at most"],
+        ),
+        (
+            "seed = 1",
+            "seed = 1\ndevice = \"tpu\"",
+            &["bad.toml", "device", "ndarray", "flex"],
+        ),
+        (
+            "seed = 1",
+            "seed = 1\ndtype = \"f16\"",
+            &["bad.toml", "dtype", "f32"],
+        ),
+        (
+            "kind = \"one-shot\"",
+            "kind = \"many-shot\"",
+            &["bad.toml", "task.kind", "reversal"],
+        ),
         ("gamma = 0.02", "", &["bad.toml", "gamma"]),
-        ("seed = 1", "seed = = 1", &["bad.toml", "invalid TOML", "line 2"]),
+        (
+            "seed = 1",
+            "seed = = 1",
+            &["bad.toml", "invalid TOML", "line 2"],
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(VALID.contains(from));
         let (code, stderr) = train_rejects(&VALID.replace(from, to), &[]);
         assert_eq!(code, Some(1), "{to}: {stderr}");
         for needle in *expected {
-            assert!(stderr.contains(needle), "{to}: expected `{needle}` in: {stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{to}: expected `{needle}` in: {stderr}"
+            );
         }
     }
 }
@@ -93,12 +171,26 @@ fn episodes_override_scales_the_frozen_phase() {
     std::fs::write(&config, VALID).unwrap();
     for (episodes, frozen) in [("8", 2), ("4", 1), ("2", 1), ("80", 20)] {
         let run = dir.path().join(format!("run-{episodes}"));
-        let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", episodes, "--out", run.to_str().unwrap(), "-q"]);
+        let out = run_bohp(&[
+            "train",
+            config.to_str().unwrap(),
+            "--episodes",
+            episodes,
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        assert!(stderr.contains(&format!("train.freeze_last scaled from 10 to {frozen}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("train.freeze_last scaled from 10 to {frozen}")),
+            "{stderr}"
+        );
         let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
-        assert!(written.contains(&format!("freeze_last = {frozen}")), "{written}");
+        assert!(
+            written.contains(&format!("freeze_last = {frozen}")),
+            "{written}"
+        );
         let rows = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
         let frozen_rows = rows.lines().skip(1).filter(|l| l.ends_with(",1")).count();
         assert_eq!(frozen_rows, frozen, "{rows}");
@@ -112,14 +204,39 @@ fn oversized_configs_are_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("one-shot", "model", "hidden = 100000000", "model.hidden"),
-        ("one-shot", "task", "pattern_bits = 100000000", "task.pattern_bits"),
-        ("completion", "task", "pattern_bits = 100000000", "task.pattern_bits"),
+        (
+            "one-shot",
+            "task",
+            "pattern_bits = 100000000",
+            "task.pattern_bits",
+        ),
+        (
+            "completion",
+            "task",
+            "pattern_bits = 100000000",
+            "task.pattern_bits",
+        ),
         ("one-shot", "train", "batch = 1000000000", "train.batch"),
         ("one-shot", "task", "steps = 1000000000", "task.steps"),
-        ("memorisation-50", "model", "neurons = 100000000", "model.neurons"),
+        (
+            "memorisation-50",
+            "model",
+            "neurons = 100000000",
+            "model.neurons",
+        ),
         ("memorisation", "task", "size = 100000000", "task.size"),
-        ("memorisation-50", "train", "batch = 10000000", "train.batch"),
-        ("memorisation-50-lstm", "model", "lstm_hidden = 10000000", "model.lstm_hidden"),
+        (
+            "memorisation-50",
+            "train",
+            "batch = 10000000",
+            "train.batch",
+        ),
+        (
+            "memorisation-50-lstm",
+            "model",
+            "lstm_hidden = 10000000",
+            "model.lstm_hidden",
+        ),
         ("images", "train", "batch = 1000000", "train.batch"),
     ];
     for (base, section, line, field) in cases {
@@ -128,16 +245,33 @@ fn oversized_configs_are_refused_with_the_field_named() {
         let text: String = text
             .lines()
             .filter(|l| !l.starts_with(&format!("{key} ")))
-            .map(|l| if l == format!("[{section}]") { format!("{l}\n{line}") } else { l.to_string() })
+            .map(|l| {
+                if l == format!("[{section}]") {
+                    format!("{l}\n{line}")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let config = dir.path().join(format!("{base}-{key}.toml"));
         std::fs::write(&config, text).unwrap();
         let out_dir = dir.path().join("run");
-        let out = run_bohp(&["train", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "-q"]);
+        let out = run_bohp(&[
+            "train",
+            config.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "-q",
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{base} {line}: {stderr}");
-        assert!(stderr.contains(&format!("field `{field}`")) && stderr.contains("fits in memory") && stderr.contains("GiB available"), "{base} {line}: {stderr}");
+        assert!(
+            stderr.contains(&format!("field `{field}`"))
+                && stderr.contains("fits in memory")
+                && stderr.contains("GiB available"),
+            "{base} {line}: {stderr}"
+        );
         assert!(!out_dir.exists(), "{base} {line}: nothing may be written");
     }
 }
@@ -150,16 +284,44 @@ fn edited_configs_are_refused_and_finished_runs_extend() {
     let config = dir.path().join("ok.toml");
     std::fs::write(&config, VALID).unwrap();
     let run = dir.path().join("run");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --extend without --resume is refused before anything is written.
     let elsewhere = dir.path().join("elsewhere");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--extend", "5", "--out", elsewhere.to_str().unwrap()]);
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--extend",
+        "5",
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--resume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!elsewhere.exists());
     // Extend the finished run by 20 updates: 60 rows, the last 10 frozen, a new summary.
-    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "--extend", "20", "-q"]);
+    let out = run_bohp(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        "20",
+        "-q",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("extended by 20 updates to 60"), "{stderr}");
@@ -168,12 +330,26 @@ fn edited_configs_are_refused_and_finished_runs_extend() {
     let rows = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = rows.lines().skip(1).collect();
     assert_eq!(rows.len(), 60);
-    let frozen: Vec<usize> = rows.iter().enumerate().filter(|(_, l)| l.ends_with(",1")).map(|(i, _)| i).collect();
-    assert_eq!(frozen, (30..40).chain(50..60).collect::<Vec<_>>(), "the old frozen phase, then the new one");
+    let frozen: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with(",1"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        frozen,
+        (30..40).chain(50..60).collect::<Vec<_>>(),
+        "the old frozen phase, then the new one"
+    );
     assert!(run.join("summary.json").is_file());
     // The extended run resumes as a finished run (its recorded config is the extended one).
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("already finished its 60"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("already finished its 60"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // An edited config is refused on resume, naming the file, and nothing changes.
     let edited = written.replace("gamma = 0.02", "gamma = 0.03");
     assert_ne!(edited, written);
@@ -182,10 +358,28 @@ fn edited_configs_are_refused_and_finished_runs_extend() {
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("config.toml") && stderr.contains("edited since the run started"), "{stderr}");
-    assert_eq!(crate::common::snapshot(&run), before, "nothing in the run may change");
-    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "--extend", "5", "-q"]);
-    assert_eq!(out.status.code(), Some(1), "--extend checks the identity too");
+    assert!(
+        stderr.contains("config.toml") && stderr.contains("edited since the run started"),
+        "{stderr}"
+    );
+    assert_eq!(
+        crate::common::snapshot(&run),
+        before,
+        "nothing in the run may change"
+    );
+    let out = run_bohp(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        "5",
+        "-q",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--extend checks the identity too"
+    );
 }
 
 #[test]
@@ -193,11 +387,17 @@ fn bad_flags_are_rejected() {
     // An override that makes the config inconsistent names the field and the flag.
     let (code, stderr) = train_rejects(VALID, &["--episodes", "0"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("train.episodes") && stderr.contains("--episodes"), "{stderr}");
+    assert!(
+        stderr.contains("train.episodes") && stderr.contains("--episodes"),
+        "{stderr}"
+    );
     // Unknown device and dtype values are refused by the parser with the choices listed.
     let (code, stderr) = train_rejects(VALID, &["--device", "tpu"]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("unknown device `tpu`") && stderr.contains("ndarray, flex"), "{stderr}");
+    assert!(
+        stderr.contains("unknown device `tpu`") && stderr.contains("ndarray, flex"),
+        "{stderr}"
+    );
     let (code, stderr) = train_rejects(VALID, &["--dtype", "f8"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("unknown dtype `f8`"), "{stderr}");
@@ -207,10 +407,18 @@ fn bad_flags_are_rejected() {
 
 #[test]
 fn unreadable_config_names_the_file() {
-    let out = run_bohp(&["train", "/nonexistent/config.toml", "--out", "/nonexistent/run"]);
+    let out = run_bohp(&[
+        "train",
+        "/nonexistent/config.toml",
+        "--out",
+        "/nonexistent/run",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/config.toml") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/config.toml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
     // The OS error is printed once.
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
@@ -223,10 +431,19 @@ fn an_existing_run_directory_is_never_overwritten() {
     std::fs::write(run.join("notes.txt"), "mine").unwrap();
     let before = snapshot(&run);
     let config = shipped_config_path("completion");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("already exists") && stderr.contains("--resume"), "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--resume"),
+        "{stderr}"
+    );
     assert_eq!(before, snapshot(&run));
 }
 
@@ -235,8 +452,18 @@ fn trained_run(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("ok.toml");
     std::fs::write(&config, VALID).unwrap();
     let run = dir.join("run");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     run
 }
 
@@ -247,12 +474,15 @@ fn corrupt_run_files_are_named_and_left_alone() {
     // Make the run look interrupted so that --resume has work to do.
     std::fs::remove_file(run.join("model.bpk")).unwrap();
     let state_path = run.join("checkpoint/state.json");
-    let mut state: CheckpointState = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let mut state: CheckpointState =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
     state.next_episode = 20;
     std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
     let good = snapshot(&run);
-    let good_bytes: Vec<(std::path::PathBuf, Vec<u8>)> =
-        good.iter().map(|(p, _)| (p.clone(), std::fs::read(p).unwrap())).collect();
+    let good_bytes: Vec<(std::path::PathBuf, Vec<u8>)> = good
+        .iter()
+        .map(|(p, _)| (p.clone(), std::fs::read(p).unwrap()))
+        .collect();
 
     let resume = |expect: &[&str]| {
         let before = snapshot(&run);
@@ -262,7 +492,11 @@ fn corrupt_run_files_are_named_and_left_alone() {
         for needle in expect {
             assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
         }
-        assert_eq!(before, snapshot(&run), "a failed resume must not touch the run");
+        assert_eq!(
+            before,
+            snapshot(&run),
+            "a failed resume must not touch the run"
+        );
     };
     let corrupt = |file: &str, f: &dyn Fn(&mut Vec<u8>)| {
         let path = run.join(file);
@@ -304,7 +538,14 @@ fn corrupt_run_files_are_named_and_left_alone() {
     resume(&["config.toml", "bogus"]);
     restore();
     // A different precision than the run's.
-    let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "--dtype", "f64", "-q"]);
+    let out = run_bohp(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--dtype",
+        "f64",
+        "-q",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dtype f64"));
     assert_eq!(good, snapshot(&run));
@@ -315,12 +556,19 @@ fn corrupt_run_files_are_named_and_left_alone() {
     let out = run_bohp(&["eval", run.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("model.bpk") && stderr.contains("--resume"), "{stderr}");
+    assert!(
+        stderr.contains("model.bpk") && stderr.contains("--resume"),
+        "{stderr}"
+    );
     // A partly written row after the checkpoint (a kill during a write) is redone, not an
     // error: the intact checkpoint resumes and finishes the run.
     corrupt("metrics.csv", &|b| b.extend_from_slice(b"40,0.69"));
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
     assert_eq!(rows.len(), 40);
 }
@@ -330,18 +578,48 @@ fn eval_reports_the_trained_error_on_fresh_episodes() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let config = shipped_config_path("completion");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "1500", "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--episodes",
+        "1500",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "500", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["task"], "completion");
     assert_eq!(result["episodes"], 500);
     let error = result["error"].as_f64().unwrap();
     assert!(error < 0.6, "Manhattan error on fresh episodes: {error}");
     // The same run evaluated in f64 on the other backend agrees to f32 rounding.
-    let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "500", "--json", "--device", "flex", "--dtype", "f64"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--episodes",
+        "500",
+        "--json",
+        "--device",
+        "flex",
+        "--dtype",
+        "f64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let other: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!((other["error"].as_f64().unwrap() - error).abs() < 1e-4);
     let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "0"]);
@@ -354,9 +632,21 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wild.toml");
     // Adam moves every parameter by about the learning rate per update: 1e38 overflows f32.
-    std::fs::write(&config, VALID.replace("learning_rate = 0.01", "learning_rate = 1e38").replace("checkpoint_every = 10", "checkpoint_every = 1")).unwrap();
+    std::fs::write(
+        &config,
+        VALID
+            .replace("learning_rate = 0.01", "learning_rate = 1e38")
+            .replace("checkpoint_every = 10", "checkpoint_every = 1"),
+    )
+    .unwrap();
     let run = dir.path().join("run");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("diverged at episode"), "{stderr}");
@@ -368,14 +658,30 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
         .expect("the message names the episode");
     let run_dir = RunDir::open(&run).unwrap();
     let (_, state) = run_dir.read_checkpoint_state().unwrap();
-    assert_eq!(state.next_episode, episode, "the checkpoint before the diverging episode is kept");
+    assert_eq!(
+        state.next_episode, episode,
+        "the checkpoint before the diverging episode is kept"
+    );
     let config = run_dir.read_config().unwrap();
     let device = bohp::device::init_device(config.device, config.dtype).unwrap();
-    let model = bohp::run::load_model(init_model(&config, &device), &run.join("checkpoint/model.bpk"), Some(state.model_crc32)).unwrap();
-    assert_eq!(non_finite_param(&model), None, "the kept checkpoint is finite");
+    let model = bohp::run::load_model(
+        init_model(&config, &device),
+        &run.join("checkpoint/model.bpk"),
+        Some(state.model_crc32),
+    )
+    .unwrap();
+    assert_eq!(
+        non_finite_param(&model),
+        None,
+        "the kept checkpoint is finite"
+    );
     // metrics.csv holds the episodes before, and the diverging one if its loss was finite.
     let rows = run_dir.read_metrics().unwrap();
-    assert!(rows.len() == episode || rows.len() == episode + 1, "{} rows, diverged at {episode}", rows.len());
+    assert!(
+        rows.len() == episode || rows.len() == episode + 1,
+        "{} rows, diverged at {episode}",
+        rows.len()
+    );
     assert!(episode > 0, "lr 1e38 runs at least one finite update first");
     assert!(!run.join("model.bpk").exists());
 }

@@ -41,7 +41,10 @@ pub fn train_in_memory(config: RunConfig) -> Vec<MetricsRow> {
 
 /// Trains `config` to the end in memory with `engine`; returns the metrics and the final
 /// parameters.
-pub fn train_with(config: RunConfig, engine: Box<dyn GradientEngine>) -> (Vec<MetricsRow>, Vec<(&'static str, Vec<f64>)>) {
+pub fn train_with(
+    config: RunConfig,
+    engine: Box<dyn GradientEngine>,
+) -> (Vec<MetricsRow>, Vec<(&'static str, Vec<f64>)>) {
     let mut trainer = Trainer::new(config, engine).unwrap();
     let mut rows = Vec::new();
     while !trainer.is_done() {
@@ -64,7 +67,13 @@ pub fn frozen_mean(rows: &[MetricsRow]) -> Measures {
 
 /// A shipped config cut down to `episodes` updates with a `freeze` episode frozen phase, on
 /// `backend` in `precision`.
-pub fn budget_config(name: &str, episodes: usize, freeze: usize, backend: Backend, precision: Precision) -> RunConfig {
+pub fn budget_config(
+    name: &str,
+    episodes: usize,
+    freeze: usize,
+    backend: Backend,
+    precision: Precision,
+) -> RunConfig {
     let mut config = shipped_config(name);
     config.train.episodes = episodes;
     config.train.freeze_last = freeze;

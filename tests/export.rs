@@ -15,9 +15,24 @@ type Tensors = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
 
 fn export(run: &Path, format: &str) -> std::path::PathBuf {
     let out = run.join(format!("export.{format}"));
-    let o = run_bohp(&["export", run.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{format}: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("tensors to"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run_bohp(&[
+        "export",
+        run.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "{format}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("tensors to"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     out
 }
 
@@ -29,8 +44,14 @@ fn read_safetensors(path: &Path) -> Tensors {
         .map(|(name, view)| {
             let data = view.data();
             let values = match view.dtype() {
-                safetensors::Dtype::F32 => data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::F64 => data.chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+                safetensors::Dtype::F32 => data
+                    .chunks(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::F64 => data
+                    .chunks(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
                 other => panic!("{name}: unexpected dtype {other:?}"),
             };
             (name, (view.shape().to_vec(), values))
@@ -49,10 +70,27 @@ fn read_npz(path: &Path) -> Tensors {
         assert_eq!(&bytes[..6], b"\x93NUMPY");
         let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
-        assert!(header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"), "{header}");
-        let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-        let shape: Vec<usize> = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
-        let values: Vec<f64> = bytes[10 + len..].chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert!(
+            header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"),
+            "{header}"
+        );
+        let dims = header
+            .split("'shape': (")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        let shape: Vec<usize> = dims
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse().unwrap())
+            .collect();
+        let values: Vec<f64> = bytes[10 + len..]
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
         out.insert(name, (shape, values));
     }
@@ -67,8 +105,18 @@ fn read_json(path: &Path) -> (Value, Tensors) {
         .unwrap()
         .iter()
         .map(|(name, t)| {
-            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-            let values = t["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let shape = t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let values = t["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             (name.clone(), (shape, values))
         })
         .collect();
@@ -85,19 +133,41 @@ fn check_run(run: &Path, family: &str, expected: &[(&str, &[usize])]) -> Tensors
     assert!(json["config"].as_str().unwrap().contains("[task]"));
     for (name, shape) in expected {
         for (what, t) in [("safetensors", &st), ("npz", &npz), ("json", &js)] {
-            let (s, _) = t.get(*name).unwrap_or_else(|| panic!("{what}: no tensor {name} in {:?}", t.keys()));
+            let (s, _) = t
+                .get(*name)
+                .unwrap_or_else(|| panic!("{what}: no tensor {name} in {:?}", t.keys()));
             assert_eq!(s, shape, "{what} {name}");
         }
     }
     assert_eq!(st.keys().collect::<Vec<_>>(), js.keys().collect::<Vec<_>>());
     for (name, (_, values)) in &js {
         // (serde_json's float parsing may be one unit in the last place off.)
-        assert!(npz[name].1.iter().zip(values).all(|(a, b)| (a - b).abs() <= 4.0 * f64::EPSILON * a.abs()), "npz {name}");
+        assert!(
+            npz[name]
+                .1
+                .iter()
+                .zip(values)
+                .all(|(a, b)| (a - b).abs() <= 4.0 * f64::EPSILON * a.abs()),
+            "npz {name}"
+        );
         let f32_values = &st[name].1;
-        assert!(values.iter().zip(f32_values).all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(1.0)), "safetensors {name}");
+        assert!(
+            values
+                .iter()
+                .zip(f32_values)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(1.0)),
+            "safetensors {name}"
+        );
     }
     // Nothing is overwritten.
-    let o = run_bohp(&["export", run.to_str().unwrap(), "--format", "json", "--out", run.join("export.json").to_str().unwrap()]);
+    let o = run_bohp(&[
+        "export",
+        run.to_str().unwrap(),
+        "--format",
+        "json",
+        "--out",
+        run.join("export.json").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
     js
@@ -108,22 +178,76 @@ fn every_family_exports_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     // Single layer: the exported values are the run's final parameters.
     let run = dir.path().join("one-shot");
-    let o = run_bohp(&["train", shipped_config_path("one-shot").to_str().unwrap(), "--episodes", "20", "--out", run.to_str().unwrap(), "-q"]);
+    let o = run_bohp(&[
+        "train",
+        shipped_config_path("one-shot").to_str().unwrap(),
+        "--episodes",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let js = check_run(&run, "single-layer", &[("plastic.w", &[10, 2]), ("plastic.alpha", &[10, 2]), ("plastic.b", &[2]), ("readout.v", &[2, 2]), ("readout.c", &[2])]);
+    let js = check_run(
+        &run,
+        "single-layer",
+        &[
+            ("plastic.w", &[10, 2]),
+            ("plastic.alpha", &[10, 2]),
+            ("plastic.b", &[2]),
+            ("readout.v", &[2, 2]),
+            ("readout.c", &[2]),
+        ],
+    );
     for (name, values) in final_parameters(&run) {
-        let exported = &js[&format!("{}{name}", if name.starts_with("readout") { "" } else { "plastic." })].1;
-        assert!(exported.len() == values.len() && exported.iter().zip(&values).all(|(a, b)| (a - b).abs() < 1e-12), "{name}");
+        let exported = &js[&format!(
+            "{}{name}",
+            if name.starts_with("readout") {
+                ""
+            } else {
+                "plastic."
+            }
+        )]
+            .1;
+        assert!(
+            exported.len() == values.len()
+                && exported
+                    .iter()
+                    .zip(&values)
+                    .all(|(a, b)| (a - b).abs() < 1e-12),
+            "{name}"
+        );
     }
     // Recurrent, plastic and LSTM.
     for (config, family, expected) in [
-        ("memorisation-50", "recurrent", vec![("w", vec![50, 50]), ("alpha", vec![50, 50]), ("eta", vec![1])]),
-        ("memorisation-50-lstm", "lstm", vec![("readout.weight", vec![16, 50])]),
+        (
+            "memorisation-50",
+            "recurrent",
+            vec![
+                ("w", vec![50, 50]),
+                ("alpha", vec![50, 50]),
+                ("eta", vec![1]),
+            ],
+        ),
+        (
+            "memorisation-50-lstm",
+            "lstm",
+            vec![("readout.weight", vec![16, 50])],
+        ),
     ] {
         let run = dir.path().join(config);
-        let o = run_bohp(&["train", shipped_config_path(config).to_str().unwrap(), "--episodes", "3", "--out", run.to_str().unwrap(), "-q"]);
+        let o = run_bohp(&[
+            "train",
+            shipped_config_path(config).to_str().unwrap(),
+            "--episodes",
+            "3",
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let expected: Vec<(&str, &[usize])> = expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        let expected: Vec<(&str, &[usize])> =
+            expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
         check_run(&run, family, &expected);
     }
     // An unfinished or missing run is named.

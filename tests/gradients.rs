@@ -4,15 +4,17 @@
 
 use bohp::config::GradEngine;
 use bohp::device::{Backend, Precision, init_device};
+use bohp::engines::analytic::{Analytic, Grads, Params, Variant, evaluate, evaluate_with};
 use bohp::layer::PlasticLayerConfig;
 use bohp::network::{PlasticNet, PlasticNetConfig};
-use bohp::tasks::{EpisodeBatch, Targets, Task, TaskKind};
-use bohp::train::Autodiff;
-use bohp::engines::analytic::{Analytic, Grads, Params, Variant, evaluate, evaluate_with};
 use bohp::rules::faults::{Fault, Faulty};
 use bohp::rules::{Rule, RuleSpec};
+use bohp::tasks::{EpisodeBatch, Targets, Task, TaskKind};
+use bohp::train::Autodiff;
 use bohp_gradcheck::check::{CheckOptions, Recursion, Tolerances, check};
-use bohp_gradcheck::compare::{agreement, autodiff, finite_differences, floor, model_with, worst_relative};
+use bohp_gradcheck::compare::{
+    agreement, autodiff, finite_differences, floor, model_with, worst_relative,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -40,12 +42,29 @@ struct Case {
 /// The clipped rule's bound in the random cases: small enough that traces saturate.
 const CLIP: f64 = 0.2;
 
-fn random_case(n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool, steps: usize, seed: u64) -> Case {
+fn random_case(
+    n_in: usize,
+    n_out: usize,
+    gamma: f64,
+    sign: Sign,
+    labelled: bool,
+    steps: usize,
+    seed: u64,
+) -> Case {
     ruled_case(Rule::Hebb, n_in, n_out, gamma, sign, labelled, steps, seed)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn ruled_case(rule: Rule, n_in: usize, n_out: usize, gamma: f64, sign: Sign, labelled: bool, steps: usize, seed: u64) -> Case {
+fn ruled_case(
+    rule: Rule,
+    n_in: usize,
+    n_out: usize,
+    gamma: f64,
+    sign: Sign,
+    labelled: bool,
+    steps: usize,
+    seed: u64,
+) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
     let w = (0..n_in * n_out).map(|_| normal(0.5)).collect();
@@ -55,13 +74,21 @@ fn ruled_case(rule: Rule, n_in: usize, n_out: usize, gamma: f64, sign: Sign, lab
             match sign {
                 Sign::Positive => a,
                 Sign::Negative => -a,
-                Sign::Mixed => if i % 2 == 0 { a } else { -a },
+                Sign::Mixed => {
+                    if i % 2 == 0 {
+                        a
+                    } else {
+                        -a
+                    }
+                }
             }
         })
         .collect();
     let b = (0..n_out).map(|_| normal(0.5)).collect();
     let batch_size = 3;
-    let inputs = (0..steps * batch_size * n_in).map(|_| normal(0.5)).collect();
+    let inputs = (0..steps * batch_size * n_in)
+        .map(|_| normal(0.5))
+        .collect();
     let (readout_v, readout_c, targets) = if labelled {
         let v = (0..n_out * 2).map(|_| normal(1.0)).collect();
         let c = (0..2).map(|_| normal(0.5)).collect();
@@ -71,14 +98,36 @@ fn ruled_case(rule: Rule, n_in: usize, n_out: usize, gamma: f64, sign: Sign, lab
         scored[steps - 1] = true;
         (Some(v), Some(c), Targets::Labels { classes, scored })
     } else {
-        let values = (0..batch_size * n_out).map(|_| normal(0.5).tanh()).collect();
+        let values = (0..batch_size * n_out)
+            .map(|_| normal(0.5).tanh())
+            .collect();
         (None, None, Targets::Pattern { values })
     };
     Case {
-        params: Params { n_in, n_out, gamma, rule: RuleSpec { rule, clip: CLIP }, w, alpha, b, readout_v, readout_c },
-        batch: EpisodeBatch { batch: batch_size, steps, n_in, inputs, targets },
+        params: Params {
+            n_in,
+            n_out,
+            gamma,
+            rule: RuleSpec { rule, clip: CLIP },
+            w,
+            alpha,
+            b,
+            readout_v,
+            readout_c,
+        },
+        batch: EpisodeBatch {
+            batch: batch_size,
+            steps,
+            n_in,
+            inputs,
+            targets,
+        },
         task: Task {
-            kind: if labelled { TaskKind::OneShot } else { TaskKind::Completion },
+            kind: if labelled {
+                TaskKind::OneShot
+            } else {
+                TaskKind::Completion
+            },
             pattern_bits: n_in,
             steps,
         },
@@ -89,7 +138,8 @@ fn ruled_case(rule: Rule, n_in: usize, n_out: usize, gamma: f64, sign: Sign, lab
 fn autodiff_grads(case: &Case, backend: Backend) -> (f64, Grads) {
     let device = init_device(backend, Precision::F64).unwrap().autodiff();
     let config = PlasticNetConfig {
-        layer: PlasticLayerConfig::new(case.params.n_in, case.params.n_out, case.params.gamma).with_rule(case.params.rule),
+        layer: PlasticLayerConfig::new(case.params.n_in, case.params.n_out, case.params.gamma)
+            .with_rule(case.params.rule),
         classes: case.params.readout_c.as_ref().map(Vec::len),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -105,8 +155,12 @@ fn cases() -> Vec<(String, Case)> {
             for sign in [Sign::Positive, Sign::Negative, Sign::Mixed] {
                 for labelled in [false, true] {
                     seed += 1;
-                    let name = format!("{n_in}x{n_out} gamma {gamma} {sign:?} alpha, labelled {labelled}");
-                    out.push((name, random_case(n_in, n_out, gamma, sign, labelled, 20, seed)));
+                    let name =
+                        format!("{n_in}x{n_out} gamma {gamma} {sign:?} alpha, labelled {labelled}");
+                    out.push((
+                        name,
+                        random_case(n_in, n_out, gamma, sign, labelled, 20, seed),
+                    ));
                 }
             }
         }
@@ -116,7 +170,10 @@ fn cases() -> Vec<(String, Case)> {
                 for labelled in [false, true] {
                     seed += 1;
                     let name = format!("{rule} {n_in}x{n_out} gamma {gamma}, labelled {labelled}");
-                    out.push((name, ruled_case(rule, n_in, n_out, gamma, Sign::Mixed, labelled, 20, seed)));
+                    out.push((
+                        name,
+                        ruled_case(rule, n_in, n_out, gamma, Sign::Mixed, labelled, 20, seed),
+                    ));
                 }
             }
         }
@@ -127,15 +184,25 @@ fn cases() -> Vec<(String, Case)> {
 /// The fraction of the clipped rule's trace entries at the bound, over the episode.
 fn saturated_fraction(case: &Case) -> f64 {
     let traced = evaluate(&case.params, &case.batch, Variant::Correct, true);
-    let all: Vec<f64> = traced.traces.iter().flat_map(|t| t.h.iter().flatten().copied()).collect();
+    let all: Vec<f64> = traced
+        .traces
+        .iter()
+        .flat_map(|t| t.h.iter().flatten().copied())
+        .collect();
     all.iter().filter(|h| h.abs() >= CLIP).count() as f64 / all.len() as f64
 }
 
 #[test]
 fn the_clipped_cases_saturate_some_traces() {
-    for (name, case) in cases().iter().filter(|(_, c)| c.params.rule.rule == Rule::Clipped) {
+    for (name, case) in cases()
+        .iter()
+        .filter(|(_, c)| c.params.rule.rule == Rule::Clipped)
+    {
         let f = saturated_fraction(case);
-        assert!(f > 0.01 && f < 0.99, "{name}: {f} of the trace entries at the clip");
+        assert!(
+            f > 0.01 && f < 0.99,
+            "{name}: {f} of the trace entries at the clip"
+        );
     }
 }
 
@@ -145,11 +212,25 @@ fn autodiff_equals_the_analytic_recursion_on_random_networks() {
     for (name, case) in cases() {
         let (loss, ad) = autodiff_grads(&case, Backend::Ndarray);
         let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
-        assert!((loss - analytic.loss).abs() <= 1e-12 * loss.abs().max(1.0), "{name}: loss {loss} vs {}", analytic.loss);
-        let rows = agreement(&ad, &analytic.grads, floor(analytic.loss, tol.autodiff_floor));
+        assert!(
+            (loss - analytic.loss).abs() <= 1e-12 * loss.abs().max(1.0),
+            "{name}: loss {loss} vs {}",
+            analytic.loss
+        );
+        let rows = agreement(
+            &ad,
+            &analytic.grads,
+            floor(analytic.loss, tol.autodiff_floor),
+        );
         let worst = worst_relative(&rows);
-        assert!(worst <= tol.autodiff_vs_reference, "{name}: max relative error {worst:e}: {rows:?}");
-        assert!(rows.iter().all(|r| r.cosine > 1.0 - 1e-12), "{name}: {rows:?}");
+        assert!(
+            worst <= tol.autodiff_vs_reference,
+            "{name}: max relative error {worst:e}: {rows:?}"
+        );
+        assert!(
+            rows.iter().all(|r| r.cosine > 1.0 - 1e-12),
+            "{name}: {rows:?}"
+        );
     }
 }
 
@@ -160,13 +241,27 @@ fn the_analytic_recursion_equals_finite_differences_on_random_networks() {
         let tol = Tolerances::for_rule(Precision::F64, &case.params.rule);
         let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
         let fd = finite_differences(&case.params, &case.batch);
-        let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
+        let rows = agreement(
+            &analytic.grads,
+            &fd,
+            floor(analytic.loss, tol.finite_difference_floor),
+        );
         let worst = worst_relative(&rows);
-        assert!(worst <= tol.reference_vs_finite_differences, "{name}: max relative error {worst:e}: {rows:?}");
+        assert!(
+            worst <= tol.reference_vs_finite_differences,
+            "{name}: max relative error {worst:e}: {rows:?}"
+        );
         let left_out: usize = rows.iter().map(|r| r.unresolved).sum();
         let count: usize = rows.iter().map(|r| r.count).sum();
         let clipped = case.params.rule.rule == Rule::Clipped;
-        assert!(if clipped { 10 * left_out <= count } else { left_out == 0 }, "{name}: {left_out} of {count} unresolved");
+        assert!(
+            if clipped {
+                10 * left_out <= count
+            } else {
+                left_out == 0
+            },
+            "{name}: {left_out} of {count} unresolved"
+        );
     }
 }
 
@@ -177,23 +272,52 @@ fn long_episodes_of_1000_steps_agree() {
         let case = random_case(6, 3, 0.05, sign, labelled, 1000, 7);
         let (_, ad) = autodiff_grads(&case, Backend::Flex);
         let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
-        let rows = agreement(&ad, &analytic.grads, floor(analytic.loss, tol.autodiff_floor));
-        assert!(worst_relative(&rows) <= tol.autodiff_vs_reference, "{rows:?}");
+        let rows = agreement(
+            &ad,
+            &analytic.grads,
+            floor(analytic.loss, tol.autodiff_floor),
+        );
+        assert!(
+            worst_relative(&rows) <= tol.autodiff_vs_reference,
+            "{rows:?}"
+        );
         let fd = finite_differences(&case.params, &case.batch);
-        let rows = agreement(&analytic.grads, &fd, floor(analytic.loss, tol.finite_difference_floor));
-        assert!(worst_relative(&rows) <= tol.reference_vs_finite_differences, "{rows:?}");
+        let rows = agreement(
+            &analytic.grads,
+            &fd,
+            floor(analytic.loss, tol.finite_difference_floor),
+        );
+        assert!(
+            worst_relative(&rows) <= tol.reference_vs_finite_differences,
+            "{rows:?}"
+        );
     }
 }
 
 #[test]
 fn every_task_passes_the_check_in_f64_including_1000_step_episodes() {
-    for (name, steps) in [("completion", None), ("one-shot", None), ("reversal", None), ("one-shot", Some(1000)), ("reversal", Some(1000))] {
+    for (name, steps) in [
+        ("completion", None),
+        ("one-shot", None),
+        ("reversal", None),
+        ("one-shot", Some(1000)),
+        ("reversal", Some(1000)),
+    ] {
         let mut config = shipped_config(name);
         config.dtype = Precision::F64;
         config.task.steps = steps.or(config.task.steps);
-        let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion: Recursion::Correct };
+        let options = CheckOptions {
+            episodes: 4,
+            finite_differences: true,
+            dump: false,
+            recursion: Recursion::Correct,
+        };
         let (report, _) = check(&config, options).unwrap();
-        assert!(report.passed, "{name} ({steps:?} steps):\n{}", report.table());
+        assert!(
+            report.passed,
+            "{name} ({steps:?} steps):\n{}",
+            report.table()
+        );
         assert!(report.comparison("autodiff vs analytic").unwrap().worst() <= 1e-10);
     }
 }
@@ -213,8 +337,17 @@ fn with_rule(name: &str, rule: Rule, clip: Option<f64>) -> bohp::config::RunConf
 #[test]
 fn every_rule_passes_the_single_layer_check() {
     for name in ["completion", "one-shot"] {
-        for (rule, clip) in [(Rule::Oja, None), (Rule::Clipped, Some(0.01)), (Rule::Clipped, None)] {
-            let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion: Recursion::Correct };
+        for (rule, clip) in [
+            (Rule::Oja, None),
+            (Rule::Clipped, Some(0.01)),
+            (Rule::Clipped, None),
+        ] {
+            let options = CheckOptions {
+                episodes: 4,
+                finite_differences: true,
+                dump: false,
+                recursion: Recursion::Correct,
+            };
             let (report, _) = check(&with_rule(name, rule, clip), options).unwrap();
             assert!(report.passed, "{name} {rule} {clip:?}:\n{}", report.table());
         }
@@ -229,7 +362,11 @@ fn the_single_layer_check_catches_each_injected_mistake() {
         (Rule::Hebb, None, Recursion::NewTrace),
         (Rule::Hebb, None, Recursion::Fault(Fault::RateOnOldTrace)),
         (Rule::Oja, None, Recursion::Fault(Fault::OjaDecayDropped)),
-        (Rule::Clipped, Some(0.01), Recursion::Fault(Fault::GradientThroughClip)),
+        (
+            Rule::Clipped,
+            Some(0.01),
+            Recursion::Fault(Fault::GradientThroughClip),
+        ),
     ];
     for name in ["completion", "one-shot"] {
         for (rule, clip, recursion) in cases {
@@ -238,16 +375,37 @@ fn the_single_layer_check_catches_each_injected_mistake() {
                 // decay term (-γ·H·y²) is 0 there, so dropping it changes nothing.
                 continue;
             }
-            let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion };
+            let options = CheckOptions {
+                episodes: 4,
+                finite_differences: true,
+                dump: false,
+                recursion,
+            };
             // γ ≠ 0.5: at 0.5 the rate on the old trace and on the new product coincide.
             let mut config = with_rule(name, rule, clip);
             config.model.gamma = 0.3;
             let (report, _) = check(&config, options).unwrap();
-            assert!(!report.passed, "{name} {rule} {}:\n{}", recursion.name(), report.table());
+            assert!(
+                !report.passed,
+                "{name} {rule} {}:\n{}",
+                recursion.name(),
+                report.table()
+            );
             let worst = report.comparison("autodiff vs analytic").unwrap().worst();
-            assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4, "{name} {rule} {}: only {worst:e}", recursion.name());
-            let fd = report.comparison("analytic vs central finite differences").unwrap().worst();
-            assert!(fd > 1e2 * tol.reference_vs_finite_differences, "{name} {rule} {}: finite differences only {fd:e}", recursion.name());
+            assert!(
+                worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4,
+                "{name} {rule} {}: only {worst:e}",
+                recursion.name()
+            );
+            let fd = report
+                .comparison("analytic vs central finite differences")
+                .unwrap()
+                .worst();
+            assert!(
+                fd > 1e2 * tol.reference_vs_finite_differences,
+                "{name} {rule} {}: finite differences only {fd:e}",
+                recursion.name()
+            );
         }
     }
 }
@@ -259,11 +417,20 @@ fn the_check_passes_without_plasticity_and_leaves_alpha_out() {
         let mut config = shipped_config(name);
         config.dtype = Precision::F64;
         config.model.plasticity = bohp::config::Plasticity::None;
-        let options = CheckOptions { episodes: 4, finite_differences: true, dump: false, recursion: Recursion::Correct };
+        let options = CheckOptions {
+            episodes: 4,
+            finite_differences: true,
+            dump: false,
+            recursion: Recursion::Correct,
+        };
         let (report, _) = check(&config, options).unwrap();
         assert!(report.passed, "{name}:\n{}", report.table());
         for c in &report.comparisons {
-            assert!(c.rows.iter().all(|r| r.group != "alpha") && c.rows.iter().any(|r| r.group == "w"), "{name}: {:?}", c.rows);
+            assert!(
+                c.rows.iter().all(|r| r.group != "alpha") && c.rows.iter().any(|r| r.group == "w"),
+                "{name}: {:?}",
+                c.rows
+            );
         }
     }
 }
@@ -271,22 +438,45 @@ fn the_check_passes_without_plasticity_and_leaves_alpha_out() {
 #[test]
 fn the_checker_catches_the_papers_weighting_and_the_double_tanh() {
     let tol = Tolerances::for_precision(Precision::F64);
-    for (name, case) in cases().into_iter().filter(|(_, c)| c.params.gamma != 1.0 && c.params.rule.rule == Rule::Hebb).step_by(4) {
+    for (name, case) in cases()
+        .into_iter()
+        .filter(|(_, c)| c.params.gamma != 1.0 && c.params.rule.rule == Rule::Hebb)
+        .step_by(4)
+    {
         let (_, ad) = autodiff_grads(&case, Backend::Ndarray);
-        for variant in [Variant::PaperWeighting, Variant::DoubleTanh, Variant::NewTrace] {
+        for variant in [
+            Variant::PaperWeighting,
+            Variant::DoubleTanh,
+            Variant::NewTrace,
+        ] {
             let wrong = evaluate(&case.params, &case.batch, variant, false);
             let rows = agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor));
             let worst = worst_relative(&rows);
-            assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-3, "{name}, {variant:?}: only {worst:e}");
+            assert!(
+                worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-3,
+                "{name}, {variant:?}: only {worst:e}"
+            );
         }
-        let faulty = Faulty { spec: case.params.rule, fault: Fault::RateOnOldTrace };
+        let faulty = Faulty {
+            spec: case.params.rule,
+            fault: Fault::RateOnOldTrace,
+        };
         let wrong = evaluate_with(&faulty, &case.params, &case.batch, Variant::Correct, false);
-        let worst = worst_relative(&agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor)));
-        assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-3, "{name}, rate on the old trace: only {worst:e}");
+        let worst = worst_relative(&agreement(
+            &ad,
+            &wrong.grads,
+            floor(wrong.loss, tol.autodiff_floor),
+        ));
+        assert!(
+            worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-3,
+            "{name}, rate on the old trace: only {worst:e}"
+        );
     }
     // And on the paper's one-shot task with its own parameters.
     let config = shipped_config("one-shot");
-    let device = init_device(Backend::Ndarray, Precision::F64).unwrap().autodiff();
+    let device = init_device(Backend::Ndarray, Precision::F64)
+        .unwrap()
+        .autodiff();
     let mut c = config.clone();
     c.dtype = Precision::F64;
     let model = bohp::train::init_model(&c, &device);
@@ -296,7 +486,11 @@ fn the_checker_catches_the_papers_weighting_and_the_double_tanh() {
     let (_, ad) = autodiff(&model, &task, &batch, &device);
     for variant in [Variant::PaperWeighting, Variant::DoubleTanh] {
         let wrong = evaluate(&params, &batch, variant, false);
-        let worst = worst_relative(&agreement(&ad, &wrong.grads, floor(wrong.loss, tol.autodiff_floor)));
+        let worst = worst_relative(&agreement(
+            &ad,
+            &wrong.grads,
+            floor(wrong.loss, tol.autodiff_floor),
+        ));
         assert!(worst > 1e-3, "one-shot, {variant:?}: only {worst:e}");
     }
 }
@@ -307,9 +501,18 @@ fn gradcheck_passes(backend: Backend, precision: Precision) {
         let mut config = shipped_config(name);
         config.device = backend;
         config.dtype = precision;
-        let options = CheckOptions { episodes: 4, finite_differences: false, dump: false, recursion: Recursion::Correct };
+        let options = CheckOptions {
+            episodes: 4,
+            finite_differences: false,
+            dump: false,
+            recursion: Recursion::Correct,
+        };
         let (report, _) = check(&config, options).unwrap();
-        assert!(report.passed, "{name} on {backend} {precision}:\n{}", report.table());
+        assert!(
+            report.passed,
+            "{name} on {backend} {precision}:\n{}",
+            report.table()
+        );
     }
 }
 
@@ -331,7 +534,12 @@ fn training_with_analytic_gradients_equals_autodiff_training_in_f64() {
             }
         }
         for (x, y) in rows_ad.iter().zip(&rows_an) {
-            assert!((x.loss - y.loss).abs() <= 1e-9 && (x.error - y.error).abs() <= 1e-9 && (x.error_code - y.error_code).abs() <= 1e-9, "{name}: {x:?} vs {y:?}");
+            assert!(
+                (x.loss - y.loss).abs() <= 1e-9
+                    && (x.error - y.error).abs() <= 1e-9
+                    && (x.error_code - y.error_code).abs() <= 1e-9,
+                "{name}: {x:?} vs {y:?}"
+            );
         }
     }
 }
@@ -355,10 +563,18 @@ fn every_rule_trains_the_single_layer_with_both_engines_alike() {
                     assert!((x - y).abs() <= 1e-9, "{rule} {name} {group}: {x} vs {y}");
                 }
             }
-            assert!(rows_ad.iter().zip(&rows_an).all(|(x, y)| (x.loss - y.loss).abs() <= 1e-9), "{rule} {name}");
+            assert!(
+                rows_ad
+                    .iter()
+                    .zip(&rows_an)
+                    .all(|(x, y)| (x.loss - y.loss).abs() <= 1e-9),
+                "{rule} {name}"
+            );
             if name == "completion" {
                 // Completion learns within these 60 updates (one-shot needs thousands).
-                let mean = |rows: &[bohp::run::MetricsRow]| rows.iter().map(|r| r.loss).sum::<f64>() / rows.len() as f64;
+                let mean = |rows: &[bohp::run::MetricsRow]| {
+                    rows.iter().map(|r| r.loss).sum::<f64>() / rows.len() as f64
+                };
                 let (first, last) = (mean(&rows_ad[..10]), mean(&rows_ad[50..]));
                 assert!(last < 0.9 * first, "{rule} {name}: loss {first} -> {last}");
             }
@@ -373,12 +589,23 @@ fn gradcheck_cli_passes_fails_on_the_errata_and_rejects_bad_input() {
     let config = config.to_str().unwrap();
     let out = run_bohp(&["gradcheck", config, "--dtype", "f64"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("PASSED") && !stdout.contains("MISMATCH"), "{stdout}");
-    for wrong in ["paper-weighting", "double-tanh", "new-trace", "rate-on-old-trace"] {
+    assert!(
+        out.status.success() && stdout.contains("PASSED") && !stdout.contains("MISMATCH"),
+        "{stdout}"
+    );
+    for wrong in [
+        "paper-weighting",
+        "double-tanh",
+        "new-trace",
+        "rate-on-old-trace",
+    ] {
         let out = run_bohp(&["gradcheck", config, "--dtype", "f64", "--recursion", wrong]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{stdout}");
-        assert!(stdout.contains("MISMATCH") && stdout.contains("FAILED"), "{stdout}");
+        assert!(
+            stdout.contains("MISMATCH") && stdout.contains("FAILED"),
+            "{stdout}"
+        );
     }
     let out = run_bohp(&["gradcheck", config, "--steps", "2"]);
     assert_eq!(out.status.code(), Some(1));
@@ -399,18 +626,48 @@ fn the_dump_recomputes_from_its_json_alone() {
     for task in ["one-shot", "completion"] {
         let file = dir.path().join(format!("{task}.json"));
         let config = shipped_config_path(task);
-        let out = run_bohp(&["gradcheck", config.to_str().unwrap(), "--dtype", "f64", "--dump", file.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run_bohp(&[
+            "gradcheck",
+            config.to_str().unwrap(),
+            "--dtype",
+            "f64",
+            "--dump",
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(d["schema"], "bohp-gradcheck-dump/2");
-        for (key, expected) in [("family", "single-layer"), ("rule", "hebb"), ("dtype", "f64"), ("reference", "analytic"), ("recursion", "correct")] {
+        for (key, expected) in [
+            ("family", "single-layer"),
+            ("rule", "hebb"),
+            ("dtype", "f64"),
+            ("reference", "analytic"),
+            ("recursion", "correct"),
+        ] {
             assert_eq!(d["produced_by"][key], expected, "{key}");
         }
         assert_eq!(d["produced_by"]["seed"], 1);
-        assert_eq!(d["produced_by"]["tolerances"]["autodiff_vs_reference"], 1e-10);
+        assert_eq!(
+            d["produced_by"]["tolerances"]["autodiff_vs_reference"],
+            1e-10
+        );
         let arr = |v: &Value| -> (Vec<usize>, Vec<f64>) {
-            let shape = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
-            let values = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let shape = v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            let values = v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             (shape, values)
         };
         let (wshape, w) = arr(&d["parameters"]["w"]);
@@ -426,7 +683,16 @@ fn the_dump_recomputes_from_its_json_alone() {
             for t in 0..steps {
                 let xt = &x[t * n_in..(t + 1) * n_in];
                 let y: Vec<f64> = (0..n_out)
-                    .map(|j| (b[j] + (0..n_in).map(|k| (w[k * n_out + j] + alpha[k * n_out + j] * h[k * n_out + j]) * xt[k]).sum::<f64>()).tanh())
+                    .map(|j| {
+                        (b[j]
+                            + (0..n_in)
+                                .map(|k| {
+                                    (w[k * n_out + j] + alpha[k * n_out + j] * h[k * n_out + j])
+                                        * xt[k]
+                                })
+                                .sum::<f64>())
+                        .tanh()
+                    })
                     .collect();
                 for k in 0..n_in {
                     for j in 0..n_out {
@@ -441,17 +707,40 @@ fn the_dump_recomputes_from_its_json_alone() {
             let (ys, _) = forward(w);
             match d["targets"]["kind"].as_str().unwrap() {
                 "pattern" => {
-                    let target: Vec<f64> = d["targets"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-                    ys[steps - 1].iter().zip(&target).map(|(y, p)| (y - p).powi(2)).sum()
+                    let target: Vec<f64> = d["targets"]["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap())
+                        .collect();
+                    ys[steps - 1]
+                        .iter()
+                        .zip(&target)
+                        .map(|(y, p)| (y - p).powi(2))
+                        .sum()
                 }
                 _ => {
                     let (_, v) = arr(&d["parameters"]["readout.v"]);
                     let (_, c) = arr(&d["parameters"]["readout.c"]);
-                    let classes: Vec<usize> = d["targets"]["classes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-                    let scored: Vec<bool> = d["targets"]["scored"].as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect();
+                    let classes: Vec<usize> = d["targets"]["classes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap() as usize)
+                        .collect();
+                    let scored: Vec<bool> = d["targets"]["scored"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_bool().unwrap())
+                        .collect();
                     let mut total = 0.0;
                     for t in (0..steps).filter(|t| scored[*t]) {
-                        let z: Vec<f64> = (0..2).map(|m| c[m] + (0..n_out).map(|j| ys[t][j] * v[j * 2 + m]).sum::<f64>()).collect();
+                        let z: Vec<f64> = (0..2)
+                            .map(|m| {
+                                c[m] + (0..n_out).map(|j| ys[t][j] * v[j * 2 + m]).sum::<f64>()
+                            })
+                            .collect();
                         let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
                         total += lse - z[classes[t]];
                     }
@@ -463,11 +752,23 @@ fn the_dump_recomputes_from_its_json_alone() {
         let (_, outputs) = arr(&d["outputs"]);
         let (_, traces) = arr(&d["traces"]);
         let flat: Vec<f64> = ys.concat();
-        assert!(flat.iter().zip(&outputs).all(|(a, b)| (a - b).abs() < 1e-12), "{task}: outputs");
+        assert!(
+            flat.iter()
+                .zip(&outputs)
+                .all(|(a, b)| (a - b).abs() < 1e-12),
+            "{task}: outputs"
+        );
         let last = &traces[(steps - 1) * n_in * n_out..];
-        assert!(h_last.iter().zip(last).all(|(a, b)| (a - b).abs() < 1e-12), "{task}: traces");
+        assert!(
+            h_last.iter().zip(last).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{task}: traces"
+        );
         let loss = d["loss"].as_f64().unwrap();
-        assert!((loss_of(&w) - loss).abs() < 1e-12, "{task}: loss {loss} vs {}", loss_of(&w));
+        assert!(
+            (loss_of(&w) - loss).abs() < 1e-12,
+            "{task}: loss {loss} vs {}",
+            loss_of(&w)
+        );
         // dL/dw_00 by a central difference of this independent forward pass.
         let h = 1e-5;
         let (mut wp, mut wm) = (w.clone(), w.clone());
@@ -476,7 +777,11 @@ fn the_dump_recomputes_from_its_json_alone() {
         let fd = (loss_of(&wp) - loss_of(&wm)) / (2.0 * h);
         for method in ["analytic", "autodiff", "finite_differences"] {
             let (_, g) = arr(&d["gradients"][method]["w"]);
-            assert!((g[0] - fd).abs() < 1e-7 * fd.abs().max(1.0), "{task} {method}: {} vs {fd}", g[0]);
+            assert!(
+                (g[0] - fd).abs() < 1e-7 * fd.abs().max(1.0),
+                "{task} {method}: {} vs {fd}",
+                g[0]
+            );
         }
     }
 }
@@ -489,8 +794,24 @@ fn train_with_analytic_gradients_from_the_cli() {
     let mut summaries = Vec::new();
     for grad in ["autodiff", "analytic"] {
         let run = dir.path().join(grad);
-        let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "600", "--dtype", "f64", "--grad", grad, "--out", run.to_str().unwrap(), "-q"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run_bohp(&[
+            "train",
+            config.to_str().unwrap(),
+            "--episodes",
+            "600",
+            "--dtype",
+            "f64",
+            "--grad",
+            grad,
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
         assert!(config.contains(&format!("grad = \"{grad}\"")), "{config}");
         summaries.push(crate::common::final_parameters(&run));

@@ -9,10 +9,12 @@ use bohp::engines::fused::{EpisodeBatch, HostGrads, HostRnn, sqrt_interval};
 use bohp::recurrent::config::RecurrentConfig;
 use bohp::recurrent::images::{CIFAR_RECORD, PIXELS, read_cifar10};
 use bohp::recurrent::train::{RecurrentTrainer, train_recurrent};
+use bohp::rules::faults::Fault;
 use bohp::rules::{Rule, RuleSpec};
 use bohp::run::RunDir;
-use bohp::rules::faults::Fault;
-use bohp_gradcheck::check::{CheckOptions, RECURRENT_FD_ENTRIES, Recursion, check_recurrent, recurrent_finite_differences};
+use bohp_gradcheck::check::{
+    CheckOptions, RECURRENT_FD_ENTRIES, Recursion, check_recurrent, recurrent_finite_differences,
+};
 use bohp_gradcheck::rtrl::{autodiff_grads, relative_differences, rtrl_grads};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,12 +37,24 @@ struct Case {
     targets: Vec<f64>,
 }
 
-fn case(n: usize, steps: usize, rule: Rule, shared: bool, clamp: bool, plastic: bool, seed: u64) -> Case {
+fn case(
+    n: usize,
+    steps: usize,
+    rule: Rule,
+    shared: bool,
+    clamp: bool,
+    plastic: bool,
+    seed: u64,
+) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut normal = |std: f64| std * rng.sample::<f64, _>(StandardNormal);
     let gain = 0.9 / (n as f64).sqrt();
     let w: Vec<f64> = (0..n * n).map(|_| normal(gain)).collect();
-    let alpha: Vec<f64> = if shared { vec![0.6] } else { (0..n * n).map(|_| normal(0.6)).collect() };
+    let alpha: Vec<f64> = if shared {
+        vec![0.6]
+    } else {
+        (0..n * n).map(|_| normal(0.6)).collect()
+    };
     let batch = 2;
     let mut inputs = vec![0.0; steps * batch * n];
     let mut mask = vec![0.0; steps * batch * n];
@@ -56,9 +70,18 @@ fn case(n: usize, steps: usize, rule: Rule, shared: bool, clamp: bool, plastic: 
             }
         }
     }
-    let targets: Vec<f64> = (0..batch * (n - 1)).map(|_| if normal(1.0) > 0.0 { 0.5 } else { -0.5 }).collect();
+    let targets: Vec<f64> = (0..batch * (n - 1))
+        .map(|_| if normal(1.0) > 0.0 { 0.5 } else { -0.5 })
+        .collect();
     Case {
-        net: HostRnn { n, w, alpha, eta: 0.2, rule: RuleSpec { rule, clip: CLIP }, plastic },
+        net: HostRnn {
+            n,
+            w,
+            alpha,
+            eta: 0.2,
+            rule: RuleSpec { rule, clip: CLIP },
+            plastic,
+        },
         steps,
         batch,
         inputs,
@@ -69,7 +92,13 @@ fn case(n: usize, steps: usize, rule: Rule, shared: bool, clamp: bool, plastic: 
 
 impl Case {
     fn episodes(&self) -> EpisodeBatch<'_, f64> {
-        EpisodeBatch { steps: self.steps, batch: self.batch, inputs: &self.inputs, clamp: self.clamp.as_deref(), targets: &self.targets }
+        EpisodeBatch {
+            steps: self.steps,
+            batch: self.batch,
+            inputs: &self.inputs,
+            clamp: self.clamp.as_deref(),
+            targets: &self.targets,
+        }
     }
 
     /// The fraction of trace entries (over every step and episode) at the clip.
@@ -83,7 +112,11 @@ impl Case {
             for t in 0..self.steps {
                 let y = &ys[(t * self.batch + b) * n..(t * self.batch + b + 1) * n];
                 for (ij, hv) in h.iter_mut().enumerate() {
-                    *hv = self.net.rule.local(*hv, y_prev[ij / n], y[ij % n], self.net.eta).value;
+                    *hv = self
+                        .net
+                        .rule
+                        .local(*hv, y_prev[ij / n], y[ij % n], self.net.eta)
+                        .value;
                     at_bound += usize::from(hv.abs() >= self.net.rule.clip);
                     total += 1;
                 }
@@ -109,9 +142,15 @@ const VARIANTS: [(Rule, bool, bool, bool); 9] = [
 
 fn assert_close(what: &str, a: &HostGrads, b: &HostGrads, tol: f64) {
     let rel = relative_differences(a, b);
-    assert!(rel.iter().all(|&r| r <= tol), "{what}: relative differences [W, α, η] = {rel:?} exceed {tol:e}");
+    assert!(
+        rel.iter().all(|&r| r <= tol),
+        "{what}: relative differences [W, α, η] = {rel:?} exceed {tol:e}"
+    );
     let scale = a.w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    assert!(scale > 1e-6, "{what}: the gradient must not vanish (max |dL/dW| = {scale:e})");
+    assert!(
+        scale > 1e-6,
+        "{what}: the gradient must not vanish (max |dL/dW| = {scale:e})"
+    );
 }
 
 #[test]
@@ -120,7 +159,10 @@ fn the_clipped_cases_saturate_some_traces() {
         if rule == Rule::Clipped {
             let c = case(10, 120, rule, shared, clamp, plastic, 10 + k as u64);
             let f = c.saturated_fraction();
-            assert!(f > 0.02 && f < 0.98, "shared={shared} clamp={clamp}: {f} of the trace entries at the clip");
+            assert!(
+                f > 0.02 && f < 0.98,
+                "shared={shared} clamp={clamp}: {f} of the trace entries at the clip"
+            );
         }
     }
 }
@@ -137,8 +179,18 @@ fn rtrl_equals_autodiff(backend: Backend, precision: Precision) {
         let c = case(10, steps, rule, shared, clamp, plastic, 10 + k as u64);
         let (loss_r, rtrl) = rtrl_grads(&c.net, &c.episodes());
         let (loss_a, auto) = autodiff_grads(&c.net, &c.episodes(), &device);
-        assert!((loss_r - loss_a).abs() <= loss_tol * loss_r.abs().max(1.0), "losses {loss_r} vs {loss_a}");
-        assert_close(&format!("{backend} {precision} {rule} shared={shared} clamp={clamp} plastic={plastic}"), &rtrl, &auto, tol);
+        assert!(
+            (loss_r - loss_a).abs() <= loss_tol * loss_r.abs().max(1.0),
+            "losses {loss_r} vs {loss_a}"
+        );
+        assert_close(
+            &format!(
+                "{backend} {precision} {rule} shared={shared} clamp={clamp} plastic={plastic}"
+            ),
+            &rtrl,
+            &auto,
+            tol,
+        );
     }
 }
 
@@ -154,7 +206,14 @@ fn fused_engine_equals_rtrl_for_every_variant_and_checkpoint_interval() {
         for interval in [None, Some(1), Some(2), Some(7), Some(500)] {
             let pass = c.net.loss_and_grads(&c.episodes(), interval);
             assert!((pass.loss - loss_r).abs() <= 1e-12 * loss_r.max(1.0));
-            assert_close(&format!("fused K={interval:?} {rule} shared={shared} clamp={clamp} plastic={plastic}"), &pass.grads, &rtrl, 1e-10);
+            assert_close(
+                &format!(
+                    "fused K={interval:?} {rule} shared={shared} clamp={clamp} plastic={plastic}"
+                ),
+                &pass.grads,
+                &rtrl,
+                1e-10,
+            );
         }
         // The forward pass alone gives the same last step.
         let ys = c.net.forward(&c.episodes());
@@ -172,20 +231,39 @@ fn rtrl_equals_finite_differences_for_every_rule() {
             // finite-difference step can cross the clip's kink; still some saturate.
             c.net.rule.clip = 0.6;
             let f = c.saturated_fraction();
-            assert!(f > 0.001, "shared={shared} clamp={clamp}: {f} of the trace entries at the clip");
+            assert!(
+                f > 0.001,
+                "shared={shared} clamp={clamp}: {f} of the trace entries at the clip"
+            );
         }
         let (loss, rtrl) = rtrl_grads(&c.net, &c.episodes());
         let (fd, indices) = recurrent_finite_differences(&c.net, &c.episodes(), usize::MAX);
         assert_eq!(indices[0].len(), 36, "every W entry");
-        let floor = bohp_gradcheck::check::Tolerances::for_rule(Precision::F64, &c.net.rule).finite_difference_floor * loss.max(1.0);
+        let floor = bohp_gradcheck::check::Tolerances::for_rule(Precision::F64, &c.net.rule)
+            .finite_difference_floor
+            * loss.max(1.0);
         use bohp_gradcheck::check::recurrent_groups;
-        let rows = bohp_gradcheck::compare::agreement_groups(&recurrent_groups(&rtrl, plastic), &recurrent_groups(&fd, plastic), floor);
+        let rows = bohp_gradcheck::compare::agreement_groups(
+            &recurrent_groups(&rtrl, plastic),
+            &recurrent_groups(&fd, plastic),
+            floor,
+        );
         let worst = bohp_gradcheck::compare::worst_relative(&rows);
-        assert!(worst <= 1e-6, "{rule} shared={shared} clamp={clamp} plastic={plastic}: {rows:?}");
+        assert!(
+            worst <= 1e-6,
+            "{rule} shared={shared} clamp={clamp} plastic={plastic}: {rows:?}"
+        );
         // Only the clipped rule's kinks may leave entries unresolved, and few.
         let left_out: usize = rows.iter().map(|r| r.unresolved).sum();
         let count: usize = rows.iter().map(|r| r.count).sum();
-        assert!(if rule == Rule::Clipped { 10 * left_out <= count } else { left_out == 0 }, "{rule}: {left_out} of {count} unresolved");
+        assert!(
+            if rule == Rule::Clipped {
+                10 * left_out <= count
+            } else {
+                left_out == 0
+            },
+            "{rule}: {left_out} of {count} unresolved"
+        );
     }
     assert_eq!(RECURRENT_FD_ENTRIES, 24);
 }
@@ -207,9 +285,15 @@ fn rtrl_detects_a_perturbed_parameter() {
 fn fused_checkpointing_keeps_few_traces() {
     let c = case(6, 106, Rule::Hebb, false, false, true, 3);
     let all = c.net.loss_and_grads(&c.episodes(), Some(1)).traces_held;
-    let sqrt = c.net.loss_and_grads(&c.episodes(), Some(sqrt_interval(106))).traces_held;
+    let sqrt = c
+        .net
+        .loss_and_grads(&c.episodes(), Some(sqrt_interval(106)))
+        .traces_held;
     assert!(all >= 106, "interval 1 keeps every trace ({all})");
-    assert!(sqrt <= 2 * 11 + 4, "interval ⌈√106⌉ = 11 keeps ~2√T traces ({sqrt})");
+    assert!(
+        sqrt <= 2 * 11 + 4,
+        "interval ⌈√106⌉ = 11 keeps ~2√T traces ({sqrt})"
+    );
 }
 
 fn config(name: &str) -> RecurrentConfig {
@@ -220,7 +304,9 @@ fn train_to_end(config: RecurrentConfig) -> bohp::recurrent::train::RecurrentSum
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::create(&dir.path().join("run")).unwrap();
     let mut trainer = RecurrentTrainer::new(config).unwrap();
-    train_recurrent(&run, &mut trainer, &mut |_| {}, &AtomicBool::new(false)).unwrap().expect("not interrupted")
+    train_recurrent(&run, &mut trainer, &mut |_| {}, &AtomicBool::new(false))
+        .unwrap()
+        .expect("not interrupted")
 }
 
 /// The 2018 paper's claim on the 50-bit task, same budget (400 updates of 16 episodes) for
@@ -231,10 +317,25 @@ fn plastic_network_memorises_50_bit_patterns_and_baselines_do_not() {
     let plastic = train_to_end(config("memorisation-50"));
     let non_plastic = train_to_end(config("memorisation-50-nonplastic"));
     let lstm = train_to_end(config("memorisation-50-lstm"));
-    assert!(plastic.eval_error < 0.04, "plastic held-out error {}", plastic.eval_error);
-    assert!(non_plastic.eval_error > 0.4, "non-plastic held-out error {}", non_plastic.eval_error);
-    assert!(lstm.eval_error > 0.4, "LSTM held-out error {}", lstm.eval_error);
-    assert!(lstm.params >= plastic.params, "the LSTM has at least the plastic network's parameters");
+    assert!(
+        plastic.eval_error < 0.04,
+        "plastic held-out error {}",
+        plastic.eval_error
+    );
+    assert!(
+        non_plastic.eval_error > 0.4,
+        "non-plastic held-out error {}",
+        non_plastic.eval_error
+    );
+    assert!(
+        lstm.eval_error > 0.4,
+        "LSTM held-out error {}",
+        lstm.eval_error
+    );
+    assert!(
+        lstm.params >= plastic.params,
+        "the LSTM has at least the plastic network's parameters"
+    );
 }
 
 #[test]
@@ -248,10 +349,18 @@ fn fused_and_autodiff_training_agree_in_f64() {
     a.train.eval_episodes = 4;
     let mut b = a.clone();
     b.train.engine = bohp::recurrent::config::RecurrentEngine::Autodiff;
-    let (mut ta, mut tb) = (RecurrentTrainer::new(a).unwrap(), RecurrentTrainer::new(b).unwrap());
+    let (mut ta, mut tb) = (
+        RecurrentTrainer::new(a).unwrap(),
+        RecurrentTrainer::new(b).unwrap(),
+    );
     for _ in 0..10 {
         let (ra, rb) = (ta.step().unwrap(), tb.step().unwrap());
-        assert!((ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0), "{} vs {}", ra.loss, rb.loss);
+        assert!(
+            (ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0),
+            "{} vs {}",
+            ra.loss,
+            rb.loss
+        );
         assert!((ra.eta - rb.eta).abs() <= 1e-9, "{} vs {}", ra.eta, rb.eta);
     }
 }
@@ -271,15 +380,27 @@ fn write_cifar(path: &Path, records: &[(u8, [u8; 3])]) {
 fn cifar10_reader_converts_to_grey_and_rejects_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("data_batch_1.bin");
-    write_cifar(&a, &[(3, [255, 255, 255]), (0, [0, 0, 0]), (9, [255, 0, 0])]);
+    write_cifar(
+        &a,
+        &[(3, [255, 255, 255]), (0, [0, 0, 0]), (9, [255, 0, 0])],
+    );
     let images = read_cifar10(&a).unwrap();
     assert_eq!(images.len(), 3);
-    assert!(images[0].iter().all(|&v| (v - 1.0).abs() < 1e-5), "white is +1");
+    assert!(
+        images[0].iter().all(|&v| (v - 1.0).abs() < 1e-5),
+        "white is +1"
+    );
     assert!(images[1].iter().all(|&v| v == -1.0), "black is -1");
     let red = 0.299f32 * 2.0 - 1.0;
-    assert!(images[2].iter().all(|&v| (v - red).abs() < 1e-5), "pure red has luma 0.299");
+    assert!(
+        images[2].iter().all(|&v| (v - red).abs() < 1e-5),
+        "pure red has luma 0.299"
+    );
     // A directory reads every *.bin in order.
-    write_cifar(&dir.path().join("data_batch_2.bin"), &[(1, [128, 128, 128])]);
+    write_cifar(
+        &dir.path().join("data_batch_2.bin"),
+        &[(1, [128, 128, 128])],
+    );
     std::fs::write(dir.path().join("readme.txt"), "not data").unwrap();
     assert_eq!(read_cifar10(dir.path()).unwrap().len(), 4);
     // Truncated file, bad label, missing file: errors name the file and what was expected.
@@ -290,8 +411,13 @@ fn cifar10_reader_converts_to_grey_and_rejects_bad_files() {
     let bad = dir.path().join("label.bin");
     write_cifar(&bad, &[(12, [0, 0, 0])]);
     let e = read_cifar10(&bad).unwrap_err().to_string();
-    assert!(e.contains("label.bin") && e.contains("label byte 12"), "{e}");
-    let e = read_cifar10(&dir.path().join("none.bin")).unwrap_err().to_string();
+    assert!(
+        e.contains("label.bin") && e.contains("label byte 12"),
+        "{e}"
+    );
+    let e = read_cifar10(&dir.path().join("none.bin"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("none.bin"), "{e}");
 }
 
@@ -300,11 +426,16 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cifar");
     std::fs::create_dir(&data).unwrap();
-    let records: Vec<(u8, [u8; 3])> = (0..6).map(|k| (k as u8, [40 * k as u8, 200 - 30 * k as u8, 90])).collect();
+    let records: Vec<(u8, [u8; 3])> = (0..6)
+        .map(|k| (k as u8, [40 * k as u8, 200 - 30 * k as u8, 90]))
+        .collect();
     write_cifar(&data.join("data_batch_1.bin"), &records);
     let text = std::fs::read_to_string(repo_root().join("configs/images.toml")).unwrap();
     let mut table: toml::Table = text.parse().unwrap();
-    table["task"].as_table_mut().unwrap().insert("images".into(), data.display().to_string().into());
+    table["task"]
+        .as_table_mut()
+        .unwrap()
+        .insert("images".into(), data.display().to_string().into());
     let train = table["train"].as_table_mut().unwrap();
     train.insert("episodes".into(), 2.into());
     train.insert("batch".into(), 1.into());
@@ -312,26 +443,49 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     let path = dir.path().join("images.toml");
     std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
     let out = dir.path().join("run");
-    let o = run_bohp(&["train", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = run_bohp(&[
+        "train",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("images plastic") && stdout.contains("peak memory"), "{stdout}");
+    assert!(
+        stdout.contains("images plastic") && stdout.contains("peak memory"),
+        "{stdout}"
+    );
     // Image runs report the error of a blank reconstruction beside their own.
     assert!(stdout.contains("a blank half scores"), "{stdout}");
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert!(summary["blank_error"].is_number(), "{summary}");
     // `bohp eval` loads the trained model and reproduces the run's held-out measures.
     let o = run_bohp(&["eval", out.to_str().unwrap(), "--episodes", "2", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for (key, summary_key) in [("error", "eval_error"), ("loss", "eval_loss"), ("blank_error", "blank_error")] {
-        let (a, b) = (eval[key].as_f64().unwrap(), summary[summary_key].as_f64().unwrap());
-        assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-9), "{key}: eval {a} vs summary {b}");
+    for (key, summary_key) in [
+        ("error", "eval_error"),
+        ("loss", "eval_loss"),
+        ("blank_error", "blank_error"),
+    ] {
+        let (a, b) = (
+            eval[key].as_f64().unwrap(),
+            summary[summary_key].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1e-9),
+            "{key}: eval {a} vs summary {b}"
+        );
     }
     // Resuming a recurrent run is refused, naming the file that holds its parameters.
     let o = run_bohp(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && stderr.contains("not supported") && stderr.contains("model.bpk"), "{stderr}");
+    assert!(
+        !o.status.success() && stderr.contains("not supported") && stderr.contains("model.bpk"),
+        "{stderr}"
+    );
     // A CIFAR file that fails to read (truncated: exists, so the config validates) fails
     // before the first update, naming the file, and leaves no run directory behind.
     let broken = dir.path().join("broken");
@@ -340,31 +494,59 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     let file = broken.join("data_batch_1.bin");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
-    table["task"].as_table_mut().unwrap().insert("images".into(), broken.display().to_string().into());
+    table["task"]
+        .as_table_mut()
+        .unwrap()
+        .insert("images".into(), broken.display().to_string().into());
     let broken_config = dir.path().join("broken.toml");
     std::fs::write(&broken_config, toml::to_string(&table).unwrap()).unwrap();
     let broken_run = dir.path().join("broken-run");
-    let o = run_bohp(&["train", broken_config.to_str().unwrap(), "--out", broken_run.to_str().unwrap(), "--quiet"]);
+    let o = run_bohp(&[
+        "train",
+        broken_config.to_str().unwrap(),
+        "--out",
+        broken_run.to_str().unwrap(),
+        "--quiet",
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("data_batch_1.bin"), "{stderr}");
-    assert!(!broken_run.exists(), "a run that fails before its first update leaves no directory");
+    assert!(
+        !broken_run.exists(),
+        "a run that fails before its first update leaves no directory"
+    );
     let png = std::fs::read(out.join("reconstruction.png")).unwrap();
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let reader = decoder.read_info().unwrap();
     let info = reader.info();
     // 6 columns (3 shown, probe, network, original) by 4 rows of 128-pixel images.
-    assert!(info.width >= 6 * 128 && info.height >= 4 * 128, "{}x{}", info.width, info.height);
+    assert!(
+        info.width >= 6 * 128 && info.height >= 4 * 128,
+        "{}x{}",
+        info.width,
+        info.height
+    );
     for file in ["config.toml", "metrics.csv", "model.bpk", "summary.json"] {
         assert!(out.join(file).is_file(), "{file}");
     }
     // A bad value in a recurrent config is named.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, text.replace("[model]", "[model]\nneurons = 10")).unwrap();
-    let o = run_bohp(&["train", bad.to_str().unwrap(), "--out", dir.path().join("bad").to_str().unwrap()]);
+    let o = run_bohp(&[
+        "train",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && stderr.contains("model.neurons"), "{stderr}");
-    assert!(!dir.path().join("bad").exists(), "nothing is created for a rejected config");
+    assert!(
+        !o.status.success() && stderr.contains("model.neurons"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("bad").exists(),
+        "nothing is created for a rejected config"
+    );
 }
 
 /// A small recurrent config (8 neurons, 46 steps) in f64, with `model` lines added.
@@ -376,8 +558,16 @@ fn small_recurrent(model: &str) -> RecurrentConfig {
     RecurrentConfig::parse(&text, Path::new("small.toml")).unwrap()
 }
 
-fn recurrent_check(config: &RecurrentConfig, recursion: Recursion) -> bohp_gradcheck::check::Report {
-    let options = CheckOptions { episodes: 2, finite_differences: true, dump: false, recursion };
+fn recurrent_check(
+    config: &RecurrentConfig,
+    recursion: Recursion,
+) -> bohp_gradcheck::check::Report {
+    let options = CheckOptions {
+        episodes: 2,
+        finite_differences: true,
+        dump: false,
+        recursion,
+    };
     check_recurrent(config, options).unwrap().0
 }
 
@@ -385,14 +575,41 @@ fn recurrent_check(config: &RecurrentConfig, recursion: Recursion) -> bohp_gradc
 /// the fused engine against RTRL to 1e-10, RTRL against finite differences to 1e-6.
 #[test]
 fn every_rule_passes_the_recurrent_check() {
-    for model in ["rule = \"hebb\"", "rule = \"oja\"", "rule = \"clipped\"\nclip = 0.05", "rule = \"clipped\"", "alpha = \"shared\"", "rule = \"oja\"\nalpha = \"shared\"", "plasticity = \"none\""] {
+    for model in [
+        "rule = \"hebb\"",
+        "rule = \"oja\"",
+        "rule = \"clipped\"\nclip = 0.05",
+        "rule = \"clipped\"",
+        "alpha = \"shared\"",
+        "rule = \"oja\"\nalpha = \"shared\"",
+        "plasticity = \"none\"",
+    ] {
         let report = recurrent_check(&small_recurrent(model), Recursion::Correct);
         assert!(report.passed, "{model}:\n{}", report.table());
         let names: Vec<&str> = report.comparisons.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["autodiff vs rtrl", "fused vs rtrl", "rtrl vs central finite differences"], "{model}");
-        let groups: Vec<&str> = report.comparisons[0].rows.iter().map(|r| r.group.as_str()).collect();
-        let expected: &[&str] = if model.contains("none") { &["w"] } else { &["w", "alpha", "eta"] };
-        assert_eq!(groups, expected, "{model}: α and η are compared only when trained");
+        assert_eq!(
+            names,
+            [
+                "autodiff vs rtrl",
+                "fused vs rtrl",
+                "rtrl vs central finite differences"
+            ],
+            "{model}"
+        );
+        let groups: Vec<&str> = report.comparisons[0]
+            .rows
+            .iter()
+            .map(|r| r.group.as_str())
+            .collect();
+        let expected: &[&str] = if model.contains("none") {
+            &["w"]
+        } else {
+            &["w", "alpha", "eta"]
+        };
+        assert_eq!(
+            groups, expected,
+            "{model}: α and η are compared only when trained"
+        );
     }
 }
 
@@ -404,12 +621,24 @@ fn the_recurrent_check_catches_each_injected_mistake() {
         ("rule = \"hebb\"", Recursion::NewTrace),
         ("rule = \"hebb\"", Recursion::Fault(Fault::RateOnOldTrace)),
         ("rule = \"oja\"", Recursion::Fault(Fault::OjaDecayDropped)),
-        ("rule = \"clipped\"\nclip = 0.05", Recursion::Fault(Fault::GradientThroughClip)),
+        (
+            "rule = \"clipped\"\nclip = 0.05",
+            Recursion::Fault(Fault::GradientThroughClip),
+        ),
     ] {
         let report = recurrent_check(&small_recurrent(model), recursion);
-        assert!(!report.passed, "{model} {}:\n{}", recursion.name(), report.table());
+        assert!(
+            !report.passed,
+            "{model} {}:\n{}",
+            recursion.name(),
+            report.table()
+        );
         let worst = report.comparison("autodiff vs rtrl").unwrap().worst();
-        assert!(worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4, "{model} {}: only {worst:e}", recursion.name());
+        assert!(
+            worst > 1e4 * tol.autodiff_vs_reference && worst > 1e-4,
+            "{model} {}: only {worst:e}",
+            recursion.name()
+        );
     }
 }
 
@@ -420,11 +649,24 @@ fn every_rule_trains_the_recurrent_network_with_both_engines_alike() {
         let a = small_recurrent(model);
         let mut b = a.clone();
         b.train.engine = bohp::recurrent::config::RecurrentEngine::Autodiff;
-        let (mut ta, mut tb) = (RecurrentTrainer::new(a).unwrap(), RecurrentTrainer::new(b).unwrap());
+        let (mut ta, mut tb) = (
+            RecurrentTrainer::new(a).unwrap(),
+            RecurrentTrainer::new(b).unwrap(),
+        );
         for _ in 0..10 {
             let (ra, rb) = (ta.step().unwrap(), tb.step().unwrap());
-            assert!((ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0), "{model}: {} vs {}", ra.loss, rb.loss);
-            assert!((ra.eta - rb.eta).abs() <= 1e-9, "{model}: {} vs {}", ra.eta, rb.eta);
+            assert!(
+                (ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0),
+                "{model}: {} vs {}",
+                ra.loss,
+                rb.loss
+            );
+            assert!(
+                (ra.eta - rb.eta).abs() <= 1e-9,
+                "{model}: {} vs {}",
+                ra.eta,
+                rb.eta
+            );
         }
     }
 }
@@ -438,29 +680,75 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
     for name in ["memorisation-50", "memorisation-50-nonplastic"] {
         let file = dir.path().join(format!("{name}.json"));
         let config = repo_root().join("configs").join(format!("{name}.toml"));
-        let out = run_bohp(&["gradcheck", config.to_str().unwrap(), "--dtype", "f64", "--episodes", "1", "--dump", file.to_str().unwrap()]);
+        let out = run_bohp(&[
+            "gradcheck",
+            config.to_str().unwrap(),
+            "--dtype",
+            "f64",
+            "--episodes",
+            "1",
+            "--dump",
+            file.to_str().unwrap(),
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && stdout.contains("PASSED"), "{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && stdout.contains("PASSED"),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(d["schema"], "bohp-gradcheck-dump/2");
         let plastic = name == "memorisation-50";
         let by = &d["produced_by"];
-        for (key, expected) in [("family", "recurrent"), ("rule", "hebb"), ("dtype", "f64"), ("device", "flex"), ("reference", "rtrl"), ("plasticity", if plastic { "learned" } else { "none" })] {
+        for (key, expected) in [
+            ("family", "recurrent"),
+            ("rule", "hebb"),
+            ("dtype", "f64"),
+            ("device", "flex"),
+            ("reference", "rtrl"),
+            ("plasticity", if plastic { "learned" } else { "none" }),
+        ] {
             assert_eq!(by[key], expected, "{name}: {key}");
         }
         assert_eq!(by["seed"], 1);
         assert_eq!(by["tolerances"]["engine_vs_reference"], 1e-10);
-        let arr = |v: &Value| -> Vec<f64> { v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+        let arr = |v: &Value| -> Vec<f64> {
+            v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
         let n = d["parameters"]["w"]["shape"][0].as_u64().unwrap() as usize;
         let steps = d["inputs"]["shape"][0].as_u64().unwrap() as usize;
-        let (w, alpha, eta, u) = (arr(&d["parameters"]["w"]), arr(&d["parameters"]["alpha"]), arr(&d["parameters"]["eta"])[0], arr(&d["inputs"]));
+        let (w, alpha, eta, u) = (
+            arr(&d["parameters"]["w"]),
+            arr(&d["parameters"]["alpha"]),
+            arr(&d["parameters"]["eta"])[0],
+            arr(&d["inputs"]),
+        );
         // The forward pass from the documented equations (no clamp in this task; Hebb).
         assert!(d.get("clamp").is_none());
         let (mut y, mut h) = (vec![0.0; n], vec![0.0; n * n]);
         let (outputs, traces) = (arr(&d["outputs"]), arr(&d["traces"]));
         for t in 0..steps {
-            let a = |i: usize, j: usize| if alpha.len() == 1 { alpha[0] } else { alpha[i * n + j] };
-            let y_new: Vec<f64> = (0..n).map(|j| (u[t * n + j] + (0..n).map(|i| y[i] * (w[i * n + j] + a(i, j) * h[i * n + j])).sum::<f64>()).tanh()).collect();
+            let a = |i: usize, j: usize| {
+                if alpha.len() == 1 {
+                    alpha[0]
+                } else {
+                    alpha[i * n + j]
+                }
+            };
+            let y_new: Vec<f64> = (0..n)
+                .map(|j| {
+                    (u[t * n + j]
+                        + (0..n)
+                            .map(|i| y[i] * (w[i * n + j] + a(i, j) * h[i * n + j]))
+                            .sum::<f64>())
+                    .tanh()
+                })
+                .collect();
             if plastic {
                 for i in 0..n {
                     for j in 0..n {
@@ -469,30 +757,69 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
                 }
             }
             y = y_new;
-            assert!(y.iter().zip(&outputs[t * n..(t + 1) * n]).all(|(a, b)| (a - b).abs() < 1e-12), "{name}: outputs at step {t}");
-            assert!(h.iter().zip(&traces[t * n * n..(t + 1) * n * n]).all(|(a, b)| (a - b).abs() < 1e-12), "{name}: traces at step {t}");
+            assert!(
+                y.iter()
+                    .zip(&outputs[t * n..(t + 1) * n])
+                    .all(|(a, b)| (a - b).abs() < 1e-12),
+                "{name}: outputs at step {t}"
+            );
+            assert!(
+                h.iter()
+                    .zip(&traces[t * n * n..(t + 1) * n * n])
+                    .all(|(a, b)| (a - b).abs() < 1e-12),
+                "{name}: traces at step {t}"
+            );
         }
-        let targets: Vec<f64> = d["targets"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let loss: f64 = targets.iter().enumerate().map(|(j, t)| (y[j] - t).powi(2)).sum();
-        assert!((loss - d["loss"].as_f64().unwrap()).abs() < 1e-10, "{name}: loss");
+        let targets: Vec<f64> = d["targets"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let loss: f64 = targets
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (y[j] - t).powi(2))
+            .sum();
+        assert!(
+            (loss - d["loss"].as_f64().unwrap()).abs() < 1e-10,
+            "{name}: loss"
+        );
         // Every method's dL/dW agrees where finite differences were taken.
         let fd = &d["gradients"]["finite_differences"]["w"];
-        let idx: Vec<usize> = fd["indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let idx: Vec<usize> = fd["indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let fd_values = arr(fd);
         for method in ["rtrl", "autodiff", "fused"] {
             let g = arr(&d["gradients"][method]["w"]);
             for (k, &i) in idx.iter().enumerate() {
-                assert!((g[i] - fd_values[k]).abs() <= 1e-6 * g[i].abs().max(1.0), "{name} {method} w[{i}]: {} vs {}", g[i], fd_values[k]);
+                assert!(
+                    (g[i] - fd_values[k]).abs() <= 1e-6 * g[i].abs().max(1.0),
+                    "{name} {method} w[{i}]: {} vs {}",
+                    g[i],
+                    fd_values[k]
+                );
             }
         }
         let has_alpha = d["gradients"]["autodiff"].get("alpha").is_some();
-        assert_eq!(has_alpha, plastic, "{name}: α's gradient is dumped only when α is trained");
+        assert_eq!(
+            has_alpha, plastic,
+            "{name}: α's gradient is dumped only when α is trained"
+        );
     }
     // The LSTM has no hand-derived gradient: refused with a reason.
     let lstm = repo_root().join("configs/memorisation-50-lstm.toml");
     let out = run_bohp(&["gradcheck", lstm.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("model.kind = \"lstm\""), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("model.kind = \"lstm\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Ctrl-C on a recurrent run: exit 130, the parameters so far in model.bpk, and no summary.json
@@ -505,24 +832,46 @@ fn ctrl_c_stops_a_recurrent_run_with_130_and_no_summary() {
     let run = dir.path().join("run");
     let config = repo_root().join("configs/memorisation-50.toml");
     let mut child = crate::common::bohp()
-        .args(["train", config.to_str().unwrap(), "--episodes", "100000", "--out", run.to_str().unwrap(), "-q"])
+        .args([
+            "train",
+            config.to_str().unwrap(),
+            "--episodes",
+            "100000",
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    let rows = |run: &Path| std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count());
+    let rows = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count())
+    };
     while rows(&run) < 20 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
         assert!(start.elapsed() < Duration::from_secs(120), "timed out");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("interrupted") && stderr.contains("model.bpk"), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("model.bpk"),
+        "{stderr}"
+    );
     assert!(run.join("model.bpk").is_file());
-    assert!(!run.join("summary.json").exists(), "an interrupted run has no summary");
+    assert!(
+        !run.join("summary.json").exists(),
+        "an interrupted run has no summary"
+    );
 }

@@ -11,7 +11,9 @@ use crate::common::{repo_root, run_bohp};
 /// `freeze` frozen) into `dir`.
 fn tiny_configs(dir: &Path, episodes: usize, freeze: usize) {
     for task in ["completion", "one-shot", "reversal"] {
-        let text = std::fs::read_to_string(repo_root().join("configs").join(format!("{task}.toml"))).unwrap();
+        let text =
+            std::fs::read_to_string(repo_root().join("configs").join(format!("{task}.toml")))
+                .unwrap();
         let text: String = text
             .lines()
             .map(|l| {
@@ -54,7 +56,11 @@ fn svg_texts(path: &Path) -> Vec<String> {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// `reproduce --episodes N` is a quick look: every seed trains N updates, the frozen phase
@@ -64,20 +70,60 @@ fn reproduce_episodes_override_gives_a_quick_look() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let configs = repo_root().join("configs");
-    let o = run_bohp(&["reproduce", "completion", "--seeds", "2", "--episodes", "40", "--inspect-episodes", "5", "--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run_bohp(&[
+        "reproduce",
+        "completion",
+        "--seeds",
+        "2",
+        "--episodes",
+        "40",
+        "--inspect-episodes",
+        "5",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     // completion.toml: 5000 updates, the last 500 frozen -> 40 updates, the last 4 frozen.
-    assert!(stderr.contains("train.freeze_last scaled from 500 to 4"), "{stderr}");
-    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("completion/learned/summary.json")).unwrap()).unwrap();
+    assert!(
+        stderr.contains("train.freeze_last scaled from 500 to 4"),
+        "{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(out.join("completion/learned/summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["error"]["median"].as_array().unwrap().len(), 40);
     for seed in 1..=2 {
-        let config = std::fs::read_to_string(out.join(format!("completion/learned/seed-{seed}/config.toml"))).unwrap();
-        assert!(config.contains("episodes = 40") && config.contains("freeze_last = 4"), "{config}");
+        let config = std::fs::read_to_string(
+            out.join(format!("completion/learned/seed-{seed}/config.toml")),
+        )
+        .unwrap();
+        assert!(
+            config.contains("episodes = 40") && config.contains("freeze_last = 4"),
+            "{config}"
+        );
     }
-    let o = run_bohp(&["reproduce", "completion", "--seeds", "1", "--episodes", "0", "--configs", configs.to_str().unwrap(), "--out", dir.path().join("zero").to_str().unwrap()]);
+    let o = run_bohp(&[
+        "reproduce",
+        "completion",
+        "--seeds",
+        "1",
+        "--episodes",
+        "0",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        dir.path().join("zero").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("train.episodes"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("train.episodes"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -87,27 +133,57 @@ fn reproduce_writes_statistics_figures_and_resumes() {
     std::fs::create_dir(&configs).unwrap();
     tiny_configs(&configs, 300, 50);
     let out = dir.path().join("out");
-    let args = ["reproduce", "completion", "--seeds", "3", "--jobs", "2", "--plasticity", "learned,none", "--inspect-episodes", "20", "-q"];
+    let args = [
+        "reproduce",
+        "completion",
+        "--seeds",
+        "3",
+        "--jobs",
+        "2",
+        "--plasticity",
+        "learned,none",
+        "--inspect-episodes",
+        "20",
+        "-q",
+    ];
     let mut full: Vec<&str> = args.to_vec();
-    full.extend(["--configs", configs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    full.extend([
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let first = run_bohp(&full);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     for variant in ["learned", "none"] {
         let base = out.join("completion").join(variant);
-        let summary: Value = serde_json::from_slice(&std::fs::read(base.join("summary.json")).unwrap()).unwrap();
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(base.join("summary.json")).unwrap()).unwrap();
         assert_eq!(summary["seeds"], serde_json::json!([1, 2, 3]));
         assert_eq!(summary["error"]["median"].as_array().unwrap().len(), 300);
         // The medians recomputed from the seeds' own metrics.csv.
         let mut frozen = Vec::new();
         let mut at_10 = Vec::new();
         for seed in 1..=3 {
-            let csv = std::fs::read_to_string(base.join(format!("seed-{seed}/metrics.csv"))).unwrap();
-            let errors: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
+            let csv =
+                std::fs::read_to_string(base.join(format!("seed-{seed}/metrics.csv"))).unwrap();
+            let errors: Vec<f64> = csv
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+                .collect();
             frozen.push(errors[250..].iter().sum::<f64>() / 50.0);
             at_10.push(errors[10]);
         }
         let f = summary["error"]["frozen"]["median"].as_f64().unwrap();
-        assert!((f - median(&mut frozen)).abs() < 1e-12, "{variant}: {f} vs {frozen:?}");
+        assert!(
+            (f - median(&mut frozen)).abs() < 1e-12,
+            "{variant}: {f} vs {frozen:?}"
+        );
         let m = summary["error"]["median"][10].as_f64().unwrap();
         assert!((m - median(&mut at_10)).abs() < 1e-12);
         let q25 = summary["error"]["frozen"]["q25"].as_f64().unwrap();
@@ -116,17 +192,27 @@ fn reproduce_writes_statistics_figures_and_resumes() {
         // Figures: a valid PNG of the stated size and a well-formed SVG with the title.
         assert_eq!(png_size(&base.join("figure.png")), (1400, 520));
         let texts = svg_texts(&base.join("figure.svg"));
-        assert!(texts.iter().any(|t| t.contains("median over 3 seeds")), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t.contains("median over 3 seeds")),
+            "{texts:?}"
+        );
         assert!(texts.iter().any(|t| t == "episode"));
     }
     // Without plasticity, completion stays far worse than with it.
     let frozen = |v: &str| -> f64 {
-        let s: Value = serde_json::from_slice(&std::fs::read(out.join("completion").join(v).join("summary.json")).unwrap()).unwrap();
+        let s: Value = serde_json::from_slice(
+            &std::fs::read(out.join("completion").join(v).join("summary.json")).unwrap(),
+        )
+        .unwrap();
         s["error"]["frozen"]["median"].as_f64().unwrap()
     };
     assert!(frozen("none") > 2.0 * frozen("learned"));
     let table = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(table.contains("| completion | learned | 3 |") && table.contains("| completion | none | 3 |"), "{table}");
+    assert!(
+        table.contains("| completion | learned | 3 |")
+            && table.contains("| completion | none | 3 |"),
+        "{table}"
+    );
     // Running it again reuses every finished seed: same summary, no training.
     let before = std::fs::read(out.join("completion/learned/summary.json")).unwrap();
     let second = run_bohp(&full);
@@ -144,10 +230,16 @@ fn reproduce_writes_statistics_figures_and_resumes() {
 fn reproduce_rejects_bad_arguments() {
     for (args, needle) in [
         (vec!["reproduce", "pattern-completion"], "unknown task"),
-        (vec!["reproduce", "all", "--plasticity", "sometimes"], "--plasticity"),
+        (
+            vec!["reproduce", "all", "--plasticity", "sometimes"],
+            "--plasticity",
+        ),
         (vec!["reproduce", "all", "--seeds", "0"], "--seeds"),
         (vec!["reproduce", "all", "--jobs", "0"], "--jobs"),
-        (vec!["reproduce", "all", "--configs", "/nonexistent"], "/nonexistent/completion.toml"),
+        (
+            vec!["reproduce", "all", "--configs", "/nonexistent"],
+            "/nonexistent/completion.toml",
+        ),
     ] {
         let out = run_bohp(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -161,10 +253,32 @@ fn inspect_finds_the_completion_structure() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let config = repo_root().join("configs/completion.toml");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "1500", "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run_bohp(&["inspect", run.to_str().unwrap(), "--episodes", "50", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--episodes",
+        "1500",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_bohp(&[
+        "inspect",
+        run.to_str().unwrap(),
+        "--episodes",
+        "50",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["task"], "completion");
     let own = s["own"]["fixed"].as_f64().unwrap();
@@ -172,10 +286,18 @@ fn inspect_finds_the_completion_structure() {
     let others_plastic = s["others"]["plastic"].as_f64().unwrap();
     // The paper's Fig. 2b: a strong fixed connection from each input to its own output, and
     // plastic (not fixed) connections to every other output.
-    assert!(own > 10.0 * others_fixed, "own {own} vs others {others_fixed}");
-    assert!(others_plastic > 10.0 * others_fixed, "plastic {others_plastic} vs fixed {others_fixed}");
+    assert!(
+        own > 10.0 * others_fixed,
+        "own {own} vs others {others_fixed}"
+    );
+    assert!(
+        others_plastic > 10.0 * others_fixed,
+        "plastic {others_plastic} vs fixed {others_fixed}"
+    );
     assert_eq!(png_size(&run.join("inspect/weights.png")).0, 360 * 3 + 40);
-    let written: Value = serde_json::from_slice(&std::fs::read(run.join("inspect/structure.json")).unwrap()).unwrap();
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(run.join("inspect/structure.json")).unwrap())
+            .unwrap();
     assert_eq!(written, s);
     // A run without a final model, and a non-run directory.
     std::fs::remove_file(run.join("model.bpk")).unwrap();
@@ -191,9 +313,29 @@ fn inspect_measures_the_labelled_structure() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let config = repo_root().join("configs/one-shot.toml");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--episodes", "700", "--device", "flex", "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run_bohp(&["inspect", run.to_str().unwrap(), "--episodes", "50", "--json"]);
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--episodes",
+        "700",
+        "--device",
+        "flex",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_bohp(&[
+        "inspect",
+        run.to_str().unwrap(),
+        "--episodes",
+        "50",
+        "--json",
+    ]);
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["hidden"].as_array().unwrap().len(), 2);
     // Fig. 3b: label bits drive the hidden units through fixed weights; pattern bits through
@@ -209,7 +351,12 @@ fn inspect_measures_the_labelled_structure() {
     let alpha = &params.iter().find(|(n, _)| *n == "alpha").unwrap().1;
     let n_out = 2;
     let pattern: Vec<f64> = alpha[..8 * n_out].to_vec();
-    let expected = pattern.iter().filter(|a| **a < 0.0).map(|a| -a).sum::<f64>() / pattern.iter().map(|a| a.abs()).sum::<f64>();
+    let expected = pattern
+        .iter()
+        .filter(|a| **a < 0.0)
+        .map(|a| -a)
+        .sum::<f64>()
+        / pattern.iter().map(|a| a.abs()).sum::<f64>();
     let share = s["pattern"]["alpha_negative_mass_share"].as_f64().unwrap();
     assert!((share - expected).abs() < 1e-9, "{share} vs {expected}");
 }

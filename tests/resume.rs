@@ -29,31 +29,58 @@ fn uninterrupted(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("c.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let run = dir.join("whole");
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     run
 }
 
 /// Starts a run, waits until `ready(run)` holds, then stops it with `stop(pid)`.
-fn interrupted(dir: &Path, name: &str, ready: fn(&Path) -> bool, stop: fn(&mut std::process::Child)) -> (std::path::PathBuf, Option<i32>) {
+fn interrupted(
+    dir: &Path,
+    name: &str,
+    ready: fn(&Path) -> bool,
+    stop: fn(&mut std::process::Child),
+) -> (std::path::PathBuf, Option<i32>) {
     let config = dir.join("c.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let run = dir.join(name);
     let mut child = bohp()
-        .args(["train", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"])
+        .args([
+            "train",
+            config.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
     while !ready(&run) {
-        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be interrupted");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be interrupted"
+        );
         assert!(start.elapsed() < Duration::from_secs(120), "timed out");
         std::thread::sleep(Duration::from_millis(5));
     }
     stop(&mut child);
     let status = child.wait().unwrap();
-    assert!(!run.join("model.bpk").exists(), "the run was interrupted before finishing");
+    assert!(
+        !run.join("model.bpk").exists(),
+        "the run was interrupted before finishing"
+    );
     (run, status.code())
 }
 
@@ -67,7 +94,11 @@ fn checkpoint_episode(run: &Path) -> usize {
 
 fn resume_and_compare(run: &Path, whole: &Path) {
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(whole.join("metrics.csv")).unwrap(),
         std::fs::read(run.join("metrics.csv")).unwrap(),
@@ -81,7 +112,12 @@ fn resume_after_a_kill_equals_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let whole = uninterrupted(dir.path());
     // SIGKILL between checkpoints: the rows after the last checkpoint are re-run on resume.
-    let (run, code) = interrupted(dir.path(), "killed", |run| checkpoint_episode(run) >= 300, |child| child.kill().unwrap());
+    let (run, code) = interrupted(
+        dir.path(),
+        "killed",
+        |run| checkpoint_episode(run) >= 300,
+        |child| child.kill().unwrap(),
+    );
     assert_eq!(code, None, "killed by a signal");
     let at = checkpoint_episode(&run);
     assert!((300..3000).contains(&at));
@@ -96,17 +132,31 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
     let (run, code) = interrupted(
         dir.path(),
         "interrupted",
-        |run| std::fs::read_to_string(run.join("metrics.csv")).map(|s| s.lines().count() > 250).unwrap_or(false),
+        |run| {
+            std::fs::read_to_string(run.join("metrics.csv"))
+                .map(|s| s.lines().count() > 250)
+                .unwrap_or(false)
+        },
         |child| {
-            let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+            let status = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
             assert!(status.success());
         },
     );
     assert_eq!(code, Some(130));
     let at = checkpoint_episode(&run);
-    assert!((250..3000).contains(&at), "checkpoint at the interruption: {at}");
+    assert!(
+        (250..3000).contains(&at),
+        "checkpoint at the interruption: {at}"
+    );
     let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
-    assert_eq!(rows.len(), at, "every episode before the checkpoint is in metrics.csv");
+    assert_eq!(
+        rows.len(),
+        at,
+        "every episode before the checkpoint is in metrics.csv"
+    );
     resume_and_compare(&run, &whole);
 }
 
@@ -137,6 +187,13 @@ fn the_analytic_engine_resumes_exactly() {
     }
     assert_eq!(a.model().parameter_values(), b.model().parameter_values());
     // And it learned something: the parameters moved.
-    let fresh = Trainer::new(a.config().clone(), Box::new(bohp::engines::analytic::Analytic)).unwrap();
-    assert_ne!(fresh.model().parameter_values(), a.model().parameter_values());
+    let fresh = Trainer::new(
+        a.config().clone(),
+        Box::new(bohp::engines::analytic::Analytic),
+    )
+    .unwrap();
+    assert_ne!(
+        fresh.model().parameter_values(),
+        a.model().parameter_values()
+    );
 }

@@ -76,7 +76,9 @@ impl std::str::FromStr for BenchEngine {
             "autodiff" => Ok(BenchEngine::Autodiff),
             "analytic" => Ok(BenchEngine::Analytic),
             "fused" => Ok(BenchEngine::Fused),
-            other => Err(format!("unknown engine `{other}`: expected autodiff, analytic or fused")),
+            other => Err(format!(
+                "unknown engine `{other}`: expected autodiff, analytic or fused"
+            )),
         }
     }
 }
@@ -90,7 +92,11 @@ pub fn is_recurrent_workload(configs: &Path, name: &str) -> bool {
 /// Recurrent workloads are long per update: their cells run at most 2 warm-up updates and 3
 /// repeats of 3 updates.
 pub fn recurrent_timing(timing: &Timing) -> Timing {
-    Timing { warmup: timing.warmup.min(2), updates: timing.updates.min(3), repeats: timing.repeats.min(3) }
+    Timing {
+        warmup: timing.warmup.min(2),
+        updates: timing.updates.min(3),
+        repeats: timing.repeats.min(3),
+    }
 }
 
 /// Measures one recurrent cell in this process.
@@ -110,7 +116,12 @@ pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Resul
     config.train.episodes = timing.warmup + timing.updates * timing.repeats;
     config.validate(&format!("{} as benchmarked", path.display()))?;
     let mut trainer = bohp::recurrent::train::RecurrentTrainer::new(config)?;
-    let mut step = || trainer.step().map(|r| r.seconds).map_err(|what| anyhow::anyhow!("diverged: {what} is not finite"));
+    let mut step = || {
+        trainer
+            .step()
+            .map(|r| r.seconds)
+            .map_err(|what| anyhow::anyhow!("diverged: {what} is not finite"))
+    };
     for _ in 0..timing.warmup {
         step()?;
     }
@@ -186,7 +197,14 @@ pub struct PeerResult {
 impl PeerResult {
     /// A peer measurement that could not be run.
     fn failed(workload: &str, batch: usize, error: String) -> PeerResult {
-        PeerResult { workload: workload.to_string(), batch, episodes_per_second: None, peak_rss_mib: None, command: String::new(), error: Some(error) }
+        PeerResult {
+            workload: workload.to_string(),
+            batch,
+            episodes_per_second: None,
+            peak_rss_mib: None,
+            command: String::new(),
+            error: Some(error),
+        }
     }
 }
 
@@ -241,7 +259,11 @@ pub use bohp::run::peak_rss_mib;
 pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunConfig> {
     let path = configs.join(format!("{}.toml", cell.workload));
     if !path.is_file() {
-        bail!("{}: no config for workload `{}`", path.display(), cell.workload);
+        bail!(
+            "{}: no config for workload `{}`",
+            path.display(),
+            cell.workload
+        );
     }
     let mut config = RunConfig::load(&path)?;
     config.device = cell.device;
@@ -259,7 +281,12 @@ pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunCo
 }
 
 /// Measures one cell in this process (`bohp bench-cell`).
-pub fn run_cell(configs: &Path, cell: &Cell, timing: &Timing, engine: Box<dyn bohp::train::GradientEngine>) -> Result<CellResult> {
+pub fn run_cell(
+    configs: &Path,
+    cell: &Cell,
+    timing: &Timing,
+    engine: Box<dyn bohp::train::GradientEngine>,
+) -> Result<CellResult> {
     let config = cell_config(configs, cell, timing)?;
     let mut trainer = Trainer::new(config, engine)?;
     let step = |trainer: &mut Trainer| -> Result<()> {
@@ -358,7 +385,11 @@ fn spawn_cell(plan: &Plan, cell: &Cell) -> Result<CellResult> {
 }
 
 /// Samples a child's peak resident memory until `done` is set.
-fn watch_rss(pid: u32, done: Arc<AtomicBool>, peak_kib: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn watch_rss(
+    pid: u32,
+    done: Arc<AtomicBool>,
+    peak_kib: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !done.load(Ordering::SeqCst) {
             if let Some(mib) = peak_rss_mib(Some(pid)) {
@@ -413,7 +444,10 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
 /// Runs the recurrent peer (`recurrent_torch.py`, autograd) at the workload's size.
 fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
     let script = plan.peer_dir.join("recurrent_torch.py");
-    let task = bohp::recurrent::config::RecurrentConfig::load(&plan.configs.join(format!("{workload}.toml"))).and_then(|c| c.task());
+    let task = bohp::recurrent::config::RecurrentConfig::load(
+        &plan.configs.join(format!("{workload}.toml")),
+    )
+    .and_then(|c| c.task());
     let task = match task {
         Ok(task) => task,
         Err(e) => {
@@ -421,7 +455,14 @@ fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) 
         }
     };
     if task.kind != bohp::recurrent::tasks::RecurrentTaskKind::Memorisation {
-        return PeerResult::failed(workload, batch, format!("the peer has no `{}` task (memorisation only)", task.kind.name()));
+        return PeerResult::failed(
+            workload,
+            batch,
+            format!(
+                "the peer has no `{}` task (memorisation only)",
+                task.kind.name()
+            ),
+        );
     }
     let timing = recurrent_timing(&plan.timing);
     // The peer has the memorisation task only, with the same timing options.
@@ -468,7 +509,13 @@ pub fn parse_recurrent_peer_rate(line: &str) -> Option<f64> {
 
 /// Runs a peer command, sampling its memory, and reads its rate from the last line starting
 /// with `marker`.
-fn measure_peer(python: &Path, args: &[String], mut result: PeerResult, marker: &str, parse: fn(&str) -> Option<f64>) -> PeerResult {
+fn measure_peer(
+    python: &Path,
+    args: &[String],
+    mut result: PeerResult,
+    marker: &str,
+    parse: fn(&str) -> Option<f64>,
+) -> PeerResult {
     let command = result.command.clone();
     let child = Command::new(python)
         .args(args)
@@ -502,13 +549,21 @@ fn measure_peer(python: &Path, args: &[String], mut result: PeerResult, marker: 
     match output {
         Ok(out) if out.status.success() => match parse(&last) {
             Some(rate) => result.episodes_per_second = Some(rate),
-            None => result.error = Some(format!("no `{marker} ... episodes/s` line from `{command}`")),
+            None => {
+                result.error = Some(format!(
+                    "no `{marker} ... episodes/s` line from `{command}`"
+                ))
+            }
         },
         Ok(out) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             result.error = Some(format!(
                 "`{command}` failed: {}",
-                stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message")
+                stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
             ))
         }
         Err(e) => result.error = Some(format!("`{command}`: {e}")),
@@ -546,13 +601,18 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
                 continue;
             }
             seen.push(key);
-            progress(&format!("peer  {:<10} batch {:>3}", cell.workload, cell.batch));
+            progress(&format!(
+                "peer  {:<10} batch {:>3}",
+                cell.workload, cell.batch
+            ));
             peer.push(run_peer(plan, python, &cell.workload, cell.batch));
         }
     }
     let report = BenchReport {
         schema: SCHEMA.to_string(),
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         timing: plan.timing,
         command,
         results,
@@ -565,7 +625,8 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// Episodes per second: whole numbers, three decimals below 10 (the large recurrent networks).
@@ -581,7 +642,11 @@ fn fmt_rate(v: Option<f64>) -> String {
 pub fn markdown(report: &BenchReport) -> String {
     let mut out = format!(
         "# bohp bench\n\n`{}`\n\n{} cores; {} warm-up updates, then the median of {} repeats of {} updates (recurrent workloads: at most 2, 3 and 3); f32.\n\n",
-        report.command, report.cores, report.timing.warmup, report.timing.repeats, report.timing.updates
+        report.command,
+        report.cores,
+        report.timing.warmup,
+        report.timing.repeats,
+        report.timing.updates
     );
     out += "| workload | batch | device | engine | episodes/s | ms/update | peak RSS (MiB) | GPU memory (MiB) | PyTorch episodes/s | × PyTorch |\n";
     out += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n";
@@ -665,7 +730,8 @@ mod tests {
 
     #[test]
     fn peer_rate_is_read_from_its_last_line() {
-        let line = "# train time 4.465 s for 1000 updates x batch 1: 224.0 updates/s, 224.0 episodes/s";
+        let line =
+            "# train time 4.465 s for 1000 updates x batch 1: 224.0 updates/s, 224.0 episodes/s";
         assert_eq!(parse_peer_rate(line), Some(224.0));
         assert_eq!(parse_peer_rate("# train time: nonsense"), None);
     }
@@ -682,6 +748,13 @@ mod tests {
         }
         let after = peak_rss_mib(None).expect("Linux reports VmHWM");
         assert!(after - before >= 250.0, "{before} -> {after} MiB");
-        assert_eq!(block.iter().step_by(4096).map(|&b| b as usize).sum::<usize>(), block.len() / 4096);
+        assert_eq!(
+            block
+                .iter()
+                .step_by(4096)
+                .map(|&b| b as usize)
+                .sum::<usize>(),
+            block.len() / 4096
+        );
     }
 }

@@ -54,12 +54,13 @@ pub fn learning_curve(stem: &Path, curve: &Curve) -> Result<()> {
     Ok(())
 }
 
-fn draw_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, curve: &Curve) -> Result<(), String> {
+fn draw_curve<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    curve: &Curve,
+) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
-    let root = root
-        .titled(&curve.title, ("sans-serif", 22))
-        .map_err(err)?;
+    let root = root.titled(&curve.title, ("sans-serif", 22)).map_err(err)?;
     let (left, right) = root.split_horizontally(700);
     let n = curve.spreads.len();
     let x_max = n.max(1) as f64;
@@ -129,13 +130,23 @@ fn draw_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, curve: &Curve) -
             )))
             .map_err(err)?
             .label("frozen (parameters fixed)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], RGBColor(225, 225, 225).filled()));
+            .legend(|(x, y)| {
+                Rectangle::new(
+                    [(x, y - 5), (x + 14, y + 5)],
+                    RGBColor(225, 225, 225).filled(),
+                )
+            });
     }
     chart
-        .draw_series(std::iter::once(Polygon::new(band(0.0), blue.mix(0.25).filled())))
+        .draw_series(std::iter::once(Polygon::new(
+            band(0.0),
+            blue.mix(0.25).filled(),
+        )))
         .map_err(err)?
         .label("interquartile range")
-        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], blue.mix(0.25).filled()));
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 14, y + 5)], blue.mix(0.25).filled())
+        });
     chart
         .draw_series(LineSeries::new(median(), blue.stroke_width(2)))
         .map_err(err)?
@@ -156,7 +167,10 @@ fn draw_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, curve: &Curve) -
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max, (y_min_log..y_max.max(y_min_log * 10.0)).log_scale())
+        .build_cartesian_2d(
+            0f64..x_max,
+            (y_min_log..y_max.max(y_min_log * 10.0)).log_scale(),
+        )
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -216,16 +230,27 @@ pub fn heatmaps(path: &Path, title: &str, matrices: &[Matrix]) -> Result<()> {
         .map_err(|e| anyhow!("{}: cannot draw the heatmaps: {e}", path.display()))
 }
 
-fn draw_heatmaps<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, matrices: &[Matrix]) -> Result<(), String> {
+fn draw_heatmaps<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    matrices: &[Matrix],
+) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
     let panels = root.split_evenly((1, matrices.len().max(1)));
     for (panel, m) in panels.iter().zip(matrices) {
         let (r, c) = (m.rows.len(), m.cols.len());
-        let scale = m.values.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-12);
+        let scale = m
+            .values
+            .iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()))
+            .max(1e-12);
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} (max |value| {scale:.3})", m.title), ("sans-serif", 15))
+            .caption(
+                format!("{} (max |value| {scale:.3})", m.title),
+                ("sans-serif", 15),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)

@@ -76,18 +76,35 @@ fn strength(cells: &[(f64, f64, f64)]) -> Strength {
         alpha_mean: cells.iter().map(|c| c.1).sum::<f64>() / n,
         alpha_negative_fraction: cells.iter().filter(|c| c.1 < 0.0).count() as f64 / n,
         // (`+ 0.0` turns the empty sum's -0.0 into 0.0.)
-        alpha_negative_mass_share: cells.iter().filter(|c| c.1 < 0.0).map(|c| -c.1).sum::<f64>()
-            / cells.iter().map(|c| c.1.abs()).sum::<f64>().max(f64::MIN_POSITIVE)
+        alpha_negative_mass_share: cells
+            .iter()
+            .filter(|c| c.1 < 0.0)
+            .map(|c| -c.1)
+            .sum::<f64>()
+            / cells
+                .iter()
+                .map(|c| c.1.abs())
+                .sum::<f64>()
+                .max(f64::MIN_POSITIVE)
             + 0.0,
         plastic_negative_share: cells.iter().filter(|c| c.1 < 0.0).map(|c| c.2).sum::<f64>()
-            / cells.iter().map(|c| c.2).sum::<f64>().max(f64::MIN_POSITIVE)
+            / cells
+                .iter()
+                .map(|c| c.2)
+                .sum::<f64>()
+                .max(f64::MIN_POSITIVE)
             + 0.0,
     }
 }
 
 /// Mean over `episodes` fresh episodes of `|α ⊙ H(T-1)|`, the plastic weights read by the last
 /// step, `[n_in * n_out]`.
-fn plastic_weights(model: &PlasticNet, config: &RunConfig, episodes: usize, device: &burn::tensor::Device) -> Vec<f64> {
+fn plastic_weights(
+    model: &PlasticNet,
+    config: &RunConfig,
+    episodes: usize,
+    device: &burn::tensor::Device,
+) -> Vec<f64> {
     let task = config.task();
     let batch = task.generate(config.seed, Stream::Eval, 0, episodes);
     let inputs = batch.input_tensor(device).narrow(0, 0, task.steps - 1);
@@ -102,13 +119,24 @@ fn plastic_weights(model: &PlasticNet, config: &RunConfig, episodes: usize, devi
 }
 
 /// Measures the structure of `model` (trained for `config`).
-pub fn structure(model: &PlasticNet, config: &RunConfig, episodes: usize, device: &burn::tensor::Device) -> Structure {
+pub fn structure(
+    model: &PlasticNet,
+    config: &RunConfig,
+    episodes: usize,
+    device: &burn::tensor::Device,
+) -> Structure {
     let values = model.parameter_values();
     let w = &values[0].1;
     let alpha = &values[1].1;
     let plastic = plastic_weights(model, config, episodes, device);
     let (n_in, n_out) = (model.plastic.n_in(), model.plastic.n_out());
-    let cell = |k: usize, j: usize| (w[k * n_out + j], alpha[k * n_out + j], plastic[k * n_out + j]);
+    let cell = |k: usize, j: usize| {
+        (
+            w[k * n_out + j],
+            alpha[k * n_out + j],
+            plastic[k * n_out + j],
+        )
+    };
     let task = config.task();
     let mut s = Structure {
         task: task.kind.to_string(),
@@ -137,8 +165,12 @@ pub fn structure(model: &PlasticNet, config: &RunConfig, episodes: usize, device
                 label: strength(&label_cells(j)),
             })
             .collect();
-        s.pattern = Some(strength(&(0..n_out).flat_map(pattern_cells).collect::<Vec<_>>()));
-        s.label = Some(strength(&(0..n_out).flat_map(label_cells).collect::<Vec<_>>()));
+        s.pattern = Some(strength(
+            &(0..n_out).flat_map(pattern_cells).collect::<Vec<_>>(),
+        ));
+        s.label = Some(strength(
+            &(0..n_out).flat_map(label_cells).collect::<Vec<_>>(),
+        ));
     }
     s
 }
@@ -200,8 +232,9 @@ pub fn inspect(run_dir: &Path, out: &Path, episodes: usize) -> Result<Structure>
     let run = RunDir::open(run_dir)?;
     let (config, model, device) = load_run_model(&run)?;
     let s = structure(&model, &config, episodes, &device);
-    std::fs::create_dir_all(out)
-        .map_err(|e| anyhow::anyhow!("{}: cannot create the output directory: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| {
+        anyhow::anyhow!("{}: cannot create the output directory: {e}", out.display())
+    })?;
     let values = model.parameter_values();
     let plastic = plastic_weights(&model, &config, episodes, &device);
     let task = config.task();
@@ -226,11 +259,29 @@ pub fn inspect(run_dir: &Path, out: &Path, episodes: usize) -> Result<Structure>
         .collect();
     heatmaps(
         &out.join("weights.png"),
-        &format!("{}: learned weights (rows: inputs, columns: outputs)", task.kind),
+        &format!(
+            "{}: learned weights (rows: inputs, columns: outputs)",
+            task.kind
+        ),
         &[
-            Matrix { title: "fixed w", values: &values[0].1, rows: &rows, cols: &cols },
-            Matrix { title: "plasticity α", values: &values[1].1, rows: &rows, cols: &cols },
-            Matrix { title: "mean |α·H| at last step", values: &plastic, rows: &rows, cols: &cols },
+            Matrix {
+                title: "fixed w",
+                values: &values[0].1,
+                rows: &rows,
+                cols: &cols,
+            },
+            Matrix {
+                title: "plasticity α",
+                values: &values[1].1,
+                rows: &rows,
+                cols: &cols,
+            },
+            Matrix {
+                title: "mean |α·H| at last step",
+                values: &plastic,
+                rows: &rows,
+                cols: &cols,
+            },
         ],
     )?;
     let json = serde_json::to_vec_pretty(&s)?;
@@ -255,6 +306,9 @@ mod tests {
         assert!((s.plastic_negative_share - 0.25).abs() < 1e-12);
         // No plasticity at all: shares are 0, not NaN.
         let none = strength(&[(1.0, 0.0, 0.0)]);
-        assert_eq!((none.alpha_negative_mass_share, none.plastic_negative_share), (0.0, 0.0));
+        assert_eq!(
+            (none.alpha_negative_mass_share, none.plastic_negative_share),
+            (0.0, 0.0)
+        );
     }
 }

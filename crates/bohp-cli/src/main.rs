@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bohp::config::{GradEngine, RunConfig};
-use bohp_gradcheck::check::{AnyConfig, CheckOptions, Recursion, check_any};
 use bohp::device::{Backend, Precision, init_device};
 use bohp::run::{MetricsRow, RunDir, load_model};
 use bohp::tasks::Measures;
 use bohp::train::{
     Autodiff, GradientEngine, Observer, Outcome, Trainer, evaluate, init_model, train,
 };
+use bohp_gradcheck::check::{AnyConfig, CheckOptions, Recursion, check_any};
 use burn::module::Module;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -77,7 +77,11 @@ enum Command {
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// Workloads (task config names in --configs), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "completion,one-shot,reversal")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "completion,one-shot,reversal"
+    )]
     workloads: Vec<String>,
 
     /// Devices, comma-separated (ndarray, flex, and in GPU builds wgpu, cuda).
@@ -345,9 +349,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reproduce(args) => reproduce_command(&cli, args),
         Command::Bench(args) => bench_command(&cli, args),
         Command::Export(args) => {
-            let out = args.out.clone().unwrap_or_else(|| bohp::export::default_path(&args.run_dir, args.format));
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| bohp::export::default_path(&args.run_dir, args.format));
             let count = bohp::export::export(&args.run_dir, args.format, &out)?;
-            println!("wrote {count} tensors to {} ({})", out.display(), args.format.name());
+            println!(
+                "wrote {count} tensors to {} ({})",
+                out.display(),
+                args.format.name()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchCell(args) => bench_cell_command(&cli, args),
@@ -439,7 +450,11 @@ fn train_recurrent_command(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<E
     if let Some(dtype) = cli.dtype {
         config.dtype = dtype;
     }
-    config.validate(&if flags.is_empty() { path.display().to_string() } else { format!("{} with {}", path.display(), flags.join(" ")) })?;
+    config.validate(&if flags.is_empty() {
+        path.display().to_string()
+    } else {
+        format!("{} with {}", path.display(), flags.join(" "))
+    })?;
     init_device(config.device, config.dtype)?;
     // Everything that can fail before the first update (reading CIFAR files, the device)
     // happens before the run directory exists.
@@ -495,7 +510,10 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         }
         let mut trainer = Trainer::resume(&run, config.clone(), engine(config.train.grad))?;
         if let Some(updates) = args.extend {
-            trainer.extend(updates, &format!("{} with --extend {updates}", run.config_path().display()))?;
+            trainer.extend(
+                updates,
+                &format!("{} with --extend {updates}", run.config_path().display()),
+            )?;
             let mut extended = trainer.config().clone();
             // The run's own device, not a --device override, goes into its config.
             extended.device = run.read_config()?.device;
@@ -503,7 +521,8 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             trainer.checkpoint(&run)?;
             let summary = run.summary_path();
             if summary.exists() {
-                std::fs::remove_file(&summary).with_context(|| format!("{}: cannot remove", summary.display()))?;
+                std::fs::remove_file(&summary)
+                    .with_context(|| format!("{}: cannot remove", summary.display()))?;
             }
             eprintln!(
                 "{}: extended by {updates} updates to {} (the last {} frozen)",
@@ -515,7 +534,10 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         let config = trainer.config().clone();
         (run, config, trainer)
     } else {
-        let path = args.config.as_ref().expect("clap requires a config without --resume");
+        let path = args
+            .config
+            .as_ref()
+            .expect("clap requires a config without --resume");
         let mut config = RunConfig::load(path)?;
         let configured = config.train.episodes;
         let flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
@@ -565,7 +587,11 @@ fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     if !cli.quiet {
         eprintln!(
             "{} {} on {} ({}, {} gradients), episodes {}..{total}, batch {} -> {}",
-            if args.resume.is_some() { "resuming" } else { "training" },
+            if args.resume.is_some() {
+                "resuming"
+            } else {
+                "training"
+            },
             config.task.kind,
             config.device,
             config.dtype,
@@ -639,7 +665,11 @@ fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&structure)?);
     } else {
         print!("{}", structure.text());
-        println!("wrote {} and {}", out.join("weights.png").display(), out.join("structure.json").display());
+        println!(
+            "wrote {} and {}",
+            out.join("weights.png").display(),
+            out.join("structure.json").display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -725,7 +755,9 @@ fn timing(args: &TimingArgs) -> Result<bench::Timing> {
 
 fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
     if cli.device.is_some() || cli.dtype.is_some() {
-        bail!("bench takes --devices (a list) and always measures f32; --device and --dtype do not apply");
+        bail!(
+            "bench takes --devices (a list) and always measures f32; --device and --dtype do not apply"
+        );
     }
     if let Some(b) = args.batches.iter().find(|b| **b == 0) {
         bail!("--batches: {b} is not a batch size (at least 1)");
@@ -733,7 +765,10 @@ fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
     for workload in &args.workloads {
         let path = args.configs.join(format!("{workload}.toml"));
         if !path.is_file() {
-            bail!("--workloads: no config {} for workload `{workload}`", path.display());
+            bail!(
+                "--workloads: no config {} for workload `{workload}`",
+                path.display()
+            );
         }
     }
     let mut cells = Vec::new();
@@ -742,7 +777,12 @@ fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
         for &batch in &args.batches {
             for &device in &args.devices {
                 for &engine in args.engines.iter().filter(|e| e.applies(recurrent)) {
-                    cells.push(bench::Cell { workload: workload.clone(), device, batch, engine });
+                    cells.push(bench::Cell {
+                        workload: workload.clone(),
+                        device,
+                        batch,
+                        engine,
+                    });
                 }
             }
         }
@@ -763,19 +803,38 @@ fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
         }
     })?;
     print!("{}", bench::markdown(&report));
-    println!("\nwrote {} and {}", plan.out.join("bench.json").display(), plan.out.join("bench.md").display());
+    println!(
+        "\nwrote {} and {}",
+        plan.out.join("bench.json").display(),
+        plan.out.join("bench.md").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<ExitCode> {
     let device = cli.device.context("bench-cell needs --device")?;
-    let cell = bench::Cell { workload: args.workload.clone(), device, batch: args.batch, engine: args.engine };
+    let cell = bench::Cell {
+        workload: args.workload.clone(),
+        device,
+        batch: args.batch,
+        engine: args.engine,
+    };
     let result = match args.engine {
         _ if bench::is_recurrent_workload(&args.configs, &args.workload) => {
             bench::run_recurrent_cell(&args.configs, &cell, &timing(&args.timing)?)?
         }
-        bench::BenchEngine::Autodiff => bench::run_cell(&args.configs, &cell, &timing(&args.timing)?, engine(GradEngine::Autodiff))?,
-        bench::BenchEngine::Analytic => bench::run_cell(&args.configs, &cell, &timing(&args.timing)?, engine(GradEngine::Analytic))?,
+        bench::BenchEngine::Autodiff => bench::run_cell(
+            &args.configs,
+            &cell,
+            &timing(&args.timing)?,
+            engine(GradEngine::Autodiff),
+        )?,
+        bench::BenchEngine::Analytic => bench::run_cell(
+            &args.configs,
+            &cell,
+            &timing(&args.timing)?,
+            engine(GradEngine::Analytic),
+        )?,
         bench::BenchEngine::Fused => bail!("--engine fused applies to recurrent workloads only"),
     };
     println!("{}", serde_json::to_string(&result)?);
@@ -797,7 +856,9 @@ fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
     let config = if is_recurrent_file(&args.config) {
         let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
         if args.steps.is_some() {
-            bail!("--steps: applies to single-layer configs (a recurrent task's steps follow from its [task] timing)");
+            bail!(
+                "--steps: applies to single-layer configs (a recurrent task's steps follow from its [task] timing)"
+            );
         }
         if let Some(device) = cli.device {
             config.device = device;
@@ -829,10 +890,14 @@ fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
     let (report, dump) = check_any(&config, options)?;
     if let (Some(path), Some(dump)) = (&args.dump, dump) {
         let json = serde_json::to_vec_pretty(&dump).context("serializing the dump")?;
-        std::fs::write(path, json).with_context(|| format!("{}: cannot write the dump", path.display()))?;
+        std::fs::write(path, json)
+            .with_context(|| format!("{}: cannot write the dump", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        );
     } else {
         print!("{}", report.table());
     }
@@ -851,7 +916,10 @@ fn eval_recurrent(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     let mut config = RecurrentConfig::load(&run.config_path())?;
     let path = run.model_path();
     if !path.is_file() {
-        bail!("{}: no final model: the run has not finished", path.display());
+        bail!(
+            "{}: no final model: the run has not finished",
+            path.display()
+        );
     }
     if let Some(device) = cli.device {
         config.device = device;
@@ -926,7 +994,14 @@ fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     }
     let model = load_model(init_model(&config, &device), &path, None)?.valid();
     let seed = args.seed.unwrap_or(config.seed);
-    let measures = evaluate(&model, &config.task(), seed, args.episodes, args.batch, &device);
+    let measures = evaluate(
+        &model,
+        &config.task(),
+        seed,
+        args.episodes,
+        args.batch,
+        &device,
+    );
     if args.json {
         println!(
             "{}",

@@ -16,7 +16,13 @@ use plotters::prelude::*;
 
 /// Trains `config` into `run`; prints the summary. Image runs also get `reconstruction.png`.
 /// Returns `None` when Ctrl-C interrupted the run.
-pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfig, quiet: bool, stop: &AtomicBool) -> Result<Option<RecurrentSummary>> {
+pub fn train(
+    run: &RunDir,
+    mut trainer: RecurrentTrainer,
+    config: RecurrentConfig,
+    quiet: bool,
+    stop: &AtomicBool,
+) -> Result<Option<RecurrentSummary>> {
     if !quiet {
         eprintln!(
             "training {} ({} model, {} params) with the {} engine on {}, {} updates of batch {} -> {}",
@@ -24,16 +30,26 @@ pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfi
             trainer.model_name(),
             config.num_params(),
             config.train.engine.name(),
-            if config.train.engine == bohp::recurrent::config::RecurrentEngine::Fused { "the host CPU".to_string() } else { config.device.to_string() },
+            if config.train.engine == bohp::recurrent::config::RecurrentEngine::Fused {
+                "the host CPU".to_string()
+            } else {
+                config.device.to_string()
+            },
             config.train.episodes,
             config.train.batch,
             run.path().display()
         );
     }
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(config.train.episodes as u64) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(config.train.episodes as u64)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .map_err(|e| anyhow!("progress bar template: {e}"))?,
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .map_err(|e| anyhow!("progress bar template: {e}"))?,
     );
     let mut recent: Vec<f64> = Vec::new();
     let summary = train_recurrent(
@@ -45,13 +61,18 @@ pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfi
                 recent.remove(0);
             }
             let mean = recent.iter().sum::<f64>() / recent.len() as f64;
-            bar.set_message(format!("error {mean:.4} (last 50) eta {:.4}  {:.2} s/update", row.eta, row.seconds));
+            bar.set_message(format!(
+                "error {mean:.4} (last 50) eta {:.4}  {:.2} s/update",
+                row.eta, row.seconds
+            ));
             bar.inc(1);
         },
         stop,
     )?;
     bar.finish_and_clear();
-    let Some(summary) = summary else { return Ok(None) };
+    let Some(summary) = summary else {
+        return Ok(None);
+    };
     if config.task.kind == RecurrentTaskKind::Images {
         let png = run.path().join("reconstruction.png");
         reconstruction_figure(&trainer, &png, 4)?;
@@ -64,10 +85,18 @@ pub fn train(run: &RunDir, mut trainer: RecurrentTrainer, config: RecurrentConfi
 
 /// A PNG grid, one row per held-out episode: the presented images, the half-erased probe
 /// (erased pixels mid-grey), the network's reconstruction (its last step) and the original.
-pub fn reconstruction_figure(trainer: &RecurrentTrainer, path: &Path, episodes: usize) -> Result<()> {
+pub fn reconstruction_figure(
+    trainer: &RecurrentTrainer,
+    path: &Path,
+    episodes: usize,
+) -> Result<()> {
     let task = trainer.task();
     let width = trainer.config().neurons().max(task.size);
-    let width = if trainer.model_name() == "lstm" { task.size } else { width };
+    let width = if trainer.model_name() == "lstm" {
+        task.size
+    } else {
+        width
+    };
     let batch = task.batch(trainer.config().seed, Stream::Eval, 0, episodes, width);
     let y = trainer.outputs(&batch);
     let size = task.size;
@@ -83,11 +112,19 @@ pub fn reconstruction_figure(trainer: &RecurrentTrainer, path: &Path, episodes: 
     crate::figures::register_font_public();
     let labels: Vec<String> = (1..=task.items)
         .map(|k| format!("shown {k}"))
-        .chain(["probe".to_string(), "network".to_string(), "original".to_string()])
+        .chain([
+            "probe".to_string(),
+            "network".to_string(),
+            "original".to_string(),
+        ])
         .collect();
     for (c, label) in labels.iter().enumerate() {
-        root.draw(&Text::new(label.clone(), ((pad + c * cell) as i32, 6), ("sans-serif", 14).into_font()))
-            .map_err(|e| fail(e.to_string()))?;
+        root.draw(&Text::new(
+            label.clone(),
+            ((pad + c * cell) as i32, 6),
+            ("sans-serif", 14).into_font(),
+        ))
+        .map_err(|e| fail(e.to_string()))?;
     }
     let grey = |v: f32| {
         let g = (((v.clamp(-1.0, 1.0) + 1.0) / 2.0) * 255.0).round() as u8;
@@ -96,9 +133,15 @@ pub fn reconstruction_figure(trainer: &RecurrentTrainer, path: &Path, episodes: 
     for e in 0..episodes {
         let target = &batch.targets[e * size..(e + 1) * size];
         let erased = &batch.erased[e * size..(e + 1) * size];
-        let probe: Vec<f32> = target.iter().zip(erased).map(|(&v, &x)| if x == 1.0 { 0.0 } else { v }).collect();
+        let probe: Vec<f32> = target
+            .iter()
+            .zip(erased)
+            .map(|(&v, &x)| if x == 1.0 { 0.0 } else { v })
+            .collect();
         let out = &y[e * batch.neurons..e * batch.neurons + size];
-        let mut panels: Vec<&[f32]> = (0..task.items).map(|k| &batch.stimuli[(e * task.items + k) * size..(e * task.items + k + 1) * size]).collect();
+        let mut panels: Vec<&[f32]> = (0..task.items)
+            .map(|k| &batch.stimuli[(e * task.items + k) * size..(e * task.items + k + 1) * size])
+            .collect();
         panels.push(&probe);
         panels.push(out);
         panels.push(target);
@@ -107,8 +150,11 @@ pub fn reconstruction_figure(trainer: &RecurrentTrainer, path: &Path, episodes: 
             for py in 0..SIDE {
                 for px in 0..SIDE {
                     let (x, yy) = ((x0 + px * scale) as i32, (y0 + py * scale) as i32);
-                    root.draw(&Rectangle::new([(x, yy), (x + scale as i32, yy + scale as i32)], grey(img[py * SIDE + px]).filled()))
-                        .map_err(|e| fail(e.to_string()))?;
+                    root.draw(&Rectangle::new(
+                        [(x, yy), (x + scale as i32, yy + scale as i32)],
+                        grey(img[py * SIDE + px]).filled(),
+                    ))
+                    .map_err(|e| fail(e.to_string()))?;
                 }
             }
         }
@@ -137,6 +183,7 @@ pub fn summary_text(s: &RecurrentSummary) -> String {
         s.final_train_error,
         s.eta,
         s.seconds_per_episode,
-        s.peak_rss_mib.map_or("?".to_string(), |m| format!("{m:.0}")),
+        s.peak_rss_mib
+            .map_or("?".to_string(), |m| format!("{m:.0}")),
     )
 }

@@ -241,8 +241,11 @@ fn structure_stats(per_seed: Vec<Structure>, frozen_error: &[f64]) -> StructureS
         pattern_alpha_negative_fraction: spread(&|s| s.pattern.map(|x| x.alpha_negative_fraction)),
         pattern_alpha_mean: spread(&|s| s.pattern.map(|x| x.alpha_mean)),
         pattern_plastic_negative_share: spread(&|s| s.pattern.map(|x| x.plastic_negative_share)),
-        pattern_alpha_negative_mass_share: spread(&|s| s.pattern.map(|x| x.alpha_negative_mass_share)),
-        seeds_with_mostly_negative_pattern_alpha: labelled.then(|| per_seed.iter().filter(|s| mostly_negative(s)).count()),
+        pattern_alpha_negative_mass_share: spread(&|s| {
+            s.pattern.map(|x| x.alpha_negative_mass_share)
+        }),
+        seeds_with_mostly_negative_pattern_alpha: labelled
+            .then(|| per_seed.iter().filter(|s| mostly_negative(s)).count()),
         seeds_learned: labelled.then(|| (0..per_seed.len()).filter(|i| learned(*i)).count()),
         learned_seeds_with_mostly_negative_pattern_alpha: labelled.then(|| {
             (0..per_seed.len())
@@ -254,7 +257,12 @@ fn structure_stats(per_seed: Vec<Structure>, frozen_error: &[f64]) -> StructureS
 }
 
 /// Summarizes the finished seeds of one task and variant, and draws its figure.
-fn summarize(plan: &Plan, task: &str, variant: Plasticity, base: &RunConfig) -> Result<TaskSummary> {
+fn summarize(
+    plan: &Plan,
+    task: &str,
+    variant: Plasticity,
+    base: &RunConfig,
+) -> Result<TaskSummary> {
     let dir = plan.out.join(task).join(variant.name());
     let mut series = [Vec::new(), Vec::new(), Vec::new()];
     let mut structures = Vec::new();
@@ -352,7 +360,9 @@ pub fn markdown(summaries: &[TaskSummary], trained: usize, seconds: f64, jobs: u
     for s in summaries {
         let st = &s.structure;
         out += &format!("- {} ({}): ", s.task, s.plasticity);
-        if let (Some(own), Some(others), Some(op)) = (&st.own_fixed, &st.others_fixed, &st.others_plastic) {
+        if let (Some(own), Some(others), Some(op)) =
+            (&st.own_fixed, &st.others_fixed, &st.others_plastic)
+        {
             out += &format!(
                 "fixed |w| input->own output {}, input->other outputs {}; plastic |α·H| to other outputs {}\n",
                 fmt(own),
@@ -409,14 +419,21 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
                     eprintln!("{task}: {note}");
                 }
             }
-            base.validate(&format!("{} with --episodes {episodes}", plan.configs.join(format!("{task}.toml")).display()))?;
+            base.validate(&format!(
+                "{} with --episodes {episodes}",
+                plan.configs.join(format!("{task}.toml")).display()
+            ))?;
         }
         for &variant in &plan.variants {
             for &seed in &plan.seeds {
                 let mut config = base.clone();
                 config.seed = seed;
                 config.model.plasticity = variant;
-                let dir = plan.out.join(task).join(variant.name()).join(format!("seed-{seed}"));
+                let dir = plan
+                    .out
+                    .join(task)
+                    .join(variant.name())
+                    .join(format!("seed-{seed}"));
                 if !finished(&dir, &config)? {
                     let done = RunDir::open(&dir)
                         .ok()
@@ -500,7 +517,11 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
 /// The tasks named by the command line's target.
 pub fn tasks_of(target: &str) -> Result<Vec<String>> {
     match target {
-        "all" => Ok(vec!["completion".into(), "one-shot".into(), "reversal".into()]),
+        "all" => Ok(vec![
+            "completion".into(),
+            "one-shot".into(),
+            "reversal".into(),
+        ]),
         "completion" | "one-shot" | "reversal" => Ok(vec![target.to_string()]),
         other => bail!("unknown task `{other}`: expected completion, one-shot, reversal or all"),
     }

@@ -44,7 +44,10 @@ impl Spread {
 /// series must have the same length.
 pub fn per_episode(series: &[Vec<f64>]) -> Vec<Spread> {
     let len = series.first().map_or(0, Vec::len);
-    assert!(series.iter().all(|s| s.len() == len), "series of equal length");
+    assert!(
+        series.iter().all(|s| s.len() == len),
+        "series of equal length"
+    );
     let mut column = vec![0.0; series.len()];
     (0..len)
         .map(|e| {

@@ -23,8 +23,8 @@ use bohp::train::init_model;
 use serde::Serialize;
 
 use crate::compare::{
-    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement, agreement_groups, autodiff, fd_step, finite_differences, floor,
-    params_of, ridders, unresolved, worst_relative,
+    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement, agreement_groups, autodiff,
+    fd_step, finite_differences, floor, params_of, ridders, unresolved, worst_relative,
 };
 use crate::dump::{Dump, Producer, dump_recurrent, dump_single};
 use crate::rtrl::{autodiff_grads, rtrl_grads_with};
@@ -107,8 +107,7 @@ pub enum Recursion {
 
 impl Recursion {
     /// Every name `--recursion` accepts.
-    pub const NAMES: &'static str =
-        "correct, paper-weighting, double-tanh, new-trace, rate-on-old-trace, oja-decay-dropped or gradient-through-clip";
+    pub const NAMES: &'static str = "correct, paper-weighting, double-tanh, new-trace, rate-on-old-trace, oja-decay-dropped or gradient-through-clip";
 
     /// The name as written on the command line.
     pub fn name(self) -> &'static str {
@@ -136,7 +135,12 @@ impl std::str::FromStr for Recursion {
             "rate-on-old-trace" => Recursion::Fault(Fault::RateOnOldTrace),
             "oja-decay-dropped" => Recursion::Fault(Fault::OjaDecayDropped),
             "gradient-through-clip" => Recursion::Fault(Fault::GradientThroughClip),
-            other => return Err(format!("unknown recursion `{other}`: expected {}", Recursion::NAMES)),
+            other => {
+                return Err(format!(
+                    "unknown recursion `{other}`: expected {}",
+                    Recursion::NAMES
+                ));
+            }
         })
     }
 }
@@ -165,7 +169,10 @@ impl Comparison {
 
     /// Entries left out as unresolved, and entries compared in all.
     pub fn unresolved(&self) -> (usize, usize) {
-        (self.rows.iter().map(|r| r.unresolved).sum(), self.rows.iter().map(|r| r.count).sum())
+        (
+            self.rows.iter().map(|r| r.unresolved).sum(),
+            self.rows.iter().map(|r| r.count).sum(),
+        )
     }
 
     /// Whether every group is within the tolerance, with at most half of the entries left out
@@ -236,7 +243,10 @@ pub enum AnyConfig {
 }
 
 /// Runs the check for `config`.
-pub fn check_any(config: &AnyConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+pub fn check_any(
+    config: &AnyConfig,
+    options: CheckOptions,
+) -> bohp::Result<(Report, Option<Dump>)> {
     match config {
         AnyConfig::Single(c) => check(c, options),
         AnyConfig::Recurrent(c) => check_recurrent(c, options),
@@ -263,13 +273,31 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
         Recursion::PaperWeighting => evaluate(&params, batch, Variant::PaperWeighting, record),
         Recursion::DoubleTanh => evaluate(&params, batch, Variant::DoubleTanh, record),
         Recursion::NewTrace => evaluate(&params, batch, Variant::NewTrace, record),
-        Recursion::Fault(fault) => evaluate_with(&Faulty { spec: params.rule, fault }, &params, batch, Variant::Correct, record),
+        Recursion::Fault(fault) => evaluate_with(
+            &Faulty {
+                spec: params.rule,
+                fault,
+            },
+            &params,
+            batch,
+            Variant::Correct,
+            record,
+        ),
     };
     let analytic = reference(&batch, false);
     let tolerances = Tolerances::for_rule(config.dtype, &params.rule);
     // Without plasticity α is not a parameter: it is not compared.
-    let trained: Vec<&str> = params.groups().iter().map(|(n, _)| *n).filter(|n| *n != "alpha" || model.plastic.plastic).collect();
-    let keep = |rows: Vec<GroupAgreement>| rows.into_iter().filter(|r| trained.contains(&r.group.as_str())).collect::<Vec<_>>();
+    let trained: Vec<&str> = params
+        .groups()
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "alpha" || model.plastic.plastic)
+        .collect();
+    let keep = |rows: Vec<GroupAgreement>| {
+        rows.into_iter()
+            .filter(|r| trained.contains(&r.group.as_str()))
+            .collect::<Vec<_>>()
+    };
     let autodiff_floor = floor(analytic.loss, tolerances.autodiff_floor);
     let mut comparisons = vec![Comparison {
         name: "autodiff vs analytic".into(),
@@ -320,7 +348,11 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
             &one,
             &traced.traces[0],
             traced.loss,
-            &[("analytic", &traced.grads), ("autodiff", &one_autodiff), ("finite_differences", &one_fd)],
+            &[
+                ("analytic", &traced.grads),
+                ("autodiff", &one_autodiff),
+                ("finite_differences", &one_fd),
+            ],
         )
     });
     Ok((report, dump))
@@ -372,8 +404,16 @@ pub fn recurrent_loss(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> f64 {
 /// trained group (all of them when the group is smaller): a gradient set with the other
 /// entries `NaN`, and the flat indices checked per group. As in [`finite_differences`], an
 /// entry that a rule's kink leaves unresolved is `NaN` too.
-pub fn recurrent_finite_differences(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>, entries: usize) -> (HostGrads, Vec<Vec<usize>>) {
-    let mut out = HostGrads { w: vec![f64::NAN; net.w.len()], alpha: vec![f64::NAN; net.alpha.len()], eta: f64::NAN };
+pub fn recurrent_finite_differences(
+    net: &HostRnn<f64>,
+    ep: &HostEpisodes<'_, f64>,
+    entries: usize,
+) -> (HostGrads, Vec<Vec<usize>>) {
+    let mut out = HostGrads {
+        w: vec![f64::NAN; net.w.len()],
+        alpha: vec![f64::NAN; net.alpha.len()],
+        eta: f64::NAN,
+    };
     let mut picked = Vec::new();
     let groups = if net.plastic { 3 } else { 1 };
     let mut probe = net.clone();
@@ -389,15 +429,20 @@ pub fn recurrent_finite_differences(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f6
                 1 => net.alpha[i],
                 _ => net.eta,
             };
-            let (estimate, error) = ridders(theta, fd_step(&net.rule, RECURRENT_FD_STEP), |value| {
-                match group {
-                    0 => probe.w[i] = value,
-                    1 => probe.alpha[i] = value,
-                    _ => probe.eta = value,
-                }
-                recurrent_loss(&probe, ep)
-            });
-            let g = if !smooth && unresolved(estimate, error, scale) { f64::NAN } else { estimate };
+            let (estimate, error) =
+                ridders(theta, fd_step(&net.rule, RECURRENT_FD_STEP), |value| {
+                    match group {
+                        0 => probe.w[i] = value,
+                        1 => probe.alpha[i] = value,
+                        _ => probe.eta = value,
+                    }
+                    recurrent_loss(&probe, ep)
+                });
+            let g = if !smooth && unresolved(estimate, error, scale) {
+                f64::NAN
+            } else {
+                estimate
+            };
             match group {
                 0 => {
                     probe.w[i] = theta;
@@ -423,24 +468,44 @@ fn view<'a>(v: &'a [(&'static str, Vec<f64>)]) -> Vec<(&'static str, &'a [f64])>
 }
 
 /// Agreement on the entries `indices` of each group only.
-fn sampled_agreement(a: &HostGrads, fd: &HostGrads, indices: &[Vec<usize>], plastic: bool, floor: f64) -> Vec<GroupAgreement> {
+fn sampled_agreement(
+    a: &HostGrads,
+    fd: &HostGrads,
+    indices: &[Vec<usize>],
+    plastic: bool,
+    floor: f64,
+) -> Vec<GroupAgreement> {
     let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
     let ga = recurrent_groups(a, plastic);
     let gf = recurrent_groups(fd, plastic);
-    let a_vals: Vec<(&'static str, Vec<f64>)> = ga.iter().zip(indices).map(|((n, v), idx)| (*n, pick(v, idx))).collect();
-    let f_vals: Vec<(&'static str, Vec<f64>)> = gf.iter().zip(indices).map(|((n, v), idx)| (*n, pick(v, idx))).collect();
+    let a_vals: Vec<(&'static str, Vec<f64>)> = ga
+        .iter()
+        .zip(indices)
+        .map(|((n, v), idx)| (*n, pick(v, idx)))
+        .collect();
+    let f_vals: Vec<(&'static str, Vec<f64>)> = gf
+        .iter()
+        .zip(indices)
+        .map(|((n, v), idx)| (*n, pick(v, idx)))
+        .collect();
     agreement_groups(&view(&a_vals), &view(&f_vals), floor)
 }
 
 /// Runs the recurrent check for `config` (its task, network, rule, seed, device and dtype; the
 /// parameters are the config's initial ones), on episodes of the evaluation stream.
-pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+pub fn check_recurrent(
+    config: &RecurrentConfig,
+    options: CheckOptions,
+) -> bohp::Result<(Report, Option<Dump>)> {
     if config.model.kind == RecurrentModelKind::Lstm {
         return Err(bohp::Error::Unsupported(
             "gradcheck checks the plastic and non-plastic recurrent networks; the LSTM baseline has no hand-derived gradient to check (model.kind = \"lstm\")".into(),
         ));
     }
-    if matches!(options.recursion, Recursion::PaperWeighting | Recursion::DoubleTanh) {
+    if matches!(
+        options.recursion,
+        Recursion::PaperWeighting | Recursion::DoubleTanh
+    ) {
         return Err(bohp::Error::Unsupported(format!(
             "--recursion {}: applies to single-layer configs (the recurrent checks take new-trace, rate-on-old-trace, oja-decay-dropped or gradient-through-clip)",
             options.recursion.name()
@@ -453,8 +518,18 @@ pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp:
     let net = rnn.host::<f64>(&values);
     let batch = task.batch(config.seed, Stream::Eval, 0, options.episodes, neurons);
     let cast = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    let (inputs, clamp, targets) = (cast(&batch.inputs), batch.clamp.as_deref().map(cast), cast(&batch.targets));
-    let ep = HostEpisodes { steps: batch.steps, batch: batch.batch, inputs: &inputs, clamp: clamp.as_deref(), targets: &targets };
+    let (inputs, clamp, targets) = (
+        cast(&batch.inputs),
+        batch.clamp.as_deref().map(cast),
+        cast(&batch.targets),
+    );
+    let ep = HostEpisodes {
+        steps: batch.steps,
+        batch: batch.batch,
+        inputs: &inputs,
+        clamp: clamp.as_deref(),
+        targets: &targets,
+    };
     let device = init_device(config.device, config.dtype)?.autodiff();
     let tolerances = Tolerances::for_rule(config.dtype, &rnn.rule);
     let plastic = rnn.plastic;
@@ -462,10 +537,25 @@ pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp:
     let reference_of = |ep: &HostEpisodes<'_, f64>| -> (f64, HostGrads) {
         let new_trace = options.recursion == Recursion::NewTrace;
         match (use_rtrl, options.recursion) {
-            (true, Recursion::Fault(fault)) => rtrl_grads_with(&Faulty { spec: net.rule, fault }, &net, ep, false),
+            (true, Recursion::Fault(fault)) => rtrl_grads_with(
+                &Faulty {
+                    spec: net.rule,
+                    fault,
+                },
+                &net,
+                ep,
+                false,
+            ),
             (true, _) => bohp::with_rule!(net.rule, |k| rtrl_grads_with(&k, &net, ep, new_trace)),
             (false, Recursion::Fault(fault)) => {
-                let pass = net.loss_and_grads_with(Faulty { spec: net.rule, fault }, ep, None);
+                let pass = net.loss_and_grads_with(
+                    Faulty {
+                        spec: net.rule,
+                        fault,
+                    },
+                    ep,
+                    None,
+                );
                 (pass.loss, pass.grads)
             }
             (false, _) => {
@@ -482,7 +572,11 @@ pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp:
         name: format!("autodiff vs {reference_name}"),
         tolerance: tolerances.autodiff_vs_reference,
         floor: ad_floor,
-        rows: agreement_groups(&recurrent_groups(&ad, plastic), &recurrent_groups(&reference, plastic), ad_floor),
+        rows: agreement_groups(
+            &recurrent_groups(&ad, plastic),
+            &recurrent_groups(&reference, plastic),
+            ad_floor,
+        ),
         note: None,
     }];
     let fused = use_rtrl.then(|| net.loss_and_grads(&ep, None));
@@ -492,14 +586,22 @@ pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp:
             name: "fused vs rtrl".into(),
             tolerance: tolerances.engine_vs_reference,
             floor: engine_floor,
-            rows: agreement_groups(&recurrent_groups(&pass.grads, plastic), &recurrent_groups(&reference, plastic), engine_floor),
+            rows: agreement_groups(
+                &recurrent_groups(&pass.grads, plastic),
+                &recurrent_groups(&reference, plastic),
+                engine_floor,
+            ),
             note: None,
         });
     }
     if options.finite_differences {
         let (fd, indices) = recurrent_finite_differences(&net, &ep, RECURRENT_FD_ENTRIES);
         let fd_floor = floor(loss_reference, tolerances.finite_difference_floor);
-        let counts: Vec<String> = recurrent_groups(&reference, plastic).iter().zip(&indices).map(|((n, v), i)| format!("{n} {} of {}", i.len(), v.len())).collect();
+        let counts: Vec<String> = recurrent_groups(&reference, plastic)
+            .iter()
+            .zip(&indices)
+            .map(|((n, v), i)| format!("{n} {} of {}", i.len(), v.len()))
+            .collect();
         comparisons.push(Comparison {
             name: format!("{reference_name} vs central finite differences"),
             tolerance: tolerances.reference_vs_finite_differences,
@@ -529,11 +631,24 @@ pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp:
     finish(&mut report);
     let dump = options.dump.then(|| {
         let one = task.batch(config.seed, Stream::Eval, 0, 1, neurons);
-        let (inputs, clamp, targets) = (cast(&one.inputs), one.clamp.as_deref().map(cast), cast(&one.targets));
-        let ep1 = HostEpisodes { steps: one.steps, batch: 1, inputs: &inputs, clamp: clamp.as_deref(), targets: &targets };
+        let (inputs, clamp, targets) = (
+            cast(&one.inputs),
+            one.clamp.as_deref().map(cast),
+            cast(&one.targets),
+        );
+        let ep1 = HostEpisodes {
+            steps: one.steps,
+            batch: 1,
+            inputs: &inputs,
+            clamp: clamp.as_deref(),
+            targets: &targets,
+        };
         let (loss, reference) = reference_of(&ep1);
         let (_, ad) = autodiff_grads(&net, &ep1, &device);
-        let mut gradients = vec![(reference_name.to_string(), reference, None), ("autodiff".to_string(), ad, None)];
+        let mut gradients = vec![
+            (reference_name.to_string(), reference, None),
+            ("autodiff".to_string(), ad, None),
+        ];
         if use_rtrl {
             gradients.push(("fused".into(), net.loss_and_grads(&ep1, None).grads, None));
         }
@@ -541,7 +656,14 @@ pub fn check_recurrent(config: &RecurrentConfig, options: CheckOptions) -> bohp:
             let (fd, indices) = recurrent_finite_differences(&net, &ep1, RECURRENT_FD_ENTRIES);
             gradients.push(("finite_differences".into(), fd, Some(indices)));
         }
-        dump_recurrent(producer(&report), &task.kind.name().to_string(), &net, &ep1, loss, &gradients)
+        dump_recurrent(
+            producer(&report),
+            &task.kind.name().to_string(),
+            &net,
+            &ep1,
+            loss,
+            &gradients,
+        )
     });
     Ok((report, dump))
 }
@@ -581,7 +703,10 @@ impl Report {
                     "  {left_out} of {count} entries left out: their finite difference does not converge (the clip's kink within the step, or cancellation at its small steps); at most half may be\n"
                 );
             }
-            out += &format!("  {:<10} {:>6} {:>12} {:>12} {:>14}  {}\n", "group", "count", "max |diff|", "max rel", "cosine", "verdict");
+            out += &format!(
+                "  {:<10} {:>6} {:>12} {:>12} {:>14}  {}\n",
+                "group", "count", "max |diff|", "max rel", "cosine", "verdict"
+            );
             for r in &c.rows {
                 let verdict = match (r.max_rel <= c.tolerance, r.unresolved) {
                     (false, _) => "MISMATCH".to_string(),

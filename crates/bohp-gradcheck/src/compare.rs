@@ -37,7 +37,11 @@ pub const FD_STEP_NONSMOOTH: f64 = 1e-4;
 /// The initial finite-difference step for `rule` in a network family whose smooth rules take
 /// `smooth_step`.
 pub fn fd_step(rule: &bohp::rules::RuleSpec, smooth_step: f64) -> f64 {
-    if rule.smooth() { smooth_step } else { FD_STEP_NONSMOOTH }
+    if rule.smooth() {
+        smooth_step
+    } else {
+        FD_STEP_NONSMOOTH
+    }
 }
 
 /// Agreement of two gradients on one parameter group.
@@ -65,7 +69,11 @@ pub fn agreement(a: &Grads, b: &Grads, floor: f64) -> Vec<GroupAgreement> {
 }
 
 /// Per-group agreement of two gradient sets given as `(name, values)` groups in the same order.
-pub fn agreement_groups(a: &[(&'static str, &[f64])], b: &[(&'static str, &[f64])], floor: f64) -> Vec<GroupAgreement> {
+pub fn agreement_groups(
+    a: &[(&'static str, &[f64])],
+    b: &[(&'static str, &[f64])],
+    floor: f64,
+) -> Vec<GroupAgreement> {
     a.iter()
         .zip(b)
         .map(|((name, x), (_, y))| {
@@ -81,15 +89,30 @@ pub fn agreement_groups(a: &[(&'static str, &[f64])], b: &[(&'static str, &[f64]
                 }
                 let diff = (u - v).abs();
                 // A NaN difference (a method that failed) is the worst possible agreement.
-                let rel = if diff.is_nan() { f64::INFINITY } else { diff / u.abs().max(v.abs()).max(floor) };
+                let rel = if diff.is_nan() {
+                    f64::INFINITY
+                } else {
+                    diff / u.abs().max(v.abs()).max(floor)
+                };
                 max_abs = max_abs.max(if diff.is_nan() { f64::INFINITY } else { diff });
                 max_rel = max_rel.max(rel);
                 dot += u * v;
                 nx += u * u;
                 ny += v * v;
             }
-            let cosine = if nx == 0.0 && ny == 0.0 { 1.0 } else { dot / (nx.sqrt() * ny.sqrt()).max(f64::MIN_POSITIVE) };
-            GroupAgreement { group: name.to_string(), count: x.len(), max_abs, max_rel, cosine, unresolved }
+            let cosine = if nx == 0.0 && ny == 0.0 {
+                1.0
+            } else {
+                dot / (nx.sqrt() * ny.sqrt()).max(f64::MIN_POSITIVE)
+            };
+            GroupAgreement {
+                group: name.to_string(),
+                count: x.len(),
+                max_abs,
+                max_rel,
+                cosine,
+                unresolved,
+            }
         })
         .collect()
 }
@@ -125,7 +148,11 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
                 loss(&p, batch)
             });
             p.group_mut(group)[i] = theta;
-            *gi = if !smooth && unresolved(estimate, error, scale) { f64::NAN } else { estimate };
+            *gi = if !smooth && unresolved(estimate, error, scale) {
+                f64::NAN
+            } else {
+                estimate
+            };
         }
         out.push(g);
     }
@@ -170,7 +197,9 @@ pub fn ridders(theta: f64, step: f64, mut loss_at: impl FnMut(f64) -> f64) -> (f
         for row in 1..=col {
             a[row][col] = (a[row - 1][col] * fac - a[row - 1][col - 1]) / (fac - 1.0);
             fac *= SHRINK * SHRINK;
-            let e = (a[row][col] - a[row - 1][col]).abs().max((a[row][col] - a[row - 1][col - 1]).abs());
+            let e = (a[row][col] - a[row - 1][col])
+                .abs()
+                .max((a[row][col] - a[row - 1][col - 1]).abs());
             if e <= err {
                 err = e;
                 best = a[row][col];
@@ -212,7 +241,12 @@ pub(crate) fn host<const D: usize>(grads: &GradientsParams, p: &Param<Tensor<D>>
 
 /// The loss and its gradients by burn autodiff (backpropagation through the unrolled episode),
 /// for `model` on an autodiff `device`.
-pub fn autodiff(model: &PlasticNet, task: &Task, batch: &EpisodeBatch, device: &Device) -> (f64, Grads) {
+pub fn autodiff(
+    model: &PlasticNet,
+    task: &Task,
+    batch: &EpisodeBatch,
+    device: &Device,
+) -> (f64, Grads) {
     let (outputs, _) = model.forward(batch.input_tensor(device));
     let (loss, measures) = task.measure(outputs, &batch.target_tensors(device));
     let grads = GradientsParams::from_grads(loss.backward(), model);

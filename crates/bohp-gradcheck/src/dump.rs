@@ -58,7 +58,11 @@ pub struct Array {
 impl Array {
     /// Every entry of a tensor of `shape`.
     pub fn full(shape: Vec<usize>, values: Vec<f64>) -> Array {
-        Array { shape, values, indices: None }
+        Array {
+            shape,
+            values,
+            indices: None,
+        }
     }
 }
 
@@ -137,7 +141,12 @@ fn param_arrays(p: &Params) -> BTreeMap<String, Array> {
     shaped(p.n_in, p.n_out, p.classes(), &p.groups())
 }
 
-fn shaped(n_in: usize, n_out: usize, classes: usize, groups: &[(&'static str, &[f64])]) -> BTreeMap<String, Array> {
+fn shaped(
+    n_in: usize,
+    n_out: usize,
+    classes: usize,
+    groups: &[(&'static str, &[f64])],
+) -> BTreeMap<String, Array> {
     groups
         .iter()
         .map(|(name, values)| {
@@ -164,7 +173,12 @@ pub fn dump_single(
 ) -> Dump {
     assert_eq!(batch.batch, 1, "a dump holds one episode");
     let steps = batch.steps;
-    let flat = |rows: &[Vec<f64>], width: usize| Array::full(vec![rows.len(), width], rows.iter().flatten().copied().collect());
+    let flat = |rows: &[Vec<f64>], width: usize| {
+        Array::full(
+            vec![rows.len(), width],
+            rows.iter().flatten().copied().collect(),
+        )
+    };
     Dump {
         schema: SCHEMA,
         produced_by,
@@ -185,8 +199,13 @@ pub fn dump_single(
         inputs: Array::full(vec![steps, batch.n_in], batch.inputs.clone()),
         clamp: None,
         targets: match &batch.targets {
-            Targets::Pattern { values } => DumpTargets::Pattern { values: values.clone() },
-            Targets::Labels { classes, scored } => DumpTargets::Labels { classes: classes.clone(), scored: scored.clone() },
+            Targets::Pattern { values } => DumpTargets::Pattern {
+                values: values.clone(),
+            },
+            Targets::Labels { classes, scored } => DumpTargets::Labels {
+                classes: classes.clone(),
+                scored: scored.clone(),
+            },
         },
         outputs: flat(&trace.y, params.n_out),
         logits: Some(if params.classes() > 0 {
@@ -194,11 +213,19 @@ pub fn dump_single(
         } else {
             Array::full(vec![steps, 0], Vec::new())
         }),
-        traces: Array::full(vec![steps, params.n_in, params.n_out], trace.h.iter().flatten().copied().collect()),
+        traces: Array::full(
+            vec![steps, params.n_in, params.n_out],
+            trace.h.iter().flatten().copied().collect(),
+        ),
         loss,
         gradients: gradients
             .iter()
-            .map(|(name, g)| (name.to_string(), shaped(params.n_in, params.n_out, params.classes(), &g.groups())))
+            .map(|(name, g)| {
+                (
+                    name.to_string(),
+                    shaped(params.n_in, params.n_out, params.classes(), &g.groups()),
+                )
+            })
             .collect(),
     }
 }
@@ -216,7 +243,14 @@ fn recurrent_states(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> (Vec<f64>
         if net.plastic {
             for i in 0..n {
                 let row = h[i * n..(i + 1) * n].to_vec();
-                bohp::with_rule!(net.rule, |k| bohp::rules::forward(&k, &row, y_prev[i], y, net.eta, &mut h[i * n..(i + 1) * n]));
+                bohp::with_rule!(net.rule, |k| bohp::rules::forward(
+                    &k,
+                    &row,
+                    y_prev[i],
+                    y,
+                    net.eta,
+                    &mut h[i * n..(i + 1) * n]
+                ));
             }
         }
         traces.extend_from_slice(&h);
@@ -237,7 +271,11 @@ pub fn dump_recurrent(
 ) -> Dump {
     assert_eq!(ep.batch, 1, "a dump holds one episode");
     let (n, steps) = (net.n, ep.steps);
-    let alpha_shape = if net.alpha.len() == 1 { vec![1, 1] } else { vec![n, n] };
+    let alpha_shape = if net.alpha.len() == 1 {
+        vec![1, 1]
+    } else {
+        vec![n, n]
+    };
     let shape_of = |name: &str| match name {
         "w" => vec![n, n],
         "alpha" => alpha_shape.clone(),
@@ -245,7 +283,10 @@ pub fn dump_recurrent(
     };
     let mut parameters = BTreeMap::new();
     parameters.insert("w".to_string(), Array::full(vec![n, n], net.w.clone()));
-    parameters.insert("alpha".to_string(), Array::full(alpha_shape.clone(), net.alpha.clone()));
+    parameters.insert(
+        "alpha".to_string(),
+        Array::full(alpha_shape.clone(), net.alpha.clone()),
+    );
     parameters.insert("eta".to_string(), Array::full(vec![1], vec![net.eta]));
     let (ys, traces) = recurrent_states(net, ep);
     Dump {
@@ -256,7 +297,10 @@ pub fn dump_recurrent(
             step: "y(t) = c(t) * u(t) + (1 - c(t)) * tanh( y(t-1) . (W + alpha * H(t-1)) + u(t) ), y(0) = 0 \
                    (row vectors; alpha of shape [1, 1] is shared by every connection; c = 0 without clamp)",
             trace: if net.plastic {
-                format!("H_ij(t) = f(H_ij(t-1), pre = y_i(t-1), post = y_j(t), eta) with f: {}; H(0) = 0", net.rule.equation())
+                format!(
+                    "H_ij(t) = f(H_ij(t-1), pre = y_i(t-1), post = y_j(t), eta) with f: {}; H(0) = 0",
+                    net.rule.equation()
+                )
             } else {
                 "none: plasticity = none (alpha = 0, eta = 0, not trained; H stays 0)".to_string()
             },
@@ -266,7 +310,9 @@ pub fn dump_recurrent(
         parameters,
         inputs: Array::full(vec![steps, n], ep.inputs.to_vec()),
         clamp: ep.clamp.map(|c| Array::full(vec![steps, n], c.to_vec())),
-        targets: DumpTargets::Pattern { values: ep.targets.to_vec() },
+        targets: DumpTargets::Pattern {
+            values: ep.targets.to_vec(),
+        },
         outputs: Array::full(vec![steps, n], ys),
         logits: None,
         traces: Array::full(vec![steps, n, n], traces),

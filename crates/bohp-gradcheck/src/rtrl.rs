@@ -44,7 +44,12 @@ pub fn rtrl_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, HostG
 /// # Panics
 ///
 /// Panics when the shapes of `ep` do not match the network.
-pub fn rtrl_grads_with<R: RuleKernel>(rule: &R, net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>, new_trace: bool) -> (f64, HostGrads) {
+pub fn rtrl_grads_with<R: RuleKernel>(
+    rule: &R,
+    net: &HostRnn<f64>,
+    ep: &EpisodeBatch<'_, f64>,
+    new_trace: bool,
+) -> (f64, HostGrads) {
     let n = net.n;
     let nn = n * n;
     let shared = net.alpha.len() == 1;
@@ -53,9 +58,19 @@ pub fn rtrl_grads_with<R: RuleKernel>(rule: &R, net: &HostRnn<f64>, ep: &Episode
     let (pa, pe) = (nn, nn + n_alpha);
     let (steps, batch) = (ep.steps, ep.batch);
     let bn = batch * n;
-    assert_eq!(ep.inputs.len(), steps * bn, "inputs must be [steps][batch][N]");
+    assert_eq!(
+        ep.inputs.len(),
+        steps * bn,
+        "inputs must be [steps][batch][N]"
+    );
     let n_t = ep.targets.len() / batch;
-    let a = |i: usize, j: usize| if shared { net.alpha[0] } else { net.alpha[i * n + j] };
+    let a = |i: usize, j: usize| {
+        if shared {
+            net.alpha[0]
+        } else {
+            net.alpha[i * n + j]
+        }
+    };
     let eta = net.eta;
     let mut grads = vec![0.0; p_count];
     let mut loss = 0.0;
@@ -66,14 +81,21 @@ pub fn rtrl_grads_with<R: RuleKernel>(rule: &R, net: &HostRnn<f64>, ep: &Episode
         let mut sh_prev = vec![0.0; nn * p_count];
         for t in 0..steps {
             let u = &ep.inputs[(t * batch + b) * n..(t * batch + b + 1) * n];
-            let c = ep.clamp.map(|c| &c[(t * batch + b) * n..(t * batch + b + 1) * n]);
+            let c = ep
+                .clamp
+                .map(|c| &c[(t * batch + b) * n..(t * batch + b + 1) * n]);
             // Values: y(t) from H(t-1), then H(t).
             let mut y = vec![0.0; n];
             let mut slope = vec![0.0; n];
             for j in 0..n {
                 let mut pre = u[j];
                 for i in 0..n {
-                    let weff = net.w[i * n + j] + if net.plastic { a(i, j) * h_prev[i * n + j] } else { 0.0 };
+                    let weff = net.w[i * n + j]
+                        + if net.plastic {
+                            a(i, j) * h_prev[i * n + j]
+                        } else {
+                            0.0
+                        };
                     pre += y_prev[i] * weff;
                 }
                 let cj = c.map_or(0.0, |c| c[j]);
@@ -82,25 +104,42 @@ pub fn rtrl_grads_with<R: RuleKernel>(rule: &R, net: &HostRnn<f64>, ep: &Episode
                 slope[j] = (1.0 - cj) * (1.0 - v * v);
             }
             let locals: Vec<_> = if net.plastic {
-                (0..nn).map(|ij| rule.local(h_prev[ij], y_prev[ij / n], y[ij % n], eta)).collect()
+                (0..nn)
+                    .map(|ij| rule.local(h_prev[ij], y_prev[ij / n], y[ij % n], eta))
+                    .collect()
             } else {
                 Vec::new()
             };
             let h: Vec<f64> = locals.iter().map(|l| l.value).collect();
             // The α direct term reads H(t-1) (or, the injected mistake, H(t)).
-            let h_drive = if new_trace && net.plastic { &h } else { &h_prev };
+            let h_drive = if new_trace && net.plastic {
+                &h
+            } else {
+                &h_prev
+            };
             // Sensitivities of y(t).
             let mut sy = vec![0.0; n * p_count];
             for j in 0..n {
                 let dpre = &mut sy[j * p_count..(j + 1) * p_count];
                 for i in 0..n {
-                    let weff = net.w[i * n + j] + if net.plastic { a(i, j) * h_prev[i * n + j] } else { 0.0 };
-                    for (d, s) in dpre.iter_mut().zip(&sy_prev[i * p_count..(i + 1) * p_count]) {
+                    let weff = net.w[i * n + j]
+                        + if net.plastic {
+                            a(i, j) * h_prev[i * n + j]
+                        } else {
+                            0.0
+                        };
+                    for (d, s) in dpre
+                        .iter_mut()
+                        .zip(&sy_prev[i * p_count..(i + 1) * p_count])
+                    {
                         *d += weff * s;
                     }
                     if net.plastic {
                         let k = y_prev[i] * a(i, j);
-                        for (d, s) in dpre.iter_mut().zip(&sh_prev[(i * n + j) * p_count..(i * n + j + 1) * p_count]) {
+                        for (d, s) in dpre
+                            .iter_mut()
+                            .zip(&sh_prev[(i * n + j) * p_count..(i * n + j + 1) * p_count])
+                        {
                             *d += k * s;
                         }
                     }
@@ -141,35 +180,72 @@ pub fn rtrl_grads_with<R: RuleKernel>(rule: &R, net: &HostRnn<f64>, ep: &Episode
             let d = y_prev[j] - ep.targets[b * n_t + j];
             loss += d * d / batch as f64;
             let k = 2.0 * d / batch as f64;
-            for (g, s) in grads.iter_mut().zip(&sy_prev[j * p_count..(j + 1) * p_count]) {
+            for (g, s) in grads
+                .iter_mut()
+                .zip(&sy_prev[j * p_count..(j + 1) * p_count])
+            {
                 *g += k * s;
             }
         }
     }
-    let (alpha, eta) = if net.plastic { (grads[pa..pe].to_vec(), grads[pe]) } else { (vec![0.0; n_alpha], 0.0) };
-    (loss, HostGrads { w: grads[..nn].to_vec(), alpha, eta })
+    let (alpha, eta) = if net.plastic {
+        (grads[pa..pe].to_vec(), grads[pe])
+    } else {
+        (vec![0.0; n_alpha], 0.0)
+    };
+    (
+        loss,
+        HostGrads {
+            w: grads[..nn].to_vec(),
+            alpha,
+            eta,
+        },
+    )
 }
 
 /// The largest absolute difference between two gradient sets, relative to the largest
 /// absolute gradient (per group: `[W, α, η]`).
 pub fn relative_differences(a: &HostGrads, b: &HostGrads) -> [f64; 3] {
     let rel = |x: &[f64], y: &[f64]| {
-        let scale = x.iter().chain(y).fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-        x.iter().zip(y).fold(0.0f64, |m, (p, q)| m.max((p - q).abs())) / scale
+        let scale = x
+            .iter()
+            .chain(y)
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(1e-300);
+        x.iter()
+            .zip(y)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()))
+            / scale
     };
-    [rel(&a.w, &b.w), rel(&a.alpha, &b.alpha), rel(&[a.eta], &[b.eta])]
+    [
+        rel(&a.w, &b.w),
+        rel(&a.alpha, &b.alpha),
+        rel(&[a.eta], &[b.eta]),
+    ]
 }
 
 /// The loss and its gradients by burn autodiff through [`PlasticRnn::forward`], for the
 /// network `net` rebuilt as a module on the autodiff `device`.
-pub fn autodiff_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>, device: &Device) -> (f64, HostGrads) {
+pub fn autodiff_grads(
+    net: &HostRnn<f64>,
+    ep: &EpisodeBatch<'_, f64>,
+    device: &Device,
+) -> (f64, HostGrads) {
     let n = net.n;
-    let param = |v: &[f64], shape: [usize; 2]| Param::from_tensor(Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device));
+    let param = |v: &[f64], shape: [usize; 2]| {
+        Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(v.to_vec(), shape),
+            device,
+        ))
+    };
     let shared = net.alpha.len() == 1;
     let model = PlasticRnn {
         w: param(&net.w, [n, n]),
         alpha: param(&net.alpha, if shared { [1, 1] } else { [n, n] }),
-        eta: Param::from_tensor(Tensor::<1>::from_data(TensorData::new(vec![net.eta], [1]), device)),
+        eta: Param::from_tensor(Tensor::<1>::from_data(
+            TensorData::new(vec![net.eta], [1]),
+            device,
+        )),
         rule: net.rule,
         plastic: net.plastic,
     };
@@ -177,13 +253,42 @@ pub fn autodiff_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>, device: &D
     let t3 = |v: &[f64]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), shape), device);
     let ys = model.forward(t3(ep.inputs), ep.clamp.map(t3));
     let n_t = ep.targets.len() / ep.batch;
-    let last = ys.slice([ep.steps - 1..ep.steps, 0..ep.batch, 0..n_t]).reshape([ep.batch, n_t]);
-    let targets = Tensor::<2>::from_data(TensorData::new(ep.targets.to_vec(), [ep.batch, n_t]), device);
+    let last = ys
+        .slice([ep.steps - 1..ep.steps, 0..ep.batch, 0..n_t])
+        .reshape([ep.batch, n_t]);
+    let targets = Tensor::<2>::from_data(
+        TensorData::new(ep.targets.to_vec(), [ep.batch, n_t]),
+        device,
+    );
     let diff = last - targets;
-    let loss = diff.clone().mul(diff).sum().mul_scalar(1.0 / ep.batch as f64);
-    let value = loss.clone().into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")[0];
+    let loss = diff
+        .clone()
+        .mul(diff)
+        .sum()
+        .mul_scalar(1.0 / ep.batch as f64);
+    let value = loss
+        .clone()
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .expect("f64")[0];
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let eta = if net.plastic { host(&grads, &model.eta)[0] } else { 0.0 };
-    let alpha = if net.plastic { host(&grads, &model.alpha) } else { vec![0.0; net.alpha.len()] };
-    (value, HostGrads { w: host(&grads, &model.w), alpha, eta })
+    let eta = if net.plastic {
+        host(&grads, &model.eta)[0]
+    } else {
+        0.0
+    };
+    let alpha = if net.plastic {
+        host(&grads, &model.alpha)
+    } else {
+        vec![0.0; net.alpha.len()]
+    };
+    (
+        value,
+        HostGrads {
+            w: host(&grads, &model.w),
+            alpha,
+            eta,
+        },
+    )
 }

@@ -12,14 +12,21 @@ use bohp::recurrent::train::RecurrentTrainer;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: evaluate_run RUN_DIR [EPISODES]")?);
+    let dir = PathBuf::from(
+        args.next()
+            .ok_or("usage: evaluate_run RUN_DIR [EPISODES]")?,
+    );
     let episodes: usize = args.next().map_or(Ok(200), |e| e.parse())?;
     match load_trained(&dir)? {
         TrainedModel::Single(model, config) => {
             // The model was loaded on the CPU (flex) in the run's precision.
             let device = bohp::device::init_device(bohp::device::Backend::Flex, config.dtype)?;
-            let m = bohp::train::evaluate(&model, &config.task(), config.seed, episodes, 100, &device);
-            println!("{}: loss {:.5}, error {:.5} on {episodes} fresh episodes", config.task.kind, m.loss, m.error);
+            let m =
+                bohp::train::evaluate(&model, &config.task(), config.seed, episodes, 100, &device);
+            println!(
+                "{}: loss {:.5}, error {:.5} on {episodes} fresh episodes",
+                config.task.kind, m.loss, m.error
+            );
         }
         TrainedModel::Recurrent(_, config) | TrainedModel::Lstm(_, config) => {
             let mut trainer = RecurrentTrainer::new(config.clone())?;

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::layer::PlasticLayerConfig;
-use crate::network::PlasticNetConfig;
 use crate::memory::Estimate;
+use crate::network::PlasticNetConfig;
 use crate::rules::{DEFAULT_CLIP, Rule, RuleSpec};
 use crate::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
 
@@ -68,7 +68,11 @@ pub enum Plasticity {
 
 impl Plasticity {
     /// Every variant, in order.
-    pub const ALL: [Plasticity; 3] = [Plasticity::Learned, Plasticity::None, Plasticity::Nonnegative];
+    pub const ALL: [Plasticity; 3] = [
+        Plasticity::Learned,
+        Plasticity::None,
+        Plasticity::Nonnegative,
+    ];
 
     /// The name as written in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -93,7 +97,9 @@ impl std::str::FromStr for Plasticity {
         Plasticity::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown plasticity `{s}`: expected learned, none or nonnegative"))
+            .ok_or_else(|| {
+                format!("unknown plasticity `{s}`: expected learned, none or nonnegative")
+            })
     }
 }
 
@@ -144,7 +150,9 @@ impl LrSchedule {
         match self {
             LrSchedule::Constant => lr0,
             LrSchedule::Linear => lr0 + (lr1 - lr0) * progress,
-            LrSchedule::Cosine => lr1 + (lr0 - lr1) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            LrSchedule::Cosine => {
+                lr1 + (lr0 - lr1) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
         }
     }
 }
@@ -264,7 +272,11 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let field = e.path().to_string();
-        let field = if field == "." { "<top level>".to_string() } else { field };
+        let field = if field == "." {
+            "<top level>".to_string()
+        } else {
+            field
+        };
         let inner = e.into_inner();
         Error::ConfigSyntax {
             path: path.to_path_buf(),
@@ -291,9 +303,16 @@ pub(crate) fn check_schedule(
         return Err(bad("train.batch", "0".into(), "expected at least 1"));
     }
     if !(learning_rate.is_finite() && learning_rate > 0.0) {
-        return Err(bad("train.learning_rate", learning_rate.to_string(), "expected a finite value > 0"));
+        return Err(bad(
+            "train.learning_rate",
+            learning_rate.to_string(),
+            "expected a finite value > 0",
+        ));
     }
-    if !(min_learning_rate.is_finite() && min_learning_rate >= 0.0 && min_learning_rate <= learning_rate) {
+    if !(min_learning_rate.is_finite()
+        && min_learning_rate >= 0.0
+        && min_learning_rate <= learning_rate)
+    {
         return Err(bad(
             "train.min_learning_rate",
             min_learning_rate.to_string(),
@@ -310,20 +329,36 @@ pub(crate) fn check_schedule(
 
 /// Checks `model.rule` and `model.clip` (every family has them) and returns the rule with its
 /// constants.
-pub(crate) fn check_rule(bad: &dyn Fn(&str, String, &str) -> Error, rule: Rule, clip: Option<f64>) -> Result<RuleSpec> {
+pub(crate) fn check_rule(
+    bad: &dyn Fn(&str, String, &str) -> Error,
+    rule: Rule,
+    clip: Option<f64>,
+) -> Result<RuleSpec> {
     match (rule, clip) {
-        (Rule::Clipped, Some(c)) if !(c.is_finite() && c > 0.0) => {
-            Err(bad("model.clip", c.to_string(), "expected a finite bound > 0"))
-        }
-        (Rule::Clipped, c) => Ok(RuleSpec { rule, clip: c.unwrap_or(DEFAULT_CLIP) }),
-        (_, Some(c)) => Err(bad("model.clip", c.to_string(), "applies only to `rule = \"clipped\"`; remove it")),
+        (Rule::Clipped, Some(c)) if !(c.is_finite() && c > 0.0) => Err(bad(
+            "model.clip",
+            c.to_string(),
+            "expected a finite bound > 0",
+        )),
+        (Rule::Clipped, c) => Ok(RuleSpec {
+            rule,
+            clip: c.unwrap_or(DEFAULT_CLIP),
+        }),
+        (_, Some(c)) => Err(bad(
+            "model.clip",
+            c.to_string(),
+            "applies only to `rule = \"clipped\"`; remove it",
+        )),
         (_, None) => Ok(RuleSpec::new(rule)),
     }
 }
 
 /// The rule of a validated config's `model.rule` and `model.clip`.
 pub(crate) fn rule_spec(rule: Rule, clip: Option<f64>) -> RuleSpec {
-    RuleSpec { rule, clip: clip.unwrap_or(DEFAULT_CLIP) }
+    RuleSpec {
+        rule,
+        clip: clip.unwrap_or(DEFAULT_CLIP),
+    }
 }
 
 /// Default steps of a labelled episode.
@@ -434,7 +469,11 @@ impl RunConfig {
             ));
         }
         if train.checkpoint_every == 0 {
-            return Err(bad("train.checkpoint_every", "0".into(), "expected at least 1"));
+            return Err(bad(
+                "train.checkpoint_every",
+                "0".into(),
+                "expected at least 1",
+            ));
         }
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
@@ -468,47 +507,75 @@ impl RunConfig {
         let n_in = task.n_in() as f64;
         let (n_out, classes) = match task.kind {
             TaskKind::Completion => (task.pattern_bits as f64, 0.0),
-            _ => (self.model.hidden.unwrap_or(DEFAULT_HIDDEN) as f64, N_LABELS as f64),
+            _ => (
+                self.model.hidden.unwrap_or(DEFAULT_HIDDEN) as f64,
+                N_LABELS as f64,
+            ),
         };
         let float = match self.dtype {
             Precision::F32 => 4.0,
             Precision::F64 => 8.0,
         };
         let params = 2.0 * n_in * n_out + n_out + classes * (n_out + 1.0);
-        let host = if self.train.grad == GradEngine::Analytic { 3.0 * 8.0 } else { 0.0 };
+        let host = if self.train.grad == GradEngine::Analytic {
+            3.0 * 8.0
+        } else {
+            0.0
+        };
         let size_field = match task.kind {
             TaskKind::Completion => "task.pattern_bits",
             _ if n_out >= n_in => "model.hidden",
             _ => "task.pattern_bits",
         };
         let mut e = Estimate::default();
-        e.add(size_field, "parameters and Adam state", params * (3.0 * float + host));
+        e.add(
+            size_field,
+            "parameters and Adam state",
+            params * (3.0 * float + host),
+        );
         let traces = task.steps as f64 * self.train.batch as f64 * n_in * n_out * float;
-        e.add(if self.train.batch >= task.steps { "train.batch" } else { "task.steps" }, "one trace per step and episode", traces);
+        e.add(
+            if self.train.batch >= task.steps {
+                "train.batch"
+            } else {
+                "task.steps"
+            },
+            "one trace per step and episode",
+            traces,
+        );
         e
     }
 
-    fn check_memory(&self, bad: &dyn Fn(&str, String, &str) -> Error, available: f64) -> Result<()> {
+    fn check_memory(
+        &self,
+        bad: &dyn Fn(&str, String, &str) -> Error,
+        available: f64,
+    ) -> Result<()> {
         let with = |f: &dyn Fn(&mut RunConfig)| {
             let mut c = self.clone();
             f(&mut c);
             c.memory_estimate()
         };
         let candidates = [
-            ("task.pattern_bits", with(&|c| c.task.pattern_bits = default_pattern_bits())),
+            (
+                "task.pattern_bits",
+                with(&|c| c.task.pattern_bits = default_pattern_bits()),
+            ),
             ("model.hidden", with(&|c| c.model.hidden = None)),
             ("train.batch", with(&|c| c.train.batch = default_batch())),
             ("task.steps", with(&|c| c.task.steps = None)),
         ];
-        crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(|(field, expected)| {
-            let value = match field {
-                "task.pattern_bits" => self.task.pattern_bits.to_string(),
-                "model.hidden" => self.model.hidden.unwrap_or(DEFAULT_HIDDEN).to_string(),
-                "train.batch" => self.train.batch.to_string(),
-                _ => self.task().steps.to_string(),
-            };
-            bad(field, value, &expected)
-        })
+        crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(
+            |(field, expected)| {
+                let value = match field {
+                    "task.pattern_bits" => self.task.pattern_bits.to_string(),
+                    "model.hidden" => self.model.hidden.unwrap_or(DEFAULT_HIDDEN).to_string(),
+                    "train.batch" => self.train.batch.to_string(),
+                    _ => self.task().steps.to_string(),
+                };
+                bad(field, value, &expected)
+            },
+        )
     }
 
     /// The task with its resolved sizes.
@@ -544,7 +611,12 @@ impl RunConfig {
     /// The learning rate of training episode `episode`.
     pub fn learning_rate(&self, episode: usize) -> f64 {
         let train = &self.train;
-        train.lr_schedule.at(train.learning_rate, train.min_learning_rate, episode, self.first_frozen())
+        train.lr_schedule.at(
+            train.learning_rate,
+            train.min_learning_rate,
+            episode,
+            self.first_frozen(),
+        )
     }
 
     /// The index of the first frozen episode.
@@ -577,7 +649,9 @@ freeze_last = 10
     }
 
     fn error_of(text: &str) -> String {
-        parse(text).expect_err("config must be rejected").to_string()
+        parse(text)
+            .expect_err("config must be rejected")
+            .to_string()
     }
 
     #[test]
@@ -636,15 +710,31 @@ freeze_last = 10
             ("gamma = 0.02", "gamma = 0.0", "model.gamma"),
             ("gamma = 0.02", "gamma = nan", "model.gamma"),
             ("episodes = 100", "episodes = 0", "train.episodes"),
-            ("learning_rate = 0.01", "learning_rate = -0.1", "train.learning_rate"),
-            ("learning_rate = 0.01", "learning_rate = 0.0", "train.learning_rate"),
+            (
+                "learning_rate = 0.01",
+                "learning_rate = -0.1",
+                "train.learning_rate",
+            ),
+            (
+                "learning_rate = 0.01",
+                "learning_rate = 0.0",
+                "train.learning_rate",
+            ),
             ("freeze_last = 10", "freeze_last = 101", "train.freeze_last"),
             ("[model]", "[model]\nhidden = 0", "model.hidden"),
             ("[task]", "[task]\npattern_bits = 0", "task.pattern_bits"),
             ("[task]", "[task]\nsteps = 2", "task.steps"),
             ("[train]", "[train]\nbatch = 0", "train.batch"),
-            ("[train]", "[train]\nmin_learning_rate = 0.1", "train.min_learning_rate"),
-            ("[train]", "[train]\nmin_learning_rate = -1.0", "train.min_learning_rate"),
+            (
+                "[train]",
+                "[train]\nmin_learning_rate = 0.1",
+                "train.min_learning_rate",
+            ),
+            (
+                "[train]",
+                "[train]\nmin_learning_rate = -1.0",
+                "train.min_learning_rate",
+            ),
             ("[train]", "[train]\nadam_beta2 = 1.0", "train.adam_beta2"),
             ("[train]", "[train]\nadam_beta1 = -0.1", "train.adam_beta1"),
         ] {
@@ -680,13 +770,23 @@ freeze_last = 10
         let e = error_of(&ONE_SHOT.replace("[model]", "[model]\nclip = 0.5"));
         assert!(e.contains("model.clip") && e.contains("clipped"), "{e}");
         for bad in ["0.0", "-2.0", "nan"] {
-            let e = error_of(&ONE_SHOT.replace("[model]", &format!("[model]\nrule = \"clipped\"\nclip = {bad}")));
+            let e = error_of(&ONE_SHOT.replace(
+                "[model]",
+                &format!("[model]\nrule = \"clipped\"\nclip = {bad}"),
+            ));
             assert!(e.contains("model.clip") && e.contains("> 0"), "{bad}: {e}");
         }
         let e = error_of(&ONE_SHOT.replace("[model]", "[model]\nrule = \"bcm\""));
         assert!(e.contains("model.rule") && e.contains("oja"), "{e}");
-        let c = parse(&ONE_SHOT.replace("[model]", "[model]\nrule = \"clipped\"\nclip = 0.5")).unwrap();
-        assert_eq!(c.network().layer.rule, RuleSpec { rule: Rule::Clipped, clip: 0.5 });
+        let c =
+            parse(&ONE_SHOT.replace("[model]", "[model]\nrule = \"clipped\"\nclip = 0.5")).unwrap();
+        assert_eq!(
+            c.network().layer.rule,
+            RuleSpec {
+                rule: Rule::Clipped,
+                clip: 0.5
+            }
+        );
         let c = parse(&ONE_SHOT.replace("[model]", "[model]\nrule = \"oja\"")).unwrap();
         assert_eq!(c.network().layer.rule, RuleSpec::new(Rule::Oja));
     }

@@ -31,7 +31,11 @@ pub struct PlasticConnection {
 impl PlasticConnection {
     /// `α` given as `[n_pre, n_post]` (or `[1, 1]` when shared).
     pub fn new(alpha: Tensor<2>, rate: Rate, rule: RuleSpec) -> Self {
-        PlasticConnection { alpha: alpha.unsqueeze::<3>(), rate, rule }
+        PlasticConnection {
+            alpha: alpha.unsqueeze::<3>(),
+            rate,
+            rule,
+        }
     }
 
     /// The plastic drive `pre · (α ⊙ H)`.

@@ -35,10 +35,15 @@ impl Backend {
 
     /// The backends compiled into this build.
     pub fn compiled() -> Vec<Backend> {
-        [Backend::Ndarray, Backend::Flex, Backend::Wgpu, Backend::Cuda]
-            .into_iter()
-            .filter(|b| b.is_compiled())
-            .collect()
+        [
+            Backend::Ndarray,
+            Backend::Flex,
+            Backend::Wgpu,
+            Backend::Cuda,
+        ]
+        .into_iter()
+        .filter(|b| b.is_compiled())
+        .collect()
     }
 
     /// Whether this build includes the backend (its cargo feature was enabled).
@@ -152,7 +157,11 @@ pub fn init_device(backend: Backend, precision: Precision) -> Result<Device> {
         return Err(device_error(format!(
             "this build does not include the {backend} backend: rebuild with `--features {backend}` \
              (e.g. `cargo build --release -p bohp-cli --features {backend}`); compiled in: {}",
-            Backend::compiled().iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+            Backend::compiled()
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     if backend.is_gpu() && precision != Precision::F32 {

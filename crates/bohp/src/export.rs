@@ -59,7 +59,9 @@ impl std::str::FromStr for ExportFormat {
             "safetensors" => Ok(ExportFormat::Safetensors),
             "npz" => Ok(ExportFormat::Npz),
             "json" => Ok(ExportFormat::Json),
-            other => Err(format!("unknown format `{other}`: expected safetensors, npz or json")),
+            other => Err(format!(
+                "unknown format `{other}`: expected safetensors, npz or json"
+            )),
         }
     }
 }
@@ -92,10 +94,14 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
     let run = RunDir::open(dir)?;
     let path = run.model_path();
     if !path.is_file() {
-        return Err(Error::artifact(&path, "no final model: the run has not finished (resume it first)"));
+        return Err(Error::artifact(
+            &path,
+            "no final model: the run has not finished (resume it first)",
+        ));
     }
     let config_path = run.config_path();
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, "cannot read", e))?;
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| Error::io(&config_path, "cannot read", e))?;
     if is_recurrent(&text) {
         let config = RecurrentConfig::load(&config_path)?;
         let device = init_device(Backend::Flex, config.dtype)?;
@@ -103,17 +109,26 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
             RecurrentModelKind::Plastic => {
                 let rnn = config.plastic_rnn();
                 let template = rnn.from_values(&rnn.init_values(config.seed), &device);
-                Ok(TrainedModel::Recurrent(load_record(template, &path, None)?, config))
+                Ok(TrainedModel::Recurrent(
+                    load_record(template, &path, None)?,
+                    config,
+                ))
             }
             RecurrentModelKind::Lstm => {
                 let template = LstmNet::new(config.size(), config.lstm_hidden(), &device);
-                Ok(TrainedModel::Lstm(load_record(template, &path, None)?, config))
+                Ok(TrainedModel::Lstm(
+                    load_record(template, &path, None)?,
+                    config,
+                ))
             }
         }
     } else {
         let config = run.read_config()?;
         let device = init_device(Backend::Flex, config.dtype)?;
-        Ok(TrainedModel::Single(load_record(init_model(&config, &device), &path, None)?, config))
+        Ok(TrainedModel::Single(
+            load_record(init_model(&config, &device), &path, None)?,
+            config,
+        ))
     }
 }
 
@@ -129,7 +144,11 @@ fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
                 .convert::<f64>()
                 .try_to_vec::<f64>()
                 .map_err(|e| Error::Unsupported(format!("cannot read tensor {}: {e:?}", t.name)))?;
-            Ok(NamedTensor { name: t.name.clone(), shape, values })
+            Ok(NamedTensor {
+                name: t.name.clone(),
+                shape,
+                values,
+            })
         })
         .collect()
 }
@@ -173,7 +192,10 @@ pub fn default_path(dir: &Path, format: ExportFormat) -> PathBuf {
 /// an existing file.
 pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
     if out.exists() {
-        return Err(Error::artifact(out, "already exists; choose another --out (or remove it)"));
+        return Err(Error::artifact(
+            out,
+            "already exists; choose another --out (or remove it)",
+        ));
     }
     let model = load_trained(dir)?;
     let tensors = model.tensors()?;
@@ -182,10 +204,16 @@ pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
         ExportFormat::Npz => crate::run::write_atomic(out, &npz(&tensors, out)?)?,
         ExportFormat::Json => {
             let config_path = dir.join("config.toml");
-            let config = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, "cannot read", e))?;
+            let config = std::fs::read_to_string(&config_path)
+                .map_err(|e| Error::io(&config_path, "cannot read", e))?;
             let tensors: serde_json::Map<String, serde_json::Value> = tensors
                 .iter()
-                .map(|t| (t.name.clone(), serde_json::json!({"shape": t.shape, "values": t.values})))
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        serde_json::json!({"shape": t.shape, "values": t.values}),
+                    )
+                })
                 .collect();
             let json = serde_json::json!({
                 "schema": "bohp-export/1",
@@ -203,7 +231,14 @@ pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
 fn npy(t: &NamedTensor) -> Vec<u8> {
     let shape = match t.shape.len() {
         1 => format!("({},)", t.shape[0]),
-        _ => format!("({})", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            t.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
     let unpadded = 10 + header.len() + 1;
@@ -221,9 +256,11 @@ fn npy(t: &NamedTensor) -> Vec<u8> {
 fn npz(tensors: &[NamedTensor], path: &Path) -> Result<Vec<u8>> {
     let fail = |e: &dyn std::fmt::Display| Error::artifact(path, format!("cannot write npz: {e}"));
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for t in tensors {
-        zip.start_file(format!("{}.npy", t.name), options).map_err(|e| fail(&e))?;
+        zip.start_file(format!("{}.npy", t.name), options)
+            .map_err(|e| fail(&e))?;
         zip.write_all(&npy(t)).map_err(|e| fail(&e))?;
     }
     Ok(zip.finish().map_err(|e| fail(&e))?.into_inner())
@@ -235,16 +272,30 @@ mod tests {
 
     #[test]
     fn npy_headers_are_aligned_and_say_the_shape() {
-        let t = NamedTensor { name: "w".into(), shape: vec![2, 3], values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        let t = NamedTensor {
+            name: "w".into(),
+            shape: vec![2, 3],
+            values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
         let bytes = npy(&t);
         assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
         let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + len) % 64, 0);
         let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
-        assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'), "{header}");
+        assert!(
+            header.contains("'shape': (2, 3)") && header.ends_with('\n'),
+            "{header}"
+        );
         assert_eq!(bytes.len(), 10 + len + 6 * 8);
-        assert_eq!(f64::from_le_bytes(bytes[10 + len + 8..10 + len + 16].try_into().unwrap()), 2.0);
-        let one = NamedTensor { name: "eta".into(), shape: vec![1], values: vec![0.5] };
+        assert_eq!(
+            f64::from_le_bytes(bytes[10 + len + 8..10 + len + 16].try_into().unwrap()),
+            2.0
+        );
+        let one = NamedTensor {
+            name: "eta".into(),
+            shape: vec![1],
+            values: vec![0.5],
+        };
         assert!(String::from_utf8_lossy(&npy(&one)).contains("'shape': (1,)"));
     }
 }

@@ -48,7 +48,13 @@ impl HostAdam {
     }
 
     /// One update with learning rate `lr` of the groups whose `trainable` flag is set.
-    pub fn step(&mut self, lr: f64, params: &mut [Vec<f64>], grads: &[Vec<f64>], trainable: &[bool]) {
+    pub fn step(
+        &mut self,
+        lr: f64,
+        params: &mut [Vec<f64>],
+        grads: &[Vec<f64>],
+        trainable: &[bool],
+    ) {
         self.time += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let factor1 = f64::from(1.0f32 - b1);

@@ -85,7 +85,11 @@ pub(crate) fn gaussian(rng: &mut impl Rng, count: usize, std: f64) -> Vec<f64> {
 }
 
 /// A parameter from host values, in the device's default float dtype.
-pub(crate) fn param<const D: usize>(values: Vec<f64>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+pub(crate) fn param<const D: usize>(
+    values: Vec<f64>,
+    shape: [usize; D],
+    device: &Device,
+) -> Param<Tensor<D>> {
     let data = TensorData::new(values, shape);
     Param::from_tensor(Tensor::from_data(data, device))
 }
@@ -98,7 +102,10 @@ impl PlasticLayerConfig {
     ///
     /// Panics if `n_in` or `n_out` is zero; user configs are validated before this.
     pub fn init(&self, rng: &mut impl Rng, device: &Device) -> PlasticLayer {
-        assert!(self.n_in > 0 && self.n_out > 0, "plastic layer sizes must be positive");
+        assert!(
+            self.n_in > 0 && self.n_out > 0,
+            "plastic layer sizes must be positive"
+        );
         let n = self.n_in * self.n_out;
         let w = gaussian(rng, n, self.init_std);
         let alpha = gaussian(rng, n, self.init_std);
@@ -172,14 +179,22 @@ impl PlasticLayer {
         let x_row = x.clone().reshape([batch, 1, n_in]);
         let fixed = x.clone().matmul(self.w.val()) + self.b.val().unsqueeze::<2>(); // [batch, n_out]
         let y = (fixed + connection.drive(x_row, trace.h.clone())).tanh();
-        let h = connection.update(trace.h, x.reshape([batch, n_in, 1]), y.clone().reshape([batch, 1, n_out]));
+        let h = connection.update(
+            trace.h,
+            x.reshape([batch, n_in, 1]),
+            y.clone().reshape([batch, 1, n_out]),
+        );
         (y, HebbTrace { h })
     }
 
     /// The plastic part of the layer's connections, for one unroll (`folded`: the caller
     /// multiplies the inputs by γ before they reach the trace update).
     pub fn connection(&self, folded: bool) -> PlasticConnection {
-        let rate = if folded { Rate::Folded(self.gamma) } else { Rate::Fixed(self.gamma) };
+        let rate = if folded {
+            Rate::Folded(self.gamma)
+        } else {
+            Rate::Fixed(self.gamma)
+        };
         PlasticConnection::new(self.alpha.val(), rate, self.rule)
     }
 }
@@ -197,19 +212,32 @@ impl PlasticLayer {
         let [steps, batch, n_in] = inputs.dims();
         let n_out = self.n_out();
         let device = inputs.device();
-        let fixed = (inputs.clone().reshape([steps * batch, n_in]).matmul(self.w.val())
+        let fixed = (inputs
+            .clone()
+            .reshape([steps * batch, n_in])
+            .matmul(self.w.val())
             + self.b.val().unsqueeze::<2>())
         .reshape([steps, batch, n_out]);
         let fixed = fixed.chunk(steps, 0);
-        let rows = inputs.clone().reshape([steps, batch, 1, n_in]).chunk(steps, 0);
-        let cols = inputs.mul_scalar(self.gamma).reshape([steps, batch, n_in, 1]).chunk(steps, 0);
+        let rows = inputs
+            .clone()
+            .reshape([steps, batch, 1, n_in])
+            .chunk(steps, 0);
+        let cols = inputs
+            .mul_scalar(self.gamma)
+            .reshape([steps, batch, n_in, 1])
+            .chunk(steps, 0);
         let connection = self.connection(true);
         let mut h: Tensor<3> = Tensor::zeros([batch, n_in, n_out], &device);
         let mut ys = Vec::with_capacity(steps);
         for ((fixed, row), col) in fixed.into_iter().zip(rows).zip(cols) {
             let plastic = connection.drive(row.reshape([batch, 1, n_in]), h.clone());
             let y = (fixed.reshape([batch, n_out]) + plastic).tanh();
-            h = connection.update(h, col.reshape([batch, n_in, 1]), y.clone().reshape([batch, 1, n_out]));
+            h = connection.update(
+                h,
+                col.reshape([batch, n_in, 1]),
+                y.clone().reshape([batch, 1, n_out]),
+            );
             ys.push(y);
         }
         (ys, HebbTrace { h })
@@ -226,7 +254,9 @@ mod tests {
     fn unroll_equals_stepping() {
         let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let layer = PlasticLayerConfig::new(5, 3, 0.3).with_init_std(0.8).init(&mut rng, &device);
+        let layer = PlasticLayerConfig::new(5, 3, 0.3)
+            .with_init_std(0.8)
+            .init(&mut rng, &device);
         let (steps, batch) = (7, 4);
         let x = gaussian(&mut rng, steps * batch * 5, 1.0);
         let inputs = Tensor::<3>::from_data(TensorData::new(x, [steps, batch, 5]), &device);

@@ -28,7 +28,11 @@ pub struct Estimate {
 impl Estimate {
     /// Adds a part.
     pub fn add(&mut self, field: &'static str, what: impl Into<String>, bytes: f64) {
-        self.terms.push(Term { field, what: what.into(), bytes });
+        self.terms.push(Term {
+            field,
+            what: what.into(),
+            bytes,
+        });
     }
 
     /// Total bytes.
@@ -48,7 +52,11 @@ impl Estimate {
             .iter()
             .max_by(|a, b| a.bytes.total_cmp(&b.bytes))
             .expect("an estimate that exceeds the memory has a part");
-        let parts: Vec<String> = self.terms.iter().map(|t| format!("{} {}", t.what, gib(t.bytes))).collect();
+        let parts: Vec<String> = self
+            .terms
+            .iter()
+            .map(|t| format!("{} {}", t.what, gib(t.bytes)))
+            .collect();
         Err((
             largest.field,
             format!(
@@ -98,7 +106,10 @@ pub fn check_sizes(
     match estimate.check(available) {
         Ok(()) => Ok(()),
         Err((largest, message)) => {
-            let field = candidates.iter().find(|(_, e)| e.total() <= available).map_or(largest, |(f, _)| *f);
+            let field = candidates
+                .iter()
+                .find(|(_, e)| e.total() <= available)
+                .map_or(largest, |(f, _)| *f);
             Err((field, message))
         }
     }
@@ -111,12 +122,19 @@ mod tests {
     #[test]
     fn the_largest_part_is_named_with_the_estimate() {
         let mut e = Estimate::default();
-        e.add("model.hidden", "parameters and Adam state", 3.0 * (1u64 << 30) as f64);
+        e.add(
+            "model.hidden",
+            "parameters and Adam state",
+            3.0 * (1u64 << 30) as f64,
+        );
         e.add("train.batch", "traces", 1.0 * (1u64 << 30) as f64);
         assert!(e.check(5.0 * (1u64 << 30) as f64).is_ok());
         let (field, message) = e.check(2.0 * (1u64 << 30) as f64).unwrap_err();
         assert_eq!(field, "model.hidden");
-        assert!(message.contains("at least 4.0 GiB") && message.contains("2.0 GiB available"), "{message}");
+        assert!(
+            message.contains("at least 4.0 GiB") && message.contains("2.0 GiB available"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -126,7 +144,10 @@ mod tests {
             let total = meminfo("MemTotal").expect("Linux reports MemTotal");
             // In bytes (not kB): a machine that builds this crate has more than 1 GiB.
             assert!(total > (1u64 << 30) as f64, "{total}");
-            assert!(available > 0.0 && available <= total, "{available} of {total}");
+            assert!(
+                available > 0.0 && available <= total,
+                "{available} of {total}"
+            );
         }
     }
 
@@ -140,7 +161,8 @@ mod tests {
         small_hidden.add("model.hidden", "parameters", 0.1 * gb);
         small_hidden.add("train.batch", "traces", 0.9 * gb);
         // The traces are the largest part, but they are large because of `model.hidden`.
-        let (field, _) = check_sizes(&big, &[("model.hidden", small_hidden)], 4.0 * gb).unwrap_err();
+        let (field, _) =
+            check_sizes(&big, &[("model.hidden", small_hidden)], 4.0 * gb).unwrap_err();
         assert_eq!(field, "model.hidden");
         let (field, _) = check_sizes(&big, &[], 4.0 * gb).unwrap_err();
         assert_eq!(field, "train.batch");

@@ -107,9 +107,15 @@ impl PlasticNet {
                 "readout.v" | "readout.c" => {
                     let readout = self.readout.take().expect("the network has a readout");
                     self.readout = Some(if *name == "readout.v" {
-                        Readout { v: set(readout.v, v), ..readout }
+                        Readout {
+                            v: set(readout.v, v),
+                            ..readout
+                        }
                     } else {
-                        Readout { c: set(readout.c, v), ..readout }
+                        Readout {
+                            c: set(readout.c, v),
+                            ..readout
+                        }
                     });
                 }
                 other => panic!("no parameter named {other}"),

@@ -176,8 +176,8 @@ impl RunDir {
     /// empty (nothing in it is touched).
     pub fn create(path: &Path) -> Result<RunDir> {
         if path.exists() {
-            let mut entries = fs::read_dir(path)
-                .map_err(|e| Error::io(path, "cannot read run directory", e))?;
+            let mut entries =
+                fs::read_dir(path).map_err(|e| Error::io(path, "cannot read run directory", e))?;
             if entries.next().is_some() {
                 return Err(Error::RunDirExists {
                     path: path.to_path_buf(),
@@ -196,7 +196,10 @@ impl RunDir {
             path: path.to_path_buf(),
         };
         if !path.is_dir() {
-            return Err(Error::artifact(path, "not a run directory: it does not exist"));
+            return Err(Error::artifact(
+                path,
+                "not a run directory: it does not exist",
+            ));
         }
         if !run.config_path().is_file() {
             return Err(Error::artifact(
@@ -255,7 +258,9 @@ impl RunDir {
     /// Checks that `config.toml` is the one the checkpoint `state` was written with (its
     /// CRC-32), so that a resumed run is the run that started.
     pub fn check_config_identity(&self, state: &CheckpointState) -> Result<()> {
-        let Some(expected) = state.config_crc32 else { return Ok(()) };
+        let Some(expected) = state.config_crc32 else {
+            return Ok(());
+        };
         let path = self.config_path();
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, "cannot read", e))?;
         if crc32fast::hash(&bytes) != expected {
@@ -281,7 +286,9 @@ impl RunDir {
     ) -> Result<()> {
         // The identity of the run: the config file as written (a `--device` override on resume
         // changes the trainer's config, not the run's).
-        let config_crc32 = fs::read(self.config_path()).ok().map(|b| crc32fast::hash(&b));
+        let config_crc32 = fs::read(self.config_path())
+            .ok()
+            .map(|b| crc32fast::hash(&b));
         let dir = self.checkpoint_dir();
         let tmp = self.path.join("checkpoint.tmp");
         if tmp.exists() {
@@ -367,7 +374,9 @@ impl RunDir {
         crate::device::align_default_device(state.dtype)?;
         let optim = optim
             .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| Error::artifact(&optim_path, format!("not a valid optimizer state: {e}")))?;
+            .map_err(|e| {
+                Error::artifact(&optim_path, format!("not a valid optimizer state: {e}"))
+            })?;
         Ok((model, optim, state))
     }
 
@@ -445,7 +454,9 @@ impl RunDir {
             .map_err(|e| Error::io(&path, "cannot open for appending", e))?;
         Ok(MetricsWriter {
             path,
-            writer: csv::WriterBuilder::new().has_headers(false).from_writer(file),
+            writer: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(file),
         })
     }
 }

@@ -269,7 +269,9 @@ impl Task {
             } => {
                 let log_p = activation::log_softmax(outputs, 2); // [steps, batch, 2]
                 let ce_sum = (log_p.clone() * onehot.clone()).sum().neg();
-                let loss = ce_sum.clone().mul_scalar(1.0 / (batch * scored_steps) as f64);
+                let loss = ce_sum
+                    .clone()
+                    .mul_scalar(1.0 / (batch * scored_steps) as f64);
                 let p = log_p.detach().exp();
                 let abs_err = ((p - onehot.clone()).abs() * mask.clone())
                     .sum()
@@ -386,8 +388,16 @@ mod tests {
             let a = row(&batch, 0, b)[..8].to_vec();
             let bp = row(&batch, 1, b)[..8].to_vec();
             assert_ne!(a, bp, "the two patterns differ in at least one bit");
-            assert_eq!(&row(&batch, 0, b)[8..], &[0.0, 1.0], "A carries label 01 (class 1)");
-            assert_eq!(&row(&batch, 1, b)[8..], &[1.0, 0.0], "B carries label 10 (class 0)");
+            assert_eq!(
+                &row(&batch, 0, b)[8..],
+                &[0.0, 1.0],
+                "A carries label 01 (class 1)"
+            );
+            assert_eq!(
+                &row(&batch, 1, b)[8..],
+                &[1.0, 0.0],
+                "B carries label 10 (class 0)"
+            );
             for step in 2..20 {
                 let r = row(&batch, step, b);
                 assert_eq!(&r[8..], &[0.0, 0.0]);
@@ -427,7 +437,12 @@ mod tests {
         assert_eq!(unscored, vec![0, 1, 10, 11]);
     }
 
-    fn measures_of(task: &Task, outputs: Vec<f64>, shape: [usize; 3], batch: &EpisodeBatch) -> Measures {
+    fn measures_of(
+        task: &Task,
+        outputs: Vec<f64>,
+        shape: [usize; 3],
+        batch: &EpisodeBatch,
+    ) -> Measures {
         use crate::device::{Backend, Precision, init_device};
         let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
         let outputs = Tensor::<3>::from_data(TensorData::new(outputs, shape), &device);
@@ -441,7 +456,9 @@ mod tests {
     fn completion_measures_known_values() {
         let t = task(TaskKind::Completion, 2);
         let batch = t.generate(1, Stream::Train, 0, 1);
-        let Targets::Pattern { values } = &batch.targets else { panic!() };
+        let Targets::Pattern { values } = &batch.targets else {
+            panic!()
+        };
         // Output 0.5·pattern at step 1: every bit is off by 0.5.
         // loss = error_code = 8 · 0.25 = 2; Manhattan error = 8 · 0.5 = 4.
         let mut outputs = vec![0.0; 8];

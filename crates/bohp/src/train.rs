@@ -81,7 +81,11 @@ impl HostState {
             .iter()
             .map(|(name, _)| *name != "alpha" || model.plastic.plastic)
             .collect();
-        HostState { values, trainable, adam }
+        HostState {
+            values,
+            trainable,
+            adam,
+        }
     }
 
     /// The model's parameters with Adam state restored from a checkpoint, if it fits.
@@ -208,7 +212,15 @@ pub fn non_finite_param(model: &PlasticNet) -> Option<&'static str> {
 }
 
 /// Runs a batch of episodes through `model` (no update) and returns its measures.
-pub fn run_batch(model: &PlasticNet, task: &Task, seed: u64, stream: Stream, first: u64, batch: usize, device: &Device) -> Measures {
+pub fn run_batch(
+    model: &PlasticNet,
+    task: &Task,
+    seed: u64,
+    stream: Stream,
+    first: u64,
+    batch: usize,
+    device: &Device,
+) -> Measures {
     let episodes = task.generate(seed, stream, first, batch);
     let (outputs, _) = model.forward(episodes.input_tensor(device));
     let (_, measures) = task.measure(outputs, &episodes.target_tensors(device));
@@ -217,7 +229,14 @@ pub fn run_batch(model: &PlasticNet, task: &Task, seed: u64, stream: Stream, fir
 
 /// Mean measures of `model` over `episodes` fresh episodes of the evaluation stream, in batches
 /// of at most `batch`. `model` should be a [`Module::valid`] copy on a plain `device`.
-pub fn evaluate(model: &PlasticNet, task: &Task, seed: u64, episodes: usize, batch: usize, device: &Device) -> Measures {
+pub fn evaluate(
+    model: &PlasticNet,
+    task: &Task,
+    seed: u64,
+    episodes: usize,
+    batch: usize,
+    device: &Device,
+) -> Measures {
     let mut total = Measures::default();
     let mut done = 0;
     while done < episodes {
@@ -259,7 +278,11 @@ impl Trainer {
 
     /// The trainer of an interrupted run, restored from its checkpoint. Checks the checkpoint
     /// and `metrics.csv` without writing anything.
-    pub fn resume(run: &RunDir, config: RunConfig, engine: Box<dyn GradientEngine>) -> Result<Trainer> {
+    pub fn resume(
+        run: &RunDir,
+        config: RunConfig,
+        engine: Box<dyn GradientEngine>,
+    ) -> Result<Trainer> {
         let mut trainer = Trainer::new(config, engine)?;
         let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
         run.check_config_identity(&state)?;
@@ -294,9 +317,14 @@ impl Trainer {
                     ),
                 ));
             };
-            trainer.host = Some(HostState::restored(&model, adam, &trainer.config).ok_or_else(|| {
-                Error::artifact(run.checkpoint_dir(), "the host Adam state does not fit the network")
-            })?);
+            trainer.host = Some(
+                HostState::restored(&model, adam, &trainer.config).ok_or_else(|| {
+                    Error::artifact(
+                        run.checkpoint_dir(),
+                        "the host Adam state does not fit the network",
+                    )
+                })?,
+            );
         }
         trainer.model = model;
         trainer.optim = optim;
@@ -360,7 +388,11 @@ impl Trainer {
                 *value = new
                     .into_iter()
                     .map(|x| {
-                        let x = if *name == "alpha" && self.model.plastic.nonnegative_alpha { x.max(0.0) } else { x };
+                        let x = if *name == "alpha" && self.model.plastic.nonnegative_alpha {
+                            x.max(0.0)
+                        } else {
+                            x
+                        };
                         // What the model stores, so that a resumed run continues from the same values.
                         if f32_model { f64::from(x as f32) } else { x }
                     })
@@ -442,7 +474,12 @@ impl Trainer {
 /// A new run writes a checkpoint of its initial parameters first, so a run that diverges always
 /// leaves a good checkpoint behind. On divergence the error names the episode and the
 /// checkpoint kept.
-pub fn train(run: &RunDir, trainer: &mut Trainer, observer: &mut dyn Observer, stop: &AtomicBool) -> Result<Outcome> {
+pub fn train(
+    run: &RunDir,
+    trainer: &mut Trainer,
+    observer: &mut dyn Observer,
+    stop: &AtomicBool,
+) -> Result<Outcome> {
     let every = trainer.config.train.checkpoint_every;
     let mut last_checkpoint = trainer.next_episode;
     if trainer.next_episode == 0 {
@@ -464,7 +501,10 @@ pub fn train(run: &RunDir, trainer: &mut Trainer, observer: &mut dyn Observer, s
                 .check_parameters()
                 .map_err(|d| diverged(d, last_checkpoint))?;
             trainer.checkpoint(run)?;
-            tracing::info!(next_episode = trainer.next_episode, "interrupted: checkpoint written");
+            tracing::info!(
+                next_episode = trainer.next_episode,
+                "interrupted: checkpoint written"
+            );
             return Ok(Outcome::Interrupted {
                 next_episode: trainer.next_episode,
             });
@@ -546,7 +586,11 @@ mod tests {
     }
 
     fn params(model: &PlasticNet) -> Vec<Vec<f64>> {
-        model.parameter_values().into_iter().map(|(_, v)| v).collect()
+        model
+            .parameter_values()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     #[test]
@@ -581,8 +625,14 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x55;
         std::fs::write(&path, bytes).unwrap();
-        let err = Trainer::resume(&run, config("completion"), Box::new(Autodiff)).err().unwrap().to_string();
-        assert!(err.contains("model.bpk") && err.contains("corrupt"), "{err}");
+        let err = Trainer::resume(&run, config("completion"), Box::new(Autodiff))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("model.bpk") && err.contains("corrupt"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -595,7 +645,11 @@ mod tests {
             trainer.step().unwrap();
         }
         let p = params(trainer.model());
-        assert!(p[1].iter().all(|a| *a == 0.0), "alpha must stay 0: {:?}", p[1]);
+        assert!(
+            p[1].iter().all(|a| *a == 0.0),
+            "alpha must stay 0: {:?}",
+            p[1]
+        );
         assert_ne!(p[0], w0, "w is still trained");
     }
 
@@ -639,7 +693,10 @@ mod tests {
         let mut model = init_model(&config("one-shot"), &device);
         assert_eq!(non_finite_param(&model), None);
         // Large but finite values are finite (a plain sum would overflow to infinity).
-        model.plastic.w = model.plastic.w.map(|w| w.mul_scalar(0.0).add_scalar(f64::MAX / 2.0));
+        model.plastic.w = model
+            .plastic
+            .w
+            .map(|w| w.mul_scalar(0.0).add_scalar(f64::MAX / 2.0));
         assert_eq!(non_finite_param(&model), None);
         model.plastic.alpha = model.plastic.alpha.map(|a| a.mul_scalar(f64::NAN));
         assert_eq!(non_finite_param(&model), Some("alpha"));

@@ -182,7 +182,15 @@ pub struct Evaluation {
 }
 
 /// `H(t)` of column `j` from `H(t-1)`: the rule with `pre = x`, `post = y_j`, rate γ.
-fn update_column<R: RuleKernel>(rule: &R, h: &mut [f64], x: &[f64], yj: f64, j: usize, n_out: usize, gamma: f64) {
+fn update_column<R: RuleKernel>(
+    rule: &R,
+    h: &mut [f64],
+    x: &[f64],
+    yj: f64,
+    j: usize,
+    n_out: usize,
+    gamma: f64,
+) {
     for (l, &xl) in x.iter().enumerate() {
         let i = l * n_out + j;
         h[i] = rule.local(h[i], xl, yj, gamma).value;
@@ -204,24 +212,55 @@ fn log_softmax(z: &[f64]) -> Vec<f64> {
 
 /// The loss of `batch` under `params`, without gradients.
 pub fn loss(params: &Params, batch: &EpisodeBatch) -> f64 {
-    crate::with_rule!(params.rule, |k| run(&k, params, batch, Variant::Correct, false, false).loss)
+    crate::with_rule!(params.rule, |k| run(
+        &k,
+        params,
+        batch,
+        Variant::Correct,
+        false,
+        false
+    )
+    .loss)
 }
 
 /// The loss of `batch` and its gradients by the forward-mode recursion (`variant` selects the
 /// right one or a known-wrong one). With `record`, each episode's outputs and traces are kept.
-pub fn evaluate(params: &Params, batch: &EpisodeBatch, variant: Variant, record: bool) -> Evaluation {
-    crate::with_rule!(params.rule, |k| run(&k, params, batch, variant, true, record))
+pub fn evaluate(
+    params: &Params,
+    batch: &EpisodeBatch,
+    variant: Variant,
+    record: bool,
+) -> Evaluation {
+    crate::with_rule!(params.rule, |k| run(
+        &k, params, batch, variant, true, record
+    ))
 }
 
 /// [`evaluate`] with the trace's rule given as a [`RuleKernel`] (`params.rule` is not read):
 /// checks pass a known-wrong rule here ([`crate::rules::faults`]).
-pub fn evaluate_with<R: RuleKernel>(rule: &R, params: &Params, batch: &EpisodeBatch, variant: Variant, record: bool) -> Evaluation {
+pub fn evaluate_with<R: RuleKernel>(
+    rule: &R,
+    params: &Params,
+    batch: &EpisodeBatch,
+    variant: Variant,
+    record: bool,
+) -> Evaluation {
     run(rule, params, batch, variant, true, record)
 }
 
-fn run<R: RuleKernel>(rule: &R, p: &Params, batch: &EpisodeBatch, variant: Variant, grads: bool, record: bool) -> Evaluation {
+fn run<R: RuleKernel>(
+    rule: &R,
+    p: &Params,
+    batch: &EpisodeBatch,
+    variant: Variant,
+    grads: bool,
+    record: bool,
+) -> Evaluation {
     let (n_in, n_out, gamma) = (p.n_in, p.n_out, p.gamma);
-    assert_eq!(batch.n_in, n_in, "episode input size must match the network");
+    assert_eq!(
+        batch.n_in, n_in,
+        "episode input size must match the network"
+    );
     let steps = batch.steps;
     let bsz = batch.batch;
     let classes = p.classes();
@@ -279,7 +318,10 @@ fn run<R: RuleKernel>(rule: &R, p: &Params, batch: &EpisodeBatch, variant: Varia
                         }
                     }
                 }
-                Targets::Labels { classes: cls, scored } => {
+                Targets::Labels {
+                    classes: cls,
+                    scored,
+                } => {
                     let v = p.readout_v.as_ref().expect("labelled tasks have a readout");
                     let c = p.readout_c.as_ref().expect("labelled tasks have a readout");
                     logits = (0..classes)
@@ -420,7 +462,12 @@ pub fn params_of(model: &PlasticNet) -> Params {
 /// The parameters of a network shaped like `model`, with the values `values` (named as
 /// [`PlasticNet::parameter_values`]).
 pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)]) -> Params {
-    let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    };
     Params {
         n_in: model.plastic.n_in(),
         n_out: model.plastic.n_out(),
@@ -440,9 +487,17 @@ pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Analytic;
 
-fn register<const D: usize>(grads: &mut GradientsParams, p: &Param<Tensor<D>>, values: Vec<f64>, device: &Device) {
+fn register<const D: usize>(
+    grads: &mut GradientsParams,
+    p: &Param<Tensor<D>>,
+    values: Vec<f64>,
+    device: &Device,
+) {
     let shape = p.shape();
-    grads.register::<D>(p.id, Tensor::from_data(TensorData::new(values, shape), device));
+    grads.register::<D>(
+        p.id,
+        Tensor::from_data(TensorData::new(values, shape), device),
+    );
 }
 
 impl GradientEngine for Analytic {
@@ -460,16 +515,32 @@ impl GradientEngine for Analytic {
         values: &[(&'static str, Vec<f64>)],
         batch: &EpisodeBatch,
     ) -> Option<(Measures, Vec<Vec<f64>>)> {
-        let eval = evaluate(&params_from_values(model, values), batch, Variant::Correct, false);
+        let eval = evaluate(
+            &params_from_values(model, values),
+            batch,
+            Variant::Correct,
+            false,
+        );
         let groups = eval.grads.groups();
         let grads = values
             .iter()
-            .map(|(name, v)| groups.iter().find(|(n, _)| n == name).map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec()))
+            .map(|(name, v)| {
+                groups
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec())
+            })
             .collect();
         Some((eval.measures, grads))
     }
 
-    fn gradients(&mut self, model: &PlasticNet, _task: &Task, batch: &EpisodeBatch, device: &Device) -> (Measures, GradientsParams) {
+    fn gradients(
+        &mut self,
+        model: &PlasticNet,
+        _task: &Task,
+        batch: &EpisodeBatch,
+        device: &Device,
+    ) -> (Measures, GradientsParams) {
         let eval = evaluate(&params_of(model), batch, Variant::Correct, false);
         let g = eval.grads;
         let device = &device.clone().without_autodiff();

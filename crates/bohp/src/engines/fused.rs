@@ -84,7 +84,11 @@ pub struct Pass<F> {
 /// The checkpoint interval used when none is given: every step (no recomputation) when all the
 /// traces of the batch fit in [`TRACE_BUDGET`] bytes, else `⌈√steps⌉`.
 pub fn auto_interval(steps: usize, batch: usize, n: usize, float_bytes: usize) -> usize {
-    if steps * batch * n * n * float_bytes <= TRACE_BUDGET { 1 } else { sqrt_interval(steps) }
+    if steps * batch * n * n * float_bytes <= TRACE_BUDGET {
+        1
+    } else {
+        sqrt_interval(steps)
+    }
 }
 
 /// Memory the fused engine may use to keep every trace of a batch instead of recomputing them.
@@ -108,13 +112,26 @@ impl<F: Real> HostRnn<F> {
     fn check(&self, ep: &EpisodeBatch<'_, F>) {
         let (n, bn) = (self.n, ep.batch * self.n);
         assert_eq!(self.w.len(), n * n, "W must be N x N");
-        assert!(self.alpha.len() == n * n || self.alpha.len() == 1, "alpha must be N x N or shared");
-        assert!(ep.steps >= 1 && ep.batch >= 1, "episodes need at least one step and one episode");
-        assert_eq!(ep.inputs.len(), ep.steps * bn, "inputs must be [steps][batch][N]");
+        assert!(
+            self.alpha.len() == n * n || self.alpha.len() == 1,
+            "alpha must be N x N or shared"
+        );
+        assert!(
+            ep.steps >= 1 && ep.batch >= 1,
+            "episodes need at least one step and one episode"
+        );
+        assert_eq!(
+            ep.inputs.len(),
+            ep.steps * bn,
+            "inputs must be [steps][batch][N]"
+        );
         if let Some(c) = ep.clamp {
             assert_eq!(c.len(), ep.steps * bn, "clamp must be [steps][batch][N]");
         }
-        assert!(ep.targets.len() % ep.batch == 0 && ep.targets.len() / ep.batch <= n, "targets must be [batch][<= N]");
+        assert!(
+            ep.targets.len() % ep.batch == 0 && ep.targets.len() / ep.batch <= n,
+            "targets must be [batch][<= N]"
+        );
     }
 
     /// `y(t)` from `pre(t)` (without the input) for every episode of the batch.
@@ -141,7 +158,15 @@ impl<F: Real> HostRnn<F> {
     /// `y(t-1)` and `y(t)` (`[B][N]`), and with `with_pre` returns
     /// `pre(t+1) = y(t)·(W + α ⊙ H(t))` (`[B][N]`, no input; without plasticity `h` is `None`
     /// and this is `y(t)·W`).
-    fn advance<R: RuleKernel>(&self, rule: R, h: Option<(&[F], &mut [F])>, y_prev: &[F], y_cur: &[F], batch: usize, with_pre: bool) -> Vec<F> {
+    fn advance<R: RuleKernel>(
+        &self,
+        rule: R,
+        h: Option<(&[F], &mut [F])>,
+        y_prev: &[F],
+        y_cur: &[F],
+        batch: usize,
+        with_pre: bool,
+    ) -> Vec<F> {
         let n = self.n;
         let bn = batch * n;
         let rows = chunk_rows(n);
@@ -174,8 +199,13 @@ impl<F: Real> HostRnn<F> {
                 .zip(src.par_chunks(rows * bn))
                 .enumerate()
                 .map(|(c, (d_rows, s_rows))| {
-                    let mut acc = if with_pre { vec![F::zero(); bn] } else { Vec::new() };
-                    for (r, (d_i, s_i)) in d_rows.chunks_mut(bn).zip(s_rows.chunks(bn)).enumerate() {
+                    let mut acc = if with_pre {
+                        vec![F::zero(); bn]
+                    } else {
+                        Vec::new()
+                    };
+                    for (r, (d_i, s_i)) in d_rows.chunks_mut(bn).zip(s_rows.chunks(bn)).enumerate()
+                    {
                         let i = c * rows + r;
                         let wrow = &self.w[i * n..(i + 1) * n];
                         for (b, (drow, srow)) in d_i.chunks_mut(n).zip(s_i.chunks(n)).enumerate() {
@@ -194,7 +224,9 @@ impl<F: Real> HostRnn<F> {
                                 }
                             } else {
                                 let arow = &self.alpha[i * n..(i + 1) * n];
-                                for (((s, &wv), &av), &hv) in acc.iter_mut().zip(wrow).zip(arow).zip(drow.iter()) {
+                                for (((s, &wv), &av), &hv) in
+                                    acc.iter_mut().zip(wrow).zip(arow).zip(drow.iter())
+                                {
                                     *s = *s + yi * (wv + av * hv);
                                 }
                             }
@@ -223,14 +255,25 @@ impl<F: Real> HostRnn<F> {
         self.check(ep);
         let bn = ep.batch * self.n;
         let mut ys = vec![F::zero(); (ep.steps + 1) * bn];
-        let mut h = self.plastic.then(|| (vec![F::zero(); self.n * bn], vec![F::zero(); self.n * bn]));
+        let mut h = self
+            .plastic
+            .then(|| (vec![F::zero(); self.n * bn], vec![F::zero(); self.n * bn]));
         let mut pre = vec![F::zero(); bn];
         for t in 1..=ep.steps {
             let (before, after) = ys.split_at_mut(t * bn);
             self.activate(ep, t, &pre, &mut after[..bn]);
             if t < ep.steps {
-                let bufs = h.as_mut().map(|(cur, next)| (cur.as_slice(), next.as_mut_slice()));
-                pre = self.advance(rule, bufs, &before[(t - 1) * bn..], &after[..bn], ep.batch, true);
+                let bufs = h
+                    .as_mut()
+                    .map(|(cur, next)| (cur.as_slice(), next.as_mut_slice()));
+                pre = self.advance(
+                    rule,
+                    bufs,
+                    &before[(t - 1) * bn..],
+                    &after[..bn],
+                    ep.batch,
+                    true,
+                );
                 if let Some((cur, next)) = h.as_mut() {
                     std::mem::swap(cur, next);
                 }
@@ -242,17 +285,25 @@ impl<F: Real> HostRnn<F> {
     /// Forward and backward through the episodes: the loss on the last step and its gradients,
     /// keeping a trace checkpoint every `interval` steps (`None`: [`auto_interval`]).
     pub fn loss_and_grads(&self, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
-        crate::with_rule!(self.rule, |rule| self.loss_and_grads_with(rule, ep, interval))
+        crate::with_rule!(self.rule, |rule| self
+            .loss_and_grads_with(rule, ep, interval))
     }
 
     /// [`HostRnn::loss_and_grads`] with the trace's rule given as a [`RuleKernel`] (`self.rule` is not
     /// read): checks pass a known-wrong rule here ([`crate::rules::faults`]).
-    pub fn loss_and_grads_with<R: RuleKernel>(&self, rule: R, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
+    pub fn loss_and_grads_with<R: RuleKernel>(
+        &self,
+        rule: R,
+        ep: &EpisodeBatch<'_, F>,
+        interval: Option<usize>,
+    ) -> Pass<F> {
         self.check(ep);
         let (n, batch, steps) = (self.n, ep.batch, ep.steps);
         let bn = batch * n;
         let len = n * bn;
-        let k = interval.unwrap_or_else(|| auto_interval(steps, batch, n, std::mem::size_of::<F>())).max(1);
+        let k = interval
+            .unwrap_or_else(|| auto_interval(steps, batch, n, std::mem::size_of::<F>()))
+            .max(1);
         let plastic = self.plastic;
         let mut spare: Vec<Vec<F>> = Vec::new();
         let buffer = |spare: &mut Vec<Vec<F>>| spare.pop().unwrap_or_else(|| vec![F::zero(); len]);
@@ -271,10 +322,21 @@ impl<F: Real> HostRnn<F> {
                     None => pre = self.advance(rule, None, y_prev, &after[..bn], batch, true),
                     Some(cur) => {
                         let mut next = buffer(&mut spare);
-                        pre = self.advance(rule, Some((cur, &mut next)), y_prev, &after[..bn], batch, true);
+                        pre = self.advance(
+                            rule,
+                            Some((cur, &mut next)),
+                            y_prev,
+                            &after[..bn],
+                            batch,
+                            true,
+                        );
                         let old = std::mem::replace(cur, next);
                         // `old` is H(t-1).
-                        if (t - 1) % k == 0 { checkpoints.push(old) } else { spare.push(old) }
+                        if (t - 1) % k == 0 {
+                            checkpoints.push(old)
+                        } else {
+                            spare.push(old)
+                        }
                         traces_held = traces_held.max(checkpoints.len() + spare.len() + 1);
                     }
                 }
@@ -282,7 +344,11 @@ impl<F: Real> HostRnn<F> {
         }
         if let Some(last) = h {
             // H(steps-1).
-            if (steps - 1) % k == 0 { checkpoints.push(last) } else { spare.push(last) }
+            if (steps - 1) % k == 0 {
+                checkpoints.push(last)
+            } else {
+                spare.push(last)
+            }
         }
         let y = |t: usize| &ys[t * bn..(t + 1) * bn];
         // Loss on the last step.
@@ -308,19 +374,34 @@ impl<F: Real> HostRnn<F> {
         let mut g_h = plastic.then(|| vec![F::zero(); len]);
         // Single-pass path: c(t)_j = Σ_i g_H(t)_ij ∂H_ij(t)/∂y_j(t), and g_pre(t) kept for ∂L/∂W.
         let mut col = vec![F::zero(); bn];
-        let mut gpres: Vec<F> = if merged { vec![F::zero(); (steps + 1) * bn] } else { Vec::new() };
+        let mut gpres: Vec<F> = if merged {
+            vec![F::zero(); (steps + 1) * bn]
+        } else {
+            Vec::new()
+        };
         let mut segment: Vec<Vec<F>> = Vec::new();
         let segments = if plastic { (steps - 1) / k + 1 } else { 1 };
         for s in (0..segments).rev() {
             // Steps t in (s·K, end] need H(t-1) for t-1 in [s·K, end-1].
             let start = s * k;
-            let end = if plastic { ((s + 1) * k).min(steps) } else { steps };
+            let end = if plastic {
+                ((s + 1) * k).min(steps)
+            } else {
+                steps
+            };
             if plastic {
                 spare.append(&mut segment);
                 segment.push(checkpoints.pop().expect("one checkpoint per segment"));
                 for t in start + 1..end {
                     let mut next = buffer(&mut spare);
-                    self.advance(rule, Some((segment.last().expect("nonempty"), &mut next)), y(t - 1), y(t), batch, false);
+                    self.advance(
+                        rule,
+                        Some((segment.last().expect("nonempty"), &mut next)),
+                        y(t - 1),
+                        y(t),
+                        batch,
+                        false,
+                    );
                     segment.push(next);
                 }
                 traces_held = traces_held.max(checkpoints.len() + segment.len() + spare.len() + 1);
@@ -339,7 +420,17 @@ impl<F: Real> HostRnn<F> {
                     }
                     let hprev = segment[t - 1 - start].as_slice();
                     let g = g_h.as_deref_mut().expect("plastic");
-                    let (gy_prev, col_prev, e, gas) = self.backward_merged(rule, y(t - 2), y(t - 1), y_cur, hprev, g, &gpres[t * bn..(t + 1) * bn], &mut ga, batch);
+                    let (gy_prev, col_prev, e, gas) = self.backward_merged(
+                        rule,
+                        y(t - 2),
+                        y(t - 1),
+                        y_cur,
+                        hprev,
+                        g,
+                        &gpres[t * bn..(t + 1) * bn],
+                        &mut ga,
+                        batch,
+                    );
                     geta += e;
                     ga_shared += gas;
                     gy = gy_prev;
@@ -367,32 +458,46 @@ impl<F: Real> HostRnn<F> {
         if merged {
             // ∂L/∂W_ij = Σ_t Σ_b y(t-1)_{b,i} g_pre(t)_{b,j}.
             let rows = chunk_rows(n);
-            gw.par_chunks_mut(rows * n).enumerate().for_each(|(c, gw_rows)| {
-                for (r, gwrow) in gw_rows.chunks_mut(n).enumerate() {
-                    let i = c * rows + r;
-                    for t in 2..=steps {
-                        for b in 0..batch {
-                            let yp = ys[(t - 1) * bn + b * n + i];
-                            if yp == F::zero() {
-                                continue;
-                            }
-                            let gp = &gpres[t * bn + b * n..t * bn + (b + 1) * n];
-                            for (g, &p) in gwrow.iter_mut().zip(gp) {
-                                *g = *g + yp * p;
+            gw.par_chunks_mut(rows * n)
+                .enumerate()
+                .for_each(|(c, gw_rows)| {
+                    for (r, gwrow) in gw_rows.chunks_mut(n).enumerate() {
+                        let i = c * rows + r;
+                        for t in 2..=steps {
+                            for b in 0..batch {
+                                let yp = ys[(t - 1) * bn + b * n + i];
+                                if yp == F::zero() {
+                                    continue;
+                                }
+                                let gp = &gpres[t * bn + b * n..t * bn + (b + 1) * n];
+                                for (g, &p) in gwrow.iter_mut().zip(gp) {
+                                    *g = *g + yp * p;
+                                }
                             }
                         }
                     }
-                }
-            });
+                });
         }
         let y = |t: usize| &ys[t * bn..(t + 1) * bn];
-        let to64 = |v: Vec<F>| v.into_iter().map(|x| x.to_f64().expect("finite")).collect::<Vec<f64>>();
+        let to64 = |v: Vec<F>| {
+            v.into_iter()
+                .map(|x| x.to_f64().expect("finite"))
+                .collect::<Vec<f64>>()
+        };
         let alpha = if shared { vec![ga_shared] } else { to64(ga) };
-        let (alpha, eta) = if plastic { (alpha, geta) } else { (vec![0.0; self.alpha.len()], 0.0) };
+        let (alpha, eta) = if plastic {
+            (alpha, geta)
+        } else {
+            (vec![0.0; self.alpha.len()], 0.0)
+        };
         Pass {
             loss,
             y_last: y(steps).to_vec(),
-            grads: HostGrads { w: to64(gw), alpha, eta },
+            grads: HostGrads {
+                w: to64(gw),
+                alpha,
+                eta,
+            },
             traces_held,
         }
     }
@@ -430,12 +535,24 @@ impl<F: Real> HostRnn<F> {
             let mut out = Vec::with_capacity(rows * batch);
             let mut cols = vec![F::zero(); bn];
             let mut ge = 0.0f64;
-            let shared_row = if shared { vec![self.alpha[0]; n] } else { Vec::new() };
-            let mut scratch = if shared { vec![F::zero(); n] } else { Vec::new() };
+            let shared_row = if shared {
+                vec![self.alpha[0]; n]
+            } else {
+                Vec::new()
+            };
+            let mut scratch = if shared {
+                vec![F::zero(); n]
+            } else {
+                Vec::new()
+            };
             for (r, (g_i, h_i)) in g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).enumerate() {
                 let i = c * rows + r;
                 let wrow = &self.w[i * n..(i + 1) * n];
-                let arow = if shared { &shared_row[..] } else { &self.alpha[i * n..(i + 1) * n] };
+                let arow = if shared {
+                    &shared_row[..]
+                } else {
+                    &self.alpha[i * n..(i + 1) * n]
+                };
                 let garow: &mut [F] = match ga_rows.as_deref_mut() {
                     Some(ga) => &mut ga[r * n..(r + 1) * n],
                     None => &mut scratch[..],
@@ -458,7 +575,9 @@ impl<F: Real> HostRnn<F> {
                     out.push((b * n + i, ssum + rsum));
                 }
             }
-            let gas = scratch.iter().fold(0.0f64, |s, v| s + v.to_f64().expect("finite"));
+            let gas = scratch
+                .iter()
+                .fold(0.0f64, |s, v| s + v.to_f64().expect("finite"));
             (out, cols, ge, gas)
         };
         let parts: Vec<(Vec<(usize, F)>, Vec<F>, f64, f64)> = if shared {
@@ -531,7 +650,8 @@ impl<F: Real> HostRnn<F> {
                     let mut col = vec![F::zero(); bn];
                     let mut row_out = Vec::new();
                     let mut ge = 0.0f64;
-                    for (r, (g_i, h_i)) in g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).enumerate() {
+                    for (r, (g_i, h_i)) in g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).enumerate()
+                    {
                         let i = c * rows + r;
                         for b in 0..batch {
                             let yp = y_prev[b * n + i];
@@ -576,42 +696,47 @@ impl<F: Real> HostRnn<F> {
         let mut ga_shared = 0.0f64;
         // One row i of every episode: g_y(t-1)_i += Σ_j (W_ij + α_ij H_ij) g_pre_j,
         // ∂W_ij += y_i g_pre_j, ∂α_ij += y_i g_pre_j H_ij, g_H(t-1)_ij += α_ij y_i g_pre_j.
-        let plastic_row = |i: usize, g_i: &mut [F], h_i: &[F], gwrow: &mut [F], mut garow: Option<&mut [F]>| {
-            let wrow = &self.w[i * n..(i + 1) * n];
-            let arow = if shared { &self.alpha[..1] } else { &self.alpha[i * n..(i + 1) * n] };
-            let mut out = Vec::with_capacity(batch);
-            let mut gas = F::zero();
-            for b in 0..batch {
-                let yp = y_prev[b * n + i];
-                let gp = &gpre[b * n..(b + 1) * n];
-                let grow = &mut g_i[b * n..(b + 1) * n];
-                let hrow = &h_i[b * n..(b + 1) * n];
-                let mut s = F::zero();
-                match garow.as_deref_mut() {
-                    Some(garow) => {
-                        for j in 0..n {
-                            let coef = yp * gp[j];
-                            s = s + (wrow[j] + arow[j] * hrow[j]) * gp[j];
-                            gwrow[j] = gwrow[j] + coef;
-                            garow[j] = garow[j] + coef * hrow[j];
-                            grow[j] = grow[j] + arow[j] * coef;
+        let plastic_row =
+            |i: usize, g_i: &mut [F], h_i: &[F], gwrow: &mut [F], mut garow: Option<&mut [F]>| {
+                let wrow = &self.w[i * n..(i + 1) * n];
+                let arow = if shared {
+                    &self.alpha[..1]
+                } else {
+                    &self.alpha[i * n..(i + 1) * n]
+                };
+                let mut out = Vec::with_capacity(batch);
+                let mut gas = F::zero();
+                for b in 0..batch {
+                    let yp = y_prev[b * n + i];
+                    let gp = &gpre[b * n..(b + 1) * n];
+                    let grow = &mut g_i[b * n..(b + 1) * n];
+                    let hrow = &h_i[b * n..(b + 1) * n];
+                    let mut s = F::zero();
+                    match garow.as_deref_mut() {
+                        Some(garow) => {
+                            for j in 0..n {
+                                let coef = yp * gp[j];
+                                s = s + (wrow[j] + arow[j] * hrow[j]) * gp[j];
+                                gwrow[j] = gwrow[j] + coef;
+                                garow[j] = garow[j] + coef * hrow[j];
+                                grow[j] = grow[j] + arow[j] * coef;
+                            }
+                        }
+                        None => {
+                            let a = arow[0];
+                            for j in 0..n {
+                                let coef = yp * gp[j];
+                                s = s + (wrow[j] + a * hrow[j]) * gp[j];
+                                gwrow[j] = gwrow[j] + coef;
+                                gas = gas + coef * hrow[j];
+                                grow[j] = grow[j] + a * coef;
+                            }
                         }
                     }
-                    None => {
-                        let a = arow[0];
-                        for j in 0..n {
-                            let coef = yp * gp[j];
-                            s = s + (wrow[j] + a * hrow[j]) * gp[j];
-                            gwrow[j] = gwrow[j] + coef;
-                            gas = gas + coef * hrow[j];
-                            grow[j] = grow[j] + a * coef;
-                        }
-                    }
+                    out.push((b * n + i, s));
                 }
-                out.push((b * n + i, s));
-            }
-            (out, gas.to_f64().expect("finite"))
-        };
+                (out, gas.to_f64().expect("finite"))
+            };
         let row_sums: Vec<(Vec<(usize, F)>, f64)> = match (hprev, g_h) {
             (Some(hp), Some(g)) if shared => g
                 .par_chunks_mut(rows * bn)
@@ -621,8 +746,11 @@ impl<F: Real> HostRnn<F> {
                 .map(|(c, ((g_rows, h_rows), gw_rows))| {
                     let mut out = Vec::new();
                     let mut gas = 0.0;
-                    for (r, ((g_i, h_i), gwrow)) in
-                        g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).zip(gw_rows.chunks_mut(n)).enumerate()
+                    for (r, ((g_i, h_i), gwrow)) in g_rows
+                        .chunks_mut(bn)
+                        .zip(h_rows.chunks(bn))
+                        .zip(gw_rows.chunks_mut(n))
+                        .enumerate()
                     {
                         let (o, a) = plastic_row(c * rows + r, g_i, h_i, gwrow, None);
                         out.extend(o);
@@ -709,7 +837,18 @@ fn merged_kernel<F: Real, R: RuleKernel>(
     let mut s = [F::zero(); L];
     // One element: the step's local derivatives at (H(t-1), y(t-1)_i, y(t)_j), and the
     // previous step's ∂H(t-1)/∂y(t-1)_j for the column sums.
-    let one = |old: F, hv: F, yj: F, pv: F, av: F, wv: F, gav: &mut F, gc: &mut F, cc: &mut F, e: &mut F, r: &mut F, s: &mut F| {
+    let one = |old: F,
+               hv: F,
+               yj: F,
+               pv: F,
+               av: F,
+               wv: F,
+               gav: &mut F,
+               gc: &mut F,
+               cc: &mut F,
+               e: &mut F,
+               r: &mut F,
+               s: &mut F| {
         let l = rule.local(hv, yp, yj, eta);
         *e = *e + old * l.d_rate;
         *r = *r + old * l.d_pre;
@@ -731,11 +870,27 @@ fn merged_kernel<F: Real, R: RuleKernel>(
         .zip(cn[..full].chunks_exact_mut(L));
     for (((((((gc, hc), wc), ac), gac), yc), pc), cc) in it {
         for l in 0..L {
-            one(gc[l], hc[l], yc[l], pc[l], ac[l], wc[l], &mut gac[l], &mut gc[l], &mut cc[l], &mut e[l], &mut r[l], &mut s[l]);
+            one(
+                gc[l],
+                hc[l],
+                yc[l],
+                pc[l],
+                ac[l],
+                wc[l],
+                &mut gac[l],
+                &mut gc[l],
+                &mut cc[l],
+                &mut e[l],
+                &mut r[l],
+                &mut s[l],
+            );
         }
     }
     for j in full..n {
-        one(g[j], h[j], y[j], p[j], a[j], w[j], &mut ga[j], &mut g[j], &mut cn[j], &mut e[0], &mut r[0], &mut s[0]);
+        one(
+            g[j], h[j], y[j], p[j], a[j], w[j], &mut ga[j], &mut g[j], &mut cn[j], &mut e[0],
+            &mut r[0], &mut s[0],
+        );
     }
     let sum = |v: [F; L]| v.into_iter().fold(F::zero(), |acc, x| acc + x);
     (sum(e), sum(r), sum(s))

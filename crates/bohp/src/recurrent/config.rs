@@ -9,11 +9,11 @@ use super::images;
 use super::model::{LstmNet, PlasticRnnConfig};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
 use crate::config::{LrSchedule, Plasticity, check_rule, check_schedule, parse_toml, rule_spec};
-use crate::rules::Rule;
 use crate::device::{Backend, Precision};
 use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
 use crate::memory::Estimate;
+use crate::rules::Rule;
 
 /// A recurrent run: task, model, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +156,9 @@ impl std::str::FromStr for RecurrentEngine {
         match s {
             "fused" => Ok(RecurrentEngine::Fused),
             "autodiff" => Ok(RecurrentEngine::Autodiff),
-            other => Err(format!("unknown recurrent engine `{other}`: expected fused or autodiff")),
+            other => Err(format!(
+                "unknown recurrent engine `{other}`: expected fused or autodiff"
+            )),
         }
     }
 }
@@ -230,7 +232,8 @@ pub fn is_recurrent(text: &str) -> bool {
 impl RecurrentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<RecurrentConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
         let config: RecurrentConfig = parse_toml(&text, path)?;
         config.validate(&path.display().to_string())?;
         Ok(config)
@@ -252,13 +255,18 @@ impl RecurrentConfig {
 
     /// Stimulus size.
     pub fn size(&self) -> usize {
-        if self.images() { images::PIXELS } else { self.task.size.unwrap_or(1000) }
+        if self.images() {
+            images::PIXELS
+        } else {
+            self.task.size.unwrap_or(1000)
+        }
     }
 
     /// The learning rate of update `episode`.
     pub fn learning_rate(&self, episode: usize) -> f64 {
         let tr = &self.train;
-        tr.lr_schedule.at(tr.learning_rate, tr.min_learning_rate, episode, tr.episodes)
+        tr.lr_schedule
+            .at(tr.learning_rate, tr.min_learning_rate, episode, tr.episodes)
     }
 
     /// Neurons of the recurrent network.
@@ -299,14 +307,25 @@ impl RecurrentConfig {
     fn timing(&self) -> [usize; 5] {
         let t = &self.task;
         let images = self.images();
-        let pick = |v: Option<usize>, pattern: usize, image: usize| v.unwrap_or(if images { image } else { pattern });
-        [pick(t.items, 5, 3), pick(t.cycles, 2, 3), pick(t.present_steps, 6, 20), pick(t.gap_steps, 4, 2), pick(t.probe_steps, 6, 3)]
+        let pick = |v: Option<usize>, pattern: usize, image: usize| {
+            v.unwrap_or(if images { image } else { pattern })
+        };
+        [
+            pick(t.items, 5, 3),
+            pick(t.cycles, 2, 3),
+            pick(t.present_steps, 6, 20),
+            pick(t.gap_steps, 4, 2),
+            pick(t.probe_steps, 6, 3),
+        ]
     }
 
     /// Steps per episode.
     pub fn steps(&self) -> usize {
         let [items, cycles, present, gap, probe] = self.timing();
-        cycles.saturating_mul(items).saturating_mul(present.saturating_add(gap)).saturating_add(probe)
+        cycles
+            .saturating_mul(items)
+            .saturating_mul(present.saturating_add(gap))
+            .saturating_add(probe)
     }
 
     /// The least memory this config needs to train ([`crate::memory`]): the parameters with
@@ -316,7 +335,11 @@ impl RecurrentConfig {
     /// its gate activations per step and episode.
     pub fn memory_estimate(&self) -> Estimate {
         let n = self.neurons() as f64;
-        let size_field = if self.model.neurons.is_some() { "model.neurons" } else { "task.size" };
+        let size_field = if self.model.neurons.is_some() {
+            "model.neurons"
+        } else {
+            "task.size"
+        };
         let float = match self.dtype {
             Precision::F32 => 4.0,
             Precision::F64 => 8.0,
@@ -340,38 +363,61 @@ impl RecurrentConfig {
                 None => {
                     let target = 2.0 * n * n + 1.0;
                     let b = 5.0 * inputs + 8.0;
-                    ((-b + (b * b + 16.0 * (target - inputs).max(0.0)).sqrt()) / 8.0).ceil().max(1.0)
+                    ((-b + (b * b + 16.0 * (target - inputs).max(0.0)).sqrt()) / 8.0)
+                        .ceil()
+                        .max(1.0)
                 }
             };
             let params = 4.0 * h * (inputs + h + 2.0) + h * n + n;
-            let field = if self.model.lstm_hidden.is_some() { "model.lstm_hidden" } else { size_field };
+            let field = if self.model.lstm_hidden.is_some() {
+                "model.lstm_hidden"
+            } else {
+                size_field
+            };
             e.add(field, "parameters and Adam state", params * 3.0 * float);
-            e.add("train.batch", "gate activations per step and episode", steps * batch * 4.0 * h * float);
+            e.add(
+                "train.batch",
+                "gate activations per step and episode",
+                steps * batch * 4.0 * h * float,
+            );
             return e;
         }
         let params = plastic_params;
         let trace = batch * n * n * float;
         match self.train.engine {
             RecurrentEngine::Fused => {
-                e.add(size_field, "parameters and Adam state (f64, host)", params * 3.0 * 8.0);
+                e.add(
+                    size_field,
+                    "parameters and Adam state (f64, host)",
+                    params * 3.0 * 8.0,
+                );
                 if plastic {
                     let all = steps * trace;
-                    let kept = if self.train.trace_checkpoint_every == 0 && all <= TRACE_BUDGET as f64 {
-                        all
-                    } else {
-                        let k = match self.train.trace_checkpoint_every {
-                            0 => (steps.sqrt()).ceil().max(1.0),
-                            k => k as f64,
+                    let kept =
+                        if self.train.trace_checkpoint_every == 0 && all <= TRACE_BUDGET as f64 {
+                            all
+                        } else {
+                            let k = match self.train.trace_checkpoint_every {
+                                0 => (steps.sqrt()).ceil().max(1.0),
+                                k => k as f64,
+                            };
+                            ((steps / k).ceil() + k) * trace
                         };
-                        ((steps / k).ceil() + k) * trace
-                    };
                     e.add("train.batch", "kept or checkpointed traces", kept);
                 }
             }
             RecurrentEngine::Autodiff => {
-                e.add(size_field, "parameters and Adam state", params * 3.0 * float);
+                e.add(
+                    size_field,
+                    "parameters and Adam state",
+                    params * 3.0 * float,
+                );
                 if plastic {
-                    let kept = if self.train.gradient_checkpointing { trace } else { steps * trace };
+                    let kept = if self.train.gradient_checkpointing {
+                        trace
+                    } else {
+                        steps * trace
+                    };
                     e.add("train.batch", "traces kept for backpropagation", kept);
                 }
             }
@@ -379,7 +425,11 @@ impl RecurrentConfig {
         e
     }
 
-    fn check_memory(&self, bad: &dyn Fn(&str, String, &str) -> Error, available: f64) -> Result<()> {
+    fn check_memory(
+        &self,
+        bad: &dyn Fn(&str, String, &str) -> Error,
+        available: f64,
+    ) -> Result<()> {
         let with = |f: &dyn Fn(&mut RecurrentConfig)| {
             let mut c = self.clone();
             f(&mut c);
@@ -387,24 +437,32 @@ impl RecurrentConfig {
         };
         let candidates = [
             ("model.neurons", with(&|c| c.model.neurons = None)),
-            ("task.size", with(&|c| {
-                if c.task.kind == RecurrentTaskKind::Memorisation {
-                    c.task.size = None;
-                }
-                c.model.neurons = None;
-            })),
+            (
+                "task.size",
+                with(&|c| {
+                    if c.task.kind == RecurrentTaskKind::Memorisation {
+                        c.task.size = None;
+                    }
+                    c.model.neurons = None;
+                }),
+            ),
             ("model.lstm_hidden", with(&|c| c.model.lstm_hidden = None)),
             ("train.batch", with(&|c| c.train.batch = 1)),
         ];
-        crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(|(field, expected)| {
-            let value = match field {
-                "model.neurons" => self.neurons().to_string(),
-                "task.size" => self.size().to_string(),
-                "model.lstm_hidden" => self.model.lstm_hidden.map_or_else(|| "(automatic)".into(), |h| h.to_string()),
-                _ => self.train.batch.to_string(),
-            };
-            bad(field, value, &expected)
-        })
+        crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(
+            |(field, expected)| {
+                let value = match field {
+                    "model.neurons" => self.neurons().to_string(),
+                    "task.size" => self.size().to_string(),
+                    "model.lstm_hidden" => self
+                        .model
+                        .lstm_hidden
+                        .map_or_else(|| "(automatic)".into(), |h| h.to_string()),
+                    _ => self.train.batch.to_string(),
+                };
+                bad(field, value, &expected)
+            },
+        )
     }
 
     /// The task, with its images loaded when it reads CIFAR-10 files.
@@ -414,7 +472,9 @@ impl RecurrentConfig {
         let images = self.images();
         let source = match t.images.as_deref() {
             None | Some("generated") => ImageSource::Generated,
-            Some(path) => ImageSource::Loaded(Arc::new(images::read_cifar10(&PathBuf::from(path))?)),
+            Some(path) => {
+                ImageSource::Loaded(Arc::new(images::read_cifar10(&PathBuf::from(path))?))
+            }
         };
         Ok(RecurrentTask {
             kind: t.kind,
@@ -441,23 +501,44 @@ impl RecurrentConfig {
         let t = &self.task;
         match (t.kind, t.size) {
             (RecurrentTaskKind::Images, Some(size)) => {
-                return Err(bad("task.size", size.to_string(), "does not apply to `images` (always 32x32 = 1024 pixels); remove it"));
+                return Err(bad(
+                    "task.size",
+                    size.to_string(),
+                    "does not apply to `images` (always 32x32 = 1024 pixels); remove it",
+                ));
             }
             (RecurrentTaskKind::Memorisation, Some(size)) if size < 2 => {
-                return Err(bad("task.size", size.to_string(), "expected at least 2 bits"));
+                return Err(bad(
+                    "task.size",
+                    size.to_string(),
+                    "expected at least 2 bits",
+                ));
             }
             _ => {}
         }
         if t.kind == RecurrentTaskKind::Memorisation && t.images.is_some() {
-            return Err(bad("task.images", format!("{:?}", t.images.as_deref().unwrap_or("")), "applies only to task `images`; remove it"));
+            return Err(bad(
+                "task.images",
+                format!("{:?}", t.images.as_deref().unwrap_or("")),
+                "applies only to task `images`; remove it",
+            ));
         }
-        for (field, v) in [("task.items", t.items), ("task.cycles", t.cycles), ("task.present_steps", t.present_steps), ("task.probe_steps", t.probe_steps)] {
+        for (field, v) in [
+            ("task.items", t.items),
+            ("task.cycles", t.cycles),
+            ("task.present_steps", t.present_steps),
+            ("task.probe_steps", t.probe_steps),
+        ] {
             if v == Some(0) {
                 return Err(bad(field, "0".into(), "expected at least 1"));
             }
         }
         if !(t.input_gain.is_finite() && t.input_gain > 0.0) {
-            return Err(bad("task.input_gain", t.input_gain.to_string(), "expected a finite value > 0"));
+            return Err(bad(
+                "task.input_gain",
+                t.input_gain.to_string(),
+                "expected a finite value > 0",
+            ));
         }
         let m = &self.model;
         if let Some(neurons) = m.neurons
@@ -466,57 +547,105 @@ impl RecurrentConfig {
             return Err(bad(
                 "model.neurons",
                 neurons.to_string(),
-                &format!("expected at least the stimulus size {} (one neuron per bit or pixel)", self.size()),
+                &format!(
+                    "expected at least the stimulus size {} (one neuron per bit or pixel)",
+                    self.size()
+                ),
             ));
         }
         check_rule(&bad, m.rule, m.clip)?;
         if m.plasticity == Plasticity::Nonnegative {
-            return Err(bad("model.plasticity", "\"nonnegative\"".into(), "expected `learned` or `none` for recurrent networks"));
+            return Err(bad(
+                "model.plasticity",
+                "\"nonnegative\"".into(),
+                "expected `learned` or `none` for recurrent networks",
+            ));
         }
-        for (field, v) in [("model.init_std", m.init_std), ("model.init_eta", m.init_eta)] {
+        for (field, v) in [
+            ("model.init_std", m.init_std),
+            ("model.init_eta", m.init_eta),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(bad(field, v.to_string(), "expected a finite value >= 0"));
             }
         }
         if m.init_eta > 1.0 {
-            return Err(bad("model.init_eta", m.init_eta.to_string(), "expected 0 <= init_eta <= 1"));
+            return Err(bad(
+                "model.init_eta",
+                m.init_eta.to_string(),
+                "expected 0 <= init_eta <= 1",
+            ));
         }
         if m.lstm_hidden == Some(0) {
             return Err(bad("model.lstm_hidden", "0".into(), "expected at least 1"));
         }
         if m.lstm_hidden.is_some() && m.kind != RecurrentModelKind::Lstm {
-            return Err(bad("model.lstm_hidden", m.lstm_hidden.unwrap_or(0).to_string(), "applies only to `kind = \"lstm\"`; remove it"));
+            return Err(bad(
+                "model.lstm_hidden",
+                m.lstm_hidden.unwrap_or(0).to_string(),
+                "applies only to `kind = \"lstm\"`; remove it",
+            ));
         }
         let tr = &self.train;
-        check_schedule(&bad, tr.episodes, tr.batch, (tr.learning_rate, tr.min_learning_rate), tr.adam_beta1, tr.adam_beta2)?;
+        check_schedule(
+            &bad,
+            tr.episodes,
+            tr.batch,
+            (tr.learning_rate, tr.min_learning_rate),
+            tr.adam_beta1,
+            tr.adam_beta2,
+        )?;
         if tr.save_every == 0 {
             return Err(bad("train.save_every", "0".into(), "expected at least 1"));
         }
         if tr.eval_episodes == 0 {
-            return Err(bad("train.eval_episodes", "0".into(), "expected at least 1 (the run's held-out error)"));
+            return Err(bad(
+                "train.eval_episodes",
+                "0".into(),
+                "expected at least 1 (the run's held-out error)",
+            ));
         }
         if tr.engine == RecurrentEngine::Fused {
             if m.kind == RecurrentModelKind::Lstm {
-                return Err(bad("train.engine", "\"fused\"".into(), "the fused engine trains plastic/non-plastic RNNs only; use `autodiff` for the LSTM"));
+                return Err(bad(
+                    "train.engine",
+                    "\"fused\"".into(),
+                    "the fused engine trains plastic/non-plastic RNNs only; use `autodiff` for the LSTM",
+                ));
             }
             if self.device.is_gpu() {
                 return Err(bad(
                     "train.engine",
                     "\"fused\"".into(),
-                    &format!("the fused engine runs on the host CPU; use `autodiff` with device `{}`", self.device),
+                    &format!(
+                        "the fused engine runs on the host CPU; use `autodiff` with device `{}`",
+                        self.device
+                    ),
                 ));
             }
             if tr.gradient_checkpointing {
-                return Err(bad("train.gradient_checkpointing", "true".into(), "applies to the `autodiff` engine (the fused engine checkpoints traces: trace_checkpoint_every)"));
+                return Err(bad(
+                    "train.gradient_checkpointing",
+                    "true".into(),
+                    "applies to the `autodiff` engine (the fused engine checkpoints traces: trace_checkpoint_every)",
+                ));
             }
         } else if tr.trace_checkpoint_every != 0 {
-            return Err(bad("train.trace_checkpoint_every", tr.trace_checkpoint_every.to_string(), "applies to the `fused` engine (use gradient_checkpointing with autodiff)"));
+            return Err(bad(
+                "train.trace_checkpoint_every",
+                tr.trace_checkpoint_every.to_string(),
+                "applies to the `fused` engine (use gradient_checkpointing with autodiff)",
+            ));
         }
         if let Some(path) = t.images.as_deref()
             && path != "generated"
             && !Path::new(path).exists()
         {
-            return Err(bad("task.images", format!("{path:?}"), "expected `generated` or an existing CIFAR-10 binary file or directory"));
+            return Err(bad(
+                "task.images",
+                format!("{path:?}"),
+                "expected `generated` or an existing CIFAR-10 binary file or directory",
+            ));
         }
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
@@ -559,7 +688,9 @@ learning_rate = 0.001
         assert!(!is_recurrent("[task]\nkind = \"one-shot\"\n"));
         let again = RecurrentConfig::parse(&c.to_toml(), Path::new("x")).unwrap();
         assert_eq!(c, again);
-        let images = BASE.replace("memorisation", "images").replace("size = 50\n", "");
+        let images = BASE
+            .replace("memorisation", "images")
+            .replace("size = 50\n", "");
         let c = RecurrentConfig::parse(&images, Path::new("x")).unwrap();
         c.validate("x").unwrap();
         let task = c.task().unwrap();
@@ -570,14 +701,18 @@ learning_rate = 0.001
     fn learning_rate_schedules_decay_to_the_minimum_at_the_last_update() {
         let c = RecurrentConfig::parse(BASE, Path::new("rnn.toml")).unwrap();
         assert_eq!((c.learning_rate(0), c.learning_rate(9)), (0.001, 0.001));
-        let text = BASE.replace("[train]", "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.0001");
+        let text = BASE.replace(
+            "[train]",
+            "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.0001",
+        );
         let c = RecurrentConfig::parse(&text, Path::new("rnn.toml")).unwrap();
         c.validate("rnn.toml").unwrap();
         assert_eq!(c.learning_rate(0), 0.001);
         // Halfway (5 of 10 updates): the mean of the two rates.
         assert!((c.learning_rate(5) - 0.00055).abs() < 1e-15);
         assert!((c.learning_rate(10) - 0.0001).abs() < 1e-15);
-        let linear = RecurrentConfig::parse(&text.replace("cosine", "linear"), Path::new("x")).unwrap();
+        let linear =
+            RecurrentConfig::parse(&text.replace("cosine", "linear"), Path::new("x")).unwrap();
         assert!((linear.learning_rate(2) - (0.001 - 0.2 * 0.0009)).abs() < 1e-15);
     }
 
@@ -586,26 +721,62 @@ learning_rate = 0.001
         for (from, to, field) in [
             ("size = 50", "size = 1", "task.size"),
             ("[model]", "[model]\nneurons = 20", "model.neurons"),
-            ("[model]", "[model]\nplasticity = \"nonnegative\"", "model.plasticity"),
+            (
+                "[model]",
+                "[model]\nplasticity = \"nonnegative\"",
+                "model.plasticity",
+            ),
             ("[model]", "[model]\nkind = \"lstm\"", "train.engine"),
             ("[model]", "[model]\nlstm_hidden = 5", "model.lstm_hidden"),
             ("[model]", "[model]\ninit_eta = 2.0", "model.init_eta"),
             ("episodes = 10", "episodes = 0", "train.episodes"),
-            ("learning_rate = 0.001", "learning_rate = -1.0", "train.learning_rate"),
+            (
+                "learning_rate = 0.001",
+                "learning_rate = -1.0",
+                "train.learning_rate",
+            ),
             ("[train]", "[train]\nbatch = 0", "train.batch"),
             ("[train]", "[train]\nadam_beta2 = 1.0", "train.adam_beta2"),
-            ("[train]", "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.01", "train.min_learning_rate"),
-            ("[train]", "[train]\nmin_learning_rate = -1.0", "train.min_learning_rate"),
+            (
+                "[train]",
+                "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.01",
+                "train.min_learning_rate",
+            ),
+            (
+                "[train]",
+                "[train]\nmin_learning_rate = -1.0",
+                "train.min_learning_rate",
+            ),
             ("[train]", "[train]\nsave_every = 0", "train.save_every"),
-            ("[train]", "[train]\neval_episodes = 0", "train.eval_episodes"),
-            ("[train]", "[train]\ngradient_checkpointing = true", "train.gradient_checkpointing"),
-            ("[train]", "[train]\nengine = \"autodiff\"\ntrace_checkpoint_every = 4", "train.trace_checkpoint_every"),
+            (
+                "[train]",
+                "[train]\neval_episodes = 0",
+                "train.eval_episodes",
+            ),
+            (
+                "[train]",
+                "[train]\ngradient_checkpointing = true",
+                "train.gradient_checkpointing",
+            ),
+            (
+                "[train]",
+                "[train]\nengine = \"autodiff\"\ntrace_checkpoint_every = 4",
+                "train.trace_checkpoint_every",
+            ),
             ("[task]", "[task]\nitems = 0", "task.items"),
             ("[task]", "[task]\ninput_gain = 0.0", "task.input_gain"),
             ("[task]", "[task]\nimages = \"generated\"", "task.images"),
             ("[model]", "[model]\nclip = 0.5", "model.clip"),
-            ("[model]", "[model]\nrule = \"clipped\"\nclip = 0.0", "model.clip"),
-            ("[model]", "[model]\nrule = \"clipped\"\nclip = -1.0", "model.clip"),
+            (
+                "[model]",
+                "[model]\nrule = \"clipped\"\nclip = 0.0",
+                "model.clip",
+            ),
+            (
+                "[model]",
+                "[model]\nrule = \"clipped\"\nclip = -1.0",
+                "model.clip",
+            ),
         ] {
             let e = error_of(&BASE.replace(from, to));
             assert!(e.contains(field) && e.contains("rnn.toml"), "{to}: {e}");
@@ -614,9 +785,15 @@ learning_rate = 0.001
         let e = error_of(&images);
         assert!(e.contains("task.size"), "{e}");
         let e = error_of(&images.replace("size = 50\n", "images = \"/no/such/cifar\"\n"));
-        assert!(e.contains("task.images") && e.contains("/no/such/cifar"), "{e}");
+        assert!(
+            e.contains("task.images") && e.contains("/no/such/cifar"),
+            "{e}"
+        );
         let e = error_of(&BASE.replace("[model]", "[model]\nrule = \"bcm\""));
-        assert!(e.contains("model.rule") && e.contains("hebb") && e.contains("clipped"), "{e}");
+        assert!(
+            e.contains("model.rule") && e.contains("hebb") && e.contains("clipped"),
+            "{e}"
+        );
         let e = error_of(&BASE.replace("[train]", "[train]\nengine = \"magic\""));
         assert!(e.contains("train.engine"), "{e}");
     }

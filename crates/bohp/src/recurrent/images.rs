@@ -52,7 +52,11 @@ pub fn generate(rng: &mut impl Rng) -> Image {
             for x in 0..SIDE {
                 let (dx, dy) = ((x as f64 - cx) / rx, (y as f64 - cy) / ry);
                 // Signed distance-like measure: < 0 inside.
-                let d = if ellipse { (dx * dx + dy * dy).sqrt() - 1.0 } else { dx.abs().max(dy.abs()) - 1.0 };
+                let d = if ellipse {
+                    (dx * dx + dy * dy).sqrt() - 1.0
+                } else {
+                    dx.abs().max(dy.abs()) - 1.0
+                };
                 let inside = 1.0 / (1.0 + (d * 8.0).exp());
                 let shade = level + gx * (x as f64 - cx) + gy * (y as f64 - cy);
                 let p = &mut img[y * SIDE + x];
@@ -61,11 +65,16 @@ pub fn generate(rng: &mut impl Rng) -> Image {
         }
     }
     // Contrast and brightness: map [min, max] to a random sub-range of [-1, 1].
-    let (lo, hi) = img.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = img
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let span = (hi - lo).max(1e-9);
     let contrast = rng.random_range(0.6..1.0);
     let centre = rng.random_range(-(1.0 - contrast)..=(1.0 - contrast));
-    img.iter().map(|&v| ((v - lo) / span * 2.0 - 1.0) * contrast + centre).map(|v| v as f32).collect()
+    img.iter()
+        .map(|&v| ((v - lo) / span * 2.0 - 1.0) * contrast + centre)
+        .map(|v| v as f32)
+        .collect()
 }
 
 /// Reads CIFAR-10 binary files (`data_batch_*.bin`, `test_batch.bin`): each record is a label
@@ -81,7 +90,10 @@ pub fn read_cifar10(path: &Path) -> Result<Vec<Image>> {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error::artifact(path, "no *.bin files: expected CIFAR-10 binary batches (data_batch_1.bin, ...)"));
+            return Err(Error::artifact(
+                path,
+                "no *.bin files: expected CIFAR-10 binary batches (data_batch_1.bin, ...)",
+            ));
         }
         files
     } else {
@@ -89,7 +101,8 @@ pub fn read_cifar10(path: &Path) -> Result<Vec<Image>> {
     };
     let mut images = Vec::new();
     for file in files {
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, "cannot read CIFAR-10 file", e))?;
+        let bytes =
+            std::fs::read(&file).map_err(|e| Error::io(&file, "cannot read CIFAR-10 file", e))?;
         if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
             return Err(Error::artifact(
                 &file,
@@ -103,7 +116,10 @@ pub fn read_cifar10(path: &Path) -> Result<Vec<Image>> {
             if record[0] > 9 {
                 return Err(Error::artifact(
                     &file,
-                    format!("record {k}: label byte {} is not a CIFAR-10 class (expected 0-9)", record[0]),
+                    format!(
+                        "record {k}: label byte {} is not a CIFAR-10 class (expected 0-9)",
+                        record[0]
+                    ),
                 ));
             }
             let (r, rest) = record[1..].split_at(PIXELS);
@@ -127,7 +143,10 @@ pub fn read_cifar10(path: &Path) -> Result<Vec<Image>> {
 /// dominates recall.
 pub fn normalise(img: &mut [f32]) {
     let mean = img.iter().map(|&v| v as f64).sum::<f64>() / img.len().max(1) as f64;
-    let peak = img.iter().map(|&v| (v as f64 - mean).abs()).fold(0.0f64, f64::max);
+    let peak = img
+        .iter()
+        .map(|&v| (v as f64 - mean).abs())
+        .fold(0.0f64, f64::max);
     let scale = 1.0 / (peak + 1e-8);
     for v in img.iter_mut() {
         *v = ((*v as f64 - mean) * scale) as f32;
@@ -142,7 +161,9 @@ pub fn neighbour_correlation(img: &[f32]) -> f64 {
         .map(|(a, b)| (img[a] as f64, img[b] as f64))
         .collect();
     let n = pairs.len() as f64;
-    let (ma, mb) = pairs.iter().fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
+    let (ma, mb) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
     for (a, b) in pairs {
         sab += (a - ma) * (b - mb);
@@ -159,12 +180,20 @@ mod tests {
 
     #[test]
     fn generated_images_are_smooth_varied_and_in_range() {
-        let images: Vec<Image> = (0..20).map(|k| generate(&mut stream_rng(1, Stream::Train, k))).collect();
+        let images: Vec<Image> = (0..20)
+            .map(|k| generate(&mut stream_rng(1, Stream::Train, k)))
+            .collect();
         for img in &images {
             assert_eq!(img.len(), PIXELS);
-            assert!(img.iter().all(|v| (-1.0..=1.0).contains(v)), "pixels must lie in [-1, 1]");
+            assert!(
+                img.iter().all(|v| (-1.0..=1.0).contains(v)),
+                "pixels must lie in [-1, 1]"
+            );
             let corr = neighbour_correlation(img);
-            assert!(corr > 0.8, "natural-looking images are smooth: neighbour correlation {corr}");
+            assert!(
+                corr > 0.8,
+                "natural-looking images are smooth: neighbour correlation {corr}"
+            );
             let mean = img.iter().sum::<f32>() / PIXELS as f32;
             let var = img.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / PIXELS as f32;
             assert!(var > 0.01, "an image must not be flat (variance {var})");
@@ -172,7 +201,12 @@ mod tests {
         // Varied: every pair differs clearly.
         for a in 0..images.len() {
             for b in a + 1..images.len() {
-                let d: f32 = images[a].iter().zip(&images[b]).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / PIXELS as f32;
+                let d: f32 = images[a]
+                    .iter()
+                    .zip(&images[b])
+                    .map(|(x, y)| (x - y).powi(2))
+                    .sum::<f32>()
+                    / PIXELS as f32;
                 assert!(d > 0.01, "images {a} and {b} are too alike ({d})");
             }
         }

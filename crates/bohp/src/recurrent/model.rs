@@ -33,7 +33,14 @@ pub struct PlasticRnnConfig {
 impl PlasticRnnConfig {
     /// `neurons` neurons, the decaying Hebbian rule, per-connection `α`, the 2018 code's initial values.
     pub fn new(neurons: usize) -> Self {
-        PlasticRnnConfig { neurons, rule: RuleSpec::default(), shared_alpha: false, plastic: true, init_std: 0.01, init_eta: 0.01 }
+        PlasticRnnConfig {
+            neurons,
+            rule: RuleSpec::default(),
+            shared_alpha: false,
+            plastic: true,
+            init_std: 0.01,
+            init_eta: 0.01,
+        }
     }
 
     /// Number of trained parameters.
@@ -74,18 +81,31 @@ impl PlasticRnnConfig {
     pub fn from_values(&self, values: &[Vec<f64>], device: &Device) -> PlasticRnn {
         let n = self.neurons;
         let shape = if self.shared_alpha { [1, 1] } else { [n, n] };
-        let (alpha, eta) = (param(values[1].clone(), shape, device), param(values[2].clone(), [1], device));
+        let (alpha, eta) = (
+            param(values[1].clone(), shape, device),
+            param(values[2].clone(), [1], device),
+        );
         let (alpha, eta) = if self.plastic {
             (alpha, eta)
         } else {
             (alpha.set_require_grad(false), eta.set_require_grad(false))
         };
-        PlasticRnn { w: param(values[0].clone(), [n, n], device), alpha, eta, rule: self.rule, plastic: self.plastic }
+        PlasticRnn {
+            w: param(values[0].clone(), [n, n], device),
+            alpha,
+            eta,
+            rule: self.rule,
+            plastic: self.plastic,
+        }
     }
 
     /// The host network (for the fused engine) holding values `[W, α, η]`.
     pub fn host<F: Real>(&self, values: &[Vec<f64>]) -> HostRnn<F> {
-        let cast = |v: &Vec<f64>| v.iter().map(|&x| F::from(x).expect("finite")).collect::<Vec<F>>();
+        let cast = |v: &Vec<f64>| {
+            v.iter()
+                .map(|&x| F::from(x).expect("finite"))
+                .collect::<Vec<F>>()
+        };
         HostRnn {
             n: self.neurons,
             w: cast(&values[0]),
@@ -139,7 +159,6 @@ impl PlasticRnn {
         self.alpha.dims() == [1, 1]
     }
 
-
     /// A whole episode from `y = 0`, `H = 0`; returns `y(t)` for every step.
     ///
     /// # Shapes
@@ -150,7 +169,11 @@ impl PlasticRnn {
         let [steps, batch, n] = inputs.dims();
         let device = inputs.device();
         let w = self.w.val();
-        let connection = PlasticConnection::new(self.alpha.val(), Rate::Learned(self.eta.val().reshape([1, 1, 1])), self.rule);
+        let connection = PlasticConnection::new(
+            self.alpha.val(),
+            Rate::Learned(self.eta.val().reshape([1, 1, 1])),
+            self.rule,
+        );
         let us = inputs.chunk(steps, 0);
         let cs = clamp.map(|c| c.chunk(steps, 0));
         let mut y: Tensor<2> = Tensor::zeros([batch, n], &device);
@@ -168,7 +191,11 @@ impl PlasticRnn {
                 y_new = y_new * c.clone().neg().add_scalar(1.0) + u * c;
             }
             if self.plastic {
-                h = connection.update(h, y.reshape([batch, n, 1]), y_new.clone().reshape([batch, 1, n]));
+                h = connection.update(
+                    h,
+                    y.reshape([batch, n, 1]),
+                    y_new.clone().reshape([batch, 1, n]),
+                );
             }
             y = y_new;
             ys.push(y.clone());
@@ -202,7 +229,9 @@ impl LstmNet {
 
     /// The smallest hidden size whose parameter count reaches `target`.
     pub fn hidden_for(n: usize, target: usize) -> usize {
-        (1..).find(|&h| Self::num_params(n, h) >= target).unwrap_or(1)
+        (1..)
+            .find(|&h| Self::num_params(n, h) >= target)
+            .unwrap_or(1)
     }
 
     /// The outputs `tanh(readout(h(t)))` for every step: `[steps, batch, N]` from inputs

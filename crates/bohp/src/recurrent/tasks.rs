@@ -97,10 +97,14 @@ impl RecurrentTask {
     fn stimulus(&self, rng: &mut impl Rng) -> Vec<f32> {
         let mut img = match (&self.kind, &self.source) {
             (RecurrentTaskKind::Memorisation, _) => {
-                return (0..self.size).map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 }).collect();
+                return (0..self.size)
+                    .map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 })
+                    .collect();
             }
             (RecurrentTaskKind::Images, ImageSource::Generated) => images::generate(rng),
-            (RecurrentTaskKind::Images, ImageSource::Loaded(all)) => all[rng.random_range(0..all.len())].clone(),
+            (RecurrentTaskKind::Images, ImageSource::Loaded(all)) => {
+                all[rng.random_range(0..all.len())].clone()
+            }
         };
         images::normalise(&mut img);
         img
@@ -121,15 +125,27 @@ impl RecurrentTask {
             RecurrentTaskKind::Images => {
                 // The top or the bottom half.
                 let bottom = rng.random_bool(0.5);
-                (0..self.size).map(|p| (p >= self.size / 2) == bottom).collect()
+                (0..self.size)
+                    .map(|p| (p >= self.size / 2) == bottom)
+                    .collect()
             }
         }
     }
 
     /// Episodes `first .. first + batch` of `stream` in a run seeded with `seed`, each drawn from
     /// its own generator (the same episode whatever the batch size).
-    pub fn batch(&self, seed: u64, stream: Stream, first: u64, batch: usize, neurons: usize) -> RecurrentBatch {
-        assert!(neurons >= self.size, "the network needs a neuron per stimulus element");
+    pub fn batch(
+        &self,
+        seed: u64,
+        stream: Stream,
+        first: u64,
+        batch: usize,
+        neurons: usize,
+    ) -> RecurrentBatch {
+        assert!(
+            neurons >= self.size,
+            "the network needs a neuron per stimulus element"
+        );
         let steps = self.steps();
         let size = self.size;
         let at = |t: usize, b: usize| (t * batch + b) * neurons;
@@ -149,7 +165,10 @@ impl RecurrentTask {
                 for (k, &item) in order.iter().enumerate() {
                     let t0 = (c * self.items + k) * block;
                     for t in t0..t0 + self.present_steps {
-                        for (dst, &v) in inputs[at(t, b)..at(t, b) + size].iter_mut().zip(&stimuli[item]) {
+                        for (dst, &v) in inputs[at(t, b)..at(t, b) + size]
+                            .iter_mut()
+                            .zip(&stimuli[item])
+                        {
                             *dst = v * gain;
                         }
                         if let Some(cl) = clamp.as_mut() {
@@ -176,7 +195,16 @@ impl RecurrentTask {
                 stimuli_all.extend_from_slice(s);
             }
         }
-        RecurrentBatch { steps, batch, neurons, inputs, clamp, targets, erased: erased_all, stimuli: stimuli_all }
+        RecurrentBatch {
+            steps,
+            batch,
+            neurons,
+            inputs,
+            clamp,
+            targets,
+            erased: erased_all,
+            stimuli: stimuli_all,
+        }
     }
 
     /// The error of outputs `y_last` (`[batch][neurons]`) on the erased part of the probe:
@@ -192,7 +220,9 @@ impl RecurrentTask {
                 }
                 let (y, target) = (y_last[b * n + p] as f64, batch.targets[b * size + p] as f64);
                 total += match self.kind {
-                    RecurrentTaskKind::Memorisation => f64::from(u8::from(y.signum() != target.signum() || y == 0.0)),
+                    RecurrentTaskKind::Memorisation => {
+                        f64::from(u8::from(y.signum() != target.signum() || y == 0.0))
+                    }
                     RecurrentTaskKind::Images => (y - target).powi(2),
                 };
                 count += 1.0;
@@ -291,14 +321,21 @@ mod tests {
         let clamp = b.clamp.as_ref().expect("the image task clamps");
         let n = images::PIXELS;
         assert!(clamp[..n].iter().all(|&c| c == 1.0));
-        assert!(clamp[20 * n..21 * n].iter().all(|&c| c == 0.0), "gaps are not clamped");
+        assert!(
+            clamp[20 * n..21 * n].iter().all(|&c| c == 0.0),
+            "gaps are not clamped"
+        );
         let last = &clamp[200 * n..];
         let erased = &b.erased;
         let top_erased = erased[0] == 1.0;
         assert!(erased[..n / 2].iter().all(|&e| (e == 1.0) == top_erased));
         assert!(erased[n / 2..].iter().all(|&e| (e == 1.0) != top_erased));
         for p in 0..n {
-            assert_eq!(last[p], 1.0 - erased[p], "visible pixels are clamped, erased ones free");
+            assert_eq!(
+                last[p],
+                1.0 - erased[p],
+                "visible pixels are clamped, erased ones free"
+            );
         }
         // Clamped inputs carry raw pixel values (no gain).
         assert!(b.inputs.iter().all(|v| (-1.0..=1.0).contains(v)));

@@ -11,10 +11,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::{RecurrentConfig, RecurrentEngine, RecurrentModelKind};
-use crate::engines::fused::{EpisodeBatch, Real};
 use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
 use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
 use crate::device::{Precision, init_device};
+use crate::engines::fused::{EpisodeBatch, Real};
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
 use crate::rng::Stream;
@@ -83,11 +83,22 @@ pub struct Evaluation {
 
 enum State {
     /// Parameters `[W, α, η]` and Adam on the host (the fused engine).
-    Host { values: Vec<Vec<f64>>, adam: HostAdam, trainable: Vec<bool>, rnn: PlasticRnnConfig },
+    Host {
+        values: Vec<Vec<f64>>,
+        adam: HostAdam,
+        trainable: Vec<bool>,
+        rnn: PlasticRnnConfig,
+    },
     /// A burn module trained by autodiff.
-    Plastic { model: PlasticRnn, optim: ModuleOptimizer },
+    Plastic {
+        model: PlasticRnn,
+        optim: ModuleOptimizer,
+    },
     /// The LSTM baseline (autodiff).
-    Lstm { model: LstmNet, optim: ModuleOptimizer },
+    Lstm {
+        model: LstmNet,
+        optim: ModuleOptimizer,
+    },
 }
 
 /// Trains one recurrent network on one task.
@@ -104,7 +115,10 @@ fn tensor3(values: &[f32], shape: [usize; 3], device: &Device) -> Tensor<3> {
 }
 
 fn to_f32(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// A host pass over a batch in precision `F`: loss, `y(T)` and (with `grads`) the gradients.
@@ -116,16 +130,34 @@ fn host_pass<F: Real>(
     grads: bool,
 ) -> (f64, Vec<f32>, Option<Vec<Vec<f64>>>) {
     let net = rnn.host::<F>(values);
-    let cast = |v: &[f32]| v.iter().map(|&x| F::from(x).expect("finite")).collect::<Vec<F>>();
+    let cast = |v: &[f32]| {
+        v.iter()
+            .map(|&x| F::from(x).expect("finite"))
+            .collect::<Vec<F>>()
+    };
     let inputs = cast(&batch.inputs);
     let clamp = batch.clamp.as_deref().map(cast);
     let targets = cast(&batch.targets);
-    let ep = EpisodeBatch { steps: batch.steps, batch: batch.batch, inputs: &inputs, clamp: clamp.as_deref(), targets: &targets };
-    let back = |v: &[F]| v.iter().map(|x| x.to_f32().expect("finite")).collect::<Vec<f32>>();
+    let ep = EpisodeBatch {
+        steps: batch.steps,
+        batch: batch.batch,
+        inputs: &inputs,
+        clamp: clamp.as_deref(),
+        targets: &targets,
+    };
+    let back = |v: &[F]| {
+        v.iter()
+            .map(|x| x.to_f32().expect("finite"))
+            .collect::<Vec<f32>>()
+    };
     if grads {
         let pass = net.loss_and_grads(&ep, interval);
         let g = pass.grads;
-        (pass.loss, back(&pass.y_last), Some(vec![g.w, g.alpha, vec![g.eta]]))
+        (
+            pass.loss,
+            back(&pass.y_last),
+            Some(vec![g.w, g.alpha, vec![g.eta]]),
+        )
     } else {
         let ys = net.forward(&ep);
         let bn = batch.batch * batch.neurons;
@@ -141,7 +173,13 @@ impl RecurrentTrainer {
         let device = init_device(config.device, config.dtype)?;
         let beta1 = config.train.adam_beta1 as f32;
         let beta2 = config.train.adam_beta2 as f32;
-        let optim = || AdamConfig::new().with_beta_1(beta1).with_beta_2(beta2).with_epsilon(ADAM_EPSILON).init();
+        let optim = || {
+            AdamConfig::new()
+                .with_beta_1(beta1)
+                .with_beta_2(beta2)
+                .with_epsilon(ADAM_EPSILON)
+                .init()
+        };
         let mut ad = device.clone().autodiff();
         if config.train.gradient_checkpointing {
             ad = ad.gradient_checkpointing();
@@ -152,11 +190,18 @@ impl RecurrentTrainer {
                 // burn's default initializers draw from the device's generator.
                 device.seed(config.seed);
                 let model = LstmNet::new(config.size(), config.lstm_hidden(), &ad);
-                State::Lstm { model, optim: optim() }
+                State::Lstm {
+                    model,
+                    optim: optim(),
+                }
             }
             (RecurrentModelKind::Plastic, RecurrentEngine::Autodiff) => {
-                let model = rnn.from_values(&round(&rnn.init_values(config.seed), config.dtype), &ad);
-                State::Plastic { model, optim: optim() }
+                let model =
+                    rnn.from_values(&round(&rnn.init_values(config.seed), config.dtype), &ad);
+                State::Plastic {
+                    model,
+                    optim: optim(),
+                }
             }
             (RecurrentModelKind::Plastic, RecurrentEngine::Fused) => {
                 let values = round(&rnn.init_values(config.seed), config.dtype);
@@ -169,7 +214,13 @@ impl RecurrentTrainer {
                 }
             }
         };
-        Ok(RecurrentTrainer { config, task, device: ad, state, next_episode: 0 })
+        Ok(RecurrentTrainer {
+            config,
+            task,
+            device: ad,
+            state,
+            next_episode: 0,
+        })
     }
 
     /// The config.
@@ -196,9 +247,13 @@ impl RecurrentTrainer {
     pub fn eta(&self) -> f64 {
         match &self.state {
             State::Host { values, .. } => values[2][0],
-            State::Plastic { model, .. } if model.plastic => {
-                model.eta.val().into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")[0]
-            }
+            State::Plastic { model, .. } if model.plastic => model
+                .eta
+                .val()
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .expect("f64")[0],
             _ => 0.0,
         }
     }
@@ -212,11 +267,19 @@ impl RecurrentTrainer {
             },
             State::Plastic { model, .. } => {
                 let device = self.device.clone().without_autodiff();
-                to_f32(last_step(plastic_forward(&model.valid(), batch, &device), batch.neurons))
+                to_f32(last_step(
+                    plastic_forward(&model.valid(), batch, &device),
+                    batch.neurons,
+                ))
             }
             State::Lstm { model, .. } => {
                 let device = self.device.clone().without_autodiff();
-                to_f32(last_step(model.valid().forward(lstm_inputs(&self.task, batch, &device)), batch.neurons))
+                to_f32(last_step(
+                    model
+                        .valid()
+                        .forward(lstm_inputs(&self.task, batch, &device)),
+                    batch.neurons,
+                ))
             }
         }
     }
@@ -225,7 +288,13 @@ impl RecurrentTrainer {
     pub fn step(&mut self) -> std::result::Result<RecurrentRow, String> {
         let episode = self.next_episode;
         let b = self.config.train.batch;
-        let batch = self.task.batch(self.config.seed, Stream::Train, (episode * b) as u64, b, self.unit_width());
+        let batch = self.task.batch(
+            self.config.seed,
+            Stream::Train,
+            (episode * b) as u64,
+            b,
+            self.unit_width(),
+        );
         let lr = self.config.learning_rate(episode);
         let started = Instant::now();
         let interval = match self.config.train.trace_checkpoint_every {
@@ -235,7 +304,12 @@ impl RecurrentTrainer {
         let dtype = self.config.dtype;
         let size = self.task.size;
         let (loss, y_last) = match &mut self.state {
-            State::Host { values, adam, trainable, rnn } => {
+            State::Host {
+                values,
+                adam,
+                trainable,
+                rnn,
+            } => {
                 let (loss, y, grads) = match dtype {
                     Precision::F32 => host_pass::<f32>(rnn, values, &batch, interval, true),
                     Precision::F64 => host_pass::<f64>(rnn, values, &batch, interval, true),
@@ -245,7 +319,12 @@ impl RecurrentTrainer {
                 }
                 adam.step(lr, values, &grads.expect("gradients"), trainable);
                 *values = round(values, dtype);
-                if let Some(name) = ["W", "alpha", "eta"].iter().zip(values.iter()).find(|(_, v)| v.iter().any(|x| !x.is_finite())).map(|(n, _)| n) {
+                if let Some(name) = ["W", "alpha", "eta"]
+                    .iter()
+                    .zip(values.iter())
+                    .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+                    .map(|(n, _)| n)
+                {
                     return Err(format!("parameter {name}"));
                 }
                 (loss, y)
@@ -262,7 +341,13 @@ impl RecurrentTrainer {
         let seconds = started.elapsed().as_secs_f64();
         let error = self.task.error(&batch, &y_last);
         self.next_episode += 1;
-        Ok(RecurrentRow { episode, loss, error, eta: self.eta(), seconds })
+        Ok(RecurrentRow {
+            episode,
+            loss,
+            error,
+            eta: self.eta(),
+            seconds,
+        })
     }
 
     /// Width of the network's input/output vectors.
@@ -277,11 +362,21 @@ impl RecurrentTrainer {
     /// (the `Eval` stream).
     pub fn evaluate(&self, episodes: usize) -> Evaluation {
         let chunk = self.config.train.batch.clamp(1, 16);
-        let mut sum = Evaluation { loss: 0.0, error: 0.0, blank_error: 0.0 };
+        let mut sum = Evaluation {
+            loss: 0.0,
+            error: 0.0,
+            blank_error: 0.0,
+        };
         let mut done = 0;
         while done < episodes {
             let b = chunk.min(episodes - done);
-            let batch = self.task.batch(self.config.seed, Stream::Eval, done as u64, b, self.unit_width());
+            let batch = self.task.batch(
+                self.config.seed,
+                Stream::Eval,
+                done as u64,
+                b,
+                self.unit_width(),
+            );
             let y = self.outputs(&batch);
             sum.loss += self.task.loss(&batch, &y) * b as f64;
             sum.error += self.task.error(&batch, &y) * b as f64;
@@ -289,7 +384,11 @@ impl RecurrentTrainer {
             done += b;
         }
         let n = episodes.max(1) as f64;
-        Evaluation { loss: sum.loss / n, error: sum.error / n, blank_error: sum.blank_error / n }
+        Evaluation {
+            loss: sum.loss / n,
+            error: sum.error / n,
+            blank_error: sum.blank_error / n,
+        }
     }
 
     /// The plastic network as a burn module (on the plain device), or `None` for the LSTM.
@@ -309,11 +408,24 @@ impl RecurrentTrainer {
         match &mut self.state {
             State::Host { values, rnn, .. } => {
                 let model = crate::run::load_record(rnn.from_values(values, &device), path, None)?;
-                let host = |t: Tensor<2>| t.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64");
-                *values = vec![host(model.w.val()), host(model.alpha.val()), host(model.eta.val().unsqueeze::<2>())];
+                let host = |t: Tensor<2>| {
+                    t.into_data()
+                        .convert::<f64>()
+                        .try_to_vec::<f64>()
+                        .expect("f64")
+                };
+                *values = vec![
+                    host(model.w.val()),
+                    host(model.alpha.val()),
+                    host(model.eta.val().unsqueeze::<2>()),
+                ];
             }
-            State::Plastic { model, .. } => *model = crate::run::load_record(model.clone(), path, None)?,
-            State::Lstm { model, .. } => *model = crate::run::load_record(model.clone(), path, None)?,
+            State::Plastic { model, .. } => {
+                *model = crate::run::load_record(model.clone(), path, None)?
+            }
+            State::Lstm { model, .. } => {
+                *model = crate::run::load_record(model.clone(), path, None)?
+            }
         }
         Ok(())
     }
@@ -322,7 +434,11 @@ impl RecurrentTrainer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = match &self.state {
             State::Lstm { model, .. } => model.valid().into_record().into_bytes(),
-            _ => self.plastic_module().expect("plastic").into_record().into_bytes(),
+            _ => self
+                .plastic_module()
+                .expect("plastic")
+                .into_record()
+                .into_bytes(),
         }
         .map_err(|e| Error::artifact(path, format!("cannot serialize the model: {e}")))?;
         write_atomic(path, &bytes)
@@ -341,13 +457,25 @@ impl RecurrentTrainer {
 /// The plastic network's outputs for every step of `batch`.
 fn plastic_forward(model: &PlasticRnn, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
     let shape = [batch.steps, batch.batch, batch.neurons];
-    model.forward(tensor3(&batch.inputs, shape, device), batch.clamp.as_deref().map(|c| tensor3(c, shape, device)))
+    model.forward(
+        tensor3(&batch.inputs, shape, device),
+        batch.clamp.as_deref().map(|c| tensor3(c, shape, device)),
+    )
 }
 
 /// The LSTM's inputs: the task's inputs, unclamped ones divided by their gain (±1 values).
 fn lstm_inputs(task: &RecurrentTask, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
-    let scale = if task.clamp { 1.0 } else { 1.0 / task.input_gain };
-    tensor3(&batch.inputs, [batch.steps, batch.batch, batch.neurons], device).mul_scalar(scale)
+    let scale = if task.clamp {
+        1.0
+    } else {
+        1.0 / task.input_gain
+    };
+    tensor3(
+        &batch.inputs,
+        [batch.steps, batch.batch, batch.neurons],
+        device,
+    )
+    .mul_scalar(scale)
 }
 
 /// One autodiff update of `model` from its outputs `ys`: the loss value and `y(T)` on the host,
@@ -373,27 +501,46 @@ fn autodiff_update<M: Module + Clone>(
 
 fn round(values: &[Vec<f64>], dtype: Precision) -> Vec<Vec<f64>> {
     match dtype {
-        Precision::F32 => values.iter().map(|v| v.iter().map(|&x| f64::from(x as f32)).collect()).collect(),
+        Precision::F32 => values
+            .iter()
+            .map(|v| v.iter().map(|&x| f64::from(x as f32)).collect())
+            .collect(),
         Precision::F64 => values.to_vec(),
     }
 }
 
 fn last_step(ys: Tensor<3>, width: usize) -> Tensor<2> {
     let [steps, batch, _] = ys.dims();
-    ys.slice([steps - 1..steps, 0..batch, 0..width]).reshape([batch, width])
+    ys.slice([steps - 1..steps, 0..batch, 0..width])
+        .reshape([batch, width])
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")[0]
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .expect("f64")[0]
 }
 
 /// The loss tensor, and (host `y(T)`, the loss value tensor detached).
-fn loss_of(ys: Tensor<3>, batch: &RecurrentBatch, size: usize, device: &Device) -> (Tensor<1>, (Vec<f32>, Tensor<1>)) {
+fn loss_of(
+    ys: Tensor<3>,
+    batch: &RecurrentBatch,
+    size: usize,
+    device: &Device,
+) -> (Tensor<1>, (Vec<f32>, Tensor<1>)) {
     let width = ys.dims()[2];
     let last = last_step(ys, width);
-    let targets: Tensor<2> = Tensor::from_data(TensorData::new(batch.targets.clone(), [batch.batch, size]), device);
+    let targets: Tensor<2> = Tensor::from_data(
+        TensorData::new(batch.targets.clone(), [batch.batch, size]),
+        device,
+    );
     let diff = last.clone().slice([0..batch.batch, 0..size]) - targets;
-    let loss = diff.clone().mul(diff).sum().mul_scalar(1.0 / batch.batch as f64);
+    let loss = diff
+        .clone()
+        .mul(diff)
+        .sum()
+        .mul_scalar(1.0 / batch.batch as f64);
     let y = to_f32(last.detach());
     let value = loss.clone().detach();
     (loss, (y, value))
@@ -428,7 +575,9 @@ pub fn train_recurrent(
                 rows.push(row);
             }
             Err(what) => {
-                metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
+                metrics
+                    .flush()
+                    .map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
                 return Err(Error::Diverged {
                     episode: trainer.next_episode,
                     what,
@@ -437,13 +586,21 @@ pub fn train_recurrent(
                 });
             }
         }
-        if trainer.next_episode.is_multiple_of(trainer.config.train.save_every) || trainer.is_done() {
-            metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
+        if trainer
+            .next_episode
+            .is_multiple_of(trainer.config.train.save_every)
+            || trainer.is_done()
+        {
+            metrics
+                .flush()
+                .map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
             trainer.save(&model_path)?;
             saved_at = trainer.next_episode;
         }
     }
-    metrics.flush().map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
+    metrics
+        .flush()
+        .map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
     trainer.save(&model_path)?;
     if !trainer.is_done() {
         // Interrupted: model.bpk holds the parameters so far; no summary (the run is not
@@ -452,7 +609,8 @@ pub fn train_recurrent(
     }
     let eval = trainer.evaluate(trainer.config.train.eval_episodes);
     let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
-    let final_train_error = rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
+    let final_train_error =
+        rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
     let mut secs: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
     secs.sort_by(f64::total_cmp);
     let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);

@@ -50,6 +50,10 @@ impl RuleKernel for Clipped {
 
     #[inline(always)]
     fn post_partial_after<F: Real>(&self, h_new: F, pre: F, rate: F) -> F {
-        if h_new.abs() < real(self.bound) { rate * pre } else { F::zero() }
+        if h_new.abs() < real(self.bound) {
+            rate * pre
+        } else {
+            F::zero()
+        }
     }
 }

@@ -47,11 +47,23 @@ impl RuleKernel for Faulty {
 
     fn local<F: Real>(&self, h: F, pre: F, post: F, rate: F) -> Local<F> {
         let right = self.spec.local(h, pre, post, rate);
-        let additive = Local { value: right.value, d_h: F::one(), d_pre: rate * post, d_post: rate * pre, d_rate: pre * post };
+        let additive = Local {
+            value: right.value,
+            d_h: F::one(),
+            d_pre: rate * post,
+            d_post: rate * pre,
+            d_rate: pre * post,
+        };
         match self.fault {
             Fault::RateOnOldTrace => {
                 let keep = F::one() - rate;
-                Local { value: right.value, d_h: rate, d_pre: keep * post, d_post: keep * pre, d_rate: h - pre * post }
+                Local {
+                    value: right.value,
+                    d_h: rate,
+                    d_pre: keep * post,
+                    d_post: keep * pre,
+                    d_rate: h - pre * post,
+                }
             }
             Fault::OjaDecayDropped | Fault::GradientThroughClip => additive,
         }

@@ -175,14 +175,20 @@ pub struct RuleSpec {
 
 impl Default for RuleSpec {
     fn default() -> Self {
-        RuleSpec { rule: Rule::Hebb, clip: DEFAULT_CLIP }
+        RuleSpec {
+            rule: Rule::Hebb,
+            clip: DEFAULT_CLIP,
+        }
     }
 }
 
 impl RuleSpec {
     /// `rule` with the default constants.
     pub fn new(rule: Rule) -> Self {
-        RuleSpec { rule, clip: DEFAULT_CLIP }
+        RuleSpec {
+            rule,
+            clip: DEFAULT_CLIP,
+        }
     }
 
     /// The update on tensors (see [`RuleKernel::tensor`]).
@@ -253,7 +259,14 @@ macro_rules! with_rule {
 /// Forward step on the host: `out_j = f(H_j, pre, post_j, η)` for one row `i` of the trace
 /// (one presynaptic neuron, every postsynaptic one).
 #[inline(always)]
-pub fn forward<F: Real, R: RuleKernel>(rule: &R, h: &[F], pre: F, post: &[F], rate: F, out: &mut [F]) {
+pub fn forward<F: Real, R: RuleKernel>(
+    rule: &R,
+    h: &[F],
+    pre: F,
+    post: &[F],
+    rate: F,
+    out: &mut [F],
+) {
     for ((o, &hv), &yj) in out.iter_mut().zip(h).zip(post) {
         *o = rule.local(hv, pre, yj, rate).value;
     }
@@ -277,7 +290,12 @@ pub struct Pullback<F> {
 #[inline(always)]
 pub fn vjp<F: Real, R: RuleKernel>(rule: &R, g: F, h: F, pre: F, post: F, rate: F) -> Pullback<F> {
     let l = rule.local(h, pre, post, rate);
-    Pullback { h: g * l.d_h, pre: g * l.d_pre, post: g * l.d_post, rate: g * l.d_rate }
+    Pullback {
+        h: g * l.d_h,
+        pre: g * l.d_pre,
+        post: g * l.d_post,
+        rate: g * l.d_rate,
+    }
 }
 
 /// Forward-mode step on the host (Jacobian-vector product) at one connection: the tangent of
@@ -294,7 +312,11 @@ mod tests {
     /// Every rule's partials equal central differences of its value, away from the clip.
     #[test]
     fn local_partials_are_the_derivatives_of_the_value() {
-        let points = [(0.3, -0.7, 0.4, 0.2), (-0.5, 0.9, -0.8, 0.05), (0.1, 0.2, 0.95, 0.6)];
+        let points = [
+            (0.3, -0.7, 0.4, 0.2),
+            (-0.5, 0.9, -0.8, 0.05),
+            (0.1, 0.2, 0.95, 0.6),
+        ];
         for rule in Rule::ALL {
             let spec = RuleSpec { rule, clip: 2.0 };
             for &(h, pre, post, rate) in &points {
@@ -305,7 +327,12 @@ mod tests {
                 let d_pre = num(&|e| spec.local(h, pre + e, post, rate).value);
                 let d_post = num(&|e| spec.local(h, pre, post + e, rate).value);
                 let d_rate = num(&|e| spec.local(h, pre, post, rate + e).value);
-                for (what, a, b) in [("h", l.d_h, d_h), ("pre", l.d_pre, d_pre), ("post", l.d_post, d_post), ("rate", l.d_rate, d_rate)] {
+                for (what, a, b) in [
+                    ("h", l.d_h, d_h),
+                    ("pre", l.d_pre, d_pre),
+                    ("post", l.d_post, d_post),
+                    ("rate", l.d_rate, d_rate),
+                ] {
                     assert!((a - b).abs() < 1e-8, "{rule} d_{what}: {a} vs {b}");
                 }
             }
@@ -317,14 +344,26 @@ mod tests {
     #[test]
     fn post_partial_after_the_step_equals_the_local_one() {
         fn check<R: RuleKernel>(rule: R) {
-            for &(h, pre, post, rate) in &[(0.3, -0.7, 0.4, 0.2), (0.95, 0.9, 0.8, 0.5), (-0.99, 0.9, -0.8, 0.5)] {
+            for &(h, pre, post, rate) in &[
+                (0.3, -0.7, 0.4, 0.2),
+                (0.95, 0.9, 0.8, 0.5),
+                (-0.99, 0.9, -0.8, 0.5),
+            ] {
                 let l = rule.local(h, pre, post, rate);
                 let after = rule.post_partial_after(l.value, pre, rate);
-                assert!((after - l.d_post).abs() < 1e-15, "{rule:?} at {h}: {after} vs {}", l.d_post);
+                assert!(
+                    (after - l.d_post).abs() < 1e-15,
+                    "{rule:?} at {h}: {after} vs {}",
+                    l.d_post
+                );
             }
         }
         check(Hebb);
         check(Clipped { bound: 1.0 });
-        assert!(Hebb::POST_PARTIAL_FROM_NEW && Clipped::POST_PARTIAL_FROM_NEW && !Oja::POST_PARTIAL_FROM_NEW);
+        assert!(
+            Hebb::POST_PARTIAL_FROM_NEW
+                && Clipped::POST_PARTIAL_FROM_NEW
+                && !Oja::POST_PARTIAL_FROM_NEW
+        );
     }
 }
