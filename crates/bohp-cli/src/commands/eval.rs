@@ -1,0 +1,124 @@
+//! `bohp eval`: a trained run on fresh held-out episodes.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use bohp::device::init_device;
+use bohp::run::{RunDir, load_model};
+use bohp::train::{evaluate, init_model};
+use burn::module::Module;
+
+use super::*;
+use crate::args::*;
+
+/// `bohp eval` on a recurrent run: loss, error and a blank reconstruction's error on fresh
+/// held-out episodes, as the run's summary.json reports them at the end of training.
+pub(crate) fn eval_recurrent(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    use bohp::recurrent::config::RecurrentConfig;
+    let run = RunDir::open(&args.run_dir)?;
+    let mut config = RecurrentConfig::load(&run.config_path())?;
+    let path = run.model_path();
+    if !path.is_file() {
+        bail!(
+            "{}: no final model: the run has not finished",
+            path.display()
+        );
+    }
+    if let Some(device) = cli.device {
+        config.device = device;
+    }
+    if let Some(dtype) = cli.dtype {
+        config.dtype = dtype;
+    }
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.train.batch = args.batch;
+    let mut trainer = bohp::recurrent::train::RecurrentTrainer::new(config.clone())?;
+    trainer.load_model(&path)?;
+    let e = trainer.evaluate(args.episodes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": config.task.kind.name(),
+                "model": trainer.model_name(),
+                "episodes": args.episodes,
+                "seed": config.seed,
+                "dtype": config.dtype.name(),
+                "loss": e.loss,
+                "error": e.error,
+                "blank_error": e.blank_error,
+            })
+        );
+    } else {
+        println!(
+            "{} {} on {} held-out episodes (seed {}, {}): loss {:.5}, error {:.5} (a blank output: {:.5})",
+            config.task.kind.name(),
+            trainer.model_name(),
+            args.episodes,
+            config.seed,
+            config.dtype,
+            e.loss,
+            e.error,
+            e.blank_error
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    if args.episodes == 0 {
+        bail!("--episodes: expected at least 1");
+    }
+    if args.batch == 0 {
+        bail!("--batch: expected at least 1");
+    }
+    if is_recurrent_file(&args.run_dir.join("config.toml")) {
+        return eval_recurrent(cli, args);
+    }
+    let run = RunDir::open(&args.run_dir)?;
+    let config = run.read_config()?;
+    let backend = cli.device.unwrap_or(config.device);
+    let precision = cli.dtype.unwrap_or(config.dtype);
+    let device = init_device(backend, precision)?;
+    let path = run.model_path();
+    if !path.is_file() {
+        bail!(
+            "{}: no final model: the run has not finished (resume it with `bohp train --resume {}`)",
+            path.display(),
+            run.path().display()
+        );
+    }
+    let model = load_model(init_model(&config, &device), &path, None)?.valid();
+    let seed = args.seed.unwrap_or(config.seed);
+    let measures = evaluate(
+        &model,
+        &config.task(),
+        seed,
+        args.episodes,
+        args.batch,
+        &device,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": config.task.kind.name(),
+                "episodes": args.episodes,
+                "seed": seed,
+                "device": backend.name(),
+                "dtype": precision.name(),
+                "loss": measures.loss,
+                "error": measures.error,
+                "error_code": measures.error_code,
+            })
+        );
+    } else {
+        println!(
+            "{} on {} fresh episodes (seed {seed}, {backend}, {precision}): {}",
+            config.task.kind,
+            args.episodes,
+            format_measures(&measures)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

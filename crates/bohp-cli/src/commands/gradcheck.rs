@@ -1,0 +1,69 @@
+//! `bohp gradcheck`: gradients of any config against the hand-derived recursions.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use bohp::config::RunConfig;
+
+use super::*;
+use crate::args::*;
+use bohp_gradcheck::check::{AnyConfig, CheckOptions, check_any};
+
+pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
+    if args.episodes == 0 {
+        bail!("--episodes: expected at least 1");
+    }
+    let config = if is_recurrent_file(&args.config) {
+        let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
+        if args.steps.is_some() {
+            bail!(
+                "--steps: applies to single-layer configs (a recurrent task's steps follow from its [task] timing)"
+            );
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        AnyConfig::Recurrent(config)
+    } else {
+        let mut config = RunConfig::load(&args.config)?;
+        if let Some(steps) = args.steps {
+            config.task.steps = Some(steps);
+            config.validate(&format!("{} with --steps", args.config.display()))?;
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        AnyConfig::Single(config)
+    };
+    let options = CheckOptions {
+        episodes: args.episodes,
+        finite_differences: !args.no_finite_differences,
+        dump: args.dump.is_some(),
+        recursion: args.recursion,
+    };
+    let (report, dump) = check_any(&config, options)?;
+    if let (Some(path), Some(dump)) = (&args.dump, dump) {
+        let json = serde_json::to_vec_pretty(&dump).context("serializing the dump")?;
+        std::fs::write(path, json)
+            .with_context(|| format!("{}: cannot write the dump", path.display()))?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,96 @@
+//! One file per subcommand, and what they share: the Ctrl-C flag, run directories, logging.
+
+pub(crate) mod bench;
+pub(crate) mod eval;
+pub(crate) mod export;
+pub(crate) mod gradcheck;
+pub(crate) mod inspect;
+pub(crate) mod reproduce;
+pub(crate) mod train;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use bohp::config::GradEngine;
+use bohp::run::RunDir;
+use bohp::tasks::Measures;
+use bohp::train::{Autodiff, GradientEngine};
+
+/// Set by Ctrl-C: training stops after the current episode and writes a checkpoint.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+
+/// `runs/<stem>`, or the first free `runs/<stem>-N`.
+pub(crate) fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let base = PathBuf::from("runs");
+    let mut candidate = base.join(&stem);
+    let mut n = 2;
+    while candidate.exists() {
+        candidate = base.join(format!("{stem}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+pub(crate) fn init_logging(run: &RunDir) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.log_path())
+        .with_context(|| format!("{}: cannot open the log", run.log_path().display()))?;
+    tracing_subscriber::fmt()
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Ctrl-C sets [`STOP`] (training stops after the current update); a second Ctrl-C exits at
+/// once with code 130.
+pub(crate) fn install_stop_handler() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(())
+}
+
+/// Whether the config file at `path` is a recurrent one (memorisation, images).
+pub(crate) fn is_recurrent_file(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
+}
+
+/// Refuses a recurrent run directory in a command that reads single-layer runs.
+pub(crate) fn single_layer_run(command: &str, dir: &Path) -> Result<()> {
+    if is_recurrent_file(&dir.join("config.toml")) {
+        bail!(
+            "{}: `bohp {command}` reads single-layer runs; this is a recurrent run, whose held-out \
+             error, loss and peak memory are in its summary.json (and reconstruction.png for images)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The gradient engine named in a config.
+pub(crate) fn engine(grad: GradEngine) -> Box<dyn GradientEngine> {
+    match grad {
+        GradEngine::Autodiff => Box::new(Autodiff),
+        GradEngine::Analytic => Box::new(bohp::engines::analytic::Analytic),
+    }
+}
+
+pub(crate) fn format_measures(m: &Measures) -> String {
+    format!(
+        "loss {:.5}, error {:.5}, error_code {:.5}",
+        m.loss, m.error, m.error_code
+    )
+}

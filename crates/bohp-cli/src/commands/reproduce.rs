@@ -1,0 +1,77 @@
+//! `bohp reproduce`: the paper's figures over many seeds.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use super::*;
+use crate::args::*;
+
+pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitCode> {
+    if args.seeds == 0 {
+        bail!("--seeds: expected at least 1");
+    }
+    if args.inspect_episodes == 0 {
+        bail!("--inspect-episodes: expected at least 1");
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if jobs == 0 {
+        bail!("--jobs: expected at least 1");
+    }
+    let mut variants = Vec::new();
+    for name in &args.plasticity {
+        if name == "all" {
+            variants.extend(bohp::config::Plasticity::ALL);
+        } else {
+            variants.push(
+                name.parse::<bohp::config::Plasticity>()
+                    .map_err(|e| anyhow::anyhow!("--plasticity: {e}"))?,
+            );
+        }
+    }
+    variants.dedup();
+    let plan = crate::reproduce::Plan {
+        tasks: crate::reproduce::tasks_of(&args.target)?,
+        variants,
+        seeds: (args.first_seed..args.first_seed + args.seeds).collect(),
+        configs: args.configs.clone(),
+        out: args.out.clone(),
+        jobs,
+        inspect_episodes: args.inspect_episodes,
+        episodes: args.episodes,
+        quiet: cli.quiet,
+    };
+    install_stop_handler()?;
+    let started = Instant::now();
+    match crate::reproduce::reproduce(&plan, &STOP)? {
+        None => {
+            eprintln!(
+                "interrupted: every seed wrote a checkpoint; run the same command again to continue"
+            );
+            Ok(ExitCode::from(130))
+        }
+        Some(summaries) => {
+            println!(
+                "reproduced {} task/variant pairs x {} seeds in {:.0} s ({} jobs)",
+                summaries.len(),
+                plan.seeds.len(),
+                started.elapsed().as_secs_f64(),
+                jobs
+            );
+            for s in &summaries {
+                println!(
+                    "  {:<10} {:<11} frozen error median [IQR] {}, error_code {}",
+                    s.task,
+                    s.plasticity,
+                    crate::reproduce::fmt(&s.error.frozen),
+                    crate::reproduce::fmt(&s.error_code.frozen)
+                );
+            }
+            println!("wrote {}", plan.out.join("summary.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
