@@ -22,6 +22,41 @@ use rand_distr::StandardNormal;
 use crate::backend_matrix;
 use crate::common::{budget_config, shipped_config, train_with};
 
+/// A check of 4 episodes.
+fn options(finite_differences: bool, recursion: Recursion) -> CheckOptions {
+    CheckOptions {
+        episodes: 4,
+        finite_differences,
+        dump: false,
+        recursion,
+    }
+}
+
+/// Trains `config` with autodiff and with the analytic engine (f64): the same parameters to
+/// 1e-9 and the same losses; returns the autodiff run's metrics.
+fn train_both_engines(
+    name: &str,
+    mut config: bohp::config::RunConfig,
+) -> Vec<bohp::run::MetricsRow> {
+    let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
+    config.train.grad = GradEngine::Analytic;
+    let (rows_an, analytic_params) = train_with(config, Box::new(Analytic));
+    for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-9, "{name} {group}: {x} vs {y}");
+        }
+    }
+    for (x, y) in rows_ad.iter().zip(&rows_an) {
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-9
+                && (x.error - y.error).abs() <= 1e-9
+                && (x.error_code - y.error_code).abs() <= 1e-9,
+            "{name}: {x:?} vs {y:?}"
+        );
+    }
+    rows_ad
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Sign {
     Positive,
@@ -306,12 +341,7 @@ fn every_task_passes_the_check_in_f64_including_1000_step_episodes() {
         let mut config = shipped_config(name);
         config.dtype = Precision::F64;
         config.task.steps = steps.or(config.task.steps);
-        let options = CheckOptions {
-            episodes: 4,
-            finite_differences: true,
-            dump: false,
-            recursion: Recursion::Correct,
-        };
+        let options = options(true, Recursion::Correct);
         let (report, _) = check(&config, options).unwrap();
         assert!(
             report.passed,
@@ -342,12 +372,7 @@ fn every_rule_passes_the_single_layer_check() {
             (Rule::Clipped, Some(0.01)),
             (Rule::Clipped, None),
         ] {
-            let options = CheckOptions {
-                episodes: 4,
-                finite_differences: true,
-                dump: false,
-                recursion: Recursion::Correct,
-            };
+            let options = options(true, Recursion::Correct);
             let (report, _) = check(&with_rule(name, rule, clip), options).unwrap();
             assert!(report.passed, "{name} {rule} {clip:?}:\n{}", report.table());
         }
@@ -375,12 +400,7 @@ fn the_single_layer_check_catches_each_injected_mistake() {
                 // decay term (-γ·H·y²) is 0 there, so dropping it changes nothing.
                 continue;
             }
-            let options = CheckOptions {
-                episodes: 4,
-                finite_differences: true,
-                dump: false,
-                recursion,
-            };
+            let options = options(true, recursion);
             // γ ≠ 0.5: at 0.5 the rate on the old trace and on the new product coincide.
             let mut config = with_rule(name, rule, clip);
             config.model.gamma = 0.3;
@@ -417,12 +437,7 @@ fn the_check_passes_without_plasticity_and_leaves_alpha_out() {
         let mut config = shipped_config(name);
         config.dtype = Precision::F64;
         config.model.plasticity = bohp::config::Plasticity::None;
-        let options = CheckOptions {
-            episodes: 4,
-            finite_differences: true,
-            dump: false,
-            recursion: Recursion::Correct,
-        };
+        let options = options(true, Recursion::Correct);
         let (report, _) = check(&config, options).unwrap();
         assert!(report.passed, "{name}:\n{}", report.table());
         for c in &report.comparisons {
@@ -501,12 +516,7 @@ fn gradcheck_passes(backend: Backend, precision: Precision) {
         let mut config = shipped_config(name);
         config.device = backend;
         config.dtype = precision;
-        let options = CheckOptions {
-            episodes: 4,
-            finite_differences: false,
-            dump: false,
-            recursion: Recursion::Correct,
-        };
+        let options = options(false, Recursion::Correct);
         let (report, _) = check(&config, options).unwrap();
         assert!(
             report.passed,
@@ -525,22 +535,7 @@ fn training_with_analytic_gradients_equals_autodiff_training_in_f64() {
     for name in ["completion", "one-shot", "reversal"] {
         let mut config = budget_config(name, 100, 0, Backend::Ndarray, Precision::F64);
         config.train.batch = 4;
-        let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
-        config.train.grad = GradEngine::Analytic;
-        let (rows_an, analytic_params) = train_with(config, Box::new(Analytic));
-        for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
-            for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-9, "{name} {group}: {x} vs {y}");
-            }
-        }
-        for (x, y) in rows_ad.iter().zip(&rows_an) {
-            assert!(
-                (x.loss - y.loss).abs() <= 1e-9
-                    && (x.error - y.error).abs() <= 1e-9
-                    && (x.error_code - y.error_code).abs() <= 1e-9,
-                "{name}: {x:?} vs {y:?}"
-            );
-        }
+        train_both_engines(name, config);
     }
 }
 
@@ -555,21 +550,7 @@ fn every_rule_trains_the_single_layer_with_both_engines_alike() {
             config.model.rule = rule;
             config.model.clip = clip;
             config.validate("test").unwrap();
-            let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
-            config.train.grad = GradEngine::Analytic;
-            let (rows_an, analytic_params) = train_with(config, Box::new(Analytic));
-            for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
-                for (x, y) in a.iter().zip(b) {
-                    assert!((x - y).abs() <= 1e-9, "{rule} {name} {group}: {x} vs {y}");
-                }
-            }
-            assert!(
-                rows_ad
-                    .iter()
-                    .zip(&rows_an)
-                    .all(|(x, y)| (x.loss - y.loss).abs() <= 1e-9),
-                "{rule} {name}"
-            );
+            let rows_ad = train_both_engines(&format!("{rule} {name}"), config);
             if name == "completion" {
                 // Completion learns within these 60 updates (one-shot needs thousands).
                 let mean = |rows: &[bohp::run::MetricsRow]| {
