@@ -1,6 +1,6 @@
 //! `bohp export`: a trained run's parameters in each format, read back by other readers (the
 //! `safetensors` crate, a zip reader and an npy parser written here, serde_json), for a
-//! single-layer, a recurrent and an LSTM run.
+//! single-layer, a recurrent and an LSTM run; and `bohp inspect` on the recurrent runs.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -248,7 +248,49 @@ fn every_family_exports_in_every_format() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let expected: Vec<(&str, &[usize])> =
             expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
-        check_run(&run, family, &expected);
+        let tensors = check_run(&run, family, &expected);
+        // `bohp inspect` reads the same trained parameters (recurrent), or says why not (LSTM).
+        let o = run_bohp(&["inspect", run.to_str().unwrap(), "--json"]);
+        if family == "lstm" {
+            assert_eq!(o.status.code(), Some(1));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("LSTM"),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            continue;
+        }
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let eta = tensors["eta"].1[0];
+        assert!(
+            (s["eta"].as_f64().unwrap() - eta).abs() < 1e-12 * eta.abs().max(1.0),
+            "{s}"
+        );
+        let alpha = &tensors["alpha"].1;
+        let negative = alpha.iter().filter(|a| **a < 0.0).count() as f64 / alpha.len() as f64;
+        assert_eq!(s["alpha_negative_fraction"].as_f64().unwrap(), negative);
+        let w = &tensors["w"].1;
+        let w_mean = w.iter().map(|x| x.abs()).sum::<f64>() / w.len() as f64;
+        assert!(
+            (s["w_mean_abs"].as_f64().unwrap() - w_mean).abs() < 1e-9 * w_mean,
+            "{s}"
+        );
+        assert!(
+            s["plastic_mean_abs"].as_f64().unwrap() > 0.0,
+            "the probe reads a non-zero trace: {s}"
+        );
+        let png = std::fs::read(run.join("inspect/weights.png")).unwrap();
+        let info = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap()
+            .info()
+            .clone();
+        assert_eq!(
+            (info.width, info.height),
+            (1280, 490),
+            "three 400-pixel panels"
+        );
     }
     // An unfinished or missing run is named.
     let o = run_bohp(&["export", dir.path().join("nothing").to_str().unwrap()]);

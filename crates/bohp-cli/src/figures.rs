@@ -311,3 +311,56 @@ fn draw_heatmaps<DB: DrawingBackend>(
     root.present().map_err(err)?;
     Ok(())
 }
+
+/// Writes square matrices side by side as one-colour-per-cell images (no values printed: for
+/// the recurrent networks' `N × N` weights), on the diverging scale of [`heatmaps`], each
+/// panel scaled to its largest |value|. Panels are `(title, values [n, n] row-major, n)`.
+pub fn matrix_images(path: &Path, title: &str, panels: &[(&str, &[f64], usize)]) -> Result<()> {
+    register_font();
+    let side = 400u32;
+    let width = (side + 20) * panels.len() as u32 + 20;
+    let root = BitMapBackend::new(path, (width, side + 90)).into_drawing_area();
+    draw_matrix_images(root, title, panels, side)
+        .map_err(|e| anyhow!("{}: cannot draw the matrices: {e}", path.display()))
+}
+
+fn draw_matrix_images<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    panels: &[(&str, &[f64], usize)],
+    side: u32,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(err)?;
+    for (k, (name, values, n)) in panels.iter().enumerate() {
+        let x0 = 20 + k as i32 * (side as i32 + 20);
+        let scale = values.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-12);
+        root.draw(&Text::new(
+            format!("{name} (max |value| {scale:.3})"),
+            (x0, 8),
+            ("sans-serif", 14),
+        ))
+        .map_err(err)?;
+        let n = (*n).max(1);
+        for py in 0..side {
+            for px in 0..side {
+                let (i, j) = (
+                    (py as usize * n) / side as usize,
+                    (px as usize * n) / side as usize,
+                );
+                let v = values.get(i * n + j).copied().unwrap_or(0.0) / scale;
+                let t = v.abs().min(1.0);
+                let fade = |full: u8| (255.0 - t * (255.0 - f64::from(full))) as u8;
+                let color = if v >= 0.0 {
+                    RGBColor(fade(202), fade(0), fade(32))
+                } else {
+                    RGBColor(fade(5), fade(113), fade(176))
+                };
+                root.draw_pixel((x0 + px as i32, 30 + py as i32), &color)
+                    .map_err(err)?;
+            }
+        }
+    }
+    root.present().map_err(err)
+}

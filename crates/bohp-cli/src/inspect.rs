@@ -312,3 +312,139 @@ mod tests {
         );
     }
 }
+
+/// The learned structure of a recurrent plastic network (`bohp inspect` on a recurrent run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecurrentStructure {
+    /// Neurons `N`.
+    pub neurons: usize,
+    /// The trace's rule.
+    pub rule: String,
+    /// The learned plasticity rate `η`.
+    pub eta: f64,
+    /// Mean `|W_ij|`.
+    pub w_mean_abs: f64,
+    /// Mean `|α_ij|` (or the shared `|α|`).
+    pub alpha_mean_abs: f64,
+    /// Fraction of the `α_ij` below zero.
+    pub alpha_negative_fraction: f64,
+    /// Mean `|α_ij · H_ij|` read by the last step of one held-out episode (the probe).
+    pub plastic_mean_abs: f64,
+}
+
+impl RecurrentStructure {
+    /// The structure in words.
+    pub fn text(&self) -> String {
+        format!(
+            "recurrent network, {} neurons, rule {}, eta {:.4}\n  mean |W| {:.4e}, mean |alpha| {:.4e} ({:.1}% negative), mean |alpha . H| at the probe {:.4e}\n",
+            self.neurons,
+            self.rule,
+            self.eta,
+            self.w_mean_abs,
+            self.alpha_mean_abs,
+            100.0 * self.alpha_negative_fraction,
+            self.plastic_mean_abs
+        )
+    }
+}
+
+/// `bohp inspect` on a recurrent run: `weights.png` (images of `W`, `α` and `α ⊙ H` at the
+/// probe of one held-out episode) and `structure.json` in `out`.
+pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructure> {
+    use bohp::engines::fused::EpisodeBatch;
+    use bohp::export::{TrainedModel, load_trained};
+    let (model, config) = match load_trained(run_dir)? {
+        TrainedModel::Recurrent(model, config) => (model, config),
+        TrainedModel::Lstm(..) => anyhow::bail!(
+            "{}: an LSTM run has no W, α or trace to inspect (`bohp eval` and `bohp export` read it)",
+            run_dir.display()
+        ),
+        TrainedModel::Single(..) => unreachable!("the caller routes single-layer runs"),
+    };
+    let host = |t: burn::tensor::Tensor<2>| {
+        t.into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .expect("f64")
+    };
+    let rnn = config.plastic_rnn();
+    let n = rnn.neurons;
+    let values = vec![
+        host(model.w.val()),
+        host(model.alpha.val()),
+        host(model.eta.val().unsqueeze::<2>()),
+    ];
+    let net = rnn.host::<f64>(&values);
+    // One held-out episode, its outputs, and the trace H(T-1) that the last step reads.
+    let batch = config.task()?.batch(config.seed, Stream::Eval, 0, 1, n);
+    let cast = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let (inputs, clamp, targets) = (
+        cast(&batch.inputs),
+        batch.clamp.as_deref().map(cast),
+        cast(&batch.targets),
+    );
+    let ep = EpisodeBatch {
+        steps: batch.steps,
+        batch: 1,
+        inputs: &inputs,
+        clamp: clamp.as_deref(),
+        targets: &targets,
+    };
+    let ys = net.forward(&ep);
+    let mut h = vec![0.0; n * n];
+    if rnn.plastic {
+        let mut next = h.clone();
+        for t in 1..batch.steps.saturating_sub(1) {
+            let (y_prev, y) = (&ys[(t - 1) * n..t * n], &ys[t * n..(t + 1) * n]);
+            for i in 0..n {
+                bohp::with_rule!(net.rule, |k| bohp::rules::forward(
+                    &k,
+                    &h[i * n..(i + 1) * n],
+                    y_prev[i],
+                    y,
+                    net.eta,
+                    &mut next[i * n..(i + 1) * n]
+                ));
+            }
+            std::mem::swap(&mut h, &mut next);
+        }
+    }
+    let alpha = |ij: usize| {
+        if net.alpha.len() == 1 {
+            net.alpha[0]
+        } else {
+            net.alpha[ij]
+        }
+    };
+    let plastic: Vec<f64> = (0..n * n).map(|ij| alpha(ij) * h[ij]).collect();
+    let alpha_full: Vec<f64> = (0..n * n).map(alpha).collect();
+    let mean_abs = |v: &[f64]| v.iter().map(|x| x.abs()).sum::<f64>() / v.len().max(1) as f64;
+    let s = RecurrentStructure {
+        neurons: n,
+        rule: net.rule.to_string(),
+        eta: net.eta,
+        w_mean_abs: mean_abs(&net.w),
+        alpha_mean_abs: mean_abs(&net.alpha),
+        alpha_negative_fraction: net.alpha.iter().filter(|a| **a < 0.0).count() as f64
+            / net.alpha.len() as f64,
+        plastic_mean_abs: mean_abs(&plastic),
+    };
+    std::fs::create_dir_all(out).map_err(|e| {
+        anyhow::anyhow!("{}: cannot create the output directory: {e}", out.display())
+    })?;
+    crate::figures::matrix_images(
+        &out.join("weights.png"),
+        &format!(
+            "{}: learned weights (row i: presynaptic, column j: postsynaptic)",
+            config.task.kind.name()
+        ),
+        &[
+            ("fixed W", &net.w, n),
+            ("plasticity α", &alpha_full, n),
+            ("plastic weights α·H at the probe", &plastic, n),
+        ],
+    )?;
+    let json = serde_json::to_vec_pretty(&s)?;
+    bohp::run::write_atomic(&out.join("structure.json"), &json)?;
+    Ok(s)
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bohp::config::GradEngine;
 use bohp::run::RunDir;
 use bohp::tasks::Measures;
@@ -66,18 +66,6 @@ pub(crate) fn install_stop_handler() -> Result<()> {
 /// Whether the config file at `path` is a recurrent one (memorisation, images).
 pub(crate) fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
-}
-
-/// Refuses a recurrent run directory in a command that reads single-layer runs.
-pub(crate) fn single_layer_run(command: &str, dir: &Path) -> Result<()> {
-    if is_recurrent_file(&dir.join("config.toml")) {
-        bail!(
-            "{}: `bohp {command}` reads single-layer runs; this is a recurrent run, whose held-out \
-             error, loss and peak memory are in its summary.json (and reconstruction.png for images)",
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// The gradient engine named in a config.
