@@ -2,7 +2,7 @@
 //! central finite differences agree, and the checker catches the paper's and the original
 //! code's mistakes.
 
-use bohp::config::GradEngine;
+use bohp::config::Engine;
 use bohp::device::{Backend, Precision, init_device};
 use bohp::engines::analytic::{Analytic, Grads, Params, Variant, evaluate, evaluate_with};
 use bohp::layer::PlasticLayerConfig;
@@ -39,7 +39,7 @@ fn train_both_engines(
     mut config: bohp::config::RunConfig,
 ) -> Vec<bohp::run::MetricsRow> {
     let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
-    config.train.grad = GradEngine::Analytic;
+    config.train.engine = Engine::Analytic;
     let (rows_an, analytic_params) = train_with(config, Box::new(Analytic));
     for ((group, a), (_, b)) in autodiff_params.iter().zip(&analytic_params) {
         for (x, y) in a.iter().zip(b) {
@@ -782,7 +782,7 @@ fn train_with_analytic_gradients_from_the_cli() {
             "600",
             "--dtype",
             "f64",
-            "--grad",
+            "--engine",
             grad,
             "--out",
             run.to_str().unwrap(),
@@ -794,13 +794,21 @@ fn train_with_analytic_gradients_from_the_cli() {
             String::from_utf8_lossy(&out.stderr)
         );
         let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
-        assert!(config.contains(&format!("grad = \"{grad}\"")), "{config}");
+        assert!(config.contains(&format!("engine = \"{grad}\"")), "{config}");
         summaries.push(crate::common::final_parameters(&run));
     }
     for ((_, a), (_, b)) in summaries[0].iter().zip(&summaries[1]) {
         assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9));
     }
-    let out = run_bohp(&["train", config.to_str().unwrap(), "--grad", "symbolic"]);
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--engine", "symbolic"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown gradient engine"));
+    // The recurrent networks' engine is refused for the single layer, naming the field.
+    let out = run_bohp(&["train", config.to_str().unwrap(), "--engine", "fused"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("train.engine") && stderr.contains("--engine"),
+        "{stderr}"
+    );
 }

@@ -348,7 +348,7 @@ fn fused_and_autodiff_training_agree_in_f64() {
     a.train.batch = 2;
     a.train.eval_episodes = 4;
     let mut b = a.clone();
-    b.train.engine = bohp::recurrent::config::RecurrentEngine::Autodiff;
+    b.train.engine = bohp::config::Engine::Autodiff;
     let (mut ta, mut tb) = (
         RecurrentTrainer::new(a).unwrap(),
         RecurrentTrainer::new(b).unwrap(),
@@ -648,7 +648,7 @@ fn every_rule_trains_the_recurrent_network_with_both_engines_alike() {
     for model in ["rule = \"oja\"", "rule = \"clipped\"\nclip = 0.05"] {
         let a = small_recurrent(model);
         let mut b = a.clone();
-        b.train.engine = bohp::recurrent::config::RecurrentEngine::Autodiff;
+        b.train.engine = bohp::config::Engine::Autodiff;
         let (mut ta, mut tb) = (
             RecurrentTrainer::new(a).unwrap(),
             RecurrentTrainer::new(b).unwrap(),

@@ -164,7 +164,7 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
 /// state, and a resumed f32 run continues exactly like the uninterrupted one.
 #[test]
 fn the_analytic_engine_resumes_exactly() {
-    use bohp::config::GradEngine;
+    use bohp::config::Engine;
     use bohp::device::{Backend, Precision};
     use bohp::run::RunDir;
     use bohp::train::Trainer;
@@ -172,7 +172,7 @@ fn the_analytic_engine_resumes_exactly() {
     let run = RunDir::create(&dir.path().join("run")).unwrap();
     let mut config = crate::common::budget_config("reversal", 30, 0, Backend::Flex, Precision::F32);
     config.train.batch = 4;
-    config.train.grad = GradEngine::Analytic;
+    config.train.engine = Engine::Analytic;
     let mut a = Trainer::new(config.clone(), Box::new(bohp::engines::analytic::Analytic)).unwrap();
     let mut metrics = run.metrics_writer(0).unwrap();
     for _ in 0..12 {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bohp::config::GradEngine;
+use bohp::config::Engine;
 use bohp::device::{Backend, Precision};
 use bohp_gradcheck::check::Recursion;
 use clap::{Args, Parser, Subcommand};
@@ -82,9 +82,10 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub(crate) extend: Option<usize>,
 
-    /// Gradient engine: autodiff or analytic, overriding `train.grad`.
+    /// Gradient engine, overriding `train.engine`: autodiff or analytic (single layer), fused
+    /// or autodiff (recurrent).
     #[arg(long, conflicts_with = "resume")]
-    pub(crate) grad: Option<GradEngine>,
+    pub(crate) engine: Option<Engine>,
 }
 
 #[derive(Args, Debug)]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bohp::config::{GradEngine, RunConfig};
+use bohp::config::{Engine, RunConfig};
 use bohp::device::{Backend, Precision};
 use bohp::train::Trainer;
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,8 @@ pub fn recurrent_timing(timing: &Timing) -> Timing {
 
 /// Measures one recurrent cell in this process.
 pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResult> {
-    use bohp::recurrent::config::{RecurrentConfig, RecurrentEngine};
+    use bohp::config::Engine;
+    use bohp::recurrent::config::RecurrentConfig;
     let path = configs.join(format!("{}.toml", cell.workload));
     let timing = recurrent_timing(timing);
     let mut config = RecurrentConfig::load(&path)?;
@@ -109,8 +110,8 @@ pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Resul
     config.dtype = Precision::F32;
     config.train.batch = cell.batch;
     config.train.engine = match cell.engine {
-        BenchEngine::Fused => RecurrentEngine::Fused,
-        BenchEngine::Autodiff => RecurrentEngine::Autodiff,
+        BenchEngine::Fused => Engine::Fused,
+        BenchEngine::Autodiff => Engine::Autodiff,
         BenchEngine::Analytic => bail!("the analytic engine does not apply to recurrent workloads"),
     };
     config.train.episodes = timing.warmup + timing.updates * timing.repeats;
@@ -269,9 +270,9 @@ pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunCo
     config.device = cell.device;
     config.dtype = Precision::F32;
     config.train.batch = cell.batch;
-    config.train.grad = match cell.engine {
-        BenchEngine::Analytic => GradEngine::Analytic,
-        BenchEngine::Autodiff => GradEngine::Autodiff,
+    config.train.engine = match cell.engine {
+        BenchEngine::Analytic => Engine::Analytic,
+        BenchEngine::Autodiff => Engine::Autodiff,
         BenchEngine::Fused => bail!("the fused engine applies to recurrent workloads only"),
     };
     config.train.freeze_last = 0;

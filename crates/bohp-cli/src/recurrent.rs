@@ -30,7 +30,7 @@ pub fn train(
             trainer.model_name(),
             config.num_params(),
             config.train.engine.name(),
-            if config.train.engine == bohp::recurrent::config::RecurrentEngine::Fused {
+            if config.train.engine == bohp::config::Engine::Fused {
                 "the host CPU".to_string()
             } else {
                 config.device.to_string()

@@ -149,7 +149,7 @@ impl Observer for Shared<'_> {
 }
 
 fn engine(config: &RunConfig) -> Box<dyn GradientEngine> {
-    crate::commands::engine(config.train.grad)
+    crate::commands::engine(config.train.engine)
 }
 
 /// Loads `<configs>/<task>.toml`.

@@ -157,42 +157,49 @@ impl LrSchedule {
     }
 }
 
-/// Where training gradients come from.
+/// Where a run's gradients come from (`train.engine`, `--engine`), in every model family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum GradEngine {
-    /// burn autodiff: backpropagation through the unrolled episode.
+pub enum Engine {
+    /// burn autodiff: backpropagation through the unrolled episode, on any backend (the
+    /// single layer's default; the LSTM's only engine).
     #[default]
     Autodiff,
-    /// The hand-derived forward-mode recursion (crate `bohp-gradcheck`).
+    /// The single layer's hand-derived forward-mode recursion, on the host
+    /// ([`crate::engines::analytic`]).
     Analytic,
+    /// The recurrent network's hand-written BPTT with checkpointed traces, on the host
+    /// ([`crate::engines::fused`]; the recurrent default).
+    Fused,
 }
 
-impl GradEngine {
+impl Engine {
     /// The name as written in configs and on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            GradEngine::Autodiff => "autodiff",
-            GradEngine::Analytic => "analytic",
+            Engine::Autodiff => "autodiff",
+            Engine::Analytic => "analytic",
+            Engine::Fused => "fused",
         }
     }
 }
 
-impl std::str::FromStr for GradEngine {
+impl std::str::FromStr for Engine {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
-            "autodiff" => Ok(GradEngine::Autodiff),
-            "analytic" => Ok(GradEngine::Analytic),
+            "autodiff" => Ok(Engine::Autodiff),
+            "analytic" => Ok(Engine::Analytic),
+            "fused" => Ok(Engine::Fused),
             other => Err(format!(
-                "unknown gradient engine `{other}`: expected autodiff or analytic"
+                "unknown gradient engine `{other}`: expected autodiff, analytic (single layer) or fused (recurrent)"
             )),
         }
     }
 }
 
-impl std::fmt::Display for GradEngine {
+impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -229,9 +236,10 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many episodes (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
-    /// `autodiff` or `analytic`: where the gradients come from.
+    /// `autodiff` or `analytic`: where the gradients come from (`fused` is the recurrent
+    /// networks' engine).
     #[serde(default)]
-    pub grad: GradEngine,
+    pub engine: Engine,
 }
 
 fn default_pattern_bits() -> usize {
@@ -475,6 +483,13 @@ impl RunConfig {
                 "expected at least 1",
             ));
         }
+        if train.engine == Engine::Fused {
+            return Err(bad(
+                "train.engine",
+                "\"fused\"".into(),
+                "expected `autodiff` or `analytic` for the single layer (the fused engine trains the recurrent networks)",
+            ));
+        }
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
         }
@@ -517,7 +532,7 @@ impl RunConfig {
             Precision::F64 => 8.0,
         };
         let params = 2.0 * n_in * n_out + n_out + classes * (n_out + 1.0);
-        let host = if self.train.grad == GradEngine::Analytic {
+        let host = if self.train.engine == Engine::Analytic {
             3.0 * 8.0
         } else {
             0.0

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::GradEngine;
+use bohp::config::Engine;
 
 use super::*;
 use crate::args::*;
@@ -93,13 +93,13 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
             &args.configs,
             &cell,
             &timing(&args.timing)?,
-            engine(GradEngine::Autodiff),
+            engine(Engine::Autodiff),
         )?,
         crate::bench::BenchEngine::Analytic => crate::bench::run_cell(
             &args.configs,
             &cell,
             &timing(&args.timing)?,
-            engine(GradEngine::Analytic),
+            engine(Engine::Analytic),
         )?,
         crate::bench::BenchEngine::Fused => {
             bail!("--engine fused applies to recurrent workloads only")

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use bohp::config::GradEngine;
+use bohp::config::Engine;
 use bohp::run::RunDir;
 use bohp::tasks::Measures;
 use bohp::train::{Autodiff, GradientEngine};
@@ -69,10 +69,13 @@ pub(crate) fn is_recurrent_file(path: &Path) -> bool {
 }
 
 /// The gradient engine named in a config.
-pub(crate) fn engine(grad: GradEngine) -> Box<dyn GradientEngine> {
-    match grad {
-        GradEngine::Autodiff => Box::new(Autodiff),
-        GradEngine::Analytic => Box::new(bohp::engines::analytic::Analytic),
+pub(crate) fn engine(engine: Engine) -> Box<dyn GradientEngine> {
+    match engine {
+        Engine::Autodiff => Box::new(Autodiff),
+        Engine::Analytic => Box::new(bohp::engines::analytic::Analytic),
+        Engine::Fused => {
+            unreachable!("single-layer configs refuse train.engine = \"fused\" when validated")
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::{GradEngine, RunConfig};
+use bohp::config::RunConfig;
 use bohp::device::init_device;
 use bohp::run::{MetricsRow, RunDir};
 use bohp::train::{Observer, Outcome, Trainer, train};
@@ -19,18 +19,12 @@ pub(crate) fn train_recurrent_command(
     args: &TrainArgs,
     path: &Path,
 ) -> Result<ExitCode> {
-    use bohp::recurrent::config::{RecurrentConfig, RecurrentEngine};
+    use bohp::recurrent::config::RecurrentConfig;
     let mut config = RecurrentConfig::load(path)?;
     let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
-    if let Some(grad) = args.grad {
-        config.train.engine = match grad {
-            GradEngine::Autodiff => RecurrentEngine::Autodiff,
-            GradEngine::Analytic => bail!(
-                "--grad analytic: recurrent networks train with `fused` (the default) or `autodiff`; \
-                 the analytic (RTRL) recursion is a check for small networks (see docs/recurrent.md)"
-            ),
-        };
-        flags.push("--grad");
+    if let Some(engine) = args.engine {
+        config.train.engine = engine;
+        flags.push("--engine");
     }
     if let Some(device) = cli.device {
         config.device = device;
@@ -97,7 +91,7 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         if let Some(device) = cli.device {
             config.device = device;
         }
-        let mut trainer = Trainer::resume(&run, config.clone(), engine(config.train.grad))?;
+        let mut trainer = Trainer::resume(&run, config.clone(), engine(config.train.engine))?;
         if let Some(updates) = args.extend {
             trainer.extend(
                 updates,
@@ -129,12 +123,13 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             .expect("clap requires a config without --resume");
         let mut config = RunConfig::load(path)?;
         let configured = config.train.episodes;
-        let flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
+        let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
         if let Some(note) = config.scale_frozen_phase(configured) {
             eprintln!("{note}");
         }
-        if let Some(grad) = args.grad {
-            config.train.grad = grad;
+        if let Some(engine) = args.engine {
+            config.train.engine = engine;
+            flags.push("--engine");
         }
         if let Some(device) = cli.device {
             config.device = device;
@@ -148,7 +143,7 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         // Fail on an unusable device, or anything else the trainer needs, before creating
         // anything.
         init_device(config.device, config.dtype)?;
-        let trainer = Trainer::new(config.clone(), engine(config.train.grad))?;
+        let trainer = Trainer::new(config.clone(), engine(config.train.engine))?;
         let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
         let run = RunDir::create(&dir)?;
         run.write_config(&config)?;
@@ -184,7 +179,7 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             config.task.kind,
             config.device,
             config.dtype,
-            config.train.grad,
+            config.train.engine,
             trainer.next_episode(),
             config.train.batch,
             run.path().display()

@@ -481,7 +481,7 @@ pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)
     }
 }
 
-/// Training with the analytic gradients (`train.grad = "analytic"`): the forward-mode
+/// Training with the analytic gradients (`train.engine = "analytic"`): the forward-mode
 /// recursion above, computed on the host in f64 and handed to the optimizer (the trainer's
 /// host Adam, or burn's) in the model's precision.
 #[derive(Debug, Clone, Copy, Default)]

@@ -4,7 +4,7 @@
 //!
 //! - [`analytic`]: the single layer's forward-mode recursion (exact gradients in f64), and
 //!   [`analytic::Analytic`], the [`crate::train::GradientEngine`] that trains with it
-//!   (`train.grad = "analytic"`).
+//!   (`train.engine = "analytic"`).
 //! - [`fused`]: backpropagation through time for the recurrent network, with checkpointed
 //!   traces (`train.engine = "fused"`).
 

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::images;
 use super::model::{LstmNet, PlasticRnnConfig};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
-use crate::config::{LrSchedule, Plasticity, check_rule, check_schedule, parse_toml, rule_spec};
+use crate::config::{
+    Engine, LrSchedule, Plasticity, check_rule, check_schedule, parse_toml, rule_spec,
+};
 use crate::device::{Backend, Precision};
 use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
@@ -128,41 +130,6 @@ pub struct RecurrentModelConfig {
     pub lstm_hidden: Option<usize>,
 }
 
-/// Where the gradients of a recurrent run come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecurrentEngine {
-    /// Hand-written BPTT on the host with checkpointed traces ([`crate::engines::fused`]).
-    #[default]
-    Fused,
-    /// burn autodiff on `device` (any backend; the LSTM's only engine).
-    Autodiff,
-}
-
-impl RecurrentEngine {
-    /// The name as written in configs.
-    pub fn name(self) -> &'static str {
-        match self {
-            RecurrentEngine::Fused => "fused",
-            RecurrentEngine::Autodiff => "autodiff",
-        }
-    }
-}
-
-impl std::str::FromStr for RecurrentEngine {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "fused" => Ok(RecurrentEngine::Fused),
-            "autodiff" => Ok(RecurrentEngine::Autodiff),
-            other => Err(format!(
-                "unknown recurrent engine `{other}`: expected fused or autodiff"
-            )),
-        }
-    }
-}
-
 /// `[train]` of a recurrent run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,9 +153,9 @@ pub struct RecurrentTrainConfig {
     /// Adam's β₂.
     #[serde(default = "crate::config::default_beta2")]
     pub adam_beta2: f64,
-    /// `fused` or `autodiff`.
-    #[serde(default)]
-    pub engine: RecurrentEngine,
+    /// `fused` (the default) or `autodiff` (`analytic` is the single layer's engine).
+    #[serde(default = "default_recurrent_engine")]
+    pub engine: Engine,
     /// `fused`: keep the trace every this many steps (0: ⌈√steps⌉).
     #[serde(default)]
     pub trace_checkpoint_every: usize,
@@ -200,8 +167,12 @@ pub struct RecurrentTrainConfig {
     #[serde(default = "default_eval")]
     pub eval_episodes: usize,
     /// Save the model every this many updates (and at the end).
-    #[serde(default = "default_save_every")]
-    pub save_every: usize,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+fn default_recurrent_engine() -> Engine {
+    Engine::Fused
 }
 
 fn default_gain() -> f64 {
@@ -216,17 +187,49 @@ fn default_init_eta() -> f64 {
 fn default_eval() -> usize {
     100
 }
-fn default_save_every() -> usize {
+fn default_checkpoint_every() -> usize {
     100
+}
+
+/// A model family, decided by a config's typed `task.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `completion`, `one-shot`, `reversal`: the 2016 single layer ([`crate::config::RunConfig`]).
+    SingleLayer,
+    /// `memorisation`, `images`: the 2018 recurrent networks ([`RecurrentConfig`]).
+    Recurrent,
+}
+
+/// The family of a config file's text, from its `task.kind` parsed as one of the task enums
+/// (`None` when the text has no valid `task.kind`; loading it then names the error).
+pub fn family(text: &str) -> Option<Family> {
+    #[derive(Deserialize)]
+    struct Probe {
+        task: ProbeTask,
+    }
+    #[derive(Deserialize)]
+    struct ProbeTask {
+        kind: AnyTaskKind,
+    }
+    // The variants' payloads are read only by serde: the type that parses decides the family.
+    #[allow(dead_code)]
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum AnyTaskKind {
+        Single(crate::tasks::TaskKind),
+        Recurrent(RecurrentTaskKind),
+    }
+    let probe: Probe = toml::from_str(text).ok()?;
+    Some(match probe.task.kind {
+        AnyTaskKind::Single(_) => Family::SingleLayer,
+        AnyTaskKind::Recurrent(_) => Family::Recurrent,
+    })
 }
 
 /// Whether a config file's `task.kind` names a recurrent task (so `bohp train` reads it as a
 /// [`RecurrentConfig`]).
 pub fn is_recurrent(text: &str) -> bool {
-    let kind = toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("task")?.get("kind")?.as_str().map(str::to_owned));
-    matches!(kind.as_deref(), Some("memorisation" | "images"))
+    family(text) == Some(Family::Recurrent)
 }
 
 impl RecurrentConfig {
@@ -385,7 +388,7 @@ impl RecurrentConfig {
         let params = plastic_params;
         let trace = batch * n * n * float;
         match self.train.engine {
-            RecurrentEngine::Fused => {
+            Engine::Fused => {
                 e.add(
                     size_field,
                     "parameters and Adam state (f64, host)",
@@ -406,7 +409,8 @@ impl RecurrentConfig {
                     e.add("train.batch", "kept or checkpointed traces", kept);
                 }
             }
-            RecurrentEngine::Autodiff => {
+            // (Analytic is refused by `validate`; estimated as autodiff.)
+            Engine::Autodiff | Engine::Analytic => {
                 e.add(
                     size_field,
                     "parameters and Adam state",
@@ -595,8 +599,12 @@ impl RecurrentConfig {
             tr.adam_beta1,
             tr.adam_beta2,
         )?;
-        if tr.save_every == 0 {
-            return Err(bad("train.save_every", "0".into(), "expected at least 1"));
+        if tr.checkpoint_every == 0 {
+            return Err(bad(
+                "train.checkpoint_every",
+                "0".into(),
+                "expected at least 1",
+            ));
         }
         if tr.eval_episodes == 0 {
             return Err(bad(
@@ -605,7 +613,14 @@ impl RecurrentConfig {
                 "expected at least 1 (the run's held-out error)",
             ));
         }
-        if tr.engine == RecurrentEngine::Fused {
+        if tr.engine == Engine::Analytic {
+            return Err(bad(
+                "train.engine",
+                "\"analytic\"".into(),
+                "expected `fused` or `autodiff` for recurrent networks (the analytic recursion is the single layer's engine; RTRL checks recurrent gradients in `bohp gradcheck`)",
+            ));
+        }
+        if tr.engine == Engine::Fused {
             if m.kind == RecurrentModelKind::Lstm {
                 return Err(bad(
                     "train.engine",
@@ -747,7 +762,11 @@ learning_rate = 0.001
                 "[train]\nmin_learning_rate = -1.0",
                 "train.min_learning_rate",
             ),
-            ("[train]", "[train]\nsave_every = 0", "train.save_every"),
+            (
+                "[train]",
+                "[train]\ncheckpoint_every = 0",
+                "train.checkpoint_every",
+            ),
             (
                 "[train]",
                 "[train]\neval_episodes = 0",

@@ -10,9 +10,10 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::config::{RecurrentConfig, RecurrentEngine, RecurrentModelKind};
+use super::config::{RecurrentConfig, RecurrentModelKind};
 use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
 use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
+use crate::config::Engine;
 use crate::device::{Precision, init_device};
 use crate::engines::fused::{EpisodeBatch, Real};
 use crate::error::{Error, Result};
@@ -195,7 +196,12 @@ impl RecurrentTrainer {
                     optim: optim(),
                 }
             }
-            (RecurrentModelKind::Plastic, RecurrentEngine::Autodiff) => {
+            (RecurrentModelKind::Plastic, Engine::Analytic) => {
+                return Err(Error::Unsupported(
+                    "train.engine = \"analytic\": recurrent networks train with `fused` or `autodiff`".into(),
+                ));
+            }
+            (RecurrentModelKind::Plastic, Engine::Autodiff) => {
                 let model =
                     rnn.from_values(&round(&rnn.init_values(config.seed), config.dtype), &ad);
                 State::Plastic {
@@ -203,7 +209,7 @@ impl RecurrentTrainer {
                     optim: optim(),
                 }
             }
-            (RecurrentModelKind::Plastic, RecurrentEngine::Fused) => {
+            (RecurrentModelKind::Plastic, Engine::Fused) => {
                 let values = round(&rnn.init_values(config.seed), config.dtype);
                 let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
                 State::Host {
@@ -547,7 +553,7 @@ fn loss_of(
 }
 
 /// Trains to the end (or until `stop` is set), writing `config.toml`, `metrics.csv`,
-/// `model.bpk` (every `save_every` updates and at the end) and `summary.json` into `run`.
+/// `model.bpk` (every `checkpoint_every` updates and at the end) and `summary.json` into `run`.
 /// Returns `None` when `stop` interrupted it (model.bpk then holds the parameters so far, and
 /// no summary is written).
 /// A non-finite loss or parameter stops training with the episode number; the last model
@@ -588,7 +594,7 @@ pub fn train_recurrent(
         }
         if trainer
             .next_episode
-            .is_multiple_of(trainer.config.train.save_every)
+            .is_multiple_of(trainer.config.train.checkpoint_every)
             || trainer.is_done()
         {
             metrics
