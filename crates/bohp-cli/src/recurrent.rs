@@ -11,7 +11,6 @@ use bohp::recurrent::tasks::RecurrentTaskKind;
 use bohp::recurrent::train::{RecurrentSummary, RecurrentTrainer, train_recurrent};
 use bohp::rng::Stream;
 use bohp::run::RunDir;
-use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
 /// Trains `config` into `run`; prints the summary. Image runs also get `reconstruction.png`.
@@ -40,17 +39,7 @@ pub fn train(
             run.path().display()
         );
     }
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(config.train.episodes as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .map_err(|e| anyhow!("progress bar template: {e}"))?,
-    );
+    let bar = crate::commands::progress_bar(config.train.episodes as u64, "updates", quiet);
     let mut recent: Vec<f64> = Vec::new();
     let summary = train_recurrent(
         run,
@@ -62,7 +51,7 @@ pub fn train(
             }
             let mean = recent.iter().sum::<f64>() / recent.len() as f64;
             bar.set_message(format!(
-                "error {mean:.4} (last 50) eta {:.4}  {:.2} s/update",
+                "error {mean:.4} (last 50 updates), plasticity rate η {:.4}, {:.2} s/update",
                 row.eta, row.seconds
             ));
             bar.inc(1);

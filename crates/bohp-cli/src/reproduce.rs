@@ -23,7 +23,7 @@ use bohp::config::{Plasticity, RunConfig};
 use bohp::run::{MetricsRow, RunDir};
 use bohp::tasks::TaskKind;
 use bohp::train::{GradientEngine, Observer, Outcome, Trainer, train};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::figures::{Curve, learning_curve};
@@ -447,18 +447,7 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
         }
     }
     let started = Instant::now();
-    let bar = if plan.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(remaining)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} episodes ({per_sec}, eta {eta}) {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = crate::commands::progress_bar(remaining, "updates", plan.quiet);
     let total_jobs = jobs.len();
     let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<_>>());
     let finished_jobs = Mutex::new(0usize);

@@ -85,3 +85,22 @@ pub(crate) fn format_measures(m: &Measures) -> String {
         m.loss, m.error, m.error_code
     )
 }
+
+/// The progress bar every command shows: `count` of what it counts (`updates`, `episodes`),
+/// elapsed time, rate, and the time remaining spelled out (not "eta", which names the
+/// plasticity rate η elsewhere), hidden with `--quiet`.
+pub(crate) fn progress_bar(total: u64, unit: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let template = format!(
+        "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} remaining) {{msg}}"
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}

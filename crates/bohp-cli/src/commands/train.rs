@@ -9,7 +9,7 @@ use bohp::config::RunConfig;
 use bohp::device::init_device;
 use bohp::run::{MetricsRow, RunDir};
 use bohp::train::{Observer, Outcome, Trainer, train};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::*;
 use crate::args::*;
@@ -231,18 +231,7 @@ struct Progress {
 
 impl Progress {
     fn new(total: usize, position: usize, quiet: bool) -> Progress {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(total as u64)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} episodes ({per_sec}, eta {eta}) {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        let bar = progress_bar(total as u64, "updates", quiet);
         bar.set_position(position as u64);
         Progress {
             bar,
