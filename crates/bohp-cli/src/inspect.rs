@@ -351,7 +351,6 @@ impl RecurrentStructure {
 /// `bohp inspect` on a recurrent run: `weights.png` (images of `W`, `α` and `α ⊙ H` at the
 /// probe of one held-out episode) and `structure.json` in `out`.
 pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructure> {
-    use bohp::engines::fused::EpisodeBatch;
     use bohp::export::{TrainedModel, load_trained};
     let (model, config) = match load_trained(run_dir)? {
         TrainedModel::Recurrent(model, config) => (model, config),
@@ -377,19 +376,8 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
     let net = rnn.host::<f64>(&values);
     // One held-out episode, its outputs, and the trace H(T-1) that the last step reads.
     let batch = config.task()?.batch(config.seed, Stream::Eval, 0, 1, n);
-    let cast = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-    let (inputs, clamp, targets) = (
-        cast(&batch.inputs),
-        batch.clamp.as_deref().map(cast),
-        cast(&batch.targets),
-    );
-    let ep = EpisodeBatch {
-        steps: batch.steps,
-        batch: 1,
-        inputs: &inputs,
-        clamp: clamp.as_deref(),
-        targets: &targets,
-    };
+    let arrays = batch.to_host::<f64>();
+    let ep = arrays.episodes();
     let ys = net.forward(&ep);
     let mut h = vec![0.0; n * n];
     if rnn.plastic {

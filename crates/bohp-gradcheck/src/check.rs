@@ -517,19 +517,8 @@ pub fn check_recurrent(
     let values = rnn.init_values(config.seed);
     let net = rnn.host::<f64>(&values);
     let batch = task.batch(config.seed, Stream::Eval, 0, options.episodes, neurons);
-    let cast = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    let (inputs, clamp, targets) = (
-        cast(&batch.inputs),
-        batch.clamp.as_deref().map(cast),
-        cast(&batch.targets),
-    );
-    let ep = HostEpisodes {
-        steps: batch.steps,
-        batch: batch.batch,
-        inputs: &inputs,
-        clamp: clamp.as_deref(),
-        targets: &targets,
-    };
+    let arrays = batch.to_host::<f64>();
+    let ep = arrays.episodes();
     let device = init_device(config.device, config.dtype)?.autodiff();
     let tolerances = Tolerances::for_rule(config.dtype, &rnn.rule);
     let plastic = rnn.plastic;
@@ -630,19 +619,10 @@ pub fn check_recurrent(
     };
     finish(&mut report);
     let dump = options.dump.then(|| {
-        let one = task.batch(config.seed, Stream::Eval, 0, 1, neurons);
-        let (inputs, clamp, targets) = (
-            cast(&one.inputs),
-            one.clamp.as_deref().map(cast),
-            cast(&one.targets),
-        );
-        let ep1 = HostEpisodes {
-            steps: one.steps,
-            batch: 1,
-            inputs: &inputs,
-            clamp: clamp.as_deref(),
-            targets: &targets,
-        };
+        let one = task
+            .batch(config.seed, Stream::Eval, 0, 1, neurons)
+            .to_host::<f64>();
+        let ep1 = one.episodes();
         let (loss, reference) = reference_of(&ep1);
         let (_, ad) = autodiff_grads(&net, &ep1, &device);
         let mut gradients = vec![

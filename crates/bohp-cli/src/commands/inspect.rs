@@ -15,30 +15,23 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| args.run_dir.join("inspect"));
-    if is_recurrent_file(&args.run_dir.join("config.toml")) {
-        let structure = crate::inspect::inspect_recurrent(&args.run_dir, &out)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&structure)?);
-        } else {
-            print!("{}", structure.text());
-            println!(
-                "wrote {} and {}",
-                out.join("weights.png").display(),
-                out.join("structure.json").display()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let structure = crate::inspect::inspect(&args.run_dir, &out, args.episodes)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&structure)?);
+    let written = format!(
+        "wrote {} and {}",
+        out.join("weights.png").display(),
+        out.join("structure.json").display()
+    );
+    let (json, text) = if is_recurrent_file(&args.run_dir.join("config.toml")) {
+        let s = crate::inspect::inspect_recurrent(&args.run_dir, &out)?;
+        (serde_json::to_string_pretty(&s)?, s.text())
     } else {
-        print!("{}", structure.text());
-        println!(
-            "wrote {} and {}",
-            out.join("weights.png").display(),
-            out.join("structure.json").display()
-        );
+        let s = crate::inspect::inspect(&args.run_dir, &out, args.episodes)?;
+        (serde_json::to_string_pretty(&s)?, s.text())
+    };
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{text}");
+        println!("{written}");
     }
     Ok(ExitCode::SUCCESS)
 }

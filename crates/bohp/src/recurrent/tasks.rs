@@ -87,6 +87,48 @@ pub struct RecurrentBatch {
     pub stimuli: Vec<f32>,
 }
 
+/// A batch's arrays in a host engine's precision, owned; [`HostArrays::episodes`] lends them
+/// as the engines' [`EpisodeBatch`](crate::engines::fused::EpisodeBatch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostArrays<F> {
+    steps: usize,
+    batch: usize,
+    inputs: Vec<F>,
+    clamp: Option<Vec<F>>,
+    targets: Vec<F>,
+}
+
+impl<F: crate::rules::Real> HostArrays<F> {
+    /// The batch as the host engines take it.
+    pub fn episodes(&self) -> crate::engines::fused::EpisodeBatch<'_, F> {
+        crate::engines::fused::EpisodeBatch {
+            steps: self.steps,
+            batch: self.batch,
+            inputs: &self.inputs,
+            clamp: self.clamp.as_deref(),
+            targets: &self.targets,
+        }
+    }
+}
+
+impl RecurrentBatch {
+    /// Inputs, clamp mask and targets in precision `F`, for the host engines.
+    pub fn to_host<F: crate::rules::Real>(&self) -> HostArrays<F> {
+        let cast = |v: &[f32]| {
+            v.iter()
+                .map(|&x| F::from(x).expect("finite"))
+                .collect::<Vec<F>>()
+        };
+        HostArrays {
+            steps: self.steps,
+            batch: self.batch,
+            inputs: cast(&self.inputs),
+            clamp: self.clamp.as_deref().map(cast),
+            targets: cast(&self.targets),
+        }
+    }
+}
+
 impl RecurrentTask {
     /// Steps per episode.
     pub fn steps(&self) -> usize {

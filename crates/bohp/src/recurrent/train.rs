@@ -15,7 +15,7 @@ use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
 use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
 use crate::config::Engine;
 use crate::device::{Precision, init_device};
-use crate::engines::fused::{EpisodeBatch, Real};
+use crate::engines::fused::Real;
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
 use crate::rng::Stream;
@@ -131,21 +131,8 @@ fn host_pass<F: Real>(
     grads: bool,
 ) -> (f64, Vec<f32>, Option<Vec<Vec<f64>>>) {
     let net = rnn.host::<F>(values);
-    let cast = |v: &[f32]| {
-        v.iter()
-            .map(|&x| F::from(x).expect("finite"))
-            .collect::<Vec<F>>()
-    };
-    let inputs = cast(&batch.inputs);
-    let clamp = batch.clamp.as_deref().map(cast);
-    let targets = cast(&batch.targets);
-    let ep = EpisodeBatch {
-        steps: batch.steps,
-        batch: batch.batch,
-        inputs: &inputs,
-        clamp: clamp.as_deref(),
-        targets: &targets,
-    };
+    let arrays = batch.to_host::<F>();
+    let ep = arrays.episodes();
     let back = |v: &[F]| {
         v.iter()
             .map(|x| x.to_f32().expect("finite"))
