@@ -57,6 +57,7 @@ fn the_valid_config_trains() {
     let config = dir.path().join("ok.toml");
     std::fs::write(&config, VALID).unwrap();
     let run = dir.path().join("run");
+    let started = std::time::Instant::now();
     let out = run_bohp(&[
         "train",
         config.to_str().unwrap(),
@@ -64,10 +65,23 @@ fn the_valid_config_trains() {
         run.to_str().unwrap(),
         "-q",
     ]);
+    let process_seconds = started.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The summary states the training time (within the process's) and its peak memory.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let wall = summary["wall_seconds"].as_f64().unwrap();
+    assert!(
+        wall > 0.0 && wall <= process_seconds,
+        "{wall} s of {process_seconds} s"
+    );
+    assert!(
+        summary["peak_rss_mib"].as_f64().unwrap() >= 1.0,
+        "{summary}"
     );
     for file in [
         "config.toml",

@@ -461,6 +461,7 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert!(summary["blank_error"].is_number(), "{summary}");
+    assert!(summary["wall_seconds"].as_f64().unwrap() > 0.0, "{summary}");
     // `bohp eval` loads the trained model and reproduces the run's held-out measures.
     let o = run_bohp(&["eval", out.to_str().unwrap(), "--episodes", "2", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -76,6 +76,12 @@ pub struct Summary {
     pub frozen: Option<Measures>,
     /// Mean measures over the last 100 episodes.
     pub last_100: Measures,
+    /// Seconds the session that finished the run spent training (since its start or resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
+    /// That session's peak resident memory (MiB), when the OS reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// One row of `metrics.csv`.

@@ -537,7 +537,9 @@ pub fn train(
         episodes_per_second = (ran * trainer.config.train.batch) as f64 / elapsed.max(1e-9),
         "training finished"
     );
-    let summary = summarize(run, &trainer.config)?;
+    let mut summary = summarize(run, &trainer.config)?;
+    summary.wall_seconds = Some(elapsed);
+    summary.peak_rss_mib = crate::run::peak_rss_mib(None);
     let model_bytes = crate::run::model_bytes(&trainer.model, &run.model_path())?;
     write_atomic(&run.model_path(), &model_bytes)?;
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
@@ -565,6 +567,8 @@ pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
         batch: config.train.batch,
         frozen: (!frozen.is_empty()).then(|| mean(&frozen)),
         last_100: mean(tail),
+        wall_seconds: None,
+        peak_rss_mib: None,
     })
 }
 

@@ -67,6 +67,9 @@ pub struct RecurrentSummary {
     pub seconds_per_episode: f64,
     /// The process's peak resident memory (MiB), when the OS reports it.
     pub peak_rss_mib: Option<f64>,
+    /// Seconds the run took to train (the held-out evaluation excluded).
+    #[serde(default)]
+    pub wall_seconds: f64,
     /// Final `η`.
     pub eta: f64,
 }
@@ -551,6 +554,7 @@ pub fn train_recurrent(
     observer: &mut dyn FnMut(&RecurrentRow),
     stop: &AtomicBool,
 ) -> Result<Option<RecurrentSummary>> {
+    let started = Instant::now();
     write_atomic(&run.config_path(), trainer.config.to_toml().as_bytes())?;
     let metrics_path = run.metrics_path();
     let mut metrics = csv::Writer::from_path(&metrics_path)
@@ -600,6 +604,7 @@ pub fn train_recurrent(
         // finished, and nothing should look as if it were).
         return Ok(None);
     }
+    let wall_seconds = started.elapsed().as_secs_f64();
     let eval = trainer.evaluate(trainer.config.train.eval_episodes);
     let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
     let final_train_error =
@@ -623,6 +628,7 @@ pub fn train_recurrent(
         blank_error: (trainer.task.kind == RecurrentTaskKind::Images).then_some(eval.blank_error),
         seconds_per_episode: median / trainer.config.train.batch as f64,
         peak_rss_mib: peak_rss_mib(None),
+        wall_seconds,
         eta: trainer.eta(),
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
