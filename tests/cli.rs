@@ -295,21 +295,8 @@ fn oversized_configs_are_refused_with_the_field_named() {
 #[test]
 fn edited_configs_are_refused_and_finished_runs_extend() {
     let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path());
     let config = dir.path().join("ok.toml");
-    std::fs::write(&config, VALID).unwrap();
-    let run = dir.path().join("run");
-    let out = run_bohp(&[
-        "train",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // --extend without --resume is refused before anything is written.
     let elsewhere = dir.path().join("elsewhere");
     let out = run_bohp(&[

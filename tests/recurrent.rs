@@ -347,22 +347,7 @@ fn fused_and_autodiff_training_agree_in_f64() {
     a.train.episodes = 10;
     a.train.batch = 2;
     a.train.eval_episodes = 4;
-    let mut b = a.clone();
-    b.train.engine = bohp::config::Engine::Autodiff;
-    let (mut ta, mut tb) = (
-        RecurrentTrainer::new(a).unwrap(),
-        RecurrentTrainer::new(b).unwrap(),
-    );
-    for _ in 0..10 {
-        let (ra, rb) = (ta.step().unwrap(), tb.step().unwrap());
-        assert!(
-            (ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0),
-            "{} vs {}",
-            ra.loss,
-            rb.loss
-        );
-        assert!((ra.eta - rb.eta).abs() <= 1e-9, "{} vs {}", ra.eta, rb.eta);
-    }
+    engines_agree("memorisation-50", a);
 }
 
 fn write_cifar(path: &Path, records: &[(u8, [u8; 3])]) {
@@ -647,28 +632,7 @@ fn the_recurrent_check_catches_each_injected_mistake() {
 #[test]
 fn every_rule_trains_the_recurrent_network_with_both_engines_alike() {
     for model in ["rule = \"oja\"", "rule = \"clipped\"\nclip = 0.05"] {
-        let a = small_recurrent(model);
-        let mut b = a.clone();
-        b.train.engine = bohp::config::Engine::Autodiff;
-        let (mut ta, mut tb) = (
-            RecurrentTrainer::new(a).unwrap(),
-            RecurrentTrainer::new(b).unwrap(),
-        );
-        for _ in 0..10 {
-            let (ra, rb) = (ta.step().unwrap(), tb.step().unwrap());
-            assert!(
-                (ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0),
-                "{model}: {} vs {}",
-                ra.loss,
-                rb.loss
-            );
-            assert!(
-                (ra.eta - rb.eta).abs() <= 1e-9,
-                "{model}: {} vs {}",
-                ra.eta,
-                rb.eta
-            );
-        }
+        engines_agree(model, small_recurrent(model));
     }
 }
 
@@ -875,4 +839,30 @@ fn ctrl_c_stops_a_recurrent_run_with_130_and_no_summary() {
         !run.join("summary.json").exists(),
         "an interrupted run has no summary"
     );
+}
+
+/// The fused config `a` and its autodiff twin, trained side by side for 10 updates: the same
+/// losses and η to 1e-9 (f64).
+fn engines_agree(what: &str, a: RecurrentConfig) {
+    let mut b = a.clone();
+    b.train.engine = bohp::config::Engine::Autodiff;
+    let (mut ta, mut tb) = (
+        RecurrentTrainer::new(a).unwrap(),
+        RecurrentTrainer::new(b).unwrap(),
+    );
+    for _ in 0..10 {
+        let (ra, rb) = (ta.step().unwrap(), tb.step().unwrap());
+        assert!(
+            (ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.max(1.0),
+            "{what}: {} vs {}",
+            ra.loss,
+            rb.loss
+        );
+        assert!(
+            (ra.eta - rb.eta).abs() <= 1e-9,
+            "{what}: {} vs {}",
+            ra.eta,
+            rb.eta
+        );
+    }
 }
