@@ -32,11 +32,7 @@ fn bench_runs_the_engines_that_apply_to_recurrent_workloads() {
         out.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    crate::common::assert_success(&result);
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     let cells: Vec<(String, String)> = report["results"]
@@ -108,11 +104,7 @@ fn bench_measures_every_cell_and_writes_json_and_markdown() {
         out.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    crate::common::assert_success(&result);
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     assert_eq!(report["schema"], "bohp-bench/1");
@@ -191,7 +183,7 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
             "--repeats",
             "1",
         ]);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        crate::common::assert_success(&r);
         let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
         assert!(
             md.contains("failed: ") && md.contains("--features cuda"),

@@ -66,11 +66,7 @@ fn the_valid_config_trains() {
         "-q",
     ]);
     let process_seconds = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     // The summary states the training time (within the process's) and its peak memory.
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
@@ -460,11 +456,7 @@ fn trained_run(dir: &Path) -> std::path::PathBuf {
         run.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     run
 }
 
@@ -565,11 +557,7 @@ fn corrupt_run_files_are_named_and_left_alone() {
     // error: the intact checkpoint resumes and finishes the run.
     corrupt("metrics.csv", &|b| b.extend_from_slice(b"40,0.69"));
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
     assert_eq!(rows.len(), 40);
 }
@@ -588,17 +576,9 @@ fn eval_reports_the_trained_error_on_fresh_episodes() {
         run.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "500", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["task"], "completion");
     assert_eq!(result["episodes"], 500);
@@ -616,11 +596,7 @@ fn eval_reports_the_trained_error_on_fresh_episodes() {
         "--dtype",
         "f64",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let other: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!((other["error"].as_f64().unwrap() - error).abs() < 1e-4);
     let out = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "0"]);

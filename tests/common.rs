@@ -34,6 +34,16 @@ pub fn run_bohp(args: &[&str]) -> Output {
     bohp().args(args).output().expect("the bohp binary runs")
 }
 
+/// Asserts that a `bohp` run succeeded, showing its stderr otherwise.
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Trains `config` to the end in memory (no run directory) and returns its metrics.
 pub fn train_in_memory(config: RunConfig) -> Vec<MetricsRow> {
     train_with(config, Box::new(Autodiff)).0

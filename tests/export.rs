@@ -187,7 +187,7 @@ fn every_family_exports_in_every_format() {
         run.to_str().unwrap(),
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    crate::common::assert_success(&o);
     let js = check_run(
         &run,
         "single-layer",
@@ -245,7 +245,7 @@ fn every_family_exports_in_every_format() {
             run.to_str().unwrap(),
             "-q",
         ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        crate::common::assert_success(&o);
         let expected: Vec<(&str, &[usize])> =
             expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
         let tensors = check_run(&run, family, &expected);
@@ -260,7 +260,7 @@ fn every_family_exports_in_every_format() {
             );
             continue;
         }
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        crate::common::assert_success(&o);
         let s: Value = serde_json::from_slice(&o.stdout).unwrap();
         let eta = tensors["eta"].1[0];
         assert!(

@@ -271,7 +271,6 @@ fn autodiff_equals_the_analytic_recursion_on_random_networks() {
 
 #[test]
 fn the_analytic_recursion_equals_finite_differences_on_random_networks() {
-    let tol = Tolerances::for_precision(Precision::F64);
     for (name, case) in cases().into_iter().step_by(3) {
         let tol = Tolerances::for_rule(Precision::F64, &case.params.rule);
         let analytic = evaluate(&case.params, &case.batch, Variant::Correct, false);
@@ -615,11 +614,7 @@ fn the_dump_recomputes_from_its_json_alone() {
             "--dump",
             file.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::common::assert_success(&out);
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(d["schema"], "bohp-gradcheck-dump/2");
         for (key, expected) in [
@@ -788,11 +783,7 @@ fn train_with_analytic_gradients_from_the_cli() {
             run.to_str().unwrap(),
             "-q",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::common::assert_success(&out);
         let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
         assert!(config.contains(&format!("engine = \"{grad}\"")), "{config}");
         summaries.push(crate::common::final_parameters(&run));

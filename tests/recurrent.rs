@@ -435,7 +435,7 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
         out.to_str().unwrap(),
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    crate::common::assert_success(&o);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("images plastic") && stdout.contains("peak memory"),
@@ -449,7 +449,7 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
     assert!(summary["wall_seconds"].as_f64().unwrap() > 0.0, "{summary}");
     // `bohp eval` loads the trained model and reproduces the run's held-out measures.
     let o = run_bohp(&["eval", out.to_str().unwrap(), "--episodes", "2", "--json"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    crate::common::assert_success(&o);
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for (key, summary_key) in [
         ("error", "eval_error"),

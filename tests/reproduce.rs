@@ -154,11 +154,7 @@ fn reproduce_writes_statistics_figures_and_resumes() {
         out.to_str().unwrap(),
     ]);
     let first = run_bohp(&full);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    crate::common::assert_success(&first);
     for variant in ["learned", "none"] {
         let base = out.join("completion").join(variant);
         let summary: Value =
@@ -262,11 +258,7 @@ fn inspect_finds_the_completion_structure() {
         run.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let out = run_bohp(&[
         "inspect",
         run.to_str().unwrap(),
@@ -274,11 +266,7 @@ fn inspect_finds_the_completion_structure() {
         "50",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["task"], "completion");
     let own = s["own"]["fixed"].as_f64().unwrap();
@@ -324,11 +312,7 @@ fn inspect_measures_the_labelled_structure() {
         run.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     let out = run_bohp(&[
         "inspect",
         run.to_str().unwrap(),

@@ -36,11 +36,7 @@ fn uninterrupted(dir: &Path) -> std::path::PathBuf {
         run.to_str().unwrap(),
         "-q",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     run
 }
 
@@ -94,11 +90,7 @@ fn checkpoint_episode(run: &Path) -> usize {
 
 fn resume_and_compare(run: &Path, whole: &Path) {
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::assert_success(&out);
     assert_eq!(
         std::fs::read(whole.join("metrics.csv")).unwrap(),
         std::fs::read(run.join("metrics.csv")).unwrap(),
