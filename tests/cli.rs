@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use bohp::run::{CheckpointState, RunDir};
+use bohp::run::{CheckpointState, MetricsRow, RunDir};
 use bohp::train::{init_model, non_finite_param};
 
 use crate::common::{run_bohp, shipped_config_path, snapshot};
@@ -91,7 +91,7 @@ fn the_valid_config_trains() {
     ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
-    let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
+    let rows: Vec<MetricsRow> = RunDir::open(&run).unwrap().read_metrics().unwrap();
     assert_eq!(rows.len(), 40);
     assert_eq!(rows.iter().filter(|r| r.frozen == 1).count(), 10);
     assert!(rows.iter().enumerate().all(|(i, r)| r.episode == i));
@@ -558,7 +558,7 @@ fn corrupt_run_files_are_named_and_left_alone() {
     corrupt("metrics.csv", &|b| b.extend_from_slice(b"40,0.69"));
     let out = run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
     crate::common::assert_success(&out);
-    let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
+    let rows: Vec<MetricsRow> = RunDir::open(&run).unwrap().read_metrics().unwrap();
     assert_eq!(rows.len(), 40);
 }
 
@@ -653,7 +653,7 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
         "the kept checkpoint is finite"
     );
     // metrics.csv holds the episodes before, and the diverging one if its loss was finite.
-    let rows = run_dir.read_metrics().unwrap();
+    let rows: Vec<MetricsRow> = run_dir.read_metrics().unwrap();
     assert!(
         rows.len() == episode || rows.len() == episode + 1,
         "{} rows, diverged at {episode}",

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use bohp::config::RunConfig;
 use bohp::device::{Backend, Precision};
+use bohp::learner::Learner;
 use bohp::run::{MetricsRow, RunDir, load_model};
 use bohp::tasks::Measures;
 use bohp::train::{Autodiff, GradientEngine, Trainer, init_model};

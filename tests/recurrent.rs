@@ -4,11 +4,13 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use bohp::config::Engine;
 use bohp::device::{Backend, Precision, init_device};
 use bohp::engines::fused::{EpisodeBatch, HostGrads, HostRnn, sqrt_interval};
+use bohp::learner::{Learner, Outcome, train};
 use bohp::recurrent::config::RecurrentConfig;
 use bohp::recurrent::images::{CIFAR_RECORD, PIXELS, read_cifar10};
-use bohp::recurrent::train::{RecurrentTrainer, train_recurrent};
+use bohp::recurrent::train::RecurrentTrainer;
 use bohp::rules::faults::Fault;
 use bohp::rules::{Rule, RuleSpec};
 use bohp::run::RunDir;
@@ -304,9 +306,10 @@ fn train_to_end(config: RecurrentConfig) -> bohp::recurrent::train::RecurrentSum
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::create(&dir.path().join("run")).unwrap();
     let mut trainer = RecurrentTrainer::new(config).unwrap();
-    train_recurrent(&run, &mut trainer, &mut |_| {}, &AtomicBool::new(false))
-        .unwrap()
-        .expect("not interrupted")
+    match train(&run, &mut trainer, &mut (), &AtomicBool::new(false)).unwrap() {
+        Outcome::Finished(summary) => summary,
+        Outcome::Interrupted { .. } => panic!("not interrupted"),
+    }
 }
 
 /// The 2018 paper's claim on the 50-bit task, same budget (400 updates of 16 episodes) for
@@ -465,13 +468,11 @@ fn cli_trains_an_image_run_on_cifar_files_and_draws_the_reconstructions() {
             "{key}: eval {a} vs summary {b}"
         );
     }
-    // Resuming a recurrent run is refused, naming the file that holds its parameters.
+    // Resuming a finished recurrent run has nothing to do, and says so.
     let o = run_bohp(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && stderr.contains("not supported") && stderr.contains("model.bpk"),
-        "{stderr}"
-    );
+    crate::common::assert_success(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("nothing to do"), "{stdout}");
     // A CIFAR file that fails to read (truncated: exists, so the config validates) fails
     // before the first update, naming the file, and leaves no run directory behind.
     let broken = dir.path().join("broken");
@@ -787,25 +788,85 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
     );
 }
 
-/// Ctrl-C on a recurrent run: exit 130, the parameters so far in model.bpk, and no summary.json
-/// that would make the run look finished.
+/// Every recurrent family resumes exactly from a checkpoint: the fused engine's host Adam, burn's
+/// optimizer for the autodiff plastic network and the LSTM, and the progress. The resumed
+/// trainer's next updates equal the uninterrupted one's (f32, bit for bit).
 #[test]
-fn ctrl_c_stops_a_recurrent_run_with_130_and_no_summary() {
+fn every_recurrent_family_resumes_exactly_from_a_checkpoint() {
+    for (name, engine) in [
+        ("memorisation-50", Engine::Fused),
+        ("memorisation-50", Engine::Autodiff),
+        ("memorisation-50-nonplastic", Engine::Fused),
+        ("memorisation-50-lstm", Engine::Autodiff),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("run")).unwrap();
+        let mut config = config(name);
+        config.train.engine = engine;
+        config.train.episodes = 12;
+        config.train.batch = 4;
+        std::fs::write(run.config_path(), config.to_toml()).unwrap();
+        let mut a = RecurrentTrainer::new(config.clone()).unwrap();
+        let mut metrics = run.metrics_writer(0).unwrap();
+        for _ in 0..6 {
+            metrics.write(&a.step().unwrap()).unwrap();
+        }
+        metrics.flush().unwrap();
+        a.checkpoint(&run).unwrap();
+        let mut b = RecurrentTrainer::resume(&run, config).unwrap();
+        assert_eq!(b.next_episode(), 6, "{name} {engine}");
+        while !a.is_done() {
+            let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
+            let what = format!("{name} {engine} update {}", ra.episode);
+            assert_eq!(ra.episode, rb.episode, "{what}");
+            assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "{what}");
+            assert_eq!(ra.error.to_bits(), rb.error.to_bits(), "{what}");
+            assert_eq!(ra.eta.to_bits(), rb.eta.to_bits(), "{what}");
+        }
+        assert_eq!(
+            a.parameter_values(),
+            b.parameter_values(),
+            "{name} {engine}: final parameters"
+        );
+    }
+}
+
+/// `metrics.csv` without its timing column, which differs between sessions.
+fn rows_without_time(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+/// Ctrl-C on a recurrent run: a checkpoint, exit 130, no summary.json that would make the run
+/// look finished; `--resume` then finishes it exactly as an uninterrupted run (the same rows,
+/// the same final model), and an edited config.toml is refused.
+#[test]
+fn ctrl_c_then_resume_equals_the_uninterrupted_recurrent_run() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
     let config = repo_root().join("configs/memorisation-50.toml");
+    let args = |run: &Path| {
+        [
+            "train".to_string(),
+            config.display().to_string(),
+            "--episodes".into(),
+            "300".into(),
+            "--out".into(),
+            run.display().to_string(),
+            "-q".into(),
+        ]
+    };
+    let whole = dir.path().join("whole");
+    crate::common::assert_success(&crate::common::run_bohp(
+        &args(&whole).iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let run = dir.path().join("run");
     let mut child = crate::common::bohp()
-        .args([
-            "train",
-            config.to_str().unwrap(),
-            "--episodes",
-            "100000",
-            "--out",
-            run.to_str().unwrap(),
-            "-q",
-        ])
+        .args(args(&run))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -820,7 +881,7 @@ fn ctrl_c_stops_a_recurrent_run_with_130_and_no_summary() {
             "the run ended before it could be interrupted"
         );
         assert!(start.elapsed() < Duration::from_secs(120), "timed out");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -831,14 +892,76 @@ fn ctrl_c_stops_a_recurrent_run_with_130_and_no_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
-        stderr.contains("interrupted") && stderr.contains("model.bpk"),
+        stderr.contains("checkpoint written") && stderr.contains("--resume"),
         "{stderr}"
     );
-    assert!(run.join("model.bpk").is_file());
     assert!(
-        !run.join("summary.json").exists(),
-        "an interrupted run has no summary"
+        !run.join("summary.json").exists() && !run.join("model.bpk").exists(),
+        "an interrupted run has no summary and no final model"
     );
+    let at = RunDir::open(&run)
+        .unwrap()
+        .read_checkpoint_state()
+        .unwrap()
+        .1
+        .next_episode;
+    assert!(
+        (19..300).contains(&at),
+        "checkpoint at the interruption: {at}"
+    );
+    assert_eq!(
+        rows(&run),
+        at + 1,
+        "every update before the checkpoint, and a header"
+    );
+    // An edited config is refused, naming the file; nothing changes.
+    let toml = run.join("config.toml");
+    let original = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        original.replace("learning_rate = 0.003", "learning_rate = 0.004"),
+    )
+    .unwrap();
+    let out = crate::common::run_bohp(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("config.toml") && stderr.contains("edited since the run started"),
+        "{stderr}"
+    );
+    std::fs::write(&toml, original).unwrap();
+    crate::common::assert_success(&crate::common::run_bohp(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(rows_without_time(&whole), rows_without_time(&run));
+    let final_values = |run: &Path| {
+        let config = RecurrentConfig::load(&run.join("config.toml")).unwrap();
+        let mut trainer = RecurrentTrainer::new(config).unwrap();
+        trainer.load_model(&run.join("model.bpk")).unwrap();
+        trainer.parameter_values()
+    };
+    assert_eq!(
+        final_values(&whole),
+        final_values(&run),
+        "the same final parameters"
+    );
+    assert!(run.join("summary.json").is_file());
+    // A finished recurrent run extends by N updates, and is finished again.
+    crate::common::assert_success(&crate::common::run_bohp(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        "10",
+        "-q",
+    ]));
+    assert_eq!(rows(&run), 311);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["episodes"], 310);
 }
 
 /// The fused config `a` and its autodiff twin, trained side by side for 10 updates: the same

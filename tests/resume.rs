@@ -143,7 +143,7 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
         (250..3000).contains(&at),
         "checkpoint at the interruption: {at}"
     );
-    let rows = RunDir::open(&run).unwrap().read_metrics().unwrap();
+    let rows: Vec<bohp::run::MetricsRow> = RunDir::open(&run).unwrap().read_metrics().unwrap();
     assert_eq!(
         rows.len(),
         at,
@@ -158,6 +158,7 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
 fn the_analytic_engine_resumes_exactly() {
     use bohp::config::Engine;
     use bohp::device::{Backend, Precision};
+    use bohp::learner::Learner;
     use bohp::run::RunDir;
     use bohp::train::Trainer;
     let dir = tempfile::tempdir().unwrap();

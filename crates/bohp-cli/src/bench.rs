@@ -121,7 +121,7 @@ pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Resul
         trainer
             .step()
             .map(|r| r.seconds)
-            .map_err(|what| anyhow::anyhow!("diverged: {what} is not finite"))
+            .map_err(|d| anyhow::anyhow!("diverged: {d}"))
     };
     for _ in 0..timing.warmup {
         step()?;

@@ -1,76 +1,13 @@
-//! `bohp train` for recurrent configs (memorisation, images): the run, its progress bar, and
-//! for image runs the reconstruction figure.
+//! What `bohp train` prints and draws for recurrent runs: the summary line, and for image runs
+//! the reconstruction figure.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Result, anyhow};
-use bohp::recurrent::config::RecurrentConfig;
 use bohp::recurrent::images::SIDE;
-use bohp::recurrent::tasks::RecurrentTaskKind;
-use bohp::recurrent::train::{RecurrentSummary, RecurrentTrainer, train_recurrent};
+use bohp::recurrent::train::{RecurrentSummary, RecurrentTrainer};
 use bohp::rng::Stream;
-use bohp::run::RunDir;
 use plotters::prelude::*;
-
-/// Trains `config` into `run`; prints the summary. Image runs also get `reconstruction.png`.
-/// Returns `None` when Ctrl-C interrupted the run.
-pub fn train(
-    run: &RunDir,
-    mut trainer: RecurrentTrainer,
-    config: RecurrentConfig,
-    quiet: bool,
-    stop: &AtomicBool,
-) -> Result<Option<RecurrentSummary>> {
-    if !quiet {
-        eprintln!(
-            "training {} ({} model, {} params) with the {} engine on {}, {} updates of batch {} -> {}",
-            config.task.kind.name(),
-            trainer.model_name(),
-            config.num_params(),
-            config.train.engine.name(),
-            if config.train.engine == bohp::config::Engine::Fused {
-                "the host CPU".to_string()
-            } else {
-                config.device.to_string()
-            },
-            config.train.episodes,
-            config.train.batch,
-            run.path().display()
-        );
-    }
-    let bar = crate::commands::progress_bar(config.train.episodes as u64, "updates", quiet);
-    let mut recent: Vec<f64> = Vec::new();
-    let summary = train_recurrent(
-        run,
-        &mut trainer,
-        &mut |row| {
-            recent.push(row.error);
-            if recent.len() > 50 {
-                recent.remove(0);
-            }
-            let mean = recent.iter().sum::<f64>() / recent.len() as f64;
-            bar.set_message(format!(
-                "error {mean:.4} (last 50 updates), plasticity rate η {:.4}, {:.2} s/update",
-                row.eta, row.seconds
-            ));
-            bar.inc(1);
-        },
-        stop,
-    )?;
-    bar.finish_and_clear();
-    let Some(summary) = summary else {
-        return Ok(None);
-    };
-    if config.task.kind == RecurrentTaskKind::Images {
-        let png = run.path().join("reconstruction.png");
-        reconstruction_figure(&trainer, &png, 4)?;
-        if !quiet {
-            eprintln!("reconstructions: {}", png.display());
-        }
-    }
-    Ok(Some(summary))
-}
 
 /// A PNG grid, one row per held-out episode: the presented images, the half-erased probe
 /// (erased pixels mid-grey), the network's reconstruction (its last step) and the original.

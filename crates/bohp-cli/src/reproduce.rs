@@ -20,9 +20,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bohp::config::{Plasticity, RunConfig};
+use bohp::learner::{Observer, Outcome, train};
 use bohp::run::{MetricsRow, RunDir};
 use bohp::tasks::TaskKind;
-use bohp::train::{GradientEngine, Observer, Outcome, Trainer, train};
+use bohp::train::{GradientEngine, Trainer};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +143,7 @@ struct Shared<'a> {
     bar: &'a ProgressBar,
 }
 
-impl Observer for Shared<'_> {
+impl Observer<MetricsRow> for Shared<'_> {
     fn episode(&mut self, _: &MetricsRow) {
         self.bar.inc(1);
     }
@@ -268,7 +269,7 @@ fn summarize(
     let mut structures = Vec::new();
     for seed in &plan.seeds {
         let run = RunDir::open(&dir.join(format!("seed-{seed}")))?;
-        let rows = run.read_metrics()?;
+        let rows: Vec<MetricsRow> = run.read_metrics()?;
         series[0].push(rows.iter().map(|r| r.error).collect::<Vec<_>>());
         series[1].push(rows.iter().map(|r| r.loss).collect::<Vec<_>>());
         series[2].push(rows.iter().map(|r| r.error_code).collect::<Vec<_>>());

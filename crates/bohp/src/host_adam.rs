@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+const MAGIC: &str = "bohp-host-adam/1";
+
 /// Adam's state for a list of parameter groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +47,78 @@ impl HostAdam {
             && self.v.len() == sizes.len()
             && self.m.iter().zip(sizes).all(|(m, n)| m.len() == *n)
             && self.v.iter().zip(sizes).all(|(v, n)| v.len() == *n)
+    }
+
+    /// The state as bytes, exactly (a checkpoint's `host_adam.bin`): the line
+    /// `bohp-host-adam/1`, a JSON line with β₁, β₂, ε, the update count and the group sizes,
+    /// then every first moment and every second moment as little-endian f64.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let header = serde_json::json!({
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "epsilon": self.epsilon,
+            "time": self.time,
+            "sizes": self.m.iter().map(Vec::len).collect::<Vec<_>>(),
+        });
+        let mut bytes = format!("{MAGIC}\n{header}\n").into_bytes();
+        for x in self.m.iter().chain(&self.v).flatten() {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Reads [`HostAdam::to_bytes`]'s format; the error says what is wrong.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<HostAdam, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Header {
+            beta1: f32,
+            beta2: f32,
+            epsilon: f32,
+            time: i32,
+            sizes: Vec<usize>,
+        }
+        let mut lines = bytes.splitn(3, |&b| b == b'\n');
+        if lines.next() != Some(MAGIC.as_bytes()) {
+            return Err(format!(
+                "not a host Adam state (expected a first line `{MAGIC}`)"
+            ));
+        }
+        let header: Header = lines
+            .next()
+            .ok_or("no header line")
+            .and_then(|h| serde_json::from_slice(h).map_err(|_| "a corrupt header line"))
+            .map_err(|e| e.to_string())?;
+        let body = lines.next().unwrap_or_default();
+        let count: usize = header.sizes.iter().sum::<usize>() * 2;
+        if body.len() != count * 8 {
+            return Err(format!(
+                "holds {} bytes of moments, expected {} (2 × {} values)",
+                body.len(),
+                count * 8,
+                count / 2
+            ));
+        }
+        let mut values = body
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
+        let mut groups = || -> Vec<Vec<f64>> {
+            header
+                .sizes
+                .iter()
+                .map(|&n| values.by_ref().take(n).collect())
+                .collect()
+        };
+        let m = groups();
+        let v = groups();
+        Ok(HostAdam {
+            beta1: header.beta1,
+            beta2: header.beta2,
+            epsilon: header.epsilon,
+            time: header.time,
+            m,
+            v,
+        })
     }
 
     /// One update with learning rate `lr` of the groups whose `trainable` flag is set.
@@ -100,5 +174,23 @@ mod tests {
         assert_eq!(params[1][0], 5.0, "a frozen group does not move");
         assert_eq!(adam.time, 3);
         assert!(adam.fits(&[1, 1]) && !adam.fits(&[2, 1]));
+    }
+
+    #[test]
+    fn bytes_round_trip_exactly_and_damage_is_named() {
+        let mut adam = HostAdam::new(0.9, 0.999, 1e-8, &[3, 1]);
+        let mut params = vec![vec![1.0, -2.0, 0.5], vec![3.0]];
+        adam.step(
+            0.1,
+            &mut params,
+            &[vec![0.1, 1.0 / 3.0, -7e-9], vec![std::f64::consts::PI]],
+            &[true, true],
+        );
+        let bytes = adam.to_bytes();
+        assert_eq!(HostAdam::from_bytes(&bytes).unwrap(), adam);
+        let short = HostAdam::from_bytes(&bytes[..bytes.len() - 8]).unwrap_err();
+        assert!(short.contains("expected 64"), "{short}");
+        let other = HostAdam::from_bytes(b"PK\x03\x04").unwrap_err();
+        assert!(other.contains("not a host Adam state"), "{other}");
     }
 }

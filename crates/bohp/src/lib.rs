@@ -37,6 +37,7 @@ pub mod error;
 pub mod export;
 pub mod host_adam;
 pub mod layer;
+pub mod learner;
 pub mod memory;
 pub mod network;
 pub mod recurrent;

@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! <run>/config.toml            the resolved config (defaults written out)
-//! <run>/metrics.csv            episode,loss,error,error_code,frozen — one row per episode
+//! <run>/metrics.csv            one row per update (the family's columns, episode first)
 //! <run>/train.log              the log
 //! <run>/checkpoint/model.bpk   model record (burnpack)
-//! <run>/checkpoint/optimizer.bpk  Adam state (burnpack)
+//! <run>/checkpoint/optimizer.bpk  burn's Adam state (burnpack), when burn's optimizer trains
+//! <run>/checkpoint/host_adam.bin  Adam's state, when the optimizer runs on the host
 //! <run>/checkpoint/state.json  next episode, precision, file checksums (config.toml's too)
 //! <run>/model.bpk              the final model, once the run has finished
 //! <run>/summary.json           frozen-phase and final measures, once the run has finished
@@ -48,13 +49,17 @@ pub struct CheckpointState {
     pub dtype: Precision,
     /// CRC-32 of `model.bpk`.
     pub model_crc32: u32,
-    /// CRC-32 of `optimizer.bpk`.
-    pub optimizer_crc32: u32,
+    /// CRC-32 of `optimizer.bpk` (absent when the optimizer runs on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_crc32: Option<u32>,
+    /// CRC-32 of `host_adam.bin`, when the optimizer runs on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_adam_crc32: Option<u32>,
     /// The bohp version that wrote it.
     pub bohp_version: String,
-    /// Adam's state when the run's optimizer runs on the host (the analytic engine); then
-    /// `optimizer.bpk` holds an unused burn optimizer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Adam's host state as written by bohp 0.1 checkpoints (now in `host_adam.bin`, exactly);
+    /// read, never written.
+    #[serde(default, skip_serializing)]
     pub host_adam: Option<crate::host_adam::HostAdam>,
     /// CRC-32 of the run's `config.toml` when the checkpoint was written: a resume refuses a
     /// config edited since (absent in checkpoints of older bohp versions, which are not
@@ -82,6 +87,48 @@ pub struct Summary {
     /// That session's peak resident memory (MiB), when the OS reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mib: Option<f64>,
+}
+
+/// A row of a family's `metrics.csv`: one update's measures, its index first.
+pub trait MetricsRecord: Serialize + serde::de::DeserializeOwned + Copy {
+    /// The update's index (0-based).
+    fn episode(&self) -> usize;
+}
+
+impl MetricsRecord for MetricsRow {
+    fn episode(&self) -> usize {
+        self.episode
+    }
+}
+
+/// A checkpoint's contents, as a family's trainer hands them to [`RunDir::write_checkpoint`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The model record (burnpack bytes).
+    pub model: Vec<u8>,
+    /// burn's optimizer state (burnpack bytes), when burn's optimizer trains.
+    pub optimizer: Option<Vec<u8>>,
+    /// Adam's state, when the optimizer runs on the host.
+    pub host_adam: Option<crate::host_adam::HostAdam>,
+    /// The first update not yet run.
+    pub next_episode: usize,
+    /// Precision of the saved tensors.
+    pub dtype: Precision,
+}
+
+/// A checkpoint read back, every file checked against its checksum.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The directory it was read from (`checkpoint/`, or `checkpoint.old/`).
+    pub dir: PathBuf,
+    /// Its `state.json`.
+    pub state: CheckpointState,
+    /// The model record.
+    pub model: Vec<u8>,
+    /// burn's optimizer state, if the checkpoint has one.
+    pub optimizer: Option<Vec<u8>>,
+    /// Adam's host state, if the checkpoint has one.
+    pub host_adam: Option<crate::host_adam::HostAdam>,
 }
 
 /// One row of `metrics.csv`.
@@ -155,6 +202,11 @@ pub fn load_record<M: Module>(template: M, path: &Path, crc: Option<u32>) -> Res
             "model record is corrupt: its checksum does not match the checkpoint's state.json",
         ));
     }
+    record_from_bytes(template, bytes, path)
+}
+
+/// Loads model record bytes (read from `path`, named in errors) into `template`.
+pub fn record_from_bytes<M: Module>(template: M, bytes: Vec<u8>, path: &Path) -> Result<M> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| Error::artifact(path, format!("not a valid model record: {e}")))?;
     template
@@ -167,8 +219,30 @@ pub fn load_record<M: Module>(template: M, path: &Path, crc: Option<u32>) -> Res
         })
 }
 
-/// Serializes a model record.
-pub fn model_bytes(model: &PlasticNet, path: &Path) -> Result<Vec<u8>> {
+/// Restores burn optimizer state bytes (read from `path`, named in errors) into `optim`, a
+/// fresh optimizer of the run's shape; `dtype` is the precision the state was saved in.
+pub fn optimizer_from_bytes(
+    optim: ModuleOptimizer,
+    bytes: Vec<u8>,
+    path: &Path,
+    dtype: Precision,
+) -> Result<ModuleOptimizer> {
+    crate::device::align_default_device(dtype)?;
+    optim
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Error::artifact(path, format!("not a valid optimizer state: {e}")))
+}
+
+/// Serializes burn optimizer state.
+pub fn optimizer_bytes(optim: &ModuleOptimizer, path: &Path) -> Result<Vec<u8>> {
+    Ok(optim
+        .into_bytes()
+        .map_err(|e| Error::artifact(path, format!("cannot serialize the optimizer: {e}")))?
+        .to_vec())
+}
+
+/// Serializes a model record (of any family).
+pub fn model_bytes<M: Module>(model: &M, path: &Path) -> Result<Vec<u8>> {
     let bytes = model
         .clone()
         .into_record()
@@ -280,16 +354,9 @@ impl RunDir {
         Ok(())
     }
 
-    /// Writes a checkpoint of `model` and `optim` before episode `next_episode`, replacing the
-    /// previous one only once the new one is complete.
-    pub fn write_checkpoint(
-        &self,
-        model: &PlasticNet,
-        optim: &ModuleOptimizer,
-        host_adam: Option<&crate::host_adam::HostAdam>,
-        next_episode: usize,
-        dtype: Precision,
-    ) -> Result<()> {
+    /// Writes the checkpoint `snapshot`, replacing the previous one only once the new one is
+    /// complete.
+    pub fn write_checkpoint(&self, snapshot: &Snapshot) -> Result<()> {
         // The identity of the run: the config file as written (a `--device` override on resume
         // changes the trainer's config, not the run's).
         let config_crc32 = fs::read(self.config_path())
@@ -301,20 +368,22 @@ impl RunDir {
             fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "cannot remove", e))?;
         }
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, "cannot create", e))?;
-        let model_bytes = model_bytes(model, &tmp)?;
-        let optim_bytes = optim
-            .into_bytes()
-            .map_err(|e| Error::artifact(&tmp, format!("cannot serialize the optimizer: {e}")))?
-            .to_vec();
-        write_atomic(&tmp.join("model.bpk"), &model_bytes)?;
-        write_atomic(&tmp.join("optimizer.bpk"), &optim_bytes)?;
+        write_atomic(&tmp.join("model.bpk"), &snapshot.model)?;
+        if let Some(bytes) = &snapshot.optimizer {
+            write_atomic(&tmp.join("optimizer.bpk"), bytes)?;
+        }
+        let host_adam = snapshot.host_adam.as_ref().map(|a| a.to_bytes());
+        if let Some(bytes) = &host_adam {
+            write_atomic(&tmp.join("host_adam.bin"), bytes)?;
+        }
         let state = CheckpointState {
-            next_episode,
-            dtype,
-            model_crc32: crc32fast::hash(&model_bytes),
-            optimizer_crc32: crc32fast::hash(&optim_bytes),
+            next_episode: snapshot.next_episode,
+            dtype: snapshot.dtype,
+            model_crc32: crc32fast::hash(&snapshot.model),
+            optimizer_crc32: snapshot.optimizer.as_deref().map(crc32fast::hash),
+            host_adam_crc32: host_adam.as_deref().map(crc32fast::hash),
             bohp_version: env!("CARGO_PKG_VERSION").to_string(),
-            host_adam: host_adam.cloned(),
+            host_adam: None,
             config_crc32,
         };
         let json = serde_json::to_vec_pretty(&state).expect("state serializes");
@@ -361,38 +430,53 @@ impl RunDir {
         Ok((dir, state))
     }
 
-    /// Loads the checkpoint into `model` and `optim` (fresh ones of the run's shape).
-    pub fn read_checkpoint(
-        &self,
-        model: PlasticNet,
-        optim: ModuleOptimizer,
-    ) -> Result<(PlasticNet, ModuleOptimizer, CheckpointState)> {
+    /// Reads the checkpoint, checking each file against the checksum `state.json` recorded.
+    pub fn read_checkpoint(&self) -> Result<Checkpoint> {
         let (dir, state) = self.read_checkpoint_state()?;
-        let model = load_model(model, &dir.join("model.bpk"), Some(state.model_crc32))?;
-        let optim_path = dir.join("optimizer.bpk");
-        let bytes = read(&optim_path, "optimizer state")?;
-        if crc32fast::hash(&bytes) != state.optimizer_crc32 {
-            return Err(Error::artifact(
-                &optim_path,
-                "optimizer state is corrupt: its checksum does not match the checkpoint's state.json",
-            ));
-        }
-        crate::device::align_default_device(state.dtype)?;
-        let optim = optim
-            .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| {
-                Error::artifact(&optim_path, format!("not a valid optimizer state: {e}"))
-            })?;
-        Ok((model, optim, state))
+        let checked = |name: &str, what: &str, crc: u32| -> Result<Vec<u8>> {
+            let path = dir.join(name);
+            let bytes = read(&path, what)?;
+            if crc32fast::hash(&bytes) != crc {
+                return Err(Error::artifact(
+                    &path,
+                    format!(
+                        "{what} is corrupt: its checksum does not match the checkpoint's state.json"
+                    ),
+                ));
+            }
+            Ok(bytes)
+        };
+        let model = checked("model.bpk", "model record", state.model_crc32)?;
+        let optimizer = state
+            .optimizer_crc32
+            .map(|crc| checked("optimizer.bpk", "optimizer state", crc))
+            .transpose()?;
+        let host_adam = match state.host_adam_crc32 {
+            Some(crc) => {
+                let bytes = checked("host_adam.bin", "host Adam state", crc)?;
+                Some(
+                    crate::host_adam::HostAdam::from_bytes(&bytes)
+                        .map_err(|e| Error::artifact(dir.join("host_adam.bin"), e))?,
+                )
+            }
+            None => state.host_adam.clone(),
+        };
+        Ok(Checkpoint {
+            dir,
+            state,
+            model,
+            optimizer,
+            host_adam,
+        })
     }
 
     /// Reads `metrics.csv` (all rows).
-    pub fn read_metrics(&self) -> Result<Vec<MetricsRow>> {
+    pub fn read_metrics<R: MetricsRecord>(&self) -> Result<Vec<R>> {
         self.read_metrics_up_to(usize::MAX)
     }
 
     /// Reads at most the first `limit` rows of `metrics.csv`; what follows is not parsed.
-    fn read_metrics_up_to(&self, limit: usize) -> Result<Vec<MetricsRow>> {
+    fn read_metrics_up_to<R: MetricsRecord>(&self, limit: usize) -> Result<Vec<R>> {
         let path = self.metrics_path();
         if !path.exists() {
             return Ok(Vec::new());
@@ -407,10 +491,7 @@ impl RunDir {
                 row.map_err(|e| {
                     Error::artifact(
                         &path,
-                        format!(
-                            "row {}: {e} (expected episode,loss,error,error_code,frozen)",
-                            i + 2
-                        ),
+                        format!("row {}: {e} (expected the columns its header names)", i + 2),
                     )
                 })
             })
@@ -420,9 +501,9 @@ impl RunDir {
     /// The first `next_episode` rows of `metrics.csv`, checked to be one per episode in order.
     /// Rows after them (episodes a resumed run will redo; after a kill, possibly a partly
     /// written one) are ignored.
-    pub fn metrics_before(&self, next_episode: usize) -> Result<Vec<MetricsRow>> {
-        let kept = self.read_metrics_up_to(next_episode)?;
-        let in_order = kept.iter().enumerate().all(|(i, r)| r.episode == i);
+    pub fn metrics_before<R: MetricsRecord>(&self, next_episode: usize) -> Result<Vec<R>> {
+        let kept: Vec<R> = self.read_metrics_up_to(next_episode)?;
+        let in_order = kept.iter().enumerate().all(|(i, r)| r.episode() == i);
         if kept.len() != next_episode || !in_order {
             return Err(Error::artifact(
                 self.metrics_path(),
@@ -437,17 +518,15 @@ impl RunDir {
 
     /// Opens `metrics.csv` for appending, keeping only the rows of episodes before
     /// `next_episode` (those after a checkpoint are re-run identically on resume).
-    pub fn metrics_writer(&self, next_episode: usize) -> Result<MetricsWriter> {
+    pub fn metrics_writer<R: MetricsRecord>(
+        &self,
+        next_episode: usize,
+    ) -> Result<MetricsWriter<R>> {
         let path = self.metrics_path();
-        let kept = self.metrics_before(next_episode)?;
+        let kept: Vec<R> = self.metrics_before(next_episode)?;
         let mut bytes = Vec::new();
         {
             let mut writer = csv::Writer::from_writer(&mut bytes);
-            if kept.is_empty() {
-                writer
-                    .write_record(["episode", "loss", "error", "error_code", "frozen"])
-                    .expect("writing to memory");
-            }
             for row in &kept {
                 writer.serialize(row).expect("writing to memory");
             }
@@ -460,22 +539,25 @@ impl RunDir {
             .map_err(|e| Error::io(&path, "cannot open for appending", e))?;
         Ok(MetricsWriter {
             path,
+            // An empty file gets its header with the first row.
             writer: csv::WriterBuilder::new()
-                .has_headers(false)
+                .has_headers(kept.is_empty())
                 .from_writer(file),
+            row: std::marker::PhantomData,
         })
     }
 }
 
 /// Appends rows to `metrics.csv`.
-pub struct MetricsWriter {
+pub struct MetricsWriter<R> {
     path: PathBuf,
     writer: csv::Writer<fs::File>,
+    row: std::marker::PhantomData<R>,
 }
 
-impl MetricsWriter {
+impl<R: MetricsRecord> MetricsWriter<R> {
     /// Appends a row (buffered until [`MetricsWriter::flush`]).
-    pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
+    pub fn write(&mut self, row: &R) -> Result<()> {
         self.writer
             .serialize(row)
             .map_err(|e| Error::artifact(&self.path, format!("cannot write: {e}")))

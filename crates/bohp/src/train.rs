@@ -1,9 +1,6 @@
 //! Training by backpropagation through the unrolled episode (burn autodiff) with Adam,
 //! checkpointing, resuming, the frozen phase, and evaluation on fresh episodes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
-
 use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
@@ -12,9 +9,10 @@ use crate::config::RunConfig;
 use crate::device::init_device;
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
+use crate::learner::{Divergence, Learner, Session, open_checkpoint};
 use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
-use crate::run::{MetricsRow, RunDir, Summary, write_atomic};
+use crate::run::{MetricsRow, RunDir, Snapshot, Summary, model_bytes, optimizer_bytes};
 use crate::tasks::{EpisodeBatch, Measures, Task, read_measures};
 
 /// Adam's ε (PyTorch's default, as in the peer scripts; burn's default is 1e-5).
@@ -136,37 +134,6 @@ pub struct Trainer {
     host: Option<HostState>,
 }
 
-/// How a call to [`train`] ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// All episodes ran; the final model and summary were written.
-    Finished(Summary),
-    /// Stopped on request after writing a checkpoint before `next_episode`.
-    Interrupted {
-        /// Where a resumed run will continue.
-        next_episode: usize,
-    },
-}
-
-/// A non-finite loss or parameter, and the episode that produced it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Divergence {
-    /// The episode (0-based update index).
-    pub episode: usize,
-    /// What was not finite.
-    pub what: String,
-}
-
-/// Receives progress reports from [`train`].
-pub trait Observer {
-    /// Called after each episode.
-    fn episode(&mut self, row: &MetricsRow);
-}
-
-impl Observer for () {
-    fn episode(&mut self, _: &MetricsRow) {}
-}
-
 /// The Adam optimizer of a run.
 pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
     AdamConfig::new()
@@ -284,29 +251,18 @@ impl Trainer {
         engine: Box<dyn GradientEngine>,
     ) -> Result<Trainer> {
         let mut trainer = Trainer::new(config, engine)?;
-        let (model, optim, state) = run.read_checkpoint(trainer.model, trainer.optim)?;
-        run.check_config_identity(&state)?;
-        if state.dtype != trainer.config.dtype {
-            return Err(Error::artifact(
-                run.checkpoint_dir(),
-                format!(
-                    "checkpoint is in {} but the run's config says dtype = {}",
-                    state.dtype, trainer.config.dtype
-                ),
-            ));
-        }
-        if state.next_episode > trainer.config.train.episodes {
-            return Err(Error::artifact(
-                run.checkpoint_dir(),
-                format!(
-                    "checkpoint is at episode {} but the run has only {} episodes",
-                    state.next_episode, trainer.config.train.episodes
-                ),
-            ));
-        }
-        run.metrics_before(state.next_episode)?;
+        let checkpoint = open_checkpoint::<MetricsRow>(
+            run,
+            trainer.config.dtype,
+            trainer.config.train.episodes,
+        )?;
+        let model = crate::run::record_from_bytes(
+            trainer.model.clone(),
+            checkpoint.model,
+            &checkpoint.dir.join("model.bpk"),
+        )?;
         if trainer.engine.on_host() {
-            let Some(adam) = state.host_adam.clone() else {
+            let Some(adam) = checkpoint.host_adam else {
                 return Err(Error::artifact(
                     run.checkpoint_dir(),
                     format!(
@@ -326,9 +282,22 @@ impl Trainer {
                 })?,
             );
         }
+        // The host engine's checkpoints carry no burn optimizer; a fresh one is never stepped.
+        if let Some(bytes) = checkpoint.optimizer {
+            trainer.optim = crate::run::optimizer_from_bytes(
+                trainer.optim,
+                bytes,
+                &checkpoint.dir.join("optimizer.bpk"),
+                checkpoint.state.dtype,
+            )?;
+        } else if !trainer.engine.on_host() {
+            return Err(Error::artifact(
+                &checkpoint.dir,
+                "no optimizer.bpk: the checkpoint was written by an engine whose optimizer runs on the host",
+            ));
+        }
         trainer.model = model;
-        trainer.optim = optim;
-        trainer.next_episode = state.next_episode;
+        trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
     }
 
@@ -355,11 +324,6 @@ impl Trainer {
     /// The next episode to run.
     pub fn next_episode(&self) -> usize {
         self.next_episode
-    }
-
-    /// Whether all episodes have run.
-    pub fn is_done(&self) -> bool {
-        self.next_episode >= self.config.train.episodes
     }
 
     /// Runs the next episode (a batch of independent episodes): forward, backward and an Adam
@@ -427,28 +391,6 @@ impl Trainer {
         })
     }
 
-    /// Checks that every parameter is finite (before a checkpoint).
-    pub fn check_parameters(&self) -> std::result::Result<(), Divergence> {
-        match non_finite_param(&self.model) {
-            None => Ok(()),
-            Some(name) => Err(Divergence {
-                episode: self.next_episode.saturating_sub(1),
-                what: format!("parameter {name}"),
-            }),
-        }
-    }
-
-    /// Writes a checkpoint before the next episode.
-    pub fn checkpoint(&self, run: &RunDir) -> Result<()> {
-        run.write_checkpoint(
-            &self.model,
-            &self.optim,
-            self.host.as_ref().map(|h| &h.adam),
-            self.next_episode,
-            self.config.dtype,
-        )
-    }
-
     /// Adds `updates` to a finished run (`bohp train --resume DIR --extend N`): the run goes on
     /// to `train.episodes + updates`, its last `train.freeze_last` frozen as before (so
     /// `updates - freeze_last` more training updates, then a fresh frozen phase). The caller
@@ -468,83 +410,61 @@ impl Trainer {
     }
 }
 
-/// Trains `trainer` to the end of its run (or until `stop` is set), writing metrics,
-/// checkpoints, and at the end the final model and `summary.json` to `run`.
-///
-/// A new run writes a checkpoint of its initial parameters first, so a run that diverges always
-/// leaves a good checkpoint behind. On divergence the error names the episode and the
-/// checkpoint kept.
-pub fn train(
-    run: &RunDir,
-    trainer: &mut Trainer,
-    observer: &mut dyn Observer,
-    stop: &AtomicBool,
-) -> Result<Outcome> {
-    let every = trainer.config.train.checkpoint_every;
-    let mut last_checkpoint = trainer.next_episode;
-    if trainer.next_episode == 0 {
-        trainer.checkpoint(run)?;
+impl Learner for Trainer {
+    type Row = MetricsRow;
+    type Summary = Summary;
+
+    fn next_episode(&self) -> usize {
+        self.next_episode
     }
-    let mut metrics = run.metrics_writer(trainer.next_episode)?;
-    let started = Instant::now();
-    let first_episode = trainer.next_episode;
-    let diverged = |d: Divergence, last_checkpoint: usize| Error::Diverged {
-        episode: d.episode,
-        what: d.what,
-        checkpoint: format!("checkpoint/, taken before episode {last_checkpoint}"),
-        run_dir: run.path().to_path_buf(),
-    };
-    while !trainer.is_done() {
-        if stop.load(Ordering::SeqCst) {
-            metrics.flush()?;
-            trainer
-                .check_parameters()
-                .map_err(|d| diverged(d, last_checkpoint))?;
-            trainer.checkpoint(run)?;
-            tracing::info!(
-                next_episode = trainer.next_episode,
-                "interrupted: checkpoint written"
-            );
-            return Ok(Outcome::Interrupted {
-                next_episode: trainer.next_episode,
-            });
-        }
-        let step = trainer.step();
-        let row = match step {
-            Ok(row) => row,
-            Err(d) => {
-                metrics.flush()?;
-                return Err(diverged(d, last_checkpoint));
-            }
-        };
-        metrics.write(&row)?;
-        observer.episode(&row);
-        if trainer.next_episode.is_multiple_of(every) || trainer.is_done() {
-            metrics.flush()?;
-            trainer
-                .check_parameters()
-                .map_err(|d| diverged(d, last_checkpoint))?;
-            trainer.checkpoint(run)?;
-            last_checkpoint = trainer.next_episode;
+
+    fn total_episodes(&self) -> usize {
+        self.config.train.episodes
+    }
+
+    fn checkpoint_every(&self) -> usize {
+        self.config.train.checkpoint_every
+    }
+
+    fn step(&mut self) -> std::result::Result<MetricsRow, Divergence> {
+        Trainer::step(self)
+    }
+
+    fn check_parameters(&self) -> std::result::Result<(), Divergence> {
+        match non_finite_param(&self.model) {
+            None => Ok(()),
+            Some(name) => Err(Divergence {
+                episode: self.next_episode.saturating_sub(1),
+                what: format!("parameter {name}"),
+            }),
         }
     }
-    metrics.flush()?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let ran = trainer.next_episode - first_episode;
-    tracing::info!(
-        episodes = ran,
-        seconds = elapsed,
-        episodes_per_second = (ran * trainer.config.train.batch) as f64 / elapsed.max(1e-9),
-        "training finished"
-    );
-    let mut summary = summarize(run, &trainer.config)?;
-    summary.wall_seconds = Some(elapsed);
-    summary.peak_rss_mib = crate::run::peak_rss_mib(None);
-    let model_bytes = crate::run::model_bytes(&trainer.model, &run.model_path())?;
-    write_atomic(&run.model_path(), &model_bytes)?;
-    let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
-    write_atomic(&run.summary_path(), &json)?;
-    Ok(Outcome::Finished(summary))
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let at = std::path::Path::new("checkpoint");
+        Ok(Snapshot {
+            model: model_bytes(&self.model, at)?,
+            // A host engine's Adam state is the optimizer; burn's is never stepped then.
+            optimizer: match &self.host {
+                Some(_) => None,
+                None => Some(optimizer_bytes(&self.optim, at)?),
+            },
+            host_adam: self.host.as_ref().map(|h| h.adam.clone()),
+            next_episode: self.next_episode,
+            dtype: self.config.dtype,
+        })
+    }
+
+    fn model_record(&self) -> Result<Vec<u8>> {
+        model_bytes(&self.model, std::path::Path::new("model.bpk"))
+    }
+
+    fn summarize(&mut self, rows: &[MetricsRow], session: Session) -> Result<Summary> {
+        let mut summary = summary_of(rows, &self.config);
+        summary.wall_seconds = Some(session.wall_seconds);
+        summary.peak_rss_mib = session.peak_rss_mib;
+        Ok(summary)
+    }
 }
 
 fn mean(rows: &[MetricsRow]) -> Measures {
@@ -558,10 +478,14 @@ fn mean(rows: &[MetricsRow]) -> Measures {
 
 /// The summary of a finished run, from its `metrics.csv`.
 pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
-    let rows = run.read_metrics()?;
+    Ok(summary_of(&run.read_metrics()?, config))
+}
+
+/// The summary of a run from its rows (wall time and memory not filled in).
+fn summary_of(rows: &[MetricsRow], config: &RunConfig) -> Summary {
     let frozen: Vec<MetricsRow> = rows.iter().copied().filter(|r| r.frozen == 1).collect();
     let tail = &rows[rows.len().saturating_sub(100)..];
-    Ok(Summary {
+    Summary {
         task: config.task.kind.to_string(),
         episodes: rows.len(),
         batch: config.train.batch,
@@ -569,7 +493,7 @@ pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
         last_100: mean(tail),
         wall_seconds: None,
         peak_rss_mib: None,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,96 +1,88 @@
-//! `bohp train`: a new run, a resumed one, or an extended one, of either family.
+//! `bohp train`: a new run, a resumed one, or an extended one, of any family. Each family
+//! prepares its trainer (from a config, or from a run's checkpoint); [`drive`] runs it through
+//! the one training loop, [`bohp::learner::train`].
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::RunConfig;
-use bohp::device::init_device;
-use bohp::run::{MetricsRow, RunDir};
-use bohp::train::{Observer, Outcome, Trainer, train};
+use bohp::config::{Engine, RunConfig};
+use bohp::device::{Backend, Precision, init_device};
+use bohp::learner::{Learner, Observer, Outcome, train};
+use bohp::recurrent::config::RecurrentConfig;
+use bohp::recurrent::tasks::RecurrentTaskKind;
+use bohp::recurrent::train::{RecurrentRow, RecurrentTrainer};
+use bohp::run::{MetricsRow, RunDir, write_atomic};
+use bohp::train::Trainer;
 use indicatif::ProgressBar;
 
 use super::*;
 use crate::args::*;
 
-pub(crate) fn train_recurrent_command(
-    cli: &Cli,
-    args: &TrainArgs,
-    path: &Path,
-) -> Result<ExitCode> {
-    use bohp::recurrent::config::RecurrentConfig;
-    let mut config = RecurrentConfig::load(path)?;
-    let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
-    if let Some(engine) = args.engine {
-        config.train.engine = engine;
-        flags.push("--engine");
-    }
-    if let Some(device) = cli.device {
-        config.device = device;
-        flags.push("--device");
-    }
-    if let Some(dtype) = cli.dtype {
-        config.dtype = dtype;
-    }
-    config.validate(&if flags.is_empty() {
-        path.display().to_string()
-    } else {
-        format!("{} with {}", path.display(), flags.join(" "))
-    })?;
-    init_device(config.device, config.dtype)?;
-    // Everything that can fail before the first update (reading CIFAR files, the device)
-    // happens before the run directory exists.
-    let trainer = bohp::recurrent::train::RecurrentTrainer::new(config.clone())?;
-    let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
-    let run = RunDir::create(&dir)?;
-    install_stop_handler()?;
-    init_logging(&run)?;
-    let Some(summary) = crate::recurrent::train(&run, trainer, config, cli.quiet, &STOP)? else {
-        eprintln!(
-            "interrupted: {} holds the parameters so far (no summary.json: the run did not finish); \
-             recurrent runs cannot be resumed yet",
-            run.model_path().display()
-        );
-        return Ok(ExitCode::from(130));
-    };
-    println!("{}", crate::recurrent::summary_text(&summary));
-    println!("run directory: {}", run.path().display());
-    Ok(ExitCode::SUCCESS)
-}
-
 pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     if args.extend.is_some() && args.resume.is_none() {
         bail!("--extend N: adds updates to a finished run, so it goes with --resume RUN_DIR");
     }
-    if let Some(path) = &args.config
-        && is_recurrent_file(path)
-    {
-        return train_recurrent_command(cli, args, path);
+    let recurrent = match (&args.config, &args.resume) {
+        (Some(path), _) => is_recurrent_file(path),
+        (None, Some(dir)) => is_recurrent_file(&dir.join("config.toml")),
+        (None, None) => false,
+    };
+    if recurrent {
+        train_recurrent(cli, args)
+    } else {
+        train_single_layer(cli, args)
     }
-    if let Some(dir) = &args.resume
-        && is_recurrent_file(&dir.join("config.toml"))
+}
+
+/// A resumed run's device and precision: `--device` may move it, `--dtype` may not change it.
+fn resume_overrides(cli: &Cli, dir: &Path, device: &mut Backend, dtype: Precision) -> Result<()> {
+    if let Some(asked) = cli.dtype
+        && asked != dtype
     {
         bail!(
-            "{}: resuming recurrent runs is not supported yet; the run's model.bpk holds its last saved parameters",
+            "--dtype {asked}: the run in {} was trained in {dtype}; resume it in the same precision",
             dir.display()
         );
     }
-    let (run, config, mut trainer) = if let Some(dir) = &args.resume {
+    if let Some(asked) = cli.device {
+        *device = asked;
+    }
+    Ok(())
+}
+
+/// After `--extend`: the run's new config (`toml`, with the run's own device, not a
+/// `--device` override), a checkpoint, and no `summary.json` (the run is unfinished again).
+fn record_extension<L: Learner>(
+    run: &RunDir,
+    trainer: &L,
+    toml: String,
+    updates: usize,
+    frozen: Option<usize>,
+) -> Result<()> {
+    write_atomic(&run.config_path(), toml.as_bytes())?;
+    trainer.checkpoint(run)?;
+    let summary = run.summary_path();
+    if summary.exists() {
+        std::fs::remove_file(&summary)
+            .with_context(|| format!("{}: cannot remove", summary.display()))?;
+    }
+    eprintln!(
+        "{}: extended by {updates} updates to {}{}",
+        run.path().display(),
+        trainer.total_episodes(),
+        frozen.map_or(String::new(), |f| format!(" (the last {f} frozen)"))
+    );
+    Ok(())
+}
+
+fn train_single_layer(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    let (run, config, trainer) = if let Some(dir) = &args.resume {
         let run = RunDir::open(dir)?;
         let mut config = run.read_config()?;
-        if let Some(dtype) = cli.dtype
-            && dtype != config.dtype
-        {
-            bail!(
-                "--dtype {dtype}: the run in {} was trained in {}; resume it in the same precision",
-                dir.display(),
-                config.dtype
-            );
-        }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
+        let dtype = config.dtype;
+        resume_overrides(cli, dir, &mut config.device, dtype)?;
         let mut trainer = Trainer::resume(&run, config.clone(), engine(config.train.engine))?;
         if let Some(updates) = args.extend {
             trainer.extend(
@@ -98,21 +90,9 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
                 &format!("{} with --extend {updates}", run.config_path().display()),
             )?;
             let mut extended = trainer.config().clone();
-            // The run's own device, not a --device override, goes into its config.
             extended.device = run.read_config()?.device;
-            run.write_config(&extended)?;
-            trainer.checkpoint(&run)?;
-            let summary = run.summary_path();
-            if summary.exists() {
-                std::fs::remove_file(&summary)
-                    .with_context(|| format!("{}: cannot remove", summary.display()))?;
-            }
-            eprintln!(
-                "{}: extended by {updates} updates to {} (the last {} frozen)",
-                run.path().display(),
-                extended.train.episodes,
-                extended.train.freeze_last
-            );
+            let frozen = extended.train.freeze_last;
+            record_extension(&run, &trainer, extended.to_toml(), updates, Some(frozen))?;
         }
         let config = trainer.config().clone();
         (run, config, trainer)
@@ -149,51 +129,169 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         run.write_config(&config)?;
         (run, config, trainer)
     };
+    let what = format!(
+        "{} on {} ({}, {} gradients), batch {}",
+        config.task.kind, config.device, config.dtype, config.train.engine, config.train.batch
+    );
+    let progress = Progress::new(&trainer, cli.quiet, 100, |recent: &VecDeque<MetricsRow>| {
+        let n = recent.len() as f64;
+        let loss = recent.iter().map(|r| r.loss).sum::<f64>() / n;
+        let error = recent.iter().map(|r| r.error).sum::<f64>() / n;
+        let frozen = recent.back().is_some_and(|r| r.frozen == 1);
+        let phase = if frozen { " [frozen]" } else { "" };
+        format!("loss {loss:.4} error {error:.4}{phase}")
+    });
+    drive(cli, args, &run, trainer, &what, progress, |_, summary| {
+        if let Some(frozen) = summary.frozen {
+            println!(
+                "frozen phase ({} episodes): {}",
+                config.train.freeze_last,
+                format_measures(&frozen)
+            );
+        }
+        println!("last 100 episodes: {}", format_measures(&summary.last_100));
+        Ok(())
+    })
+}
 
+fn train_recurrent(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    let (run, config, trainer) = if let Some(dir) = &args.resume {
+        let run = RunDir::open(dir)?;
+        let mut config = RecurrentConfig::load(&run.config_path())?;
+        let dtype = config.dtype;
+        resume_overrides(cli, dir, &mut config.device, dtype)?;
+        init_device(config.device, config.dtype)?;
+        let mut trainer = RecurrentTrainer::resume(&run, config)?;
+        if let Some(updates) = args.extend {
+            trainer.extend(
+                updates,
+                &format!("{} with --extend {updates}", run.config_path().display()),
+            )?;
+            let mut extended = trainer.config().clone();
+            extended.device = RecurrentConfig::load(&run.config_path())?.device;
+            record_extension(&run, &trainer, extended.to_toml(), updates, None)?;
+        }
+        let config = trainer.config().clone();
+        (run, config, trainer)
+    } else {
+        let path = args
+            .config
+            .as_ref()
+            .expect("clap requires a config without --resume");
+        let mut config = RecurrentConfig::load(path)?;
+        let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
+        if let Some(engine) = args.engine {
+            config.train.engine = engine;
+            flags.push("--engine");
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+            flags.push("--device");
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        config.validate(&if flags.is_empty() {
+            path.display().to_string()
+        } else {
+            format!("{} with {}", path.display(), flags.join(" "))
+        })?;
+        init_device(config.device, config.dtype)?;
+        // Everything that can fail before the first update (reading CIFAR files, the device)
+        // happens before the run directory exists.
+        let trainer = RecurrentTrainer::new(config.clone())?;
+        let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
+        let run = RunDir::create(&dir)?;
+        write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
+        (run, config, trainer)
+    };
+    let what = format!(
+        "{} ({} model, {} params) with the {} engine on {}, batch {}",
+        config.task.kind.name(),
+        trainer.model_name(),
+        config.num_params(),
+        config.train.engine.name(),
+        if config.train.engine == Engine::Fused {
+            "the host CPU".to_string()
+        } else {
+            config.device.to_string()
+        },
+        config.train.batch,
+    );
+    let progress = Progress::new(
+        &trainer,
+        cli.quiet,
+        50,
+        |recent: &VecDeque<RecurrentRow>| {
+            let mean = recent.iter().map(|r| r.error).sum::<f64>() / recent.len() as f64;
+            let last = recent.back().expect("called after a row");
+            format!(
+                "error {mean:.4} (last 50 updates), plasticity rate η {:.4}, {:.2} s/update",
+                last.eta, last.seconds
+            )
+        },
+    );
+    drive(
+        cli,
+        args,
+        &run,
+        trainer,
+        &what,
+        progress,
+        |trainer, summary| {
+            println!("{}", crate::recurrent::summary_text(summary));
+            if config.task.kind == RecurrentTaskKind::Images {
+                let png = run.path().join("reconstruction.png");
+                crate::recurrent::reconstruction_figure(trainer, &png, 4)?;
+                if !cli.quiet {
+                    eprintln!("reconstructions: {}", png.display());
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Runs `trainer` through the one training loop with Ctrl-C handling, `train.log` and the
+/// progress bar; prints the outcome (`finished` adds the family's lines).
+fn drive<L: Learner>(
+    cli: &Cli,
+    args: &TrainArgs,
+    run: &RunDir,
+    mut trainer: L,
+    what: &str,
+    mut progress: Progress<L::Row>,
+    finished: impl FnOnce(&L, &L::Summary) -> Result<()>,
+) -> Result<ExitCode> {
     install_stop_handler()?;
-    let total = config.train.episodes;
-    init_logging(&run)?;
+    init_logging(run)?;
+    let (first, total) = (trainer.next_episode(), trainer.total_episodes());
     if trainer.is_done() {
         println!(
-            "{}: the run has already finished its {total} episodes; nothing to do",
+            "{}: the run has already finished its {total} updates; nothing to do",
             run.path().display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    tracing::info!(
-        task = %config.task.kind,
-        device = %config.device,
-        dtype = %config.dtype,
-        from_episode = trainer.next_episode(),
-        episodes = total,
-        "training"
-    );
+    tracing::info!(run = %what, from_episode = first, episodes = total, "training");
     if !cli.quiet {
         eprintln!(
-            "{} {} on {} ({}, {} gradients), episodes {}..{total}, batch {} -> {}",
+            "{} {what}, updates {first}..{total} -> {}",
             if args.resume.is_some() {
                 "resuming"
             } else {
                 "training"
             },
-            config.task.kind,
-            config.device,
-            config.dtype,
-            config.train.engine,
-            trainer.next_episode(),
-            config.train.batch,
             run.path().display()
         );
     }
-    let mut progress = Progress::new(total, trainer.next_episode(), cli.quiet);
-    let started = Instant::now();
-    let first = trainer.next_episode();
-    let outcome = train(&run, &mut trainer, &mut progress, &STOP);
+    let started = std::time::Instant::now();
+    let outcome = train(run, &mut trainer, &mut progress, &STOP);
     progress.bar.finish_and_clear();
     match outcome? {
         Outcome::Interrupted { next_episode } => {
             eprintln!(
-                "interrupted before episode {next_episode}: checkpoint written; continue with \
+                "interrupted before update {next_episode}: checkpoint written; continue with \
                  `bohp train --resume {}`",
                 run.path().display()
             );
@@ -201,59 +299,52 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
         }
         Outcome::Finished(summary) => {
             let seconds = started.elapsed().as_secs_f64();
-            let ran = total - first;
             println!(
-                "finished {} episodes of {} in {seconds:.1} s ({:.0} episodes/s, batch {})",
-                ran,
-                summary.task,
-                (ran * summary.batch) as f64 / seconds.max(1e-9),
-                summary.batch
+                "finished updates {first}..{total} in {seconds:.1} s ({:.1} updates/s)",
+                (total - first) as f64 / seconds.max(1e-9),
             );
-            if let Some(frozen) = summary.frozen {
-                println!(
-                    "frozen phase ({} episodes): {}",
-                    config.train.freeze_last,
-                    format_measures(&frozen)
-                );
-            }
-            println!("last 100 episodes: {}", format_measures(&summary.last_100));
+            finished(&trainer, &summary)?;
             println!("run directory: {}", run.path().display());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// The progress bar, showing the mean loss and error of the last 100 episodes.
-struct Progress {
+/// The progress bar, with a message computed from the last `window` rows.
+struct Progress<R> {
     bar: ProgressBar,
-    recent: std::collections::VecDeque<MetricsRow>,
+    recent: VecDeque<R>,
+    window: usize,
+    message: fn(&VecDeque<R>) -> String,
 }
 
-impl Progress {
-    fn new(total: usize, position: usize, quiet: bool) -> Progress {
-        let bar = progress_bar(total as u64, "updates", quiet);
-        bar.set_position(position as u64);
+impl<R> Progress<R> {
+    fn new<L: Learner<Row = R>>(
+        trainer: &L,
+        quiet: bool,
+        window: usize,
+        message: fn(&VecDeque<R>) -> String,
+    ) -> Progress<R> {
+        let bar = progress_bar(trainer.total_episodes() as u64, "updates", quiet);
+        bar.set_position(trainer.next_episode() as u64);
         Progress {
             bar,
-            recent: Default::default(),
+            recent: VecDeque::new(),
+            window,
+            message,
         }
     }
 }
 
-impl Observer for Progress {
-    fn episode(&mut self, row: &MetricsRow) {
-        if self.recent.len() == 100 {
+impl<R: Copy> Observer<R> for Progress<R> {
+    fn episode(&mut self, row: &R) {
+        if self.recent.len() == self.window {
             self.recent.pop_front();
         }
         self.recent.push_back(*row);
         self.bar.inc(1);
-        if row.episode.is_multiple_of(25) {
-            let n = self.recent.len() as f64;
-            let loss = self.recent.iter().map(|r| r.loss).sum::<f64>() / n;
-            let error = self.recent.iter().map(|r| r.error).sum::<f64>() / n;
-            let phase = if row.frozen == 1 { " [frozen]" } else { "" };
-            self.bar
-                .set_message(format!("loss {loss:.4} error {error:.4}{phase}"));
+        if self.bar.position().is_multiple_of(25) || self.recent.len() == 1 {
+            self.bar.set_message((self.message)(&self.recent));
         }
     }
 }

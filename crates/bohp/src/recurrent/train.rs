@@ -2,7 +2,6 @@
 //! saved model, and a summary with the run's peak memory.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -18,8 +17,12 @@ use crate::device::{Precision, init_device};
 use crate::engines::fused::Real;
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
+use crate::learner::{Divergence, Learner, Session, non_finite_parameter, open_checkpoint};
 use crate::rng::Stream;
-use crate::run::{RunDir, peak_rss_mib, write_atomic};
+use crate::run::{
+    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, optimizer_from_bytes,
+    record_from_bytes,
+};
 
 const ADAM_EPSILON: f32 = 1e-8;
 
@@ -36,6 +39,12 @@ pub struct RecurrentRow {
     pub eta: f64,
     /// Seconds the update took (episode generation excluded).
     pub seconds: f64,
+}
+
+impl MetricsRecord for RecurrentRow {
+    fn episode(&self) -> usize {
+        self.episode
+    }
 }
 
 /// A finished run's summary (`summary.json`).
@@ -65,9 +74,11 @@ pub struct RecurrentSummary {
     pub blank_error: Option<f64>,
     /// Median seconds per update divided by the batch size.
     pub seconds_per_episode: f64,
-    /// The process's peak resident memory (MiB), when the OS reports it.
+    /// The peak resident memory (MiB) of the session that finished the run, when the OS
+    /// reports it.
     pub peak_rss_mib: Option<f64>,
-    /// Seconds the run took to train (the held-out evaluation excluded).
+    /// Seconds the session that finished the run spent training (since its start or resume;
+    /// the held-out evaluation excluded).
     #[serde(default)]
     pub wall_seconds: f64,
     /// Final `η`.
@@ -157,6 +168,15 @@ fn host_pass<F: Real>(
     }
 }
 
+/// burn's Adam for the autodiff engine, as the config sets it.
+fn adam(config: &RecurrentConfig) -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_beta_1(config.train.adam_beta1 as f32)
+        .with_beta_2(config.train.adam_beta2 as f32)
+        .with_epsilon(ADAM_EPSILON)
+        .init()
+}
+
 impl RecurrentTrainer {
     /// A fresh trainer: initial parameters from the config's seed.
     pub fn new(config: RecurrentConfig) -> Result<RecurrentTrainer> {
@@ -164,13 +184,7 @@ impl RecurrentTrainer {
         let device = init_device(config.device, config.dtype)?;
         let beta1 = config.train.adam_beta1 as f32;
         let beta2 = config.train.adam_beta2 as f32;
-        let optim = || {
-            AdamConfig::new()
-                .with_beta_1(beta1)
-                .with_beta_2(beta2)
-                .with_epsilon(ADAM_EPSILON)
-                .init()
-        };
+        let optim = || adam(&config);
         let mut ad = device.clone().autodiff();
         if config.train.gradient_checkpointing {
             ad = ad.gradient_checkpointing();
@@ -219,6 +233,77 @@ impl RecurrentTrainer {
         })
     }
 
+    /// The trainer of an interrupted (or finished) run, restored from its checkpoint: model,
+    /// optimizer state (burn's, or the fused engine's host Adam) and progress. Checks the
+    /// checkpoint, the config's identity and `metrics.csv` without writing anything.
+    pub fn resume(run: &RunDir, config: RecurrentConfig) -> Result<RecurrentTrainer> {
+        let mut trainer = RecurrentTrainer::new(config)?;
+        let checkpoint = open_checkpoint::<RecurrentRow>(
+            run,
+            trainer.config.dtype,
+            trainer.config.train.episodes,
+        )?;
+        let dir = &checkpoint.dir;
+        trainer.load_record(checkpoint.model, &dir.join("model.bpk"))?;
+        let engine = trainer.config.train.engine;
+        let missing = |file: &str| {
+            Error::artifact(
+                dir,
+                format!(
+                    "no {file}: the run trains with the {} engine, whose checkpoints hold it (the \
+                     checkpoint was written by another engine or an older bohp)",
+                    engine.name()
+                ),
+            )
+        };
+        let config = trainer.config.clone();
+        match &mut trainer.state {
+            State::Host { values, adam, .. } => {
+                let restored = checkpoint
+                    .host_adam
+                    .ok_or_else(|| missing("host_adam.bin"))?;
+                let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
+                if !restored.fits(&sizes) {
+                    return Err(Error::artifact(
+                        dir.join("host_adam.bin"),
+                        "the host Adam state does not fit the network",
+                    ));
+                }
+                *adam = restored;
+            }
+            State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
+                let bytes = checkpoint
+                    .optimizer
+                    .ok_or_else(|| missing("optimizer.bpk"))?;
+                *optim = optimizer_from_bytes(
+                    adam(&config),
+                    bytes,
+                    &dir.join("optimizer.bpk"),
+                    checkpoint.state.dtype,
+                )?;
+            }
+        }
+        trainer.next_episode = checkpoint.state.next_episode;
+        Ok(trainer)
+    }
+
+    /// Adds `updates` to a finished run (`bohp train --resume DIR --extend N`): the run goes on
+    /// to `train.episodes + updates` (the learning-rate schedule stretched to the new end). The
+    /// caller writes the new config and a checkpoint.
+    pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        if !self.is_done() {
+            return Err(Error::Unsupported(format!(
+                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
+                self.next_episode, self.config.train.episodes
+            )));
+        }
+        let mut config = self.config.clone();
+        config.train.episodes = config.train.episodes.saturating_add(updates);
+        config.validate(source)?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The config.
     pub fn config(&self) -> &RecurrentConfig {
         &self.config
@@ -232,11 +317,6 @@ impl RecurrentTrainer {
     /// The next update's index.
     pub fn next_episode(&self) -> usize {
         self.next_episode
-    }
-
-    /// Whether all updates have run.
-    pub fn is_done(&self) -> bool {
-        self.next_episode >= self.config.train.episodes
     }
 
     /// The current `η` (0 without plasticity).
@@ -281,7 +361,12 @@ impl RecurrentTrainer {
     }
 
     /// One update on the next batch of training episodes.
-    pub fn step(&mut self) -> std::result::Result<RecurrentRow, String> {
+    pub fn step(&mut self) -> std::result::Result<RecurrentRow, Divergence> {
+        let episode = self.next_episode;
+        self.update().map_err(|what| Divergence { episode, what })
+    }
+
+    fn update(&mut self) -> std::result::Result<RecurrentRow, String> {
         let episode = self.next_episode;
         let b = self.config.train.batch;
         let batch = self.task.batch(
@@ -400,10 +485,17 @@ impl RecurrentTrainer {
     /// Replaces the parameters with those of a saved model record (a run's `model.bpk`), for
     /// evaluating a trained run.
     pub fn load_model(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::artifact(path, format!("cannot read model record: {e}")))?;
+        self.load_record(bytes, path)
+    }
+
+    /// Replaces the parameters with those of model record bytes (read from `path`).
+    fn load_record(&mut self, bytes: Vec<u8>, path: &Path) -> Result<()> {
         let device = self.device.clone().without_autodiff();
         match &mut self.state {
             State::Host { values, rnn, .. } => {
-                let model = crate::run::load_record(rnn.from_values(values, &device), path, None)?;
+                let model = record_from_bytes(rnn.from_values(values, &device), bytes, path)?;
                 let host = |t: Tensor<2>| {
                     t.into_data()
                         .convert::<f64>()
@@ -416,28 +508,26 @@ impl RecurrentTrainer {
                     host(model.eta.val().unsqueeze::<2>()),
                 ];
             }
-            State::Plastic { model, .. } => {
-                *model = crate::run::load_record(model.clone(), path, None)?
-            }
-            State::Lstm { model, .. } => {
-                *model = crate::run::load_record(model.clone(), path, None)?
-            }
+            State::Plastic { model, .. } => *model = record_from_bytes(model.clone(), bytes, path)?,
+            State::Lstm { model, .. } => *model = record_from_bytes(model.clone(), bytes, path)?,
         }
         Ok(())
     }
 
-    /// Writes the model record (`model.bpk`) atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = match &self.state {
-            State::Lstm { model, .. } => model.valid().into_record().into_bytes(),
-            _ => self
-                .plastic_module()
-                .expect("plastic")
-                .into_record()
-                .into_bytes(),
+    /// The model record (a run's `model.bpk`).
+    fn record(&self, path: &Path) -> Result<Vec<u8>> {
+        match &self.state {
+            State::Lstm { model, .. } => model_bytes(&model.valid(), path),
+            _ => model_bytes(&self.plastic_module().expect("plastic"), path),
         }
-        .map_err(|e| Error::artifact(path, format!("cannot serialize the model: {e}")))?;
-        write_atomic(path, &bytes)
+    }
+
+    /// Every parameter's values, in the module's order (`W`, `α`, `η` for the plastic network).
+    pub fn parameter_values(&self) -> Vec<Vec<f64>> {
+        match &self.state {
+            State::Lstm { model, .. } => crate::learner::parameter_values(&model.valid()),
+            _ => crate::learner::parameter_values(&self.plastic_module().expect("plastic")),
+        }
     }
 
     /// A short name of the model: `plastic`, `non-plastic` or `lstm`.
@@ -542,96 +632,92 @@ fn loss_of(
     (loss, (y, value))
 }
 
-/// Trains to the end (or until `stop` is set), writing `config.toml`, `metrics.csv`,
-/// `model.bpk` (every `checkpoint_every` updates and at the end) and `summary.json` into `run`.
-/// Returns `None` when `stop` interrupted it (model.bpk then holds the parameters so far, and
-/// no summary is written).
-/// A non-finite loss or parameter stops training with the episode number; the last model
-/// saved before it is kept.
-pub fn train_recurrent(
-    run: &RunDir,
-    trainer: &mut RecurrentTrainer,
-    observer: &mut dyn FnMut(&RecurrentRow),
-    stop: &AtomicBool,
-) -> Result<Option<RecurrentSummary>> {
-    let started = Instant::now();
-    write_atomic(&run.config_path(), trainer.config.to_toml().as_bytes())?;
-    let metrics_path = run.metrics_path();
-    let mut metrics = csv::Writer::from_path(&metrics_path)
-        .map_err(|e| Error::artifact(&metrics_path, format!("cannot create: {e}")))?;
-    let csv_err = |e: csv::Error| Error::artifact(&metrics_path, format!("cannot write: {e}"));
-    let model_path = run.model_path();
-    trainer.save(&model_path)?;
-    let mut saved_at = 0;
-    let mut rows = Vec::new();
-    while !trainer.is_done() && !stop.load(Ordering::SeqCst) {
-        match trainer.step() {
-            Ok(row) => {
-                metrics.serialize(row).map_err(csv_err)?;
-                observer(&row);
-                rows.push(row);
-            }
-            Err(what) => {
-                metrics
-                    .flush()
-                    .map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
-                return Err(Error::Diverged {
-                    episode: trainer.next_episode,
-                    what,
-                    checkpoint: format!("model.bpk, saved after episode {saved_at}"),
-                    run_dir: run.path().to_path_buf(),
-                });
-            }
-        }
-        if trainer
-            .next_episode
-            .is_multiple_of(trainer.config.train.checkpoint_every)
-            || trainer.is_done()
-        {
-            metrics
-                .flush()
-                .map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
-            trainer.save(&model_path)?;
-            saved_at = trainer.next_episode;
+impl Learner for RecurrentTrainer {
+    type Row = RecurrentRow;
+    type Summary = RecurrentSummary;
+
+    fn next_episode(&self) -> usize {
+        self.next_episode
+    }
+
+    fn total_episodes(&self) -> usize {
+        self.config.train.episodes
+    }
+
+    fn checkpoint_every(&self) -> usize {
+        self.config.train.checkpoint_every
+    }
+
+    fn step(&mut self) -> std::result::Result<RecurrentRow, Divergence> {
+        RecurrentTrainer::step(self)
+    }
+
+    fn check_parameters(&self) -> std::result::Result<(), Divergence> {
+        let bad = match &self.state {
+            State::Host { values, .. } => ["W", "alpha", "eta"]
+                .iter()
+                .zip(values)
+                .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+                .map(|(name, _)| name.to_string()),
+            State::Plastic { model, .. } => non_finite_parameter(model),
+            State::Lstm { model, .. } => non_finite_parameter(model),
+        };
+        match bad {
+            None => Ok(()),
+            Some(name) => Err(Divergence {
+                episode: self.next_episode.saturating_sub(1),
+                what: format!("parameter {name}"),
+            }),
         }
     }
-    metrics
-        .flush()
-        .map_err(|e| Error::io(&metrics_path, "cannot write", e))?;
-    trainer.save(&model_path)?;
-    if !trainer.is_done() {
-        // Interrupted: model.bpk holds the parameters so far; no summary (the run is not
-        // finished, and nothing should look as if it were).
-        return Ok(None);
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let at = Path::new("checkpoint");
+        let (optimizer, host_adam) = match &self.state {
+            State::Host { adam, .. } => (None, Some(adam.clone())),
+            State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
+                (Some(optimizer_bytes(optim, at)?), None)
+            }
+        };
+        Ok(Snapshot {
+            model: self.record(at)?,
+            optimizer,
+            host_adam,
+            next_episode: self.next_episode,
+            dtype: self.config.dtype,
+        })
     }
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let eval = trainer.evaluate(trainer.config.train.eval_episodes);
-    let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
-    let final_train_error =
-        rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
-    let mut secs: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
-    secs.sort_by(f64::total_cmp);
-    let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
-    let summary = RecurrentSummary {
-        task: trainer.task.kind.name().to_string(),
-        model: trainer.model_name().to_string(),
-        engine: trainer.config.train.engine.name().to_string(),
-        units: match trainer.config.model.kind {
-            RecurrentModelKind::Lstm => trainer.config.lstm_hidden(),
-            RecurrentModelKind::Plastic => trainer.config.neurons(),
-        },
-        params: trainer.config.num_params(),
-        episodes: trainer.next_episode,
-        final_train_error,
-        eval_loss: eval.loss,
-        eval_error: eval.error,
-        blank_error: (trainer.task.kind == RecurrentTaskKind::Images).then_some(eval.blank_error),
-        seconds_per_episode: median / trainer.config.train.batch as f64,
-        peak_rss_mib: peak_rss_mib(None),
-        wall_seconds,
-        eta: trainer.eta(),
-    };
-    let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
-    write_atomic(&run.summary_path(), &json)?;
-    Ok(Some(summary))
+
+    fn model_record(&self) -> Result<Vec<u8>> {
+        self.record(Path::new("model.bpk"))
+    }
+
+    fn summarize(&mut self, rows: &[RecurrentRow], session: Session) -> Result<RecurrentSummary> {
+        let eval = self.evaluate(self.config.train.eval_episodes);
+        let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
+        let final_train_error =
+            rows.iter().rev().take(tail).map(|r| r.error).sum::<f64>() / tail as f64;
+        let mut secs: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
+        secs.sort_by(f64::total_cmp);
+        let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
+        Ok(RecurrentSummary {
+            task: self.task.kind.name().to_string(),
+            model: self.model_name().to_string(),
+            engine: self.config.train.engine.name().to_string(),
+            units: match self.config.model.kind {
+                RecurrentModelKind::Lstm => self.config.lstm_hidden(),
+                RecurrentModelKind::Plastic => self.config.neurons(),
+            },
+            params: self.config.num_params(),
+            episodes: rows.len(),
+            final_train_error,
+            eval_loss: eval.loss,
+            eval_error: eval.error,
+            blank_error: (self.task.kind == RecurrentTaskKind::Images).then_some(eval.blank_error),
+            seconds_per_episode: median / self.config.train.batch as f64,
+            peak_rss_mib: session.peak_rss_mib,
+            wall_seconds: session.wall_seconds,
+            eta: self.eta(),
+        })
+    }
 }
