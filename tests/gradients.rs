@@ -793,7 +793,12 @@ fn train_with_analytic_gradients_from_the_cli() {
     }
     let out = run_bohp(&["train", config.to_str().unwrap(), "--engine", "symbolic"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown gradient engine"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'symbolic' for '--engine")
+            && stderr.contains("possible values: autodiff, analytic, fused"),
+        "{stderr}"
+    );
     // The recurrent networks' engine is refused for the single layer, naming the field.
     let out = run_bohp(&["train", config.to_str().unwrap(), "--engine", "fused"]);
     assert_eq!(out.status.code(), Some(1));

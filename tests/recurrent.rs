@@ -840,77 +840,123 @@ fn rows_without_time(run: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Ctrl-C on a recurrent run: a checkpoint, exit 130, no summary.json that would make the run
-/// look finished; `--resume` then finishes it exactly as an uninterrupted run (the same rows,
-/// the same final model), and an edited config.toml is refused.
-#[test]
-fn ctrl_c_then_resume_equals_the_uninterrupted_recurrent_run() {
+/// `bohp train configs/memorisation-50.toml --episodes 300 --out RUN -q`.
+fn memorisation_run(run: &Path) -> std::process::Command {
+    let config = repo_root().join("configs/memorisation-50.toml");
+    let mut command = crate::common::bohp();
+    command
+        .args([
+            "train",
+            config.to_str().unwrap(),
+            "--episodes",
+            "300",
+            "--out",
+        ])
+        .arg(run)
+        .arg("-q");
+    command
+}
+
+/// The uninterrupted run, and the same run started, stopped by `stop` once `ready(run)` holds,
+/// with its exit code and stderr.
+fn whole_and_stopped(
+    dir: &Path,
+    ready: fn(&Path) -> bool,
+    stop: fn(&mut std::process::Child),
+) -> (std::path::PathBuf, std::path::PathBuf, Option<i32>, String) {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().unwrap();
-    let config = repo_root().join("configs/memorisation-50.toml");
-    let args = |run: &Path| {
-        [
-            "train".to_string(),
-            config.display().to_string(),
-            "--episodes".into(),
-            "300".into(),
-            "--out".into(),
-            run.display().to_string(),
-            "-q".into(),
-        ]
-    };
-    let whole = dir.path().join("whole");
-    crate::common::assert_success(&crate::common::run_bohp(
-        &args(&whole).iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
-    let run = dir.path().join("run");
-    let mut child = crate::common::bohp()
-        .args(args(&run))
+    let whole = dir.join("whole");
+    crate::common::assert_success(&memorisation_run(&whole).output().unwrap());
+    let run = dir.join("run");
+    let mut child = memorisation_run(&run)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    let rows = |run: &Path| {
-        std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count())
-    };
-    while rows(&run) < 20 {
+    while !ready(&run) {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before it could be interrupted"
         );
         assert!(start.elapsed() < Duration::from_secs(120), "timed out");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    stop(&mut child);
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("checkpoint written") && stderr.contains("--resume"),
-        "{stderr}"
-    );
     assert!(
         !run.join("summary.json").exists() && !run.join("model.bpk").exists(),
         "an interrupted run has no summary and no final model"
     );
-    let at = RunDir::open(&run)
-        .unwrap()
-        .read_checkpoint_state()
-        .unwrap()
-        .1
-        .next_episode;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (whole, run, out.status.code(), stderr)
+}
+
+fn metrics_lines(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count())
+}
+
+fn checkpoint_at(run: &Path) -> usize {
+    RunDir::open(run)
+        .ok()
+        .and_then(|r| r.read_checkpoint_state().ok())
+        .map_or(0, |(_, s)| s.next_episode)
+}
+
+/// Resumes `run` to the end and checks it against `whole`: the same rows (but for the timing
+/// column) and the same final parameters.
+fn resume_equals(run: &Path, whole: &Path) {
+    crate::common::assert_success(&crate::common::run_bohp(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(rows_without_time(whole), rows_without_time(run));
+    let final_values = |run: &Path| {
+        let config = RecurrentConfig::load(&run.join("config.toml")).unwrap();
+        let mut trainer = RecurrentTrainer::new(config).unwrap();
+        trainer.load_model(&run.join("model.bpk")).unwrap();
+        trainer.parameter_values()
+    };
+    assert_eq!(
+        final_values(whole),
+        final_values(run),
+        "the same final parameters"
+    );
+    assert!(run.join("summary.json").is_file());
+}
+
+/// Ctrl-C on a recurrent run: a checkpoint, exit 130, no summary.json that would make the run
+/// look finished; an edited config.toml is then refused; `--resume` finishes the run exactly
+/// as the uninterrupted one; `--extend` continues the finished run.
+#[test]
+fn ctrl_c_then_resume_equals_the_uninterrupted_recurrent_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, run, code, stderr) = whole_and_stopped(
+        dir.path(),
+        |run| metrics_lines(run) > 20,
+        |child| {
+            let status = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        },
+    );
+    assert_eq!(code, Some(130), "{stderr}");
     assert!(
-        (19..300).contains(&at),
+        stderr.contains("checkpoint written") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let at = checkpoint_at(&run);
+    assert!(
+        (20..300).contains(&at),
         "checkpoint at the interruption: {at}"
     );
     assert_eq!(
-        rows(&run),
+        metrics_lines(&run),
         at + 1,
         "every update before the checkpoint, and a header"
     );
@@ -929,26 +975,9 @@ fn ctrl_c_then_resume_equals_the_uninterrupted_recurrent_run() {
         stderr.contains("config.toml") && stderr.contains("edited since the run started"),
         "{stderr}"
     );
+    assert_eq!(checkpoint_at(&run), at, "a refused resume writes nothing");
     std::fs::write(&toml, original).unwrap();
-    crate::common::assert_success(&crate::common::run_bohp(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "-q",
-    ]));
-    assert_eq!(rows_without_time(&whole), rows_without_time(&run));
-    let final_values = |run: &Path| {
-        let config = RecurrentConfig::load(&run.join("config.toml")).unwrap();
-        let mut trainer = RecurrentTrainer::new(config).unwrap();
-        trainer.load_model(&run.join("model.bpk")).unwrap();
-        trainer.parameter_values()
-    };
-    assert_eq!(
-        final_values(&whole),
-        final_values(&run),
-        "the same final parameters"
-    );
-    assert!(run.join("summary.json").is_file());
+    resume_equals(&run, &whole);
     // A finished recurrent run extends by N updates, and is finished again.
     crate::common::assert_success(&crate::common::run_bohp(&[
         "train",
@@ -958,10 +987,26 @@ fn ctrl_c_then_resume_equals_the_uninterrupted_recurrent_run() {
         "10",
         "-q",
     ]));
-    assert_eq!(rows(&run), 311);
+    assert_eq!(metrics_lines(&run), 311);
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["episodes"], 310);
+}
+
+/// A kill -9 at any moment after a checkpoint: rows written after it are re-run on resume, and
+/// the run ends as the uninterrupted one.
+#[test]
+fn kill_then_resume_equals_the_uninterrupted_recurrent_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, run, code, _) = whole_and_stopped(
+        dir.path(),
+        |run| checkpoint_at(run) >= 100,
+        |child| child.kill().unwrap(),
+    );
+    assert_eq!(code, None, "killed by a signal");
+    let at = checkpoint_at(&run);
+    assert!((100..300).contains(&at), "checkpoint {at}");
+    resume_equals(&run, &whole);
 }
 
 /// The fused config `a` and its autodiff twin, trained side by side for 10 updates: the same

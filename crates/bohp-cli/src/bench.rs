@@ -39,6 +39,7 @@ pub struct Cell {
 /// recurrent tasks' `fused` and `autodiff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(clap::ValueEnum)]
 pub enum BenchEngine {
     /// burn autodiff (both kinds of workload).
     Autodiff,
@@ -64,21 +65,6 @@ impl BenchEngine {
             BenchEngine::Autodiff => true,
             BenchEngine::Analytic => !recurrent,
             BenchEngine::Fused => recurrent,
-        }
-    }
-}
-
-impl std::str::FromStr for BenchEngine {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "autodiff" => Ok(BenchEngine::Autodiff),
-            "analytic" => Ok(BenchEngine::Analytic),
-            "fused" => Ok(BenchEngine::Fused),
-            other => Err(format!(
-                "unknown engine `{other}`: expected autodiff, analytic or fused"
-            )),
         }
     }
 }

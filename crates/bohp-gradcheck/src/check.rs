@@ -106,8 +106,16 @@ pub enum Recursion {
 }
 
 impl Recursion {
-    /// Every name `--recursion` accepts.
-    pub const NAMES: &'static str = "correct, paper-weighting, double-tanh, new-trace, rate-on-old-trace, oja-decay-dropped or gradient-through-clip";
+    /// Every recursion `--recursion` accepts.
+    pub const ALL: [Recursion; 7] = [
+        Recursion::Correct,
+        Recursion::PaperWeighting,
+        Recursion::DoubleTanh,
+        Recursion::NewTrace,
+        Recursion::Fault(Fault::RateOnOldTrace),
+        Recursion::Fault(Fault::OjaDecayDropped),
+        Recursion::Fault(Fault::GradientThroughClip),
+    ];
 
     /// The name as written on the command line.
     pub fn name(self) -> &'static str {
@@ -127,21 +135,16 @@ impl std::str::FromStr for Recursion {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "correct" => Recursion::Correct,
-            "paper-weighting" => Recursion::PaperWeighting,
-            "double-tanh" => Recursion::DoubleTanh,
-            "new-trace" => Recursion::NewTrace,
-            "rate-on-old-trace" => Recursion::Fault(Fault::RateOnOldTrace),
-            "oja-decay-dropped" => Recursion::Fault(Fault::OjaDecayDropped),
-            "gradient-through-clip" => Recursion::Fault(Fault::GradientThroughClip),
-            other => {
-                return Err(format!(
-                    "unknown recursion `{other}`: expected {}",
-                    Recursion::NAMES
-                ));
-            }
-        })
+        Recursion::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Recursion::ALL.iter().map(|r| r.name()).collect();
+                format!(
+                    "unknown recursion `{s}`: expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 

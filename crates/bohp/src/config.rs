@@ -56,6 +56,7 @@ pub struct TaskConfig {
 /// (the paper's §4.4 ablation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Plasticity {
     /// `α` is trained with `w` and `b`, any sign.
     #[default]
@@ -87,19 +88,6 @@ impl Plasticity {
 impl std::fmt::Display for Plasticity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Plasticity {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        Plasticity::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                format!("unknown plasticity `{s}`: expected learned, none or nonnegative")
-            })
     }
 }
 
@@ -160,16 +148,17 @@ impl LrSchedule {
 /// Where a run's gradients come from (`train.engine`, `--engine`), in every model family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Engine {
     /// burn autodiff: backpropagation through the unrolled episode, on any backend (the
     /// single layer's default; the LSTM's only engine).
     #[default]
     Autodiff,
     /// The single layer's hand-derived forward-mode recursion, on the host
-    /// ([`crate::engines::analytic`]).
+    /// (module `engines::analytic`).
     Analytic,
     /// The recurrent network's hand-written BPTT with checkpointed traces, on the host
-    /// ([`crate::engines::fused`]; the recurrent default).
+    /// (module `engines::fused`; the recurrent default).
     Fused,
 }
 
@@ -180,21 +169,6 @@ impl Engine {
             Engine::Autodiff => "autodiff",
             Engine::Analytic => "analytic",
             Engine::Fused => "fused",
-        }
-    }
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "autodiff" => Ok(Engine::Autodiff),
-            "analytic" => Ok(Engine::Analytic),
-            "fused" => Ok(Engine::Fused),
-            other => Err(format!(
-                "unknown gradient engine `{other}`: expected autodiff, analytic (single layer) or fused (recurrent)"
-            )),
         }
     }
 }

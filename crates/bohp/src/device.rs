@@ -5,7 +5,6 @@
 //! and reports a clear error if the device was already set up with another precision.
 
 use std::fmt;
-use std::str::FromStr;
 
 use burn::tensor::{Device, FloatDType};
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,7 @@ use crate::error::{Error, Result};
 
 /// A compute backend, chosen at run time with `--device` or the config's `device` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// burn-ndarray on the CPU.
@@ -30,9 +30,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Every backend name the parser accepts, for error messages and `--help`.
-    pub const NAMES: &'static [&'static str] = &["ndarray", "flex", "wgpu", "cuda"];
-
     /// The backends compiled into this build.
     pub fn compiled() -> Vec<Backend> {
         [
@@ -78,25 +75,9 @@ impl fmt::Display for Backend {
     }
 }
 
-impl FromStr for Backend {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "ndarray" => Ok(Backend::Ndarray),
-            "flex" => Ok(Backend::Flex),
-            "wgpu" => Ok(Backend::Wgpu),
-            "cuda" => Ok(Backend::Cuda),
-            other => Err(format!(
-                "unknown device `{other}`: expected one of {}",
-                Backend::NAMES.join(", ")
-            )),
-        }
-    }
-}
-
 /// Floating-point precision of parameters and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit floats.
@@ -127,18 +108,6 @@ impl Precision {
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "f64" => Ok(Precision::F64),
-            other => Err(format!("unknown dtype `{other}`: expected f32 or f64")),
-        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::train::init_model;
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ExportFormat {
     /// safetensors, by burn's store.
     Safetensors,
@@ -47,21 +48,6 @@ impl ExportFormat {
             ExportFormat::Safetensors => "safetensors",
             ExportFormat::Npz => "npz",
             ExportFormat::Json => "json",
-        }
-    }
-}
-
-impl std::str::FromStr for ExportFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "safetensors" => Ok(ExportFormat::Safetensors),
-            "npz" => Ok(ExportFormat::Npz),
-            "json" => Ok(ExportFormat::Json),
-            other => Err(format!(
-                "unknown format `{other}`: expected safetensors, npz or json"
-            )),
         }
     }
 }

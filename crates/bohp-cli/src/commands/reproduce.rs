@@ -27,8 +27,16 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
             variants.extend(bohp::config::Plasticity::ALL);
         } else {
             variants.push(
-                name.parse::<bohp::config::Plasticity>()
-                    .map_err(|e| anyhow::anyhow!("--plasticity: {e}"))?,
+                <bohp::config::Plasticity as clap::ValueEnum>::from_str(name, false).map_err(
+                    |_| {
+                        let names: Vec<&str> =
+                            bohp::config::Plasticity::ALL.map(|p| p.name()).to_vec();
+                        anyhow::anyhow!(
+                            "--plasticity: unknown variant `{name}`: expected {} or all",
+                            names.join(", ")
+                        )
+                    },
+                )?,
             );
         }
     }

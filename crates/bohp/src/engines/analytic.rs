@@ -46,22 +46,6 @@ pub enum Variant {
     NewTrace,
 }
 
-impl std::str::FromStr for Variant {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "correct" => Ok(Variant::Correct),
-            "paper-weighting" => Ok(Variant::PaperWeighting),
-            "double-tanh" => Ok(Variant::DoubleTanh),
-            "new-trace" => Ok(Variant::NewTrace),
-            other => Err(format!(
-                "unknown recursion `{other}`: expected correct, paper-weighting, double-tanh or new-trace"
-            )),
-        }
-    }
-}
-
 /// The network's parameters on the host, row-major, with the same layout as the burn model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Params {
