@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bohp::learner::Learner;
+
 use anyhow::{Context, Result, bail};
 use bohp::config::{Engine, RunConfig};
 use bohp::device::{Backend, Precision};

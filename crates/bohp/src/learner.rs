@@ -80,6 +80,17 @@ impl<R, F: FnMut(&R)> Observer<R> for F {
     }
 }
 
+/// Where a run stands: its next update, its length and its checkpoint interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The next update's index.
+    pub next_episode: usize,
+    /// The run's total number of updates (`train.episodes`).
+    pub episodes: usize,
+    /// Updates between checkpoints (`train.checkpoint_every`).
+    pub checkpoint_every: usize,
+}
+
 /// One model family's trainer, as [`train`] drives it.
 pub trait Learner {
     /// A row of the family's `metrics.csv`.
@@ -87,12 +98,8 @@ pub trait Learner {
     /// The family's `summary.json`.
     type Summary: Serialize;
 
-    /// The next update's index.
-    fn next_episode(&self) -> usize;
-    /// The run's total number of updates.
-    fn total_episodes(&self) -> usize;
-    /// Updates between checkpoints (`train.checkpoint_every`).
-    fn checkpoint_every(&self) -> usize;
+    /// Where the run stands.
+    fn progress(&self) -> Progress;
     /// Runs the next update: its task's batch (generated, or rolled out in an environment),
     /// the loss, the gradients and the optimizer step. Fails when the loss or a parameter is
     /// not finite.
@@ -105,6 +112,16 @@ pub trait Learner {
     fn model_record(&self) -> Result<Vec<u8>>;
     /// The summary of the finished run from all its rows (those of earlier sessions included).
     fn summarize(&mut self, rows: &[Self::Row], session: Session) -> Result<Self::Summary>;
+
+    /// The next update's index.
+    fn next_episode(&self) -> usize {
+        self.progress().next_episode
+    }
+
+    /// The run's total number of updates.
+    fn total_episodes(&self) -> usize {
+        self.progress().episodes
+    }
 
     /// Whether all updates have run.
     fn is_done(&self) -> bool {
@@ -198,7 +215,7 @@ pub fn train<L: Learner>(
     observer: &mut dyn Observer<L::Row>,
     stop: &AtomicBool,
 ) -> Result<Outcome<L::Summary>> {
-    let every = learner.checkpoint_every().max(1);
+    let every = learner.progress().checkpoint_every.max(1);
     let mut last_checkpoint = learner.next_episode();
     if learner.next_episode() == 0 {
         learner.checkpoint(run)?;

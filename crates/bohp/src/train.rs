@@ -9,7 +9,7 @@ use crate::config::RunConfig;
 use crate::device::init_device;
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
-use crate::learner::{Divergence, Learner, Session, open_checkpoint};
+use crate::learner::{Divergence, Learner, Progress, Session, open_checkpoint};
 use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
 use crate::run::{MetricsRow, RunDir, Snapshot, Summary, model_bytes, optimizer_bytes};
@@ -321,14 +321,40 @@ impl Trainer {
         &self.model
     }
 
-    /// The next episode to run.
-    pub fn next_episode(&self) -> usize {
-        self.next_episode
+    /// Adds `updates` to a finished run (`bohp train --resume DIR --extend N`): the run goes on
+    /// to `train.episodes + updates`, its last `train.freeze_last` frozen as before (so
+    /// `updates - freeze_last` more training updates, then a fresh frozen phase). The caller
+    /// writes the new config and a checkpoint.
+    pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        if !self.is_done() {
+            return Err(Error::Unsupported(format!(
+                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
+                self.next_episode, self.config.train.episodes
+            )));
+        }
+        let mut config = self.config.clone();
+        config.train.episodes = config.train.episodes.saturating_add(updates);
+        config.validate(source)?;
+        self.config = config;
+        Ok(())
+    }
+}
+
+impl Learner for Trainer {
+    type Row = MetricsRow;
+    type Summary = Summary;
+
+    fn progress(&self) -> Progress {
+        Progress {
+            next_episode: self.next_episode,
+            episodes: self.config.train.episodes,
+            checkpoint_every: self.config.train.checkpoint_every,
+        }
     }
 
     /// Runs the next episode (a batch of independent episodes): forward, backward and an Adam
     /// step, or in the frozen phase the forward pass alone. Fails if the loss is not finite.
-    pub fn step(&mut self) -> std::result::Result<MetricsRow, Divergence> {
+    fn step(&mut self) -> std::result::Result<MetricsRow, Divergence> {
         let episode = self.next_episode;
         let batch = self.config.train.batch;
         let first = (episode * batch) as u64;
@@ -389,45 +415,6 @@ impl Trainer {
             error_code: measures.error_code,
             frozen: frozen as u8,
         })
-    }
-
-    /// Adds `updates` to a finished run (`bohp train --resume DIR --extend N`): the run goes on
-    /// to `train.episodes + updates`, its last `train.freeze_last` frozen as before (so
-    /// `updates - freeze_last` more training updates, then a fresh frozen phase). The caller
-    /// writes the new config and a checkpoint.
-    pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
-        if !self.is_done() {
-            return Err(Error::Unsupported(format!(
-                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
-                self.next_episode, self.config.train.episodes
-            )));
-        }
-        let mut config = self.config.clone();
-        config.train.episodes = config.train.episodes.saturating_add(updates);
-        config.validate(source)?;
-        self.config = config;
-        Ok(())
-    }
-}
-
-impl Learner for Trainer {
-    type Row = MetricsRow;
-    type Summary = Summary;
-
-    fn next_episode(&self) -> usize {
-        self.next_episode
-    }
-
-    fn total_episodes(&self) -> usize {
-        self.config.train.episodes
-    }
-
-    fn checkpoint_every(&self) -> usize {
-        self.config.train.checkpoint_every
-    }
-
-    fn step(&mut self) -> std::result::Result<MetricsRow, Divergence> {
-        Trainer::step(self)
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {

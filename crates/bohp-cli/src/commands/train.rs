@@ -36,8 +36,85 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     }
 }
 
-/// A resumed run's device and precision: `--device` may move it, `--dtype` may not change it.
-fn resume_overrides(cli: &Cli, dir: &Path, device: &mut Backend, dtype: Precision) -> Result<()> {
+/// What `train --resume` needs of a family's trainer, beside the training loop.
+trait Family: Learner + Sized {
+    type Config: Clone;
+    /// Reads and validates a config file.
+    fn load(path: &Path) -> Result<Self::Config>;
+    /// The config's device (to override) and precision.
+    fn placement(config: &mut Self::Config) -> (&mut Backend, Precision);
+    /// The trainer restored from the run's checkpoint.
+    fn resume(run: &RunDir, config: Self::Config) -> Result<Self>;
+    /// Adds `updates` to the finished run.
+    fn extend(&mut self, updates: usize, source: &str) -> Result<()>;
+    /// The trainer's config.
+    fn config(&self) -> &Self::Config;
+    /// The config as written to `config.toml`.
+    fn to_toml(config: &Self::Config) -> String;
+    /// Frozen updates at the end of the run (single layer), for messages.
+    fn frozen(config: &Self::Config) -> Option<usize>;
+}
+
+impl Family for Trainer {
+    type Config = RunConfig;
+    fn load(path: &Path) -> Result<RunConfig> {
+        Ok(RunConfig::load(path)?)
+    }
+    fn placement(config: &mut RunConfig) -> (&mut Backend, Precision) {
+        (&mut config.device, config.dtype)
+    }
+    fn resume(run: &RunDir, config: RunConfig) -> Result<Trainer> {
+        let engine = engine(config.train.engine);
+        Ok(Trainer::resume(run, config, engine)?)
+    }
+    fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        Ok(Trainer::extend(self, updates, source)?)
+    }
+    fn config(&self) -> &RunConfig {
+        Trainer::config(self)
+    }
+    fn to_toml(config: &RunConfig) -> String {
+        config.to_toml()
+    }
+    fn frozen(config: &RunConfig) -> Option<usize> {
+        Some(config.train.freeze_last)
+    }
+}
+
+impl Family for RecurrentTrainer {
+    type Config = RecurrentConfig;
+    fn load(path: &Path) -> Result<RecurrentConfig> {
+        Ok(RecurrentConfig::load(path)?)
+    }
+    fn placement(config: &mut RecurrentConfig) -> (&mut Backend, Precision) {
+        (&mut config.device, config.dtype)
+    }
+    fn resume(run: &RunDir, config: RecurrentConfig) -> Result<RecurrentTrainer> {
+        Ok(RecurrentTrainer::resume(run, config)?)
+    }
+    fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        Ok(RecurrentTrainer::extend(self, updates, source)?)
+    }
+    fn config(&self) -> &RecurrentConfig {
+        RecurrentTrainer::config(self)
+    }
+    fn to_toml(config: &RecurrentConfig) -> String {
+        config.to_toml()
+    }
+    fn frozen(_: &RecurrentConfig) -> Option<usize> {
+        None
+    }
+}
+
+/// `train --resume DIR [--extend N]`: the run's trainer from its checkpoint, on its own device
+/// or `--device` (`--dtype` may not change the precision). With `--extend`, the run's new
+/// config (with the run's own device, not a `--device` override), a checkpoint, and no
+/// `summary.json` (the run is unfinished again).
+fn resume<F: Family>(cli: &Cli, args: &TrainArgs, dir: &Path) -> Result<(RunDir, F::Config, F)> {
+    let run = RunDir::open(dir)?;
+    let mut config = F::load(&run.config_path())?;
+    let (device, dtype) = F::placement(&mut config);
+    let own_device = *device;
     if let Some(asked) = cli.dtype
         && asked != dtype
     {
@@ -49,53 +126,36 @@ fn resume_overrides(cli: &Cli, dir: &Path, device: &mut Backend, dtype: Precisio
     if let Some(asked) = cli.device {
         *device = asked;
     }
-    Ok(())
-}
-
-/// After `--extend`: the run's new config (`toml`, with the run's own device, not a
-/// `--device` override), a checkpoint, and no `summary.json` (the run is unfinished again).
-fn record_extension<L: Learner>(
-    run: &RunDir,
-    trainer: &L,
-    toml: String,
-    updates: usize,
-    frozen: Option<usize>,
-) -> Result<()> {
-    write_atomic(&run.config_path(), toml.as_bytes())?;
-    trainer.checkpoint(run)?;
-    let summary = run.summary_path();
-    if summary.exists() {
-        std::fs::remove_file(&summary)
-            .with_context(|| format!("{}: cannot remove", summary.display()))?;
+    init_device(*device, dtype)?;
+    let mut trainer = F::resume(&run, config)?;
+    if let Some(updates) = args.extend {
+        trainer.extend(
+            updates,
+            &format!("{} with --extend {updates}", run.config_path().display()),
+        )?;
+        let mut extended = trainer.config().clone();
+        *F::placement(&mut extended).0 = own_device;
+        write_atomic(&run.config_path(), F::to_toml(&extended).as_bytes())?;
+        trainer.checkpoint(&run)?;
+        let summary = run.summary_path();
+        if summary.exists() {
+            std::fs::remove_file(&summary)
+                .with_context(|| format!("{}: cannot remove", summary.display()))?;
+        }
+        eprintln!(
+            "{}: extended by {updates} updates to {}{}",
+            run.path().display(),
+            trainer.total_episodes(),
+            F::frozen(&extended).map_or(String::new(), |f| format!(" (the last {f} frozen)"))
+        );
     }
-    eprintln!(
-        "{}: extended by {updates} updates to {}{}",
-        run.path().display(),
-        trainer.total_episodes(),
-        frozen.map_or(String::new(), |f| format!(" (the last {f} frozen)"))
-    );
-    Ok(())
+    let config = trainer.config().clone();
+    Ok((run, config, trainer))
 }
 
 fn train_single_layer(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     let (run, config, trainer) = if let Some(dir) = &args.resume {
-        let run = RunDir::open(dir)?;
-        let mut config = run.read_config()?;
-        let dtype = config.dtype;
-        resume_overrides(cli, dir, &mut config.device, dtype)?;
-        let mut trainer = Trainer::resume(&run, config.clone(), engine(config.train.engine))?;
-        if let Some(updates) = args.extend {
-            trainer.extend(
-                updates,
-                &format!("{} with --extend {updates}", run.config_path().display()),
-            )?;
-            let mut extended = trainer.config().clone();
-            extended.device = run.read_config()?.device;
-            let frozen = extended.train.freeze_last;
-            record_extension(&run, &trainer, extended.to_toml(), updates, Some(frozen))?;
-        }
-        let config = trainer.config().clone();
-        (run, config, trainer)
+        resume::<Trainer>(cli, args, dir)?
     } else {
         let path = args
             .config
@@ -156,23 +216,7 @@ fn train_single_layer(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
 
 fn train_recurrent(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     let (run, config, trainer) = if let Some(dir) = &args.resume {
-        let run = RunDir::open(dir)?;
-        let mut config = RecurrentConfig::load(&run.config_path())?;
-        let dtype = config.dtype;
-        resume_overrides(cli, dir, &mut config.device, dtype)?;
-        init_device(config.device, config.dtype)?;
-        let mut trainer = RecurrentTrainer::resume(&run, config)?;
-        if let Some(updates) = args.extend {
-            trainer.extend(
-                updates,
-                &format!("{} with --extend {updates}", run.config_path().display()),
-            )?;
-            let mut extended = trainer.config().clone();
-            extended.device = RecurrentConfig::load(&run.config_path())?.device;
-            record_extension(&run, &trainer, extended.to_toml(), updates, None)?;
-        }
-        let config = trainer.config().clone();
-        (run, config, trainer)
+        resume::<RecurrentTrainer>(cli, args, dir)?
     } else {
         let path = args
             .config

@@ -17,7 +17,9 @@ use crate::device::{Precision, init_device};
 use crate::engines::fused::Real;
 use crate::error::{Error, Result};
 use crate::host_adam::HostAdam;
-use crate::learner::{Divergence, Learner, Session, non_finite_parameter, open_checkpoint};
+use crate::learner::{
+    Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
+};
 use crate::rng::Stream;
 use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, optimizer_from_bytes,
@@ -314,11 +316,6 @@ impl RecurrentTrainer {
         &self.task
     }
 
-    /// The next update's index.
-    pub fn next_episode(&self) -> usize {
-        self.next_episode
-    }
-
     /// The current `η` (0 without plasticity).
     pub fn eta(&self) -> f64 {
         match &self.state {
@@ -360,12 +357,7 @@ impl RecurrentTrainer {
         }
     }
 
-    /// One update on the next batch of training episodes.
-    pub fn step(&mut self) -> std::result::Result<RecurrentRow, Divergence> {
-        let episode = self.next_episode;
-        self.update().map_err(|what| Divergence { episode, what })
-    }
-
+    /// One update on the next batch of training episodes, or what was not finite.
     fn update(&mut self) -> std::result::Result<RecurrentRow, String> {
         let episode = self.next_episode;
         let b = self.config.train.batch;
@@ -636,20 +628,17 @@ impl Learner for RecurrentTrainer {
     type Row = RecurrentRow;
     type Summary = RecurrentSummary;
 
-    fn next_episode(&self) -> usize {
-        self.next_episode
-    }
-
-    fn total_episodes(&self) -> usize {
-        self.config.train.episodes
-    }
-
-    fn checkpoint_every(&self) -> usize {
-        self.config.train.checkpoint_every
+    fn progress(&self) -> Progress {
+        Progress {
+            next_episode: self.next_episode,
+            episodes: self.config.train.episodes,
+            checkpoint_every: self.config.train.checkpoint_every,
+        }
     }
 
     fn step(&mut self) -> std::result::Result<RecurrentRow, Divergence> {
-        RecurrentTrainer::step(self)
+        let episode = self.next_episode;
+        self.update().map_err(|what| Divergence { episode, what })
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
