@@ -298,5 +298,10 @@ fn every_family_exports_in_every_format() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing"));
     let o = run_bohp(&["export", run.to_str().unwrap(), "--format", "onnx"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown format"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("invalid value 'onnx' for '--format")
+            && stderr.contains("possible values: safetensors, npz, json"),
+        "{stderr}"
+    );
 }
