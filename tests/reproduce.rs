@@ -175,6 +175,9 @@ fn reproduce_writes_statistics_figures_and_resumes() {
             frozen.push(errors[250..].iter().sum::<f64>() / 50.0);
             at_10.push(errors[10]);
         }
+        // Seeds that solve the task: frozen-phase error below the stated threshold.
+        let solved = frozen.iter().filter(|e| **e < 0.05).count();
+        assert_eq!(summary["solved"], solved, "{variant}: {frozen:?}");
         let f = summary["error"]["frozen"]["median"].as_f64().unwrap();
         assert!(
             (f - median(&mut frozen)).abs() < 1e-12,
@@ -204,9 +207,19 @@ fn reproduce_writes_statistics_figures_and_resumes() {
     };
     assert!(frozen("none") > 2.0 * frozen("learned"));
     let table = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let solved = |v: &str| -> u64 {
+        let s: Value = serde_json::from_slice(
+            &std::fs::read(out.join("completion").join(v).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        s["solved"].as_u64().unwrap()
+    };
     assert!(
-        table.contains("| completion | learned | 3 |")
-            && table.contains("| completion | none | 3 |"),
+        table.contains(&format!(
+            "| completion | learned | 3 | {}/3 |",
+            solved("learned")
+        )) && table.contains(&format!("| completion | none | 3 | {}/3 |", solved("none")))
+            && table.contains("frozen-phase error is below 0.05"),
         "{table}"
     );
     // Running it again reuses every finished seed: same summary, no training.

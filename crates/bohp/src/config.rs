@@ -214,6 +214,37 @@ pub struct TrainConfig {
     /// networks' engine).
     #[serde(default)]
     pub engine: Engine,
+    /// `adam`, or `original`: the original BOHP code's procedure (RMSprop, each parameter's
+    /// change clipped to `max_change`, L1/L2 penalties; `bohp::host_optim::Original`).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// `original`: the largest change of one parameter in one update (the code's MAXDW).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_change: Option<f64>,
+    /// `original`: L1 penalty coefficient (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1: Option<f64>,
+    /// `original`: L2 penalty coefficient (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<f64>,
+    /// `original`: rate of the squared-gradient running mean (default 0.01, the code's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rmsprop_rate: Option<f64>,
+    /// Rescales each update's gradient (all parameters together) to at most this Euclidean
+    /// norm, before the optimizer (either one). Absent: no clipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+}
+
+/// The optimizer of a single-layer run (`train.optimizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam (β₁, β₂ from `train.adam_beta1`/`adam_beta2`, ε = 1e-8).
+    #[default]
+    Adam,
+    /// The original BOHP code's clipped RMSprop with L1/L2 penalties.
+    Original,
 }
 
 fn default_pattern_bits() -> usize {
@@ -464,10 +495,88 @@ impl RunConfig {
                 "expected `autodiff` or `analytic` for the single layer (the fused engine trains the recurrent networks)",
             ));
         }
+        self.check_optimizer(&bad)?;
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
         }
         Ok(())
+    }
+
+    /// Checks the optimizer's keys: the original procedure's only with it, each in range.
+    fn check_optimizer(&self, bad: &dyn Fn(&str, String, &str) -> Error) -> Result<()> {
+        let train = &self.train;
+        let original = [
+            ("train.max_change", train.max_change, "a finite value > 0"),
+            ("train.l1", train.l1, "a finite value >= 0"),
+            ("train.l2", train.l2, "a finite value >= 0"),
+            (
+                "train.rmsprop_rate",
+                train.rmsprop_rate,
+                "a value in (0, 1]",
+            ),
+        ];
+        for (field, value, expected) in original {
+            let Some(v) = value else { continue };
+            if train.optimizer != OptimizerKind::Original {
+                return Err(bad(
+                    field,
+                    v.to_string(),
+                    "to be set only with train.optimizer = \"original\" (it is a setting of the original procedure)",
+                ));
+            }
+            let ok = match field {
+                "train.max_change" => v.is_finite() && v > 0.0,
+                "train.rmsprop_rate" => v > 0.0 && v <= 1.0,
+                _ => v.is_finite() && v >= 0.0,
+            };
+            if !ok {
+                return Err(bad(field, v.to_string(), &format!("expected {expected}")));
+            }
+        }
+        if train.optimizer == OptimizerKind::Original && train.max_change.is_none() {
+            return Err(bad(
+                "train.max_change",
+                "(missing)".into(),
+                "a value with train.optimizer = \"original\" (the original code's MAXDW: 0.01 for one-shot and reversal, 0.1 for completion)",
+            ));
+        }
+        if let Some(c) = train.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(bad(
+                "train.clip_grad_norm",
+                c.to_string(),
+                "expected a finite value > 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the run keeps its parameters and optimizer on the host whatever the engine: the
+    /// original procedure and gradient-norm clipping run there.
+    pub fn host_optimizer_needed(&self) -> bool {
+        self.train.optimizer == OptimizerKind::Original || self.train.clip_grad_norm.is_some()
+    }
+
+    /// A fresh host optimizer for parameter groups of `sizes` elements.
+    pub fn host_optimizer(&self, sizes: &[usize]) -> crate::host_optim::HostOptimizer {
+        use crate::host_optim::{HostAdam, HostOptimizer, Original};
+        let train = &self.train;
+        match train.optimizer {
+            OptimizerKind::Adam => HostOptimizer::Adam(HostAdam::new(
+                train.adam_beta1 as f32,
+                train.adam_beta2 as f32,
+                crate::train::ADAM_EPSILON,
+                sizes,
+            )),
+            OptimizerKind::Original => HostOptimizer::Original(Original::new(
+                train.rmsprop_rate.unwrap_or(0.01),
+                train.max_change.unwrap_or(f64::INFINITY),
+                train.l1.unwrap_or(0.0),
+                train.l2.unwrap_or(0.0),
+                sizes,
+            )),
+        }
     }
 
     /// After `train.episodes` changed from `configured` (a `--episodes` override), the frozen
@@ -714,6 +823,34 @@ freeze_last = 10
             ("[task]", "[task]\npattern_bits = 0", "task.pattern_bits"),
             ("[task]", "[task]\nsteps = 2", "task.steps"),
             ("[train]", "[train]\nbatch = 0", "train.batch"),
+            // The original procedure's keys: only with it, in range, MAXDW required.
+            ("[train]", "[train]\nmax_change = 0.01", "train.max_change"),
+            ("[train]", "[train]\nl1 = 0.001", "train.l1"),
+            (
+                "[train]",
+                "[train]\noptimizer = \"original\"",
+                "train.max_change",
+            ),
+            (
+                "[train]",
+                "[train]\noptimizer = \"original\"\nmax_change = 0.0",
+                "train.max_change",
+            ),
+            (
+                "[train]",
+                "[train]\noptimizer = \"original\"\nmax_change = 0.01\nl2 = -1.0",
+                "train.l2",
+            ),
+            (
+                "[train]",
+                "[train]\noptimizer = \"original\"\nmax_change = 0.01\nrmsprop_rate = 1.5",
+                "train.rmsprop_rate",
+            ),
+            (
+                "[train]",
+                "[train]\nclip_grad_norm = 0.0",
+                "train.clip_grad_norm",
+            ),
             (
                 "[train]",
                 "[train]\nmin_learning_rate = 0.1",

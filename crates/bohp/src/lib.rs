@@ -35,7 +35,7 @@ pub mod device;
 pub mod engines;
 pub mod error;
 pub mod export;
-pub mod host_adam;
+pub mod host_optim;
 pub mod layer;
 pub mod learner;
 pub mod memory;

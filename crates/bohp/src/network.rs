@@ -83,6 +83,31 @@ impl PlasticNet {
         out
     }
 
+    /// The loss gradients in `grads` (from burn's backward pass) of each parameter, named and
+    /// laid out as [`PlasticNet::parameter_values`] gives the values; zeros for a parameter
+    /// without a gradient (not trained).
+    pub fn gradient_values(&self, grads: &burn::optim::GradientsParams) -> Vec<Vec<f64>> {
+        fn of<const D: usize>(
+            p: &Param<Tensor<D>>,
+            grads: &burn::optim::GradientsParams,
+        ) -> Vec<f64> {
+            match grads.get::<D>(p.id) {
+                Some(g) => g.into_data().convert::<f64>().iter::<f64>().collect(),
+                None => vec![0.0; p.val().shape().num_elements()],
+            }
+        }
+        let mut out = vec![
+            of(&self.plastic.w, grads),
+            of(&self.plastic.alpha, grads),
+            of(&self.plastic.b, grads),
+        ];
+        if let Some(readout) = &self.readout {
+            out.push(of(&readout.v, grads));
+            out.push(of(&readout.c, grads));
+        }
+        out
+    }
+
     /// The same network with new parameter values (named and laid out as
     /// [`PlasticNet::parameter_values`] gives them), keeping parameter ids and trainability.
     ///

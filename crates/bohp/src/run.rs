@@ -7,7 +7,7 @@
 //! <run>/train.log              the log
 //! <run>/checkpoint/model.bpk   model record (burnpack)
 //! <run>/checkpoint/optimizer.bpk  burn's Adam state (burnpack), when burn's optimizer trains
-//! <run>/checkpoint/host_adam.bin  Adam's state, when the optimizer runs on the host
+//! <run>/checkpoint/host_optimizer.bin  the optimizer's state, when it runs on the host
 //! <run>/checkpoint/state.json  next episode, precision, file checksums (config.toml's too)
 //! <run>/model.bpk              the final model, once the run has finished
 //! <run>/summary.json           frozen-phase and final measures, once the run has finished
@@ -52,15 +52,15 @@ pub struct CheckpointState {
     /// CRC-32 of `optimizer.bpk` (absent when the optimizer runs on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_crc32: Option<u32>,
-    /// CRC-32 of `host_adam.bin`, when the optimizer runs on the host.
+    /// CRC-32 of `host_optimizer.bin`, when the optimizer runs on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_adam_crc32: Option<u32>,
+    pub host_optimizer_crc32: Option<u32>,
     /// The bohp version that wrote it.
     pub bohp_version: String,
-    /// Adam's host state as written by bohp 0.1 checkpoints (now in `host_adam.bin`, exactly);
+    /// Adam's host state as written by bohp 0.1 checkpoints (now in `host_optimizer.bin`, exactly);
     /// read, never written.
     #[serde(default, skip_serializing)]
-    pub host_adam: Option<crate::host_adam::HostAdam>,
+    pub host_adam: Option<crate::host_optim::HostAdam>,
     /// CRC-32 of the run's `config.toml` when the checkpoint was written: a resume refuses a
     /// config edited since (absent in checkpoints of older bohp versions, which are not
     /// checked).
@@ -108,8 +108,8 @@ pub struct Snapshot {
     pub model: Vec<u8>,
     /// burn's optimizer state (burnpack bytes), when burn's optimizer trains.
     pub optimizer: Option<Vec<u8>>,
-    /// Adam's state, when the optimizer runs on the host.
-    pub host_adam: Option<crate::host_adam::HostAdam>,
+    /// The optimizer's state, when it runs on the host.
+    pub host_optimizer: Option<crate::host_optim::HostOptimizer>,
     /// The first update not yet run.
     pub next_episode: usize,
     /// Precision of the saved tensors.
@@ -127,8 +127,8 @@ pub struct Checkpoint {
     pub model: Vec<u8>,
     /// burn's optimizer state, if the checkpoint has one.
     pub optimizer: Option<Vec<u8>>,
-    /// Adam's host state, if the checkpoint has one.
-    pub host_adam: Option<crate::host_adam::HostAdam>,
+    /// The host optimizer's state, if the checkpoint has one.
+    pub host_optimizer: Option<crate::host_optim::HostOptimizer>,
 }
 
 /// One row of `metrics.csv`.
@@ -372,16 +372,16 @@ impl RunDir {
         if let Some(bytes) = &snapshot.optimizer {
             write_atomic(&tmp.join("optimizer.bpk"), bytes)?;
         }
-        let host_adam = snapshot.host_adam.as_ref().map(|a| a.to_bytes());
-        if let Some(bytes) = &host_adam {
-            write_atomic(&tmp.join("host_adam.bin"), bytes)?;
+        let host_optimizer = snapshot.host_optimizer.as_ref().map(|a| a.to_bytes());
+        if let Some(bytes) = &host_optimizer {
+            write_atomic(&tmp.join("host_optimizer.bin"), bytes)?;
         }
         let state = CheckpointState {
             next_episode: snapshot.next_episode,
             dtype: snapshot.dtype,
             model_crc32: crc32fast::hash(&snapshot.model),
             optimizer_crc32: snapshot.optimizer.as_deref().map(crc32fast::hash),
-            host_adam_crc32: host_adam.as_deref().map(crc32fast::hash),
+            host_optimizer_crc32: host_optimizer.as_deref().map(crc32fast::hash),
             bohp_version: env!("CARGO_PKG_VERSION").to_string(),
             host_adam: None,
             config_crc32,
@@ -451,22 +451,25 @@ impl RunDir {
             .optimizer_crc32
             .map(|crc| checked("optimizer.bpk", "optimizer state", crc))
             .transpose()?;
-        let host_adam = match state.host_adam_crc32 {
+        let host_optimizer = match state.host_optimizer_crc32 {
             Some(crc) => {
-                let bytes = checked("host_adam.bin", "host Adam state", crc)?;
+                let bytes = checked("host_optimizer.bin", "host optimizer state", crc)?;
                 Some(
-                    crate::host_adam::HostAdam::from_bytes(&bytes)
-                        .map_err(|e| Error::artifact(dir.join("host_adam.bin"), e))?,
+                    crate::host_optim::HostOptimizer::from_bytes(&bytes)
+                        .map_err(|e| Error::artifact(dir.join("host_optimizer.bin"), e))?,
                 )
             }
-            None => state.host_adam.clone(),
+            None => state
+                .host_adam
+                .clone()
+                .map(crate::host_optim::HostOptimizer::Adam),
         };
         Ok(Checkpoint {
             dir,
             state,
             model,
             optimizer,
-            host_adam,
+            host_optimizer,
         })
     }
 

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::RunConfig;
 use crate::device::init_device;
 use crate::error::{Error, Result};
-use crate::host_adam::HostAdam;
+use crate::host_optim::HostOptimizer;
 use crate::learner::{Divergence, Learner, Progress, Session, open_checkpoint};
 use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
@@ -53,7 +53,8 @@ pub trait GradientEngine: Send {
     }
 }
 
-/// Parameters and Adam on the host, for [`GradientEngine::on_host`] engines.
+/// Parameters and the optimizer on the host, for [`GradientEngine::on_host`] engines and for
+/// runs whose optimizer runs there (the original procedure, gradient-norm clipping).
 #[derive(Debug, Clone)]
 struct HostState {
     /// The parameter values, named as [`PlasticNet::parameter_values`]; always equal to the
@@ -61,20 +62,15 @@ struct HostState {
     values: Vec<(&'static str, Vec<f64>)>,
     /// Which groups are trained.
     trainable: Vec<bool>,
-    adam: HostAdam,
+    optim: HostOptimizer,
 }
 
 impl HostState {
-    /// The model's parameters with fresh Adam state.
+    /// The model's parameters with a fresh optimizer.
     fn fresh(model: &PlasticNet, config: &RunConfig) -> HostState {
         let values = model.parameter_values();
         let sizes: Vec<usize> = values.iter().map(|(_, v)| v.len()).collect();
-        let adam = HostAdam::new(
-            config.train.adam_beta1 as f32,
-            config.train.adam_beta2 as f32,
-            ADAM_EPSILON,
-            &sizes,
-        );
+        let optim = config.host_optimizer(&sizes);
         let trainable = values
             .iter()
             .map(|(name, _)| *name != "alpha" || model.plastic.plastic)
@@ -82,15 +78,17 @@ impl HostState {
         HostState {
             values,
             trainable,
-            adam,
+            optim,
         }
     }
 
-    /// The model's parameters with Adam state restored from a checkpoint, if it fits.
-    fn restored(model: &PlasticNet, adam: HostAdam, config: &RunConfig) -> Option<HostState> {
+    /// The model's parameters with the optimizer state restored from a checkpoint, if it is the
+    /// configured optimizer and fits.
+    fn restored(model: &PlasticNet, optim: HostOptimizer, config: &RunConfig) -> Option<HostState> {
         let fresh = HostState::fresh(model, config);
         let sizes: Vec<usize> = fresh.values.iter().map(|(_, v)| v.len()).collect();
-        adam.fits(&sizes).then_some(HostState { adam, ..fresh })
+        (optim.fits(&sizes) && optim.same_kind(&fresh.optim))
+            .then_some(HostState { optim, ..fresh })
     }
 }
 
@@ -229,7 +227,8 @@ impl Trainer {
         // burn's optimizer updates autodiff-tracked parameters, whatever the gradients' source.
         let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
-        let host = engine.on_host().then(|| HostState::fresh(&model, &config));
+        let host = (engine.on_host() || config.host_optimizer_needed())
+            .then(|| HostState::fresh(&model, &config));
         Ok(Trainer {
             task: config.task(),
             optim: optimizer(&config),
@@ -261,23 +260,23 @@ impl Trainer {
             checkpoint.model,
             &checkpoint.dir.join("model.bpk"),
         )?;
-        if trainer.engine.on_host() {
-            let Some(adam) = checkpoint.host_adam else {
+        if trainer.host.is_some() {
+            let Some(optim) = checkpoint.host_optimizer else {
                 return Err(Error::artifact(
                     run.checkpoint_dir(),
                     format!(
-                        "the run trains with the {} engine, whose optimizer runs on the host, but \
-                         the checkpoint has no host Adam state (written by an older bohp or \
-                         another engine)",
+                        "the run's optimizer runs on the host (the {} engine, or train.optimizer / \
+                         train.clip_grad_norm), but the checkpoint has no host optimizer state \
+                         (written by an older bohp or another engine)",
                         trainer.engine.name()
                     ),
                 ));
             };
             trainer.host = Some(
-                HostState::restored(&model, adam, &trainer.config).ok_or_else(|| {
+                HostState::restored(&model, optim, &trainer.config).ok_or_else(|| {
                     Error::artifact(
                         run.checkpoint_dir(),
-                        "the host Adam state does not fit the network",
+                        "the host optimizer state does not fit the network and the configured optimizer",
                     )
                 })?,
             );
@@ -290,7 +289,7 @@ impl Trainer {
                 &checkpoint.dir.join("optimizer.bpk"),
                 checkpoint.state.dtype,
             )?;
-        } else if !trainer.engine.on_host() {
+        } else if trainer.host.is_none() {
             return Err(Error::artifact(
                 &checkpoint.dir,
                 "no optimizer.bpk: the checkpoint was written by an engine whose optimizer runs on the host",
@@ -366,13 +365,22 @@ impl Learner for Trainer {
             run_batch(model, &self.task, seed, Stream::Train, first, batch, &plain)
         } else if let Some(host) = &mut self.host {
             let episodes = self.task.generate(seed, Stream::Train, first, batch);
-            let (measures, grads) = self
-                .engine
-                .host_gradients(&self.model, &host.values, &episodes)
-                .expect("an on_host engine gives host gradients");
+            let (measures, mut grads) = if self.engine.on_host() {
+                self.engine
+                    .host_gradients(&self.model, &host.values, &episodes)
+                    .expect("an on_host engine gives host gradients")
+            } else {
+                let (measures, grads) =
+                    self.engine
+                        .gradients(&self.model, &self.task, &episodes, &self.device);
+                (measures, self.model.gradient_values(&grads))
+            };
+            if let Some(max) = self.config.train.clip_grad_norm {
+                clip_norm(&mut grads, &host.trainable, max);
+            }
             let lr = self.config.learning_rate(episode);
             let mut params: Vec<Vec<f64>> = host.values.iter().map(|(_, v)| v.clone()).collect();
-            host.adam.step(lr, &mut params, &grads, &host.trainable);
+            host.optim.step(lr, &mut params, &grads, &host.trainable);
             let f32_model = self.config.dtype == crate::device::Precision::F32;
             for ((name, value), new) in host.values.iter_mut().zip(params) {
                 *value = new
@@ -436,7 +444,7 @@ impl Learner for Trainer {
                 Some(_) => None,
                 None => Some(optimizer_bytes(&self.optim, at)?),
             },
-            host_adam: self.host.as_ref().map(|h| h.adam.clone()),
+            host_optimizer: self.host.as_ref().map(|h| h.optim.clone()),
             next_episode: self.next_episode,
             dtype: self.config.dtype,
         })
@@ -463,6 +471,24 @@ fn mean(rows: &[MetricsRow]) -> Measures {
     }
 }
 
+/// Rescales the trainable groups of `grads` together to a Euclidean norm of at most `max`.
+fn clip_norm(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
+    let norm = grads
+        .iter()
+        .zip(trainable)
+        .filter(|(_, t)| **t)
+        .flat_map(|(g, _)| g.iter())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
+    if norm > max {
+        let scale = max / norm;
+        for g in grads.iter_mut() {
+            g.iter_mut().for_each(|x| *x *= scale);
+        }
+    }
+}
+
 /// The summary of a finished run, from its `metrics.csv`.
 pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
     Ok(summary_of(&run.read_metrics()?, config))
@@ -486,7 +512,7 @@ fn summary_of(rows: &[MetricsRow], config: &RunConfig) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Plasticity;
+    use crate::config::{OptimizerKind, Plasticity};
     use crate::device::{Backend, Precision};
     use crate::run::RunDir;
 
@@ -508,25 +534,65 @@ mod tests {
             .collect()
     }
 
+    /// burn's Adam, and the host optimizers an autodiff run uses with `train.optimizer =
+    /// "original"` or `train.clip_grad_norm`, all resume exactly from a checkpoint.
     #[test]
     fn checkpoint_round_trip_continues_identically() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(&dir.path().join("run")).unwrap();
+        let original = |c: &mut RunConfig| {
+            c.train.optimizer = OptimizerKind::Original;
+            c.train.max_change = Some(0.01);
+            c.train.l1 = Some(1e-4);
+        };
+        let clipped = |c: &mut RunConfig| c.train.clip_grad_norm = Some(0.1);
+        let adam = |_: &mut RunConfig| {};
+        let variants: [(&str, &dyn Fn(&mut RunConfig)); 3] = [
+            ("adam", &adam),
+            ("original", &original),
+            ("clipped", &clipped),
+        ];
+        for (name, set) in variants {
+            let dir = tempfile::tempdir().unwrap();
+            let run = RunDir::create(&dir.path().join("run")).unwrap();
+            let mut c = config("one-shot");
+            set(&mut c);
+            c.validate(name).unwrap();
+            let mut a = Trainer::new(c.clone(), Box::new(Autodiff)).unwrap();
+            let fresh = params(a.model());
+            let mut metrics = run.metrics_writer(0).unwrap();
+            for _ in 0..10 {
+                metrics.write(&a.step().unwrap()).unwrap();
+            }
+            metrics.flush().unwrap();
+            assert_ne!(fresh, params(a.model()), "{name}: the parameters moved");
+            a.checkpoint(&run).unwrap();
+            let mut b = Trainer::resume(&run, c, Box::new(Autodiff)).unwrap();
+            assert_eq!(b.next_episode(), 10);
+            assert_eq!(params(a.model()), params(b.model()), "{name}");
+            // The optimizer's state was restored too: the next updates agree exactly.
+            for _ in 0..5 {
+                assert_eq!(a.step().unwrap(), b.step().unwrap(), "{name}");
+            }
+            assert_eq!(params(a.model()), params(b.model()), "{name}");
+        }
+    }
+
+    /// Clipping the gradient's norm far above its size changes nothing: the host path with
+    /// autodiff gradients equals burn's optimizer (f64, to rounding).
+    #[test]
+    fn a_loose_gradient_clip_equals_the_unclipped_run() {
         let mut a = Trainer::new(config("one-shot"), Box::new(Autodiff)).unwrap();
-        let mut metrics = run.metrics_writer(0).unwrap();
-        for _ in 0..10 {
-            metrics.write(&a.step().unwrap()).unwrap();
+        let mut c = config("one-shot");
+        c.train.clip_grad_norm = Some(1e9);
+        let mut b = Trainer::new(c, Box::new(Autodiff)).unwrap();
+        for _ in 0..20 {
+            let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
+            assert!((ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.abs().max(1.0));
         }
-        metrics.flush().unwrap();
-        a.checkpoint(&run).unwrap();
-        let mut b = Trainer::resume(&run, config("one-shot"), Box::new(Autodiff)).unwrap();
-        assert_eq!(b.next_episode(), 10);
-        assert_eq!(params(a.model()), params(b.model()));
-        // Adam's moments and step count were restored too: the next updates agree exactly.
-        for _ in 0..5 {
-            assert_eq!(a.step().unwrap(), b.step().unwrap());
+        for (x, y) in params(a.model()).iter().zip(params(b.model())) {
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() < 1e-9, "{p} vs {q}");
+            }
         }
-        assert_eq!(params(a.model()), params(b.model()));
     }
 
     #[test]

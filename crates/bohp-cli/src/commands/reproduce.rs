@@ -71,9 +71,12 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
             );
             for s in &summaries {
                 println!(
-                    "  {:<10} {:<11} frozen error median [IQR] {}, error_code {}",
+                    "  {:<10} {:<11} solved by {}/{} seeds (frozen error < {}); frozen error median [IQR] {}, error_code {}",
                     s.task,
                     s.plasticity,
+                    s.solved,
+                    s.seeds.len(),
+                    crate::reproduce::LEARNED_ERROR,
                     crate::reproduce::fmt(&s.error.frozen),
                     crate::reproduce::fmt(&s.error_code.frozen)
                 );

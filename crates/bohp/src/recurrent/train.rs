@@ -16,7 +16,7 @@ use crate::config::Engine;
 use crate::device::{Precision, init_device};
 use crate::engines::fused::Real;
 use crate::error::{Error, Result};
-use crate::host_adam::HostAdam;
+use crate::host_optim::{HostAdam, HostOptimizer};
 use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
@@ -261,13 +261,13 @@ impl RecurrentTrainer {
         let config = trainer.config.clone();
         match &mut trainer.state {
             State::Host { values, adam, .. } => {
-                let restored = checkpoint
-                    .host_adam
-                    .ok_or_else(|| missing("host_adam.bin"))?;
+                let Some(HostOptimizer::Adam(restored)) = checkpoint.host_optimizer else {
+                    return Err(missing("host_optimizer.bin (Adam)"));
+                };
                 let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
                 if !restored.fits(&sizes) {
                     return Err(Error::artifact(
-                        dir.join("host_adam.bin"),
+                        dir.join("host_optimizer.bin"),
                         "the host Adam state does not fit the network",
                     ));
                 }
@@ -662,8 +662,8 @@ impl Learner for RecurrentTrainer {
 
     fn snapshot(&self) -> Result<Snapshot> {
         let at = Path::new("checkpoint");
-        let (optimizer, host_adam) = match &self.state {
-            State::Host { adam, .. } => (None, Some(adam.clone())),
+        let (optimizer, host_optimizer) = match &self.state {
+            State::Host { adam, .. } => (None, Some(HostOptimizer::Adam(adam.clone()))),
             State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
                 (Some(optimizer_bytes(optim, at)?), None)
             }
@@ -671,7 +671,7 @@ impl Learner for RecurrentTrainer {
         Ok(Snapshot {
             model: self.record(at)?,
             optimizer,
-            host_adam,
+            host_optimizer,
             next_episode: self.next_episode,
             dtype: self.config.dtype,
         })
