@@ -41,6 +41,7 @@ pub mod learner;
 pub mod memory;
 pub mod network;
 pub mod recurrent;
+pub mod rl;
 pub mod rng;
 pub mod rules;
 pub mod run;

@@ -1,0 +1,447 @@
+//! Meta-reinforcement-learning environments, stepped for a whole batch of independent episodes
+//! at once: a two-armed bandit, the cue–reward association task and the grid maze of the
+//! neuromodulation issue (docs/neuromodulation.md).
+//!
+//! Every episode draws its randomness (arm probabilities, cues, reward positions, teleports)
+//! from its own generator, `stream_rng(seed, stream, episode)`, so episode `e` is the same
+//! whatever the batch it is in, and a resumed run sees the same environments.
+//!
+//! Each step's observation ends with the inputs every task shares: a bias (1), the time
+//! `t / steps`, the previous step's reward and the previous action, one-hot.
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::{Stream, stream_rng};
+
+/// The environments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvKind {
+    /// Two arms; arm 0 pays 1 with a per-episode probability `p ~ U(0, 1)`, arm 1 with `1 − p`.
+    Bandit,
+    /// Cue–reward association: respond 1 at Go when the episode's target cue was shown.
+    Cue,
+    /// Grid maze: find the episode's reward cell, again and again.
+    Maze,
+}
+
+/// Cues per episode in the cue task, one of them the target.
+pub const CUES: usize = 4;
+/// Bits of a cue.
+pub const CUE_BITS: usize = 20;
+/// Reward for reaching the maze's reward cell.
+pub const MAZE_REWARD: f32 = 10.0;
+
+/// The sizes of an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvShape {
+    /// Which environment.
+    pub kind: EnvKind,
+    /// Steps per episode.
+    pub steps: usize,
+    /// The maze's side `L` (odd, ≥ 5), including the border wall.
+    pub maze_side: usize,
+}
+
+impl EnvShape {
+    /// Actions the agent chooses from.
+    pub fn actions(&self) -> usize {
+        match self.kind {
+            EnvKind::Bandit | EnvKind::Cue => 2,
+            EnvKind::Maze => 4,
+        }
+    }
+
+    /// Length of one observation.
+    pub fn inputs(&self) -> usize {
+        let own = match self.kind {
+            EnvKind::Bandit => 0,
+            // The cue's bits, then the Go bit.
+            EnvKind::Cue => CUE_BITS + 1,
+            // The 3×3 neighbourhood, 1 where there is a wall.
+            EnvKind::Maze => 9,
+        };
+        own + 3 + self.actions()
+    }
+}
+
+/// One episode's state.
+#[derive(Debug, Clone)]
+enum State {
+    Bandit {
+        /// Probability that arm 0 pays.
+        p: f64,
+    },
+    Cue {
+        cues: [[f32; CUE_BITS]; CUES],
+        /// Index of the target cue.
+        target: usize,
+        /// The current trial's steps: `Some(cue)` where a cue is shown, and its Go step.
+        trial: Vec<Option<usize>>,
+        /// Step of the current trial.
+        at: usize,
+    },
+    Maze {
+        agent: (usize, usize),
+        reward: (usize, usize),
+    },
+}
+
+/// A batch of independent episodes of one environment.
+#[derive(Debug, Clone)]
+pub struct BatchEnv {
+    shape: EnvShape,
+    episodes: Vec<(State, ChaCha8Rng)>,
+    prev_reward: Vec<f32>,
+    prev_action: Vec<Option<usize>>,
+    /// Where the Go step of each episode's current trial is (cue task).
+    go: Vec<bool>,
+}
+
+/// Whether maze cell `(row, col)` is a wall: the border, or a pillar where both are even.
+pub fn is_wall(side: usize, (row, col): (usize, usize)) -> bool {
+    row == 0 || col == 0 || row + 1 >= side || col + 1 >= side || (row % 2 == 0 && col % 2 == 0)
+}
+
+/// The maze's free cells, row by row.
+pub fn free_cells(side: usize) -> Vec<(usize, usize)> {
+    (0..side)
+        .flat_map(|r| (0..side).map(move |c| (r, c)))
+        .filter(|&cell| !is_wall(side, cell))
+        .collect()
+}
+
+fn new_trial(rng: &mut ChaCha8Rng) -> Vec<Option<usize>> {
+    // 5-8 steps: blank, two distinct cues at distinct positions among the middle steps, Go on
+    // the next-to-last step, blank. `None` marks a step without a cue.
+    let len = rng.random_range(5..=8);
+    let mut trial = vec![None; len];
+    let mut positions: Vec<usize> = (1..len - 2).collect();
+    positions.shuffle(rng);
+    let mut cues: Vec<usize> = (0..CUES).collect();
+    cues.shuffle(rng);
+    trial[positions[0]] = Some(cues[0]);
+    trial[positions[1]] = Some(cues[1]);
+    trial
+}
+
+impl BatchEnv {
+    /// Episodes `first..first + batch` of `stream` in a run seeded with `seed`.
+    pub fn new(shape: EnvShape, seed: u64, stream: Stream, first: u64, batch: usize) -> BatchEnv {
+        let episodes = (0..batch)
+            .map(|b| {
+                let mut rng = stream_rng(seed, stream, first + b as u64);
+                let state = match shape.kind {
+                    EnvKind::Bandit => State::Bandit {
+                        p: rng.random_range(0.0..1.0),
+                    },
+                    EnvKind::Cue => {
+                        let mut cues = [[0.0f32; CUE_BITS]; CUES];
+                        for cue in &mut cues {
+                            for bit in cue.iter_mut() {
+                                *bit = if rng.random::<bool>() { 1.0 } else { -1.0 };
+                            }
+                        }
+                        let target = rng.random_range(0..CUES);
+                        let trial = new_trial(&mut rng);
+                        State::Cue {
+                            cues,
+                            target,
+                            trial,
+                            at: 0,
+                        }
+                    }
+                    EnvKind::Maze => {
+                        let free = free_cells(shape.maze_side);
+                        let centre = (shape.maze_side / 2, shape.maze_side / 2);
+                        let choices: Vec<_> = free.into_iter().filter(|c| *c != centre).collect();
+                        let reward = choices[rng.random_range(0..choices.len())];
+                        State::Maze {
+                            agent: centre,
+                            reward,
+                        }
+                    }
+                };
+                (state, rng)
+            })
+            .collect();
+        BatchEnv {
+            shape,
+            episodes,
+            prev_reward: vec![0.0; batch],
+            prev_action: vec![None; batch],
+            go: vec![false; batch],
+        }
+    }
+
+    /// The environment's sizes.
+    pub fn shape(&self) -> EnvShape {
+        self.shape
+    }
+
+    /// Episodes in the batch.
+    pub fn batch(&self) -> usize {
+        self.episodes.len()
+    }
+
+    /// The observation of step `t` of every episode, `[batch][inputs]`, row-major.
+    pub fn observe(&mut self, t: usize) -> Vec<f32> {
+        let n = self.shape.inputs();
+        let actions = self.shape.actions();
+        let side = self.shape.maze_side;
+        let mut out = vec![0.0f32; self.batch() * n];
+        for (b, (state, _)) in self.episodes.iter().enumerate() {
+            let row = &mut out[b * n..(b + 1) * n];
+            let own = match state {
+                State::Bandit { .. } => 0,
+                State::Cue {
+                    cues, trial, at, ..
+                } => {
+                    if let Some(cue) = trial[*at] {
+                        row[..CUE_BITS].copy_from_slice(&cues[cue]);
+                    }
+                    let go = *at == trial.len() - 2;
+                    row[CUE_BITS] = go as u8 as f32;
+                    self.go[b] = go;
+                    CUE_BITS + 1
+                }
+                State::Maze { agent, .. } => {
+                    for (k, (dr, dc)) in
+                        (0..3).flat_map(|r| (0..3).map(move |c| (r, c))).enumerate()
+                    {
+                        let cell = (agent.0 + dr - 1, agent.1 + dc - 1);
+                        row[k] = is_wall(side, cell) as u8 as f32;
+                    }
+                    9
+                }
+            };
+            row[own] = 1.0;
+            row[own + 1] = t as f32 / self.shape.steps as f32;
+            row[own + 2] = self.prev_reward[b];
+            if let Some(a) = self.prev_action[b] {
+                row[own + 3 + a.min(actions - 1)] = 1.0;
+            }
+        }
+        out
+    }
+
+    /// Applies one action per episode (after [`BatchEnv::observe`] of the same step) and
+    /// returns the rewards.
+    pub fn act(&mut self, actions: &[usize]) -> Vec<f32> {
+        let side = self.shape.maze_side;
+        let mut rewards = vec![0.0f32; self.batch()];
+        for (b, ((state, rng), &action)) in self.episodes.iter_mut().zip(actions).enumerate() {
+            rewards[b] = match state {
+                State::Bandit { p } => {
+                    let pays = if action == 0 { *p } else { 1.0 - *p };
+                    rng.random_bool(pays) as u8 as f32
+                }
+                State::Cue {
+                    target, trial, at, ..
+                } => {
+                    let reward = if self.go[b] {
+                        let shown = trial.contains(&Some(*target));
+                        if (action == 1) == shown { 1.0 } else { -1.0 }
+                    } else {
+                        0.0
+                    };
+                    *at += 1;
+                    if *at == trial.len() {
+                        *trial = new_trial(rng);
+                        *at = 0;
+                    }
+                    reward
+                }
+                State::Maze { agent, reward } => {
+                    let (r, c) = *agent;
+                    let next = match action {
+                        0 => (r - 1, c),
+                        1 => (r, c + 1),
+                        2 => (r + 1, c),
+                        _ => (r, c - 1),
+                    };
+                    if !is_wall(side, next) {
+                        *agent = next;
+                    }
+                    if *agent == *reward {
+                        let free: Vec<_> = free_cells(side)
+                            .into_iter()
+                            .filter(|cell| cell != reward)
+                            .collect();
+                        *agent = free[rng.random_range(0..free.len())];
+                        MAZE_REWARD
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            self.prev_action[b] = Some(action);
+        }
+        self.prev_reward.clone_from(&rewards);
+        rewards
+    }
+
+    /// Maze: where each episode's agent is, and its reward cell (for pictures and tests).
+    pub fn maze_positions(&self) -> Vec<((usize, usize), (usize, usize))> {
+        self.episodes
+            .iter()
+            .filter_map(|(s, _)| match s {
+                State::Maze { agent, reward } => Some((*agent, *reward)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(kind: EnvKind, steps: usize) -> EnvShape {
+        EnvShape {
+            kind,
+            steps,
+            maze_side: 11,
+        }
+    }
+
+    #[test]
+    fn the_maze_has_the_stated_pillars_and_free_cells() {
+        // L = 11: a 9×9 interior with 16 pillars.
+        assert_eq!(free_cells(11).len(), 81 - 16);
+        assert!(is_wall(11, (2, 2)) && is_wall(11, (0, 5)) && !is_wall(11, (5, 5)));
+        assert!(!is_wall(11, (1, 2)) && !is_wall(11, (3, 3)));
+    }
+
+    #[test]
+    fn episodes_do_not_depend_on_their_batch() {
+        for kind in [EnvKind::Bandit, EnvKind::Cue, EnvKind::Maze] {
+            let s = shape(kind, 30);
+            let mut alone = BatchEnv::new(s, 3, Stream::Train, 5, 1);
+            let mut within = BatchEnv::new(s, 3, Stream::Train, 4, 3);
+            let n = s.inputs();
+            for t in 0..30 {
+                let (a, b) = (alone.observe(t), within.observe(t));
+                assert_eq!(a[..], b[n..2 * n], "{kind:?} step {t}");
+                let action = t % s.actions();
+                let ra = alone.act(&[action]);
+                let rb = within.act(&[0, action, 1]);
+                assert_eq!(ra[0], rb[1], "{kind:?} step {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_maze_agent_that_walks_into_walls_stays_and_reaching_the_reward_pays() {
+        let s = shape(EnvKind::Maze, 200);
+        let mut env = BatchEnv::new(s, 1, Stream::Train, 0, 1);
+        let (start, goal) = env.maze_positions()[0];
+        assert_eq!(start, (5, 5), "the agent starts at the centre");
+        // (5, 5) has pillars nowhere adjacent orthogonally: moving up goes to (4, 5).
+        env.observe(0);
+        env.act(&[0]);
+        let after = env.maze_positions()[0].0;
+        if goal != (4, 5) {
+            assert_eq!(after, (4, 5));
+        }
+        // Walk into the top wall: from row 1, up is blocked.
+        let mut env = BatchEnv::new(s, 1, Stream::Train, 0, 1);
+        let mut total = 0.0;
+        for t in 0..10 {
+            env.observe(t);
+            total += env.act(&[0])[0];
+        }
+        let (agent, _) = env.maze_positions()[0];
+        assert!(
+            agent.0 == 1 || total > 0.0,
+            "blocked by the wall at row 0: {agent:?}"
+        );
+        // The observation's neighbourhood marks the wall above.
+        let obs = env.observe(10);
+        if agent.0 == 1 {
+            assert_eq!(obs[1], 1.0, "the cell above is a wall");
+        }
+        // A greedy walk to the reward cell pays MAZE_REWARD and teleports the agent.
+        let mut env = BatchEnv::new(s, 2, Stream::Train, 7, 1);
+        let mut paid = 0.0;
+        for t in 0..200 {
+            env.observe(t);
+            let ((r, c), (gr, gc)) = env.maze_positions()[0];
+            let tries = [(gr < r, 0), (gc > c, 1), (gr > r, 2), (gc < c, 3)];
+            let action = tries
+                .iter()
+                .find(|(want, a)| {
+                    let next = match a {
+                        0 => (r - 1, c),
+                        1 => (r, c + 1),
+                        2 => (r + 1, c),
+                        _ => (r, c - 1),
+                    };
+                    *want && !is_wall(11, next)
+                })
+                .map_or(t % 4, |(_, a)| *a);
+            paid += env.act(&[action])[0];
+        }
+        assert!(
+            paid >= 2.0 * MAZE_REWARD,
+            "a greedy walker finds the reward repeatedly: {paid}"
+        );
+    }
+
+    #[test]
+    fn the_cue_task_rewards_the_right_response_at_go_only() {
+        let s = shape(EnvKind::Cue, 120);
+        let mut env = BatchEnv::new(s, 4, Stream::Train, 0, 1);
+        let n = s.inputs();
+        assert_eq!(n, CUE_BITS + 1 + 3 + 2);
+        let mut gos = 0;
+        let mut shown_steps = 0;
+        for t in 0..120 {
+            let obs = env.observe(t);
+            let go = obs[CUE_BITS] == 1.0;
+            shown_steps += obs[..CUE_BITS].iter().any(|x| *x != 0.0) as usize;
+            let State::Cue { target, trial, .. } = &env.episodes[0].0 else {
+                unreachable!()
+            };
+            let right = trial.contains(&Some(*target)) as usize;
+            // Answer wrongly on even Go steps, rightly on odd ones.
+            let action = if go && gos % 2 == 0 { 1 - right } else { right };
+            let reward = env.act(&[action])[0];
+            if go {
+                assert_eq!(reward, if gos % 2 == 0 { -1.0 } else { 1.0 });
+                gos += 1;
+            } else {
+                assert_eq!(reward, 0.0, "no reward outside Go (step {t})");
+            }
+        }
+        // Trials of 5-8 steps: between 15 and 24 Go steps, two cues per trial.
+        assert!((15..=24).contains(&gos), "{gos}");
+        assert!(
+            shown_steps >= 2 * (gos - 1),
+            "{shown_steps} cue steps for {gos} trials"
+        );
+    }
+
+    #[test]
+    fn the_bandits_better_arm_pays_more_often() {
+        let s = shape(EnvKind::Bandit, 1000);
+        let mut env = BatchEnv::new(s, 9, Stream::Train, 0, 1);
+        let State::Bandit { p } = env.episodes[0].0 else {
+            unreachable!()
+        };
+        let better = if p > 0.5 { 0 } else { 1 };
+        let mut paid = 0.0;
+        for t in 0..1000 {
+            env.observe(t);
+            paid += env.act(&[better])[0];
+        }
+        let expected = p.max(1.0 - p) * 1000.0;
+        assert!(
+            (paid as f64 - expected).abs() < 60.0,
+            "{paid} vs {expected}"
+        );
+    }
+}
