@@ -17,6 +17,8 @@ pub enum Stream {
     Train,
     /// Episodes drawn by `bohp eval`, never seen during training.
     Eval,
+    /// An agent's action sampling (reinforcement learning), per episode.
+    Act,
 }
 
 impl Stream {
@@ -25,6 +27,7 @@ impl Stream {
             Stream::Init => 0x1bd1_1bda_a9fc_1a22,
             Stream::Train => 0x6a09_e667_f3bc_c908,
             Stream::Eval => 0xbb67_ae85_84ca_a73b,
+            Stream::Act => 0x3c6e_f372_fe94_f82b,
         }
     }
 }

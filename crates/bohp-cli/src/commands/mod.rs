@@ -68,6 +68,14 @@ pub(crate) fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
 }
 
+/// The family of the config file at `path`, from its typed `task.kind` (`None` when unreadable
+/// or without a valid kind: loading it then names the error).
+pub(crate) fn family_of_file(path: &Path) -> Option<bohp::recurrent::config::Family> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| bohp::recurrent::config::family(&text))
+}
+
 /// The gradient engine named in a config.
 pub(crate) fn engine(engine: Engine) -> Box<dyn GradientEngine> {
     match engine {

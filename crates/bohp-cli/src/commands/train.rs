@@ -10,9 +10,11 @@ use anyhow::{Context, Result, bail};
 use bohp::config::{Engine, RunConfig};
 use bohp::device::{Backend, Precision, init_device};
 use bohp::learner::{Learner, Observer, Outcome, train};
-use bohp::recurrent::config::RecurrentConfig;
+use bohp::recurrent::config::{Family as ConfigFamily, RecurrentConfig};
 use bohp::recurrent::tasks::RecurrentTaskKind;
 use bohp::recurrent::train::{RecurrentRow, RecurrentTrainer};
+use bohp::rl::config::RlConfig;
+use bohp::rl::train::{RlRow, RlTrainer};
 use bohp::run::{MetricsRow, RunDir, write_atomic};
 use bohp::train::Trainer;
 use indicatif::ProgressBar;
@@ -24,15 +26,15 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     if args.extend.is_some() && args.resume.is_none() {
         bail!("--extend N: adds updates to a finished run, so it goes with --resume RUN_DIR");
     }
-    let recurrent = match (&args.config, &args.resume) {
-        (Some(path), _) => is_recurrent_file(path),
-        (None, Some(dir)) => is_recurrent_file(&dir.join("config.toml")),
-        (None, None) => false,
+    let family = match (&args.config, &args.resume) {
+        (Some(path), _) => family_of_file(path),
+        (None, Some(dir)) => family_of_file(&dir.join("config.toml")),
+        (None, None) => None,
     };
-    if recurrent {
-        train_recurrent(cli, args)
-    } else {
-        train_single_layer(cli, args)
+    match family {
+        Some(ConfigFamily::Recurrent) => train_recurrent(cli, args),
+        Some(ConfigFamily::Reinforcement) => train_rl(cli, args),
+        _ => train_single_layer(cli, args),
     }
 }
 
@@ -78,6 +80,31 @@ impl Family for Trainer {
     }
     fn frozen(config: &RunConfig) -> Option<usize> {
         Some(config.train.freeze_last)
+    }
+}
+
+impl Family for RlTrainer {
+    type Config = RlConfig;
+    fn load(path: &Path) -> Result<RlConfig> {
+        Ok(RlConfig::load(path)?)
+    }
+    fn placement(config: &mut RlConfig) -> (&mut Backend, Precision) {
+        (&mut config.device, config.dtype)
+    }
+    fn resume(run: &RunDir, config: RlConfig) -> Result<RlTrainer> {
+        Ok(RlTrainer::resume(run, config)?)
+    }
+    fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        Ok(RlTrainer::extend(self, updates, source)?)
+    }
+    fn config(&self) -> &RlConfig {
+        RlTrainer::config(self)
+    }
+    fn to_toml(config: &RlConfig) -> String {
+        config.to_toml()
+    }
+    fn frozen(_: &RlConfig) -> Option<usize> {
+        None
     }
 }
 
@@ -294,6 +321,70 @@ fn train_recurrent(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             Ok(())
         },
     )
+}
+
+fn train_rl(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    let (run, config, trainer) = if let Some(dir) = &args.resume {
+        resume::<RlTrainer>(cli, args, dir)?
+    } else {
+        let path = args
+            .config
+            .as_ref()
+            .expect("clap requires a config without --resume");
+        let mut config = RlConfig::load(path)?;
+        let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
+        if let Some(engine) = args.engine {
+            config.train.engine = engine;
+            flags.push("--engine");
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        config.validate(&if flags.is_empty() {
+            path.display().to_string()
+        } else {
+            format!("{} with {}", path.display(), flags.join(" "))
+        })?;
+        init_device(config.device, config.dtype)?;
+        let trainer = RlTrainer::new(config.clone())?;
+        let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
+        let run = RunDir::create(&dir)?;
+        write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
+        (run, config, trainer)
+    };
+    let what = format!(
+        "{:?} ({} network, {} hidden, {} params) by A2C on {} ({}), batch {}",
+        config.task.kind,
+        config.model.kind.name(),
+        config.model.hidden,
+        config.network().num_params(),
+        config.device,
+        config.dtype,
+        config.train.batch,
+    );
+    let progress = Progress::new(&trainer, cli.quiet, 50, |recent: &VecDeque<RlRow>| {
+        let mean = recent.iter().map(|r| r.reward).sum::<f64>() / recent.len() as f64;
+        let last = recent.back().expect("called after a row");
+        format!(
+            "reward {mean:.3} per episode (last 50 updates), |M| {:.3}, {:.2} s/update",
+            last.modulation, last.seconds
+        )
+    });
+    drive(cli, args, &run, trainer, &what, progress, |_, summary| {
+        println!(
+            "{} {} ({} params): {} updates; reward per episode over the last tenth {:.3} (a random policy: {:.3})",
+            summary.task,
+            summary.model,
+            summary.params,
+            summary.episodes,
+            summary.final_reward,
+            summary.random_reward
+        );
+        Ok(())
+    })
 }
 
 /// Runs `trainer` through the one training loop with Ctrl-C handling, `train.log` and the

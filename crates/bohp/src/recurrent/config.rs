@@ -198,6 +198,9 @@ pub enum Family {
     SingleLayer,
     /// `memorisation`, `images`: the 2018 recurrent networks ([`RecurrentConfig`]).
     Recurrent,
+    /// `bandit`, `cue`, `maze`: actor-critic agents trained by reinforcement
+    /// ([`crate::rl::config::RlConfig`]).
+    Reinforcement,
 }
 
 /// The family of a config file's text, from its `task.kind` parsed as one of the task enums
@@ -218,11 +221,13 @@ pub fn family(text: &str) -> Option<Family> {
     enum AnyTaskKind {
         Single(crate::tasks::TaskKind),
         Recurrent(RecurrentTaskKind),
+        Reinforcement(crate::rl::env::EnvKind),
     }
     let probe: Probe = toml::from_str(text).ok()?;
     Some(match probe.task.kind {
         AnyTaskKind::Single(_) => Family::SingleLayer,
         AnyTaskKind::Recurrent(_) => Family::Recurrent,
+        AnyTaskKind::Reinforcement(_) => Family::Reinforcement,
     })
 }
 

@@ -1,0 +1,345 @@
+//! Configs of reinforcement-learning runs (`task.kind = "bandit" | "cue" | "maze"`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::env::{EnvKind, EnvShape};
+use super::model::{ActorCriticConfig, RlModelKind};
+use crate::config::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
+use crate::device::{Backend, Precision};
+use crate::error::{Error, Result};
+
+/// A reinforcement-learning run: environment, network, training, device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlConfig {
+    /// Seed of every random stream.
+    #[serde(default)]
+    pub seed: u64,
+    /// Compute backend.
+    #[serde(default)]
+    pub device: Backend,
+    /// Float precision.
+    #[serde(default)]
+    pub dtype: Precision,
+    /// The environment.
+    pub task: RlTaskConfig,
+    /// The network.
+    pub model: RlModelConfig,
+    /// The training schedule.
+    pub train: RlTrainConfig,
+}
+
+/// `[task]`: the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlTaskConfig {
+    /// `bandit`, `cue` or `maze`.
+    pub kind: EnvKind,
+    /// Steps per episode [default: bandit 100, cue 120, maze 200].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// The maze's side `L` including its border (odd, ≥ 5) [default 11]; maze only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maze_side: Option<usize>,
+}
+
+/// `[model]`: the actor-critic network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlModelConfig {
+    /// `non-plastic`, `plastic` (clipped Hebb, learned η), `simple` or `retroactive`
+    /// (neuromodulated).
+    pub kind: RlModelKind,
+    /// Recurrent neurons.
+    pub hidden: usize,
+    /// The clip bound of `H` (1 in the paper).
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    /// Fan `M(t)` out to one rate per postsynaptic neuron (neuromodulated kinds).
+    #[serde(default)]
+    pub fanout: bool,
+    /// Initial η (`plastic`, `retroactive`).
+    #[serde(default = "default_eta")]
+    pub init_eta: f64,
+}
+
+/// The exploration term of the A2C loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exploration {
+    /// `+coef·Σ_a p_a²`, as the published code computes it (smallest for a uniform policy).
+    #[default]
+    SumP2,
+    /// `−coef·H(p) = coef·Σ_a p_a log p_a`, the entropy bonus.
+    Entropy,
+}
+
+/// `[train]`: A2C with Adam.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlTrainConfig {
+    /// Parameter updates, each on `batch` independent episodes.
+    pub episodes: usize,
+    /// Independent episodes per update (30 in the paper).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Adam's learning rate (1e-4 in the paper).
+    pub learning_rate: f64,
+    /// Discount γ of the returns.
+    #[serde(default = "default_discount")]
+    pub discount: f64,
+    /// Coefficient of the value loss.
+    #[serde(default = "default_value_coef")]
+    pub value_coef: f64,
+    /// `sum-p2` (the published term) or `entropy`.
+    #[serde(default)]
+    pub exploration: Exploration,
+    /// Coefficient of the exploration term.
+    #[serde(default = "default_exploration_coef")]
+    pub exploration_coef: f64,
+    /// Each parameter tensor's gradient is rescaled to at most this norm (burn's norm
+    /// clipping, per tensor).
+    #[serde(default = "default_grad_clip")]
+    pub clip_grad_norm: f64,
+    /// Adam's β₁.
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    /// Adam's β₂.
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
+    /// Updates between checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// `autodiff` (the only engine for this family so far).
+    #[serde(default)]
+    pub engine: Engine,
+}
+
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_eta() -> f64 {
+    0.01
+}
+fn default_batch() -> usize {
+    30
+}
+fn default_discount() -> f64 {
+    0.9
+}
+fn default_value_coef() -> f64 {
+    0.1
+}
+fn default_exploration_coef() -> f64 {
+    0.03
+}
+fn default_grad_clip() -> f64 {
+    4.0
+}
+fn default_checkpoint_every() -> usize {
+    100
+}
+
+impl RlConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<RlConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
+        let config: RlConfig = parse_toml(&text, path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    /// The environment's sizes.
+    pub fn env_shape(&self) -> EnvShape {
+        let steps = self.task.steps.unwrap_or(match self.task.kind {
+            EnvKind::Bandit => 100,
+            EnvKind::Cue => 120,
+            EnvKind::Maze => 200,
+        });
+        EnvShape {
+            kind: self.task.kind,
+            steps,
+            maze_side: self.task.maze_side.unwrap_or(11),
+        }
+    }
+
+    /// The network's sizes and options.
+    pub fn network(&self) -> ActorCriticConfig {
+        let env = self.env_shape();
+        ActorCriticConfig {
+            inputs: env.inputs(),
+            hidden: self.model.hidden,
+            actions: env.actions(),
+            kind: self.model.kind,
+            clip: self.model.clip,
+            fanout: self.model.fanout,
+            init_eta: self.model.init_eta,
+        }
+    }
+
+    /// Checks every value, naming the field of the first bad one.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
+            source_name: source.to_string(),
+            field: field.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        let t = &self.train;
+        check_schedule(
+            &bad,
+            t.episodes,
+            t.batch,
+            (t.learning_rate, 0.0),
+            t.adam_beta1,
+            t.adam_beta2,
+        )?;
+        if self.task.steps == Some(0) {
+            return Err(bad("task.steps", "0".into(), "expected at least 1"));
+        }
+        match (self.task.kind, self.task.maze_side) {
+            (EnvKind::Maze, Some(side)) if side < 5 || side % 2 == 0 => {
+                return Err(bad(
+                    "task.maze_side",
+                    side.to_string(),
+                    "expected an odd side of at least 5 (the border wall included)",
+                ));
+            }
+            (EnvKind::Bandit | EnvKind::Cue, Some(side)) => {
+                return Err(bad(
+                    "task.maze_side",
+                    side.to_string(),
+                    "to be set only with task.kind = \"maze\"",
+                ));
+            }
+            _ => {}
+        }
+        if self.model.hidden == 0 {
+            return Err(bad("model.hidden", "0".into(), "expected at least 1"));
+        }
+        if !(self.model.clip.is_finite() && self.model.clip > 0.0) {
+            return Err(bad(
+                "model.clip",
+                self.model.clip.to_string(),
+                "expected a finite bound > 0",
+            ));
+        }
+        if self.model.fanout && !self.model.kind.modulated() {
+            return Err(bad(
+                "model.fanout",
+                "true".into(),
+                "only with a neuromodulated kind (simple, retroactive)",
+            ));
+        }
+        if !(self.model.init_eta.is_finite() && (0.0..=1.0).contains(&self.model.init_eta)) {
+            return Err(bad(
+                "model.init_eta",
+                self.model.init_eta.to_string(),
+                "expected a value in [0, 1]",
+            ));
+        }
+        for (field, v, ok) in [
+            (
+                "train.discount",
+                t.discount,
+                (0.0..=1.0).contains(&t.discount),
+            ),
+            ("train.value_coef", t.value_coef, t.value_coef >= 0.0),
+            (
+                "train.exploration_coef",
+                t.exploration_coef,
+                t.exploration_coef >= 0.0,
+            ),
+            (
+                "train.clip_grad_norm",
+                t.clip_grad_norm,
+                t.clip_grad_norm > 0.0,
+            ),
+        ] {
+            if !(v.is_finite() && ok) {
+                return Err(bad(
+                    field,
+                    v.to_string(),
+                    "expected a finite value in range (discount in [0, 1], coefficients >= 0, clip > 0)",
+                ));
+            }
+        }
+        if t.checkpoint_every == 0 {
+            return Err(bad(
+                "train.checkpoint_every",
+                "0".into(),
+                "expected at least 1",
+            ));
+        }
+        if t.engine != Engine::Autodiff {
+            return Err(bad(
+                "train.engine",
+                format!("\"{}\"", t.engine.name()),
+                "expected \"autodiff\" (the only engine for reinforcement learning so far)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "seed = 1\n[task]\nkind = \"bandit\"\n[model]\nkind = \"simple\"\nhidden = 8\n[train]\nepisodes = 10\nlearning_rate = 0.001\n";
+
+    #[test]
+    fn a_minimal_config_gets_the_published_defaults_and_round_trips() {
+        let c: RlConfig = parse_toml(BASE, Path::new("x.toml")).unwrap();
+        c.validate("x").unwrap();
+        assert_eq!(
+            (
+                c.train.batch,
+                c.train.discount,
+                c.train.value_coef,
+                c.model.clip
+            ),
+            (30, 0.9, 0.1, 1.0)
+        );
+        assert_eq!(c.env_shape().steps, 100);
+        let again: RlConfig = parse_toml(&c.to_toml(), Path::new("y.toml")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (from, to, field) in [
+            ("hidden = 8", "hidden = 0", "model.hidden"),
+            ("[model]", "[model]\nclip = -1.0", "model.clip"),
+            (
+                "kind = \"simple\"",
+                "kind = \"plastic\"\nfanout = true",
+                "model.fanout",
+            ),
+            ("[task]", "[task]\nmaze_side = 11", "task.maze_side"),
+            (
+                "kind = \"bandit\"",
+                "kind = \"maze\"\nmaze_side = 6",
+                "task.maze_side",
+            ),
+            ("[train]", "[train]\ndiscount = 1.5", "train.discount"),
+            ("[train]", "[train]\nengine = \"fused\"", "train.engine"),
+            ("episodes = 10", "episodes = 0", "train.episodes"),
+        ] {
+            let text = BASE.replace(from, to);
+            let err = parse_toml::<RlConfig>(&text, Path::new("x.toml"))
+                .and_then(|c| c.validate("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{to}: {err}");
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The recurrent actor-critic networks of backpropamine (reference §4): a recurrent layer
+//! `h(t) = tanh(x(t)·W_in + h(t-1)·(W + α ⊙ H) + b)`, a policy (softmax over actions), a value
+//! head, and, in the neuromodulated kinds, a neuromodulatory output
+//! `M(t) = tanh(h(t)·w_M + b_M)`, one scalar per episode and step, that gates the plastic
+//! update (optionally fanned out to one rate per postsynaptic neuron, `M_j = f_j·M + g_j`).
+//!
+//! The trace rules (pre = `h(t-1)`, post = `h(t)`, `H = E = 0` at the start of an episode; the
+//! new `H` serves the next step):
+//! - `plastic`: `H ← clip(H + η·preᵀpost, ±c)`, learned η (the rule library's clipped Hebb);
+//! - `simple`: `H ← clip(H + M(t)·preᵀpost, ±c)`;
+//! - `retroactive`: `H ← clip(H + M(t)·E, ±c)` with the old `E`, then
+//!   `E ← (1 − η)·E + η·preᵀpost`, learned η.
+//!
+//! The gradient through `clip` is 0 at a saturated entry (burn's `clamp`), as in the published
+//! code; tested against finite differences.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::layer::{gaussian, param};
+use crate::rng::{Stream, stream_rng};
+
+/// The network kinds compared in the neuromodulation experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RlModelKind {
+    /// A plain recurrent network (`α = 0`, no trace).
+    NonPlastic,
+    /// Clipped Hebbian plasticity with a learned rate η, not modulated.
+    Plastic,
+    /// Simple neuromodulation: `M(t)` is the rate of the clipped Hebbian update.
+    Simple,
+    /// Retroactive neuromodulation: `M(t)` moves an eligibility trace `E` into `H`.
+    #[default]
+    Retroactive,
+}
+
+impl RlModelKind {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RlModelKind::NonPlastic => "non-plastic",
+            RlModelKind::Plastic => "plastic",
+            RlModelKind::Simple => "simple",
+            RlModelKind::Retroactive => "retroactive",
+        }
+    }
+
+    /// Whether the network has a trace `H` (and `α`).
+    pub fn plastic(self) -> bool {
+        self != RlModelKind::NonPlastic
+    }
+
+    /// Whether `M(t)` gates the update.
+    pub fn modulated(self) -> bool {
+        matches!(self, RlModelKind::Simple | RlModelKind::Retroactive)
+    }
+}
+
+/// Sizes and options of an [`ActorCritic`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActorCriticConfig {
+    /// Observation length.
+    pub inputs: usize,
+    /// Recurrent neurons `N`.
+    pub hidden: usize,
+    /// Actions.
+    pub actions: usize,
+    /// The trace rule.
+    pub kind: RlModelKind,
+    /// The clip bound `c` of `H`.
+    pub clip: f64,
+    /// Fan `M` out to one rate per postsynaptic neuron.
+    pub fanout: bool,
+    /// Initial η.
+    pub init_eta: f64,
+}
+
+impl ActorCriticConfig {
+    /// Trained parameters.
+    pub fn num_params(&self) -> usize {
+        let (i, n, a) = (self.inputs, self.hidden, self.actions);
+        let base = i * n + n * n + n + n * a + a + n + 1;
+        let plastic = if self.kind.plastic() { n * n } else { 0 };
+        let eta = matches!(self.kind, RlModelKind::Plastic | RlModelKind::Retroactive) as usize;
+        let modulation = if self.kind.modulated() {
+            n + 1 + if self.fanout { 2 * n } else { 0 }
+        } else {
+            0
+        };
+        base + plastic + eta + modulation
+    }
+
+    /// A network with Gaussian initial weights (std `1/√fan-in`), `α ~ N(0, 0.01²)`... drawn
+    /// from the run's `Init` stream.
+    pub fn init(&self, seed: u64, device: &Device) -> ActorCritic {
+        let mut rng = stream_rng(seed, Stream::Init, 0);
+        let (i, n, a) = (self.inputs, self.hidden, self.actions);
+        let fan = |k: usize| 1.0 / (k as f64).sqrt();
+        let w_in = param(gaussian(&mut rng, i * n, fan(i)), [i, n], device);
+        let w = param(gaussian(&mut rng, n * n, fan(n)), [n, n], device);
+        let b = param(vec![0.0; n], [n], device);
+        let alpha = param(gaussian(&mut rng, n * n, fan(n)), [n, n], device);
+        let w_pi = param(gaussian(&mut rng, n * a, fan(n)), [n, a], device);
+        let b_pi = param(vec![0.0; a], [a], device);
+        let w_v = param(gaussian(&mut rng, n, fan(n)), [n, 1], device);
+        let b_v = param(vec![0.0], [1], device);
+        let w_m = param(gaussian(&mut rng, n, fan(n)), [n, 1], device);
+        let b_m = param(vec![0.0], [1], device);
+        let fan_w = param(vec![1.0; n], [1, n], device);
+        let fan_b = param(vec![0.0; n], [1, n], device);
+        let eta = param(vec![self.init_eta], [1], device);
+        let kind = self.kind;
+        let freeze = |p: Param<Tensor<2>>, on: bool| if on { p } else { p.set_require_grad(false) };
+        ActorCritic {
+            w_in,
+            w,
+            b,
+            alpha: freeze(alpha, kind.plastic()),
+            w_pi,
+            b_pi,
+            w_v,
+            b_v,
+            w_m: freeze(w_m, kind.modulated()),
+            b_m: if kind.modulated() {
+                b_m
+            } else {
+                b_m.set_require_grad(false)
+            },
+            fan_w: freeze(fan_w, kind.modulated() && self.fanout),
+            fan_b: freeze(fan_b, kind.modulated() && self.fanout),
+            eta: if matches!(kind, RlModelKind::Plastic | RlModelKind::Retroactive) {
+                eta
+            } else {
+                eta.set_require_grad(false)
+            },
+            kind_code: kind as usize,
+            clip: self.clip,
+            fanout: self.fanout,
+        }
+    }
+}
+
+/// The actor-critic network (see the module documentation).
+#[derive(Module, Debug)]
+pub struct ActorCritic {
+    /// Input weights `[inputs, N]`.
+    pub w_in: Param<Tensor<2>>,
+    /// Recurrent weights `[N, N]` (pre, post).
+    pub w: Param<Tensor<2>>,
+    /// Biases `[N]`.
+    pub b: Param<Tensor<1>>,
+    /// Plasticity coefficients `[N, N]`.
+    pub alpha: Param<Tensor<2>>,
+    /// Policy weights `[N, actions]`.
+    pub w_pi: Param<Tensor<2>>,
+    /// Policy biases `[actions]`.
+    pub b_pi: Param<Tensor<1>>,
+    /// Value weights `[N, 1]`.
+    pub w_v: Param<Tensor<2>>,
+    /// Value bias `[1]`.
+    pub b_v: Param<Tensor<1>>,
+    /// Neuromodulation weights `[N, 1]`.
+    pub w_m: Param<Tensor<2>>,
+    /// Neuromodulation bias `[1]`.
+    pub b_m: Param<Tensor<1>>,
+    /// Fan-out gains `[1, N]` (`M_j = f_j·M + g_j`).
+    pub fan_w: Param<Tensor<2>>,
+    /// Fan-out offsets `[1, N]`.
+    pub fan_b: Param<Tensor<2>>,
+    /// Plasticity rate η `[1]`.
+    pub eta: Param<Tensor<1>>,
+    kind_code: usize,
+    clip: f64,
+    fanout: bool,
+}
+
+/// The recurrent state of a batch of episodes.
+#[derive(Debug, Clone)]
+pub struct AcState {
+    /// `h(t-1)`, `[batch, N]`.
+    pub h: Tensor<2>,
+    /// The plastic trace `H`, `[batch, N, N]`.
+    pub hebb: Tensor<3>,
+    /// The eligibility trace `E` (retroactive), `[batch, N, N]`.
+    pub elig: Tensor<3>,
+}
+
+/// One step's outputs.
+#[derive(Debug, Clone)]
+pub struct AcStep {
+    /// Log-probabilities of the actions, `[batch, actions]`.
+    pub log_probs: Tensor<2>,
+    /// Probabilities, `[batch, actions]`.
+    pub probs: Tensor<2>,
+    /// Values `V(t)`, `[batch]`.
+    pub value: Tensor<1>,
+    /// `M(t)`, `[batch]` (zeros without modulation).
+    pub modulation: Tensor<1>,
+}
+
+impl ActorCritic {
+    /// The rule.
+    pub fn kind(&self) -> RlModelKind {
+        [
+            RlModelKind::NonPlastic,
+            RlModelKind::Plastic,
+            RlModelKind::Simple,
+            RlModelKind::Retroactive,
+        ][self.kind_code]
+    }
+
+    /// Zero state for `batch` episodes.
+    pub fn start(&self, batch: usize) -> AcState {
+        let n = self.w.val().dims()[0];
+        let device = self.w.val().device();
+        AcState {
+            h: Tensor::zeros([batch, n], &device),
+            hebb: Tensor::zeros([batch, n, n], &device),
+            elig: Tensor::zeros([batch, n, n], &device),
+        }
+    }
+
+    /// One step from observations `x` `[batch, inputs]`: the outputs, and the next state.
+    pub fn step(&self, x: Tensor<2>, state: AcState) -> (AcStep, AcState) {
+        let kind = self.kind();
+        let [batch, n] = state.h.dims();
+        let pre = state.h;
+        let mut drive = x.matmul(self.w_in.val()) + pre.clone().matmul(self.w.val());
+        if kind.plastic() {
+            let plastic_w = self.alpha.val().unsqueeze::<3>() * state.hebb.clone();
+            drive = drive
+                + pre
+                    .clone()
+                    .reshape([batch, 1, n])
+                    .matmul(plastic_w)
+                    .reshape([batch, n]);
+        }
+        let post = (drive + self.b.val().unsqueeze::<2>()).tanh();
+        let logits = post.clone().matmul(self.w_pi.val()) + self.b_pi.val().unsqueeze::<2>();
+        let value = (post.clone().matmul(self.w_v.val()) + self.b_v.val().unsqueeze::<2>())
+            .reshape([batch]);
+        let m = (post.clone().matmul(self.w_m.val()) + self.b_m.val().unsqueeze::<2>()).tanh();
+        let modulation = m.clone().reshape([batch]);
+        let (hebb, elig) = if kind.plastic() {
+            let outer = pre.reshape([batch, n, 1]) * post.clone().reshape([batch, 1, n]);
+            // The rate per postsynaptic neuron `[batch, 1, N]` (or one per episode, `[batch, 1, 1]`).
+            let rate = |m: Tensor<2>| -> Tensor<3> {
+                if self.fanout {
+                    (m * self.fan_w.val() + self.fan_b.val()).reshape([batch, 1, n])
+                } else {
+                    m.reshape([batch, 1, 1])
+                }
+            };
+            let eta = self.eta.val().reshape([1, 1, 1]);
+            match kind {
+                RlModelKind::Plastic => (
+                    (state.hebb + outer * eta).clamp(-self.clip, self.clip),
+                    state.elig,
+                ),
+                RlModelKind::Simple => (
+                    (state.hebb + outer * rate(m)).clamp(-self.clip, self.clip),
+                    state.elig,
+                ),
+                RlModelKind::Retroactive => {
+                    let hebb =
+                        (state.hebb + state.elig.clone() * rate(m)).clamp(-self.clip, self.clip);
+                    let elig = state.elig * (eta.clone().neg() + 1.0) + outer * eta;
+                    (hebb, elig)
+                }
+                RlModelKind::NonPlastic => unreachable!("checked above"),
+            }
+        } else {
+            (state.hebb, state.elig)
+        };
+        let step = AcStep {
+            log_probs: log_softmax(logits.clone(), 1),
+            probs: softmax(logits, 1),
+            value,
+            modulation,
+        };
+        (
+            step,
+            AcState {
+                h: post,
+                hebb,
+                elig,
+            },
+        )
+    }
+}

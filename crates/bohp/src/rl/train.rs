@@ -1,0 +1,379 @@
+//! Advantage actor-critic (A2C) training of the actor-critic networks, batched over independent
+//! episodes, through the one training loop ([`crate::learner::train`]).
+//!
+//! An update rolls out `batch` episodes of the environment for its `steps` steps: at each step
+//! the network sees the observation, samples an action from its policy (each episode from its
+//! own seeded generator), and the environment answers with a reward. The loss, averaged over
+//! the batch and summed over steps, is
+//! `−log π(a_t)·A_t + value_coef·(R_t − V_t)² + exploration_coef·X_t`, with the discounted
+//! return `R_t = r_t + γ·R_{t+1}`, the advantage `A_t = R_t − V_t` of **each episode's own**
+//! value estimate (detached), and the exploration term `X_t = Σ_a p_a²` (the published code's)
+//! or `Σ_a p_a log p_a` (entropy). The published trainers subtract batch element 0's value from
+//! every element's return; bohp does not copy that bug.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Exploration, RlConfig};
+use super::env::BatchEnv;
+use super::model::ActorCritic;
+use crate::device::init_device;
+use crate::error::{Error, Result};
+use crate::learner::{
+    Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
+};
+use crate::rng::{Stream, stream_rng};
+use crate::run::{
+    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, optimizer_from_bytes,
+    record_from_bytes,
+};
+
+/// One update's measures (a row of `metrics.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RlRow {
+    /// Update index (0-based).
+    pub episode: usize,
+    /// The A2C loss of the batch.
+    pub loss: f64,
+    /// Mean total reward per episode of the batch.
+    pub reward: f64,
+    /// Mean `|M(t)|` over the batch's steps (0 without modulation).
+    pub modulation: f64,
+    /// Seconds the update took.
+    pub seconds: f64,
+}
+
+impl MetricsRecord for RlRow {
+    fn episode(&self) -> usize {
+        self.episode
+    }
+}
+
+/// A finished run's summary (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RlSummary {
+    /// Environment.
+    pub task: String,
+    /// Network kind.
+    pub model: String,
+    /// Trained parameters.
+    pub params: usize,
+    /// Updates run.
+    pub episodes: usize,
+    /// Mean reward per episode over the last tenth of the updates.
+    pub final_reward: f64,
+    /// Mean reward per episode of a uniformly random policy on `eval` episodes, for reference.
+    pub random_reward: f64,
+    /// Seconds the finishing session trained.
+    pub wall_seconds: f64,
+    /// Its peak resident memory (MiB).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Trains one actor-critic network on one environment.
+pub struct RlTrainer {
+    config: RlConfig,
+    device: Device,
+    model: ActorCritic,
+    optim: ModuleOptimizer,
+    next_episode: usize,
+}
+
+fn adam(config: &RlConfig) -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_beta_1(config.train.adam_beta1 as f32)
+        .with_beta_2(config.train.adam_beta2 as f32)
+        .with_epsilon(crate::train::ADAM_EPSILON)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(
+            config.train.clip_grad_norm as f32,
+        )))
+        .init()
+}
+
+/// Mean total reward per episode of a uniformly random policy, over `episodes` episodes of the
+/// `Eval` stream.
+pub fn random_policy_reward(config: &RlConfig, episodes: usize) -> f64 {
+    let shape = config.env_shape();
+    let mut env = BatchEnv::new(shape, config.seed, Stream::Eval, 0, episodes);
+    let mut rng = stream_rng(config.seed, Stream::Act, u64::MAX);
+    let mut total = 0.0;
+    for t in 0..shape.steps {
+        env.observe(t);
+        let actions: Vec<usize> = (0..episodes)
+            .map(|_| rng.random_range(0..shape.actions()))
+            .collect();
+        total += env.act(&actions).iter().map(|r| f64::from(*r)).sum::<f64>();
+    }
+    total / episodes as f64
+}
+
+impl RlTrainer {
+    /// A fresh trainer: initial parameters from the config's seed.
+    pub fn new(config: RlConfig) -> Result<RlTrainer> {
+        let device = init_device(config.device, config.dtype)?.autodiff();
+        let model = config.network().init(config.seed, &device);
+        Ok(RlTrainer {
+            optim: adam(&config),
+            config,
+            device,
+            model,
+            next_episode: 0,
+        })
+    }
+
+    /// The trainer of an interrupted (or finished) run, from its checkpoint.
+    pub fn resume(run: &RunDir, config: RlConfig) -> Result<RlTrainer> {
+        let mut trainer = RlTrainer::new(config)?;
+        let checkpoint =
+            open_checkpoint::<RlRow>(run, trainer.config.dtype, trainer.config.train.episodes)?;
+        let dir = &checkpoint.dir;
+        trainer.model = record_from_bytes(
+            trainer.model.clone(),
+            checkpoint.model,
+            &dir.join("model.bpk"),
+        )?;
+        let bytes = checkpoint.optimizer.ok_or_else(|| {
+            Error::artifact(
+                dir,
+                "no optimizer.bpk: the checkpoint has no optimizer state",
+            )
+        })?;
+        trainer.optim = optimizer_from_bytes(
+            adam(&trainer.config),
+            bytes,
+            &dir.join("optimizer.bpk"),
+            checkpoint.state.dtype,
+        )?;
+        trainer.next_episode = checkpoint.state.next_episode;
+        Ok(trainer)
+    }
+
+    /// Adds `updates` to a finished run.
+    pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+        if !self.is_done() {
+            return Err(Error::Unsupported(format!(
+                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
+                self.next_episode, self.config.train.episodes
+            )));
+        }
+        let mut config = self.config.clone();
+        config.train.episodes = config.train.episodes.saturating_add(updates);
+        config.validate(source)?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// The config.
+    pub fn config(&self) -> &RlConfig {
+        &self.config
+    }
+
+    /// The network.
+    pub fn model(&self) -> &ActorCritic {
+        &self.model
+    }
+
+    /// The A2C loss of `batch` episodes from `first` (of `stream`) under `model`, with the
+    /// mean total reward per episode and the mean `|M(t)|`.
+    pub fn rollout(
+        &self,
+        model: &ActorCritic,
+        stream: Stream,
+        first: u64,
+        batch: usize,
+        device: &Device,
+    ) -> (Tensor<1>, f64, f64) {
+        let shape = self.config.env_shape();
+        let train = &self.config.train;
+        let mut env = BatchEnv::new(shape, self.config.seed, stream, first, batch);
+        let mut rngs: Vec<_> = (0..batch as u64)
+            .map(|b| stream_rng(self.config.seed ^ stream as u64, Stream::Act, first + b))
+            .collect();
+        let mut state = model.start(batch);
+        let (mut log_taken, mut values, mut explore) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rewards: Vec<Vec<f32>> = Vec::with_capacity(shape.steps);
+        let mut value_host: Vec<Vec<f32>> = Vec::with_capacity(shape.steps);
+        let mut modulation = 0.0;
+        for t in 0..shape.steps {
+            let obs = env.observe(t);
+            let x = Tensor::from_data(TensorData::new(obs, [batch, shape.inputs()]), device);
+            let (out, next) = model.step(x, state);
+            state = next;
+            let probs: Vec<f32> = out
+                .probs
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec()
+                .expect("f32");
+            let actions: Vec<usize> = rngs
+                .iter_mut()
+                .enumerate()
+                .map(|(b, rng)| {
+                    let row = &probs[b * shape.actions()..(b + 1) * shape.actions()];
+                    let u: f32 = rng.random();
+                    let mut acc = 0.0;
+                    row.iter()
+                        .position(|p| {
+                            acc += p;
+                            u < acc
+                        })
+                        .unwrap_or(shape.actions() - 1)
+                })
+                .collect();
+            let index = Tensor::<2, Int>::from_data(
+                TensorData::new(
+                    actions.iter().map(|a| *a as i64).collect::<Vec<_>>(),
+                    [batch, 1],
+                ),
+                device,
+            );
+            log_taken.push(out.log_probs.clone().gather(1, index).reshape([batch]));
+            value_host.push(
+                out.value
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec()
+                    .expect("f32"),
+            );
+            values.push(out.value);
+            explore.push(match train.exploration {
+                Exploration::SumP2 => (out.probs.clone() * out.probs).sum_dim(1).reshape([batch]),
+                Exploration::Entropy => (out.probs * out.log_probs).sum_dim(1).reshape([batch]),
+            });
+            modulation += out
+                .modulation
+                .abs()
+                .mean()
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .expect("f64")[0];
+            rewards.push(env.act(&actions));
+        }
+        // Discounted returns and advantages, on the host.
+        let steps = shape.steps;
+        let mut returns = vec![vec![0.0f32; batch]; steps];
+        let mut next = vec![0.0f32; batch];
+        for t in (0..steps).rev() {
+            for b in 0..batch {
+                next[b] = rewards[t][b] + train.discount as f32 * next[b];
+                returns[t][b] = next[b];
+            }
+        }
+        let mut loss: Tensor<1> = Tensor::zeros([1], device);
+        for t in 0..steps {
+            let ret = Tensor::<1>::from_data(TensorData::new(returns[t].clone(), [batch]), device);
+            let adv: Vec<f32> = (0..batch)
+                .map(|b| returns[t][b] - value_host[t][b])
+                .collect();
+            let adv = Tensor::<1>::from_data(TensorData::new(adv, [batch]), device);
+            let delta = ret - values[t].clone();
+            let term = log_taken[t].clone().neg() * adv
+                + delta.clone() * delta * train.value_coef
+                + explore[t].clone() * train.exploration_coef;
+            loss = loss + term.mean().reshape([1]);
+        }
+        let total: f64 = rewards.iter().flatten().map(|r| f64::from(*r)).sum();
+        (loss, total / batch as f64, modulation / steps.max(1) as f64)
+    }
+}
+
+impl Learner for RlTrainer {
+    type Row = RlRow;
+    type Summary = RlSummary;
+
+    fn progress(&self) -> Progress {
+        Progress {
+            next_episode: self.next_episode,
+            episodes: self.config.train.episodes,
+            checkpoint_every: self.config.train.checkpoint_every,
+        }
+    }
+
+    fn step(&mut self) -> std::result::Result<RlRow, Divergence> {
+        let episode = self.next_episode;
+        let batch = self.config.train.batch;
+        let started = Instant::now();
+        let (loss, reward, modulation) = self.rollout(
+            &self.model,
+            Stream::Train,
+            (episode * batch) as u64,
+            batch,
+            &self.device,
+        );
+        let value = loss
+            .clone()
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .expect("f64")[0];
+        if !value.is_finite() {
+            return Err(Divergence {
+                episode,
+                what: format!("the loss ({value})"),
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self
+            .optim
+            .step(self.config.train.learning_rate, self.model.clone(), grads);
+        self.next_episode += 1;
+        Ok(RlRow {
+            episode,
+            loss: value,
+            reward,
+            modulation,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn check_parameters(&self) -> std::result::Result<(), Divergence> {
+        match non_finite_parameter(&self.model) {
+            None => Ok(()),
+            Some(name) => Err(Divergence {
+                episode: self.next_episode.saturating_sub(1),
+                what: format!("parameter {name}"),
+            }),
+        }
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let at = Path::new("checkpoint");
+        Ok(Snapshot {
+            model: model_bytes(&self.model.valid(), at)?,
+            optimizer: Some(optimizer_bytes(&self.optim, at)?),
+            host_optimizer: None,
+            next_episode: self.next_episode,
+            dtype: self.config.dtype,
+        })
+    }
+
+    fn model_record(&self) -> Result<Vec<u8>> {
+        model_bytes(&self.model.valid(), Path::new("model.bpk"))
+    }
+
+    fn summarize(&mut self, rows: &[RlRow], session: Session) -> Result<RlSummary> {
+        let tail = (rows.len() / 10).max(1).min(rows.len().max(1));
+        let final_reward =
+            rows.iter().rev().take(tail).map(|r| r.reward).sum::<f64>() / tail as f64;
+        Ok(RlSummary {
+            task: format!("{:?}", self.config.task.kind).to_lowercase(),
+            model: self.config.model.kind.name().to_string(),
+            params: self.config.network().num_params(),
+            episodes: rows.len(),
+            final_reward,
+            random_reward: random_policy_reward(&self.config, 200),
+            wall_seconds: session.wall_seconds,
+            peak_rss_mib: session.peak_rss_mib,
+        })
+    }
+}
