@@ -15,3 +15,4 @@ mod gradients;
 mod recurrent;
 mod reproduce;
 mod resume;
+mod rl;

@@ -212,6 +212,11 @@ impl ActorCritic {
         ][self.kind_code]
     }
 
+    /// The clip bound `c` of `H`.
+    pub fn clip(&self) -> f64 {
+        self.clip
+    }
+
     /// Zero state for `batch` episodes.
     pub fn start(&self, batch: usize) -> AcState {
         let n = self.w.val().dims()[0];
