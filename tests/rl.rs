@@ -242,4 +242,25 @@ fn a2c_learns_the_bandit_above_a_random_policy() {
         "a random policy earns ~25: {random}"
     );
     assert!(learned > random + 3.0, "{learned} vs random {random}");
+    // The trained agent exports, and the commands that do not read agents yet say so.
+    let out = dir.path().join("agent.json");
+    assert_success(&run_bohp(&[
+        "export",
+        run.to_str().unwrap(),
+        "--format",
+        "json",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(exported["family"], "actor-critic");
+    assert_eq!(exported["tensors"]["w"]["shape"], serde_json::json!([16, 16]));
+    let o = run_bohp(&["eval", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not handle them yet"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

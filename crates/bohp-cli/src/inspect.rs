@@ -359,6 +359,10 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
             run_dir.display()
         ),
         TrainedModel::Single(..) => unreachable!("the caller routes single-layer runs"),
+        TrainedModel::ActorCritic(..) => anyhow::bail!(
+            "{}: `bohp inspect` does not read reinforcement-learning runs yet",
+            run_dir.display()
+        ),
     };
     let host = |t: burn::tensor::Tensor<2>| {
         t.into_data()

@@ -28,6 +28,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 config.task.kind, m.loss, m.error
             );
         }
+        TrainedModel::ActorCritic(model, config) => {
+            // An agent's measure is its reward: the run's summary.json holds it; here, the
+            // network's size.
+            println!(
+                "{:?} {} agent: {} parameters, {} hidden neurons, clip {}",
+                config.task.kind,
+                config.model.kind.name(),
+                config.network().num_params(),
+                config.model.hidden,
+                model.clip()
+            );
+        }
         TrainedModel::Recurrent(_, config) | TrainedModel::Lstm(_, config) => {
             let mut trainer = RecurrentTrainer::new(config.clone())?;
             trainer.load_model(&dir.join("model.bpk"))?;

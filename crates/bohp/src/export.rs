@@ -61,6 +61,8 @@ pub enum TrainedModel {
     Recurrent(PlasticRnn, RecurrentConfig),
     /// The LSTM baseline.
     Lstm(LstmNet, RecurrentConfig),
+    /// An actor-critic agent trained by reinforcement.
+    ActorCritic(crate::rl::model::ActorCritic, crate::rl::config::RlConfig),
 }
 
 /// One exported tensor.
@@ -88,6 +90,17 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
     let config_path = run.config_path();
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::io(&config_path, "cannot read", e))?;
+    if crate::recurrent::config::family(&text)
+        == Some(crate::recurrent::config::Family::Reinforcement)
+    {
+        let config = crate::rl::config::RlConfig::load(&config_path)?;
+        let device = init_device(Backend::Flex, config.dtype)?;
+        let template = config.network().init(config.seed, &device);
+        return Ok(TrainedModel::ActorCritic(
+            load_record(template, &path, None)?,
+            config,
+        ));
+    }
     if is_recurrent(&text) {
         let config = RecurrentConfig::load(&config_path)?;
         let device = init_device(Backend::Flex, config.dtype)?;
@@ -146,6 +159,7 @@ impl TrainedModel {
             TrainedModel::Single(..) => "single-layer",
             TrainedModel::Recurrent(..) => "recurrent",
             TrainedModel::Lstm(..) => "lstm",
+            TrainedModel::ActorCritic(..) => "actor-critic",
         }
     }
 
@@ -155,6 +169,7 @@ impl TrainedModel {
             TrainedModel::Single(m, _) => tensors_of(m),
             TrainedModel::Recurrent(m, _) => tensors_of(m),
             TrainedModel::Lstm(m, _) => tensors_of(m),
+            TrainedModel::ActorCritic(m, _) => tensors_of(m),
         }
     }
 
@@ -164,6 +179,7 @@ impl TrainedModel {
             TrainedModel::Single(m, _) => m.save_into(&mut store),
             TrainedModel::Recurrent(m, _) => m.save_into(&mut store),
             TrainedModel::Lstm(m, _) => m.save_into(&mut store),
+            TrainedModel::ActorCritic(m, _) => m.save_into(&mut store),
         };
         result.map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
     }

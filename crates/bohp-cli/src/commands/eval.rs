@@ -72,6 +72,7 @@ pub(crate) fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     if args.batch == 0 {
         bail!("--batch: expected at least 1");
     }
+    refuse_rl(&args.run_dir.join("config.toml"), "eval")?;
     if is_recurrent_file(&args.run_dir.join("config.toml")) {
         return eval_recurrent(cli, args);
     }

@@ -13,6 +13,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
+    refuse_rl(&args.config, "gradcheck")?;
     let config = if is_recurrent_file(&args.config) {
         let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
         if args.steps.is_some() {

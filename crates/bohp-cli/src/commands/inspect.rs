@@ -20,6 +20,7 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         out.join("weights.png").display(),
         out.join("structure.json").display()
     );
+    refuse_rl(&args.run_dir.join("config.toml"), "inspect")?;
     let (json, text) = if is_recurrent_file(&args.run_dir.join("config.toml")) {
         let s = crate::inspect::inspect_recurrent(&args.run_dir, &out)?;
         (serde_json::to_string_pretty(&s)?, s.text())

@@ -68,6 +68,18 @@ pub(crate) fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
 }
 
+/// Refuses a reinforcement-learning config or run for `command`, which does not handle them
+/// yet (rather than misreading it as a single-layer one).
+pub(crate) fn refuse_rl(path: &Path, command: &str) -> Result<()> {
+    if family_of_file(path) == Some(bohp::recurrent::config::Family::Reinforcement) {
+        anyhow::bail!(
+            "{}: a reinforcement-learning config (task.kind bandit, cue or maze); `bohp {command}` does not handle them yet (`bohp train` and `bohp export` do)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// The family of the config file at `path`, from its typed `task.kind` (`None` when unreadable
 /// or without a valid kind: loading it then names the error).
 pub(crate) fn family_of_file(path: &Path) -> Option<bohp::recurrent::config::Family> {
