@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod env;
+pub mod host;
 pub mod model;
 pub mod train;

@@ -212,6 +212,11 @@ impl ActorCritic {
         ][self.kind_code]
     }
 
+    /// Whether `M` fans out to one rate per postsynaptic neuron.
+    pub fn fanout(&self) -> bool {
+        self.fanout
+    }
+
     /// The clip bound `c` of `H`.
     pub fn clip(&self) -> f64 {
         self.clip

@@ -1,0 +1,449 @@
+//! The actor-critic networks on the host, f64, with a hand-written reverse pass (BPTT): the
+//! independent check of burn autodiff for the neuromodulated rules, and the start of a fused
+//! engine. The forward pass records what the reverse pass needs (`Tape`); the reverse pass
+//! takes the loss's gradients with respect to each step's logits, value and `M(t)` and returns
+//! the parameters' gradients.
+//!
+//! Derivation (one episode, row vectors; `κ` the mask of trace entries strictly inside the
+//! clip, `S` the trace before clipping, `r` the rate `M` or its fan-out):
+//!
+//! ```text
+//! forward   a = x·W_in + pre·(W + α⊙H) + b,  post = tanh(a)
+//!           plastic S = H + η·preᵀpost;  simple S = H + preᵀpost·r;  retroactive S = H + E·r,
+//!           E' = (1 − η)·E + η·preᵀpost;  H' = clip(S)
+//! reverse   dS = dH'⊙κ;  dH = dS + (α ⊙ preᵀda);  dE = dS·r + (1 − η)·dE'   (retroactive)
+//!           dr_j = Σ_i dS_ij·(preᵀpost)_ij (simple) or Σ_i dS_ij·E_ij (retroactive)
+//!           dη = Σ dS⊙preᵀpost (plastic) or Σ dE'⊙(preᵀpost − E) (retroactive)
+//!           d_post += heads + trace terms;  da = d_post⊙(1 − post²);  d_pre = da·(W + α⊙H)ᵀ + trace terms
+//! ```
+
+use burn::tensor::Tensor;
+
+use super::model::{ActorCritic, RlModelKind};
+
+/// Known-wrong variants of the rules, to show that the checks catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcFault {
+    /// The right rules.
+    #[default]
+    None,
+    /// Retroactive: `E` updated before it moves into `H` (`H ← clip(H + M·E_new)`).
+    EligibilityFirst,
+    /// Neuromodulated: the previous step's `M(t−1)` gates this step's update.
+    PreviousModulation,
+}
+
+/// The parameters, row-major, laid out as the burn module's tensors.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AcParams {
+    /// `[I, N]`.
+    pub w_in: Vec<f64>,
+    /// `[N, N]`.
+    pub w: Vec<f64>,
+    /// `[N]`.
+    pub b: Vec<f64>,
+    /// `[N, N]`.
+    pub alpha: Vec<f64>,
+    /// `[N, A]`.
+    pub w_pi: Vec<f64>,
+    /// `[A]`.
+    pub b_pi: Vec<f64>,
+    /// `[N]`.
+    pub w_v: Vec<f64>,
+    /// `[1]`.
+    pub b_v: Vec<f64>,
+    /// `[N]`.
+    pub w_m: Vec<f64>,
+    /// `[1]`.
+    pub b_m: Vec<f64>,
+    /// `[N]`.
+    pub fan_w: Vec<f64>,
+    /// `[N]`.
+    pub fan_b: Vec<f64>,
+    /// `[1]`.
+    pub eta: Vec<f64>,
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .expect("f64 data")
+}
+
+/// The host network.
+#[derive(Debug, Clone)]
+pub struct HostAc {
+    /// The rule.
+    pub kind: RlModelKind,
+    /// Fan-out of `M`.
+    pub fanout: bool,
+    /// The clip bound.
+    pub clip: f64,
+    /// Sizes: inputs, neurons, actions.
+    pub sizes: (usize, usize, usize),
+    /// The parameters.
+    pub p: AcParams,
+    /// A known-wrong rule, or none.
+    pub fault: AcFault,
+}
+
+/// What one step recorded, for a batch.
+#[derive(Debug, Clone)]
+struct StepTape {
+    x: Vec<f64>,
+    pre: Vec<f64>,
+    post: Vec<f64>,
+    hebb: Vec<f64>,
+    elig: Vec<f64>,
+    /// The trace before clipping.
+    s: Vec<f64>,
+    /// `M(t)`, per episode.
+    m: Vec<f64>,
+    /// The `M` that gated this step's update (`M(t)`, or `M(t−1)` under the fault).
+    m_used: Vec<f64>,
+    probs: Vec<f64>,
+}
+
+/// The forward pass of a batch: per step, the probabilities `[B, A]`, values `[B]` and `M`
+/// `[B]`, and the tape.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// Per step: probabilities `[B, A]`.
+    pub probs: Vec<Vec<f64>>,
+    /// Per step: values `[B]`.
+    pub values: Vec<Vec<f64>>,
+    /// Per step: `M(t)` `[B]`.
+    pub modulation: Vec<Vec<f64>>,
+    tape: Vec<StepTape>,
+    batch: usize,
+}
+
+impl HostAc {
+    /// The host copy of a burn network (its current parameter values).
+    pub fn of(model: &ActorCritic) -> HostAc {
+        let [i, n] = model.w_in.val().dims();
+        let a = model.b_pi.val().dims()[0];
+        HostAc {
+            kind: model.kind(),
+            fanout: model.fanout(),
+            clip: model.clip(),
+            sizes: (i, n, a),
+            p: AcParams {
+                w_in: host(model.w_in.val()),
+                w: host(model.w.val()),
+                b: host(model.b.val()),
+                alpha: host(model.alpha.val()),
+                w_pi: host(model.w_pi.val()),
+                b_pi: host(model.b_pi.val()),
+                w_v: host(model.w_v.val()),
+                b_v: host(model.b_v.val()),
+                w_m: host(model.w_m.val()),
+                b_m: host(model.b_m.val()),
+                fan_w: host(model.fan_w.val()),
+                fan_b: host(model.fan_b.val()),
+                eta: host(model.eta.val()),
+            },
+            fault: AcFault::None,
+        }
+    }
+
+    fn rate(&self, m: f64, j: usize) -> f64 {
+        if self.fanout {
+            self.p.fan_w[j] * m + self.p.fan_b[j]
+        } else {
+            m
+        }
+    }
+
+    /// Runs `xs` (per step, `[B, I]`) from zero state.
+    pub fn forward(&self, xs: &[Vec<f64>], batch: usize) -> Rollout {
+        let (ni, n, na) = self.sizes;
+        let p = &self.p;
+        let eta = p.eta[0];
+        let mut h = vec![0.0; batch * n];
+        let mut hebb = vec![0.0; batch * n * n];
+        let mut elig = vec![0.0; batch * n * n];
+        let mut prev_m = vec![0.0; batch];
+        let mut out = Rollout {
+            probs: Vec::new(),
+            values: Vec::new(),
+            modulation: Vec::new(),
+            tape: Vec::new(),
+            batch,
+        };
+        for x in xs {
+            let mut post = vec![0.0; batch * n];
+            let (mut probs, mut values, mut ms) =
+                (vec![0.0; batch * na], vec![0.0; batch], vec![0.0; batch]);
+            let mut s = hebb.clone();
+            let mut m_used = vec![0.0; batch];
+            let mut new_elig = elig.clone();
+            for bi in 0..batch {
+                let pre = &h[bi * n..(bi + 1) * n];
+                let hb = &hebb[bi * n * n..(bi + 1) * n * n];
+                for j in 0..n {
+                    let mut a = p.b[j];
+                    for k in 0..ni {
+                        a += x[bi * ni + k] * p.w_in[k * n + j];
+                    }
+                    for i in 0..n {
+                        a += pre[i] * (p.w[i * n + j] + p.alpha[i * n + j] * hb[i * n + j]);
+                    }
+                    post[bi * n + j] = a.tanh();
+                }
+                let po = &post[bi * n..(bi + 1) * n];
+                let mut z = p.b_pi.clone();
+                for (k, zk) in z.iter_mut().enumerate() {
+                    for j in 0..n {
+                        *zk += po[j] * p.w_pi[j * na + k];
+                    }
+                }
+                let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+                for k in 0..na {
+                    probs[bi * na + k] = ((z[k] - max).exp()) / sum;
+                }
+                values[bi] = p.b_v[0] + (0..n).map(|j| po[j] * p.w_v[j]).sum::<f64>();
+                let u = p.b_m[0] + (0..n).map(|j| po[j] * p.w_m[j]).sum::<f64>();
+                ms[bi] = u.tanh();
+                m_used[bi] = if self.fault == AcFault::PreviousModulation {
+                    prev_m[bi]
+                } else {
+                    ms[bi]
+                };
+                let off = bi * n * n;
+                for i in 0..n {
+                    for j in 0..n {
+                        let outer = pre[i] * po[j];
+                        let e = elig[off + i * n + j];
+                        let e_new = (1.0 - eta) * e + eta * outer;
+                        let r = self.rate(m_used[bi], j);
+                        s[off + i * n + j] += match self.kind {
+                            RlModelKind::NonPlastic => 0.0,
+                            RlModelKind::Plastic => eta * outer,
+                            RlModelKind::Simple => r * outer,
+                            RlModelKind::Retroactive => {
+                                if self.fault == AcFault::EligibilityFirst {
+                                    r * e_new
+                                } else {
+                                    r * e
+                                }
+                            }
+                        };
+                        new_elig[off + i * n + j] = e_new;
+                    }
+                }
+            }
+            let new_hebb: Vec<f64> = s.iter().map(|v| v.clamp(-self.clip, self.clip)).collect();
+            out.tape.push(StepTape {
+                x: x.clone(),
+                pre: h.clone(),
+                post: post.clone(),
+                hebb: hebb.clone(),
+                elig: elig.clone(),
+                s,
+                m: ms.clone(),
+                m_used,
+                probs: probs.clone(),
+            });
+            out.probs.push(probs);
+            out.values.push(values);
+            out.modulation.push(ms.clone());
+            h = post;
+            if self.kind.plastic() {
+                hebb = new_hebb;
+            }
+            if self.kind == RlModelKind::Retroactive {
+                elig = new_elig;
+            }
+            prev_m = ms;
+        }
+        out
+    }
+
+    /// The parameters' gradients, given per step the loss's gradients with respect to the
+    /// logits `[B, A]`, the values `[B]` and `M(t)` `[B]`.
+    pub fn backward(
+        &self,
+        rollout: &Rollout,
+        d_logits: &[Vec<f64>],
+        d_values: &[Vec<f64>],
+        d_modulation: &[Vec<f64>],
+    ) -> AcParams {
+        let (ni, n, na) = self.sizes;
+        let p = &self.p;
+        let eta = p.eta[0];
+        let batch = rollout.batch;
+        let zeros = |len: usize| vec![0.0; len];
+        let mut g = AcParams {
+            w_in: zeros(ni * n),
+            w: zeros(n * n),
+            b: zeros(n),
+            alpha: zeros(n * n),
+            w_pi: zeros(n * na),
+            b_pi: zeros(na),
+            w_v: zeros(n),
+            b_v: zeros(1),
+            w_m: zeros(n),
+            b_m: zeros(1),
+            fan_w: zeros(n),
+            fan_b: zeros(n),
+            eta: zeros(1),
+        };
+        let mut d_h = vec![0.0; batch * n];
+        let mut d_hebb = vec![0.0; batch * n * n];
+        let mut d_elig = vec![0.0; batch * n * n];
+        // Under the M(t−1) fault: the gradient owed to M(t) by step t+1's update.
+        let mut d_m_next = vec![0.0; batch];
+        for t in (0..rollout.tape.len()).rev() {
+            let st = &rollout.tape[t];
+            let mut d_h_prev = vec![0.0; batch * n];
+            let mut d_hebb_prev = vec![0.0; batch * n * n];
+            let mut d_elig_prev = vec![0.0; batch * n * n];
+            let mut d_m_this = vec![0.0; batch];
+            for bi in 0..batch {
+                let pre = &st.pre[bi * n..(bi + 1) * n];
+                let po = &st.post[bi * n..(bi + 1) * n];
+                let off = bi * n * n;
+                let mut d_post: Vec<f64> = d_h[bi * n..(bi + 1) * n].to_vec();
+                let mut d_pre = vec![0.0; n];
+                // The trace update.
+                let mut d_rate = vec![0.0; n];
+                if self.kind.plastic() {
+                    for i in 0..n {
+                        for j in 0..n {
+                            let idx = off + i * n + j;
+                            let inside = st.s[idx].abs() < self.clip;
+                            let ds = if inside { d_hebb[idx] } else { 0.0 };
+                            d_hebb_prev[idx] += ds;
+                            let outer = pre[i] * po[j];
+                            let r = self.rate(st.m_used[bi], j);
+                            match self.kind {
+                                RlModelKind::Plastic => {
+                                    g.eta[0] += ds * outer;
+                                    d_pre[i] += eta * ds * po[j];
+                                    d_post[j] += eta * ds * pre[i];
+                                }
+                                RlModelKind::Simple => {
+                                    d_rate[j] += ds * outer;
+                                    d_pre[i] += r * ds * po[j];
+                                    d_post[j] += r * ds * pre[i];
+                                }
+                                RlModelKind::Retroactive => {
+                                    let e = st.elig[idx];
+                                    // dE' arrives from the future, plus (under the fault) dS.
+                                    let mut de_new = d_elig[idx];
+                                    if self.fault == AcFault::EligibilityFirst {
+                                        let e_new = (1.0 - eta) * e + eta * outer;
+                                        d_rate[j] += ds * e_new;
+                                        de_new += ds * r;
+                                    } else {
+                                        d_rate[j] += ds * e;
+                                        d_elig_prev[idx] += ds * r;
+                                    }
+                                    d_elig_prev[idx] += (1.0 - eta) * de_new;
+                                    g.eta[0] += de_new * (outer - e);
+                                    d_pre[i] += eta * de_new * po[j];
+                                    d_post[j] += eta * de_new * pre[i];
+                                }
+                                RlModelKind::NonPlastic => {}
+                            }
+                        }
+                    }
+                }
+                // The rate's gradient goes to the M that gated the update.
+                let mut d_m_gate = 0.0;
+                for j in 0..n {
+                    if self.fanout {
+                        d_m_gate += d_rate[j] * p.fan_w[j];
+                        g.fan_w[j] += d_rate[j] * st.m_used[bi];
+                        g.fan_b[j] += d_rate[j];
+                    } else {
+                        d_m_gate += d_rate[j];
+                    }
+                }
+                let mut d_m = d_modulation[t][bi];
+                if self.kind.modulated() {
+                    if self.fault == AcFault::PreviousModulation {
+                        d_m_this[bi] = d_m_gate; // owed to M(t−1)
+                        d_m += d_m_next[bi];
+                    } else {
+                        d_m += d_m_gate;
+                    }
+                }
+                // Heads.
+                let du = d_m * (1.0 - st.m[bi] * st.m[bi]);
+                g.b_m[0] += du;
+                let dv = d_values[t][bi];
+                g.b_v[0] += dv;
+                let dz = &d_logits[t][bi * na..(bi + 1) * na];
+                for k in 0..na {
+                    g.b_pi[k] += dz[k];
+                }
+                for j in 0..n {
+                    g.w_m[j] += po[j] * du;
+                    g.w_v[j] += po[j] * dv;
+                    d_post[j] += p.w_m[j] * du + p.w_v[j] * dv;
+                    for k in 0..na {
+                        g.w_pi[j * na + k] += po[j] * dz[k];
+                        d_post[j] += p.w_pi[j * na + k] * dz[k];
+                    }
+                }
+                // tanh and the recurrent layer.
+                for j in 0..n {
+                    let da = d_post[j] * (1.0 - po[j] * po[j]);
+                    g.b[j] += da;
+                    for k in 0..ni {
+                        g.w_in[k * n + j] += st.x[bi * ni + k] * da;
+                    }
+                    for i in 0..n {
+                        let idx = i * n + j;
+                        let hv = st.hebb[off + idx];
+                        g.w[idx] += pre[i] * da;
+                        d_pre[i] += (p.w[idx] + p.alpha[idx] * hv) * da;
+                        if self.kind.plastic() {
+                            g.alpha[idx] += pre[i] * hv * da;
+                            d_hebb_prev[off + idx] += p.alpha[idx] * pre[i] * da;
+                        }
+                    }
+                }
+                d_h_prev[bi * n..(bi + 1) * n].copy_from_slice(&d_pre);
+            }
+            d_h = d_h_prev;
+            d_hebb = d_hebb_prev;
+            d_elig = d_elig_prev;
+            d_m_next = d_m_this;
+        }
+        let _ = &rollout.probs;
+        g
+    }
+}
+
+impl AcParams {
+    /// The groups in the burn module's visiting order, for comparisons.
+    pub fn groups(&self) -> Vec<(&'static str, &Vec<f64>)> {
+        vec![
+            ("w_in", &self.w_in),
+            ("w", &self.w),
+            ("b", &self.b),
+            ("alpha", &self.alpha),
+            ("w_pi", &self.w_pi),
+            ("b_pi", &self.b_pi),
+            ("w_v", &self.w_v),
+            ("b_v", &self.b_v),
+            ("w_m", &self.w_m),
+            ("b_m", &self.b_m),
+            ("fan_w", &self.fan_w),
+            ("fan_b", &self.fan_b),
+            ("eta", &self.eta),
+        ]
+    }
+}
+
+impl Rollout {
+    /// The probabilities recorded at step `t` (`[B, A]`).
+    pub fn step_probs(&self, t: usize) -> &[f64] {
+        &self.tape[t].probs
+    }
+}
