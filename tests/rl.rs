@@ -384,3 +384,83 @@ fn a2c_learns_the_bandit_above_a_random_policy() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `bohp reproduce bandit`: seeds of each kind (parameter-matched) in parallel, the reward
+/// curves, the final rewards with their rank-sum test; a second invocation reuses every seed.
+#[test]
+fn reproduce_compares_network_kinds_on_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    std::fs::write(
+        configs.join("bandit.toml"),
+        bandit("retroactive", 10).to_toml(),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "reproduce",
+        "bandit",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seeds",
+        "3",
+        "--kinds",
+        "non-plastic,retroactive",
+        "--jobs",
+        "2",
+    ];
+    assert_success(&run_bohp(&args));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bandit/summary.json")).unwrap()).unwrap();
+    let kinds = summary["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), 2);
+    let params: Vec<f64> = kinds
+        .iter()
+        .map(|k| k["params"].as_f64().unwrap())
+        .collect();
+    assert!(
+        (params[0] - params[1]).abs() / params[1] < 0.05,
+        "parameter-matched: {params:?}"
+    );
+    // Each seed's final reward is the mean of its last tenth (1 of 10 updates) of metrics.csv.
+    for (k, kind) in kinds.iter().enumerate() {
+        let name = kind["kind"].as_str().unwrap();
+        for (i, seed) in [1, 2, 3].iter().enumerate() {
+            let csv =
+                std::fs::read_to_string(out.join(format!("bandit/{name}/seed-{seed}/metrics.csv")))
+                    .unwrap();
+            let last: f64 = csv
+                .lines()
+                .last()
+                .unwrap()
+                .split(',')
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap();
+            let reported = kind["final_reward"][i].as_f64().unwrap();
+            assert!(
+                (last - reported).abs() < 1e-9,
+                "{name} seed {seed}: {last} vs {reported} ({k})"
+            );
+        }
+    }
+    let test = &summary["tests"][0];
+    assert!((0.0..=9.0).contains(&test["u"].as_f64().unwrap()));
+    assert!(
+        test["p"].as_f64().unwrap() >= 0.1 - 1e-12,
+        "3 vs 3: p is at least 0.1"
+    );
+    for file in ["rewards.png", "rewards.svg", "summary.md"] {
+        assert!(out.join("bandit").join(file).is_file(), "{file}");
+    }
+    let before = std::fs::read(out.join("bandit/summary.json")).unwrap();
+    assert_success(&run_bohp(&args));
+    assert_eq!(
+        before,
+        std::fs::read(out.join("bandit/summary.json")).unwrap()
+    );
+}

@@ -168,8 +168,18 @@ pub(crate) struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ReproduceArgs {
-    /// completion, one-shot, reversal or all.
+    /// completion, one-shot, reversal or all (the 2016 tasks); or bandit, cue, maze (network
+    /// kinds compared by reinforcement learning, see --kinds).
     pub(crate) target: String,
+
+    /// bandit, cue, maze: the network kinds compared, comma-separated, each parameter-matched
+    /// to the task config's network.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "non-plastic,plastic,simple,retroactive"
+    )]
+    pub(crate) kinds: Vec<bohp::rl::model::RlModelKind>,
 
     /// Number of seeds per task (seeds first-seed, first-seed + 1, ...).
     #[arg(long, default_value_t = 20)]

@@ -9,6 +9,7 @@ mod figures;
 mod inspect;
 mod recurrent;
 mod reproduce;
+mod rl_reproduce;
 mod stats;
 
 use std::process::ExitCode;

@@ -21,6 +21,9 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
     if jobs == 0 {
         bail!("--jobs: expected at least 1");
     }
+    if ["bandit", "cue", "maze"].contains(&args.target.as_str()) {
+        return reproduce_rl_command(cli, args, jobs);
+    }
     let mut variants = Vec::new();
     for name in &args.plasticity {
         if name == "all" {
@@ -82,6 +85,66 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
                 );
             }
             println!("wrote {}", plan.out.join("summary.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `bohp reproduce bandit|cue|maze`.
+fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<ExitCode> {
+    if args.kinds.is_empty() {
+        bail!("--kinds: expected at least one network kind");
+    }
+    if cli.device.is_some() || cli.dtype.is_some() {
+        bail!(
+            "--device/--dtype: set `device` and `dtype` in the task's config for reinforcement-learning reproductions"
+        );
+    }
+    let mut kinds = args.kinds.clone();
+    kinds.dedup();
+    let plan = crate::rl_reproduce::RlPlan {
+        task: args.target.clone(),
+        kinds,
+        seeds: (args.first_seed..args.first_seed + args.seeds).collect(),
+        configs: args.configs.clone(),
+        out: args.out.clone(),
+        episodes: args.episodes,
+        jobs,
+    };
+    install_stop_handler()?;
+    let started = Instant::now();
+    match crate::rl_reproduce::reproduce_rl(&plan, &STOP)? {
+        None => {
+            eprintln!(
+                "interrupted: every unfinished seed wrote a checkpoint; run the same command again to continue"
+            );
+            Ok(ExitCode::from(130))
+        }
+        Some(r) => {
+            println!(
+                "{}: {} kinds x {} seeds in {:.0} s ({jobs} jobs); a random policy earns {:.2}",
+                r.task,
+                r.kinds.len(),
+                r.seeds.len(),
+                started.elapsed().as_secs_f64(),
+                r.random_reward
+            );
+            for k in &r.kinds {
+                println!(
+                    "  {:<12} N={:<4} {:>6} params: final reward median [IQR] {:.2} [{:.2}, {:.2}]",
+                    k.kind, k.hidden, k.params, k.spread.median, k.spread.q25, k.spread.q75
+                );
+            }
+            for t in &r.tests {
+                println!(
+                    "  rank-sum {} vs {}: U = {}, p = {:.3}",
+                    t.kinds.0, t.kinds.1, t.u, t.p
+                );
+            }
+            println!(
+                "wrote {}",
+                plan.out.join(&plan.task).join("summary.md").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -25,6 +25,7 @@ use crate::rng::{Stream, stream_rng};
 /// The network kinds compared in the neuromodulation experiments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RlModelKind {
     /// A plain recurrent network (`α = 0`, no trace).
     NonPlastic,
