@@ -14,6 +14,55 @@ use serde::{Deserialize, Serialize};
 const MAGIC: &str = "bohp-host-adam/1";
 const ORIGINAL_MAGIC: &str = "bohp-host-original/1";
 
+/// The byte format of host optimizer states: a first line naming the format, a JSON line with
+/// the settings and sizes, then the groups' f64 values little-endian.
+fn encode<'a>(
+    magic: &str,
+    header: &serde_json::Value,
+    groups: impl Iterator<Item = &'a Vec<f64>>,
+) -> Vec<u8> {
+    let mut bytes = format!("{magic}\n{header}\n").into_bytes();
+    for x in groups.flatten() {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes
+}
+
+/// Reads [`encode`]'s format: the header, and the groups of the lengths `sizes(header)` gives.
+fn decode<H: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    magic: &str,
+    what: &str,
+    sizes: impl Fn(&H) -> Vec<usize>,
+) -> std::result::Result<(H, Vec<Vec<f64>>), String> {
+    let mut lines = bytes.splitn(3, |&b| b == b'\n');
+    if lines.next() != Some(magic.as_bytes()) {
+        return Err(format!("not {what} (expected a first line `{magic}`)"));
+    }
+    let header: H = lines
+        .next()
+        .and_then(|h| serde_json::from_slice(h).ok())
+        .ok_or("a corrupt header line")?;
+    let body = lines.next().unwrap_or_default();
+    let sizes = sizes(&header);
+    let count: usize = sizes.iter().sum();
+    if body.len() != count * 8 {
+        return Err(format!(
+            "holds {} bytes of state, expected {} ({count} values)",
+            body.len(),
+            count * 8
+        ));
+    }
+    let mut values = body
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
+    let groups = sizes
+        .iter()
+        .map(|&n| values.by_ref().take(n).collect())
+        .collect();
+    Ok((header, groups))
+}
+
 /// Adam's state for a list of parameter groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,9 +102,9 @@ impl HostAdam {
             && self.v.iter().zip(sizes).all(|(v, n)| v.len() == *n)
     }
 
-    /// The state as bytes, exactly (a checkpoint's `host_adam.bin`): the line
-    /// `bohp-host-adam/1`, a JSON line with β₁, β₂, ε, the update count and the group sizes,
-    /// then every first moment and every second moment as little-endian f64.
+    /// The state as bytes, exactly: the line `bohp-host-adam/1`, a JSON line with β₁, β₂, ε,
+    /// the update count and the group sizes, then every first moment and every second moment
+    /// as little-endian f64 ([`HostOptimizer::to_bytes`]).
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = serde_json::json!({
             "beta1": self.beta1,
@@ -64,11 +113,7 @@ impl HostAdam {
             "time": self.time,
             "sizes": self.m.iter().map(Vec::len).collect::<Vec<_>>(),
         });
-        let mut bytes = format!("{MAGIC}\n{header}\n").into_bytes();
-        for x in self.m.iter().chain(&self.v).flatten() {
-            bytes.extend_from_slice(&x.to_le_bytes());
-        }
-        bytes
+        encode(MAGIC, &header, self.m.iter().chain(&self.v))
     }
 
     /// Reads [`HostAdam::to_bytes`]'s format; the error says what is wrong.
@@ -82,45 +127,17 @@ impl HostAdam {
             time: i32,
             sizes: Vec<usize>,
         }
-        let mut lines = bytes.splitn(3, |&b| b == b'\n');
-        if lines.next() != Some(MAGIC.as_bytes()) {
-            return Err(format!(
-                "not a host Adam state (expected a first line `{MAGIC}`)"
-            ));
-        }
-        let header: Header = lines
-            .next()
-            .ok_or("no header line")
-            .and_then(|h| serde_json::from_slice(h).map_err(|_| "a corrupt header line"))
-            .map_err(|e| e.to_string())?;
-        let body = lines.next().unwrap_or_default();
-        let count: usize = header.sizes.iter().sum::<usize>() * 2;
-        if body.len() != count * 8 {
-            return Err(format!(
-                "holds {} bytes of moments, expected {} (2 × {} values)",
-                body.len(),
-                count * 8,
-                count / 2
-            ));
-        }
-        let mut values = body
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
-        let mut groups = || -> Vec<Vec<f64>> {
-            header
-                .sizes
-                .iter()
-                .map(|&n| values.by_ref().take(n).collect())
-                .collect()
-        };
-        let m = groups();
-        let v = groups();
+        let (header, mut groups): (Header, _) =
+            decode(bytes, MAGIC, "a host Adam state", |h: &Header| {
+                h.sizes.iter().chain(&h.sizes).copied().collect()
+            })?;
+        let v = groups.split_off(header.sizes.len());
         Ok(HostAdam {
             beta1: header.beta1,
             beta2: header.beta2,
             epsilon: header.epsilon,
             time: header.time,
-            m,
+            m: groups,
             v,
         })
     }
@@ -289,11 +306,7 @@ impl HostOptimizer {
                     "epsilon": o.epsilon,
                     "sizes": o.mem.iter().map(Vec::len).collect::<Vec<_>>(),
                 });
-                let mut bytes = format!("{ORIGINAL_MAGIC}\n{header}\n").into_bytes();
-                for x in o.mem.iter().flatten() {
-                    bytes.extend_from_slice(&x.to_le_bytes());
-                }
-                bytes
+                encode(ORIGINAL_MAGIC, &header, o.mem.iter())
             }
         }
     }
@@ -313,28 +326,12 @@ impl HostOptimizer {
             epsilon: f64,
             sizes: Vec<usize>,
         }
-        let mut lines = bytes.splitn(3, |&b| b == b'\n').skip(1);
-        let header: Header = lines
-            .next()
-            .and_then(|h| serde_json::from_slice(h).ok())
-            .ok_or("a corrupt header line")?;
-        let body = lines.next().unwrap_or_default();
-        let count: usize = header.sizes.iter().sum();
-        if body.len() != count * 8 {
-            return Err(format!(
-                "holds {} bytes of state, expected {} ({count} values)",
-                body.len(),
-                count * 8
-            ));
-        }
-        let mut values = body
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
-        let mem = header
-            .sizes
-            .iter()
-            .map(|&n| values.by_ref().take(n).collect())
-            .collect();
+        let (header, mem): (Header, _) = decode(
+            bytes,
+            ORIGINAL_MAGIC,
+            "the original procedure's state",
+            |h: &Header| h.sizes.clone(),
+        )?;
         Ok(HostOptimizer::Original(Original {
             rate: header.rate,
             max_change: header.max_change,

@@ -91,6 +91,73 @@ pub struct Progress {
     pub checkpoint_every: usize,
 }
 
+impl Progress {
+    /// Before update `next_episode` of a run configured by `config`.
+    pub fn of<C: RunSchedule>(next_episode: usize, config: &C) -> Progress {
+        Progress {
+            next_episode,
+            episodes: config.episodes(),
+            checkpoint_every: config.checkpoint_every(),
+        }
+    }
+}
+
+/// The schedule keys every family's config has (`train.episodes`, `train.checkpoint_every`)
+/// and its validation.
+pub trait RunSchedule: Clone {
+    /// `train.episodes`.
+    fn episodes(&self) -> usize;
+    /// `train.episodes`, to change.
+    fn episodes_mut(&mut self) -> &mut usize;
+    /// `train.checkpoint_every`.
+    fn checkpoint_every(&self) -> usize;
+    /// Validates the config, naming `source` in errors.
+    fn check(&self, source: &str) -> Result<()>;
+}
+
+/// The config of a finished run extended by `updates` (`bohp train --resume DIR --extend N`),
+/// validated; an error if the run (at `next_episode`) has not finished.
+pub fn extended<C: RunSchedule>(
+    config: &C,
+    next_episode: usize,
+    updates: usize,
+    source: &str,
+) -> Result<C> {
+    if next_episode < config.episodes() {
+        return Err(Error::Unsupported(format!(
+            "--extend: the run has run {next_episode} of its {} updates; resume it without --extend to finish it first",
+            config.episodes()
+        )));
+    }
+    let mut config = config.clone();
+    *config.episodes_mut() = config.episodes().saturating_add(updates);
+    config.check(source)?;
+    Ok(config)
+}
+
+macro_rules! run_schedule {
+    ($config:ty) => {
+        impl RunSchedule for $config {
+            fn episodes(&self) -> usize {
+                self.train.episodes
+            }
+            fn episodes_mut(&mut self) -> &mut usize {
+                &mut self.train.episodes
+            }
+            fn checkpoint_every(&self) -> usize {
+                self.train.checkpoint_every
+            }
+            fn check(&self, source: &str) -> Result<()> {
+                self.validate(source)
+            }
+        }
+    };
+}
+
+run_schedule!(crate::config::RunConfig);
+run_schedule!(crate::recurrent::config::RecurrentConfig);
+run_schedule!(crate::rl::config::RlConfig);
+
 /// One model family's trainer, as [`train`] drives it.
 pub trait Learner {
     /// A row of the family's `metrics.csv`.

@@ -325,16 +325,7 @@ impl Trainer {
     /// `updates - freeze_last` more training updates, then a fresh frozen phase). The caller
     /// writes the new config and a checkpoint.
     pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
-        if !self.is_done() {
-            return Err(Error::Unsupported(format!(
-                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
-                self.next_episode, self.config.train.episodes
-            )));
-        }
-        let mut config = self.config.clone();
-        config.train.episodes = config.train.episodes.saturating_add(updates);
-        config.validate(source)?;
-        self.config = config;
+        self.config = crate::learner::extended(&self.config, self.next_episode, updates, source)?;
         Ok(())
     }
 }
@@ -344,11 +335,7 @@ impl Learner for Trainer {
     type Summary = Summary;
 
     fn progress(&self) -> Progress {
-        Progress {
-            next_episode: self.next_episode,
-            episodes: self.config.train.episodes,
-            checkpoint_every: self.config.train.checkpoint_every,
-        }
+        Progress::of(self.next_episode, &self.config)
     }
 
     /// Runs the next episode (a batch of independent episodes): forward, backward and an Adam

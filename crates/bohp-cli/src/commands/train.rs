@@ -43,8 +43,8 @@ trait Family: Learner + Sized {
     type Config: Clone;
     /// Reads and validates a config file.
     fn load(path: &Path) -> Result<Self::Config>;
-    /// The config's device (to override) and precision.
-    fn placement(config: &mut Self::Config) -> (&mut Backend, Precision);
+    /// The config's device and precision, to override.
+    fn placement(config: &mut Self::Config) -> (&mut Backend, &mut Precision);
     /// The trainer restored from the run's checkpoint.
     fn resume(run: &RunDir, config: Self::Config) -> Result<Self>;
     /// Adds `updates` to the finished run.
@@ -55,82 +55,134 @@ trait Family: Learner + Sized {
     fn to_toml(config: &Self::Config) -> String;
     /// Frozen updates at the end of the run (single layer), for messages.
     fn frozen(config: &Self::Config) -> Option<usize>;
+    /// A fresh trainer for a new run.
+    fn start(config: Self::Config) -> Result<Self>;
+    /// The keys `--episodes`, `--seed` and `--engine` override.
+    fn overridden(config: &mut Self::Config) -> (&mut usize, &mut u64, &mut Engine);
+    /// After `--episodes` changed the run's length from `configured`: what else follows (the
+    /// single layer's frozen phase keeps its share), in words.
+    fn rescale(config: &mut Self::Config, configured: usize) -> Option<String>;
+    /// Validates the config, naming `source`.
+    fn validate(config: &Self::Config, source: &str) -> Result<()>;
 }
 
-impl Family for Trainer {
-    type Config = RunConfig;
-    fn load(path: &Path) -> Result<RunConfig> {
-        Ok(RunConfig::load(path)?)
-    }
-    fn placement(config: &mut RunConfig) -> (&mut Backend, Precision) {
-        (&mut config.device, config.dtype)
-    }
-    fn resume(run: &RunDir, config: RunConfig) -> Result<Trainer> {
+/// `Family` for a trainer type: `$config` has `load`, `validate`, `to_toml`, `seed`, `device`,
+/// `dtype` and `train.{episodes, engine}`; `$start` makes a fresh trainer, `$resume` restores
+/// one; `$frozen` gives the frozen updates and `$rescale` scales them (single layer).
+macro_rules! family {
+    ($trainer:ty, $config:ty, $start:expr, $resume:expr, $frozen:expr, $rescale:expr) => {
+        impl Family for $trainer {
+            type Config = $config;
+            fn load(path: &Path) -> Result<$config> {
+                Ok(<$config>::load(path)?)
+            }
+            fn placement(config: &mut $config) -> (&mut Backend, &mut Precision) {
+                (&mut config.device, &mut config.dtype)
+            }
+            fn resume(run: &RunDir, config: $config) -> Result<$trainer> {
+                Ok($resume(run, config)?)
+            }
+            fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
+                Ok(<$trainer>::extend(self, updates, source)?)
+            }
+            fn config(&self) -> &$config {
+                <$trainer>::config(self)
+            }
+            fn to_toml(config: &$config) -> String {
+                config.to_toml()
+            }
+            fn frozen(config: &$config) -> Option<usize> {
+                $frozen(config)
+            }
+            fn start(config: $config) -> Result<$trainer> {
+                Ok($start(config)?)
+            }
+            fn overridden(config: &mut $config) -> (&mut usize, &mut u64, &mut Engine) {
+                (
+                    &mut config.train.episodes,
+                    &mut config.seed,
+                    &mut config.train.engine,
+                )
+            }
+            fn rescale(config: &mut $config, configured: usize) -> Option<String> {
+                $rescale(config, configured)
+            }
+            fn validate(config: &$config, source: &str) -> Result<()> {
+                Ok(config.validate(source)?)
+            }
+        }
+    };
+}
+
+family!(
+    Trainer,
+    RunConfig,
+    |config: RunConfig| {
         let engine = engine(config.train.engine);
-        Ok(Trainer::resume(run, config, engine)?)
-    }
-    fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
-        Ok(Trainer::extend(self, updates, source)?)
-    }
-    fn config(&self) -> &RunConfig {
-        Trainer::config(self)
-    }
-    fn to_toml(config: &RunConfig) -> String {
-        config.to_toml()
-    }
-    fn frozen(config: &RunConfig) -> Option<usize> {
-        Some(config.train.freeze_last)
-    }
-}
+        Trainer::new(config, engine)
+    },
+    |run: &RunDir, config: RunConfig| {
+        let engine = engine(config.train.engine);
+        Trainer::resume(run, config, engine)
+    },
+    |c: &RunConfig| Some(c.train.freeze_last),
+    |c: &mut RunConfig, configured| c.scale_frozen_phase(configured)
+);
+family!(
+    RecurrentTrainer,
+    RecurrentConfig,
+    RecurrentTrainer::new,
+    RecurrentTrainer::resume,
+    |_: &RecurrentConfig| None,
+    |_: &mut RecurrentConfig, _| None
+);
+family!(
+    RlTrainer,
+    RlConfig,
+    RlTrainer::new,
+    RlTrainer::resume,
+    |_: &RlConfig| None,
+    |_: &mut RlConfig, _| None
+);
 
-impl Family for RlTrainer {
-    type Config = RlConfig;
-    fn load(path: &Path) -> Result<RlConfig> {
-        Ok(RlConfig::load(path)?)
+/// A new run from `path`, with the command line's overrides (`--episodes`, `--seed`,
+/// `--engine`, `--device`, `--dtype`), validated; everything that can fail before the first
+/// update (the device, data files) fails before the run directory exists.
+fn new_run<F: Family>(cli: &Cli, args: &TrainArgs, path: &Path) -> Result<(RunDir, F::Config, F)> {
+    let mut config = F::load(path)?;
+    let (episodes, seed, engine) = F::overridden(&mut config);
+    let configured = *episodes;
+    let mut flags = args.override_schedule(episodes, seed);
+    if let Some(asked) = args.engine {
+        *engine = asked;
+        flags.push("--engine");
     }
-    fn placement(config: &mut RlConfig) -> (&mut Backend, Precision) {
-        (&mut config.device, config.dtype)
+    if let Some(note) = F::rescale(&mut config, configured) {
+        eprintln!("{note}");
     }
-    fn resume(run: &RunDir, config: RlConfig) -> Result<RlTrainer> {
-        Ok(RlTrainer::resume(run, config)?)
+    let (device, dtype) = F::placement(&mut config);
+    if let Some(asked) = cli.device {
+        *device = asked;
+        flags.push("--device");
     }
-    fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
-        Ok(RlTrainer::extend(self, updates, source)?)
+    if let Some(asked) = cli.dtype {
+        *dtype = asked;
     }
-    fn config(&self) -> &RlConfig {
-        RlTrainer::config(self)
-    }
-    fn to_toml(config: &RlConfig) -> String {
-        config.to_toml()
-    }
-    fn frozen(_: &RlConfig) -> Option<usize> {
-        None
-    }
-}
-
-impl Family for RecurrentTrainer {
-    type Config = RecurrentConfig;
-    fn load(path: &Path) -> Result<RecurrentConfig> {
-        Ok(RecurrentConfig::load(path)?)
-    }
-    fn placement(config: &mut RecurrentConfig) -> (&mut Backend, Precision) {
-        (&mut config.device, config.dtype)
-    }
-    fn resume(run: &RunDir, config: RecurrentConfig) -> Result<RecurrentTrainer> {
-        Ok(RecurrentTrainer::resume(run, config)?)
-    }
-    fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
-        Ok(RecurrentTrainer::extend(self, updates, source)?)
-    }
-    fn config(&self) -> &RecurrentConfig {
-        RecurrentTrainer::config(self)
-    }
-    fn to_toml(config: &RecurrentConfig) -> String {
-        config.to_toml()
-    }
-    fn frozen(_: &RecurrentConfig) -> Option<usize> {
-        None
-    }
+    let (device, dtype) = (*device, *dtype);
+    F::validate(
+        &config,
+        &if flags.is_empty() {
+            path.display().to_string()
+        } else {
+            format!("{} with {}", path.display(), flags.join(" "))
+        },
+    )?;
+    init_device(device, dtype)?;
+    let trainer = F::start(config.clone())?;
+    let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
+    let run = RunDir::create(&dir)?;
+    write_atomic(&run.config_path(), F::to_toml(&config).as_bytes())?;
+    Ok((run, config, trainer))
 }
 
 /// `train --resume DIR [--extend N]`: the run's trainer from its checkpoint, on its own device
@@ -141,7 +193,7 @@ fn resume<F: Family>(cli: &Cli, args: &TrainArgs, dir: &Path) -> Result<(RunDir,
     let run = RunDir::open(dir)?;
     let mut config = F::load(&run.config_path())?;
     let (device, dtype) = F::placement(&mut config);
-    let own_device = *device;
+    let (own_device, dtype) = (*device, *dtype);
     if let Some(asked) = cli.dtype
         && asked != dtype
     {
@@ -181,40 +233,10 @@ fn resume<F: Family>(cli: &Cli, args: &TrainArgs, dir: &Path) -> Result<(RunDir,
 }
 
 fn train_single_layer(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
-    let (run, config, trainer) = if let Some(dir) = &args.resume {
-        resume::<Trainer>(cli, args, dir)?
-    } else {
-        let path = args
-            .config
-            .as_ref()
-            .expect("clap requires a config without --resume");
-        let mut config = RunConfig::load(path)?;
-        let configured = config.train.episodes;
-        let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
-        if let Some(note) = config.scale_frozen_phase(configured) {
-            eprintln!("{note}");
-        }
-        if let Some(engine) = args.engine {
-            config.train.engine = engine;
-            flags.push("--engine");
-        }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
-        if !flags.is_empty() {
-            config.validate(&format!("{} with {}", path.display(), flags.join(" ")))?;
-        }
-        // Fail on an unusable device, or anything else the trainer needs, before creating
-        // anything.
-        init_device(config.device, config.dtype)?;
-        let trainer = Trainer::new(config.clone(), engine(config.train.engine))?;
-        let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
-        let run = RunDir::create(&dir)?;
-        run.write_config(&config)?;
-        (run, config, trainer)
+    let (run, config, trainer) = match (&args.resume, &args.config) {
+        (Some(dir), _) => resume::<Trainer>(cli, args, dir)?,
+        (None, Some(path)) => new_run::<Trainer>(cli, args, path)?,
+        (None, None) => unreachable!("clap requires a config without --resume"),
     };
     let what = format!(
         "{} on {} ({}, {} gradients), batch {}",
@@ -242,39 +264,10 @@ fn train_single_layer(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
 }
 
 fn train_recurrent(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
-    let (run, config, trainer) = if let Some(dir) = &args.resume {
-        resume::<RecurrentTrainer>(cli, args, dir)?
-    } else {
-        let path = args
-            .config
-            .as_ref()
-            .expect("clap requires a config without --resume");
-        let mut config = RecurrentConfig::load(path)?;
-        let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
-        if let Some(engine) = args.engine {
-            config.train.engine = engine;
-            flags.push("--engine");
-        }
-        if let Some(device) = cli.device {
-            config.device = device;
-            flags.push("--device");
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
-        config.validate(&if flags.is_empty() {
-            path.display().to_string()
-        } else {
-            format!("{} with {}", path.display(), flags.join(" "))
-        })?;
-        init_device(config.device, config.dtype)?;
-        // Everything that can fail before the first update (reading CIFAR files, the device)
-        // happens before the run directory exists.
-        let trainer = RecurrentTrainer::new(config.clone())?;
-        let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
-        let run = RunDir::create(&dir)?;
-        write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
-        (run, config, trainer)
+    let (run, config, trainer) = match (&args.resume, &args.config) {
+        (Some(dir), _) => resume::<RecurrentTrainer>(cli, args, dir)?,
+        (None, Some(path)) => new_run::<RecurrentTrainer>(cli, args, path)?,
+        (None, None) => unreachable!("clap requires a config without --resume"),
     };
     let what = format!(
         "{} ({} model, {} params) with the {} engine on {}, batch {}",
@@ -324,36 +317,10 @@ fn train_recurrent(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
 }
 
 fn train_rl(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
-    let (run, config, trainer) = if let Some(dir) = &args.resume {
-        resume::<RlTrainer>(cli, args, dir)?
-    } else {
-        let path = args
-            .config
-            .as_ref()
-            .expect("clap requires a config without --resume");
-        let mut config = RlConfig::load(path)?;
-        let mut flags = args.override_schedule(&mut config.train.episodes, &mut config.seed);
-        if let Some(engine) = args.engine {
-            config.train.engine = engine;
-            flags.push("--engine");
-        }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
-        config.validate(&if flags.is_empty() {
-            path.display().to_string()
-        } else {
-            format!("{} with {}", path.display(), flags.join(" "))
-        })?;
-        init_device(config.device, config.dtype)?;
-        let trainer = RlTrainer::new(config.clone())?;
-        let dir = args.out.clone().unwrap_or_else(|| default_run_dir(path));
-        let run = RunDir::create(&dir)?;
-        write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
-        (run, config, trainer)
+    let (run, config, trainer) = match (&args.resume, &args.config) {
+        (Some(dir), _) => resume::<RlTrainer>(cli, args, dir)?,
+        (None, Some(path)) => new_run::<RlTrainer>(cli, args, path)?,
+        (None, None) => unreachable!("clap requires a config without --resume"),
     };
     let what = format!(
         "{:?} ({} network, {} hidden, {} params) by A2C on {} ({}), batch {}",

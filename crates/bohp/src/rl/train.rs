@@ -157,16 +157,7 @@ impl RlTrainer {
 
     /// Adds `updates` to a finished run.
     pub fn extend(&mut self, updates: usize, source: &str) -> Result<()> {
-        if !self.is_done() {
-            return Err(Error::Unsupported(format!(
-                "--extend: the run has run {} of its {} updates; resume it without --extend to finish it first",
-                self.next_episode, self.config.train.episodes
-            )));
-        }
-        let mut config = self.config.clone();
-        config.train.episodes = config.train.episodes.saturating_add(updates);
-        config.validate(source)?;
-        self.config = config;
+        self.config = crate::learner::extended(&self.config, self.next_episode, updates, source)?;
         Ok(())
     }
 
@@ -292,11 +283,7 @@ impl Learner for RlTrainer {
     type Summary = RlSummary;
 
     fn progress(&self) -> Progress {
-        Progress {
-            next_episode: self.next_episode,
-            episodes: self.config.train.episodes,
-            checkpoint_every: self.config.train.checkpoint_every,
-        }
+        Progress::of(self.next_episode, &self.config)
     }
 
     fn step(&mut self) -> std::result::Result<RlRow, Divergence> {
