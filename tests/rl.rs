@@ -9,7 +9,7 @@ use bohp::rl::train::RlTrainer;
 use bohp::run::RunDir;
 use burn::module::Param;
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -67,22 +67,56 @@ fn bump1(p: &Param<Tensor<1>>, index: usize, delta: f64) -> Param<Tensor<1>> {
     })
 }
 
+/// Fixed random inputs for `STEPS` steps of `BATCH` episodes (5 inputs), on the host and on
+/// the f64 autodiff device.
+fn inputs(seed: u64) -> (Vec<Vec<f64>>, Vec<Tensor<2>>, Device) {
+    let ad = init_device(Backend::Flex, Precision::F64)
+        .unwrap()
+        .autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let host: Vec<Vec<f64>> = (0..STEPS)
+        .map(|_| {
+            (0..BATCH * 5)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect()
+        })
+        .collect();
+    let tensors = host
+        .iter()
+        .map(|v| Tensor::from_data(TensorData::new(v.clone(), [BATCH, 5]), &ad))
+        .collect();
+    (host, tensors, ad)
+}
+
+/// The small test network of `kind` (4 neurons, η 0.3), with a larger `α` entry so that traces
+/// grow and saturate small clips.
+fn small_network(
+    kind: RlModelKind,
+    clip: f64,
+    fanout: bool,
+    seed: u64,
+    device: &Device,
+) -> ActorCritic {
+    let config = ActorCriticConfig {
+        inputs: 5,
+        hidden: 4,
+        actions: 2,
+        kind,
+        clip,
+        fanout,
+        init_eta: 0.3,
+    };
+    let mut model = config.init(seed, device);
+    model.alpha = bump2(&model.alpha, 0, 0.5);
+    model
+}
+
 /// burn autodiff's gradient of `objective` against central finite differences, in f64, for
 /// every neuromodulated and plastic kind, with the clip far (no saturation) and near (many
 /// traces saturated: the gradient through a saturated entry is 0 on both sides).
 #[test]
 fn actor_critic_gradients_equal_finite_differences() {
-    let device = init_device(Backend::Flex, Precision::F64).unwrap();
-    let ad = device.clone().autodiff();
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let xs: Vec<Tensor<2>> = (0..STEPS)
-        .map(|_| {
-            let v: Vec<f64> = (0..BATCH * 5)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            Tensor::from_data(TensorData::new(v, [BATCH, 5]), &ad)
-        })
-        .collect();
+    let (_, xs, ad) = inputs(5);
     let mut saw_saturation = false;
     for kind in [
         RlModelKind::Plastic,
@@ -93,18 +127,7 @@ fn actor_critic_gradients_equal_finite_differences() {
             if fanout && !kind.modulated() {
                 continue;
             }
-            let config = ActorCriticConfig {
-                inputs: 5,
-                hidden: 4,
-                actions: 2,
-                kind,
-                clip,
-                fanout,
-                init_eta: 0.3,
-            };
-            let mut model = config.init(3, &ad);
-            // Larger recurrent and plastic weights, so traces grow and saturate small clips.
-            model.alpha = bump2(&model.alpha, 0, 0.5);
+            let model = small_network(kind, clip, fanout, 3, &ad);
             let (loss, saturated) = objective(&model, &xs);
             saw_saturation |= saturated > 0.2;
             let grads = loss.backward();
@@ -213,20 +236,7 @@ fn autodiff_groups(model: &ActorCritic, grads: &GradientsParams) -> Vec<Option<V
 #[test]
 fn the_host_reverse_pass_equals_autodiff_and_catches_injected_errors() {
     use bohp::rl::host::{AcFault, HostAc};
-    let device = init_device(Backend::Flex, Precision::F64).unwrap();
-    let ad = device.clone().autodiff();
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let host_xs: Vec<Vec<f64>> = (0..STEPS)
-        .map(|_| {
-            (0..BATCH * 5)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect()
-        })
-        .collect();
-    let xs: Vec<Tensor<2>> = host_xs
-        .iter()
-        .map(|v| Tensor::from_data(TensorData::new(v.clone(), [BATCH, 5]), &ad))
-        .collect();
+    let (host_xs, xs, ad) = inputs(8);
     for kind in [
         RlModelKind::NonPlastic,
         RlModelKind::Plastic,
@@ -237,17 +247,7 @@ fn the_host_reverse_pass_equals_autodiff_and_catches_injected_errors() {
             if fanout && !kind.modulated() {
                 continue;
             }
-            let config = ActorCriticConfig {
-                inputs: 5,
-                hidden: 4,
-                actions: 2,
-                kind,
-                clip,
-                fanout,
-                init_eta: 0.3,
-            };
-            let mut model = config.init(4, &ad);
-            model.alpha = bump2(&model.alpha, 0, 0.5);
+            let model = small_network(kind, clip, fanout, 4, &ad);
             let (loss, _) = objective(&model, &xs);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let reference = autodiff_groups(&model, &grads);
