@@ -304,12 +304,19 @@ fn bandit(kind: &str, episodes: usize) -> RlConfig {
     RlConfig::load(&path).unwrap()
 }
 
-/// A checkpoint round trip continues bit for bit (model, burn's Adam, progress).
+/// A checkpoint round trip continues bit for bit (model, burn's Adam, progress), for the
+/// actor-critic and the LSTM agent.
 #[test]
 fn a2c_resumes_exactly_from_a_checkpoint() {
+    for kind in ["retroactive", "lstm"] {
+        resumes_exactly(kind);
+    }
+}
+
+fn resumes_exactly(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::create(&dir.path().join("run")).unwrap();
-    let config = bandit("retroactive", 12);
+    let config = bandit(kind, 12);
     std::fs::write(run.config_path(), config.to_toml()).unwrap();
     let mut a = RlTrainer::new(config.clone()).unwrap();
     let mut metrics = run.metrics_writer(0).unwrap();
@@ -328,6 +335,53 @@ fn a2c_resumes_exactly_from_a_checkpoint() {
             ra.episode
         );
         assert_eq!(ra.reward, rb.reward);
+    }
+}
+
+/// The parameter counts stated for every kind equal the modules' own counts.
+#[test]
+fn stated_parameter_counts_are_the_modules() {
+    // On the autodiff device, where trained parameters require gradients.
+    let device = init_device(Backend::Flex, Precision::F32).unwrap().autodiff();
+    for kind in [
+        RlModelKind::NonPlastic,
+        RlModelKind::Plastic,
+        RlModelKind::Simple,
+        RlModelKind::Retroactive,
+        RlModelKind::Lstm,
+    ] {
+        for fanout in [false, true] {
+            if fanout && !kind.modulated() {
+                continue;
+            }
+            let config = ActorCriticConfig {
+                inputs: 16,
+                hidden: 12,
+                actions: 4,
+                kind,
+                clip: 1.0,
+                fanout,
+                init_eta: 0.01,
+            };
+            let agent = config.init_agent(1, &device);
+            // Frozen parameters (α without plasticity, M's weights without modulation) are
+            // in the module but not trained.
+            let trained = {
+                use burn::module::{Module, ModuleVisitor, Param};
+                struct Count(usize);
+                impl ModuleVisitor for Count {
+                    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                        if p.is_require_grad() {
+                            self.0 += p.val().shape().num_elements();
+                        }
+                    }
+                }
+                let mut c = Count(0);
+                agent.visit(&mut c);
+                c.0
+            };
+            assert_eq!(config.num_params(), trained, "{kind:?} fanout {fanout}");
+        }
     }
 }
 

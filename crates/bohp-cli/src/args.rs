@@ -177,7 +177,7 @@ pub(crate) struct ReproduceArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "non-plastic,plastic,simple,retroactive"
+        default_value = "non-plastic,plastic,simple,retroactive,lstm"
     )]
     pub(crate) kinds: Vec<bohp::rl::model::RlModelKind>,
 

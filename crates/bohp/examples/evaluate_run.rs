@@ -32,12 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // An agent's measure is its reward: the run's summary.json holds it; here, the
             // network's size.
             println!(
-                "{:?} {} agent: {} parameters, {} hidden neurons, clip {}",
+                "{:?} {} agent: {} parameters ({} counted in the loaded module), {} hidden neurons",
                 config.task.kind,
                 config.model.kind.name(),
                 config.network().num_params(),
+                burn::module::Module::num_params(&model),
                 config.model.hidden,
-                model.clip()
             );
         }
         TrainedModel::Recurrent(_, config) | TrainedModel::Lstm(_, config) => {

@@ -62,7 +62,7 @@ pub enum TrainedModel {
     /// The LSTM baseline.
     Lstm(LstmNet, RecurrentConfig),
     /// An actor-critic agent trained by reinforcement.
-    ActorCritic(crate::rl::model::ActorCritic, crate::rl::config::RlConfig),
+    ActorCritic(crate::rl::model::Agent, crate::rl::config::RlConfig),
 }
 
 /// One exported tensor.
@@ -95,7 +95,7 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
     {
         let config = crate::rl::config::RlConfig::load(&config_path)?;
         let device = init_device(Backend::Flex, config.dtype)?;
-        let template = config.network().init(config.seed, &device);
+        let template = config.network().init_agent(config.seed, &device);
         return Ok(TrainedModel::ActorCritic(
             load_record(template, &path, None)?,
             config,

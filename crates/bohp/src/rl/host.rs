@@ -220,7 +220,7 @@ impl HostAc {
                         let e_new = (1.0 - eta) * e + eta * outer;
                         let r = self.rate(m_used[bi], j);
                         s[off + i * n + j] += match self.kind {
-                            RlModelKind::NonPlastic => 0.0,
+                            RlModelKind::NonPlastic | RlModelKind::Lstm => 0.0,
                             RlModelKind::Plastic => eta * outer,
                             RlModelKind::Simple => r * outer,
                             RlModelKind::Retroactive => {
@@ -347,7 +347,7 @@ impl HostAc {
                                     d_pre[i] += eta * de_new * po[j];
                                     d_post[j] += eta * de_new * pre[i];
                                 }
-                                RlModelKind::NonPlastic => {}
+                                RlModelKind::NonPlastic | RlModelKind::Lstm => {}
                             }
                         }
                     }

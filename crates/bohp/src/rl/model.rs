@@ -15,6 +15,7 @@
 //! code; tested against finite differences.
 
 use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig, Lstm, LstmConfig, LstmState};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub enum RlModelKind {
     /// Retroactive neuromodulation: `M(t)` moves an eligibility trace `E` into `H`.
     #[default]
     Retroactive,
+    /// An LSTM (burn's) with the same policy and value heads: the non-plastic baseline with
+    /// gated memory.
+    Lstm,
 }
 
 impl RlModelKind {
@@ -46,12 +50,13 @@ impl RlModelKind {
             RlModelKind::Plastic => "plastic",
             RlModelKind::Simple => "simple",
             RlModelKind::Retroactive => "retroactive",
+            RlModelKind::Lstm => "lstm",
         }
     }
 
     /// Whether the network has a trace `H` (and `α`).
     pub fn plastic(self) -> bool {
-        self != RlModelKind::NonPlastic
+        !matches!(self, RlModelKind::NonPlastic | RlModelKind::Lstm)
     }
 
     /// Whether `M(t)` gates the update.
@@ -83,6 +88,10 @@ impl ActorCriticConfig {
     /// Trained parameters.
     pub fn num_params(&self) -> usize {
         let (i, n, a) = (self.inputs, self.hidden, self.actions);
+        if self.kind == RlModelKind::Lstm {
+            // 4 gates, each an input and a hidden transform with biases; policy and value heads.
+            return 4 * (i * n + n * n + 2 * n) + n * (a + 1) + a + 1;
+        }
         let base = i * n + n * n + n + n * a + a + n + 1;
         let plastic = if self.kind.plastic() { n * n } else { 0 };
         let eta = matches!(self.kind, RlModelKind::Plastic | RlModelKind::Retroactive) as usize;
@@ -92,6 +101,20 @@ impl ActorCriticConfig {
             0
         };
         base + plastic + eta + modulation
+    }
+
+    /// The agent of the configured kind: the recurrent actor-critic, or the LSTM.
+    pub fn init_agent(&self, seed: u64, device: &Device) -> Agent {
+        if self.kind == RlModelKind::Lstm {
+            // burn's default initializers draw from the device's generator.
+            device.seed(seed);
+            Agent::Lstm(LstmAgent {
+                lstm: LstmConfig::new(self.inputs, self.hidden, true).init(device),
+                heads: LinearConfig::new(self.hidden, self.actions + 1).init(device),
+            })
+        } else {
+            Agent::Plastic(self.init(seed, device))
+        }
     }
 
     /// A network with Gaussian initial weights (std `1/√fan-in`), `α ~ N(0, 0.01²)`... drawn
@@ -210,6 +233,7 @@ impl ActorCritic {
             RlModelKind::Plastic,
             RlModelKind::Simple,
             RlModelKind::Retroactive,
+            RlModelKind::Lstm,
         ][self.kind_code]
     }
 
@@ -281,7 +305,7 @@ impl ActorCritic {
                     let elig = state.elig * (eta.clone().neg() + 1.0) + outer * eta;
                     (hebb, elig)
                 }
-                RlModelKind::NonPlastic => unreachable!("checked above"),
+                RlModelKind::NonPlastic | RlModelKind::Lstm => unreachable!("checked above"),
             }
         } else {
             (state.hebb, state.elig)
@@ -300,5 +324,80 @@ impl ActorCritic {
                 elig,
             },
         )
+    }
+}
+
+/// The LSTM agent: burn's LSTM, then one linear layer giving the logits and the value.
+#[derive(Module, Debug)]
+pub struct LstmAgent {
+    /// The recurrent part.
+    pub lstm: Lstm,
+    /// Hidden state → `[logits, V]`.
+    pub heads: Linear,
+}
+
+/// An agent of any kind.
+#[derive(Module, Debug)]
+pub enum Agent {
+    /// The recurrent actor-critic (non-plastic, plastic, neuromodulated).
+    Plastic(ActorCritic),
+    /// The LSTM baseline.
+    Lstm(LstmAgent),
+}
+
+/// The recurrent state of a batch of episodes, of either agent.
+#[derive(Debug, Clone)]
+pub enum AgentState {
+    /// The actor-critic's.
+    Plastic(AcState),
+    /// The LSTM's (none before the first step).
+    Lstm(Option<LstmState<2>>),
+}
+
+impl Agent {
+    /// Zero state for `batch` episodes.
+    pub fn start(&self, batch: usize) -> AgentState {
+        match self {
+            Agent::Plastic(m) => AgentState::Plastic(m.start(batch)),
+            Agent::Lstm(_) => AgentState::Lstm(None),
+        }
+    }
+
+    /// One step from observations `x` `[batch, inputs]`.
+    pub fn step(&self, x: Tensor<2>, state: AgentState) -> (AcStep, AgentState) {
+        match (self, state) {
+            (Agent::Plastic(m), AgentState::Plastic(s)) => {
+                let (out, next) = m.step(x, s);
+                (out, AgentState::Plastic(next))
+            }
+            (Agent::Lstm(m), AgentState::Lstm(s)) => {
+                let [batch, inputs] = x.dims();
+                let (out, next) = m.lstm.forward(x.reshape([batch, 1, inputs]), s);
+                let hidden = out.dims()[2];
+                let heads = m.heads.forward(out.reshape([batch, hidden]));
+                let actions = heads.dims()[1] - 1;
+                let logits = heads.clone().slice([0..batch, 0..actions]);
+                let value = heads
+                    .slice([0..batch, actions..actions + 1])
+                    .reshape([batch]);
+                let device = value.device();
+                let step = AcStep {
+                    log_probs: log_softmax(logits.clone(), 1),
+                    probs: softmax(logits, 1),
+                    value,
+                    modulation: Tensor::zeros([batch], &device),
+                };
+                (step, AgentState::Lstm(Some(next)))
+            }
+            _ => unreachable!("a state of the agent's own kind"),
+        }
+    }
+
+    /// The actor-critic, if the agent is one.
+    pub fn actor_critic(&self) -> Option<&ActorCritic> {
+        match self {
+            Agent::Plastic(m) => Some(m),
+            Agent::Lstm(_) => None,
+        }
     }
 }

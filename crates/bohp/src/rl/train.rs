@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Exploration, RlConfig};
 use super::env::BatchEnv;
-use super::model::ActorCritic;
+use super::model::Agent;
 use crate::device::init_device;
 use crate::error::{Error, Result};
 use crate::learner::{
@@ -81,7 +81,7 @@ pub struct RlSummary {
 pub struct RlTrainer {
     config: RlConfig,
     device: Device,
-    model: ActorCritic,
+    model: Agent,
     optim: ModuleOptimizer,
     next_episode: usize,
 }
@@ -118,7 +118,7 @@ impl RlTrainer {
     /// A fresh trainer: initial parameters from the config's seed.
     pub fn new(config: RlConfig) -> Result<RlTrainer> {
         let device = init_device(config.device, config.dtype)?.autodiff();
-        let model = config.network().init(config.seed, &device);
+        let model = config.network().init_agent(config.seed, &device);
         Ok(RlTrainer {
             optim: adam(&config),
             config,
@@ -167,7 +167,7 @@ impl RlTrainer {
     }
 
     /// The network.
-    pub fn model(&self) -> &ActorCritic {
+    pub fn model(&self) -> &Agent {
         &self.model
     }
 
@@ -175,7 +175,7 @@ impl RlTrainer {
     /// mean total reward per episode and the mean `|M(t)|`.
     pub fn rollout(
         &self,
-        model: &ActorCritic,
+        model: &Agent,
         stream: Stream,
         first: u64,
         batch: usize,
