@@ -105,6 +105,7 @@ fn small_network(
         clip,
         fanout,
         init_eta: 0.3,
+        init: Default::default(),
     };
     let mut model = config.init(seed, device);
     model.alpha = bump2(&model.alpha, 0, 0.5);
@@ -342,7 +343,9 @@ fn resumes_exactly(kind: &str) {
 #[test]
 fn stated_parameter_counts_are_the_modules() {
     // On the autodiff device, where trained parameters require gradients.
-    let device = init_device(Backend::Flex, Precision::F32).unwrap().autodiff();
+    let device = init_device(Backend::Flex, Precision::F32)
+        .unwrap()
+        .autodiff();
     for kind in [
         RlModelKind::NonPlastic,
         RlModelKind::Plastic,
@@ -362,6 +365,7 @@ fn stated_parameter_counts_are_the_modules() {
                 clip: 1.0,
                 fanout,
                 init_eta: 0.01,
+                init: Default::default(),
             };
             let agent = config.init_agent(1, &device);
             // Frozen parameters (α without plasticity, M's weights without modulation) are

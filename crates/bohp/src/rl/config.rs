@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::env::{EnvKind, EnvShape};
-use super::model::{ActorCriticConfig, RlModelKind};
+use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::config::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
@@ -63,6 +63,10 @@ pub struct RlModelConfig {
     /// Initial η (`plastic`, `retroactive`).
     #[serde(default = "default_eta")]
     pub init_eta: f64,
+    /// `gaussian` (weights ~ N(0, 1/fan-in)) or `published` (the published code's and the
+    /// peer's: `W`, `α` ~ 0.001·U(0, 1), the other weights and biases ~ U(±1/√fan-in)).
+    #[serde(default)]
+    pub init: RlInit,
 }
 
 /// The exploration term of the A2C loss.
@@ -182,6 +186,7 @@ impl RlConfig {
             clip: self.model.clip,
             fanout: self.model.fanout,
             init_eta: self.model.init_eta,
+            init: self.model.init,
         }
     }
 

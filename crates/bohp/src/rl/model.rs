@@ -18,6 +18,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig, Lstm, LstmConfig, LstmState};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::layer::{gaussian, param};
@@ -65,6 +67,18 @@ impl RlModelKind {
     }
 }
 
+/// How the actor-critic's parameters start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RlInit {
+    /// Weights ~ N(0, 1/fan-in), `α` too; biases 0.
+    #[default]
+    Gaussian,
+    /// As the published code and the peer: `W` and `α` ~ 0.001·U(0, 1); the input, policy,
+    /// value and modulation weights and their biases ~ U(±1/√fan-in) (PyTorch's `Linear`).
+    Published,
+}
+
 /// Sizes and options of an [`ActorCritic`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ActorCriticConfig {
@@ -82,6 +96,8 @@ pub struct ActorCriticConfig {
     pub fanout: bool,
     /// Initial η.
     pub init_eta: f64,
+    /// How the parameters start.
+    pub init: RlInit,
 }
 
 impl ActorCriticConfig {
@@ -123,16 +139,46 @@ impl ActorCriticConfig {
         let mut rng = stream_rng(seed, Stream::Init, 0);
         let (i, n, a) = (self.inputs, self.hidden, self.actions);
         let fan = |k: usize| 1.0 / (k as f64).sqrt();
-        let w_in = param(gaussian(&mut rng, i * n, fan(i)), [i, n], device);
-        let w = param(gaussian(&mut rng, n * n, fan(n)), [n, n], device);
-        let b = param(vec![0.0; n], [n], device);
-        let alpha = param(gaussian(&mut rng, n * n, fan(n)), [n, n], device);
-        let w_pi = param(gaussian(&mut rng, n * a, fan(n)), [n, a], device);
-        let b_pi = param(vec![0.0; a], [a], device);
-        let w_v = param(gaussian(&mut rng, n, fan(n)), [n, 1], device);
-        let b_v = param(vec![0.0], [1], device);
-        let w_m = param(gaussian(&mut rng, n, fan(n)), [n, 1], device);
-        let b_m = param(vec![0.0], [1], device);
+        let published = self.init == RlInit::Published;
+        // Weights of fan-in `k`: N(0, 1/k), or U(±1/√k) (published).
+        let weights = |rng: &mut ChaCha8Rng, count: usize, k: usize| -> Vec<f64> {
+            if published {
+                (0..count)
+                    .map(|_| rng.random_range(-fan(k)..fan(k)))
+                    .collect()
+            } else {
+                gaussian(rng, count, fan(k))
+            }
+        };
+        // Biases: 0, or U(±1/√k) (published; no draw otherwise, so the Gaussian stream is
+        // unchanged).
+        let biases = |rng: &mut ChaCha8Rng, count: usize, k: usize| -> Vec<f64> {
+            if published {
+                weights(rng, count, k)
+            } else {
+                vec![0.0; count]
+            }
+        };
+        // `W` and `α`: N(0, 1/N), or 0.001·U(0, 1) (published).
+        let recurrent = |rng: &mut ChaCha8Rng, count: usize| -> Vec<f64> {
+            if published {
+                (0..count)
+                    .map(|_| 0.001 * rng.random_range(0.0..1.0))
+                    .collect()
+            } else {
+                gaussian(rng, count, fan(n))
+            }
+        };
+        let w_in = param(weights(&mut rng, i * n, i), [i, n], device);
+        let w = param(recurrent(&mut rng, n * n), [n, n], device);
+        let b = param(biases(&mut rng, n, i), [n], device);
+        let alpha = param(recurrent(&mut rng, n * n), [n, n], device);
+        let w_pi = param(weights(&mut rng, n * a, n), [n, a], device);
+        let b_pi = param(biases(&mut rng, a, n), [a], device);
+        let w_v = param(weights(&mut rng, n, n), [n, 1], device);
+        let b_v = param(biases(&mut rng, 1, n), [1], device);
+        let w_m = param(weights(&mut rng, n, n), [n, 1], device);
+        let b_m = param(biases(&mut rng, 1, n), [1], device);
         let fan_w = param(vec![1.0; n], [1, n], device);
         let fan_b = param(vec![0.0; n], [1, n], device);
         let eta = param(vec![self.init_eta], [1], device);
@@ -399,5 +445,60 @@ impl Agent {
             Agent::Plastic(m) => Some(m),
             Agent::Lstm(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{Backend, Precision, init_device};
+
+    fn values<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f64> {
+        p.val()
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_published_initialization_has_its_stated_ranges() {
+        let device = init_device(Backend::Flex, Precision::F64).unwrap();
+        let config = ActorCriticConfig {
+            inputs: 16,
+            hidden: 25,
+            actions: 4,
+            kind: RlModelKind::Retroactive,
+            clip: 1.0,
+            fanout: false,
+            init_eta: 0.01,
+            init: RlInit::Published,
+        };
+        let m = config.init(3, &device);
+        for (name, v, lo, hi) in [
+            ("w", values(&m.w), 0.0, 0.001),
+            ("alpha", values(&m.alpha), 0.0, 0.001),
+            ("w_in", values(&m.w_in), -0.25, 0.25),
+            ("b", values(&m.b), -0.25, 0.25),
+            ("w_pi", values(&m.w_pi), -0.2, 0.2),
+            ("b_v", values(&m.b_v), -0.2, 0.2),
+        ] {
+            assert!(v.iter().all(|x| (lo..=hi).contains(x)), "{name}: {v:?}");
+            let spread = v.iter().cloned().fold(f64::MIN, f64::max)
+                - v.iter().cloned().fold(f64::MAX, f64::min);
+            assert!(
+                v.len() == 1 || spread > 0.3 * (hi - lo),
+                "{name} uses its range"
+            );
+        }
+        // The Gaussian default: W ~ N(0, 1/N), of both signs.
+        let g = ActorCriticConfig {
+            init: RlInit::Gaussian,
+            ..config
+        }
+        .init(3, &device);
+        let w = values(&g.w);
+        let std = (w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((std - 0.2).abs() < 0.03, "{std}");
     }
 }
