@@ -522,3 +522,35 @@ fn reproduce_compares_network_kinds_on_a_task() {
         std::fs::read(out.join("bandit/summary.json")).unwrap()
     );
 }
+
+/// `bohp inspect` on a maze agent: one held-out episode's path (`maze-path.png`) and reward,
+/// consistent with the environment's rules (+10 per visit of the reward cell).
+#[test]
+fn inspect_draws_a_maze_agents_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("maze.toml");
+    std::fs::write(
+        &config,
+        "seed = 2\n[task]\nkind = \"maze\"\nsteps = 40\nmaze_side = 5\n[model]\nkind = \"retroactive\"\nhidden = 8\n\
+         [train]\nepisodes = 5\nbatch = 4\nlearning_rate = 0.001\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    assert_success(&run_bohp(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]));
+    let out = run_bohp(&["inspect", run.to_str().unwrap(), "--json"]);
+    assert_success(&out);
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rewards = e["rewards"].as_u64().unwrap();
+    assert_eq!(e["total"].as_f64().unwrap(), 10.0 * rewards as f64);
+    // The start, one cell per step, and the reward cell before each teleport.
+    assert_eq!(e["path"].as_array().unwrap().len() as u64, 1 + 40 + rewards);
+    assert_eq!(e["first_reward"].is_null(), rewards == 0);
+    let png = std::fs::read(run.join("inspect/maze-path.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}

@@ -9,6 +9,7 @@ mod figures;
 mod inspect;
 mod recurrent;
 mod reproduce;
+mod rl_inspect;
 mod rl_reproduce;
 mod stats;
 

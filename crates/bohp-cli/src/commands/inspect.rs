@@ -20,7 +20,25 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         out.join("weights.png").display(),
         out.join("structure.json").display()
     );
-    refuse_rl(&args.run_dir.join("config.toml"), "inspect")?;
+    if family_of_file(&args.run_dir.join("config.toml"))
+        == Some(bohp::recurrent::config::Family::Reinforcement)
+    {
+        let e = crate::rl_inspect::inspect_maze(&args.run_dir, &out)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        } else {
+            println!(
+                "held-out episode: reward {} ({} times at the reward cell {:?}; first at step {})",
+                e.total,
+                e.rewards,
+                e.reward_cell,
+                e.first_reward
+                    .map_or("never".to_string(), |t| (t + 1).to_string())
+            );
+            println!("wrote {}", out.join("maze-path.png").display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (json, text) = if is_recurrent_file(&args.run_dir.join("config.toml")) {
         let s = crate::inspect::inspect_recurrent(&args.run_dir, &out)?;
         (serde_json::to_string_pretty(&s)?, s.text())

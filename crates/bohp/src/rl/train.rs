@@ -114,6 +114,19 @@ pub fn random_policy_reward(config: &RlConfig, episodes: usize) -> f64 {
     total / episodes as f64
 }
 
+/// An action drawn from the policy's probabilities `probs` with `rng`.
+pub fn sample_action(probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> usize {
+    let u: f32 = rng.random();
+    let mut acc = 0.0;
+    probs
+        .iter()
+        .position(|p| {
+            acc += p;
+            u < acc
+        })
+        .unwrap_or(probs.len() - 1)
+}
+
 impl RlTrainer {
     /// A fresh trainer: initial parameters from the config's seed.
     pub fn new(config: RlConfig) -> Result<RlTrainer> {
@@ -208,15 +221,7 @@ impl RlTrainer {
                 .iter_mut()
                 .enumerate()
                 .map(|(b, rng)| {
-                    let row = &probs[b * shape.actions()..(b + 1) * shape.actions()];
-                    let u: f32 = rng.random();
-                    let mut acc = 0.0;
-                    row.iter()
-                        .position(|p| {
-                            acc += p;
-                            u < acc
-                        })
-                        .unwrap_or(shape.actions() - 1)
+                    sample_action(&probs[b * shape.actions()..(b + 1) * shape.actions()], rng)
                 })
                 .collect();
             let index = Tensor::<2, Int>::from_data(
