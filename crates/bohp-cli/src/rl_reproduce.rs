@@ -6,6 +6,7 @@
 //! <out>/<task>/<kind>/seed-k/      each seed's run directory (resumable)
 //! <out>/<task>/rewards.png|svg     median reward per update and IQR, one colour per kind
 //! <out>/<task>/summary.json|md     final rewards per seed, spreads, parameter counts, tests
+//! <out>/maze/<kind>/maze-path.png  maze: the first seed's agent in a held-out episode
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -329,6 +330,15 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReprodu
     };
     let dir = plan.out.join(&plan.task);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    if base.task.kind == bohp::rl::env::EnvKind::Maze
+        && let Some(&seed) = plan.seeds.first()
+    {
+        // One trained agent of each kind, in a held-out episode: <kind>/maze-path.png.
+        for &(kind, _, _) in &kinds {
+            let kind_dir = dir.join(kind.name());
+            crate::rl_inspect::inspect_maze(&kind_dir.join(format!("seed-{seed}")), &kind_dir)?;
+        }
+    }
     reward_figure(&dir.join("rewards"), &reproduction, &curves)?;
     write_atomic(
         &dir.join("summary.json"),
