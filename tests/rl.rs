@@ -131,74 +131,47 @@ fn actor_critic_gradients_equal_finite_differences() {
             let model = small_network(kind, clip, fanout, 3, &ad);
             let (loss, saturated) = objective(&model, &xs);
             saw_saturation |= saturated > 0.2;
-            let grads = loss.backward();
-            let what = format!("{kind:?} clip {clip} fanout {fanout}");
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let reference = autodiff_groups(&model, &grads);
             let plain = |m: &ActorCritic| value_of(objective(m, &xs).0);
             let h = 1e-6;
-            let check = |name: &str, analytic: f64, plus: f64, minus: f64| {
-                let fd = (plus - minus) / (2.0 * h);
-                let err = (analytic - fd).abs() / fd.abs().max(1e-3);
-                assert!(
-                    err < 1e-6,
-                    "{what} {name}: autodiff {analytic} vs finite differences {fd}"
-                );
-            };
-            for index in [0, 5, 15] {
-                let g: Vec<f64> = model
-                    .alpha
-                    .grad(&grads)
-                    .unwrap()
-                    .into_data()
-                    .convert::<f64>()
-                    .try_to_vec()
-                    .unwrap();
-                let mut p = model.clone();
-                p.alpha = bump2(&model.alpha, index, h);
-                let mut m = model.clone();
-                m.alpha = bump2(&model.alpha, index, -h);
-                check(&format!("alpha[{index}]"), g[index], plain(&p), plain(&m));
-                let g: Vec<f64> = model
-                    .w
-                    .grad(&grads)
-                    .unwrap()
-                    .into_data()
-                    .convert::<f64>()
-                    .try_to_vec()
-                    .unwrap();
-                let mut p = model.clone();
-                p.w = bump2(&model.w, index, h);
-                let mut m = model.clone();
-                m.w = bump2(&model.w, index, -h);
-                check(&format!("w[{index}]"), g[index], plain(&p), plain(&m));
-            }
+            // (parameter, its group in `autodiff_groups`, entries checked)
+            let mut checks = vec![("alpha", 3, vec![0, 5, 15]), ("w", 1, vec![0, 5, 15])];
             if kind.modulated() {
-                for index in [0, 3] {
-                    let g: Vec<f64> = model
-                        .w_m
-                        .grad(&grads)
-                        .unwrap()
-                        .into_data()
-                        .convert::<f64>()
-                        .try_to_vec()
-                        .unwrap();
-                    let mut p = model.clone();
-                    p.w_m = bump2(&model.w_m, index, h);
-                    let mut m = model.clone();
-                    m.w_m = bump2(&model.w_m, index, -h);
-                    check(&format!("w_m[{index}]"), g[index], plain(&p), plain(&m));
-                }
+                checks.push(("w_m", 8, vec![0, 3]));
             }
             if kind != RlModelKind::Simple {
-                let g = value_of(model.eta.grad(&grads).unwrap().reshape([1]));
-                let mut p = model.clone();
-                p.eta = bump1(&model.eta, 0, h);
-                let mut m = model.clone();
-                m.eta = bump1(&model.eta, 0, -h);
-                check("eta", g, plain(&p), plain(&m));
+                checks.push(("eta", 12, vec![0]));
+            }
+            for (name, group, indices) in checks {
+                for index in indices {
+                    let analytic = reference[group].as_ref().expect("trained")[index];
+                    let fd = (plain(&bumped(&model, name, index, h))
+                        - plain(&bumped(&model, name, index, -h)))
+                        / (2.0 * h);
+                    let err = (analytic - fd).abs() / fd.abs().max(1e-3);
+                    assert!(
+                        err < 1e-6,
+                        "{kind:?} clip {clip} fanout {fanout} {name}[{index}]: autodiff {analytic} vs finite differences {fd}"
+                    );
+                }
             }
         }
     }
     assert!(saw_saturation, "the small clip saturates some traces");
+}
+
+/// `model` with entry `index` of parameter `name` moved by `delta`.
+fn bumped(model: &ActorCritic, name: &str, index: usize, delta: f64) -> ActorCritic {
+    let mut m = model.clone();
+    match name {
+        "alpha" => m.alpha = bump2(&model.alpha, index, delta),
+        "w" => m.w = bump2(&model.w, index, delta),
+        "w_m" => m.w_m = bump2(&model.w_m, index, delta),
+        "eta" => m.eta = bump1(&model.eta, index, delta),
+        other => panic!("no parameter {other} in the check"),
+    }
+    m
 }
 
 /// Every parameter group's gradient from burn autodiff, as host vectors (groups without a
