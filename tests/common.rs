@@ -160,3 +160,45 @@ macro_rules! backend_matrix {
         )*
     };
 }
+
+/// Starts `command` (a `bohp train` writing into `run`), waits until `ready(run)` holds, stops
+/// the process with `stop`, and returns its output. Fails if the run ends first, or after 120 s.
+pub fn stop_when(
+    mut command: Command,
+    run: &Path,
+    ready: fn(&Path) -> bool,
+    stop: fn(&mut std::process::Child),
+) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready(run) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be interrupted"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop(&mut child);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !run.join("model.bpk").exists() && !run.join("summary.json").exists(),
+        "the run was interrupted before finishing: no final model, no summary"
+    );
+    out
+}
+
+/// Sends SIGINT (Ctrl-C) to `child`.
+pub fn sigint(child: &mut std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -864,31 +864,10 @@ fn whole_and_stopped(
     ready: fn(&Path) -> bool,
     stop: fn(&mut std::process::Child),
 ) -> (std::path::PathBuf, std::path::PathBuf, Option<i32>, String) {
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
     let whole = dir.join("whole");
     crate::common::assert_success(&memorisation_run(&whole).output().unwrap());
     let run = dir.join("run");
-    let mut child = memorisation_run(&run)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ready(&run) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be interrupted"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    stop(&mut child);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        !run.join("summary.json").exists() && !run.join("model.bpk").exists(),
-        "an interrupted run has no summary and no final model"
-    );
+    let out = crate::common::stop_when(memorisation_run(&run), &run, ready, stop);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (whole, run, out.status.code(), stderr)
 }
@@ -937,13 +916,7 @@ fn ctrl_c_then_resume_equals_the_uninterrupted_recurrent_run() {
     let (whole, run, code, stderr) = whole_and_stopped(
         dir.path(),
         |run| metrics_lines(run) > 20,
-        |child| {
-            let status = std::process::Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-        },
+        crate::common::sigint,
     );
     assert_eq!(code, Some(130), "{stderr}");
     assert!(

@@ -2,8 +2,6 @@
 //! interrupted: the same metrics, byte for byte, and the same final parameters.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bohp::run::RunDir;
 
@@ -50,34 +48,16 @@ fn interrupted(
     let config = dir.join("c.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let run = dir.join(name);
-    let mut child = bohp()
-        .args([
-            "train",
-            config.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ready(&run) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run finished before it could be interrupted"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    stop(&mut child);
-    let status = child.wait().unwrap();
-    assert!(
-        !run.join("model.bpk").exists(),
-        "the run was interrupted before finishing"
-    );
-    (run, status.code())
+    let mut command = bohp();
+    command.args([
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    let out = crate::common::stop_when(command, &run, ready, stop);
+    (run, out.status.code())
 }
 
 fn checkpoint_episode(run: &Path) -> usize {
@@ -129,13 +109,7 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
                 .map(|s| s.lines().count() > 250)
                 .unwrap_or(false)
         },
-        |child| {
-            let status = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-        },
+        crate::common::sigint,
     );
     assert_eq!(code, Some(130));
     let at = checkpoint_episode(&run);
