@@ -488,6 +488,14 @@ fn reproduce_compares_network_kinds_on_a_task() {
     for file in ["rewards.png", "rewards.svg", "summary.md"] {
         assert!(out.join("bandit").join(file).is_file(), "{file}");
     }
+    // A kind that does not exist is refused by the parser, listing the kinds.
+    let bad = run_bohp(&["reproduce", "bandit", "--kinds", "wizard"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("invalid value 'wizard'") && stderr.contains("retroactive"),
+        "{stderr}"
+    );
     let before = std::fs::read(out.join("bandit/summary.json")).unwrap();
     assert_success(&run_bohp(&args));
     assert_eq!(
