@@ -407,7 +407,20 @@ fn a2c_learns_the_bandit_above_a_random_policy() {
         exported["tensors"]["w"]["shape"],
         serde_json::json!([16, 16])
     );
-    let o = run_bohp(&["eval", run.to_str().unwrap()]);
+    // `bohp eval`: the trained agent on 400 held-out episodes earns what it earned in training,
+    // above a random policy on the same episodes.
+    let o = run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "400", "--json"]);
+    assert_success(&o);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (held_out, random_held_out) = (
+        e["reward"].as_f64().unwrap(),
+        e["random_reward"].as_f64().unwrap(),
+    );
+    assert!(
+        held_out > random_held_out + 3.0 && (held_out - learned).abs() < 2.0,
+        "held-out {held_out} (training {learned}) vs random {random_held_out}"
+    );
+    let o = run_bohp(&["gradcheck", config.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("does not handle them yet"),

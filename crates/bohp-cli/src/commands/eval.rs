@@ -13,6 +13,57 @@ use crate::args::*;
 
 /// `bohp eval` on a recurrent run: loss, error and a blank reconstruction's error on fresh
 /// held-out episodes, as the run's summary.json reports them at the end of training.
+/// `bohp eval` on a reinforcement-learning run: the agent's mean reward per episode on
+/// held-out episodes, beside a random policy's.
+fn eval_rl(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    use bohp::rl::config::RlConfig;
+    let run = RunDir::open(&args.run_dir)?;
+    let mut config = RlConfig::load(&run.config_path())?;
+    let path = run.model_path();
+    if !path.is_file() {
+        bail!(
+            "{}: no final model: the run has not finished",
+            path.display()
+        );
+    }
+    if let Some(device) = cli.device {
+        config.device = device;
+    }
+    if let Some(dtype) = cli.dtype {
+        config.dtype = dtype;
+    }
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.train.batch = args.batch;
+    let mut trainer = bohp::rl::train::RlTrainer::new(config.clone())?;
+    trainer.load_model(&path)?;
+    let reward = trainer.evaluate(args.episodes);
+    let random = bohp::rl::train::random_policy_reward(&config, args.episodes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": format!("{:?}", config.task.kind).to_lowercase(),
+                "model": config.model.kind.name(),
+                "episodes": args.episodes,
+                "seed": config.seed,
+                "reward": reward,
+                "random_reward": random,
+            })
+        );
+    } else {
+        println!(
+            "{:?} {} on {} held-out episodes (seed {}): reward {:.3} per episode (a random policy: {:.3})",
+            config.task.kind,
+            config.model.kind.name(),
+            args.episodes,
+            config.seed,
+            reward,
+            random
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn eval_recurrent(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     use bohp::recurrent::config::RecurrentConfig;
     let run = RunDir::open(&args.run_dir)?;
@@ -72,7 +123,11 @@ pub(crate) fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     if args.batch == 0 {
         bail!("--batch: expected at least 1");
     }
-    refuse_rl(&args.run_dir.join("config.toml"), "eval")?;
+    if family_of_file(&args.run_dir.join("config.toml"))
+        == Some(bohp::recurrent::config::Family::Reinforcement)
+    {
+        return eval_rl(cli, args);
+    }
     if is_recurrent_file(&args.run_dir.join("config.toml")) {
         return eval_recurrent(cli, args);
     }

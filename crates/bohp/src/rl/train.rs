@@ -174,6 +174,28 @@ impl RlTrainer {
         Ok(())
     }
 
+    /// Replaces the parameters with those of a saved model record (a run's `model.bpk`).
+    pub fn load_model(&mut self, path: &Path) -> Result<()> {
+        self.model = crate::run::load_record(self.model.clone(), path, None)?;
+        Ok(())
+    }
+
+    /// Mean total reward per episode on `episodes` held-out episodes (the `Eval` stream, in
+    /// batches of at most `train.batch`), sampling the policy; no update.
+    pub fn evaluate(&self, episodes: usize) -> f64 {
+        let plain = self.device.clone().without_autodiff();
+        let model = self.model.valid();
+        let chunk = self.config.train.batch.max(1);
+        let (mut total, mut done) = (0.0, 0);
+        while done < episodes {
+            let b = chunk.min(episodes - done);
+            let (_, reward, _) = self.rollout(&model, Stream::Eval, done as u64, b, &plain);
+            total += reward * b as f64;
+            done += b;
+        }
+        total / episodes.max(1) as f64
+    }
+
     /// The config.
     pub fn config(&self) -> &RlConfig {
         &self.config
