@@ -131,6 +131,21 @@ pub struct Checkpoint {
     pub host_optimizer: Option<crate::host_optim::HostOptimizer>,
 }
 
+impl Checkpoint {
+    /// burn's optimizer state restored into `fresh` (an optimizer of the run's shape), or an
+    /// error naming the missing `optimizer.bpk` (a checkpoint of a host optimizer).
+    pub fn restore_optimizer(&mut self, fresh: ModuleOptimizer) -> Result<ModuleOptimizer> {
+        let path = self.dir.join("optimizer.bpk");
+        let bytes = self.optimizer.take().ok_or_else(|| {
+            Error::artifact(
+                &path,
+                "missing: the checkpoint has no burn optimizer state (it was written by an engine whose optimizer runs on the host)",
+            )
+        })?;
+        optimizer_from_bytes(fresh, bytes, &path, self.state.dtype)
+    }
+}
+
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRow {

@@ -250,18 +250,18 @@ impl Trainer {
         engine: Box<dyn GradientEngine>,
     ) -> Result<Trainer> {
         let mut trainer = Trainer::new(config, engine)?;
-        let checkpoint = open_checkpoint::<MetricsRow>(
+        let mut checkpoint = open_checkpoint::<MetricsRow>(
             run,
             trainer.config.dtype,
             trainer.config.train.episodes,
         )?;
         let model = crate::run::record_from_bytes(
             trainer.model.clone(),
-            checkpoint.model,
+            std::mem::take(&mut checkpoint.model),
             &checkpoint.dir.join("model.bpk"),
         )?;
         if trainer.host.is_some() {
-            let Some(optim) = checkpoint.host_optimizer else {
+            let Some(optim) = checkpoint.host_optimizer.take() else {
                 return Err(Error::artifact(
                     run.checkpoint_dir(),
                     format!(
@@ -281,19 +281,9 @@ impl Trainer {
                 })?,
             );
         }
-        // The host engine's checkpoints carry no burn optimizer; a fresh one is never stepped.
-        if let Some(bytes) = checkpoint.optimizer {
-            trainer.optim = crate::run::optimizer_from_bytes(
-                trainer.optim,
-                bytes,
-                &checkpoint.dir.join("optimizer.bpk"),
-                checkpoint.state.dtype,
-            )?;
-        } else if trainer.host.is_none() {
-            return Err(Error::artifact(
-                &checkpoint.dir,
-                "no optimizer.bpk: the checkpoint was written by an engine whose optimizer runs on the host",
-            ));
+        // The host optimizer's checkpoints carry no burn optimizer; a fresh one is never stepped.
+        if checkpoint.optimizer.is_some() || trainer.host.is_none() {
+            trainer.optim = checkpoint.restore_optimizer(trainer.optim)?;
         }
         trainer.model = model;
         trainer.next_episode = checkpoint.state.next_episode;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use bohp::device::init_device;
+use bohp::device::{Backend, Precision, init_device};
 use bohp::run::{RunDir, load_model};
 use bohp::train::{evaluate, init_model};
 use burn::module::Module;
@@ -11,14 +11,16 @@ use burn::module::Module;
 use super::*;
 use crate::args::*;
 
-/// `bohp eval` on a recurrent run: loss, error and a blank reconstruction's error on fresh
-/// held-out episodes, as the run's summary.json reports them at the end of training.
-/// `bohp eval` on a reinforcement-learning run: the agent's mean reward per episode on
-/// held-out episodes, beside a random policy's.
-fn eval_rl(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
-    use bohp::rl::config::RlConfig;
+/// A finished run's config (read by `load`) with `bohp eval`'s overrides (`--device`,
+/// `--dtype`, `--seed`, `--batch`, through the fields `keys` gives), and its final model's path.
+fn finished_run<C>(
+    cli: &Cli,
+    args: &EvalArgs,
+    load: fn(&std::path::Path) -> bohp::error::Result<C>,
+    keys: fn(&mut C) -> (&mut Backend, &mut Precision, &mut u64, &mut usize),
+) -> Result<(C, std::path::PathBuf)> {
     let run = RunDir::open(&args.run_dir)?;
-    let mut config = RlConfig::load(&run.config_path())?;
+    let mut config = load(&run.config_path())?;
     let path = run.model_path();
     if !path.is_file() {
         bail!(
@@ -26,14 +28,24 @@ fn eval_rl(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
             path.display()
         );
     }
-    if let Some(device) = cli.device {
-        config.device = device;
+    let (device, dtype, seed, batch) = keys(&mut config);
+    if let Some(asked) = cli.device {
+        *device = asked;
     }
-    if let Some(dtype) = cli.dtype {
-        config.dtype = dtype;
+    if let Some(asked) = cli.dtype {
+        *dtype = asked;
     }
-    config.seed = args.seed.unwrap_or(config.seed);
-    config.train.batch = args.batch;
+    *seed = args.seed.unwrap_or(*seed);
+    *batch = args.batch;
+    Ok((config, path))
+}
+
+/// `bohp eval` on a reinforcement-learning run: the agent's mean reward per episode on
+/// held-out episodes, beside a random policy's.
+fn eval_rl(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    let (config, path) = finished_run(cli, args, bohp::rl::config::RlConfig::load, |c| {
+        (&mut c.device, &mut c.dtype, &mut c.seed, &mut c.train.batch)
+    })?;
     let mut trainer = bohp::rl::train::RlTrainer::new(config.clone())?;
     trainer.load_model(&path)?;
     let reward = trainer.evaluate(args.episodes);
@@ -64,25 +76,15 @@ fn eval_rl(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bohp eval` on a recurrent run: loss, error and a blank reconstruction's error on fresh
+/// held-out episodes, as the run's summary.json reports them at the end of training.
 pub(crate) fn eval_recurrent(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
-    use bohp::recurrent::config::RecurrentConfig;
-    let run = RunDir::open(&args.run_dir)?;
-    let mut config = RecurrentConfig::load(&run.config_path())?;
-    let path = run.model_path();
-    if !path.is_file() {
-        bail!(
-            "{}: no final model: the run has not finished",
-            path.display()
-        );
-    }
-    if let Some(device) = cli.device {
-        config.device = device;
-    }
-    if let Some(dtype) = cli.dtype {
-        config.dtype = dtype;
-    }
-    config.seed = args.seed.unwrap_or(config.seed);
-    config.train.batch = args.batch;
+    let (config, path) = finished_run(
+        cli,
+        args,
+        bohp::recurrent::config::RecurrentConfig::load,
+        |c| (&mut c.device, &mut c.dtype, &mut c.seed, &mut c.train.batch),
+    )?;
     let mut trainer = bohp::recurrent::train::RecurrentTrainer::new(config.clone())?;
     trainer.load_model(&path)?;
     let e = trainer.evaluate(args.episodes);

@@ -22,8 +22,7 @@ use crate::learner::{
 };
 use crate::rng::Stream;
 use crate::run::{
-    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, optimizer_from_bytes,
-    record_from_bytes,
+    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
 
 const ADAM_EPSILON: f32 = 1e-8;
@@ -240,13 +239,16 @@ impl RecurrentTrainer {
     /// checkpoint, the config's identity and `metrics.csv` without writing anything.
     pub fn resume(run: &RunDir, config: RecurrentConfig) -> Result<RecurrentTrainer> {
         let mut trainer = RecurrentTrainer::new(config)?;
-        let checkpoint = open_checkpoint::<RecurrentRow>(
+        let mut checkpoint = open_checkpoint::<RecurrentRow>(
             run,
             trainer.config.dtype,
             trainer.config.train.episodes,
         )?;
         let dir = &checkpoint.dir;
-        trainer.load_record(checkpoint.model, &dir.join("model.bpk"))?;
+        trainer.load_record(
+            std::mem::take(&mut checkpoint.model),
+            &dir.join("model.bpk"),
+        )?;
         let engine = trainer.config.train.engine;
         let missing = |file: &str| {
             Error::artifact(
@@ -261,7 +263,7 @@ impl RecurrentTrainer {
         let config = trainer.config.clone();
         match &mut trainer.state {
             State::Host { values, adam, .. } => {
-                let Some(HostOptimizer::Adam(restored)) = checkpoint.host_optimizer else {
+                let Some(HostOptimizer::Adam(restored)) = checkpoint.host_optimizer.take() else {
                     return Err(missing("host_optimizer.bin (Adam)"));
                 };
                 let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
@@ -274,15 +276,7 @@ impl RecurrentTrainer {
                 *adam = restored;
             }
             State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
-                let bytes = checkpoint
-                    .optimizer
-                    .ok_or_else(|| missing("optimizer.bpk"))?;
-                *optim = optimizer_from_bytes(
-                    adam(&config),
-                    bytes,
-                    &dir.join("optimizer.bpk"),
-                    checkpoint.state.dtype,
-                )?;
+                *optim = checkpoint.restore_optimizer(adam(&config))?;
             }
         }
         trainer.next_episode = checkpoint.state.next_episode;

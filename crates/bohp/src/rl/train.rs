@@ -25,14 +25,13 @@ use super::config::{Exploration, RlConfig};
 use super::env::BatchEnv;
 use super::model::Agent;
 use crate::device::init_device;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::{Stream, stream_rng};
 use crate::run::{
-    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, optimizer_from_bytes,
-    record_from_bytes,
+    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
 
 /// One update's measures (a row of `metrics.csv`).
@@ -144,26 +143,15 @@ impl RlTrainer {
     /// The trainer of an interrupted (or finished) run, from its checkpoint.
     pub fn resume(run: &RunDir, config: RlConfig) -> Result<RlTrainer> {
         let mut trainer = RlTrainer::new(config)?;
-        let checkpoint =
+        let mut checkpoint =
             open_checkpoint::<RlRow>(run, trainer.config.dtype, trainer.config.train.episodes)?;
         let dir = &checkpoint.dir;
         trainer.model = record_from_bytes(
             trainer.model.clone(),
-            checkpoint.model,
+            std::mem::take(&mut checkpoint.model),
             &dir.join("model.bpk"),
         )?;
-        let bytes = checkpoint.optimizer.ok_or_else(|| {
-            Error::artifact(
-                dir,
-                "no optimizer.bpk: the checkpoint has no optimizer state",
-            )
-        })?;
-        trainer.optim = optimizer_from_bytes(
-            adam(&trainer.config),
-            bytes,
-            &dir.join("optimizer.bpk"),
-            checkpoint.state.dtype,
-        )?;
+        trainer.optim = checkpoint.restore_optimizer(adam(&trainer.config))?;
         trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
     }
