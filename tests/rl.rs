@@ -49,16 +49,7 @@ fn value_of(t: Tensor<1>) -> f64 {
     t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()[0]
 }
 
-fn bump2(p: &Param<Tensor<2>>, index: usize, delta: f64) -> Param<Tensor<2>> {
-    p.clone().map(|t| {
-        let (shape, device, grad) = (t.shape(), t.device(), t.is_require_grad());
-        let mut v: Vec<f64> = t.into_data().convert::<f64>().try_to_vec().unwrap();
-        v[index] += delta;
-        Tensor::from_data(TensorData::new(v, shape), &device).set_require_grad(grad)
-    })
-}
-
-fn bump1(p: &Param<Tensor<1>>, index: usize, delta: f64) -> Param<Tensor<1>> {
+fn bump<const D: usize>(p: &Param<Tensor<D>>, index: usize, delta: f64) -> Param<Tensor<D>> {
     p.clone().map(|t| {
         let (shape, device, grad) = (t.shape(), t.device(), t.is_require_grad());
         let mut v: Vec<f64> = t.into_data().convert::<f64>().try_to_vec().unwrap();
@@ -108,7 +99,7 @@ fn small_network(
         init: Default::default(),
     };
     let mut model = config.init(seed, device);
-    model.alpha = bump2(&model.alpha, 0, 0.5);
+    model.alpha = bump(&model.alpha, 0, 0.5);
     model
 }
 
@@ -165,10 +156,10 @@ fn actor_critic_gradients_equal_finite_differences() {
 fn bumped(model: &ActorCritic, name: &str, index: usize, delta: f64) -> ActorCritic {
     let mut m = model.clone();
     match name {
-        "alpha" => m.alpha = bump2(&model.alpha, index, delta),
-        "w" => m.w = bump2(&model.w, index, delta),
-        "w_m" => m.w_m = bump2(&model.w_m, index, delta),
-        "eta" => m.eta = bump1(&model.eta, index, delta),
+        "alpha" => m.alpha = bump(&model.alpha, index, delta),
+        "w" => m.w = bump(&model.w, index, delta),
+        "w_m" => m.w_m = bump(&model.w_m, index, delta),
+        "eta" => m.eta = bump(&model.eta, index, delta),
         other => panic!("no parameter {other} in the check"),
     }
     m
@@ -177,30 +168,25 @@ fn bumped(model: &ActorCritic, name: &str, index: usize, delta: f64) -> ActorCri
 /// Every parameter group's gradient from burn autodiff, as host vectors (groups without a
 /// gradient, i.e. not trained, are `None`).
 fn autodiff_groups(model: &ActorCritic, grads: &GradientsParams) -> Vec<Option<Vec<f64>>> {
-    fn g2(p: &Param<Tensor<2>>, grads: &GradientsParams) -> Option<Vec<f64>> {
+    fn g<const D: usize>(p: &Param<Tensor<D>>, grads: &GradientsParams) -> Option<Vec<f64>> {
         grads
-            .get::<2>(p.id)
-            .map(|t| t.into_data().convert::<f64>().try_to_vec().unwrap())
-    }
-    fn g1(p: &Param<Tensor<1>>, grads: &GradientsParams) -> Option<Vec<f64>> {
-        grads
-            .get::<1>(p.id)
+            .get::<D>(p.id)
             .map(|t| t.into_data().convert::<f64>().try_to_vec().unwrap())
     }
     vec![
-        g2(&model.w_in, grads),
-        g2(&model.w, grads),
-        g1(&model.b, grads),
-        g2(&model.alpha, grads),
-        g2(&model.w_pi, grads),
-        g1(&model.b_pi, grads),
-        g2(&model.w_v, grads),
-        g1(&model.b_v, grads),
-        g2(&model.w_m, grads),
-        g1(&model.b_m, grads),
-        g2(&model.fan_w, grads),
-        g2(&model.fan_b, grads),
-        g1(&model.eta, grads),
+        g(&model.w_in, grads),
+        g(&model.w, grads),
+        g(&model.b, grads),
+        g(&model.alpha, grads),
+        g(&model.w_pi, grads),
+        g(&model.b_pi, grads),
+        g(&model.w_v, grads),
+        g(&model.b_v, grads),
+        g(&model.w_m, grads),
+        g(&model.b_m, grads),
+        g(&model.fan_w, grads),
+        g(&model.fan_b, grads),
+        g(&model.eta, grads),
     ]
 }
 
