@@ -116,7 +116,8 @@ pub struct RlTrainConfig {
     /// Updates between checkpoints.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
-    /// `autodiff` (the only engine for this family so far).
+    /// `autodiff` (burn, any device) or `fused` (the host engine, `rl::fused`: the whole update
+    /// on the CPU, episodes in parallel; not for the LSTM).
     #[serde(default)]
     pub engine: Engine,
 }
@@ -284,12 +285,33 @@ impl RlConfig {
                 "expected at least 1",
             ));
         }
-        if t.engine != Engine::Autodiff {
-            return Err(bad(
-                "train.engine",
-                format!("\"{}\"", t.engine.name()),
-                "expected \"autodiff\" (the only engine for reinforcement learning so far)",
-            ));
+        match t.engine {
+            Engine::Autodiff => {}
+            Engine::Analytic => {
+                return Err(bad(
+                    "train.engine",
+                    "\"analytic\"".into(),
+                    "expected \"autodiff\" or \"fused\" (the analytic engine trains the single layer)",
+                ));
+            }
+            Engine::Fused if self.model.kind == RlModelKind::Lstm => {
+                return Err(bad(
+                    "train.engine",
+                    "\"fused\"".into(),
+                    "expected \"autodiff\" with model.kind = \"lstm\" (the fused engine runs the recurrent actor-critic kinds)",
+                ));
+            }
+            Engine::Fused if self.device.is_gpu() => {
+                return Err(bad(
+                    "train.engine",
+                    "\"fused\"".into(),
+                    &format!(
+                        "the fused engine runs on the host CPU; use \"autodiff\" with device \"{}\"",
+                        self.device
+                    ),
+                ));
+            }
+            Engine::Fused => {}
         }
         Ok(())
     }
@@ -336,7 +358,12 @@ mod tests {
                 "task.maze_side",
             ),
             ("[train]", "[train]\ndiscount = 1.5", "train.discount"),
-            ("[train]", "[train]\nengine = \"fused\"", "train.engine"),
+            ("[train]", "[train]\nengine = \"analytic\"", "train.engine"),
+            (
+                "kind = \"simple\"\nhidden = 8\n[train]",
+                "kind = \"lstm\"\nhidden = 8\n[train]\nengine = \"fused\"",
+                "train.engine",
+            ),
             ("episodes = 10", "episodes = 0", "train.episodes"),
         ] {
             let text = BASE.replace(from, to);

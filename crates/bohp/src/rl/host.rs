@@ -129,21 +129,7 @@ impl HostAc {
             fanout: model.fanout(),
             clip: model.clip(),
             sizes: (i, n, a),
-            p: AcParams {
-                w_in: host(model.w_in.val()),
-                w: host(model.w.val()),
-                b: host(model.b.val()),
-                alpha: host(model.alpha.val()),
-                w_pi: host(model.w_pi.val()),
-                b_pi: host(model.b_pi.val()),
-                w_v: host(model.w_v.val()),
-                b_v: host(model.b_v.val()),
-                w_m: host(model.w_m.val()),
-                b_m: host(model.b_m.val()),
-                fan_w: host(model.fan_w.val()),
-                fan_b: host(model.fan_b.val()),
-                eta: host(model.eta.val()),
-            },
+            p: AcParams::of(model),
             fault: AcFault::None,
         }
     }
@@ -421,6 +407,67 @@ impl HostAc {
 }
 
 impl AcParams {
+    /// The current parameter values of a burn network.
+    pub fn of(model: &ActorCritic) -> AcParams {
+        AcParams {
+            w_in: host(model.w_in.val()),
+            w: host(model.w.val()),
+            b: host(model.b.val()),
+            alpha: host(model.alpha.val()),
+            w_pi: host(model.w_pi.val()),
+            b_pi: host(model.b_pi.val()),
+            w_v: host(model.w_v.val()),
+            b_v: host(model.b_v.val()),
+            w_m: host(model.w_m.val()),
+            b_m: host(model.b_m.val()),
+            fan_w: host(model.fan_w.val()),
+            fan_b: host(model.fan_b.val()),
+            eta: host(model.eta.val()),
+        }
+    }
+
+    /// The groups, moved out, in the burn module's visiting order (for the host optimizers).
+    pub fn into_groups(self) -> Vec<Vec<f64>> {
+        vec![
+            self.w_in, self.w, self.b, self.alpha, self.w_pi, self.b_pi, self.w_v, self.b_v,
+            self.w_m, self.b_m, self.fan_w, self.fan_b, self.eta,
+        ]
+    }
+
+    /// The inverse of [`AcParams::into_groups`].
+    pub fn from_groups(groups: Vec<Vec<f64>>) -> AcParams {
+        let [
+            w_in,
+            w,
+            b,
+            alpha,
+            w_pi,
+            b_pi,
+            w_v,
+            b_v,
+            w_m,
+            b_m,
+            fan_w,
+            fan_b,
+            eta,
+        ]: [Vec<f64>; 13] = groups.try_into().expect("13 groups");
+        AcParams {
+            w_in,
+            w,
+            b,
+            alpha,
+            w_pi,
+            b_pi,
+            w_v,
+            b_v,
+            w_m,
+            b_m,
+            fan_w,
+            fan_b,
+            eta,
+        }
+    }
+
     /// The groups in the burn module's visiting order, for comparisons.
     pub fn groups(&self) -> Vec<(&'static str, &Vec<f64>)> {
         vec![

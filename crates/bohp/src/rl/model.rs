@@ -22,6 +22,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::host::AcParams;
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
 
@@ -119,6 +120,30 @@ impl ActorCriticConfig {
         base + plastic + eta + modulation
     }
 
+    /// Which groups of [`AcParams`] (in its order) this kind trains: `α` with plasticity, `M`'s
+    /// weights with modulation (its fan-out with `fanout`), `η` for the plastic and retroactive
+    /// rules.
+    pub fn trainable(&self) -> Vec<bool> {
+        let kind = self.kind;
+        let modulated = kind.modulated();
+        let eta = matches!(kind, RlModelKind::Plastic | RlModelKind::Retroactive);
+        vec![
+            true,
+            true,
+            true,
+            kind.plastic(),
+            true,
+            true,
+            true,
+            true,
+            modulated,
+            modulated,
+            modulated && self.fanout,
+            modulated && self.fanout,
+            eta,
+        ]
+    }
+
     /// The agent of the configured kind: the recurrent actor-critic, or the LSTM.
     pub fn init_agent(&self, seed: u64, device: &Device) -> Agent {
         if self.kind == RlModelKind::Lstm {
@@ -136,6 +161,11 @@ impl ActorCriticConfig {
     /// A network with Gaussian initial weights (std `1/√fan-in`), `α ~ N(0, 0.01²)`... drawn
     /// from the run's `Init` stream.
     pub fn init(&self, seed: u64, device: &Device) -> ActorCritic {
+        self.from_values(&self.init_values(seed), device)
+    }
+
+    /// The initial parameter values of a run seeded with `seed` (see [`Self::init`]).
+    pub fn init_values(&self, seed: u64) -> AcParams {
         let mut rng = stream_rng(seed, Stream::Init, 0);
         let (i, n, a) = (self.inputs, self.hidden, self.actions);
         let fan = |k: usize| 1.0 / (k as f64).sqrt();
@@ -169,19 +199,52 @@ impl ActorCriticConfig {
                 gaussian(rng, count, fan(n))
             }
         };
-        let w_in = param(weights(&mut rng, i * n, i), [i, n], device);
-        let w = param(recurrent(&mut rng, n * n), [n, n], device);
-        let b = param(biases(&mut rng, n, i), [n], device);
-        let alpha = param(recurrent(&mut rng, n * n), [n, n], device);
-        let w_pi = param(weights(&mut rng, n * a, n), [n, a], device);
-        let b_pi = param(biases(&mut rng, a, n), [a], device);
-        let w_v = param(weights(&mut rng, n, n), [n, 1], device);
-        let b_v = param(biases(&mut rng, 1, n), [1], device);
-        let w_m = param(weights(&mut rng, n, n), [n, 1], device);
-        let b_m = param(biases(&mut rng, 1, n), [1], device);
-        let fan_w = param(vec![1.0; n], [1, n], device);
-        let fan_b = param(vec![0.0; n], [1, n], device);
-        let eta = param(vec![self.init_eta], [1], device);
+        // In the order the draws have always been made.
+        let w_in = weights(&mut rng, i * n, i);
+        let w = recurrent(&mut rng, n * n);
+        let b = biases(&mut rng, n, i);
+        let alpha = recurrent(&mut rng, n * n);
+        let w_pi = weights(&mut rng, n * a, n);
+        let b_pi = biases(&mut rng, a, n);
+        let w_v = weights(&mut rng, n, n);
+        let b_v = biases(&mut rng, 1, n);
+        let w_m = weights(&mut rng, n, n);
+        let b_m = biases(&mut rng, 1, n);
+        AcParams {
+            w_in,
+            w,
+            b,
+            alpha,
+            w_pi,
+            b_pi,
+            w_v,
+            b_v,
+            w_m,
+            b_m,
+            fan_w: vec![1.0; n],
+            fan_b: vec![0.0; n],
+            eta: vec![self.init_eta],
+        }
+    }
+
+    /// A network holding `values` (trained parameters of this kind require gradients, the
+    /// others are frozen).
+    pub fn from_values(&self, values: &AcParams, device: &Device) -> ActorCritic {
+        let (i, n, a) = (self.inputs, self.hidden, self.actions);
+        let v = values.clone();
+        let w_in = param(v.w_in, [i, n], device);
+        let w = param(v.w, [n, n], device);
+        let b = param(v.b, [n], device);
+        let alpha = param(v.alpha, [n, n], device);
+        let w_pi = param(v.w_pi, [n, a], device);
+        let b_pi = param(v.b_pi, [a], device);
+        let w_v = param(v.w_v, [n, 1], device);
+        let b_v = param(v.b_v, [1], device);
+        let w_m = param(v.w_m, [n, 1], device);
+        let b_m = param(v.b_m, [1], device);
+        let fan_w = param(v.fan_w, [1, n], device);
+        let fan_b = param(v.fan_b, [1, n], device);
+        let eta = param(v.eta, [1], device);
         let kind = self.kind;
         let freeze = |p: Param<Tensor<2>>, on: bool| if on { p } else { p.set_require_grad(false) };
         ActorCritic {

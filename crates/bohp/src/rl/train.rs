@@ -23,9 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Exploration, RlConfig};
 use super::env::BatchEnv;
+use super::fused::FusedAc;
+use super::host::AcParams;
 use super::model::Agent;
-use crate::device::init_device;
-use crate::error::Result;
+use crate::config::Engine;
+use crate::device::{Precision, init_device};
+use crate::error::{Error, Result};
+use crate::host_optim::{HostAdam, HostOptimizer};
 use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
@@ -80,9 +84,53 @@ pub struct RlSummary {
 pub struct RlTrainer {
     config: RlConfig,
     device: Device,
+    /// The network (autodiff engine); with the fused engine, the module the host values are
+    /// written into when a record or an evaluation needs them.
     model: Agent,
     optim: ModuleOptimizer,
+    /// The fused engine's parameters and optimizer.
+    host: Option<HostState>,
     next_episode: usize,
+}
+
+/// The fused engine's state: parameter values (rounded to the run's precision) and Adam.
+struct HostState {
+    values: AcParams,
+    adam: HostAdam,
+    trainable: Vec<bool>,
+}
+
+/// `values` rounded to `dtype` (the values a record of that precision holds).
+fn rounded(values: AcParams, dtype: Precision) -> AcParams {
+    match dtype {
+        Precision::F64 => values,
+        Precision::F32 => AcParams::from_groups(
+            values
+                .into_groups()
+                .into_iter()
+                .map(|g| g.into_iter().map(|x| f64::from(x as f32)).collect())
+                .collect(),
+        ),
+    }
+}
+
+/// burn's per-tensor gradient-norm clipping (`GradientClipping::Norm`) of the trained groups:
+/// each rescaled by `min(1, clip / (‖g‖ + tiny))`, `tiny` the precision's smallest normal.
+fn clip_groups(grads: &mut [Vec<f64>], trainable: &[bool], clip: f64, dtype: Precision) {
+    let tiny = match dtype {
+        Precision::F32 => f64::from(f32::MIN_POSITIVE),
+        Precision::F64 => f64::MIN_POSITIVE,
+    };
+    for (g, on) in grads.iter_mut().zip(trainable) {
+        if !on {
+            continue;
+        }
+        let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let coef = (clip / (norm + tiny)).min(1.0);
+        for x in g.iter_mut() {
+            *x *= coef;
+        }
+    }
 }
 
 fn adam(config: &RlConfig) -> ModuleOptimizer {
@@ -130,14 +178,47 @@ impl RlTrainer {
     /// A fresh trainer: initial parameters from the config's seed.
     pub fn new(config: RlConfig) -> Result<RlTrainer> {
         let device = init_device(config.device, config.dtype)?.autodiff();
-        let model = config.network().init_agent(config.seed, &device);
+        let network = config.network();
+        let (model, host) = if config.train.engine == Engine::Fused {
+            let values = rounded(network.init_values(config.seed), config.dtype);
+            let sizes: Vec<usize> = values.groups().iter().map(|(_, g)| g.len()).collect();
+            let t = &config.train;
+            let host = HostState {
+                adam: HostAdam::new(
+                    t.adam_beta1 as f32,
+                    t.adam_beta2 as f32,
+                    crate::train::ADAM_EPSILON,
+                    &sizes,
+                ),
+                trainable: network.trainable(),
+                values,
+            };
+            let model = Agent::Plastic(network.from_values(&host.values, &device));
+            (model, Some(host))
+        } else {
+            (network.init_agent(config.seed, &device), None)
+        };
         Ok(RlTrainer {
             optim: adam(&config),
             config,
             device,
             model,
+            host,
             next_episode: 0,
         })
+    }
+
+    /// The network with the current parameters (the fused engine's values written into the
+    /// module).
+    fn agent(&self) -> Agent {
+        match &self.host {
+            Some(host) => Agent::Plastic(
+                self.config
+                    .network()
+                    .from_values(&host.values, &self.device),
+            ),
+            None => self.model.clone(),
+        }
     }
 
     /// The trainer of an interrupted (or finished) run, from its checkpoint.
@@ -151,7 +232,29 @@ impl RlTrainer {
             std::mem::take(&mut checkpoint.model),
             &dir.join("model.bpk"),
         )?;
-        trainer.optim = checkpoint.restore_optimizer(adam(&trainer.config))?;
+        if let Some(host) = &mut trainer.host {
+            let path = dir.join("host_optimizer.bin");
+            let Some(HostOptimizer::Adam(restored)) = checkpoint.host_optimizer.take() else {
+                return Err(Error::artifact(
+                    &path,
+                    "missing: the run trains with the fused engine, whose checkpoints hold its host Adam state (this one was written by another engine)",
+                ));
+            };
+            let Agent::Plastic(model) = &trainer.model else {
+                unreachable!("the fused engine runs the actor-critic kinds")
+            };
+            host.values = AcParams::of(model);
+            let sizes: Vec<usize> = host.values.groups().iter().map(|(_, g)| g.len()).collect();
+            if !restored.fits(&sizes) {
+                return Err(Error::artifact(
+                    &path,
+                    "the host Adam state does not fit the network",
+                ));
+            }
+            host.adam = restored;
+        } else {
+            trainer.optim = checkpoint.restore_optimizer(adam(&trainer.config))?;
+        }
         trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
     }
@@ -165,6 +268,9 @@ impl RlTrainer {
     /// Replaces the parameters with those of a saved model record (a run's `model.bpk`).
     pub fn load_model(&mut self, path: &Path) -> Result<()> {
         self.model = crate::run::load_record(self.model.clone(), path, None)?;
+        if let (Some(host), Agent::Plastic(model)) = (&mut self.host, &self.model) {
+            host.values = AcParams::of(model);
+        }
         Ok(())
     }
 
@@ -172,7 +278,7 @@ impl RlTrainer {
     /// batches of at most `train.batch`), sampling the policy; no update.
     pub fn evaluate(&self, episodes: usize) -> f64 {
         let plain = self.device.clone().without_autodiff();
-        let model = self.model.valid();
+        let model = self.agent().valid();
         let chunk = self.config.train.batch.max(1);
         let (mut total, mut done) = (0.0, 0);
         while done < episodes {
@@ -189,9 +295,9 @@ impl RlTrainer {
         &self.config
     }
 
-    /// The network.
-    pub fn model(&self) -> &Agent {
-        &self.model
+    /// The network with the current parameters.
+    pub fn model(&self) -> Agent {
+        self.agent()
     }
 
     /// The A2C loss of `batch` episodes from `first` (of `stream`) under `model`, with the
@@ -213,7 +319,7 @@ impl RlTrainer {
         let mut state = model.start(batch);
         let (mut log_taken, mut values, mut explore) = (Vec::new(), Vec::new(), Vec::new());
         let mut rewards: Vec<Vec<f32>> = Vec::with_capacity(shape.steps);
-        let mut value_host: Vec<Vec<f32>> = Vec::with_capacity(shape.steps);
+        let mut value_host: Vec<Vec<f64>> = Vec::with_capacity(shape.steps);
         let mut modulation = 0.0;
         for t in 0..shape.steps {
             let obs = env.observe(t);
@@ -246,9 +352,9 @@ impl RlTrainer {
                 out.value
                     .clone()
                     .into_data()
-                    .convert::<f32>()
+                    .convert::<f64>()
                     .try_to_vec()
-                    .expect("f32"),
+                    .expect("f64"),
             );
             values.push(out.value);
             explore.push(match train.exploration {
@@ -278,8 +384,9 @@ impl RlTrainer {
         let mut loss: Tensor<1> = Tensor::zeros([1], device);
         for t in 0..steps {
             let ret = Tensor::<1>::from_data(TensorData::new(returns[t].clone(), [batch]), device);
-            let adv: Vec<f32> = (0..batch)
-                .map(|b| returns[t][b] - value_host[t][b])
+            // In f64 (exact for f32 values), so that an f64 run's advantage is not rounded.
+            let adv: Vec<f64> = (0..batch)
+                .map(|b| f64::from(returns[t][b]) - value_host[t][b])
                 .collect();
             let adv = Tensor::<1>::from_data(TensorData::new(adv, [batch]), device);
             let delta = ret - values[t].clone();
@@ -305,6 +412,65 @@ impl Learner for RlTrainer {
         let episode = self.next_episode;
         let batch = self.config.train.batch;
         let started = Instant::now();
+        if let Some(host) = &mut self.host {
+            let config = &self.config;
+            let network = config.network();
+            let sizes = (network.inputs, network.hidden, network.actions);
+            let (shape, first) = (config.env_shape(), (episode * batch) as u64);
+            let update = match config.dtype {
+                Precision::F32 => FusedAc::<f32>::new(
+                    network.kind,
+                    network.fanout,
+                    network.clip,
+                    sizes,
+                    &host.values,
+                )
+                .update(
+                    shape,
+                    config.seed,
+                    Stream::Train,
+                    first,
+                    batch,
+                    &config.train,
+                ),
+                Precision::F64 => FusedAc::<f64>::new(
+                    network.kind,
+                    network.fanout,
+                    network.clip,
+                    sizes,
+                    &host.values,
+                )
+                .update(
+                    shape,
+                    config.seed,
+                    Stream::Train,
+                    first,
+                    batch,
+                    &config.train,
+                ),
+            };
+            if !update.loss.is_finite() {
+                return Err(Divergence {
+                    episode,
+                    what: format!("the loss ({})", update.loss),
+                });
+            }
+            let mut grads = update.grads.into_groups();
+            let t = &config.train;
+            clip_groups(&mut grads, &host.trainable, t.clip_grad_norm, config.dtype);
+            let mut values = std::mem::take(&mut host.values).into_groups();
+            host.adam
+                .step(t.learning_rate, &mut values, &grads, &host.trainable);
+            host.values = rounded(AcParams::from_groups(values), config.dtype);
+            self.next_episode += 1;
+            return Ok(RlRow {
+                episode,
+                loss: update.loss,
+                reward: update.reward,
+                modulation: update.modulation,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
         let (loss, reward, modulation) = self.rollout(
             &self.model,
             Stream::Train,
@@ -339,7 +505,16 @@ impl Learner for RlTrainer {
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
-        match non_finite_parameter(&self.model) {
+        let bad = match &self.host {
+            Some(host) => host
+                .values
+                .groups()
+                .into_iter()
+                .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+                .map(|(name, _)| name.to_string()),
+            None => non_finite_parameter(&self.model),
+        };
+        match bad {
             None => Ok(()),
             Some(name) => Err(Divergence {
                 episode: self.next_episode.saturating_sub(1),
@@ -350,17 +525,21 @@ impl Learner for RlTrainer {
 
     fn snapshot(&self) -> Result<Snapshot> {
         let at = Path::new("checkpoint");
+        let (optimizer, host_optimizer) = match &self.host {
+            Some(host) => (None, Some(HostOptimizer::Adam(host.adam.clone()))),
+            None => (Some(optimizer_bytes(&self.optim, at)?), None),
+        };
         Ok(Snapshot {
-            model: model_bytes(&self.model.valid(), at)?,
-            optimizer: Some(optimizer_bytes(&self.optim, at)?),
-            host_optimizer: None,
+            model: model_bytes(&self.agent().valid(), at)?,
+            optimizer,
+            host_optimizer,
             next_episode: self.next_episode,
             dtype: self.config.dtype,
         })
     }
 
     fn model_record(&self) -> Result<Vec<u8>> {
-        model_bytes(&self.model.valid(), Path::new("model.bpk"))
+        model_bytes(&self.agent().valid(), Path::new("model.bpk"))
     }
 
     fn summarize(&mut self, rows: &[RlRow], session: Session) -> Result<RlSummary> {

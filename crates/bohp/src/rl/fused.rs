@@ -1,0 +1,687 @@
+//! The fused actor-critic engine (`train.engine = "fused"`): a whole A2C update on the host,
+//! rollout, loss and reverse pass, with no tensor operation and no autodiff graph.
+//!
+//! Each episode of the batch runs on its own (rayon, one episode per task): its environment,
+//! its action sampling, the forward pass, the discounted returns, the loss and the reverse pass
+//! (BPTT), in `f32` or `f64`. The loss of the batch is the mean of its episodes' losses (the
+//! advantage uses each episode's own value), so the batch gradient is the sum of per-episode
+//! gradients, added in episode order: the result does not depend on the thread count.
+//!
+//! Memory: the reverse pass needs each step's traces `H(t−1)` and `E(t−1)`, `2·N²` numbers a
+//! step. Rather than keep them for every step (the peer's autograd keeps several `B·N²`
+//! tensors a step), the forward pass keeps them every [`SEGMENT`] steps, and the reverse pass
+//! recomputes one segment at a time from its checkpoint with the recorded activities and
+//! `M(t)` (the trace update alone, no matrix–vector product), so a running episode holds
+//! `2·N²·(T/SEGMENT + SEGMENT)` numbers: about 3 MB for the maze at N = 100 in f32.
+//!
+//! The equations are those of [`super::host`] (its module documentation derives the reverse
+//! pass), vectorised over a row of the `N × N` arrays; the inner loops are written so that the
+//! compiler vectorises them (independent accumulators, row sums through [`sum_lanes`]).
+
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::config::{Exploration, RlTrainConfig};
+use super::env::{BatchEnv, EnvShape};
+use super::host::AcParams;
+use super::model::RlModelKind;
+use super::train::sample_action;
+use crate::rng::{Stream, stream_rng};
+use crate::rules::{Real, real};
+
+/// Steps between the trace checkpoints of the forward pass.
+pub const SEGMENT: usize = 16;
+
+/// The network on the host, in `F`.
+#[derive(Debug, Clone)]
+pub struct FusedAc<F> {
+    kind: RlModelKind,
+    fanout: bool,
+    clip: F,
+    /// Inputs, neurons, actions.
+    sizes: (usize, usize, usize),
+    w_in: Vec<F>,
+    w: Vec<F>,
+    b: Vec<F>,
+    alpha: Vec<F>,
+    w_pi: Vec<F>,
+    b_pi: Vec<F>,
+    w_v: Vec<F>,
+    b_v: F,
+    w_m: Vec<F>,
+    b_m: F,
+    fan_w: Vec<F>,
+    fan_b: Vec<F>,
+    eta: F,
+}
+
+/// What one update of a batch measured, with its gradient.
+#[derive(Debug, Clone)]
+pub struct FusedUpdate {
+    /// The loss's gradient, the groups of [`AcParams`].
+    pub grads: AcParams,
+    /// The A2C loss of the batch.
+    pub loss: f64,
+    /// Mean total reward per episode.
+    pub reward: f64,
+    /// Mean `|M(t)|` over the batch's steps.
+    pub modulation: f64,
+}
+
+/// One episode's contribution.
+struct Episode<F> {
+    grads: Grads<F>,
+    loss: f64,
+    reward: f64,
+    modulation: f64,
+}
+
+/// Gradients in `F`, the groups of [`AcParams`].
+struct Grads<F> {
+    w_in: Vec<F>,
+    w: Vec<F>,
+    b: Vec<F>,
+    alpha: Vec<F>,
+    w_pi: Vec<F>,
+    b_pi: Vec<F>,
+    w_v: Vec<F>,
+    b_v: F,
+    w_m: Vec<F>,
+    b_m: F,
+    fan_w: Vec<F>,
+    fan_b: Vec<F>,
+    eta: F,
+}
+
+/// The sum of `v`, in eight independent lanes (which the compiler vectorises; a plain running
+/// sum must keep its order and is not).
+#[inline(always)]
+pub fn sum_lanes<F: Real>(v: &[F]) -> F {
+    let mut lanes = [F::zero(); 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] = lanes[k] + c[k];
+        }
+    }
+    let mut total = F::zero();
+    for l in lanes {
+        total = total + l;
+    }
+    for &x in rest {
+        total = total + x;
+    }
+    total
+}
+
+fn cast<F: Real>(v: &[f64]) -> Vec<F> {
+    v.iter().map(|&x| real(x)).collect()
+}
+
+impl<F: Real> FusedAc<F> {
+    /// The network holding `params` (laid out as the burn module's tensors).
+    pub fn new(
+        kind: RlModelKind,
+        fanout: bool,
+        clip: f64,
+        sizes: (usize, usize, usize),
+        params: &AcParams,
+    ) -> FusedAc<F> {
+        FusedAc {
+            kind,
+            fanout,
+            clip: real(clip),
+            sizes,
+            w_in: cast(&params.w_in),
+            w: cast(&params.w),
+            b: cast(&params.b),
+            alpha: cast(&params.alpha),
+            w_pi: cast(&params.w_pi),
+            b_pi: cast(&params.b_pi),
+            w_v: cast(&params.w_v),
+            b_v: real(params.b_v[0]),
+            w_m: cast(&params.w_m),
+            b_m: real(params.b_m[0]),
+            fan_w: cast(&params.fan_w),
+            fan_b: cast(&params.fan_b),
+            eta: real(params.eta[0]),
+        }
+    }
+
+    fn zero_grads(&self) -> Grads<F> {
+        let (ni, n, na) = self.sizes;
+        let z = |len: usize| vec![F::zero(); len];
+        Grads {
+            w_in: z(ni * n),
+            w: z(n * n),
+            b: z(n),
+            alpha: z(if self.kind.plastic() { n * n } else { 0 }),
+            w_pi: z(n * na),
+            b_pi: z(na),
+            w_v: z(n),
+            b_v: F::zero(),
+            w_m: z(n),
+            b_m: F::zero(),
+            fan_w: z(n),
+            fan_b: z(n),
+            eta: F::zero(),
+        }
+    }
+
+    /// The rates `r_j` of the update gated by `m`: `m` for every `j`, or `f_j·m + g_j`.
+    #[inline(always)]
+    fn rates(&self, m: F, out: &mut [F]) {
+        if self.fanout {
+            for ((r, f), g) in out.iter_mut().zip(&self.fan_w).zip(&self.fan_b) {
+                *r = *f * m + *g;
+            }
+        } else {
+            out.fill(m);
+        }
+    }
+
+    /// One step of the trace update in place (`hebb`, `elig` hold `H(t−1)`, `E(t−1)` and then
+    /// `H(t)`, `E(t)`).
+    #[inline(always)]
+    fn trace_step(&self, hebb: &mut [F], elig: &mut [F], pre: &[F], post: &[F], rate: &[F]) {
+        let n = self.sizes.1;
+        let (c, eta) = (self.clip, self.eta);
+        let keep = F::one() - eta;
+        // Every slice cut to `n` before its loop, so that the loops carry no bounds checks and
+        // vectorise.
+        let (pre, post, rate) = (&pre[..n], &post[..n], &rate[..n]);
+        for i in 0..n {
+            let p = pre[i];
+            let h = &mut hebb[i * n..][..n];
+            match self.kind {
+                RlModelKind::Plastic => {
+                    let pe = p * eta;
+                    for j in 0..n {
+                        h[j] = (h[j] + pe * post[j]).max(-c).min(c);
+                    }
+                }
+                RlModelKind::Simple => {
+                    for j in 0..n {
+                        h[j] = (h[j] + rate[j] * p * post[j]).max(-c).min(c);
+                    }
+                }
+                RlModelKind::Retroactive => {
+                    let e = &mut elig[i * n..][..n];
+                    let pe = p * eta;
+                    for j in 0..n {
+                        h[j] = (h[j] + rate[j] * e[j]).max(-c).min(c);
+                        e[j] = keep * e[j] + pe * post[j];
+                    }
+                }
+                RlModelKind::NonPlastic | RlModelKind::Lstm => {}
+            }
+        }
+    }
+
+    /// Rolls out episode `episode` of `stream`, and returns its loss (already divided by the
+    /// batch size `batch`), reward and gradient.
+    #[inline(always)]
+    fn episode(
+        &self,
+        shape: EnvShape,
+        seed: u64,
+        stream: Stream,
+        episode: u64,
+        batch: usize,
+        train: &RlTrainConfig,
+    ) -> Episode<F> {
+        let (ni, n, na) = self.sizes;
+        let steps = shape.steps;
+        let plastic = self.kind.plastic();
+        let retro = self.kind == RlModelKind::Retroactive;
+        let nn = n * n;
+        let mut env = BatchEnv::new(shape, seed, stream, episode, 1);
+        let mut rng: ChaCha8Rng = stream_rng(seed ^ stream as u64, Stream::Act, episode);
+        // Recorded per step: inputs, activities (hs[t] = h(t−1)), probabilities, values, M.
+        let mut xs = vec![F::zero(); steps * ni];
+        let mut hs = vec![F::zero(); (steps + 1) * n];
+        let mut probs = vec![F::zero(); steps * na];
+        let mut values = vec![F::zero(); steps];
+        let mut ms = vec![F::zero(); steps];
+        let mut actions = vec![0usize; steps];
+        let mut rewards = vec![0.0f64; steps];
+        let segments = steps.div_ceil(SEGMENT);
+        let state_len = if plastic { nn } else { 0 };
+        let elig_len = if retro { nn } else { 0 };
+        let mut saved_h = vec![F::zero(); segments * state_len];
+        let mut saved_e = vec![F::zero(); segments * elig_len];
+        let mut hebb = vec![F::zero(); state_len];
+        let mut elig = vec![F::zero(); elig_len];
+        let mut rate = vec![F::zero(); n];
+        let mut a = vec![F::zero(); n];
+        let mut p32 = vec![0.0f32; na];
+        for t in 0..steps {
+            if t % SEGMENT == 0 {
+                let s = t / SEGMENT;
+                saved_h[s * state_len..(s + 1) * state_len].copy_from_slice(&hebb);
+                saved_e[s * elig_len..(s + 1) * elig_len].copy_from_slice(&elig);
+            }
+            let obs = env.observe(t);
+            let x = &mut xs[t * ni..(t + 1) * ni];
+            for (xk, o) in x.iter_mut().zip(&obs) {
+                *xk = real(f64::from(*o));
+            }
+            a.copy_from_slice(&self.b);
+            for (k, &xk) in x.iter().enumerate() {
+                if xk != F::zero() {
+                    let row = &self.w_in[k * n..(k + 1) * n];
+                    for j in 0..n {
+                        a[j] = a[j] + xk * row[j];
+                    }
+                }
+            }
+            let (before, after) = hs.split_at_mut((t + 1) * n);
+            let pre = &before[t * n..];
+            let a = &mut a[..n];
+            for i in 0..n {
+                let p = pre[i];
+                let w = &self.w[i * n..][..n];
+                if plastic {
+                    let al = &self.alpha[i * n..][..n];
+                    let h = &hebb[i * n..][..n];
+                    for j in 0..n {
+                        a[j] = a[j] + p * (w[j] + al[j] * h[j]);
+                    }
+                } else {
+                    for j in 0..n {
+                        a[j] = a[j] + p * w[j];
+                    }
+                }
+            }
+            let post = &mut after[..n];
+            for j in 0..n {
+                post[j] = a[j].tanh();
+            }
+            let post = &after[..n];
+            // Heads.
+            let pr = &mut probs[t * na..(t + 1) * na];
+            for k in 0..na {
+                let mut z = self.b_pi[k];
+                for j in 0..n {
+                    z = z + post[j] * self.w_pi[j * na + k];
+                }
+                pr[k] = z;
+            }
+            let max = pr.iter().fold(F::neg_infinity(), |m, v| m.max(*v));
+            let mut sum = F::zero();
+            for v in pr.iter_mut() {
+                *v = (*v - max).exp();
+                sum = sum + *v;
+            }
+            for (v, q) in pr.iter_mut().zip(p32.iter_mut()) {
+                *v = *v / sum;
+                *q = v.to_f32().expect("finite");
+            }
+            values[t] = self.b_v + (0..n).map(|j| post[j] * self.w_v[j]).sum::<F>();
+            let m = (self.b_m + (0..n).map(|j| post[j] * self.w_m[j]).sum::<F>()).tanh();
+            ms[t] = m;
+            actions[t] = sample_action(&p32, &mut rng);
+            rewards[t] = f64::from(env.act(&actions[t..t + 1])[0]);
+            if plastic {
+                self.rates(m, &mut rate);
+                self.trace_step(&mut hebb, &mut elig, pre, post, &rate);
+            }
+        }
+        // Returns, the loss and its gradients with respect to the logits and values.
+        let inv_b = 1.0 / batch as f64;
+        let mut loss = 0.0;
+        let mut d_logits = vec![F::zero(); steps * na];
+        let mut d_values = vec![F::zero(); steps];
+        let mut ret = 0.0;
+        for t in (0..steps).rev() {
+            // The burn path computes the returns in f32.
+            ret = f64::from(rewards[t] as f32 + train.discount as f32 * ret as f32);
+            let r: F = real(ret);
+            let v = values[t];
+            let adv = r - v;
+            let pr = &probs[t * na..(t + 1) * na];
+            let p_taken = pr[actions[t]];
+            let ce: F = real(train.exploration_coef);
+            let (explore, d_explore): (F, Vec<F>) = match train.exploration {
+                Exploration::SumP2 => {
+                    let s2 = pr.iter().map(|p| *p * *p).sum::<F>();
+                    let two: F = real(2.0);
+                    (s2, pr.iter().map(|p| two * *p * (*p - s2)).collect())
+                }
+                Exploration::Entropy => {
+                    let plogp = pr.iter().map(|p| *p * p.ln()).sum::<F>();
+                    (plogp, pr.iter().map(|p| *p * (p.ln() - plogp)).collect())
+                }
+            };
+            let cv: F = real(train.value_coef);
+            let term = -p_taken.ln() * adv + cv * adv * adv + ce * explore;
+            loss += term.to_f64().expect("finite") * inv_b;
+            let scale: F = real(inv_b);
+            let dz = &mut d_logits[t * na..(t + 1) * na];
+            for k in 0..na {
+                let onehot = if k == actions[t] { F::one() } else { F::zero() };
+                dz[k] = scale * (adv * (pr[k] - onehot) + ce * d_explore[k]);
+            }
+            d_values[t] = scale * (-real::<F>(2.0) * cv * adv);
+        }
+        let reward: f64 = rewards.iter().sum();
+        let modulation: f64 = ms.iter().map(|m| m.abs().to_f64().expect("finite")).sum();
+        let grads = self.reverse(&xs, &hs, &ms, &saved_h, &saved_e, &d_logits, &d_values);
+        Episode {
+            grads,
+            loss,
+            reward,
+            modulation,
+        }
+    }
+
+    /// The reverse pass of one episode (see [`super::host`] for the derivation).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn reverse(
+        &self,
+        xs: &[F],
+        hs: &[F],
+        ms: &[F],
+        saved_h: &[F],
+        saved_e: &[F],
+        d_logits: &[F],
+        d_values: &[F],
+    ) -> Grads<F> {
+        let (ni, n, na) = self.sizes;
+        let steps = ms.len();
+        let plastic = self.kind.plastic();
+        let retro = self.kind == RlModelKind::Retroactive;
+        let modulated = self.kind.modulated();
+        let nn = n * n;
+        let state_len = if plastic { nn } else { 0 };
+        let elig_len = if retro { nn } else { 0 };
+        let (c, eta) = (self.clip, self.eta);
+        let keep = F::one() - eta;
+        let mut g = self.zero_grads();
+        // Gradients with respect to H(t), E(t) and h(t), carried backwards.
+        let mut d_hebb = vec![F::zero(); state_len];
+        let mut d_elig = vec![F::zero(); elig_len];
+        let mut d_post_next = vec![F::zero(); n];
+        // One segment's traces, recomputed: entry s holds H, E at the start of its step s.
+        let mut seg_h = vec![F::zero(); SEGMENT * state_len];
+        let mut seg_e = vec![F::zero(); SEGMENT * elig_len];
+        let mut rate = vec![F::zero(); n];
+        let mut d_rate = vec![F::zero(); n];
+        let mut d_post = vec![F::zero(); n];
+        let mut d_pre = vec![F::zero(); n];
+        let mut da = vec![F::zero(); n];
+        let mut row = vec![F::zero(); n];
+        let mut eta_acc = vec![F::zero(); n];
+        for seg in (0..steps.div_ceil(SEGMENT)).rev() {
+            let start = seg * SEGMENT;
+            let end = (start + SEGMENT).min(steps);
+            if plastic {
+                seg_h[..state_len].copy_from_slice(&saved_h[seg * state_len..][..state_len]);
+                seg_e[..elig_len].copy_from_slice(&saved_e[seg * elig_len..][..elig_len]);
+                for t in start..end.saturating_sub(1) {
+                    let s = t - start;
+                    let (h0, h1) = seg_h.split_at_mut((s + 1) * state_len);
+                    let (e0, e1) = seg_e.split_at_mut((s + 1) * elig_len);
+                    h1[..state_len].copy_from_slice(&h0[s * state_len..]);
+                    e1[..elig_len].copy_from_slice(&e0[s * elig_len..]);
+                    self.rates(ms[t], &mut rate);
+                    self.trace_step(
+                        &mut h1[..state_len],
+                        &mut e1[..elig_len],
+                        &hs[t * n..(t + 1) * n],
+                        &hs[(t + 1) * n..(t + 2) * n],
+                        &rate,
+                    );
+                }
+            }
+            for t in (start..end).rev() {
+                let s = t - start;
+                let hp = &seg_h[s * state_len..(s + 1) * state_len];
+                let ep = &seg_e[s * elig_len..(s + 1) * elig_len];
+                let pre = &hs[t * n..(t + 1) * n];
+                let po = &hs[(t + 1) * n..(t + 2) * n];
+                let m = ms[t];
+                d_post.copy_from_slice(&d_post_next);
+                d_pre.fill(F::zero());
+                // The trace update: dS = dH'⊙κ, then the rule's partials.
+                if plastic {
+                    self.rates(m, &mut rate);
+                    d_rate.fill(F::zero());
+                    eta_acc.fill(F::zero());
+                    let (po, rate) = (&po[..n], &rate[..n]);
+                    let (d_rate, eta_acc) = (&mut d_rate[..n], &mut eta_acc[..n]);
+                    let (row, d_post) = (&mut row[..n], &mut d_post[..n]);
+                    for i in 0..n {
+                        let p = pre[i];
+                        let h = &hp[i * n..][..n];
+                        let dh = &mut d_hebb[i * n..][..n];
+                        match self.kind {
+                            RlModelKind::Plastic => {
+                                let pe = p * eta;
+                                for j in 0..n {
+                                    let s = h[j] + pe * po[j];
+                                    // Loaded unconditionally: a select, not a branch.
+                                    let dhj = dh[j];
+                                    let ds = if s.abs() < c { dhj } else { F::zero() };
+                                    dh[j] = ds;
+                                    let dsp = ds * p;
+                                    eta_acc[j] = eta_acc[j] + dsp * po[j];
+                                    row[j] = ds * po[j];
+                                    d_post[j] = d_post[j] + eta * dsp;
+                                }
+                                d_pre[i] = d_pre[i] + eta * sum_lanes(&row);
+                            }
+                            RlModelKind::Simple => {
+                                for j in 0..n {
+                                    let s = h[j] + rate[j] * p * po[j];
+                                    // Loaded unconditionally: a select, not a branch.
+                                    let dhj = dh[j];
+                                    let ds = if s.abs() < c { dhj } else { F::zero() };
+                                    dh[j] = ds;
+                                    let dsp = ds * p;
+                                    d_rate[j] = d_rate[j] + dsp * po[j];
+                                    row[j] = rate[j] * ds * po[j];
+                                    d_post[j] = d_post[j] + rate[j] * dsp;
+                                }
+                                d_pre[i] = d_pre[i] + sum_lanes(&row);
+                            }
+                            RlModelKind::Retroactive => {
+                                let e = &ep[i * n..][..n];
+                                let de = &mut d_elig[i * n..][..n];
+                                for j in 0..n {
+                                    let s = h[j] + rate[j] * e[j];
+                                    // Loaded unconditionally: a select, not a branch.
+                                    let dhj = dh[j];
+                                    let ds = if s.abs() < c { dhj } else { F::zero() };
+                                    dh[j] = ds;
+                                    d_rate[j] = d_rate[j] + ds * e[j];
+                                    // dE' (from the future) through E' = (1−η)E + η·pre·post.
+                                    let den = de[j];
+                                    eta_acc[j] = eta_acc[j] + den * (p * po[j] - e[j]);
+                                    row[j] = den * po[j];
+                                    d_post[j] = d_post[j] + eta * den * p;
+                                    de[j] = ds * rate[j] + keep * den;
+                                }
+                                d_pre[i] = d_pre[i] + eta * sum_lanes(&row);
+                            }
+                            RlModelKind::NonPlastic | RlModelKind::Lstm => {}
+                        }
+                    }
+                    g.eta = g.eta + sum_lanes(&eta_acc);
+                }
+                // The rate's gradient goes to M(t).
+                let mut d_m = F::zero();
+                if modulated {
+                    if self.fanout {
+                        for j in 0..n {
+                            d_m = d_m + d_rate[j] * self.fan_w[j];
+                            g.fan_w[j] = g.fan_w[j] + d_rate[j] * m;
+                            g.fan_b[j] = g.fan_b[j] + d_rate[j];
+                        }
+                    } else {
+                        d_m = sum_lanes(&d_rate);
+                    }
+                }
+                // Heads.
+                let du = d_m * (F::one() - m * m);
+                let dv = d_values[t];
+                let dz = &d_logits[t * na..(t + 1) * na];
+                g.b_m = g.b_m + du;
+                g.b_v = g.b_v + dv;
+                for k in 0..na {
+                    g.b_pi[k] = g.b_pi[k] + dz[k];
+                }
+                for j in 0..n {
+                    g.w_m[j] = g.w_m[j] + po[j] * du;
+                    g.w_v[j] = g.w_v[j] + po[j] * dv;
+                    let mut dp = d_post[j] + self.w_m[j] * du + self.w_v[j] * dv;
+                    for k in 0..na {
+                        g.w_pi[j * na + k] = g.w_pi[j * na + k] + po[j] * dz[k];
+                        dp = dp + self.w_pi[j * na + k] * dz[k];
+                    }
+                    da[j] = dp * (F::one() - po[j] * po[j]);
+                    g.b[j] = g.b[j] + da[j];
+                }
+                let x = &xs[t * ni..(t + 1) * ni];
+                for (k, &xk) in x.iter().enumerate() {
+                    if xk != F::zero() {
+                        let gw = &mut g.w_in[k * n..(k + 1) * n];
+                        for j in 0..n {
+                            gw[j] = gw[j] + xk * da[j];
+                        }
+                    }
+                }
+                // The recurrent layer: W, α, H(t−1) and h(t−1).
+                let (da, row) = (&da[..n], &mut row[..n]);
+                for i in 0..n {
+                    let p = pre[i];
+                    let w = &self.w[i * n..][..n];
+                    let gw = &mut g.w[i * n..][..n];
+                    if plastic {
+                        let al = &self.alpha[i * n..][..n];
+                        let h = &hp[i * n..][..n];
+                        let ga = &mut g.alpha[i * n..][..n];
+                        let dh = &mut d_hebb[i * n..][..n];
+                        for j in 0..n {
+                            let pda = p * da[j];
+                            gw[j] = gw[j] + pda;
+                            ga[j] = ga[j] + pda * h[j];
+                            dh[j] = dh[j] + al[j] * pda;
+                            row[j] = (w[j] + al[j] * h[j]) * da[j];
+                        }
+                    } else {
+                        for j in 0..n {
+                            gw[j] = gw[j] + p * da[j];
+                            row[j] = w[j] * da[j];
+                        }
+                    }
+                    d_pre[i] = d_pre[i] + sum_lanes(&row);
+                }
+                d_post_next.copy_from_slice(&d_pre);
+            }
+        }
+        g
+    }
+
+    /// [`Self::episode`] compiled for AVX2 where the CPU has it (eight f32 lanes instead of
+    /// SSE2's four; the arithmetic, and so the result, is the same: no fused multiply-add).
+    fn dispatch(
+        &self,
+        shape: EnvShape,
+        seed: u64,
+        stream: Stream,
+        episode: u64,
+        batch: usize,
+        train: &RlTrainConfig,
+    ) -> Episode<F> {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.episode_avx2(shape, seed, stream, episode, batch, train) };
+        }
+        self.episode(shape, seed, stream, episode, batch, train)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn episode_avx2(
+        &self,
+        shape: EnvShape,
+        seed: u64,
+        stream: Stream,
+        episode: u64,
+        batch: usize,
+        train: &RlTrainConfig,
+    ) -> Episode<F> {
+        self.episode(shape, seed, stream, episode, batch, train)
+    }
+
+    /// One update's rollout and gradient: episodes `first..first + batch` of `stream`, each on
+    /// its own rayon task.
+    pub fn update(
+        &self,
+        shape: EnvShape,
+        seed: u64,
+        stream: Stream,
+        first: u64,
+        batch: usize,
+        train: &RlTrainConfig,
+    ) -> FusedUpdate {
+        let episodes: Vec<Episode<F>> = (0..batch as u64)
+            .into_par_iter()
+            .map(|b| self.dispatch(shape, seed, stream, first + b, batch, train))
+            .collect();
+        let (ni, n, na) = self.sizes;
+        let z = |len: usize| vec![0.0f64; len];
+        let mut total = AcParams {
+            w_in: z(ni * n),
+            w: z(n * n),
+            b: z(n),
+            alpha: z(n * n),
+            w_pi: z(n * na),
+            b_pi: z(na),
+            w_v: z(n),
+            b_v: z(1),
+            w_m: z(n),
+            b_m: z(1),
+            fan_w: z(n),
+            fan_b: z(n),
+            eta: z(1),
+        };
+        let (mut loss, mut reward, mut modulation) = (0.0, 0.0, 0.0);
+        let add = |to: &mut Vec<f64>, from: &[F]| {
+            for (t, f) in to.iter_mut().zip(from) {
+                *t += f.to_f64().expect("finite");
+            }
+        };
+        for e in &episodes {
+            let g = &e.grads;
+            add(&mut total.w_in, &g.w_in);
+            add(&mut total.w, &g.w);
+            add(&mut total.b, &g.b);
+            add(&mut total.alpha, &g.alpha);
+            add(&mut total.w_pi, &g.w_pi);
+            add(&mut total.b_pi, &g.b_pi);
+            add(&mut total.w_v, &g.w_v);
+            add(&mut total.b_v, &[g.b_v]);
+            add(&mut total.w_m, &g.w_m);
+            add(&mut total.b_m, &[g.b_m]);
+            add(&mut total.fan_w, &g.fan_w);
+            add(&mut total.fan_b, &g.fan_b);
+            add(&mut total.eta, &[g.eta]);
+            loss += e.loss;
+            reward += e.reward;
+            modulation += e.modulation;
+        }
+        let steps = shape.steps.max(1) as f64;
+        FusedUpdate {
+            grads: total,
+            loss,
+            reward: reward / batch as f64,
+            modulation: modulation / (batch as f64 * steps),
+        }
+    }
+}
