@@ -190,12 +190,14 @@ fn autodiff_groups(model: &ActorCritic, grads: &GradientsParams) -> Vec<Option<V
     ]
 }
 
-/// The host network's hand-written reverse pass equals burn autodiff to 1e-10 relative (f64)
-/// for every rule, clips saturated or not, with and without fan-out; and the same check
-/// catches each injected error: `E` updated before `H`, and `M(t−1)` gating step t's update.
+/// Three gradients agree to 1e-10 relative (f64) for every rule, clips saturated or not, with
+/// and without fan-out: burn autodiff, the host network's hand-written reverse pass, and
+/// forward mode (one Jacobian-vector product per parameter, the state's tangents carried
+/// forward as in RTRL). Checked against either reference, the reverse pass with an injected
+/// error is caught: `E` updated before `H`, and `M(t−1)` gating step t's update.
 #[test]
 fn the_host_reverse_pass_equals_autodiff_and_catches_injected_errors() {
-    use bohp::rl::host::{AcFault, HostAc};
+    use bohp::rl::host::{AcFault, AcParams, HostAc};
     let (host_xs, xs, ad) = inputs(8);
     for kind in [
         RlModelKind::NonPlastic,
@@ -211,43 +213,98 @@ fn the_host_reverse_pass_equals_autodiff_and_catches_injected_errors() {
             let (loss, _) = objective(&model, &xs);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let reference = autodiff_groups(&model, &grads);
-            let difference = |fault: AcFault| -> f64 {
-                let mut net = HostAc::of(&model);
-                net.fault = fault;
-                let rollout = net.forward(&host_xs, BATCH);
-                let d_logits: Vec<Vec<f64>> = (0..STEPS)
-                    .map(|t| {
-                        let p = rollout.step_probs(t);
-                        (0..BATCH * 2)
-                            .map(|i| 0.3 * ((i % 2 == 0) as u8 as f64 - p[i]))
-                            .collect()
-                    })
-                    .collect();
-                let ones = vec![vec![1.0; BATCH]; STEPS];
-                let fifths = vec![vec![0.2; BATCH]; STEPS];
-                let g = net.backward(&rollout, &d_logits, &ones, &fifths);
+            let net = HostAc::of(&model);
+            // The objective's cotangents: of the logits (those of 0.3·log p₀), values, M.
+            let rollout = net.forward(&host_xs, BATCH);
+            let d_logits: Vec<Vec<f64>> = (0..STEPS)
+                .map(|t| {
+                    let p = rollout.step_probs(t);
+                    (0..BATCH * 2)
+                        .map(|i| 0.3 * ((i % 2 == 0) as u8 as f64 - p[i]))
+                        .collect()
+                })
+                .collect();
+            let ones = vec![vec![1.0; BATCH]; STEPS];
+            let fifths = vec![vec![0.2; BATCH]; STEPS];
+            // Forward mode: one Jacobian-vector product per trained parameter entry.
+            let mut forward_mode = reference.clone();
+            for (group, slot) in forward_mode.iter_mut().enumerate() {
+                let Some(values) = slot else { continue };
+                for (k, v) in values.iter_mut().enumerate() {
+                    let mut dir = AcParams::from_groups(
+                        net.p
+                            .groups()
+                            .iter()
+                            .map(|(_, g)| vec![0.0; g.len()])
+                            .collect(),
+                    );
+                    dir.groups_mut()[group].1[k] = 1.0;
+                    let tangents = net.jvp(&host_xs, BATCH, &dir);
+                    let dot = |a: &[Vec<f64>], b: &[Vec<f64>]| -> f64 {
+                        a.iter()
+                            .flatten()
+                            .zip(b.iter().flatten())
+                            .map(|(x, y)| x * y)
+                            .sum()
+                    };
+                    *v = dot(&tangents.logits, &d_logits)
+                        + dot(&tangents.values, &ones)
+                        + dot(&tangents.modulation, &fifths);
+                }
+            }
+            let gap = |a: &AcParams, reference: &[Option<Vec<f64>>]| -> f64 {
                 let mut worst: f64 = 0.0;
-                for ((name, host), reference) in g.groups().into_iter().zip(&reference) {
+                for ((name, host), reference) in a.groups().into_iter().zip(reference) {
                     let Some(reference) = reference else { continue };
                     let scale = reference.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-                    for (a, b) in host.iter().zip(reference) {
-                        let d = (a - b).abs() / scale;
+                    for (x, y) in host.iter().zip(reference) {
+                        let d = (x - y).abs() / scale;
                         assert!(d.is_finite(), "{kind:?} {name}");
                         worst = worst.max(d);
                     }
                 }
                 worst
             };
+            let reverse = |fault: AcFault| -> AcParams {
+                let mut net = net.clone();
+                net.fault = fault;
+                let rollout = net.forward(&host_xs, BATCH);
+                net.backward(&rollout, &d_logits, &ones, &fifths)
+            };
             let what = format!("{kind:?} clip {clip} fanout {fanout}");
-            let right = difference(AcFault::None);
-            assert!(right <= 1e-10, "{what}: host vs autodiff {right}");
-            if kind == RlModelKind::Retroactive {
-                let wrong = difference(AcFault::EligibilityFirst);
-                assert!(wrong > 1e-4, "{what}: E updated first not caught ({wrong})");
-            }
-            if kind.modulated() {
-                let wrong = difference(AcFault::PreviousModulation);
-                assert!(wrong > 1e-4, "{what}: M(t-1) not caught ({wrong})");
+            let forward_vs_autodiff = gap(
+                &AcParams::from_groups(
+                    forward_mode
+                        .iter()
+                        .zip(net.p.groups())
+                        .map(|(f, (_, g))| f.clone().unwrap_or_else(|| vec![0.0; g.len()]))
+                        .collect(),
+                ),
+                &reference,
+            );
+            eprintln!("{what}: forward mode vs autodiff {forward_vs_autodiff:.1e}");
+            assert!(
+                forward_vs_autodiff <= 1e-10,
+                "{what}: forward mode vs autodiff {forward_vs_autodiff}"
+            );
+            let right = reverse(AcFault::None);
+            for (name, reference) in [("autodiff", &reference), ("forward mode", &forward_mode)] {
+                let d = gap(&right, reference);
+                assert!(d <= 1e-10, "{what}: host reverse pass vs {name} {d}");
+                if kind == RlModelKind::Retroactive {
+                    let wrong = gap(&reverse(AcFault::EligibilityFirst), reference);
+                    assert!(
+                        wrong > 1e-4,
+                        "{what}: E updated first not caught by {name} ({wrong})"
+                    );
+                }
+                if kind.modulated() {
+                    let wrong = gap(&reverse(AcFault::PreviousModulation), reference);
+                    assert!(
+                        wrong > 1e-4,
+                        "{what}: M(t-1) not caught by {name} ({wrong})"
+                    );
+                }
             }
         }
     }
@@ -264,19 +321,27 @@ fn bandit(kind: &str, episodes: usize) -> RlConfig {
     RlConfig::load(&path).unwrap()
 }
 
-/// A checkpoint round trip continues bit for bit (model, burn's Adam, progress), for the
-/// actor-critic and the LSTM agent.
+/// A checkpoint round trip continues bit for bit (model, Adam, progress), for the actor-critic
+/// (autodiff with burn's Adam, and the fused engine with its host Adam) and the LSTM agent.
 #[test]
 fn a2c_resumes_exactly_from_a_checkpoint() {
-    for kind in ["retroactive", "lstm"] {
-        resumes_exactly(kind);
+    for (kind, engine) in [
+        ("retroactive", "autodiff"),
+        ("retroactive", "fused"),
+        ("lstm", "autodiff"),
+    ] {
+        resumes_exactly(kind, engine);
     }
 }
 
-fn resumes_exactly(kind: &str) {
+fn resumes_exactly(kind: &str, engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::create(&dir.path().join("run")).unwrap();
-    let config = bandit(kind, 12);
+    let mut config = bandit(kind, 12);
+    config.train.engine = match engine {
+        "fused" => bohp::config::Engine::Fused,
+        _ => bohp::config::Engine::Autodiff,
+    };
     std::fs::write(run.config_path(), config.to_toml()).unwrap();
     let mut a = RlTrainer::new(config.clone()).unwrap();
     let mut metrics = run.metrics_writer(0).unwrap();
@@ -291,10 +356,86 @@ fn resumes_exactly(kind: &str) {
         assert_eq!(
             ra.loss.to_bits(),
             rb.loss.to_bits(),
-            "update {}",
+            "{kind} {engine}: update {}",
             ra.episode
         );
         assert_eq!(ra.reward, rb.reward);
+    }
+}
+
+/// The fused engine's A2C update (each episode rolled out in the environment, the loss, the
+/// reverse pass with trace checkpoints) gives burn autodiff's loss and gradient on the same
+/// episodes to 1e-10 relative in f64: every kind, clips saturated or not, fan-out, both
+/// exploration terms, episodes of 40 steps (three trace segments, the last one partial).
+#[test]
+fn the_fused_engine_equals_autodiff_on_an_a2c_update() {
+    use bohp::rl::fused::FusedAc;
+    use bohp::rl::host::AcParams;
+    use bohp::rl::model::Agent;
+    use bohp::rng::Stream;
+    let ad = init_device(Backend::Flex, Precision::F64)
+        .unwrap()
+        .autodiff();
+    for kind in ["non-plastic", "plastic", "simple", "retroactive"] {
+        for (clip, fanout, exploration) in [
+            (10.0, false, "sum-p2"),
+            (0.05, false, "entropy"),
+            (0.05, true, "sum-p2"),
+        ] {
+            if fanout && !matches!(kind, "simple" | "retroactive") {
+                continue;
+            }
+            let text = format!(
+                "seed = 4\ndtype = \"f64\"\n[task]\nkind = \"maze\"\nsteps = 40\nmaze_side = 7\n\
+                 [model]\nkind = \"{kind}\"\nhidden = 6\nclip = {clip}\nfanout = {fanout}\ninit_eta = 0.3\n\
+                 [train]\nepisodes = 1\nbatch = 3\nlearning_rate = 0.001\nexploration = \"{exploration}\"\n"
+            );
+            let config: RlConfig = toml::from_str(&text).unwrap();
+            config.validate("test").unwrap();
+            let trainer = RlTrainer::new(config.clone()).unwrap();
+            let Agent::Plastic(model) = trainer.model() else {
+                panic!("an actor-critic")
+            };
+            let (loss, reward, _) =
+                trainer.rollout(&Agent::Plastic(model.clone()), Stream::Train, 0, 3, &ad);
+            let loss_value = value_of(loss.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let reference = autodiff_groups(&model, &grads);
+            let net = config.network();
+            let fused = FusedAc::<f64>::new(
+                net.kind,
+                net.fanout,
+                net.clip,
+                (net.inputs, net.hidden, net.actions),
+                &AcParams::of(&model),
+            )
+            .update(
+                config.env_shape(),
+                config.seed,
+                Stream::Train,
+                0,
+                3,
+                &config.train,
+            );
+            let what = format!("{kind} clip {clip} fanout {fanout} {exploration}");
+            assert_eq!(
+                fused.reward, reward,
+                "{what}: the same episodes and actions"
+            );
+            let d = (fused.loss - loss_value).abs() / loss_value.abs();
+            assert!(d <= 1e-10, "{what}: loss {} vs {loss_value}", fused.loss);
+            let mut worst: f64 = 0.0;
+            for ((name, host), reference) in fused.grads.groups().into_iter().zip(&reference) {
+                let Some(reference) = reference else { continue };
+                let scale = reference.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+                for (x, y) in host.iter().zip(reference) {
+                    let d = (x - y).abs() / scale;
+                    assert!(d <= 1e-10, "{what}: {name}: fused {x} vs autodiff {y}");
+                    worst = worst.max(d);
+                }
+            }
+            eprintln!("{what}: fused vs autodiff {worst:.1e}, loss {d:.1e}");
+        }
     }
 }
 

@@ -230,6 +230,10 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReprodu
         let mut config = base.clone();
         config.model.kind = kind;
         config.model.fanout = base.model.fanout && kind.modulated();
+        if kind == RlModelKind::Lstm {
+            // The fused engine runs the actor-critic kinds; the LSTM trains with autodiff.
+            config.train.engine = bohp::config::Engine::Autodiff;
+        }
         config.model.hidden = if kind == base.model.kind {
             base.model.hidden
         } else {

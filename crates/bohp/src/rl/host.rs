@@ -406,6 +406,152 @@ impl HostAc {
     }
 }
 
+/// Tangents of one forward pass ([`HostAc::jvp`]): per step, of the logits `[B, A]`, the values
+/// `[B]` and `M(t)` `[B]`.
+#[derive(Debug, Clone)]
+pub struct Tangents {
+    /// Per step: the logits' tangents `[B, A]`.
+    pub logits: Vec<Vec<f64>>,
+    /// Per step: the values' tangents `[B]`.
+    pub values: Vec<Vec<f64>>,
+    /// Per step: `M(t)`'s tangents `[B]`.
+    pub modulation: Vec<Vec<f64>>,
+}
+
+impl HostAc {
+    /// Forward mode: the tangents of every step's outputs when the parameters move along
+    /// `dir` (a Jacobian–vector product), pushed through the same forward pass step by step
+    /// (the state's tangents `ḣ`, `Ḣ`, `Ė` carried forward, as in RTRL). Always the right
+    /// rules (`fault` is ignored): the reference the reverse pass is checked against, one
+    /// parameter direction at a time.
+    ///
+    /// ```text
+    /// ȧ = ẋW_in-terms + ṗre·(W + α⊙H) + pre·(Ẇ + α̇⊙H + α⊙Ḣ) + ḃ,   ṗost = (1 − post²)⊙ȧ
+    /// Ṡ = Ḣ + η̇·preᵀpost + η·(ṗreᵀpost + preᵀṗost)           plastic
+    /// Ṡ = Ḣ + ṙ·preᵀpost + r·(ṗreᵀpost + preᵀṗost)           simple
+    /// Ṡ = Ḣ + ṙ·E + r·Ė,  Ė' = (1 − η)·Ė − η̇·E + η̇·preᵀpost + η·(ṗreᵀpost + preᵀṗost)   retroactive
+    /// Ḣ' = Ṡ where |S| < c, else 0
+    /// ```
+    pub fn jvp(&self, xs: &[Vec<f64>], batch: usize, dir: &AcParams) -> Tangents {
+        let (ni, n, na) = self.sizes;
+        let p = &self.p;
+        let (eta, d_eta) = (p.eta[0], dir.eta[0]);
+        let mut out = Tangents {
+            logits: Vec::new(),
+            values: Vec::new(),
+            modulation: Vec::new(),
+        };
+        let mut h = vec![0.0; batch * n];
+        let mut dh = vec![0.0; batch * n];
+        let mut hebb = vec![0.0; batch * n * n];
+        let mut d_hebb = vec![0.0; batch * n * n];
+        let mut elig = vec![0.0; batch * n * n];
+        let mut d_elig = vec![0.0; batch * n * n];
+        for x in xs {
+            let (mut dz_all, mut dv_all, mut dm_all) =
+                (vec![0.0; batch * na], vec![0.0; batch], vec![0.0; batch]);
+            let mut post_all = vec![0.0; batch * n];
+            let mut dpost_all = vec![0.0; batch * n];
+            for bi in 0..batch {
+                let off = bi * n * n;
+                let pre = &h[bi * n..(bi + 1) * n];
+                let dpre = &dh[bi * n..(bi + 1) * n];
+                let mut post = vec![0.0; n];
+                let mut dpost = vec![0.0; n];
+                for j in 0..n {
+                    let (mut a, mut da) = (p.b[j], dir.b[j]);
+                    for k in 0..ni {
+                        a += x[bi * ni + k] * p.w_in[k * n + j];
+                        da += x[bi * ni + k] * dir.w_in[k * n + j];
+                    }
+                    for i in 0..n {
+                        let idx = i * n + j;
+                        let (hv, dhv) = if self.kind.plastic() {
+                            (hebb[off + idx], d_hebb[off + idx])
+                        } else {
+                            (0.0, 0.0)
+                        };
+                        let (al, dal) = if self.kind.plastic() {
+                            (p.alpha[idx], dir.alpha[idx])
+                        } else {
+                            (0.0, 0.0)
+                        };
+                        a += pre[i] * (p.w[idx] + al * hv);
+                        da += dpre[i] * (p.w[idx] + al * hv)
+                            + pre[i] * (dir.w[idx] + dal * hv + al * dhv);
+                    }
+                    post[j] = a.tanh();
+                    dpost[j] = (1.0 - post[j] * post[j]) * da;
+                }
+                for k in 0..na {
+                    let mut dz = dir.b_pi[k];
+                    for j in 0..n {
+                        dz += dpost[j] * p.w_pi[j * na + k] + post[j] * dir.w_pi[j * na + k];
+                    }
+                    dz_all[bi * na + k] = dz;
+                }
+                let lin = |w: &[f64], dw: &[f64], b: f64, db: f64| -> (f64, f64) {
+                    let v = b + (0..n).map(|j| post[j] * w[j]).sum::<f64>();
+                    let dv = db
+                        + (0..n)
+                            .map(|j| dpost[j] * w[j] + post[j] * dw[j])
+                            .sum::<f64>();
+                    (v, dv)
+                };
+                dv_all[bi] = lin(&p.w_v, &dir.w_v, p.b_v[0], dir.b_v[0]).1;
+                let (u, du) = lin(&p.w_m, &dir.w_m, p.b_m[0], dir.b_m[0]);
+                let m = u.tanh();
+                let dm = (1.0 - m * m) * du;
+                dm_all[bi] = dm;
+                if self.kind.plastic() {
+                    for i in 0..n {
+                        for j in 0..n {
+                            let idx = off + i * n + j;
+                            let (r, dr) = if self.fanout {
+                                (
+                                    p.fan_w[j] * m + p.fan_b[j],
+                                    dir.fan_w[j] * m + p.fan_w[j] * dm + dir.fan_b[j],
+                                )
+                            } else {
+                                (m, dm)
+                            };
+                            let outer = pre[i] * post[j];
+                            let d_outer = dpre[i] * post[j] + pre[i] * dpost[j];
+                            let (e, de) = (elig[idx], d_elig[idx]);
+                            let (s, ds) = match self.kind {
+                                RlModelKind::Plastic => (
+                                    hebb[idx] + eta * outer,
+                                    d_hebb[idx] + d_eta * outer + eta * d_outer,
+                                ),
+                                RlModelKind::Simple => (
+                                    hebb[idx] + r * outer,
+                                    d_hebb[idx] + dr * outer + r * d_outer,
+                                ),
+                                _ => (hebb[idx] + r * e, d_hebb[idx] + dr * e + r * de),
+                            };
+                            if self.kind == RlModelKind::Retroactive {
+                                elig[idx] = (1.0 - eta) * e + eta * outer;
+                                d_elig[idx] =
+                                    (1.0 - eta) * de - d_eta * e + d_eta * outer + eta * d_outer;
+                            }
+                            hebb[idx] = s.clamp(-self.clip, self.clip);
+                            d_hebb[idx] = if s.abs() < self.clip { ds } else { 0.0 };
+                        }
+                    }
+                }
+                post_all[bi * n..(bi + 1) * n].copy_from_slice(&post);
+                dpost_all[bi * n..(bi + 1) * n].copy_from_slice(&dpost);
+            }
+            h = post_all;
+            dh = dpost_all;
+            out.logits.push(dz_all);
+            out.values.push(dv_all);
+            out.modulation.push(dm_all);
+        }
+        out
+    }
+}
+
 impl AcParams {
     /// The current parameter values of a burn network.
     pub fn of(model: &ActorCritic) -> AcParams {
@@ -466,6 +612,25 @@ impl AcParams {
             fan_b,
             eta,
         }
+    }
+
+    /// The groups, mutably, in the same order as [`AcParams::groups`].
+    pub fn groups_mut(&mut self) -> Vec<(&'static str, &mut Vec<f64>)> {
+        vec![
+            ("w_in", &mut self.w_in),
+            ("w", &mut self.w),
+            ("b", &mut self.b),
+            ("alpha", &mut self.alpha),
+            ("w_pi", &mut self.w_pi),
+            ("b_pi", &mut self.b_pi),
+            ("w_v", &mut self.w_v),
+            ("b_v", &mut self.b_v),
+            ("w_m", &mut self.w_m),
+            ("b_m", &mut self.b_m),
+            ("fan_w", &mut self.fan_w),
+            ("fan_b", &mut self.fan_b),
+            ("eta", &mut self.eta),
+        ]
     }
 
     /// The groups in the burn module's visiting order, for comparisons.
