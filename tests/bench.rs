@@ -6,14 +6,14 @@ use serde_json::Value;
 use crate::common::{repo_root, run_bohp};
 
 #[test]
-fn bench_runs_the_engines_that_apply_to_recurrent_workloads() {
+fn bench_runs_the_engines_that_apply_to_recurrent_and_rl_workloads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
     let configs = repo_root().join("configs");
     let result = run_bohp(&[
         "bench",
         "--workloads",
-        "memorisation-50,completion",
+        "memorisation-50,completion,bandit",
         "--devices",
         "flex",
         "--batches",
@@ -55,6 +55,8 @@ fn bench_runs_the_engines_that_apply_to_recurrent_workloads() {
         ("memorisation-50", "fused"),
         ("completion", "autodiff"),
         ("completion", "analytic"),
+        ("bandit", "autodiff"),
+        ("bandit", "fused"),
     ];
     assert_eq!(cells.len(), expected.len(), "{cells:?}");
     for (w, e) in expected {

@@ -105,12 +105,59 @@ pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Resul
     config.train.episodes = timing.warmup + timing.updates * timing.repeats;
     config.validate(&format!("{} as benchmarked", path.display()))?;
     let mut trainer = bohp::recurrent::train::RecurrentTrainer::new(config)?;
-    let mut step = || {
+    time_updates(cell, &timing, || {
         trainer
             .step()
             .map(|r| r.seconds)
             .map_err(|d| anyhow::anyhow!("diverged: {d}"))
+    })
+}
+
+/// Whether workload `name` in `configs` is a reinforcement-learning task (`bandit`, `cue`,
+/// `maze`).
+pub fn is_rl_workload(configs: &Path, name: &str) -> bool {
+    std::fs::read_to_string(configs.join(format!("{name}.toml"))).is_ok_and(|text| {
+        bohp::recurrent::config::family(&text)
+            == Some(bohp::recurrent::config::Family::Reinforcement)
+    })
+}
+
+/// Measures one reinforcement-learning cell in this process: whole A2C updates (the rollout in
+/// the environment, the loss, the gradient, clipping and Adam), with the recurrent workloads'
+/// timing.
+pub fn run_rl_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResult> {
+    use bohp::config::Engine;
+    let path = configs.join(format!("{}.toml", cell.workload));
+    let timing = recurrent_timing(timing);
+    let mut config = bohp::rl::config::RlConfig::load(&path)?;
+    config.device = cell.device;
+    config.dtype = Precision::F32;
+    config.train.batch = cell.batch;
+    config.train.engine = match cell.engine {
+        BenchEngine::Fused => Engine::Fused,
+        BenchEngine::Autodiff => Engine::Autodiff,
+        BenchEngine::Analytic => {
+            bail!("the analytic engine does not apply to reinforcement-learning workloads")
+        }
     };
+    config.train.episodes = timing.warmup + timing.updates * timing.repeats;
+    config.validate(&format!("{} as benchmarked", path.display()))?;
+    let mut trainer = bohp::rl::train::RlTrainer::new(config)?;
+    time_updates(cell, &timing, || {
+        trainer
+            .step()
+            .map(|r| r.seconds)
+            .map_err(|d| anyhow::anyhow!("diverged: {d}"))
+    })
+}
+
+/// Runs `timing.warmup` updates of `step` (which returns an update's seconds), then
+/// `timing.repeats` repeats of `timing.updates` timed updates; the median rate.
+fn time_updates(
+    cell: &Cell,
+    timing: &Timing,
+    mut step: impl FnMut() -> Result<f64>,
+) -> Result<CellResult> {
     for _ in 0..timing.warmup {
         step()?;
     }
@@ -399,6 +446,9 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
     if is_recurrent_workload(&plan.configs, workload) {
         return run_recurrent_peer(plan, python, workload, batch);
     }
+    if is_rl_workload(&plan.configs, workload) {
+        return run_rl_peer(plan, python, workload, batch);
+    }
     let script = plan.peer_dir.join("bohp_torch.py");
     let task = peer_task(workload).unwrap_or("?");
     let args: Vec<String> = vec![
@@ -478,6 +528,72 @@ fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) 
         "--threads".into(),
         "2".into(),
     ];
+    let command = format!("{} {}", python.display(), args.join(" "));
+    let result = PeerResult {
+        workload: workload.to_string(),
+        batch,
+        episodes_per_second: None,
+        peak_rss_mib: None,
+        command,
+        error: None,
+    };
+    measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
+}
+
+/// Runs the backpropamine peer (`backpropamine_torch.py`, autograd, timing mode) at the
+/// workload's size: the same task, network type, neurons, batch, steps and maze side.
+fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+    use bohp::rl::env::EnvKind;
+    use bohp::rl::model::RlModelKind;
+    let script = plan.peer_dir.join("backpropamine_torch.py");
+    let config =
+        match bohp::rl::config::RlConfig::load(&plan.configs.join(format!("{workload}.toml"))) {
+            Ok(config) => config,
+            Err(e) => return PeerResult::failed(workload, batch, e.to_string()),
+        };
+    let shape = config.env_shape();
+    let task = match shape.kind {
+        EnvKind::Maze => "maze",
+        EnvKind::Cue => "cue",
+        EnvKind::Bandit => {
+            return PeerResult::failed(workload, batch, "the peer has no bandit task".into());
+        }
+    };
+    let kind = match config.model.kind {
+        RlModelKind::NonPlastic => "rnn",
+        RlModelKind::Plastic => "plastic",
+        RlModelKind::Simple => "modplast",
+        RlModelKind::Retroactive => "modul",
+        RlModelKind::Lstm => {
+            return PeerResult::failed(workload, batch, "the peer has no LSTM agent".into());
+        }
+    };
+    if config.model.fanout {
+        return PeerResult::failed(workload, batch, "the peer has no fan-out of M".into());
+    }
+    let timing = recurrent_timing(&plan.timing);
+    let mut args: Vec<String> = vec![
+        script.display().to_string(),
+        "--task".into(),
+        task.into(),
+        "--type".into(),
+        kind.into(),
+        "--hidden".into(),
+        config.model.hidden.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--eplen".into(),
+        shape.steps.to_string(),
+        "--steps".into(),
+        (timing.updates * timing.repeats).to_string(),
+        "--warmup".into(),
+        timing.warmup.max(1).to_string(),
+        "--threads".into(),
+        "2".into(),
+    ];
+    if shape.kind == EnvKind::Maze {
+        args.extend(["--maze-size".into(), shape.maze_side.to_string()]);
+    }
     let command = format!("{} {}", python.display(), args.join(" "));
     let result = PeerResult {
         workload: workload.to_string(),

@@ -39,7 +39,9 @@ pub(crate) fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
     }
     let mut cells = Vec::new();
     for workload in &args.workloads {
-        let recurrent = crate::bench::is_recurrent_workload(&args.configs, workload);
+        // The recurrent and reinforcement-learning workloads take the same engines.
+        let recurrent = crate::bench::is_recurrent_workload(&args.configs, workload)
+            || crate::bench::is_rl_workload(&args.configs, workload);
         for &batch in &args.batches {
             for &device in &args.devices {
                 for &engine in args.engines.iter().filter(|e| e.applies(recurrent)) {
@@ -86,6 +88,9 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
         engine: args.engine,
     };
     let result = match args.engine {
+        _ if crate::bench::is_rl_workload(&args.configs, &args.workload) => {
+            crate::bench::run_rl_cell(&args.configs, &cell, &timing(&args.timing)?)?
+        }
         _ if crate::bench::is_recurrent_workload(&args.configs, &args.workload) => {
             crate::bench::run_recurrent_cell(&args.configs, &cell, &timing(&args.timing)?)?
         }
@@ -102,7 +107,7 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
             engine(Engine::Analytic),
         )?,
         crate::bench::BenchEngine::Fused => {
-            bail!("--engine fused applies to recurrent workloads only")
+            bail!("--engine fused applies to recurrent and reinforcement-learning workloads only")
         }
     };
     println!("{}", serde_json::to_string(&result)?);
