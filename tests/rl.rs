@@ -677,10 +677,12 @@ fn inspect_draws_a_maze_agents_path() {
 }
 
 /// On a 7×7 maze (100 steps), at the same parameter budget (1,710 against 1,733) and the same
-/// training (2000 updates of 16 episodes, lr 1e-3, the published initialization, seed 2), the
-/// simply neuromodulated network earns clearly more than the non-plastic one, and both far more
-/// than a random policy. Measured: 114.6 against 64.7, random 13.75 (the 3-seed comparison in
-/// docs/neuromodulation.md §4 has every plastic run above every non-plastic one at 5000).
+/// training (2000 updates of 16 episodes, lr 1e-3, the published initialization, seed 2, the
+/// fused engine), the simply neuromodulated network earns clearly more than the non-plastic
+/// one, and both far more than a random policy. Measured: 101.4 against 67.0, random 13.75,
+/// about 12 s in all (with autodiff, whose runs differ from the fused engine's by rounding
+/// only, 114.6 against 64.7 in about 50 s; the 3-seed comparison in docs/neuromodulation.md
+/// §4 has every plastic run above every non-plastic one at 5000).
 #[test]
 fn neuromodulation_beats_the_non_plastic_network_on_a_small_maze() {
     let dir = tempfile::tempdir().unwrap();
@@ -696,7 +698,7 @@ fn neuromodulation_beats_the_non_plastic_network_on_a_small_maze() {
                         format!(
                             "seed = 2\n[task]\nkind = \"maze\"\nsteps = 100\nmaze_side = 7\n[model]\nkind = \"{kind}\"\n\
                              hidden = {hidden}\ninit = \"published\"\n[train]\nepisodes = 2000\nbatch = 16\nlearning_rate = 0.001\n\
-                             checkpoint_every = 500\n"
+                             checkpoint_every = 500\nengine = \"fused\"\n"
                         ),
                     )
                     .unwrap();

@@ -40,6 +40,7 @@ pub mod layer;
 pub mod learner;
 pub mod memory;
 pub mod network;
+pub mod omniglot;
 pub mod recurrent;
 pub mod rl;
 pub mod rng;

@@ -73,7 +73,7 @@ pub(crate) fn is_recurrent_file(path: &Path) -> bool {
 pub(crate) fn refuse_rl(path: &Path, command: &str) -> Result<()> {
     if family_of_file(path) == Some(bohp::recurrent::config::Family::Reinforcement) {
         anyhow::bail!(
-            "{}: a reinforcement-learning config (task.kind bandit, cue or maze); `bohp {command}` does not handle them yet (`bohp train` and `bohp export` do)",
+            "{}: a reinforcement-learning config (task.kind bandit, cue or maze); `bohp {command}` does not handle them yet (train, eval, inspect, export and reproduce do; their gradients are checked by the test suite: docs/neuromodulation.md §1)",
             path.display()
         );
     }
