@@ -677,57 +677,57 @@ fn inspect_draws_a_maze_agents_path() {
 }
 
 /// On a 7×7 maze (100 steps), at the same parameter budget (1,710 against 1,733) and the same
-/// training (2000 updates of 16 episodes, lr 1e-3, the published initialization, seed 2, the
-/// fused engine), the simply neuromodulated network earns clearly more than the non-plastic
-/// one, and both far more than a random policy. Measured: 101.4 against 67.0, random 13.75,
-/// about 12 s in all (with autodiff, whose runs differ from the fused engine's by rounding
-/// only, 114.6 against 64.7 in about 50 s; the 3-seed comparison in docs/neuromodulation.md
-/// §4 has every plastic run above every non-plastic one at 5000).
+/// training (3000 updates of 16 episodes, lr 1e-3, the published initialization, the fused
+/// engine), the simply neuromodulated network earns clearly more than the non-plastic one in
+/// every one of seeds 1-3, and both far more than a random policy. Measured: 136.3, 122.5,
+/// 122.3 against 98.2, 78.2, 93.7 (smallest gap 24.1, mean gap 37.1), random 13.75; about 23 s
+/// in all. (At 2000 updates the gaps were 16-25: too close to a margin for a test.)
 #[test]
 fn neuromodulation_beats_the_non_plastic_network_on_a_small_maze() {
     let dir = tempfile::tempdir().unwrap();
-    let summaries: Vec<serde_json::Value> = std::thread::scope(|scope| {
-        let handles: Vec<_> = [("simple", 24), ("non-plastic", 32)]
-            .into_iter()
-            .map(|(kind, hidden)| {
-                let dir = dir.path();
-                scope.spawn(move || {
-                    let config = dir.join(format!("{kind}.toml"));
-                    std::fs::write(
-                        &config,
-                        format!(
-                            "seed = 2\n[task]\nkind = \"maze\"\nsteps = 100\nmaze_side = 7\n[model]\nkind = \"{kind}\"\n\
-                             hidden = {hidden}\ninit = \"published\"\n[train]\nepisodes = 2000\nbatch = 16\nlearning_rate = 0.001\n\
-                             checkpoint_every = 500\nengine = \"fused\"\n"
-                        ),
-                    )
-                    .unwrap();
-                    let run = dir.join(kind);
-                    assert_success(&run_bohp(&[
-                        "train",
-                        config.to_str().unwrap(),
-                        "--out",
-                        run.to_str().unwrap(),
-                        "-q",
-                    ]));
-                    serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap())
-                        .unwrap()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let reward = |s: &serde_json::Value| s["final_reward"].as_f64().unwrap();
-    let (modulated, plain) = (reward(&summaries[0]), reward(&summaries[1]));
-    let random = summaries[0]["random_reward"].as_f64().unwrap();
-    assert_eq!(summaries[0]["params"], 1710);
-    assert_eq!(summaries[1]["params"], 1733);
+    let mut finals = std::collections::BTreeMap::<&str, Vec<f64>>::new();
+    let mut random = f64::NAN;
+    for (kind, hidden, params) in [("simple", 24, 1710), ("non-plastic", 32, 1733)] {
+        for seed in 1..=3 {
+            let config = dir.path().join(format!("{kind}-{seed}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "seed = {seed}\n[task]\nkind = \"maze\"\nsteps = 100\nmaze_side = 7\n[model]\nkind = \"{kind}\"\n\
+                     hidden = {hidden}\ninit = \"published\"\n[train]\nepisodes = 3000\nbatch = 16\nlearning_rate = 0.001\n\
+                     checkpoint_every = 1000\nengine = \"fused\"\n"
+                ),
+            )
+            .unwrap();
+            let run = dir.path().join(format!("{kind}-{seed}"));
+            assert_success(&run_bohp(&[
+                "train",
+                config.to_str().unwrap(),
+                "--out",
+                run.to_str().unwrap(),
+                "-q",
+            ]));
+            let summary: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+            assert_eq!(summary["params"], params);
+            random = summary["random_reward"].as_f64().unwrap();
+            finals
+                .entry(kind)
+                .or_default()
+                .push(summary["final_reward"].as_f64().unwrap());
+        }
+    }
+    let (modulated, plain) = (&finals["simple"], &finals["non-plastic"]);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let worst_modulated = modulated.iter().cloned().fold(f64::INFINITY, f64::min);
+    let best_plain = plain.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     assert!(
-        modulated >= plain + 25.0,
-        "neuromodulated {modulated} vs non-plastic {plain}"
+        worst_modulated >= best_plain + 10.0 && mean(modulated) >= mean(plain) + 20.0,
+        "neuromodulated {modulated:?} vs non-plastic {plain:?}"
     );
+    let worst_plain = plain.iter().cloned().fold(f64::INFINITY, f64::min);
     assert!(
-        plain >= random + 25.0,
-        "non-plastic {plain} vs random {random}"
+        worst_plain >= random + 25.0,
+        "non-plastic {plain:?} vs random {random}"
     );
 }

@@ -12,13 +12,15 @@
 //! tensors a step), the forward pass keeps them every [`SEGMENT`] steps, and the reverse pass
 //! recomputes one segment at a time from its checkpoint with the recorded activities and
 //! `M(t)` (the trace update alone, no matrix–vector product), so a running episode holds
-//! `2·N²·(T/SEGMENT + SEGMENT)` numbers: about 3 MB for the maze at N = 100 in f32.
+//! `2·N²·(T/SEGMENT + SEGMENT)` numbers: about 2.6 MB for the maze at N = 100 in f32.
 //!
 //! The equations are those of [`super::host`] (its module documentation derives the reverse
 //! pass), vectorised over a row of the `N × N` arrays; the inner loops are written so that the
 //! compiler vectorises them (independent accumulators, row sums through [`sum_lanes`]).
 
 use rand_chacha::ChaCha8Rng;
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::config::{Exploration, RlTrainConfig};
@@ -30,7 +32,10 @@ use crate::rng::{Stream, stream_rng};
 use crate::rules::{Real, real};
 
 /// Steps between the trace checkpoints of the forward pass.
-pub const SEGMENT: usize = 16;
+/// (Measured at the published sizes: 12 beats 6, 8 and 16 by 5-25% for the cue task, N = 200, and
+/// is within 5% of the best for the maze, N = 100; keeping every step's traces is 2-4× slower,
+/// bound by memory traffic.)
+pub const SEGMENT: usize = 12;
 
 /// The network on the host, in `F`.
 #[derive(Debug, Clone)]
@@ -68,12 +73,33 @@ pub struct FusedUpdate {
     pub modulation: f64,
 }
 
-/// One episode's contribution.
-struct Episode<F> {
-    grads: Grads<F>,
+/// One episode's (or a chunk of episodes') measures; the gradient goes to a [`Grads`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Measures {
     loss: f64,
     reward: f64,
     modulation: f64,
+}
+
+/// Episodes per chunk: a chunk's episodes run in order on one thread, adding into one gradient;
+/// the chunks' gradients are then added in chunk order. Fixed, so that the sums (and the run)
+/// do not depend on the thread count.
+const CHUNK: usize = 4;
+
+/// The large per-episode arrays (`N × N` traces, their checkpoints and gradients), allocated
+/// once per thread and update and reused by the episodes that thread runs.
+struct Workspace<F> {
+    saved_h: Vec<F>,
+    saved_e: Vec<F>,
+    hebb: Vec<F>,
+    elig: Vec<F>,
+    /// The forward pass's next traces (written out of place, then swapped).
+    hebb_next: Vec<F>,
+    elig_next: Vec<F>,
+    d_hebb: Vec<F>,
+    d_elig: Vec<F>,
+    seg_h: Vec<F>,
+    seg_e: Vec<F>,
 }
 
 /// Gradients in `F`, the groups of [`AcParams`].
@@ -149,6 +175,30 @@ impl<F: Real> FusedAc<F> {
         }
     }
 
+    fn workspace(&self, steps: usize) -> Workspace<F> {
+        let n = self.sizes.1;
+        let state_len = if self.kind.plastic() { n * n } else { 0 };
+        let elig_len = if self.kind == RlModelKind::Retroactive {
+            n * n
+        } else {
+            0
+        };
+        let segments = steps.div_ceil(SEGMENT);
+        let z = |len: usize| vec![F::zero(); len];
+        Workspace {
+            saved_h: z(segments * state_len),
+            saved_e: z(segments * elig_len),
+            hebb: z(state_len),
+            elig: z(elig_len),
+            hebb_next: z(state_len),
+            elig_next: z(elig_len),
+            d_hebb: z(state_len),
+            d_elig: z(elig_len),
+            seg_h: z(SEGMENT * state_len),
+            seg_e: z(SEGMENT * elig_len),
+        }
+    }
+
     fn zero_grads(&self) -> Grads<F> {
         let (ni, n, na) = self.sizes;
         let z = |len: usize| vec![F::zero(); len];
@@ -184,7 +234,17 @@ impl<F: Real> FusedAc<F> {
     /// One step of the trace update in place (`hebb`, `elig` hold `H(t−1)`, `E(t−1)` and then
     /// `H(t)`, `E(t)`).
     #[inline(always)]
-    fn trace_step(&self, hebb: &mut [F], elig: &mut [F], pre: &[F], post: &[F], rate: &[F]) {
+    #[allow(clippy::too_many_arguments)]
+    fn trace_step(
+        &self,
+        hebb: &[F],
+        elig: &[F],
+        hebb_out: &mut [F],
+        elig_out: &mut [F],
+        pre: &[F],
+        post: &[F],
+        rate: &[F],
+    ) {
         let n = self.sizes.1;
         let (c, eta) = (self.clip, self.eta);
         let keep = F::one() - eta;
@@ -193,25 +253,27 @@ impl<F: Real> FusedAc<F> {
         let (pre, post, rate) = (&pre[..n], &post[..n], &rate[..n]);
         for i in 0..n {
             let p = pre[i];
-            let h = &mut hebb[i * n..][..n];
+            let h = &hebb[i * n..][..n];
+            let ho = &mut hebb_out[i * n..][..n];
             match self.kind {
                 RlModelKind::Plastic => {
                     let pe = p * eta;
                     for j in 0..n {
-                        h[j] = (h[j] + pe * post[j]).max(-c).min(c);
+                        ho[j] = (h[j] + pe * post[j]).max(-c).min(c);
                     }
                 }
                 RlModelKind::Simple => {
                     for j in 0..n {
-                        h[j] = (h[j] + rate[j] * p * post[j]).max(-c).min(c);
+                        ho[j] = (h[j] + rate[j] * p * post[j]).max(-c).min(c);
                     }
                 }
                 RlModelKind::Retroactive => {
-                    let e = &mut elig[i * n..][..n];
+                    let e = &elig[i * n..][..n];
+                    let eo = &mut elig_out[i * n..][..n];
                     let pe = p * eta;
                     for j in 0..n {
-                        h[j] = (h[j] + rate[j] * e[j]).max(-c).min(c);
-                        e[j] = keep * e[j] + pe * post[j];
+                        ho[j] = (h[j] + rate[j] * e[j]).max(-c).min(c);
+                        eo[j] = keep * e[j] + pe * post[j];
                     }
                 }
                 RlModelKind::NonPlastic | RlModelKind::Lstm => {}
@@ -219,18 +281,21 @@ impl<F: Real> FusedAc<F> {
         }
     }
 
-    /// Rolls out episode `episode` of `stream`, and returns its loss (already divided by the
-    /// batch size `batch`), reward and gradient.
+    /// Rolls out episode `episode` of `stream`, adds its gradient to `g`, and returns its loss
+    /// (already divided by the batch size `batch`), reward and summed `|M|`.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn episode(
         &self,
+        ws: &mut Workspace<F>,
+        g: &mut Grads<F>,
         shape: EnvShape,
         seed: u64,
         stream: Stream,
         episode: u64,
         batch: usize,
         train: &RlTrainConfig,
-    ) -> Episode<F> {
+    ) -> Measures {
         let (ni, n, na) = self.sizes;
         let steps = shape.steps;
         let plastic = self.kind.plastic();
@@ -246,19 +311,26 @@ impl<F: Real> FusedAc<F> {
         let mut ms = vec![F::zero(); steps];
         let mut actions = vec![0usize; steps];
         let mut rewards = vec![0.0f64; steps];
-        let segments = steps.div_ceil(SEGMENT);
+        let seg_len = SEGMENT;
         let state_len = if plastic { nn } else { 0 };
         let elig_len = if retro { nn } else { 0 };
-        let mut saved_h = vec![F::zero(); segments * state_len];
-        let mut saved_e = vec![F::zero(); segments * elig_len];
-        let mut hebb = vec![F::zero(); state_len];
-        let mut elig = vec![F::zero(); elig_len];
+        let Workspace {
+            saved_h,
+            saved_e,
+            hebb,
+            elig,
+            hebb_next,
+            elig_next,
+            ..
+        } = &mut *ws;
+        hebb.fill(F::zero());
+        elig.fill(F::zero());
         let mut rate = vec![F::zero(); n];
         let mut a = vec![F::zero(); n];
         let mut p32 = vec![0.0f32; na];
         for t in 0..steps {
-            if t % SEGMENT == 0 {
-                let s = t / SEGMENT;
+            if t % seg_len == 0 {
+                let s = t / seg_len;
                 saved_h[s * state_len..(s + 1) * state_len].copy_from_slice(&hebb);
                 saved_e[s * elig_len..(s + 1) * elig_len].copy_from_slice(&elig);
             }
@@ -325,7 +397,9 @@ impl<F: Real> FusedAc<F> {
             rewards[t] = f64::from(env.act(&actions[t..t + 1])[0]);
             if plastic {
                 self.rates(m, &mut rate);
-                self.trace_step(&mut hebb, &mut elig, pre, post, &rate);
+                self.trace_step(hebb, elig, hebb_next, elig_next, pre, post, &rate);
+                std::mem::swap(hebb, hebb_next);
+                std::mem::swap(elig, elig_next);
             }
         }
         // Returns, the loss and its gradients with respect to the logits and values.
@@ -367,9 +441,8 @@ impl<F: Real> FusedAc<F> {
         }
         let reward: f64 = rewards.iter().sum();
         let modulation: f64 = ms.iter().map(|m| m.abs().to_f64().expect("finite")).sum();
-        let grads = self.reverse(&xs, &hs, &ms, &saved_h, &saved_e, &d_logits, &d_values);
-        Episode {
-            grads,
+        self.reverse(ws, g, &xs, &hs, &ms, &d_logits, &d_values);
+        Measures {
             loss,
             reward,
             modulation,
@@ -381,14 +454,14 @@ impl<F: Real> FusedAc<F> {
     #[inline(always)]
     fn reverse(
         &self,
+        ws: &mut Workspace<F>,
+        g: &mut Grads<F>,
         xs: &[F],
         hs: &[F],
         ms: &[F],
-        saved_h: &[F],
-        saved_e: &[F],
         d_logits: &[F],
         d_values: &[F],
-    ) -> Grads<F> {
+    ) {
         let (ni, n, na) = self.sizes;
         let steps = ms.len();
         let plastic = self.kind.plastic();
@@ -399,14 +472,21 @@ impl<F: Real> FusedAc<F> {
         let elig_len = if retro { nn } else { 0 };
         let (c, eta) = (self.clip, self.eta);
         let keep = F::one() - eta;
-        let mut g = self.zero_grads();
-        // Gradients with respect to H(t), E(t) and h(t), carried backwards.
-        let mut d_hebb = vec![F::zero(); state_len];
-        let mut d_elig = vec![F::zero(); elig_len];
+        // Gradients with respect to H(t), E(t) and h(t), carried backwards; one segment's
+        // traces, recomputed (entry s holds H, E at the start of its step s).
+        let Workspace {
+            saved_h,
+            saved_e,
+            d_hebb,
+            d_elig,
+            seg_h,
+            seg_e,
+            ..
+        } = &mut *ws;
+        d_hebb.fill(F::zero());
+        d_elig.fill(F::zero());
         let mut d_post_next = vec![F::zero(); n];
-        // One segment's traces, recomputed: entry s holds H, E at the start of its step s.
-        let mut seg_h = vec![F::zero(); SEGMENT * state_len];
-        let mut seg_e = vec![F::zero(); SEGMENT * elig_len];
+        let seg_len = SEGMENT;
         let mut rate = vec![F::zero(); n];
         let mut d_rate = vec![F::zero(); n];
         let mut d_post = vec![F::zero(); n];
@@ -414,9 +494,9 @@ impl<F: Real> FusedAc<F> {
         let mut da = vec![F::zero(); n];
         let mut row = vec![F::zero(); n];
         let mut eta_acc = vec![F::zero(); n];
-        for seg in (0..steps.div_ceil(SEGMENT)).rev() {
-            let start = seg * SEGMENT;
-            let end = (start + SEGMENT).min(steps);
+        for seg in (0..steps.div_ceil(seg_len)).rev() {
+            let start = seg * seg_len;
+            let end = (start + seg_len).min(steps);
             if plastic {
                 seg_h[..state_len].copy_from_slice(&saved_h[seg * state_len..][..state_len]);
                 seg_e[..elig_len].copy_from_slice(&saved_e[seg * elig_len..][..elig_len]);
@@ -424,10 +504,10 @@ impl<F: Real> FusedAc<F> {
                     let s = t - start;
                     let (h0, h1) = seg_h.split_at_mut((s + 1) * state_len);
                     let (e0, e1) = seg_e.split_at_mut((s + 1) * elig_len);
-                    h1[..state_len].copy_from_slice(&h0[s * state_len..]);
-                    e1[..elig_len].copy_from_slice(&e0[s * elig_len..]);
                     self.rates(ms[t], &mut rate);
                     self.trace_step(
+                        &h0[s * state_len..],
+                        &e0[s * elig_len..],
                         &mut h1[..state_len],
                         &mut e1[..elig_len],
                         &hs[t * n..(t + 1) * n],
@@ -582,45 +662,50 @@ impl<F: Real> FusedAc<F> {
                 d_post_next.copy_from_slice(&d_pre);
             }
         }
-        g
     }
 
     /// [`Self::episode`] compiled for AVX2 where the CPU has it (eight f32 lanes instead of
     /// SSE2's four; the arithmetic, and so the result, is the same: no fused multiply-add).
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &self,
+        ws: &mut Workspace<F>,
+        g: &mut Grads<F>,
         shape: EnvShape,
         seed: u64,
         stream: Stream,
         episode: u64,
         batch: usize,
         train: &RlTrainConfig,
-    ) -> Episode<F> {
+    ) -> Measures {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             #[allow(unsafe_code)]
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { self.episode_avx2(shape, seed, stream, episode, batch, train) };
+            return unsafe { self.episode_avx2(ws, g, shape, seed, stream, episode, batch, train) };
         }
-        self.episode(shape, seed, stream, episode, batch, train)
+        self.episode(ws, g, shape, seed, stream, episode, batch, train)
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn episode_avx2(
         &self,
+        ws: &mut Workspace<F>,
+        g: &mut Grads<F>,
         shape: EnvShape,
         seed: u64,
         stream: Stream,
         episode: u64,
         batch: usize,
         train: &RlTrainConfig,
-    ) -> Episode<F> {
-        self.episode(shape, seed, stream, episode, batch, train)
+    ) -> Measures {
+        self.episode(ws, g, shape, seed, stream, episode, batch, train)
     }
 
-    /// One update's rollout and gradient: episodes `first..first + batch` of `stream`, each on
-    /// its own rayon task.
+    /// One update's rollout and gradient: episodes `first..first + batch` of `stream`, in
+    /// chunks of [`CHUNK`] on rayon tasks.
     pub fn update(
         &self,
         shape: EnvShape,
@@ -630,9 +715,36 @@ impl<F: Real> FusedAc<F> {
         batch: usize,
         train: &RlTrainConfig,
     ) -> FusedUpdate {
-        let episodes: Vec<Episode<F>> = (0..batch as u64)
+        let threads = rayon::current_num_threads().max(1);
+        let pool: Vec<Mutex<Option<Workspace<F>>>> =
+            (0..threads).map(|_| Mutex::new(None)).collect();
+        let chunks: Vec<(Grads<F>, Measures)> = (0..batch.div_ceil(CHUNK))
             .into_par_iter()
-            .map(|b| self.dispatch(shape, seed, stream, first + b, batch, train))
+            .map(|c| {
+                // A chunk runs on one thread without yielding to rayon: its workspace's lock is
+                // never contended.
+                let slot = rayon::current_thread_index().unwrap_or(0) % threads;
+                let mut guard = pool[slot].lock().expect("a workspace");
+                let ws = guard.get_or_insert_with(|| self.workspace(shape.steps));
+                let mut g = self.zero_grads();
+                let mut total = Measures::default();
+                for b in c * CHUNK..((c + 1) * CHUNK).min(batch) {
+                    let m = self.dispatch(
+                        ws,
+                        &mut g,
+                        shape,
+                        seed,
+                        stream,
+                        first + b as u64,
+                        batch,
+                        train,
+                    );
+                    total.loss += m.loss;
+                    total.reward += m.reward;
+                    total.modulation += m.modulation;
+                }
+                (g, total)
+            })
             .collect();
         let (ni, n, na) = self.sizes;
         let z = |len: usize| vec![0.0f64; len];
@@ -657,8 +769,7 @@ impl<F: Real> FusedAc<F> {
                 *t += f.to_f64().expect("finite");
             }
         };
-        for e in &episodes {
-            let g = &e.grads;
+        for (g, e) in &chunks {
             add(&mut total.w_in, &g.w_in);
             add(&mut total.w, &g.w);
             add(&mut total.b, &g.b);
