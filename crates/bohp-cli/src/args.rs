@@ -108,6 +108,11 @@ pub(crate) struct EvalArgs {
     /// Print the measures as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Omniglot runs: also measure the error on Lake et al.'s one-shot runs (`all_runs.zip`
+    /// or its directory), beside the modified-Hausdorff baseline.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) omniglot_runs: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

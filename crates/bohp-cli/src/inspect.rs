@@ -358,11 +358,9 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
             "{}: an LSTM run has no W, α or trace to inspect (`bohp eval` and `bohp export` read it)",
             run_dir.display()
         ),
-        TrainedModel::Single(..) => unreachable!("the caller routes single-layer runs"),
-        TrainedModel::ActorCritic(..) => anyhow::bail!(
-            "{}: `bohp inspect` does not read reinforcement-learning runs yet",
-            run_dir.display()
-        ),
+        TrainedModel::Single(..) | TrainedModel::ActorCritic(..) | TrainedModel::FewShot(..) => {
+            unreachable!("the caller routes the other families' runs")
+        }
     };
     let host = |t: burn::tensor::Tensor<2>| {
         t.into_data()

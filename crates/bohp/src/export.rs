@@ -63,6 +63,11 @@ pub enum TrainedModel {
     Lstm(LstmNet, RecurrentConfig),
     /// An actor-critic agent trained by reinforcement.
     ActorCritic(crate::rl::model::Agent, crate::rl::config::RlConfig),
+    /// The few-shot network (convolutional embedding and plastic output layer).
+    FewShot(
+        crate::omniglot::model::FewShotNet,
+        crate::omniglot::config::OmniglotConfig,
+    ),
 }
 
 /// One exported tensor.
@@ -90,6 +95,16 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
     let config_path = run.config_path();
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::io(&config_path, "cannot read", e))?;
+    if crate::recurrent::config::family(&text) == Some(crate::recurrent::config::Family::FewShot) {
+        let config = crate::omniglot::config::OmniglotConfig::load(&config_path)?;
+        let device = init_device(Backend::Flex, config.dtype)?;
+        let m = &config.model;
+        let template = crate::omniglot::model::FewShotNet::new(m, config.seed, &device);
+        return Ok(TrainedModel::FewShot(
+            load_record(template, &path, None)?,
+            config,
+        ));
+    }
     if crate::recurrent::config::family(&text)
         == Some(crate::recurrent::config::Family::Reinforcement)
     {
@@ -153,13 +168,14 @@ fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
 }
 
 impl TrainedModel {
-    /// `single-layer`, `recurrent` or `lstm`.
+    /// `single-layer`, `recurrent`, `lstm`, `actor-critic` or `few-shot`.
     pub fn family(&self) -> &'static str {
         match self {
             TrainedModel::Single(..) => "single-layer",
             TrainedModel::Recurrent(..) => "recurrent",
             TrainedModel::Lstm(..) => "lstm",
             TrainedModel::ActorCritic(..) => "actor-critic",
+            TrainedModel::FewShot(..) => "few-shot",
         }
     }
 
@@ -170,6 +186,7 @@ impl TrainedModel {
             TrainedModel::Recurrent(m, _) => tensors_of(m),
             TrainedModel::Lstm(m, _) => tensors_of(m),
             TrainedModel::ActorCritic(m, _) => tensors_of(m),
+            TrainedModel::FewShot(m, _) => tensors_of(m),
         }
     }
 
@@ -180,6 +197,7 @@ impl TrainedModel {
             TrainedModel::Recurrent(m, _) => m.save_into(&mut store),
             TrainedModel::Lstm(m, _) => m.save_into(&mut store),
             TrainedModel::ActorCritic(m, _) => m.save_into(&mut store),
+            TrainedModel::FewShot(m, _) => m.save_into(&mut store),
         };
         result.map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
     }

@@ -157,6 +157,7 @@ macro_rules! run_schedule {
 run_schedule!(crate::config::RunConfig);
 run_schedule!(crate::recurrent::config::RecurrentConfig);
 run_schedule!(crate::rl::config::RlConfig);
+run_schedule!(crate::omniglot::config::OmniglotConfig);
 
 /// One model family's trainer, as [`train`] drives it.
 pub trait Learner {

@@ -40,6 +40,77 @@ fn finished_run<C>(
     Ok((config, path))
 }
 
+/// `bohp eval` on an Omniglot run: 5-way and 20-way 1-shot accuracy on the held-out
+/// alphabets, the network's and nearest neighbour's in its embedding, with 95% intervals; with
+/// `--omniglot-runs`, the error on Lake et al.'s 20 one-shot runs beside the modified-Hausdorff
+/// baseline.
+fn eval_few_shot(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
+    use bohp::omniglot::config::OmniglotConfig;
+    let (config, path) = finished_run(cli, args, OmniglotConfig::load, |c| {
+        (&mut c.device, &mut c.dtype, &mut c.seed, &mut c.train.batch)
+    })?;
+    // Read the runs first: a bad path fails before the training data is read.
+    let runs = match &args.omniglot_runs {
+        Some(p) => Some(bohp::omniglot::read_runs(p)?),
+        None => None,
+    };
+    let mut trainer = bohp::omniglot::train::OmniglotTrainer::new(config.clone())?;
+    trainer.load_model(&path)?;
+    let mut report = serde_json::Map::new();
+    let mut lines = Vec::new();
+    let held_out = trainer.held_out().clone();
+    if held_out.characters.is_empty() {
+        lines.push("no held-out alphabets (task.held_out is empty)".to_string());
+    }
+    let mut accuracies = Vec::new();
+    for ways in [5usize, 20] {
+        if held_out.characters.len() < ways || ways > config.model.outputs {
+            continue;
+        }
+        let (net, nn) = trainer.evaluate(&held_out, ways, 1, args.episodes)?;
+        lines.push(format!(
+            "held-out alphabets, {ways}-way 1-shot, {} episodes: network {:.3} [95% CI {:.3}, {:.3}]; nearest neighbour in its embedding {:.3} [{:.3}, {:.3}]; chance {:.3}",
+            args.episodes,
+            net.accuracy,
+            net.low,
+            net.high,
+            nn.accuracy,
+            nn.low,
+            nn.high,
+            1.0 / ways as f64
+        ));
+        accuracies.push(serde_json::json!({"ways": ways, "network": net, "nearest_neighbour": nn}));
+    }
+    report.insert("held_out".into(), accuracies.into());
+    if let Some(runs) = runs {
+        let (net, nn) = trainer.runs_error(&runs)?;
+        let hausdorff: f64 = runs
+            .iter()
+            .map(bohp::omniglot::hausdorff_error)
+            .sum::<f64>()
+            / runs.len() as f64;
+        lines.push(format!(
+            "Lake et al.'s {} one-shot runs (20-way, within alphabet): error network {:.1}%, nearest neighbour in its embedding {:.1}%, modified Hausdorff distance {:.1}%",
+            runs.len(),
+            100.0 * net,
+            100.0 * nn,
+            100.0 * hausdorff
+        ));
+        report.insert(
+            "runs".into(),
+            serde_json::json!({"count": runs.len(), "network_error": net, "nearest_neighbour_error": nn, "hausdorff_error": hausdorff}),
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(report));
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `bohp eval` on a reinforcement-learning run: the agent's mean reward per episode on
 /// held-out episodes, beside a random policy's.
 fn eval_rl(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
@@ -125,10 +196,13 @@ pub(crate) fn eval_command(cli: &Cli, args: &EvalArgs) -> Result<ExitCode> {
     if args.batch == 0 {
         bail!("--batch: expected at least 1");
     }
-    if family_of_file(&args.run_dir.join("config.toml"))
-        == Some(bohp::recurrent::config::Family::Reinforcement)
-    {
-        return eval_rl(cli, args);
+    match family_of_file(&args.run_dir.join("config.toml")) {
+        Some(bohp::recurrent::config::Family::Reinforcement) => return eval_rl(cli, args),
+        Some(bohp::recurrent::config::Family::FewShot) => return eval_few_shot(cli, args),
+        _ => {}
+    }
+    if args.omniglot_runs.is_some() {
+        bail!("--omniglot-runs: applies to Omniglot runs (task.kind = \"omniglot\")");
     }
     if is_recurrent_file(&args.run_dir.join("config.toml")) {
         return eval_recurrent(cli, args);

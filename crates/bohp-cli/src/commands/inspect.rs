@@ -21,6 +21,14 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         out.join("structure.json").display()
     );
     if family_of_file(&args.run_dir.join("config.toml"))
+        == Some(bohp::recurrent::config::Family::FewShot)
+    {
+        bail!(
+            "{}: an Omniglot run; `bohp inspect` does not draw it yet (`bohp eval` measures it)",
+            args.run_dir.display()
+        );
+    }
+    if family_of_file(&args.run_dir.join("config.toml"))
         == Some(bohp::recurrent::config::Family::Reinforcement)
     {
         let e = crate::rl_inspect::inspect_maze(&args.run_dir, &out)?;

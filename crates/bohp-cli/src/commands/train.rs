@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use bohp::config::{Engine, RunConfig};
 use bohp::device::{Backend, Precision, init_device};
 use bohp::learner::{Learner, Observer, Outcome, train};
+use bohp::omniglot::config::OmniglotConfig;
+use bohp::omniglot::train::{OmniglotRow, OmniglotTrainer};
 use bohp::recurrent::config::{Family as ConfigFamily, RecurrentConfig};
 use bohp::recurrent::tasks::RecurrentTaskKind;
 use bohp::recurrent::train::{RecurrentRow, RecurrentTrainer};
@@ -34,6 +36,7 @@ pub(crate) fn train_command(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
     match family {
         Some(ConfigFamily::Recurrent) => train_recurrent(cli, args),
         Some(ConfigFamily::Reinforcement) => train_rl(cli, args),
+        Some(ConfigFamily::FewShot) => train_few_shot(cli, args),
         _ => train_single_layer(cli, args),
     }
 }
@@ -143,6 +146,15 @@ family!(
     RlTrainer::resume,
     |_: &RlConfig| None,
     |_: &mut RlConfig, _| None
+);
+
+family!(
+    OmniglotTrainer,
+    OmniglotConfig,
+    OmniglotTrainer::new,
+    OmniglotTrainer::resume,
+    |_: &OmniglotConfig| None,
+    |_: &mut OmniglotConfig, _| None
 );
 
 /// A new run from `path`, with the command line's overrides (`--episodes`, `--seed`,
@@ -350,6 +362,49 @@ fn train_rl(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
             summary.final_reward,
             summary.random_reward
         );
+        Ok(())
+    })
+}
+
+fn train_few_shot(cli: &Cli, args: &TrainArgs) -> Result<ExitCode> {
+    let (run, config, trainer) = match (&args.resume, &args.config) {
+        (Some(dir), _) => resume::<OmniglotTrainer>(cli, args, dir)?,
+        (None, Some(path)) => new_run::<OmniglotTrainer>(cli, args, path)?,
+        (None, None) => unreachable!("clap requires a config without --resume"),
+    };
+    let what = format!(
+        "Omniglot {}-way {}-shot ({} network, {} params) on {} ({}), batch {}",
+        config.task.ways,
+        config.task.shots,
+        if config.model.plastic {
+            "plastic"
+        } else {
+            "alpha = 0"
+        },
+        trainer.num_params(),
+        config.device,
+        config.dtype,
+        config.train.batch,
+    );
+    let progress = Progress::new(&trainer, cli.quiet, 50, |recent: &VecDeque<OmniglotRow>| {
+        let mean = recent.iter().map(|r| r.accuracy).sum::<f64>() / recent.len() as f64;
+        let last = recent.back().expect("called after a row");
+        format!(
+            "accuracy {mean:.3} (last 50 updates), eta {:.3}, {:.2} s/update",
+            last.eta, last.seconds
+        )
+    });
+    drive(cli, args, &run, trainer, &what, progress, |_, summary| {
+        println!(
+            "omniglot ({} params): {} updates; training accuracy over the last tenth {:.3}",
+            summary.params, summary.episodes, summary.final_train_accuracy
+        );
+        for a in &summary.held_out {
+            println!(
+                "held-out alphabets, {}-way 1-shot: accuracy {:.3} [95% CI {:.3}, {:.3}] on {} episodes",
+                a.ways, a.accuracy, a.low, a.high, a.episodes
+            );
+        }
         Ok(())
     })
 }

@@ -201,6 +201,9 @@ pub enum Family {
     /// `bandit`, `cue`, `maze`: actor-critic agents trained by reinforcement
     /// ([`crate::rl::config::RlConfig`]).
     Reinforcement,
+    /// `omniglot`: few-shot classification with a plastic convolutional network
+    /// ([`crate::omniglot::config::OmniglotConfig`]).
+    FewShot,
 }
 
 /// The family of a config file's text, from its `task.kind` parsed as one of the task enums
@@ -222,12 +225,14 @@ pub fn family(text: &str) -> Option<Family> {
         Single(crate::tasks::TaskKind),
         Recurrent(RecurrentTaskKind),
         Reinforcement(crate::rl::env::EnvKind),
+        FewShot(crate::omniglot::config::FewShotKind),
     }
     let probe: Probe = toml::from_str(text).ok()?;
     Some(match probe.task.kind {
         AnyTaskKind::Single(_) => Family::SingleLayer,
         AnyTaskKind::Recurrent(_) => Family::Recurrent,
         AnyTaskKind::Reinforcement(_) => Family::Reinforcement,
+        AnyTaskKind::FewShot(_) => Family::FewShot,
     })
 }
 

@@ -5,14 +5,15 @@
 //! its action sampling, the forward pass, the discounted returns, the loss and the reverse pass
 //! (BPTT), in `f32` or `f64`. The loss of the batch is the mean of its episodes' losses (the
 //! advantage uses each episode's own value), so the batch gradient is the sum of per-episode
-//! gradients, added in episode order: the result does not depend on the thread count.
+//! gradients: added in fixed chunks of [`CHUNK`] episodes, then chunk by chunk in order, so the
+//! result does not depend on the thread count.
 //!
 //! Memory: the reverse pass needs each step's traces `H(t−1)` and `E(t−1)`, `2·N²` numbers a
 //! step. Rather than keep them for every step (the peer's autograd keeps several `B·N²`
 //! tensors a step), the forward pass keeps them every [`SEGMENT`] steps, and the reverse pass
 //! recomputes one segment at a time from its checkpoint with the recorded activities and
 //! `M(t)` (the trace update alone, no matrix–vector product), so a running episode holds
-//! `2·N²·(T/SEGMENT + SEGMENT)` numbers: about 2.6 MB for the maze at N = 100 in f32.
+//! `2·N²·(T/SEGMENT + SEGMENT + 2)` numbers: about 2.6 MB for the maze at N = 100 in f32.
 //!
 //! The equations are those of [`super::host`] (its module documentation derives the reverse
 //! pass), vectorised over a row of the `N × N` arrays; the inner loops are written so that the

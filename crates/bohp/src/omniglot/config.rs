@@ -1,0 +1,243 @@
+//! Configs of few-shot classification runs (`task.kind = "omniglot"`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
+use crate::device::{Backend, Precision};
+use crate::error::{Error, Result};
+
+/// The few-shot tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FewShotKind {
+    /// N-way K-shot classification of Omniglot characters.
+    Omniglot,
+}
+
+/// A few-shot run: data, network, training, device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmniglotConfig {
+    /// Seed of every random stream.
+    #[serde(default)]
+    pub seed: u64,
+    /// Compute backend.
+    #[serde(default)]
+    pub device: Backend,
+    /// Float precision.
+    #[serde(default)]
+    pub dtype: Precision,
+    /// The data and the episodes.
+    pub task: OmniglotTaskConfig,
+    /// The network.
+    pub model: OmniglotModelConfig,
+    /// The training schedule.
+    pub train: OmniglotTrainConfig,
+}
+
+/// `[task]`: where the images are, which alphabets are held out, the episodes' shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmniglotTaskConfig {
+    /// `omniglot`.
+    pub kind: FewShotKind,
+    /// Image sets: zip archives or directories in the layout
+    /// `<set>/<alphabet>/<character>/<image>.png` (relative paths from the working directory).
+    pub data: Vec<PathBuf>,
+    /// Alphabets never trained on: `bohp eval` measures accuracy on them.
+    #[serde(default)]
+    pub held_out: Vec<String>,
+    /// Classes per training episode [5].
+    #[serde(default = "default_ways")]
+    pub ways: usize,
+    /// Support images per class [1].
+    #[serde(default = "default_shots")]
+    pub shots: usize,
+}
+
+/// `[model]`: the convolutional embedding and the plastic output layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmniglotModelConfig {
+    /// `false`: the α = 0 control (no plasticity; the support set cannot be learned).
+    #[serde(default = "default_true")]
+    pub plastic: bool,
+    /// Channels of each convolution [64].
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// Output units of the plastic layer: the largest number of classes an episode may have
+    /// [20]. Each episode's classes take random units.
+    #[serde(default = "default_slots")]
+    pub outputs: usize,
+    /// Initial η of Oja's rule.
+    #[serde(default = "default_eta")]
+    pub init_eta: f64,
+    /// Initial α of every connection [1]: the query's logit for a class then starts as the
+    /// (η-scaled) dot product of its embedding with the class's support embedding, a similarity
+    /// classifier from the first update.
+    #[serde(default = "default_alpha")]
+    pub init_alpha: f64,
+}
+
+/// `[train]`: Adam on batches of episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OmniglotTrainConfig {
+    /// Parameter updates.
+    pub episodes: usize,
+    /// Episodes per update.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Adam's β₁.
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    /// Adam's β₂.
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
+    /// Updates between checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Held-out episodes per way count that `bohp eval` and the summary measure.
+    #[serde(default = "default_eval_episodes")]
+    pub eval_episodes: usize,
+    /// `autodiff` (the only engine for this family).
+    #[serde(default)]
+    pub engine: Engine,
+}
+
+fn default_ways() -> usize {
+    5
+}
+fn default_shots() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_channels() -> usize {
+    64
+}
+fn default_slots() -> usize {
+    20
+}
+fn default_eta() -> f64 {
+    0.1
+}
+fn default_alpha() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_checkpoint_every() -> usize {
+    100
+}
+fn default_eval_episodes() -> usize {
+    1000
+}
+
+impl OmniglotConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<OmniglotConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
+        let config: OmniglotConfig = parse_toml(&text, path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    /// Checks every value, naming the field of the first bad one (the data files are checked
+    /// when they are read).
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
+            source_name: source.to_string(),
+            field: field.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        let t = &self.train;
+        check_schedule(
+            &bad,
+            t.episodes,
+            t.batch,
+            (t.learning_rate, 0.0),
+            t.adam_beta1,
+            t.adam_beta2,
+        )?;
+        if self.task.data.is_empty() {
+            return Err(bad(
+                "task.data",
+                "[]".into(),
+                "expected at least one image set (a zip or a directory)",
+            ));
+        }
+        if self.task.ways < 2 {
+            return Err(bad(
+                "task.ways",
+                self.task.ways.to_string(),
+                "expected at least 2 classes per episode",
+            ));
+        }
+        if self.task.ways > self.model.outputs {
+            return Err(bad(
+                "task.ways",
+                self.task.ways.to_string(),
+                &format!(
+                    "expected at most model.outputs = {} classes per episode",
+                    self.model.outputs
+                ),
+            ));
+        }
+        if self.task.shots == 0 {
+            return Err(bad("task.shots", "0".into(), "expected at least 1"));
+        }
+        if self.model.channels == 0 {
+            return Err(bad("model.channels", "0".into(), "expected at least 1"));
+        }
+        if !(self.model.init_eta.is_finite() && (0.0..=1.0).contains(&self.model.init_eta)) {
+            return Err(bad(
+                "model.init_eta",
+                self.model.init_eta.to_string(),
+                "expected a value in [0, 1]",
+            ));
+        }
+        if !self.model.init_alpha.is_finite() {
+            return Err(bad(
+                "model.init_alpha",
+                self.model.init_alpha.to_string(),
+                "expected a finite value",
+            ));
+        }
+        if t.checkpoint_every == 0 {
+            return Err(bad(
+                "train.checkpoint_every",
+                "0".into(),
+                "expected at least 1",
+            ));
+        }
+        if t.eval_episodes == 0 {
+            return Err(bad(
+                "train.eval_episodes",
+                "0".into(),
+                "expected at least 1",
+            ));
+        }
+        if t.engine != Engine::Autodiff {
+            return Err(bad(
+                "train.engine",
+                format!("\"{}\"", t.engine.name()),
+                "expected \"autodiff\" (the only engine for the convolutional network)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! The 2018 paper's few-shot network: a convolutional embedding (four 3×3 stride-2
+//! convolutions, tanh: 31 → 15 → 7 → 3 → 1) and a plastic output layer
+//! `y = x·(w + α ⊙ H)` whose trace follows Oja's rule from the rule library,
+//! `H ← H + η·post·(pre − H·post)` with a learned η.
+//!
+//! An episode: during each support step the embedding `x` is the presynaptic activity and the
+//! image's label (one-hot over the output units) the postsynaptic one, so that `H` stores the
+//! support set; the query's embedding then gives the logits `x_q·(w + α ⊙ H)`, a softmax over
+//! the episode's classes. With `α = 0` (the control) the output cannot depend on the support
+//! set.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+
+use super::config::OmniglotModelConfig;
+use super::data::SIDE;
+use crate::layer::{gaussian, param};
+use crate::rng::{Stream, stream_rng};
+use crate::rules::{Oja, Rate, RuleKernel};
+
+/// Convolutions of the embedding.
+pub const CONVS: usize = 4;
+
+/// The network.
+#[derive(Module, Debug)]
+pub struct FewShotNet {
+    /// The four convolutions.
+    pub convs: Vec<Conv2d>,
+    /// Fixed output weights `[C, outputs]`.
+    pub w: Param<Tensor<2>>,
+    /// Plasticity coefficients `[C, outputs]` (0 and frozen in the control).
+    pub alpha: Param<Tensor<2>>,
+    /// Oja's rate η `[1]`.
+    pub eta: Param<Tensor<1>>,
+}
+
+/// A batch of episodes as tensors.
+#[derive(Debug, Clone)]
+pub struct EpisodeBatch {
+    /// Every image, `[B·(S + 1), 1, SIDE, SIDE]`: each episode's S support images, then its
+    /// query.
+    pub images: Tensor<4>,
+    /// The support labels on the output units, one-hot, `[B, S, outputs]`.
+    pub support: Tensor<3>,
+    /// 0 on the units of the episode's classes, −10⁴ elsewhere, `[B, outputs]`.
+    pub mask: Tensor<2>,
+    /// The query's unit, `[B]`.
+    pub target: Tensor<1, Int>,
+    /// Episodes.
+    pub batch: usize,
+    /// Support images per episode.
+    pub shots_total: usize,
+}
+
+impl FewShotNet {
+    /// The network of `config`: burn's initialization for the convolutions (drawn from the
+    /// device's generator, seeded with `seed`), `w` ~ N(0, 0.01²) from the run's `Init` stream,
+    /// `α = init_alpha` (0 and frozen without plasticity), η = `init_eta`.
+    pub fn new(config: &OmniglotModelConfig, seed: u64, device: &Device) -> FewShotNet {
+        let (channels, outputs, plastic) = (config.channels, config.outputs, config.plastic);
+        let init_eta = config.init_eta;
+        device.seed(seed);
+        let convs = (0..CONVS)
+            .map(|k| {
+                Conv2dConfig::new([if k == 0 { 1 } else { channels }, channels], [3, 3])
+                    .with_stride([2, 2])
+                    .init(device)
+            })
+            .collect();
+        let mut rng = stream_rng(seed, Stream::Init, 0);
+        let w = param(
+            gaussian(&mut rng, channels * outputs, 0.01),
+            [channels, outputs],
+            device,
+        );
+        let alpha_values = if plastic {
+            vec![config.init_alpha; channels * outputs]
+        } else {
+            vec![0.0; channels * outputs]
+        };
+        let alpha = param(alpha_values, [channels, outputs], device);
+        FewShotNet {
+            convs,
+            w,
+            alpha: if plastic {
+                alpha
+            } else {
+                alpha.set_require_grad(false)
+            },
+            eta: if plastic {
+                param(vec![init_eta], [1], device)
+            } else {
+                param(vec![init_eta], [1], device).set_require_grad(false)
+            },
+        }
+    }
+
+    /// The embedding of images `[M, 1, SIDE, SIDE]`: `[M, C]`.
+    pub fn embed(&self, images: Tensor<4>) -> Tensor<2> {
+        let [m, _, h, w] = images.dims();
+        debug_assert_eq!((h, w), (SIDE, SIDE));
+        let mut x = images;
+        for conv in &self.convs {
+            x = conv.forward(x).tanh();
+        }
+        let [_, c, ..] = x.dims();
+        x.reshape([m, c])
+    }
+
+    /// The plastic layer after the support steps: `w + α ⊙ H`, `[B, C, outputs]`, from the
+    /// support embeddings `[B, S, C]` and their one-hot labels `[B, S, outputs]`.
+    pub fn weights(&self, support_emb: Tensor<3>, support: Tensor<3>) -> Tensor<3> {
+        let [b, s, c] = support_emb.dims();
+        let outputs = support.dims()[2];
+        let device = support_emb.device();
+        let mut hebb: Tensor<3> = Tensor::zeros([b, c, outputs], &device);
+        let rate = Rate::Learned(self.eta.val().reshape([1, 1, 1]));
+        for step in 0..s {
+            let pre = support_emb
+                .clone()
+                .slice([0..b, step..step + 1, 0..c])
+                .reshape([b, c, 1]);
+            let post = support
+                .clone()
+                .slice([0..b, step..step + 1, 0..outputs])
+                .reshape([b, 1, outputs]);
+            hebb = Oja.tensor(hebb, pre, post, &rate);
+        }
+        self.w.val().unsqueeze::<3>() + self.alpha.val().unsqueeze::<3>() * hebb
+    }
+
+    /// The logits `[B, outputs]` of the episodes' queries (the episode's mask added).
+    pub fn logits(&self, episodes: &EpisodeBatch) -> Tensor<2> {
+        let (b, s) = (episodes.batch, episodes.shots_total);
+        let emb = self.embed(episodes.images.clone());
+        let c = emb.dims()[1];
+        let emb = emb.reshape([b, s + 1, c]);
+        let support_emb = emb.clone().slice([0..b, 0..s, 0..c]);
+        let query = emb.slice([0..b, s..s + 1, 0..c]);
+        let weights = self.weights(support_emb, episodes.support.clone());
+        let outputs = weights.dims()[2];
+        query.matmul(weights).reshape([b, outputs]) + episodes.mask.clone()
+    }
+
+    /// The mean cross-entropy of the queries, and each query's predicted unit.
+    pub fn loss(&self, episodes: &EpisodeBatch) -> (Tensor<1>, Tensor<1, Int>) {
+        let logits = self.logits(episodes);
+        let b = episodes.batch;
+        let predicted = logits.clone().argmax(1).reshape([b]);
+        let log_p = log_softmax(logits, 1);
+        let taken = log_p.gather(1, episodes.target.clone().reshape([b, 1]));
+        (taken.mean().neg().reshape([1]), predicted)
+    }
+}
