@@ -12,6 +12,7 @@ mod common;
 mod controls;
 mod export;
 mod gradients;
+mod omniglot;
 mod recurrent;
 mod reproduce;
 mod resume;
