@@ -5,6 +5,7 @@
 mod args;
 mod bench;
 mod commands;
+mod fewshot_inspect;
 mod figures;
 mod inspect;
 mod recurrent;

@@ -23,10 +23,21 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
     if family_of_file(&args.run_dir.join("config.toml"))
         == Some(bohp::recurrent::config::Family::FewShot)
     {
-        bail!(
-            "{}: an Omniglot run; `bohp inspect` does not draw it yet (`bohp eval` measures it)",
-            args.run_dir.display()
-        );
+        let e = crate::fewshot_inspect::inspect_omniglot(&args.run_dir, &out)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        } else {
+            println!(
+                "a {}-way 1-shot episode of the {} alphabets: the query is class {}, the network gives it {:.3} and chooses class {}",
+                e.ways,
+                e.alphabets,
+                e.target + 1,
+                e.probabilities[e.target],
+                e.predicted + 1
+            );
+            println!("wrote {}", out.join("episode.png").display());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     if family_of_file(&args.run_dir.join("config.toml"))
         == Some(bohp::recurrent::config::Family::Reinforcement)

@@ -263,6 +263,11 @@ impl OmniglotTrainer {
         &self.held_out
     }
 
+    /// The training alphabets' characters.
+    pub fn train_set(&self) -> &Omniglot {
+        &self.train_set
+    }
+
     /// Trained parameters.
     pub fn num_params(&self) -> usize {
         let (c, o) = (self.config.model.channels, self.config.model.outputs);
