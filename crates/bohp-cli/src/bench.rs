@@ -151,6 +151,37 @@ pub fn run_rl_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellR
     })
 }
 
+/// Whether workload `name` in `configs` is a few-shot task (`omniglot`).
+pub fn is_few_shot_workload(configs: &Path, name: &str) -> bool {
+    std::fs::read_to_string(configs.join(format!("{name}.toml"))).is_ok_and(|text| {
+        bohp::recurrent::config::family(&text) == Some(bohp::recurrent::config::Family::FewShot)
+    })
+}
+
+/// Measures one few-shot cell in this process: whole updates (episode sampling, the batched
+/// convolutions of every image, the plastic layer, backward and Adam), with the recurrent
+/// workloads' timing.
+pub fn run_few_shot_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResult> {
+    let path = configs.join(format!("{}.toml", cell.workload));
+    let timing = recurrent_timing(timing);
+    let mut config = bohp::omniglot::config::OmniglotConfig::load(&path)?;
+    config.device = cell.device;
+    config.dtype = Precision::F32;
+    config.train.batch = cell.batch;
+    if cell.engine != BenchEngine::Autodiff {
+        bail!("the few-shot network trains with autodiff only");
+    }
+    config.train.episodes = timing.warmup + timing.updates * timing.repeats;
+    config.validate(&format!("{} as benchmarked", path.display()))?;
+    let mut trainer = bohp::omniglot::train::OmniglotTrainer::new(config)?;
+    time_updates(cell, &timing, || {
+        trainer
+            .step()
+            .map(|r| r.seconds)
+            .map_err(|d| anyhow::anyhow!("diverged: {d}"))
+    })
+}
+
 /// Runs `timing.warmup` updates of `step` (which returns an update's seconds), then
 /// `timing.repeats` repeats of `timing.updates` timed updates; the median rate.
 fn time_updates(
@@ -448,6 +479,13 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
     }
     if is_rl_workload(&plan.configs, workload) {
         return run_rl_peer(plan, python, workload, batch);
+    }
+    if is_few_shot_workload(&plan.configs, workload) {
+        return PeerResult::failed(
+            workload,
+            batch,
+            "the peers have no Omniglot workload".into(),
+        );
     }
     let script = plan.peer_dir.join("bohp_torch.py");
     let task = peer_task(workload).unwrap_or("?");

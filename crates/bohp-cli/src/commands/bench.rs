@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use bohp::config::Engine;
 
+use crate::bench::BenchEngine;
+
 use super::*;
 use crate::args::*;
 
@@ -42,9 +44,14 @@ pub(crate) fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
         // The recurrent and reinforcement-learning workloads take the same engines.
         let recurrent = crate::bench::is_recurrent_workload(&args.configs, workload)
             || crate::bench::is_rl_workload(&args.configs, workload);
+        let few_shot = crate::bench::is_few_shot_workload(&args.configs, workload);
         for &batch in &args.batches {
             for &device in &args.devices {
-                for &engine in args.engines.iter().filter(|e| e.applies(recurrent)) {
+                for &engine in args
+                    .engines
+                    .iter()
+                    .filter(|e| e.applies(recurrent) && (!few_shot || **e == BenchEngine::Autodiff))
+                {
                     cells.push(crate::bench::Cell {
                         workload: workload.clone(),
                         device,
@@ -88,6 +95,9 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
         engine: args.engine,
     };
     let result = match args.engine {
+        _ if crate::bench::is_few_shot_workload(&args.configs, &args.workload) => {
+            crate::bench::run_few_shot_cell(&args.configs, &cell, &timing(&args.timing)?)?
+        }
         _ if crate::bench::is_rl_workload(&args.configs, &args.workload) => {
             crate::bench::run_rl_cell(&args.configs, &cell, &timing(&args.timing)?)?
         }
