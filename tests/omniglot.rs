@@ -135,8 +135,8 @@ fn the_reader_reads_zips_and_directories_and_names_bad_files() {
     let dir = write_set(tmp.path(), "images_background", 2, 3, 4);
     let zip_path = tmp.path().join("images_background.zip");
     zip_dir(&dir, "images_background", &zip_path);
-    let from_dir = Omniglot::open(&[dir.clone()]).unwrap();
-    let from_zip = Omniglot::open(&[zip_path.clone()]).unwrap();
+    let from_dir = Omniglot::open(std::slice::from_ref(&dir)).unwrap();
+    let from_zip = Omniglot::open(std::slice::from_ref(&zip_path)).unwrap();
     assert_eq!(from_dir.characters.len(), 6);
     assert_eq!(from_dir.alphabets(), vec!["Alphabet0", "Alphabet1"]);
     assert!(from_dir.characters.iter().all(|c| c.drawings.len() == 4));
@@ -162,7 +162,9 @@ fn the_reader_reads_zips_and_directories_and_names_bad_files() {
     // A corrupt image, in the directory and in a zip: named.
     let bad = dir.join("Alphabet1/character02/0101_03.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let err = Omniglot::open(&[dir.clone()]).unwrap_err().to_string();
+    let err = Omniglot::open(std::slice::from_ref(&dir))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("0101_03.png") && err.contains("PNG"), "{err}");
     let bad_zip = tmp.path().join("bad.zip");
     zip_dir(&dir, "images_background", &bad_zip);

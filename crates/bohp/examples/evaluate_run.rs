@@ -40,6 +40,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 config.model.hidden,
             );
         }
+        TrainedModel::FewShot(_, config) => {
+            // Reads the config's image sets; measures the held-out alphabets.
+            let mut trainer = bohp::omniglot::train::OmniglotTrainer::new(config.clone())?;
+            trainer.load_model(&dir.join("model.bpk"))?;
+            let held_out = trainer.held_out().clone();
+            let (net, nn) = trainer.evaluate(&held_out, 5, 1, episodes)?;
+            println!(
+                "omniglot 5-way 1-shot on the held-out alphabets: network {:.3}, nearest neighbour {:.3} ({episodes} episodes)",
+                net.accuracy, nn.accuracy
+            );
+        }
         TrainedModel::Recurrent(_, config) | TrainedModel::Lstm(_, config) => {
             let mut trainer = RecurrentTrainer::new(config.clone())?;
             trainer.load_model(&dir.join("model.bpk"))?;

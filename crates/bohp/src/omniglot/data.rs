@@ -186,8 +186,9 @@ impl Omniglot {
     /// Latin are in both minimal sets) is read once; different files under the same name are an
     /// error.
     pub fn open(sources: &[PathBuf]) -> Result<Omniglot> {
-        let mut map: BTreeMap<(String, String), BTreeMap<String, (Vec<u8>, Drawing)>> =
-            BTreeMap::new();
+        // (alphabet, character) → file name → (its bytes, the drawing).
+        type Drawings = BTreeMap<String, (Vec<u8>, Drawing)>;
+        let mut map: BTreeMap<(String, String), Drawings> = BTreeMap::new();
         for root in sources {
             let found = entries(root, &|name| name.to_ascii_lowercase().ends_with(".png"))?;
             if found.is_empty() {

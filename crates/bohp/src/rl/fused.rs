@@ -332,8 +332,8 @@ impl<F: Real> FusedAc<F> {
         for t in 0..steps {
             if t % seg_len == 0 {
                 let s = t / seg_len;
-                saved_h[s * state_len..(s + 1) * state_len].copy_from_slice(&hebb);
-                saved_e[s * elig_len..(s + 1) * elig_len].copy_from_slice(&elig);
+                saved_h[s * state_len..(s + 1) * state_len].copy_from_slice(hebb);
+                saved_e[s * elig_len..(s + 1) * elig_len].copy_from_slice(elig);
             }
             let obs = env.observe(t);
             let x = &mut xs[t * ni..(t + 1) * ni];
@@ -552,7 +552,7 @@ impl<F: Real> FusedAc<F> {
                                     row[j] = ds * po[j];
                                     d_post[j] = d_post[j] + eta * dsp;
                                 }
-                                d_pre[i] = d_pre[i] + eta * sum_lanes(&row);
+                                d_pre[i] = d_pre[i] + eta * sum_lanes(row);
                             }
                             RlModelKind::Simple => {
                                 for j in 0..n {
@@ -566,7 +566,7 @@ impl<F: Real> FusedAc<F> {
                                     row[j] = rate[j] * ds * po[j];
                                     d_post[j] = d_post[j] + rate[j] * dsp;
                                 }
-                                d_pre[i] = d_pre[i] + sum_lanes(&row);
+                                d_pre[i] = d_pre[i] + sum_lanes(row);
                             }
                             RlModelKind::Retroactive => {
                                 let e = &ep[i * n..][..n];
@@ -585,12 +585,12 @@ impl<F: Real> FusedAc<F> {
                                     d_post[j] = d_post[j] + eta * den * p;
                                     de[j] = ds * rate[j] + keep * den;
                                 }
-                                d_pre[i] = d_pre[i] + eta * sum_lanes(&row);
+                                d_pre[i] = d_pre[i] + eta * sum_lanes(row);
                             }
                             RlModelKind::NonPlastic | RlModelKind::Lstm => {}
                         }
                     }
-                    g.eta = g.eta + sum_lanes(&eta_acc);
+                    g.eta = g.eta + sum_lanes(eta_acc);
                 }
                 // The rate's gradient goes to M(t).
                 let mut d_m = F::zero();
@@ -658,7 +658,7 @@ impl<F: Real> FusedAc<F> {
                             row[j] = w[j] * da[j];
                         }
                     }
-                    d_pre[i] = d_pre[i] + sum_lanes(&row);
+                    d_pre[i] = d_pre[i] + sum_lanes(row);
                 }
                 d_post_next.copy_from_slice(&d_pre);
             }
