@@ -327,7 +327,7 @@ fn few_shot_gradients_equal_finite_differences() {
     let mut model = FewShotNet::new(&config, 5, &device);
     model.w = bump(&model.w, 1, 0.2);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let batch = episode_batch(&set, 3, 2, 4, 2, &mut rng, &device);
+    let batch = episode_batch(std::slice::from_ref(&set), 3, 2, 4, 2, &mut rng, &device);
     let (loss, _) = model.loss(&batch);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let plain = |m: &FewShotNet| values(m.loss(&batch).0)[0];

@@ -52,7 +52,15 @@ pub fn inspect_omniglot(run_dir: &Path, out: &Path) -> Result<FewShotEpisode> {
     let device = bohp::device::init_device(config.device, config.dtype)?;
     let model = trainer.model().valid();
     let mut rng = stream_rng(config.seed, Stream::Eval, u64::MAX);
-    let batch = episode_batch(&set, ways, 1, config.model.outputs, 1, &mut rng, &device);
+    let batch = episode_batch(
+        std::slice::from_ref(&set),
+        ways,
+        1,
+        config.model.outputs,
+        1,
+        &mut rng,
+        &device,
+    );
     let probs: Vec<f64> = softmax(model.logits(&batch), 1)
         .into_data()
         .convert::<f64>()

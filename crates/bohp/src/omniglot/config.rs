@@ -55,6 +55,10 @@ pub struct OmniglotTaskConfig {
     /// Support images per class [1].
     #[serde(default = "default_shots")]
     pub shots: usize,
+    /// Draw each training episode's classes from one alphabet (alphabets with at least `ways`
+    /// characters), as in Lake et al.'s within-alphabet runs [false].
+    #[serde(default)]
+    pub within_alphabet: bool,
 }
 
 /// `[model]`: the convolutional embedding and the plastic output layer.

@@ -13,6 +13,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,9 @@ pub struct OmniglotTrainer {
     model: FewShotNet,
     optim: ModuleOptimizer,
     train_set: Omniglot,
+    /// What training episodes draw from: the training set, or each alphabet of it
+    /// (`task.within_alphabet`).
+    episode_sets: Vec<Omniglot>,
     held_out: Omniglot,
     next_episode: usize,
 }
@@ -126,10 +130,11 @@ fn adam(config: &OmniglotConfig) -> ModuleOptimizer {
         .init()
 }
 
-/// Episodes of `ways` classes and `shots` shots from `set`, as one batch on `device`, with
-/// each episode's classes on random output units of `outputs`.
+/// Episodes of `ways` classes and `shots` shots, each from one of `sets` (drawn at random
+/// when there are several: the alphabets, for within-alphabet episodes), as one batch on
+/// `device`, with each episode's classes on random output units of `outputs`.
 pub fn episode_batch(
-    set: &Omniglot,
+    sets: &[Omniglot],
     ways: usize,
     shots: usize,
     outputs: usize,
@@ -143,6 +148,11 @@ pub fn episode_batch(
     let mut mask = vec![-1e4f32; count * outputs];
     let mut target = Vec::with_capacity(count);
     for b in 0..count {
+        let set = if sets.len() == 1 {
+            &sets[0]
+        } else {
+            &sets[rng.random_range(0..sets.len())]
+        };
         let episode = sample_episode(set, ways, shots, rng);
         let mut units: Vec<usize> = (0..outputs).collect();
         units.shuffle(rng);
@@ -203,6 +213,35 @@ impl OmniglotTrainer {
             config.task.shots,
             "the training alphabets",
         )?;
+        let episode_sets = if config.task.within_alphabet {
+            let sets: Vec<Omniglot> = train_set
+                .alphabets()
+                .into_iter()
+                .map(|a| {
+                    let others: Vec<String> = train_set
+                        .alphabets()
+                        .into_iter()
+                        .filter(|b| *b != a)
+                        .collect();
+                    train_set.split(&others).0
+                })
+                .filter(|s| s.characters.len() >= config.task.ways)
+                .collect();
+            if sets.is_empty() {
+                return Err(Error::ConfigValue {
+                    source_name: "the config".into(),
+                    field: "task.within_alphabet".into(),
+                    value: "true".into(),
+                    expected: format!(
+                        "a training alphabet with at least task.ways = {} characters",
+                        config.task.ways
+                    ),
+                });
+            }
+            sets
+        } else {
+            vec![train_set.clone()]
+        };
         let device = init_device(config.device, config.dtype)?.autodiff();
         let m = &config.model;
         let model = FewShotNet::new(m, config.seed, &device);
@@ -212,6 +251,7 @@ impl OmniglotTrainer {
             device,
             model,
             train_set,
+            episode_sets,
             held_out,
             next_episode: 0,
         })
@@ -299,7 +339,15 @@ impl OmniglotTrainer {
         let (mut right, mut nn_right, mut done) = (0, 0, 0);
         while done < episodes {
             let count = self.config.train.batch.min(episodes - done);
-            let batch = episode_batch(set, ways, shots, outputs, count, &mut rng, &plain);
+            let batch = episode_batch(
+                std::slice::from_ref(set),
+                ways,
+                shots,
+                outputs,
+                count,
+                &mut rng,
+                &plain,
+            );
             let predicted = ints(model.logits(&batch).argmax(1).reshape([count]));
             let target = ints(batch.target.clone());
             right += predicted
@@ -470,7 +518,7 @@ impl Learner for OmniglotTrainer {
         let t = &self.config.task;
         let mut rng = stream_rng(self.config.seed, Stream::Train, episode as u64);
         let batch = episode_batch(
-            &self.train_set,
+            &self.episode_sets,
             t.ways,
             t.shots,
             self.config.model.outputs,
