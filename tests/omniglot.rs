@@ -323,6 +323,7 @@ fn few_shot_gradients_equal_finite_differences() {
         outputs: 4,
         init_eta: 0.3,
         init_alpha: 0.7,
+        batch_norm: false,
     };
     let mut model = FewShotNet::new(&config, 5, &device);
     model.w = bump(&model.w, 1, 0.2);

@@ -83,6 +83,9 @@ pub struct OmniglotModelConfig {
     /// classifier from the first update.
     #[serde(default = "default_alpha")]
     pub init_alpha: f64,
+    /// Batch normalization after each convolution, before its tanh [false: the 2018 network].
+    #[serde(default)]
+    pub batch_norm: bool,
 }
 
 /// `[train]`: Adam on batches of episodes.

@@ -11,6 +11,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
@@ -28,6 +29,8 @@ pub const CONVS: usize = 4;
 pub struct FewShotNet {
     /// The four convolutions.
     pub convs: Vec<Conv2d>,
+    /// Batch normalization after each convolution (`model.batch_norm`), or none.
+    pub norms: Vec<BatchNorm>,
     /// Fixed output weights `[C, outputs]`.
     pub w: Param<Tensor<2>>,
     /// Plasticity coefficients `[C, outputs]` (0 and frozen in the control).
@@ -69,6 +72,13 @@ impl FewShotNet {
                     .init(device)
             })
             .collect();
+        let norms = if config.batch_norm {
+            (0..CONVS)
+                .map(|_| BatchNormConfig::new(channels).init(device))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut rng = stream_rng(seed, Stream::Init, 0);
         let w = param(
             gaussian(&mut rng, channels * outputs, 0.01),
@@ -83,6 +93,7 @@ impl FewShotNet {
         let alpha = param(alpha_values, [channels, outputs], device);
         FewShotNet {
             convs,
+            norms,
             w,
             alpha: if plastic {
                 alpha
@@ -102,8 +113,12 @@ impl FewShotNet {
         let [m, _, h, w] = images.dims();
         debug_assert_eq!((h, w), (SIDE, SIDE));
         let mut x = images;
-        for conv in &self.convs {
-            x = conv.forward(x).tanh();
+        for (k, conv) in self.convs.iter().enumerate() {
+            x = conv.forward(x);
+            if let Some(norm) = self.norms.get(k) {
+                x = norm.forward(x);
+            }
+            x = x.tanh();
         }
         let [_, c, ..] = x.dims();
         x.reshape([m, c])

@@ -312,7 +312,13 @@ impl OmniglotTrainer {
     pub fn num_params(&self) -> usize {
         let (c, o) = (self.config.model.channels, self.config.model.outputs);
         let convs = (9 + 1) * c + 3 * (9 * c + 1) * c;
+        let norms = if self.config.model.batch_norm {
+            4 * 2 * c
+        } else {
+            0
+        };
         convs
+            + norms
             + c * o
             + if self.config.model.plastic {
                 c * o + 1
