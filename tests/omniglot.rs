@@ -1,7 +1,7 @@
 //! Omniglot: the reader (zips and directories, corrupt and missing files), the runs format, the
 //! episode sampler, the modified Hausdorff distance, the plastic layer's gradients through the
 //! convolutional embedding, and a tiny training that beats chance, all on small data the tests
-//! write themselves (users have no `../shared`).
+//! write themselves into temporary directories (no data set is needed).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -472,4 +472,48 @@ fn a_tiny_training_beats_chance_and_the_control_does_not() {
         (0.1..=0.32).contains(&control),
         "alpha = 0 control accuracy {control} (chance 0.2)"
     );
+}
+
+/// Bad data settings fail before the run directory exists, naming the field or file: an
+/// unknown held-out alphabet, within-alphabet episodes no alphabet can fill, a missing set.
+#[test]
+fn bad_data_settings_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_set(tmp.path(), "s", 2, 3, 3);
+    for (task, expected) in [
+        (
+            format!("data = [{dir:?}]\nheld_out = [\"Nope\"]"),
+            "task.held_out",
+        ),
+        (
+            format!("data = [{dir:?}]\nways = 4\nwithin_alphabet = true"),
+            "task.within_alphabet",
+        ),
+        (
+            format!("data = [{:?}]", tmp.path().join("missing.zip")),
+            "missing.zip",
+        ),
+    ] {
+        let config = tmp.path().join("bad.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[task]\nkind = \"omniglot\"\n{task}\n[model]\nchannels = 4\n[train]\nepisodes = 2\nlearning_rate = 0.001\n"
+            ),
+        )
+        .unwrap();
+        let run = tmp.path().join("run");
+        let out = run_bohp(&[
+            "train",
+            config.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{task}: {stderr}"
+        );
+        assert!(!run.exists(), "{task}: nothing written");
+    }
 }

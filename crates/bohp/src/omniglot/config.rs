@@ -248,3 +248,51 @@ impl OmniglotConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "seed = 1\n[task]\nkind = \"omniglot\"\ndata = [\"x.zip\"]\n[model]\n[train]\nepisodes = 10\nlearning_rate = 0.001\n";
+
+    #[test]
+    fn a_minimal_config_gets_the_defaults_and_round_trips() {
+        let c: OmniglotConfig = parse_toml(BASE, Path::new("x.toml")).unwrap();
+        c.validate("x").unwrap();
+        assert_eq!(
+            (c.task.ways, c.task.shots, c.model.outputs, c.model.channels),
+            (5, 1, 20, 64)
+        );
+        assert!(c.model.plastic && !c.model.batch_norm && !c.task.within_alphabet);
+        let again: OmniglotConfig = parse_toml(&c.to_toml(), Path::new("y.toml")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (from, to, field) in [
+            ("data = [\"x.zip\"]", "data = []", "task.data"),
+            ("[task]", "[task]\nways = 1", "task.ways"),
+            ("[task]", "[task]\nways = 21", "task.ways"),
+            ("[task]", "[task]\nshots = 0", "task.shots"),
+            ("[model]", "[model]\nchannels = 0", "model.channels"),
+            ("[model]", "[model]\ninit_eta = 2.0", "model.init_eta"),
+            ("[model]", "[model]\ninit_alpha = nan", "model.init_alpha"),
+            (
+                "[train]",
+                "[train]\neval_episodes = 0",
+                "train.eval_episodes",
+            ),
+            ("[train]", "[train]\nengine = \"fused\"", "train.engine"),
+            ("episodes = 10", "episodes = 0", "train.episodes"),
+            ("[model]", "[model]\nbatch_norm = 3", "batch_norm"),
+        ] {
+            let text = BASE.replace(from, to);
+            let err = parse_toml::<OmniglotConfig>(&text, Path::new("x.toml"))
+                .and_then(|c| c.validate("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{to}: {err}");
+        }
+    }
+}
