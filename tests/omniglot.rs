@@ -11,7 +11,8 @@ use bohp::omniglot::config::OmniglotModelConfig;
 use bohp::omniglot::model::FewShotNet;
 use bohp::omniglot::train::episode_batch;
 use bohp::omniglot::{
-    Omniglot, SIDE, hausdorff_error, modified_hausdorff, read_runs, rotate, sample_episode,
+    Augment, Omniglot, SIDE, hausdorff_error, modified_hausdorff, read_runs, rotate,
+    sample_episode, sample_episode_queries,
 };
 use burn::module::Param;
 use burn::optim::GradientsParams;
@@ -257,9 +258,16 @@ fn the_episode_sampler_draws_distinct_classes_rotations_and_no_leak() {
     let set = Omniglot::open(&[write_set(tmp.path(), "s", 2, 5, 4)]).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut rotations = [0usize; 4];
-    for _ in 0..200 {
+    for i in 0..200 {
         let (ways, shots) = (5, 2);
-        let e = sample_episode(&set, ways, shots, &mut rng);
+        // One query (the 2018 setup), or several (`task.queries`): 7 go twice round 2 classes.
+        let queries = [1, 7][i % 2];
+        let e = if queries == 1 {
+            sample_episode(&set, ways, shots, &mut rng)
+        } else {
+            sample_episode_queries(&set, ways, shots, queries, &mut rng)
+        };
+        assert_eq!(e.queries.len(), queries);
         assert_eq!(e.support.len(), ways * shots);
         let mut chars: Vec<usize> = e.classes.iter().map(|c| c.0).collect();
         chars.sort();
@@ -268,14 +276,29 @@ fn the_episode_sampler_draws_distinct_classes_rotations_and_no_leak() {
         for label in 0..ways {
             assert_eq!(e.support.iter().filter(|(_, l)| *l == label).count(), shots);
         }
-        let (ch, turns, drawings) = &e.classes[e.query.1];
-        assert_eq!(drawings.len(), shots + 1);
-        let query_drawing = drawings[shots];
-        assert!(!drawings[..shots].contains(&query_drawing), "no leak");
-        assert_eq!(
-            e.query.0,
-            rotate(&set.characters[*ch].drawings[query_drawing].pixels, *turns)
-        );
+        let mut per_class = vec![0usize; ways];
+        for (image, label) in &e.queries {
+            let (ch, turns, drawings) = &e.classes[*label];
+            per_class[*label] += 1;
+            let query_drawing = drawings[shots + per_class[*label] - 1];
+            assert!(!drawings[..shots].contains(&query_drawing), "no leak");
+            assert_eq!(
+                *image,
+                rotate(&set.characters[*ch].drawings[query_drawing].pixels, *turns)
+            );
+        }
+        for (label, (_, _, drawings)) in e.classes.iter().enumerate() {
+            assert_eq!(drawings.len(), shots + per_class[label]);
+            let mut distinct = drawings.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(
+                distinct.len(),
+                drawings.len(),
+                "queries are distinct drawings"
+            );
+            assert!(per_class[label] <= queries.div_ceil(ways));
+        }
         for (label, (ch, turns, drawings)) in e.classes.iter().enumerate() {
             rotations[*turns] += 1;
             for &d in &drawings[..shots] {
@@ -294,6 +317,91 @@ fn the_episode_sampler_draws_distinct_classes_rotations_and_no_leak() {
     assert_ne!(&rotate(img, 1), img);
 }
 
+/// The ink mass and centroid (row, column) of an image.
+fn mass_centroid(img: &[f32]) -> (f64, f64, f64) {
+    let (mut m, mut r, mut c) = (0.0, 0.0, 0.0);
+    for (k, &v) in img.iter().enumerate() {
+        let v = f64::from(v);
+        m += v;
+        r += v * (k / SIDE) as f64;
+        c += v * (k % SIDE) as f64;
+    }
+    (m, r / m, c / m)
+}
+
+#[test]
+fn augmentation_distorts_within_its_ranges() {
+    // A 7 × 11 blob centred in the image: far from the border, so no ink leaves it.
+    let mut img = vec![0.0f32; SIDE * SIDE];
+    for r in 12..19 {
+        for c in 10..21 {
+            img[r * SIDE + c] = 1.0;
+        }
+    }
+    let (m0, r0, c0) = mass_centroid(&img);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // Vanishing ranges: the identity (the sampling grid and the centre are right).
+    let tiny = Augment {
+        rotation: 1e-9,
+        scale: 1e-9,
+        shear: 1e-9,
+        shift: 1e-9,
+    };
+    let same = tiny.distort(&img, &mut rng);
+    let worst = same
+        .iter()
+        .zip(&img)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "{worst}");
+    // A shift moves the centroid by at most the shift along each axis, and keeps the ink.
+    let shift = Augment {
+        shift: 3.0,
+        ..Augment::default()
+    };
+    let mut moved = 0;
+    for _ in 0..50 {
+        let (m, r, c) = mass_centroid(&shift.distort(&img, &mut rng));
+        assert!((m - m0).abs() < 1e-3 * m0, "{m} vs {m0}");
+        assert!((r - r0).abs() <= 3.0 + 1e-6 && (c - c0).abs() <= 3.0 + 1e-6);
+        moved += usize::from((r - r0).abs() > 0.5 || (c - c0).abs() > 0.5);
+    }
+    assert!(
+        moved > 25,
+        "{moved} of 50 shifted by more than half a pixel"
+    );
+    // A rotation about the centre keeps a centred blob's centroid and, up to interpolation, its
+    // ink; a 90-degree turn of this wide blob makes it tall.
+    let turn = Augment {
+        rotation: 90.0,
+        ..Augment::default()
+    };
+    let mut tall = 0;
+    for _ in 0..50 {
+        let out = turn.distort(&img, &mut rng);
+        let (m, r, c) = mass_centroid(&out);
+        assert!((m - m0).abs() < 0.05 * m0, "{m} vs {m0}");
+        assert!((r - 15.0).abs() < 0.5 && (c - 15.0).abs() < 0.5 && (r0, c0) == (15.0, 15.0));
+        let rows = (0..SIDE)
+            .filter(|r| (0..SIDE).any(|c| out[r * SIDE + c] > 0.5))
+            .count();
+        tall += usize::from(rows > 9);
+    }
+    assert!(
+        (5..45).contains(&tall),
+        "{tall} of 50 turned taller than wide"
+    );
+    // Scale: the ink mass follows the area (sx · sy within [0.8², 1.2²]).
+    let scale = Augment {
+        scale: 0.2,
+        ..Augment::default()
+    };
+    for _ in 0..50 {
+        let (m, _, _) = mass_centroid(&scale.distort(&img, &mut rng));
+        assert!(m > 0.6 * m0 && m < 1.5 * m0, "{m} vs {m0}");
+    }
+}
+
 fn bump<const D: usize>(p: &Param<Tensor<D>>, index: usize, delta: f64) -> Param<Tensor<D>> {
     p.clone().map(|t| {
         let (shape, device, grad) = (t.shape(), t.device(), t.is_require_grad());
@@ -309,7 +417,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 
 /// The query loss's gradient through Oja's plastic layer and the convolutional embedding:
 /// burn autodiff against central finite differences in f64 (first and last convolution, `w`,
-/// `α`, `η`), on a batch of 3-way 2-shot episodes.
+/// `α`, `η`), on a batch of 3-way 2-shot episodes with two queries each.
 #[test]
 fn few_shot_gradients_equal_finite_differences() {
     let tmp = tempfile::tempdir().unwrap();
@@ -328,7 +436,17 @@ fn few_shot_gradients_equal_finite_differences() {
     let mut model = FewShotNet::new(&config, 5, &device);
     model.w = bump(&model.w, 1, 0.2);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let batch = episode_batch(std::slice::from_ref(&set), 3, 2, 4, 2, &mut rng, &device);
+    let batch = episode_batch(
+        std::slice::from_ref(&set),
+        3,
+        2,
+        4,
+        2,
+        2,
+        &Augment::default(),
+        &mut rng,
+        &device,
+    );
     let (loss, _) = model.loss(&batch);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let plain = |m: &FewShotNet| values(m.loss(&batch).0)[0];

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use bohp::omniglot::SIDE;
 use bohp::omniglot::config::OmniglotConfig;
 use bohp::omniglot::train::{OmniglotTrainer, episode_batch};
+use bohp::omniglot::{Augment, SIDE};
 use bohp::rng::{Stream, stream_rng};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
@@ -58,6 +58,8 @@ pub fn inspect_omniglot(run_dir: &Path, out: &Path) -> Result<FewShotEpisode> {
         1,
         config.model.outputs,
         1,
+        1,
+        &Augment::default(),
         &mut rng,
         &device,
     );

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
+use crate::config::{Engine, LrSchedule, check_schedule, default_beta1, default_beta2, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
+use crate::omniglot::data::{Augment, SIDE};
 
 /// The few-shot tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,13 @@ pub struct OmniglotTaskConfig {
     /// characters), as in Lake et al.'s within-alphabet runs [false].
     #[serde(default)]
     pub within_alphabet: bool,
+    /// Queries per training episode, all read after the same support steps [1, the 2018
+    /// setup]; more give more loss terms per support set.
+    #[serde(default = "default_queries")]
+    pub queries: usize,
+    /// Random affine distortions of every training image (`[task.augment]`; off by default).
+    #[serde(default, skip_serializing_if = "Augment::is_off")]
+    pub augment: Augment,
 }
 
 /// `[model]`: the convolutional embedding and the plastic output layer.
@@ -97,8 +105,14 @@ pub struct OmniglotTrainConfig {
     /// Episodes per update.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Adam's learning rate.
+    /// Adam's learning rate (the initial one, under a decaying schedule).
     pub learning_rate: f64,
+    /// `constant`, `linear` or `cosine` (decaying to `min_learning_rate` at the last update).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The learning rate a decaying schedule ends at (ignored by `constant`).
+    #[serde(default)]
+    pub min_learning_rate: f64,
     /// Adam's β₁.
     #[serde(default = "default_beta1")]
     pub adam_beta1: f64,
@@ -120,6 +134,9 @@ fn default_ways() -> usize {
     5
 }
 fn default_shots() -> usize {
+    1
+}
+fn default_queries() -> usize {
     1
 }
 fn default_true() -> bool {
@@ -148,6 +165,13 @@ fn default_eval_episodes() -> usize {
 }
 
 impl OmniglotConfig {
+    /// The learning rate of update `episode`.
+    pub fn learning_rate(&self, episode: usize) -> f64 {
+        let t = &self.train;
+        t.lr_schedule
+            .at(t.learning_rate, t.min_learning_rate, episode, t.episodes)
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<OmniglotConfig> {
         let text =
@@ -176,7 +200,7 @@ impl OmniglotConfig {
             &bad,
             t.episodes,
             t.batch,
-            (t.learning_rate, 0.0),
+            (t.learning_rate, t.min_learning_rate),
             t.adam_beta1,
             t.adam_beta2,
         )?;
@@ -203,6 +227,24 @@ impl OmniglotConfig {
                     self.model.outputs
                 ),
             ));
+        }
+        let a = &self.task.augment;
+        for (field, value, most) in [
+            ("task.augment.rotation", a.rotation, 180.0),
+            ("task.augment.scale", a.scale, 0.9),
+            ("task.augment.shear", a.shear, 1.0),
+            ("task.augment.shift", a.shift, (SIDE / 2) as f64),
+        ] {
+            if !(value.is_finite() && (0.0..=most).contains(&value)) {
+                return Err(bad(
+                    field,
+                    value.to_string(),
+                    &format!("expected a value in [0, {most}]"),
+                ));
+            }
+        }
+        if self.task.queries == 0 {
+            return Err(bad("task.queries", "0".into(), "expected at least 1"));
         }
         if self.task.shots == 0 {
             return Err(bad("task.shots", "0".into(), "expected at least 1"));
@@ -275,6 +317,7 @@ mod tests {
             ("[task]", "[task]\nways = 1", "task.ways"),
             ("[task]", "[task]\nways = 21", "task.ways"),
             ("[task]", "[task]\nshots = 0", "task.shots"),
+            ("[task]", "[task]\nqueries = 0", "task.queries"),
             ("[model]", "[model]\nchannels = 0", "model.channels"),
             ("[model]", "[model]\ninit_eta = 2.0", "model.init_eta"),
             ("[model]", "[model]\ninit_alpha = nan", "model.init_alpha"),
@@ -286,6 +329,31 @@ mod tests {
             ("[train]", "[train]\nengine = \"fused\"", "train.engine"),
             ("episodes = 10", "episodes = 0", "train.episodes"),
             ("[model]", "[model]\nbatch_norm = 3", "batch_norm"),
+            (
+                "[model]",
+                "[task.augment]\nrotation = 200.0\n[model]",
+                "task.augment.rotation",
+            ),
+            (
+                "[model]",
+                "[task.augment]\nshift = -1.0\n[model]",
+                "task.augment.shift",
+            ),
+            (
+                "[model]",
+                "[task.augment]\nscale = nan\n[model]",
+                "task.augment.scale",
+            ),
+            (
+                "[model]",
+                "[task.augment]\nstretch = 0.1\n[model]",
+                "stretch",
+            ),
+            (
+                "[train]",
+                "[train]\nlr_schedule = \"cosine\"\nmin_learning_rate = 0.01",
+                "train.min_learning_rate",
+            ),
         ] {
             let text = BASE.replace(from, to);
             let err = parse_toml::<OmniglotConfig>(&text, Path::new("x.toml"))

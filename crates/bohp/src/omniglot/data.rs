@@ -274,72 +274,196 @@ pub fn rotate(image: &[f32], quarter_turns: usize) -> Image {
     out
 }
 
+/// Random affine distortions of each drawing (`task.augment`): every training image, support
+/// and query alike, is drawn through its own rotation, scale, shear and shift, each uniform in
+/// its range. All zero (the default) leaves the images and the random stream untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Largest rotation, in degrees [0].
+    #[serde(default)]
+    pub rotation: f64,
+    /// Largest relative change of scale, along each axis on its own [0].
+    #[serde(default)]
+    pub scale: f64,
+    /// Largest shear (the tangent of the shear angle) [0].
+    #[serde(default)]
+    pub shear: f64,
+    /// Largest shift along each axis, in pixels of the [`SIDE`] × [`SIDE`] image [0].
+    #[serde(default)]
+    pub shift: f64,
+}
+
+impl Augment {
+    /// Whether it distorts anything.
+    pub fn is_off(&self) -> bool {
+        self.rotation == 0.0 && self.scale == 0.0 && self.shear == 0.0 && self.shift == 0.0
+    }
+
+    /// `image` drawn through one random distortion: each output pixel is read (bilinearly, zero
+    /// outside) at the inverse image of its position under rotation · shear · scale about the
+    /// centre, plus the shift.
+    pub fn distort(&self, image: &[f32], rng: &mut impl Rng) -> Image {
+        let mut draw = |range: f64| {
+            if range > 0.0 {
+                rng.random_range(-range..=range)
+            } else {
+                0.0
+            }
+        };
+        let angle = draw(self.rotation).to_radians();
+        let (sx, sy) = (1.0 + draw(self.scale), 1.0 + draw(self.scale));
+        let shear = draw(self.shear);
+        let (tx, ty) = (draw(self.shift), draw(self.shift));
+        // Forward map A = R(angle) · [[1, shear], [0, 1]] · diag(sx, sy), on (x, y) = (column, row).
+        let (c, s) = (angle.cos(), angle.sin());
+        let a = [
+            [c * sx, (c * shear - s) * sy],
+            [s * sx, (s * shear + c) * sy],
+        ];
+        let det = a[0][0] * a[1][1] - a[0][1] * a[1][0];
+        let inv = [
+            [a[1][1] / det, -a[0][1] / det],
+            [-a[1][0] / det, a[0][0] / det],
+        ];
+        let centre = (SIDE as f64 - 1.0) / 2.0;
+        let at = |r: isize, c: isize| -> f64 {
+            if r < 0 || c < 0 || r >= SIDE as isize || c >= SIDE as isize {
+                0.0
+            } else {
+                f64::from(image[r as usize * SIDE + c as usize])
+            }
+        };
+        let mut out = vec![0.0f32; SIDE * SIDE];
+        for row in 0..SIDE {
+            for col in 0..SIDE {
+                let (x, y) = (col as f64 - centre - tx, row as f64 - centre - ty);
+                let xs = inv[0][0] * x + inv[0][1] * y + centre;
+                let ys = inv[1][0] * x + inv[1][1] * y + centre;
+                let (x0, y0) = (xs.floor(), ys.floor());
+                let (fx, fy) = (xs - x0, ys - y0);
+                let (x0, y0) = (x0 as isize, y0 as isize);
+                let v = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
+                    + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
+                out[row * SIDE + col] = v as f32;
+            }
+        }
+        out
+    }
+}
+
 /// An N-way K-shot episode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Episode {
     /// The support images with their labels (0..N), in presentation order.
     pub support: Vec<(Image, usize)>,
-    /// The query image and its label.
-    pub query: (Image, usize),
+    /// The query images with their labels (one in the 2018 setup; `task.queries`).
+    pub queries: Vec<(Image, usize)>,
     /// For tests and figures: per label, the character index (into the sampled set), its
-    /// rotation (quarter turns), and the drawings used (support first, the query's last).
+    /// rotation (quarter turns), and the drawings used (support first, then the class's
+    /// queries in the order of `queries`).
     pub classes: Vec<(usize, usize, Vec<usize>)>,
 }
 
-/// Samples an N-way K-shot episode from `set` (the 2018 setup): `ways` distinct characters
-/// labelled in random order, each rotated by its own random multiple of 90°, `shots` support
-/// drawings each presented in random order, then a query: another drawing of one of the
-/// classes, never one of its support drawings.
+/// Samples an N-way K-shot episode with one query from `set` (the 2018 setup):
+/// [`sample_episode_queries`] with one query.
 pub fn sample_episode(set: &Omniglot, ways: usize, shots: usize, rng: &mut impl Rng) -> Episode {
+    sample_episode_queries(set, ways, shots, 1, rng)
+}
+
+/// The drawings each class needs for `shots`-shot episodes with `queries` queries.
+pub fn drawings_needed(ways: usize, shots: usize, queries: usize) -> usize {
+    shots + queries.div_ceil(ways)
+}
+
+/// Samples an N-way K-shot episode from `set`: `ways` distinct characters labelled in random
+/// order, each rotated by its own random multiple of 90° (the 2018 setup), `shots` support
+/// drawings each presented in random order, then `queries` queries: other drawings of the
+/// classes, never one of the support drawings nor one another. One query takes a class at
+/// random; more go round the classes in a random order, so that each class has at most
+/// ⌈queries / ways⌉.
+pub fn sample_episode_queries(
+    set: &Omniglot,
+    ways: usize,
+    shots: usize,
+    queries: usize,
+    rng: &mut impl Rng,
+) -> Episode {
     let mut picked: Vec<usize> = (0..set.characters.len()).collect();
     picked.shuffle(rng);
     picked.truncate(ways);
-    let query_label = rng.random_range(0..ways);
+    // The label of each query (a single query draws one label, as the 2018 setup).
+    let query_labels: Vec<usize> = if queries == 1 {
+        vec![rng.random_range(0..ways)]
+    } else {
+        let mut order: Vec<usize> = (0..ways).collect();
+        order.shuffle(rng);
+        (0..queries).map(|q| order[q % ways]).collect()
+    };
     let mut classes = Vec::with_capacity(ways);
     let mut support = Vec::with_capacity(ways * shots);
-    let mut query = None;
     for (label, &ch) in picked.iter().enumerate() {
         let character = &set.characters[ch];
         let turns = rng.random_range(0..4);
         let mut drawings: Vec<usize> = (0..character.drawings.len()).collect();
         drawings.shuffle(rng);
-        let take = shots + usize::from(label == query_label);
+        let take = shots + query_labels.iter().filter(|&&l| l == label).count();
         drawings.truncate(take);
         for &d in &drawings[..shots] {
             support.push((rotate(&character.drawings[d].pixels, turns), label));
         }
-        if label == query_label {
-            query = Some((
-                rotate(&character.drawings[drawings[shots]].pixels, turns),
-                label,
-            ));
-        }
         classes.push((ch, turns, drawings));
     }
+    let mut next = vec![shots; ways];
+    let queries = query_labels
+        .iter()
+        .map(|&label| {
+            let (ch, turns, drawings) = &classes[label];
+            let d = drawings[next[label]];
+            next[label] += 1;
+            (
+                rotate(&set.characters[*ch].drawings[d].pixels, *turns),
+                label,
+            )
+        })
+        .collect();
     support.shuffle(rng);
     Episode {
         support,
-        query: query.expect("one class holds the query"),
+        queries,
         classes,
     }
 }
 
-/// Checks that `set` can give `ways`-way `shots`-shot episodes: enough characters, and every
-/// character with `shots + 1` drawings.
+/// Checks that `set` can give `ways`-way `shots`-shot episodes with one query: enough
+/// characters, and every character with `shots + 1` drawings.
 pub fn check_episodes(set: &Omniglot, ways: usize, shots: usize, what: &str) -> Result<()> {
+    check_episodes_queries(set, ways, shots, 1, what)
+}
+
+/// Checks that `set` can give `ways`-way `shots`-shot episodes with `queries` queries: enough
+/// characters, and every character with [`drawings_needed`] drawings.
+pub fn check_episodes_queries(
+    set: &Omniglot,
+    ways: usize,
+    shots: usize,
+    queries: usize,
+    what: &str,
+) -> Result<()> {
+    let needed = drawings_needed(ways, shots, queries);
     if set.characters.len() < ways {
         return Err(Error::Unsupported(format!(
             "{what}: {} characters, fewer than the {ways} classes of an episode",
             set.characters.len()
         )));
     }
-    if let Some(c) = set.characters.iter().find(|c| c.drawings.len() < shots + 1) {
+    if let Some(c) = set.characters.iter().find(|c| c.drawings.len() < needed) {
         return Err(Error::Unsupported(format!(
-            "{what}: character {}/{} has {} drawings; {shots}-shot episodes need {}",
+            "{what}: character {}/{} has {} drawings; {shots}-shot episodes with {queries} \
+             queries need {needed}",
             c.alphabet,
             c.name,
             c.drawings.len(),
-            shots + 1
         )));
     }
     Ok(())

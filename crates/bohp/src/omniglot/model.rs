@@ -42,19 +42,21 @@ pub struct FewShotNet {
 /// A batch of episodes as tensors.
 #[derive(Debug, Clone)]
 pub struct EpisodeBatch {
-    /// Every image, `[B·(S + 1), 1, SIDE, SIDE]`: each episode's S support images, then its
-    /// query.
+    /// Every image, `[B·(S + Q), 1, SIDE, SIDE]`: each episode's S support images, then its
+    /// Q queries.
     pub images: Tensor<4>,
     /// The support labels on the output units, one-hot, `[B, S, outputs]`.
     pub support: Tensor<3>,
     /// 0 on the units of the episode's classes, −10⁴ elsewhere, `[B, outputs]`.
     pub mask: Tensor<2>,
-    /// The query's unit, `[B]`.
+    /// Each query's unit, `[B·Q]` (episode-major).
     pub target: Tensor<1, Int>,
     /// Episodes.
     pub batch: usize,
     /// Support images per episode.
     pub shots_total: usize,
+    /// Queries per episode.
+    pub queries: usize,
 }
 
 impl FewShotNet {
@@ -146,23 +148,25 @@ impl FewShotNet {
         self.w.val().unsqueeze::<3>() + self.alpha.val().unsqueeze::<3>() * hebb
     }
 
-    /// The logits `[B, outputs]` of the episodes' queries (the episode's mask added).
+    /// The logits `[B·Q, outputs]` of the episodes' queries (each episode's mask added), every
+    /// query read from the same plastic weights after its episode's support steps.
     pub fn logits(&self, episodes: &EpisodeBatch) -> Tensor<2> {
-        let (b, s) = (episodes.batch, episodes.shots_total);
+        let (b, s, q) = (episodes.batch, episodes.shots_total, episodes.queries);
         let emb = self.embed(episodes.images.clone());
         let c = emb.dims()[1];
-        let emb = emb.reshape([b, s + 1, c]);
+        let emb = emb.reshape([b, s + q, c]);
         let support_emb = emb.clone().slice([0..b, 0..s, 0..c]);
-        let query = emb.slice([0..b, s..s + 1, 0..c]);
+        let query = emb.slice([0..b, s..s + q, 0..c]);
         let weights = self.weights(support_emb, episodes.support.clone());
         let outputs = weights.dims()[2];
-        query.matmul(weights).reshape([b, outputs]) + episodes.mask.clone()
+        let mask = episodes.mask.clone().reshape([b, 1, outputs]);
+        (query.matmul(weights) + mask).reshape([b * q, outputs])
     }
 
     /// The mean cross-entropy of the queries, and each query's predicted unit.
     pub fn loss(&self, episodes: &EpisodeBatch) -> (Tensor<1>, Tensor<1, Int>) {
         let logits = self.logits(episodes);
-        let b = episodes.batch;
+        let b = episodes.batch * episodes.queries;
         let predicted = logits.clone().argmax(1).reshape([b]);
         let log_p = log_softmax(logits, 1);
         let taken = log_p.gather(1, episodes.target.clone().reshape([b, 1]));

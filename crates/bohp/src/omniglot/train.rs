@@ -19,7 +19,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::OmniglotConfig;
-use super::data::{Omniglot, OneShotRun, SIDE, check_episodes, sample_episode};
+use super::data::Augment;
+use super::data::{
+    Omniglot, OneShotRun, SIDE, check_episodes, check_episodes_queries, sample_episode_queries,
+};
 use super::model::{EpisodeBatch, FewShotNet};
 use crate::device::init_device;
 use crate::error::{Error, Result};
@@ -133,49 +136,60 @@ fn adam(config: &OmniglotConfig) -> ModuleOptimizer {
 /// Episodes of `ways` classes and `shots` shots, each from one of `sets` (drawn at random
 /// when there are several: the alphabets, for within-alphabet episodes), as one batch on
 /// `device`, with each episode's classes on random output units of `outputs`.
+#[allow(clippy::too_many_arguments)]
 pub fn episode_batch(
     sets: &[Omniglot],
     ways: usize,
     shots: usize,
     outputs: usize,
+    queries: usize,
     count: usize,
+    augment: &Augment,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> EpisodeBatch {
     let s = ways * shots;
-    let mut images = Vec::with_capacity(count * (s + 1) * SIDE * SIDE);
+    let mut images = Vec::with_capacity(count * (s + queries) * SIDE * SIDE);
     let mut support = vec![0.0f32; count * s * outputs];
     let mut mask = vec![-1e4f32; count * outputs];
-    let mut target = Vec::with_capacity(count);
+    let mut target = Vec::with_capacity(count * queries);
     for b in 0..count {
         let set = if sets.len() == 1 {
             &sets[0]
         } else {
             &sets[rng.random_range(0..sets.len())]
         };
-        let episode = sample_episode(set, ways, shots, rng);
+        let mut episode = sample_episode_queries(set, ways, shots, queries, rng);
+        if !augment.is_off() {
+            for (img, _) in episode.support.iter_mut().chain(episode.queries.iter_mut()) {
+                *img = augment.distort(img, rng);
+            }
+        }
         let mut units: Vec<usize> = (0..outputs).collect();
         units.shuffle(rng);
         for (k, (img, label)) in episode.support.iter().enumerate() {
             images.extend_from_slice(img);
             support[(b * s + k) * outputs + units[*label]] = 1.0;
         }
-        images.extend_from_slice(&episode.query.0);
+        for (img, label) in &episode.queries {
+            images.extend_from_slice(img);
+            target.push(units[*label] as i64);
+        }
         for &u in &units[..ways] {
             mask[b * outputs + u] = 0.0;
         }
-        target.push(units[episode.query.1] as i64);
     }
     EpisodeBatch {
         images: Tensor::from_data(
-            TensorData::new(images, [count * (s + 1), 1, SIDE, SIDE]),
+            TensorData::new(images, [count * (s + queries), 1, SIDE, SIDE]),
             device,
         ),
         support: Tensor::from_data(TensorData::new(support, [count, s, outputs]), device),
         mask: Tensor::from_data(TensorData::new(mask, [count, outputs]), device),
-        target: Tensor::<1, Int>::from_data(TensorData::new(target, [count]), device),
+        target: Tensor::<1, Int>::from_data(TensorData::new(target, [count * queries]), device),
         batch: count,
         shots_total: s,
+        queries,
     }
 }
 
@@ -207,10 +221,11 @@ impl OmniglotTrainer {
             });
         }
         let (train_set, held_out) = all.split(&config.task.held_out);
-        check_episodes(
+        check_episodes_queries(
             &train_set,
             config.task.ways,
             config.task.shots,
+            config.task.queries,
             "the training alphabets",
         )?;
         let episode_sets = if config.task.within_alphabet {
@@ -350,7 +365,9 @@ impl OmniglotTrainer {
                 ways,
                 shots,
                 outputs,
+                1,
                 count,
+                &Augment::default(),
                 &mut rng,
                 &plain,
             );
@@ -446,6 +463,7 @@ fn nearest(queries: &Tensor<2>, support: &Tensor<2>) -> Vec<usize> {
 /// the nearest class mean).
 fn nearest_neighbour_right(model: &FewShotNet, batch: &EpisodeBatch, outputs: usize) -> usize {
     let (b, s) = (batch.batch, batch.shots_total);
+    debug_assert_eq!(batch.queries, 1, "evaluation episodes have one query");
     let emb = model.embed(batch.images.clone());
     let c = emb.dims()[1];
     let emb = emb.reshape([b, s + 1, c]);
@@ -528,7 +546,9 @@ impl Learner for OmniglotTrainer {
             t.ways,
             t.shots,
             self.config.model.outputs,
+            t.queries,
             self.config.train.batch,
+            &t.augment,
             &mut rng,
             &self.device,
         );
@@ -546,14 +566,16 @@ impl Learner for OmniglotTrainer {
             .filter(|(p, t)| **p == *t)
             .count();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self
-            .optim
-            .step(self.config.train.learning_rate, self.model.clone(), grads);
+        self.model = self.optim.step(
+            self.config.learning_rate(episode),
+            self.model.clone(),
+            grads,
+        );
         self.next_episode += 1;
         Ok(OmniglotRow {
             episode,
             loss: value,
-            accuracy: right as f64 / batch.batch as f64,
+            accuracy: right as f64 / (batch.batch * batch.queries) as f64,
             eta: scalar(self.model.eta.val()),
             seconds: started.elapsed().as_secs_f64(),
         })
