@@ -219,6 +219,16 @@ pub(crate) struct ReproduceArgs {
     /// phase keeps its share of the run).
     #[arg(long)]
     pub(crate) episodes: Option<usize>,
+
+    /// Train only the K-th of N slices of the runs (every N-th, round-robin) and summarize
+    /// nothing: one slice per machine or Slurm array task (docs/reproduce.md)
+    #[arg(long, value_name = "K/N")]
+    pub(crate) shard: Option<crate::shard::Shard>,
+
+    /// Gather the finished runs of these slices' --out directories into --out, then write the
+    /// summary and figures as an unsharded run would; a run no slice finished is an error
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    pub(crate) merge: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

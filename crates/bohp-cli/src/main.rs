@@ -12,6 +12,7 @@ mod recurrent;
 mod reproduce;
 mod rl_inspect;
 mod rl_reproduce;
+mod shard;
 mod stats;
 
 use std::process::ExitCode;

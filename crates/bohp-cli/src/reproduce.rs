@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::figures::{Curve, learning_curve};
 use crate::inspect::{Structure, load_run_model, structure};
+use crate::shard::Shard;
 use crate::stats::{Spread, per_episode};
 
 /// What to reproduce.
@@ -52,6 +53,26 @@ pub struct Plan {
     pub episodes: Option<usize>,
     /// No progress bar.
     pub quiet: bool,
+    /// Train only this slice of the runs, and summarize nothing (`--shard K/N`).
+    pub shard: Option<Shard>,
+    /// Gather finished runs from these slices' output directories, then summarize (`--merge`).
+    pub merge: Vec<PathBuf>,
+}
+
+/// What a reproduction did.
+#[derive(Debug)]
+pub enum Reproduced<S> {
+    /// Stopped by Ctrl-C; every interrupted seed keeps a checkpoint.
+    Interrupted,
+    /// A slice (`--shard`) finished its runs: how many runs it holds, of how many planned.
+    Slice {
+        /// Runs of this slice (all finished).
+        runs: usize,
+        /// Runs of the whole plan.
+        planned: usize,
+    },
+    /// Every run finished and summarized.
+    Done(S),
 }
 
 /// One seed's training run.
@@ -420,8 +441,11 @@ pub fn markdown(summaries: &[TaskSummary], trained: usize, seconds: f64, jobs: u
 
 /// Runs `plan`: trains what is missing (resuming interrupted seeds), then summarizes.
 /// Returns `None` if interrupted.
-pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummary>>> {
+pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSummary>>> {
+    crate::shard::check_flags(plan.shard, &plan.merge)?;
     let mut jobs = Vec::new();
+    let mut planned = 0usize;
+    let mut slice = 0usize;
     let mut bases = Vec::new();
     let mut remaining = 0u64;
     for task in &plan.tasks {
@@ -444,11 +468,23 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
                 let mut config = base.clone();
                 config.seed = seed;
                 config.model.plasticity = variant;
-                let dir = plan
-                    .out
-                    .join(task)
+                let rel = Path::new(task)
                     .join(variant.name())
                     .join(format!("seed-{seed}"));
+                let dir = plan.out.join(&rel);
+                let job = planned;
+                planned += 1;
+                if let Some(shard) = plan.shard {
+                    if !shard.takes(job) {
+                        continue;
+                    }
+                    slice += 1;
+                }
+                if !plan.merge.is_empty() {
+                    crate::shard::merge_run(&rel, &plan.merge, &plan.out, &|d: &Path| {
+                        finished(d, &config)
+                    })?;
+                }
                 if !finished(&dir, &config)? {
                     let done = RunDir::open(&dir)
                         .ok()
@@ -499,7 +535,13 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
         return Err(e);
     }
     if interrupted.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
-        return Ok(None);
+        return Ok(Reproduced::Interrupted);
+    }
+    if plan.shard.is_some() {
+        return Ok(Reproduced::Slice {
+            runs: slice,
+            planned,
+        });
     }
     let mut summaries = Vec::new();
     for (task, variant, base) in &bases {
@@ -515,7 +557,7 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Option<Vec<TaskSummar
         &plan.out.join("summary.md"),
         markdown(&summaries, total_jobs, seconds, plan.jobs).as_bytes(),
     )?;
-    Ok(Some(summaries))
+    Ok(Reproduced::Done(summaries))
 }
 
 /// The tasks named by the command line's target.

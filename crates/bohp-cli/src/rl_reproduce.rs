@@ -22,6 +22,8 @@ use bohp::run::{RunDir, write_atomic};
 use plotters::prelude::*;
 use serde::Serialize;
 
+use crate::reproduce::Reproduced;
+use crate::shard::Shard;
 use crate::stats::{Spread, per_episode};
 
 /// What to run.
@@ -41,6 +43,10 @@ pub struct RlPlan {
     pub episodes: Option<usize>,
     /// Seeds trained at once.
     pub jobs: usize,
+    /// Train only this slice of the runs, and summarize nothing (`--shard K/N`).
+    pub shard: Option<Shard>,
+    /// Gather finished runs from these slices' output directories, then summarize (`--merge`).
+    pub merge: Vec<PathBuf>,
 }
 
 /// One kind's results.
@@ -186,6 +192,21 @@ fn normal_tail(z: f64) -> f64 {
     0.5 * poly * (-x * x).exp()
 }
 
+/// Whether `dir` holds a finished run of `config` (an error if it holds another config's).
+fn finished(dir: &Path, config: &RlConfig) -> Result<bool> {
+    if !dir.join("config.toml").is_file() {
+        return Ok(false);
+    }
+    let run = RunDir::open(dir)?;
+    if std::fs::read_to_string(run.config_path())? != config.to_toml() {
+        bail!(
+            "{}: holds a run of a different config; use another --out",
+            dir.display()
+        );
+    }
+    Ok(run.summary_path().is_file())
+}
+
 /// Trains one seed of one kind (or reuses/resumes what its directory holds); returns its rows.
 fn run_seed(config: RlConfig, dir: &Path, stop: &AtomicBool) -> Result<Option<Vec<RlRow>>> {
     let toml = config.to_toml();
@@ -216,7 +237,8 @@ fn run_seed(config: RlConfig, dir: &Path, stop: &AtomicBool) -> Result<Option<Ve
 }
 
 /// Runs the plan; `None` when interrupted (every unfinished seed keeps a checkpoint).
-pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReproduction>> {
+pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlReproduction>> {
+    crate::shard::check_flags(plan.shard, &plan.merge)?;
     let path = plan.configs.join(format!("{}.toml", plan.task));
     let mut base = RlConfig::load(&path)?;
     if let Some(e) = plan.episodes {
@@ -226,6 +248,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReprodu
     let target = base.network().num_params();
     let mut jobs = Vec::new();
     let mut kinds = Vec::new();
+    let mut planned = 0usize;
     for &kind in &plan.kinds {
         let mut config = base.clone();
         config.model.kind = kind;
@@ -243,12 +266,20 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReprodu
         for &seed in &plan.seeds {
             let mut c = config.clone();
             c.seed = seed;
-            let dir = plan
-                .out
-                .join(&plan.task)
+            let rel = Path::new(&plan.task)
                 .join(kind.name())
                 .join(format!("seed-{seed}"));
-            jobs.push((kind, seed, c, dir));
+            let job = planned;
+            planned += 1;
+            if let Some(shard) = plan.shard
+                && !shard.takes(job)
+            {
+                continue;
+            }
+            if !plan.merge.is_empty() {
+                crate::shard::merge_run(&rel, &plan.merge, &plan.out, &|d: &Path| finished(d, &c))?;
+            }
+            jobs.push((kind, seed, c, plan.out.join(rel)));
         }
     }
     let results: Mutex<Vec<(RlModelKind, u64, Vec<RlRow>)>> = Mutex::new(Vec::new());
@@ -281,9 +312,15 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReprodu
         return Err(e);
     }
     if stop.load(Ordering::SeqCst) {
-        return Ok(None);
+        return Ok(Reproduced::Interrupted);
     }
     let results = results.into_inner().expect("results");
+    if plan.shard.is_some() {
+        return Ok(Reproduced::Slice {
+            runs: results.len(),
+            planned,
+        });
+    }
     let mut summaries = Vec::new();
     let mut curves = Vec::new();
     for &(kind, hidden, params) in &kinds {
@@ -349,7 +386,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Option<RlReprodu
         &serde_json::to_vec_pretty(&reproduction).expect("serializes"),
     )?;
     write_atomic(&dir.join("summary.md"), markdown(&reproduction).as_bytes())?;
-    Ok(Some(reproduction))
+    Ok(Reproduced::Done(reproduction))
 }
 
 /// A running mean over 1% of the run (at least 1 update), so that curves of noisy per-update

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 
 use super::*;
 use crate::args::*;
+use crate::reproduce::Reproduced;
 
 pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitCode> {
     if args.seeds == 0 {
@@ -54,17 +55,23 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
         inspect_episodes: args.inspect_episodes,
         episodes: args.episodes,
         quiet: cli.quiet,
+        shard: args.shard,
+        merge: args.merge.clone(),
     };
     install_stop_handler()?;
     let started = Instant::now();
     match crate::reproduce::reproduce(&plan, &STOP)? {
-        None => {
+        Reproduced::Interrupted => {
             eprintln!(
                 "interrupted: every seed wrote a checkpoint; run the same command again to continue"
             );
             Ok(ExitCode::from(130))
         }
-        Some(summaries) => {
+        Reproduced::Slice { runs, planned } => {
+            slice_done(args, runs, planned, started);
+            Ok(ExitCode::SUCCESS)
+        }
+        Reproduced::Done(summaries) => {
             println!(
                 "reproduced {} task/variant pairs x {} seeds in {:.0} s ({} jobs)",
                 summaries.len(),
@@ -90,6 +97,20 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
     }
 }
 
+/// What a finished slice prints: its share, and how to merge.
+fn slice_done(args: &ReproduceArgs, runs: usize, planned: usize, started: Instant) {
+    let shard = args.shard.expect("a slice has --shard");
+    println!(
+        "slice {shard}: {runs} of the plan's {planned} runs finished in {:.0} s in {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    println!(
+        "when every slice has finished: bohp reproduce {} ... --merge <each slice's --out> --out DIR",
+        args.target
+    );
+}
+
 /// `bohp reproduce bandit|cue|maze`.
 fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<ExitCode> {
     if args.kinds.is_empty() {
@@ -110,17 +131,23 @@ fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<
         out: args.out.clone(),
         episodes: args.episodes,
         jobs,
+        shard: args.shard,
+        merge: args.merge.clone(),
     };
     install_stop_handler()?;
     let started = Instant::now();
     match crate::rl_reproduce::reproduce_rl(&plan, &STOP)? {
-        None => {
+        Reproduced::Interrupted => {
             eprintln!(
                 "interrupted: every unfinished seed wrote a checkpoint; run the same command again to continue"
             );
             Ok(ExitCode::from(130))
         }
-        Some(r) => {
+        Reproduced::Slice { runs, planned } => {
+            slice_done(args, runs, planned, started);
+            Ok(ExitCode::SUCCESS)
+        }
+        Reproduced::Done(r) => {
             println!(
                 "{}: {} kinds x {} seeds in {:.0} s ({jobs} jobs); a random policy earns {:.2}",
                 r.task,
