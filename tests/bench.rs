@@ -166,6 +166,21 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
     let r = run(&["--batches", "0"]);
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--batches"));
+    // A peer that cannot run is refused before anything is measured or written.
+    let r = run(&["--peer-python", "/nonexistent/python"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--peer-python /nonexistent/python"));
+    let r = run(&["--peer-python", "false"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot import torch"));
+    // (`true` stands for a Python that imports torch.)
+    let r = run(&["--peer-python", "true", "--peer-dir", "/nonexistent-peers"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&r.stderr)
+            .contains("--peer-dir /nonexistent-peers: no bohp_torch.py")
+    );
+    assert!(!out.exists(), "nothing written");
     let r = run(&["--devices", "tpu"]);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("invalid value 'tpu' for '--devices"));

@@ -472,6 +472,62 @@ fn peer_updates(batch: usize) -> usize {
     if batch == 1 { 1000 } else { 500 }
 }
 
+/// The peer's thread count: the cores bohp's cells use (rayon and burn use every core).
+fn peer_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The peer script of a workload (in `--peer-dir`), or `None` where the peers have none.
+fn peer_script(configs: &Path, workload: &str) -> Option<&'static str> {
+    if is_recurrent_workload(configs, workload) {
+        Some("recurrent_torch.py")
+    } else if is_rl_workload(configs, workload) {
+        Some("backpropamine_torch.py")
+    } else if is_few_shot_workload(configs, workload) {
+        None
+    } else {
+        Some("bohp_torch.py")
+    }
+}
+
+/// Before anything is measured or written: `--peer-python` runs and imports torch, and every
+/// workload's peer script is in `--peer-dir`. A missing peer is an error naming it, not a
+/// table of failed cells.
+fn check_peer(plan: &Plan, python: &Path) -> Result<()> {
+    let probe = Command::new(python)
+        .args(["-c", "import torch"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("--peer-python {}: cannot run it", python.display()))?;
+    if !probe.status.success() {
+        let stderr = String::from_utf8_lossy(&probe.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        bail!(
+            "--peer-python {}: cannot import torch ({last}); a peer environment: \
+             python3 -m venv torch-venv && torch-venv/bin/pip install torch numpy",
+            python.display()
+        );
+    }
+    let mut workloads: Vec<&str> = plan.cells.iter().map(|c| c.workload.as_str()).collect();
+    workloads.dedup();
+    for workload in workloads {
+        if let Some(script) = peer_script(&plan.configs, workload) {
+            let path = plan.peer_dir.join(script);
+            if !path.is_file() {
+                bail!(
+                    "--peer-dir {}: no {script} (the peer of workload `{workload}`)",
+                    plan.peer_dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the PyTorch peer for one workload and batch size.
 fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
     if is_recurrent_workload(&plan.configs, workload) {
@@ -500,7 +556,10 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
         "--seed".into(),
         "1".into(),
         "--threads".into(),
-        "2".into(),
+        peer_threads().to_string(),
+        // No per-update printing: the peer is timed doing the same work as bohp.
+        "--print-every".into(),
+        "0".into(),
     ];
     let command = format!("{} {}", python.display(), args.join(" "));
     let mut result = PeerResult {
@@ -564,7 +623,10 @@ fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) 
         "--warmup".into(),
         timing.warmup.max(1).to_string(),
         "--threads".into(),
-        "2".into(),
+        peer_threads().to_string(),
+        // No per-update printing: the peer is timed doing the same work as bohp.
+        "--print-every".into(),
+        "0".into(),
     ];
     let command = format!("{} {}", python.display(), args.join(" "));
     let result = PeerResult {
@@ -627,7 +689,10 @@ fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> Peer
         "--warmup".into(),
         timing.warmup.max(1).to_string(),
         "--threads".into(),
-        "2".into(),
+        peer_threads().to_string(),
+        // No per-update printing: the peer is timed doing the same work as bohp.
+        "--print-every".into(),
+        "0".into(),
     ];
     if shape.kind == EnvKind::Maze {
         args.extend(["--maze-size".into(), shape.maze_side.to_string()]);
@@ -722,6 +787,9 @@ pub fn parse_peer_rate(line: &str) -> Option<f64> {
 
 /// Runs the plan, writes `bench.json` and `bench.md` to `plan.out`, and returns the report.
 pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    if let Some(python) = &plan.peer_python {
+        check_peer(plan, python)?;
+    }
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("{}: cannot create the output directory", plan.out.display()))?;
     let mut results = Vec::new();
