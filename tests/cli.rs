@@ -667,3 +667,46 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
     assert!(episode > 0, "lr 1e38 runs at least one finite update first");
     assert!(!run.join("model.bpk").exists());
 }
+
+/// Every shipped config (`configs/` and its subdirectories) parses and validates with its
+/// family's loader, and the scaling sweep's configs differ from `memorisation.toml` only in N.
+#[test]
+fn every_shipped_config_loads() {
+    use bohp::recurrent::config::{Family, family};
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&crate::common::repo_root().join("configs"), &mut paths);
+    assert!(paths.len() >= 20, "{paths:?}");
+    for path in &paths {
+        let text = std::fs::read_to_string(path).unwrap();
+        let loaded = match family(&text) {
+            Some(Family::SingleLayer) => bohp::config::RunConfig::load(path).map(|_| ()),
+            Some(Family::Recurrent) => {
+                bohp::recurrent::config::RecurrentConfig::load(path).map(|_| ())
+            }
+            Some(Family::Reinforcement) => bohp::rl::config::RlConfig::load(path).map(|_| ()),
+            Some(Family::FewShot) => bohp::omniglot::config::OmniglotConfig::load(path).map(|_| ()),
+            None => panic!("{}: no known task.kind", path.display()),
+        };
+        assert!(loaded.is_ok(), "{}: {:?}", path.display(), loaded.err());
+    }
+    let base = bohp::recurrent::config::RecurrentConfig::load(&shipped_config_path("memorisation"))
+        .unwrap();
+    for n in [250, 500, 1000, 2000, 4096] {
+        let path =
+            crate::common::repo_root().join(format!("configs/scaling/memorisation-{n}.toml"));
+        let mut c = bohp::recurrent::config::RecurrentConfig::load(&path).unwrap();
+        assert_eq!(c.task().unwrap().size, n);
+        c.task = base.task.clone();
+        assert_eq!(c, base, "{}", path.display());
+    }
+}

@@ -451,6 +451,14 @@ fn spawn_cell(plan: &Plan, cell: &Cell) -> Result<CellResult> {
     serde_json::from_slice(&output.stdout).context("a bench cell printed an unreadable result")
 }
 
+/// The machine's memory (`MemTotal`, KiB), on Linux.
+fn machine_memory_kib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Samples a child's peak resident memory until `done` is set.
 fn watch_rss(
     pid: u32,
@@ -724,8 +732,25 @@ fn measure_peer(
     marker: &str,
     parse: fn(&str) -> Option<f64>,
 ) -> PeerResult {
+    // The peer runs under an address-space limit of the machine's memory less 1 GiB
+    // (`ulimit -v`), so that a size it cannot hold ends in its own allocation error, reported
+    // in the cell, rather than in the kernel's OOM killer.
+    let limit_kib = machine_memory_kib().map(|kib| kib.saturating_sub(1 << 20));
+    if let Some(kib) = limit_kib {
+        result.command = format!("ulimit -v {kib}; {}", result.command);
+    }
     let command = result.command.clone();
-    let child = Command::new(python)
+    let mut launcher = match limit_kib {
+        Some(kib) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", "ulimit -v \"$0\" && exec \"$@\""])
+                .arg(kib.to_string())
+                .arg(python);
+            c
+        }
+        None => Command::new(python),
+    };
+    let child = launcher
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -831,8 +856,109 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
     };
     let json = serde_json::to_vec_pretty(&report)?;
     bohp::run::write_atomic(&plan.out.join("bench.json"), &json)?;
-    bohp::run::write_atomic(&plan.out.join("bench.md"), markdown(&report).as_bytes())?;
+    let mut md = markdown(&report);
+    md += &scaling(plan, &report)?;
+    bohp::run::write_atomic(&plan.out.join("bench.md"), md.as_bytes())?;
     Ok(report)
+}
+
+/// The recurrent network size of a memorisation workload (`task.size`), if it is one.
+fn memorisation_size(configs: &Path, workload: &str) -> Option<usize> {
+    let config =
+        bohp::recurrent::config::RecurrentConfig::load(&configs.join(format!("{workload}.toml")))
+            .ok()?;
+    let task = config.task().ok()?;
+    (task.kind == bohp::recurrent::tasks::RecurrentTaskKind::Memorisation).then_some(task.size)
+}
+
+/// With memorisation workloads of three or more sizes at batch 1: a section of `bench.md` and
+/// the figure `scaling.png`/`.svg` (seconds per episode and peak memory against N, bohp's
+/// fused engine and the peer), with the sizes where either failed and why.
+fn scaling(plan: &Plan, report: &BenchReport) -> Result<String> {
+    let mut rows: Vec<(usize, String)> = report
+        .results
+        .iter()
+        .filter(|r| r.cell.batch == 1 && r.cell.engine == BenchEngine::Fused)
+        .filter_map(|r| {
+            memorisation_size(&plan.configs, &r.cell.workload).map(|n| (n, r.cell.workload.clone()))
+        })
+        .collect();
+    rows.sort();
+    rows.dedup();
+    if rows.len() < 3 {
+        return Ok(String::new());
+    }
+    let mut bohp_points = Vec::new();
+    let mut peer_points = Vec::new();
+    let mut failures = Vec::new();
+    let mut md = String::from(
+        "\n## Scaling (memorisation, batch 1, fused engine; `scaling.png`)\n\n| N | plastic connections | bohp s/episode | bohp peak MiB | peer s/episode | peer peak MiB |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (n, workload) in &rows {
+        let ours = report.results.iter().find(|r| {
+            r.cell.batch == 1 && r.cell.engine == BenchEngine::Fused && &r.cell.workload == workload
+        });
+        let peer = report
+            .peer
+            .iter()
+            .find(|p| p.batch == 1 && &p.workload == workload);
+        let cell = |rate: Option<f64>, rss: Option<f64>, error: Option<&String>| match (rate, error)
+        {
+            (Some(rate), None) => (format!("{:.3}", 1.0 / rate), fmt_opt(rss, 0)),
+            (_, Some(e)) => (format!("failed: {e}"), fmt_opt(rss, 0)),
+            _ => ("–".into(), "–".into()),
+        };
+        let (a, b) = match ours {
+            Some(r) => {
+                if let (Some(rate), Some(rss)) = (r.episodes_per_second, r.peak_rss_mib) {
+                    bohp_points.push((*n as f64, 1.0 / rate, rss));
+                }
+                if r.error.is_some() {
+                    failures.push(format!("bohp at N = {n}"));
+                }
+                cell(r.episodes_per_second, r.peak_rss_mib, r.error.as_ref())
+            }
+            None => ("–".into(), "–".into()),
+        };
+        let (c, d) = match peer {
+            Some(p) => {
+                if let (Some(rate), Some(rss)) = (p.episodes_per_second, p.peak_rss_mib) {
+                    peer_points.push((*n as f64, 1.0 / rate, rss));
+                }
+                if p.error.is_some() {
+                    failures.push(format!(
+                        "the peer at N = {n} (peak {} MiB)",
+                        fmt_opt(p.peak_rss_mib, 0)
+                    ));
+                }
+                cell(p.episodes_per_second, p.peak_rss_mib, p.error.as_ref())
+            }
+            None => ("–".into(), "–".into()),
+        };
+        md += &format!("| {n} | {} | {a} | {b} | {c} | {d} |\n", n * n);
+    }
+    let mut series = vec![crate::figures::ScalingSeries {
+        label: "bohp fused".into(),
+        points: bohp_points,
+    }];
+    if !peer_points.is_empty() || !failures.is_empty() {
+        series.push(crate::figures::ScalingSeries {
+            label: "PyTorch peer (autograd)".into(),
+            points: peer_points,
+        });
+    }
+    let note = if failures.is_empty() {
+        "every size ran".to_string()
+    } else {
+        format!("failed (see bench.md): {}", failures.join("; "))
+    };
+    crate::figures::scaling(
+        &plan.out.join("scaling"),
+        "memorisation, batch 1: time and peak memory against N (log-log)",
+        &note,
+        &series,
+    )?;
+    Ok(md)
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -938,6 +1064,85 @@ pub fn markdown(report: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scaling_section_lists_each_size_and_names_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../../configs/scaling/memorisation-250.toml");
+        let mut results = Vec::new();
+        let mut peer = Vec::new();
+        for (k, n) in [250usize, 500, 1000].into_iter().enumerate() {
+            let workload = format!("mem-{n}");
+            std::fs::write(
+                dir.path().join(format!("{workload}.toml")),
+                text.replace("size = 250", &format!("size = {n}")),
+            )
+            .unwrap();
+            results.push(CellResult {
+                cell: Cell {
+                    workload: workload.clone(),
+                    device: Backend::Flex,
+                    batch: 1,
+                    engine: BenchEngine::Fused,
+                },
+                episodes_per_second: Some(10.0 / (k + 1) as f64),
+                ms_per_update: None,
+                repeats: vec![],
+                peak_rss_mib: Some(100.0 * (k + 1) as f64),
+                device_memory_mib: None,
+                error: None,
+            });
+            peer.push(PeerResult {
+                workload,
+                batch: 1,
+                episodes_per_second: (k < 2).then_some(1.0),
+                peak_rss_mib: Some(1000.0),
+                command: String::new(),
+                error: (k == 2).then(|| "can't allocate memory".to_string()),
+            });
+        }
+        let plan = Plan {
+            cells: vec![],
+            timing: Timing {
+                warmup: 1,
+                updates: 1,
+                repeats: 1,
+            },
+            configs: dir.path().to_path_buf(),
+            out: dir.path().to_path_buf(),
+            peer_python: None,
+            peer_dir: dir.path().to_path_buf(),
+        };
+        let report = BenchReport {
+            schema: SCHEMA.into(),
+            cores: 2,
+            timing: plan.timing,
+            command: String::new(),
+            results,
+            peer,
+        };
+        let md = scaling(&plan, &report).unwrap();
+        assert!(
+            md.contains("| 250 | 62500 | 0.100 | 100 | 1.000 | 1000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1000 | 1000000 | 0.300 | 300 | failed: can't allocate memory | 1000 |"),
+            "{md}"
+        );
+        assert!(
+            dir.path().join("scaling.png").is_file() && dir.path().join("scaling.svg").is_file()
+        );
+        let svg = std::fs::read_to_string(dir.path().join("scaling.svg")).unwrap();
+        assert!(
+            svg.contains("the peer at N = 1000"),
+            "the failure is on the figure"
+        );
+        // Two sizes are not a sweep: no section.
+        let mut two = report.clone();
+        two.results.truncate(2);
+        assert_eq!(scaling(&plan, &two).unwrap(), "");
+    }
 
     #[test]
     fn peer_rate_is_read_from_its_last_line() {

@@ -364,3 +364,119 @@ fn draw_matrix_images<DB: DrawingBackend>(
     }
     root.present().map_err(err)
 }
+
+/// One series of a scaling figure: `(N, seconds per episode, peak MiB)` per measured size.
+pub struct ScalingSeries {
+    /// Legend label.
+    pub label: String,
+    /// The measured points.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// Writes `<stem>.png` and `<stem>.svg`: seconds per episode (left) and peak memory (right)
+/// against the number of neurons, log-log, one line per series; `note` under the title (e.g.
+/// where a series failed).
+pub fn scaling(stem: &Path, title: &str, note: &str, series: &[ScalingSeries]) -> Result<()> {
+    register_font();
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let size = (1400, 560);
+    draw_scaling(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        title,
+        note,
+        series,
+    )
+    .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", png.display()))?;
+    draw_scaling(
+        SVGBackend::new(&svg, size).into_drawing_area(),
+        title,
+        note,
+        series,
+    )
+    .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", svg.display()))?;
+    Ok(())
+}
+
+fn draw_scaling<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    note: &str,
+    series: &[ScalingSeries],
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    let (root, footer) = root.split_vertically(500);
+    footer
+        .draw(&Text::new(
+            note.to_string(),
+            (20, 10),
+            ("sans-serif", 15).into_font(),
+        ))
+        .map_err(err)?;
+    let (left, right) = root.split_horizontally(700);
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let range = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+        let lo = all()
+            .map(f)
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let hi = all().map(f).fold(0.0f64, f64::max);
+        if lo.is_finite() && hi > 0.0 {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            (0.1, 10.0)
+        }
+    };
+    let (x0, x1) = range(&|p| p.0);
+    let colours = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+    ];
+    for (area, y, (y0, y1), label) in [
+        (&left, 1usize, range(&|p| p.1), "seconds per episode"),
+        (&right, 2usize, range(&|p| p.2), "peak memory (MiB)"),
+    ] {
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("neurons N")
+            .y_desc(label)
+            .draw()
+            .map_err(err)?;
+        for (k, s) in series.iter().enumerate() {
+            let colour = colours[k % colours.len()];
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|p| (p.0, if y == 1 { p.1 } else { p.2 }))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                .map_err(err)?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
