@@ -259,6 +259,14 @@ pub struct PeerResult {
     pub command: String,
     /// Why it could not be measured.
     pub error: Option<String>,
+    /// The peer's implementation: `autograd`, or the recurrent peer's hand-written `fused`
+    /// step (`--impl fused`).
+    #[serde(default = "autograd")]
+    pub implementation: String,
+}
+
+fn autograd() -> String {
+    "autograd".into()
 }
 
 impl PeerResult {
@@ -271,6 +279,7 @@ impl PeerResult {
             peak_rss_mib: None,
             command: String::new(),
             error: Some(error),
+            implementation: autograd(),
         }
     }
 }
@@ -537,10 +546,19 @@ fn check_peer(plan: &Plan, python: &Path) -> Result<()> {
 }
 
 /// Runs the PyTorch peer for one workload and batch size.
-fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> Vec<PeerResult> {
     if is_recurrent_workload(&plan.configs, workload) {
-        return run_recurrent_peer(plan, python, workload, batch);
+        // The recurrent peer's autograd, and beside it its hand-written fused step.
+        return PEER_IMPLS
+            .iter()
+            .map(|i| run_recurrent_peer(plan, python, workload, batch, i))
+            .collect();
     }
+    vec![run_single_peer(plan, python, workload, batch)]
+}
+
+/// Runs the peer of a single-layer or RL workload.
+fn run_single_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
     if is_rl_workload(&plan.configs, workload) {
         return run_rl_peer(plan, python, workload, batch);
     }
@@ -577,6 +595,7 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
         peak_rss_mib: None,
         command: command.clone(),
         error: None,
+        implementation: autograd(),
     };
     if peer_task(workload).is_none() {
         result.error = Some(format!("the peer has no workload `{workload}`"));
@@ -586,7 +605,13 @@ fn run_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerRes
 }
 
 /// Runs the recurrent peer (`recurrent_torch.py`, autograd) at the workload's size.
-fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+fn run_recurrent_peer(
+    plan: &Plan,
+    python: &Path,
+    workload: &str,
+    batch: usize,
+    implementation: &str,
+) -> PeerResult {
     let script = plan.peer_dir.join("recurrent_torch.py");
     let task = bohp::recurrent::config::RecurrentConfig::load(
         &plan.configs.join(format!("{workload}.toml")),
@@ -626,6 +651,8 @@ fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) 
         task.probe_steps.to_string(),
         "--batch".into(),
         batch.to_string(),
+        "--impl".into(),
+        implementation.into(),
         "--steps".into(),
         (timing.updates * timing.repeats).to_string(),
         "--warmup".into(),
@@ -644,6 +671,7 @@ fn run_recurrent_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) 
         peak_rss_mib: None,
         command,
         error: None,
+        implementation: implementation.to_string(),
     };
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
@@ -713,6 +741,7 @@ fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> Peer
         peak_rss_mib: None,
         command,
         error: None,
+        implementation: autograd(),
     };
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
@@ -841,7 +870,7 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
                 "peer  {:<10} batch {:>3}",
                 cell.workload, cell.batch
             ));
-            peer.push(run_peer(plan, python, &cell.workload, cell.batch));
+            peer.extend(run_peer(plan, python, &cell.workload, cell.batch));
         }
     }
     let report = BenchReport {
@@ -861,6 +890,9 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
     bohp::run::write_atomic(&plan.out.join("bench.md"), md.as_bytes())?;
     Ok(report)
 }
+
+/// The recurrent peer's implementations, measured side by side.
+const PEER_IMPLS: [&str; 2] = ["autograd", "fused"];
 
 /// The recurrent network size of a memorisation workload (`task.size`), if it is one.
 fn memorisation_size(configs: &Path, workload: &str) -> Option<usize> {
@@ -889,19 +921,16 @@ fn scaling(plan: &Plan, report: &BenchReport) -> Result<String> {
         return Ok(String::new());
     }
     let mut bohp_points = Vec::new();
-    let mut peer_points = Vec::new();
+    let mut peer_points = vec![Vec::new(), Vec::new()];
     let mut failures = Vec::new();
     let mut md = String::from(
-        "\n## Scaling (memorisation, batch 1, fused engine; `scaling.png`)\n\n| N | plastic connections | bohp s/episode | bohp peak MiB | peer s/episode | peer peak MiB |\n|---:|---:|---:|---:|---:|---:|\n",
+        "\n## Scaling (memorisation, batch 1, fused engine; `scaling.png`)\n\n| N | plastic connections | bohp s/episode | bohp peak MiB | peer autograd s/episode | peer autograd peak MiB | peer fused s/episode | peer fused peak MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (n, workload) in &rows {
         let ours = report.results.iter().find(|r| {
             r.cell.batch == 1 && r.cell.engine == BenchEngine::Fused && &r.cell.workload == workload
         });
-        let peer = report
-            .peer
-            .iter()
-            .find(|p| p.batch == 1 && &p.workload == workload);
+
         let cell = |rate: Option<f64>, rss: Option<f64>, error: Option<&String>| match (rate, error)
         {
             (Some(rate), None) => (format!("{:.3}", 1.0 / rate), fmt_opt(rss, 0)),
@@ -920,32 +949,47 @@ fn scaling(plan: &Plan, report: &BenchReport) -> Result<String> {
             }
             None => ("–".into(), "–".into()),
         };
-        let (c, d) = match peer {
-            Some(p) => {
-                if let (Some(rate), Some(rss)) = (p.episodes_per_second, p.peak_rss_mib) {
-                    peer_points.push((*n as f64, 1.0 / rate, rss));
+        let mut peer_cells = Vec::new();
+        for (k, implementation) in PEER_IMPLS.iter().enumerate() {
+            let peer = report.peer.iter().find(|p| {
+                p.batch == 1 && &p.workload == workload && p.implementation == *implementation
+            });
+            peer_cells.push(match peer {
+                Some(p) => {
+                    if let (Some(rate), Some(rss)) = (p.episodes_per_second, p.peak_rss_mib) {
+                        peer_points[k].push((*n as f64, 1.0 / rate, rss));
+                    }
+                    if p.error.is_some() {
+                        failures.push(format!(
+                            "the peer ({implementation}) at N = {n} (peak {} MiB)",
+                            fmt_opt(p.peak_rss_mib, 0)
+                        ));
+                    }
+                    cell(p.episodes_per_second, p.peak_rss_mib, p.error.as_ref())
                 }
-                if p.error.is_some() {
-                    failures.push(format!(
-                        "the peer at N = {n} (peak {} MiB)",
-                        fmt_opt(p.peak_rss_mib, 0)
-                    ));
-                }
-                cell(p.episodes_per_second, p.peak_rss_mib, p.error.as_ref())
-            }
-            None => ("–".into(), "–".into()),
-        };
-        md += &format!("| {n} | {} | {a} | {b} | {c} | {d} |\n", n * n);
+                None => ("–".into(), "–".into()),
+            });
+        }
+        md += &format!(
+            "| {n} | {} | {a} | {b} | {} | {} | {} | {} |\n",
+            n * n,
+            peer_cells[0].0,
+            peer_cells[0].1,
+            peer_cells[1].0,
+            peer_cells[1].1
+        );
     }
     let mut series = vec![crate::figures::ScalingSeries {
         label: "bohp fused".into(),
         points: bohp_points,
     }];
-    if !peer_points.is_empty() || !failures.is_empty() {
-        series.push(crate::figures::ScalingSeries {
-            label: "PyTorch peer (autograd)".into(),
-            points: peer_points,
-        });
+    for (implementation, points) in PEER_IMPLS.iter().zip(peer_points) {
+        if !points.is_empty() {
+            series.push(crate::figures::ScalingSeries {
+                label: format!("PyTorch peer ({implementation})"),
+                points,
+            });
+        }
     }
     let note = if failures.is_empty() {
         "every size ran".to_string()
@@ -1042,16 +1086,17 @@ pub fn markdown(report: &BenchReport) -> String {
         }
     }
     if !report.peer.is_empty() {
-        out += "\n## PyTorch peer\n\n| workload | batch | episodes/s | peak RSS (MiB) | command |\n|---|---:|---:|---:|---|\n";
+        out += "\n## PyTorch peer\n\n| workload | batch | implementation | episodes/s | peak RSS (MiB) | command |\n|---|---:|---|---:|---:|---|\n";
         for p in &report.peer {
             let rate = match &p.error {
                 Some(e) => format!("failed: {e}"),
                 None => fmt_rate(p.episodes_per_second),
             };
             out += &format!(
-                "| {} | {} | {} | {} | `{}` |\n",
+                "| {} | {} | {} | {} | {} | `{}` |\n",
                 p.workload,
                 p.batch,
+                p.implementation,
                 rate,
                 fmt_opt(p.peak_rss_mib, 0),
                 p.command
@@ -1099,6 +1144,7 @@ mod tests {
                 peak_rss_mib: Some(1000.0),
                 command: String::new(),
                 error: (k == 2).then(|| "can't allocate memory".to_string()),
+                implementation: "autograd".into(),
             });
         }
         let plan = Plan {
@@ -1127,7 +1173,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| 1000 | 1000000 | 0.300 | 300 | failed: can't allocate memory | 1000 |"),
+            md.contains(
+                "| 1000 | 1000000 | 0.300 | 300 | failed: can't allocate memory | 1000 | – | – |"
+            ),
             "{md}"
         );
         assert!(
@@ -1135,7 +1183,7 @@ mod tests {
         );
         let svg = std::fs::read_to_string(dir.path().join("scaling.svg")).unwrap();
         assert!(
-            svg.contains("the peer at N = 1000"),
+            svg.contains("the peer (autograd) at N = 1000"),
             "the failure is on the figure"
         );
         // Two sizes are not a sweep: no section.
