@@ -494,16 +494,22 @@ fn peer_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// The peer scripts (in `--peer-dir`): the single layer's, the recurrent network's, the
+/// neuromodulated actor-critic's.
+const PEER_SINGLE_LAYER: &str = "bohp_torch.py";
+const PEER_RECURRENT: &str = "recurrent_torch.py";
+const PEER_RL: &str = "backpropamine_torch.py";
+
 /// The peer script of a workload (in `--peer-dir`), or `None` where the peers have none.
 fn peer_script(configs: &Path, workload: &str) -> Option<&'static str> {
     if is_recurrent_workload(configs, workload) {
-        Some("recurrent_torch.py")
+        Some(PEER_RECURRENT)
     } else if is_rl_workload(configs, workload) {
-        Some("backpropamine_torch.py")
+        Some(PEER_RL)
     } else if is_few_shot_workload(configs, workload) {
         None
     } else {
-        Some("bohp_torch.py")
+        Some(PEER_SINGLE_LAYER)
     }
 }
 
@@ -569,7 +575,7 @@ fn run_single_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> 
             "the peers have no Omniglot workload".into(),
         );
     }
-    let script = plan.peer_dir.join("bohp_torch.py");
+    let script = plan.peer_dir.join(PEER_SINGLE_LAYER);
     let task = peer_task(workload).unwrap_or("?");
     let args: Vec<String> = vec![
         script.display().to_string(),
@@ -612,7 +618,7 @@ fn run_recurrent_peer(
     batch: usize,
     implementation: &str,
 ) -> PeerResult {
-    let script = plan.peer_dir.join("recurrent_torch.py");
+    let script = plan.peer_dir.join(PEER_RECURRENT);
     let task = bohp::recurrent::config::RecurrentConfig::load(
         &plan.configs.join(format!("{workload}.toml")),
     )
@@ -681,7 +687,7 @@ fn run_recurrent_peer(
 fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
     use bohp::rl::env::EnvKind;
     use bohp::rl::model::RlModelKind;
-    let script = plan.peer_dir.join("backpropamine_torch.py");
+    let script = plan.peer_dir.join(PEER_RL);
     let config =
         match bohp::rl::config::RlConfig::load(&plan.configs.join(format!("{workload}.toml"))) {
             Ok(config) => config,

@@ -439,19 +439,21 @@ impl OmniglotTrainer {
     }
 }
 
+/// Each row scaled to unit Euclidean norm (rows of zeros stay zero).
+fn unit_rows(t: Tensor<2>) -> Tensor<2> {
+    let norm = t
+        .clone()
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12);
+    t / norm
+}
+
 /// For each row of `queries` `[Q, C]`, the row of `support` `[S, C]` with the largest cosine
 /// similarity.
 fn nearest(queries: &Tensor<2>, support: &Tensor<2>) -> Vec<usize> {
-    let unit = |t: Tensor<2>| {
-        let norm = t
-            .clone()
-            .powf_scalar(2.0)
-            .sum_dim(1)
-            .sqrt()
-            .clamp_min(1e-12);
-        t / norm
-    };
-    let sim = unit(queries.clone()).matmul(unit(support.clone()).transpose());
+    let sim = unit_rows(queries.clone()).matmul(unit_rows(support.clone()).transpose());
     let q = sim.dims()[0];
     ints(sim.argmax(1).reshape([q]))
         .into_iter()
@@ -503,17 +505,8 @@ fn nearest_neighbour_right(model: &FewShotNet, batch: &EpisodeBatch, outputs: us
                 .int(),
         );
         let sims = {
-            let unit = |t: Tensor<2>| {
-                let norm = t
-                    .clone()
-                    .powf_scalar(2.0)
-                    .sum_dim(1)
-                    .sqrt()
-                    .clamp_min(1e-12);
-                t / norm
-            };
-            unit(query)
-                .matmul(unit(means).transpose())
+            unit_rows(query)
+                .matmul(unit_rows(means).transpose())
                 .into_data()
                 .convert::<f64>()
                 .try_to_vec::<f64>()
