@@ -55,6 +55,7 @@ fn bench_runs_the_engines_that_apply_to_recurrent_and_rl_workloads() {
         ("memorisation-50", "fused"),
         ("completion", "autodiff"),
         ("completion", "analytic"),
+        ("completion", "fused"),
         ("bandit", "autodiff"),
         ("bandit", "fused"),
     ];

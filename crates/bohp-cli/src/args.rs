@@ -25,6 +25,11 @@ pub(crate) struct Cli {
     /// No progress bar; print only the final summary and errors.
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
+
+    /// Threads of the host engines (rayon's pool); default: one per core. `bench` gives its
+    /// cells and the PyTorch peer this same count.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -37,8 +37,8 @@ pub struct Cell {
     pub engine: BenchEngine,
 }
 
-/// A gradient engine as benchmarked: the single-layer tasks' `autodiff` and `analytic`, the
-/// recurrent tasks' `fused` and `autodiff`.
+/// A gradient engine as benchmarked: `autodiff` and `fused` for every family, `analytic` for
+/// the single layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[derive(clap::ValueEnum)]
@@ -47,7 +47,7 @@ pub enum BenchEngine {
     Autodiff,
     /// The analytic forward-mode engine (single-layer tasks).
     Analytic,
-    /// The fused host BPTT engine (recurrent tasks).
+    /// The fused host BPTT engine (every family).
     Fused,
 }
 
@@ -66,7 +66,7 @@ impl BenchEngine {
         match self {
             BenchEngine::Autodiff => true,
             BenchEngine::Analytic => !recurrent,
-            BenchEngine::Fused => recurrent,
+            BenchEngine::Fused => true,
         }
     }
 }
@@ -209,6 +209,8 @@ fn time_updates(
         peak_rss_mib: peak_rss_mib(None),
         device_memory_mib: None,
         error: None,
+        timing: Some(*timing),
+        threads: Some(rayon::current_num_threads()),
     })
 }
 
@@ -242,6 +244,13 @@ pub struct CellResult {
     pub device_memory_mib: Option<f64>,
     /// Why the cell could not be measured (a backend not compiled in, no GPU, ...).
     pub error: Option<String>,
+    /// The warm-up, updates per repeat and repeats this cell really ran (the recurrent and RL
+    /// cells cap the plan's).
+    #[serde(default)]
+    pub timing: Option<Timing>,
+    /// The threads the cell's host computation could use (rayon's pool).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 /// One PyTorch peer measurement.
@@ -348,7 +357,7 @@ pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunCo
     config.train.engine = match cell.engine {
         BenchEngine::Analytic => Engine::Analytic,
         BenchEngine::Autodiff => Engine::Autodiff,
-        BenchEngine::Fused => bail!("the fused engine applies to recurrent workloads only"),
+        BenchEngine::Fused => Engine::Fused,
     };
     config.train.freeze_last = 0;
     config.train.episodes = timing.warmup + timing.updates * timing.repeats;
@@ -406,6 +415,8 @@ pub fn run_cell(
         peak_rss_mib: peak_rss_mib(None),
         device_memory_mib,
         error: None,
+        timing: Some(*timing),
+        threads: Some(rayon::current_num_threads()),
     })
 }
 
@@ -419,6 +430,8 @@ fn failed(cell: &Cell, error: String) -> CellResult {
         peak_rss_mib: None,
         device_memory_mib: None,
         error: Some(error),
+        timing: None,
+        threads: None,
     }
 }
 
@@ -443,6 +456,8 @@ fn spawn_cell(plan: &Plan, cell: &Cell) -> Result<CellResult> {
         .arg(plan.timing.repeats.to_string())
         .arg("--configs")
         .arg(&plan.configs)
+        .arg("--threads")
+        .arg(rayon::current_num_threads().to_string())
         .stdin(Stdio::null())
         .output()
         .context("cannot run a bench cell")?;
@@ -489,9 +504,9 @@ fn peer_updates(batch: usize) -> usize {
     if batch == 1 { 1000 } else { 500 }
 }
 
-/// The peer's thread count: the cores bohp's cells use (rayon and burn use every core).
+/// The peer's thread count: the threads bohp's cells use (`--threads`, default every core).
 fn peer_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    rayon::current_num_threads()
 }
 
 /// The peer scripts (in `--peer-dir`): the single layer's, the recurrent network's, the

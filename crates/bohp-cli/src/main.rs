@@ -17,7 +17,7 @@ mod stats;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use args::{Cli, Command};
@@ -49,6 +49,12 @@ fn error_text(err: &anyhow::Error) -> String {
 
 /// Dispatches to the subcommand's file in `commands/`.
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(threads) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(threads))
+            .build_global()
+            .context("cannot start the thread pool (--threads)")?;
+    }
     match &cli.command {
         Command::Train(args) => commands::train::train_command(&cli, args),
         Command::Eval(args) => commands::eval::eval_command(&cli, args),

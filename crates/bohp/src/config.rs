@@ -157,8 +157,9 @@ pub enum Engine {
     /// The single layer's hand-derived forward-mode recursion, on the host
     /// (module `engines::analytic`).
     Analytic,
-    /// The recurrent network's hand-written BPTT with checkpointed traces, on the host
-    /// (module `engines::fused`; the recurrent default).
+    /// Hand-written backpropagation through time on the host: the single layer's
+    /// (module `engines::layer_fused`), the recurrent networks' with checkpointed traces
+    /// (module `engines::fused`; the recurrent default) and the RL networks' (`rl::fused`).
     Fused,
 }
 
@@ -488,13 +489,6 @@ impl RunConfig {
                 "expected at least 1",
             ));
         }
-        if train.engine == Engine::Fused {
-            return Err(bad(
-                "train.engine",
-                "\"fused\"".into(),
-                "expected `autodiff` or `analytic` for the single layer (the fused engine trains the recurrent networks)",
-            ));
-        }
         self.check_optimizer(&bad)?;
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
@@ -597,7 +591,7 @@ impl RunConfig {
     }
 
     /// The least memory this config needs to train ([`crate::memory`]): the plastic layer's
-    /// and readout's parameters with Adam's two moments (and the analytic engine's f64 host
+    /// and readout's parameters with Adam's two moments (and a host engine's f64 host
     /// copies), and one trace `[n_in, n_out]` per step and episode of a batch, which
     /// backpropagation keeps.
     pub fn memory_estimate(&self) -> Estimate {
@@ -615,7 +609,7 @@ impl RunConfig {
             Precision::F64 => 8.0,
         };
         let params = 2.0 * n_in * n_out + n_out + classes * (n_out + 1.0);
-        let host = if self.train.engine == Engine::Analytic {
+        let host = if self.train.engine != Engine::Autodiff {
             3.0 * 8.0
         } else {
             0.0

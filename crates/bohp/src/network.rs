@@ -108,6 +108,33 @@ impl PlasticNet {
         out
     }
 
+    /// The inverse of [`PlasticNet::gradient_values`]: host gradients (laid out as
+    /// [`PlasticNet::parameter_values`]) as burn gradients on `device` (without autodiff), for
+    /// the trained parameters only (`α` of a non-plastic layer gets none).
+    pub fn gradients_params(&self, grads: &[Vec<f64>], device: &Device) -> burn::optim::GradientsParams {
+        fn register<const D: usize>(
+            out: &mut burn::optim::GradientsParams,
+            p: &Param<Tensor<D>>,
+            values: &[f64],
+            device: &Device,
+        ) {
+            let shape = p.shape();
+            out.register::<D>(p.id, Tensor::from_data(TensorData::new(values.to_vec(), shape), device));
+        }
+        let device = &device.clone().without_autodiff();
+        let mut out = burn::optim::GradientsParams::new();
+        register(&mut out, &self.plastic.w, &grads[0], device);
+        if self.plastic.plastic {
+            register(&mut out, &self.plastic.alpha, &grads[1], device);
+        }
+        register(&mut out, &self.plastic.b, &grads[2], device);
+        if let Some(readout) = &self.readout {
+            register(&mut out, &readout.v, &grads[3], device);
+            register(&mut out, &readout.c, &grads[4], device);
+        }
+        out
+    }
+
     /// The same network with new parameter values (named and laid out as
     /// [`PlasticNet::parameter_values`] gives them), keeping parameter ids and trainability.
     ///

@@ -26,13 +26,21 @@ pub trait GradientEngine: Send {
     /// The measures of `batch` under `model` and the gradients of its loss, keyed by parameter
     /// id, as plain (non-autodiff) tensors like those burn's backward pass yields. `device` is
     /// the model's autodiff device. Parameters that are not trained get no gradient.
+    ///
+    /// The default serves [`GradientEngine::on_host`] engines: their host gradients, as tensors.
     fn gradients(
         &mut self,
         model: &PlasticNet,
-        task: &Task,
+        _task: &Task,
         batch: &EpisodeBatch,
         device: &Device,
-    ) -> (Measures, GradientsParams);
+    ) -> (Measures, GradientsParams) {
+        let values = model.parameter_values();
+        let (measures, grads) = self
+            .host_gradients(model, &values, batch)
+            .unwrap_or_else(|| panic!("the {} engine gives no host gradients", self.name()));
+        (measures, model.gradients_params(&grads, device))
+    }
 
     /// Whether the engine computes on the host and implements [`GradientEngine::host_gradients`]:
     /// the trainer then keeps the parameters and Adam on the host too.
@@ -130,6 +138,10 @@ pub struct Trainer {
     engine: Box<dyn GradientEngine>,
     /// Parameters and optimizer on the host, for engines that compute there.
     host: Option<HostState>,
+    /// Whether `model` lags behind the host's parameters: host engines update `host.values`
+    /// alone, and the model is rebuilt from them only where it is read
+    /// ([`Trainer::model`], checkpoints, the frozen phase).
+    stale: bool,
 }
 
 /// The Adam optimizer of a run.
@@ -239,6 +251,7 @@ impl Trainer {
             frozen: None,
             engine,
             host,
+            stale: false,
         })
     }
 
@@ -305,9 +318,12 @@ impl Trainer {
         &self.device
     }
 
-    /// The current model.
-    pub fn model(&self) -> &PlasticNet {
-        &self.model
+    /// The current model (a cheap copy: burn tensors share their data).
+    pub fn model(&self) -> PlasticNet {
+        match &self.host {
+            Some(host) if self.stale => self.model.clone().with_parameter_values(&host.values),
+            _ => self.model.clone(),
+        }
     }
 
     /// Adds `updates` to a finished run (`bohp train --resume DIR --extend N`): the run goes on
@@ -338,7 +354,10 @@ impl Learner for Trainer {
         let frozen = episode >= self.config.first_frozen();
         let measures = if frozen {
             let plain = self.device.clone().without_autodiff();
-            let model = self.frozen.get_or_insert_with(|| self.model.valid());
+            if self.frozen.is_none() {
+                self.frozen = Some(self.model().valid());
+            }
+            let model = self.frozen.as_ref().expect("made above");
             run_batch(model, &self.task, seed, Stream::Train, first, batch, &plain)
         } else if let Some(host) = &mut self.host {
             let episodes = self.task.generate(seed, Stream::Train, first, batch);
@@ -373,7 +392,12 @@ impl Learner for Trainer {
                     })
                     .collect();
             }
-            self.model = self.model.clone().with_parameter_values(&host.values);
+            if self.engine.on_host() {
+                // The engine reads the host values; the model is rebuilt when it is read.
+                self.stale = true;
+            } else {
+                self.model = self.model.clone().with_parameter_values(&host.values);
+            }
             measures
         } else {
             let episodes = self.task.generate(seed, Stream::Train, first, batch);
@@ -403,7 +427,7 @@ impl Learner for Trainer {
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
-        match non_finite_param(&self.model) {
+        match non_finite_param(&self.model()) {
             None => Ok(()),
             Some(name) => Err(Divergence {
                 episode: self.next_episode.saturating_sub(1),
@@ -415,7 +439,7 @@ impl Learner for Trainer {
     fn snapshot(&self) -> Result<Snapshot> {
         let at = std::path::Path::new("checkpoint");
         Ok(Snapshot {
-            model: model_bytes(&self.model, at)?,
+            model: model_bytes(&self.model(), at)?,
             // A host engine's Adam state is the optimizer; burn's is never stepped then.
             optimizer: match &self.host {
                 Some(_) => None,
@@ -428,7 +452,7 @@ impl Learner for Trainer {
     }
 
     fn model_record(&self) -> Result<Vec<u8>> {
-        model_bytes(&self.model, std::path::Path::new("model.bpk"))
+        model_bytes(&self.model(), std::path::Path::new("model.bpk"))
     }
 
     fn summarize(&mut self, rows: &[MetricsRow], session: Session) -> Result<Summary> {
@@ -534,22 +558,22 @@ mod tests {
             set(&mut c);
             c.validate(name).unwrap();
             let mut a = Trainer::new(c.clone(), Box::new(Autodiff)).unwrap();
-            let fresh = params(a.model());
+            let fresh = params(&a.model());
             let mut metrics = run.metrics_writer(0).unwrap();
             for _ in 0..10 {
                 metrics.write(&a.step().unwrap()).unwrap();
             }
             metrics.flush().unwrap();
-            assert_ne!(fresh, params(a.model()), "{name}: the parameters moved");
+            assert_ne!(fresh, params(&a.model()), "{name}: the parameters moved");
             a.checkpoint(&run).unwrap();
             let mut b = Trainer::resume(&run, c, Box::new(Autodiff)).unwrap();
             assert_eq!(b.next_episode(), 10);
-            assert_eq!(params(a.model()), params(b.model()), "{name}");
+            assert_eq!(params(&a.model()), params(&b.model()), "{name}");
             // The optimizer's state was restored too: the next updates agree exactly.
             for _ in 0..5 {
                 assert_eq!(a.step().unwrap(), b.step().unwrap(), "{name}");
             }
-            assert_eq!(params(a.model()), params(b.model()), "{name}");
+            assert_eq!(params(&a.model()), params(&b.model()), "{name}");
         }
     }
 
@@ -565,7 +589,7 @@ mod tests {
             let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
             assert!((ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.abs().max(1.0));
         }
-        for (x, y) in params(a.model()).iter().zip(params(b.model())) {
+        for (x, y) in params(&a.model()).iter().zip(params(&b.model())) {
             for (p, q) in x.iter().zip(&y) {
                 assert!((p - q).abs() < 1e-9, "{p} vs {q}");
             }
@@ -598,11 +622,11 @@ mod tests {
         let mut config = config("one-shot");
         config.model.plasticity = Plasticity::None;
         let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
-        let w0 = params(trainer.model())[0].clone();
+        let w0 = params(&trainer.model())[0].clone();
         for _ in 0..10 {
             trainer.step().unwrap();
         }
-        let p = params(trainer.model());
+        let p = params(&trainer.model());
         assert!(
             p[1].iter().all(|a| *a == 0.0),
             "alpha must stay 0: {:?}",
@@ -618,18 +642,18 @@ mod tests {
         config.model.init_std = 1.0;
         config.train.learning_rate = 0.1;
         let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
-        assert!(params(trainer.model())[1].iter().all(|a| *a >= 0.0));
+        assert!(params(&trainer.model())[1].iter().all(|a| *a >= 0.0));
         let mut moved = false;
-        let start = params(trainer.model())[1].clone();
+        let start = params(&trainer.model())[1].clone();
         for _ in 0..20 {
             trainer.step().unwrap();
-            let alpha = &params(trainer.model())[1];
+            let alpha = &params(&trainer.model())[1];
             assert!(alpha.iter().all(|a| *a >= 0.0), "{alpha:?}");
             moved |= alpha != &start;
         }
         assert!(moved, "alpha is still trained");
         // Some entries sit on the constraint (reversal pushes α negative).
-        assert!(params(trainer.model())[1].contains(&0.0));
+        assert!(params(&trainer.model())[1].contains(&0.0));
     }
 
     #[test]
@@ -638,11 +662,11 @@ mod tests {
         while trainer.next_episode() < 35 {
             assert_eq!(trainer.step().unwrap().frozen, 0);
         }
-        let before = params(trainer.model());
+        let before = params(&trainer.model());
         while !trainer.is_done() {
             assert_eq!(trainer.step().unwrap().frozen, 1);
         }
-        assert_eq!(before, params(trainer.model()));
+        assert_eq!(before, params(&trainer.model()));
     }
 
     #[test]

@@ -104,21 +104,16 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
         _ if crate::bench::is_recurrent_workload(&args.configs, &args.workload) => {
             crate::bench::run_recurrent_cell(&args.configs, &cell, &timing(&args.timing)?)?
         }
-        crate::bench::BenchEngine::Autodiff => crate::bench::run_cell(
+        single => crate::bench::run_cell(
             &args.configs,
             &cell,
             &timing(&args.timing)?,
-            engine(Engine::Autodiff),
+            engine(match single {
+                crate::bench::BenchEngine::Autodiff => Engine::Autodiff,
+                crate::bench::BenchEngine::Analytic => Engine::Analytic,
+                crate::bench::BenchEngine::Fused => Engine::Fused,
+            }),
         )?,
-        crate::bench::BenchEngine::Analytic => crate::bench::run_cell(
-            &args.configs,
-            &cell,
-            &timing(&args.timing)?,
-            engine(Engine::Analytic),
-        )?,
-        crate::bench::BenchEngine::Fused => {
-            bail!("--engine fused applies to recurrent and reinforcement-learning workloads only")
-        }
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(ExitCode::SUCCESS)

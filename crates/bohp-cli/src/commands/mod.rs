@@ -99,9 +99,7 @@ pub(crate) fn engine(engine: Engine) -> Box<dyn GradientEngine> {
     match engine {
         Engine::Autodiff => Box::new(Autodiff),
         Engine::Analytic => Box::new(bohp::engines::analytic::Analytic),
-        Engine::Fused => {
-            unreachable!("single-layer configs refuse train.engine = \"fused\" when validated")
-        }
+        Engine::Fused => Box::new(bohp::engines::layer_fused::LayerFused),
     }
 }
 

@@ -20,14 +20,11 @@
 //! recursed independently; `∂L/∂y_j(t)` is the direct partial (through the loss, or through
 //! the readout and the softmax cross-entropy).
 
-use burn::module::Param;
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::network::PlasticNet;
 use crate::rules::{RuleKernel, RuleSpec};
-use crate::tasks::{EpisodeBatch, LABELLED_STEPS, Measures, Targets, Task};
+use crate::tasks::{EpisodeBatch, LABELLED_STEPS, Measures, Targets};
 use crate::train::GradientEngine;
 
 /// Which recursion to run. Only [`Variant::Correct`] is right; the others reproduce the paper's
@@ -471,19 +468,6 @@ pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Analytic;
 
-fn register<const D: usize>(
-    grads: &mut GradientsParams,
-    p: &Param<Tensor<D>>,
-    values: Vec<f64>,
-    device: &Device,
-) {
-    let shape = p.shape();
-    grads.register::<D>(
-        p.id,
-        Tensor::from_data(TensorData::new(values, shape), device),
-    );
-}
-
 impl GradientEngine for Analytic {
     fn name(&self) -> &'static str {
         "analytic"
@@ -518,26 +502,4 @@ impl GradientEngine for Analytic {
         Some((eval.measures, grads))
     }
 
-    fn gradients(
-        &mut self,
-        model: &PlasticNet,
-        _task: &Task,
-        batch: &EpisodeBatch,
-        device: &Device,
-    ) -> (Measures, GradientsParams) {
-        let eval = evaluate(&params_of(model), batch, Variant::Correct, false);
-        let g = eval.grads;
-        let device = &device.clone().without_autodiff();
-        let mut grads = GradientsParams::new();
-        register(&mut grads, &model.plastic.w, g.w, device);
-        if model.plastic.plastic {
-            register(&mut grads, &model.plastic.alpha, g.alpha, device);
-        }
-        register(&mut grads, &model.plastic.b, g.b, device);
-        if let (Some(readout), Some(v), Some(c)) = (&model.readout, g.readout_v, g.readout_c) {
-            register(&mut grads, &readout.v, v, device);
-            register(&mut grads, &readout.c, c, device);
-        }
-        (eval.measures, grads)
-    }
 }
