@@ -126,41 +126,58 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
     resume_and_compare(&run, &whole);
 }
 
-/// The analytic engine keeps its parameters and Adam on the host; a checkpoint carries that
+/// The host engines (analytic, and the fused one whose model is rebuilt from the host values
+/// only when read) keep their parameters and Adam on the host; a checkpoint carries that
 /// state, and a resumed f32 run continues exactly like the uninterrupted one.
 #[test]
-fn the_analytic_engine_resumes_exactly() {
+fn the_host_engines_resume_exactly() {
     use bohp::config::Engine;
     use bohp::device::{Backend, Precision};
     use bohp::learner::Learner;
     use bohp::run::RunDir;
-    use bohp::train::Trainer;
-    let dir = tempfile::tempdir().unwrap();
-    let run = RunDir::create(&dir.path().join("run")).unwrap();
-    let mut config = crate::common::budget_config("reversal", 30, 0, Backend::Flex, Precision::F32);
-    config.train.batch = 4;
-    config.train.engine = Engine::Analytic;
-    let mut a = Trainer::new(config.clone(), Box::new(bohp::engines::analytic::Analytic)).unwrap();
-    let mut metrics = run.metrics_writer(0).unwrap();
-    for _ in 0..12 {
-        metrics.write(&a.step().unwrap()).unwrap();
+    use bohp::train::{GradientEngine, Trainer};
+    let engines: [(Engine, fn() -> Box<dyn GradientEngine>); 2] = [
+        (Engine::Analytic, || {
+            Box::new(bohp::engines::analytic::Analytic)
+        }),
+        (Engine::Fused, || {
+            Box::new(bohp::engines::layer_fused::LayerFused)
+        }),
+    ];
+    for (kind, engine) in engines {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("run")).unwrap();
+        let mut config =
+            crate::common::budget_config("reversal", 30, 0, Backend::Flex, Precision::F32);
+        config.train.batch = 9;
+        config.train.engine = kind;
+        let mut a = Trainer::new(config.clone(), engine()).unwrap();
+        let mut metrics = run.metrics_writer(0).unwrap();
+        for _ in 0..12 {
+            metrics.write(&a.step().unwrap()).unwrap();
+        }
+        metrics.flush().unwrap();
+        a.checkpoint(&run).unwrap();
+        let mut b = Trainer::resume(&run, config, engine()).unwrap();
+        assert_eq!(
+            a.model().parameter_values(),
+            b.model().parameter_values(),
+            "{kind}"
+        );
+        while !a.is_done() {
+            assert_eq!(a.step().unwrap(), b.step().unwrap(), "{kind}");
+        }
+        assert_eq!(
+            a.model().parameter_values(),
+            b.model().parameter_values(),
+            "{kind}"
+        );
+        // And it learned something: the parameters moved.
+        let fresh = Trainer::new(a.config().clone(), engine()).unwrap();
+        assert_ne!(
+            fresh.model().parameter_values(),
+            a.model().parameter_values(),
+            "{kind}"
+        );
     }
-    metrics.flush().unwrap();
-    a.checkpoint(&run).unwrap();
-    let mut b = Trainer::resume(&run, config, Box::new(bohp::engines::analytic::Analytic)).unwrap();
-    assert_eq!(a.model().parameter_values(), b.model().parameter_values());
-    while !a.is_done() {
-        assert_eq!(a.step().unwrap(), b.step().unwrap());
-    }
-    assert_eq!(a.model().parameter_values(), b.model().parameter_values());
-    // And it learned something: the parameters moved.
-    let fresh = Trainer::new(
-        a.config().clone(),
-        Box::new(bohp::engines::analytic::Analytic),
-    )
-    .unwrap();
-    assert_ne!(
-        fresh.model().parameter_values(),
-        a.model().parameter_values()
-    );
 }

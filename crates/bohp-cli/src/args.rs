@@ -275,8 +275,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "PYTHON")]
     pub(crate) peer_python: Option<PathBuf>,
 
-    /// Directory of the peer scripts.
-    #[arg(long, value_name = "DIR", default_value = "../shared/peers")]
+    /// Directory of the peer scripts: the project's own (`peers/` of the repository), or any
+    /// directory with scripts of the same names and command lines.
+    #[arg(long, value_name = "DIR", default_value = "peers")]
     pub(crate) peer_dir: PathBuf,
 }
 

@@ -499,7 +499,7 @@ fn watch_rss(
     })
 }
 
-/// The peer's episodes per update count for a batch size (as in `../shared/peers/README.md`).
+/// The peer's timed updates for a batch size.
 fn peer_updates(batch: usize) -> usize {
     if batch == 1 { 1000 } else { 500 }
 }
@@ -927,6 +927,18 @@ fn memorisation_size(configs: &Path, workload: &str) -> Option<usize> {
 /// With memorisation workloads of three or more sizes at batch 1: a section of `bench.md` and
 /// the figure `scaling.png`/`.svg` (seconds per episode and peak memory against N, bohp's
 /// fused engine and the peer), with the sizes where either failed and why.
+/// A failed cell in the scaling table, in short (the whole error is in the peer table).
+fn failure_kind(error: &str) -> &'static str {
+    if error.contains("allocate")
+        || error.contains("out of memory")
+        || error.contains("MemoryError")
+    {
+        "failed: out of memory"
+    } else {
+        "failed (see above)"
+    }
+}
+
 fn scaling(plan: &Plan, report: &BenchReport) -> Result<String> {
     let mut rows: Vec<(usize, String)> = report
         .results
@@ -955,7 +967,7 @@ fn scaling(plan: &Plan, report: &BenchReport) -> Result<String> {
         let cell = |rate: Option<f64>, rss: Option<f64>, error: Option<&String>| match (rate, error)
         {
             (Some(rate), None) => (format!("{:.3}", 1.0 / rate), fmt_opt(rss, 0)),
-            (_, Some(e)) => (format!("failed: {e}"), fmt_opt(rss, 0)),
+            (_, Some(e)) => (failure_kind(e).into(), fmt_opt(rss, 0)),
             _ => ("–".into(), "–".into()),
         };
         let (a, b) = match ours {
@@ -1157,6 +1169,8 @@ mod tests {
                 peak_rss_mib: Some(100.0 * (k + 1) as f64),
                 device_memory_mib: None,
                 error: None,
+                timing: None,
+                threads: None,
             });
             peer.push(PeerResult {
                 workload,
@@ -1194,9 +1208,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains(
-                "| 1000 | 1000000 | 0.300 | 300 | failed: can't allocate memory | 1000 | – | – |"
-            ),
+            md.contains("| 1000 | 1000000 | 0.300 | 300 | failed: out of memory | 1000 | – | – |"),
             "{md}"
         );
         assert!(
@@ -1211,6 +1223,15 @@ mod tests {
         let mut two = report.clone();
         two.results.truncate(2);
         assert_eq!(scaling(&plan, &two).unwrap(), "");
+    }
+
+    /// The repository's `peers/` holds every script the bench runs (the default --peer-dir).
+    #[test]
+    fn the_repository_ships_every_peer_script() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../peers");
+        for script in [PEER_SINGLE_LAYER, PEER_RECURRENT, PEER_RL] {
+            assert!(dir.join(script).is_file(), "peers/{script}");
+        }
     }
 
     #[test]

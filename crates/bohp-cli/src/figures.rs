@@ -449,6 +449,9 @@ fn draw_scaling<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc("neurons N")
             .y_desc(label)
+            .x_labels(6)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v}"))
             .draw()
             .map_err(err)?;
         for (k, s) in series.iter().enumerate() {

@@ -324,7 +324,11 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
         name: "fused vs analytic".into(),
         tolerance: tolerances.autodiff_vs_reference,
         floor: autodiff_floor,
-        rows: keep(agreement_groups(&fused, &analytic.grads.groups(), autodiff_floor)),
+        rows: keep(agreement_groups(
+            &fused,
+            &analytic.grads.groups(),
+            autodiff_floor,
+        )),
         note: None,
     });
     if options.finite_differences {

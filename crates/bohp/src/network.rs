@@ -111,7 +111,11 @@ impl PlasticNet {
     /// The inverse of [`PlasticNet::gradient_values`]: host gradients (laid out as
     /// [`PlasticNet::parameter_values`]) as burn gradients on `device` (without autodiff), for
     /// the trained parameters only (`α` of a non-plastic layer gets none).
-    pub fn gradients_params(&self, grads: &[Vec<f64>], device: &Device) -> burn::optim::GradientsParams {
+    pub fn gradients_params(
+        &self,
+        grads: &[Vec<f64>],
+        device: &Device,
+    ) -> burn::optim::GradientsParams {
         fn register<const D: usize>(
             out: &mut burn::optim::GradientsParams,
             p: &Param<Tensor<D>>,
@@ -119,7 +123,10 @@ impl PlasticNet {
             device: &Device,
         ) {
             let shape = p.shape();
-            out.register::<D>(p.id, Tensor::from_data(TensorData::new(values.to_vec(), shape), device));
+            out.register::<D>(
+                p.id,
+                Tensor::from_data(TensorData::new(values.to_vec(), shape), device),
+            );
         }
         let device = &device.clone().without_autodiff();
         let mut out = burn::optim::GradientsParams::new();

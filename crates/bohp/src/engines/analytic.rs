@@ -501,5 +501,4 @@ impl GradientEngine for Analytic {
             .collect();
         Some((eval.measures, grads))
     }
-
 }

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""bohp's PyTorch peer for neuromodulated plasticity (backpropamine, 2019): recurrent
+actor-critic networks trained by A2C on the grid maze and the cue-reward task.
+
+Written for `bohp bench --peer-python` from the equations in docs/neuromodulation.md: the
+networks, environments, A2C loss and Adam settings of bohp's configs/maze.toml and
+configs/cue.toml, a batch of independent episodes per update, gradients by autograd
+(backpropagation through the whole episode). Row vectors, pre = h(t-1), post = h(t):
+
+    h(t) = tanh( x(t)·W_in + h(t-1)·(W + α ⊙ H) + b )
+    π(t) = softmax(h(t)·W_π + b_π),  V(t) = h(t)·w_V + b_V,  M(t) = tanh(h(t)·w_M + b_M)
+    rnn      : no α, no H
+    plastic  : H ← clip(H + η·preᵀpost, ±1)                                   learned η
+    modplast : H ← clip(H + M(t)·preᵀpost, ±1)
+    modul    : H ← clip(H + M(t)·E, ±1) with the old E, then E ← (1-η)·E + η·preᵀpost
+
+A2C: R_t = r_t + 0.9·R_{t+1}; loss = Σ_t mean_b[ -log π(a_t)·(R_t - V_t)_detached
++ 0.1·(R_t - V_t)² + c·Σ_a p_a² ], Adam (lr 1e-4), gradient-norm clipping.
+
+Timing: `--warmup` untimed updates, then `--steps` timed whole updates (environment steps and
+action sampling, forward, backward, Adam step); the last line is
+`# RESULT task=.. type=.. batch=..: median s/update S => E s/episode, R episodes/s; peak RSS M MiB`.
+"""
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+# Per task: exploration coefficient and gradient-norm clip of bohp's configs.
+TASKS = {"maze": dict(exploration=0.03, clip_norm=4.0), "cue": dict(exploration=0.1, clip_norm=2.0)}
+SHARED_INPUTS = 3  # bias, t/T, previous reward (then the previous action, one-hot)
+
+
+class Maze:
+    """L × L grid, border walls and pillars where row and column are both even; the agent
+    starts at the centre; reaching the reward cell pays +10 and teleports it to a random free
+    cell other than the reward's."""
+
+    actions = 4
+    moves = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])
+
+    def __init__(self, batch, side, steps, gen):
+        self.batch, self.side, self.steps, self.gen = batch, side, steps, gen
+        r = torch.arange(side)
+        border = (r[:, None] == 0) | (r[:, None] == side - 1) | (r[None] == 0) | (r[None] == side - 1)
+        self.wall = border | ((r[:, None] % 2 == 0) & (r[None] % 2 == 0))
+        self.free = (~self.wall).nonzero()
+        centre = side // 2
+        self.pos = torch.tensor([[centre, centre]]).repeat(batch, 1)
+        not_centre = self.free[(self.free != torch.tensor([centre, centre])).any(1)]
+        self.reward = not_centre[torch.randint(0, len(not_centre), (batch,), generator=gen)]
+        self.inputs = 9
+
+    def observe(self):
+        offsets = torch.stack(torch.meshgrid(torch.arange(-1, 2), torch.arange(-1, 2), indexing="ij"), -1).reshape(9, 2)
+        cells = self.pos[:, None, :] + offsets[None]
+        return self.wall[cells[..., 0], cells[..., 1]].float()
+
+    def step(self, action, t):
+        target = self.pos + self.moves[action]
+        blocked = self.wall[target[:, 0], target[:, 1]]
+        self.pos = torch.where(blocked[:, None], self.pos, target)
+        hit = (self.pos == self.reward).all(1)
+        reward = hit.float() * 10.0
+        for b in hit.nonzero()[:, 0].tolist():
+            others = self.free[(self.free != self.reward[b]).any(1)]
+            self.pos[b] = others[int(torch.randint(0, len(others), (1,), generator=self.gen))]
+        return reward
+
+
+class Cue:
+    """Four random ±1 cues of 20 bits, one the target; trials of 5-8 steps: blank, two distinct
+    cues at distinct middle steps, Go on the next-to-last step, blank. At Go, action 1 pays +1
+    when the target was shown, action 0 when it was not, anything else -1."""
+
+    actions = 2
+    bits = 20
+
+    def __init__(self, batch, steps, gen):
+        self.batch, self.steps, self.gen = batch, steps, gen
+        self.cues = torch.randint(0, 2, (batch, 4, self.bits), generator=gen).float() * 2 - 1
+        self.inputs = self.bits + 1
+        self.schedule = [self.trials(b) for b in range(batch)]
+
+    def trials(self, b):
+        """Per step: (cue index or -1, whether it is Go)."""
+        plan = []
+        while len(plan) < self.steps:
+            length = int(torch.randint(5, 9, (1,), generator=self.gen))
+            shown = torch.randperm(4, generator=self.gen)[:2].tolist()
+            at = (torch.randperm(length - 3, generator=self.gen)[:2] + 1).tolist()
+            trial = [(-1, False)] * length
+            for cue, step in zip(shown, at):
+                trial[step] = (cue, False)
+            trial[length - 2] = (-1, True)
+            plan.extend((c, go, 0 in shown) for c, go in trial)
+        return plan[: self.steps]
+
+    def observe_at(self, t):
+        obs = torch.zeros(self.batch, self.inputs)
+        for b, plan in enumerate(self.schedule):
+            cue, go, _ = plan[t]
+            if cue >= 0:
+                obs[b, : self.bits] = self.cues[b, cue]
+            obs[b, self.bits] = float(go)
+        return obs
+
+    def step(self, action, t):
+        reward = torch.zeros(self.batch)
+        for b, plan in enumerate(self.schedule):
+            _, go, target_shown = plan[t]
+            if go:
+                reward[b] = 1.0 if int(action[b]) == int(target_shown) else -1.0
+        return reward
+
+
+class Agent(torch.nn.Module):
+    def __init__(self, inputs, hidden, actions, kind):
+        super().__init__()
+        self.kind = kind
+        self.w_in = torch.nn.Linear(inputs, hidden)
+        self.w = torch.nn.Parameter(0.001 * torch.rand(hidden, hidden))
+        self.alpha = torch.nn.Parameter(0.001 * torch.rand(hidden, hidden)) if kind != "rnn" else None
+        self.eta = torch.nn.Parameter(torch.tensor(0.01)) if kind in ("plastic", "modul") else None
+        self.heads = torch.nn.Linear(hidden, actions + 1 + (kind in ("modplast", "modul")))
+        self.actions = actions
+
+    def step(self, x, h, trace, elig):
+        """One step: logits, value, new hidden state and traces."""
+        recurrent = self.w if self.alpha is None else self.w + self.alpha * trace
+        h_new = torch.tanh(self.w_in(x) + torch.bmm(h[:, None, :], recurrent)[:, 0])
+        out = self.heads(h_new)
+        logits, value = out[:, : self.actions], out[:, self.actions]
+        outer = h[:, :, None] * h_new[:, None, :]
+        if self.kind == "plastic":
+            trace = torch.clamp(trace + self.eta * outer, -1, 1)
+        elif self.kind == "modplast":
+            m = torch.tanh(out[:, -1])
+            trace = torch.clamp(trace + m[:, None, None] * outer, -1, 1)
+        elif self.kind == "modul":
+            m = torch.tanh(out[:, -1])
+            trace = torch.clamp(trace + m[:, None, None] * elig, -1, 1)
+            elig = (1 - self.eta) * elig + self.eta * outer
+        return logits, value, h_new, trace, elig
+
+
+def update(agent, opt, args, gen):
+    """One whole A2C update over a batch of fresh episodes."""
+    batch, hidden = args.batch, args.hidden
+    env = Maze(batch, args.maze_size, args.eplen, gen) if args.task == "maze" else Cue(batch, args.eplen, gen)
+    h = torch.zeros(batch, hidden)
+    trace = torch.zeros(batch, hidden, hidden)
+    elig = torch.zeros(batch, hidden, hidden)
+    prev_reward = torch.zeros(batch)
+    prev_action = torch.zeros(batch, env.actions)
+    logps, values, rewards, explore = [], [], [], []
+    for t in range(args.eplen):
+        obs = env.observe() if args.task == "maze" else env.observe_at(t)
+        shared = torch.stack([torch.ones(batch), torch.full((batch,), t / args.eplen), prev_reward], 1)
+        x = torch.cat([obs, shared, prev_action], 1)
+        logits, value, h, trace, elig = agent.step(x, h, trace, elig)
+        p = torch.softmax(logits, 1)
+        action = torch.multinomial(p.detach(), 1, generator=gen)[:, 0]
+        reward = env.step(action, t)
+        logps.append(torch.log_softmax(logits, 1).gather(1, action[:, None])[:, 0])
+        values.append(value)
+        rewards.append(reward)
+        explore.append(p.pow(2).sum(1))
+        prev_reward = reward
+        prev_action = torch.nn.functional.one_hot(action, env.actions).float()
+    ret = torch.zeros(batch)
+    loss = 0.0
+    for t in reversed(range(args.eplen)):
+        ret = rewards[t] + 0.9 * ret
+        advantage = ret - values[t]
+        loss = loss + (-logps[t] * advantage.detach() + 0.1 * advantage.pow(2)
+                       + TASKS[args.task]["exploration"] * explore[t]).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(agent.parameters(), TASKS[args.task]["clip_norm"])
+    opt.step()
+    return float(loss), float(torch.stack(rewards).sum(0).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), default="maze")
+    ap.add_argument("--type", choices=["rnn", "plastic", "modplast", "modul"], default="modul")
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=30)
+    ap.add_argument("--eplen", type=int, default=200, help="steps per episode")
+    ap.add_argument("--maze-size", type=int, default=11)
+    ap.add_argument("--steps", type=int, default=5, help="timed updates")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed updates first")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--print-every", type=int, default=0, help="print the loss every k updates (0: never)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    inputs, actions = (9, 4) if args.task == "maze" else (Cue.bits + 1, 2)
+    agent = Agent(inputs + SHARED_INPUTS + actions, args.hidden, actions, args.type)
+    opt = torch.optim.Adam(agent.parameters(), lr=args.lr)
+    print(f"# bohp peer: task={args.task} type={args.type} N={args.hidden} batch={args.batch} "
+          f"steps/episode={args.eplen} updates={args.steps} warmup={args.warmup} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}", flush=True)
+    times = []
+    for k in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        loss, reward = update(agent, opt, args, gen)
+        if k >= args.warmup:
+            times.append(time.perf_counter() - start)
+        if args.print_every and k % args.print_every == 0:
+            print(f"update {k} loss {loss:.3f} reward {reward:.3f}", flush=True)
+    med = statistics.median(times)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"# RESULT task={args.task} type={args.type} batch={args.batch}: median s/update {med:.4f} "
+          f"=> {med / args.batch:.5f} s/episode, {args.batch / med:.3f} episodes/s; peak RSS {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
