@@ -181,7 +181,7 @@ def update(agent, opt, args, gen):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(agent.parameters(), TASKS[args.task]["clip_norm"])
     opt.step()
-    return float(loss), float(torch.stack(rewards).sum(0).mean())
+    return float(loss.detach()), float(torch.stack(rewards).sum(0).mean())
 
 
 def main():

@@ -145,7 +145,7 @@ def main():
     for k in range(args.episodes):
         loss = update(net, opt, args.task, args.batch, s["steps"], gen)
         if args.print_every and k % args.print_every == 0:
-            print(f"update {k} loss {float(loss):.5f}")
+            print(f"update {k} loss {float(loss.detach()):.5f}")
     seconds = time.perf_counter() - start
     print(f"# train time {seconds:.3f} s for {args.episodes} updates x batch {args.batch}: "
           f"{args.episodes / seconds:.1f} updates/s, {args.episodes * args.batch / seconds:.1f} episodes/s")

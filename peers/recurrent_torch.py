@@ -185,7 +185,7 @@ def main():
         if k >= args.warmup:
             times.append(time.perf_counter() - start)
         if args.print_every and k % args.print_every == 0:
-            print(f"update {k} loss {float(loss):.3f} eta {float(net.eta):.4f}", flush=True)
+            print(f"update {k} loss {float(loss.detach()):.3f} eta {float(net.eta.detach()):.4f}", flush=True)
     med = statistics.median(times)
     print(f"# RESULT N={args.size} batch={args.batch} impl={args.impl}: median s/update {med:.4f} "
           f"=> {med / args.batch:.5f} s/episode, {args.batch / med:.3f} episodes/s; "

@@ -136,7 +136,8 @@ fn the_host_engines_resume_exactly() {
     use bohp::learner::Learner;
     use bohp::run::RunDir;
     use bohp::train::{GradientEngine, Trainer};
-    let engines: [(Engine, fn() -> Box<dyn GradientEngine>); 2] = [
+    type Make = fn() -> Box<dyn GradientEngine>;
+    let engines: [(Engine, Make); 2] = [
         (Engine::Analytic, || {
             Box::new(bohp::engines::analytic::Analytic)
         }),
