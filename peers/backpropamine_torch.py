@@ -82,10 +82,15 @@ class Cue:
         self.batch, self.steps, self.gen = batch, steps, gen
         self.cues = torch.randint(0, 2, (batch, 4, self.bits), generator=gen).float() * 2 - 1
         self.inputs = self.bits + 1
-        self.schedule = [self.trials(b) for b in range(batch)]
+        plans = [self.trials() for _ in range(batch)]
+        # Per step and episode: the cue shown (-1: none), Go, whether the target (cue 0) was shown.
+        self.cue_at = torch.tensor([[p[t][0] for p in plans] for t in range(steps)])
+        self.go_at = torch.tensor([[p[t][1] for p in plans] for t in range(steps)])
+        self.target_at = torch.tensor([[p[t][2] for p in plans] for t in range(steps)])
+        self.rows = torch.arange(batch)
 
-    def trials(self, b):
-        """Per step: (cue index or -1, whether it is Go)."""
+    def trials(self):
+        """Per step of one episode: (cue index or -1, whether it is Go, target shown in the trial)."""
         plan = []
         while len(plan) < self.steps:
             length = int(torch.randint(5, 9, (1,), generator=self.gen))
@@ -99,21 +104,13 @@ class Cue:
         return plan[: self.steps]
 
     def observe_at(self, t):
-        obs = torch.zeros(self.batch, self.inputs)
-        for b, plan in enumerate(self.schedule):
-            cue, go, _ = plan[t]
-            if cue >= 0:
-                obs[b, : self.bits] = self.cues[b, cue]
-            obs[b, self.bits] = float(go)
-        return obs
+        cue = self.cue_at[t]
+        shown = self.cues[self.rows, cue.clamp(min=0)] * (cue >= 0)[:, None].float()
+        return torch.cat([shown, self.go_at[t][:, None].float()], 1)
 
     def step(self, action, t):
-        reward = torch.zeros(self.batch)
-        for b, plan in enumerate(self.schedule):
-            _, go, target_shown = plan[t]
-            if go:
-                reward[b] = 1.0 if int(action[b]) == int(target_shown) else -1.0
-        return reward
+        right = action == self.target_at[t].long()
+        return self.go_at[t].float() * (right.float() * 2 - 1)
 
 
 class Agent(torch.nn.Module):

@@ -182,3 +182,46 @@ fn the_host_engines_resume_exactly() {
         );
     }
 }
+
+/// Reading the metrics back every 7 updates (and the GPU default, every 16, where a GPU backend
+/// is built) writes the same metrics and ends on the same parameters as reading every update:
+/// the deferred read changes when the host synchronizes, not what is computed. Checkpoints
+/// still fall every `checkpoint_every` updates.
+fn deferred_readback_changes_nothing(
+    backend: bohp::device::Backend,
+    precision: bohp::device::Precision,
+) {
+    use bohp::run::RunDir;
+    use bohp::train::{Autodiff, Trainer};
+    use std::sync::atomic::AtomicBool;
+    let mut outputs = Vec::new();
+    for every in [Some(1), Some(7), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("run")).unwrap();
+        let mut config = crate::common::budget_config("one-shot", 30, 4, backend, precision);
+        config.train.batch = 2;
+        config.train.checkpoint_every = 10;
+        config.train.readback_every = every;
+        let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let mut observer = |row: &bohp::run::MetricsRow| seen.push(row.episode);
+        bohp::learner::train(&run, &mut trainer, &mut observer, &stop).unwrap();
+        assert_eq!(
+            seen,
+            (0..30).collect::<Vec<_>>(),
+            "{every:?}: every update observed in order"
+        );
+        let metrics = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
+        assert_eq!(metrics.lines().count(), 31, "{metrics}");
+        outputs.push((metrics, trainer.model().parameter_values()));
+    }
+    for (metrics, params) in &outputs[1..] {
+        assert_eq!(metrics, &outputs[0].0);
+        assert_eq!(params, &outputs[0].1);
+    }
+}
+
+crate::backend_matrix! {
+    deferred_readback => deferred_readback_changes_nothing,
+}

@@ -731,3 +731,51 @@ fn neuromodulation_beats_the_non_plastic_network_on_a_small_maze() {
         "non-plastic {plain:?} vs random {random}"
     );
 }
+
+/// The actor-critic trains through burn autodiff on every backend (wgpu on lavapipe with the
+/// `wgpu` feature): two A2C updates on a small maze give the rewards and losses of the fused
+/// host engine in f64 (the same episodes and actions; losses to 1e-9 in f64, 1e-3 relative in
+/// f32).
+fn rl_autodiff_trains_like_the_host(backend: Backend, precision: Precision) {
+    let text = |device: Backend, dtype: Precision, engine: &str| {
+        format!(
+            "seed = 4\ndtype = \"{dtype}\"\ndevice = \"{device}\"\n[task]\nkind = \"maze\"\nsteps = 20\nmaze_side = 7\n\
+             [model]\nkind = \"retroactive\"\nhidden = 6\n[train]\nepisodes = 2\nbatch = 3\n\
+             learning_rate = 0.001\nengine = \"{engine}\"\n"
+        )
+    };
+    let load = |t: String| {
+        let config: RlConfig = toml::from_str(&t).unwrap();
+        config.validate("test").unwrap();
+        config
+    };
+    let mut ours = RlTrainer::new(load(text(backend, precision, "autodiff"))).unwrap();
+    // (A process uses a CPU backend in one precision: the f64 reference runs on the other.)
+    let other = if backend == Backend::Flex {
+        Backend::Ndarray
+    } else {
+        Backend::Flex
+    };
+    let mut host = RlTrainer::new(load(text(other, Precision::F64, "fused"))).unwrap();
+    let tol = match precision {
+        Precision::F64 => 1e-9,
+        Precision::F32 => 1e-3,
+    };
+    for _ in 0..2 {
+        let (a, b) = (ours.step().unwrap(), host.step().unwrap());
+        assert_eq!(
+            a.reward, b.reward,
+            "{backend} {precision}: the same actions"
+        );
+        assert!(
+            (a.loss - b.loss).abs() <= tol * b.loss.abs().max(1.0),
+            "{backend} {precision}: {} vs {}",
+            a.loss,
+            b.loss
+        );
+    }
+}
+
+crate::backend_matrix! {
+    rl_autodiff_training => rl_autodiff_trains_like_the_host,
+}

@@ -374,15 +374,21 @@ pub fn run_cell(
 ) -> Result<CellResult> {
     let config = cell_config(configs, cell, timing)?;
     let mut trainer = Trainer::new(config, engine)?;
-    let step = |trainer: &mut Trainer| -> Result<()> {
-        trainer
-            .step()
-            .map(|_| ())
-            .map_err(|d| anyhow::anyhow!("diverged at episode {}: {}", d.episode, d.what))
+    // `count` updates, reading the metrics back as training does (every `train.readback_every`
+    // updates: every update on CPU devices).
+    let every = trainer.readback_every().max(1);
+    let updates = |trainer: &mut Trainer, count: usize| -> Result<()> {
+        let mut done = 0;
+        while done < count {
+            let rows = trainer
+                .steps(every.min(count - done))
+                .map_err(|d| anyhow::anyhow!("diverged at episode {}: {}", d.episode, d.what))?;
+            anyhow::ensure!(!rows.is_empty(), "the run ended before the bench did");
+            done += rows.len();
+        }
+        Ok(())
     };
-    for _ in 0..timing.warmup {
-        step(&mut trainer)?;
-    }
+    updates(&mut trainer, timing.warmup)?;
     let sync = |trainer: &Trainer| -> Result<()> {
         trainer
             .device()
@@ -393,9 +399,7 @@ pub fn run_cell(
     let mut rates = Vec::new();
     for _ in 0..timing.repeats {
         let started = Instant::now();
-        for _ in 0..timing.updates {
-            step(&mut trainer)?;
-        }
+        updates(&mut trainer, timing.updates)?;
         sync(&trainer)?;
         let seconds = started.elapsed().as_secs_f64();
         rates.push((timing.updates * cell.batch) as f64 / seconds.max(1e-12));

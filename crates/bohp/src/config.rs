@@ -235,7 +235,15 @@ pub struct TrainConfig {
     /// norm, before the optimizer (either one). Absent: no clipping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_grad_norm: Option<f64>,
+    /// Updates between reads of the loss and errors back from the device (autodiff engine):
+    /// reading them synchronizes a GPU with the host. Absent: every update on CPU devices,
+    /// [`GPU_READBACK_EVERY`] on GPU devices. The metrics are the same either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readback_every: Option<usize>,
 }
+
+/// Updates between metric readbacks on GPU devices when `train.readback_every` is absent.
+pub const GPU_READBACK_EVERY: usize = 16;
 
 /// The optimizer of a single-layer run (`train.optimizer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -489,6 +497,13 @@ impl RunConfig {
                 "expected at least 1",
             ));
         }
+        if train.readback_every == Some(0) {
+            return Err(bad(
+                "train.readback_every",
+                "0".into(),
+                "expected at least 1 (updates between metric readbacks)",
+            ));
+        }
         self.check_optimizer(&bad)?;
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
@@ -715,6 +730,17 @@ impl RunConfig {
     pub fn first_frozen(&self) -> usize {
         self.train.episodes - self.train.freeze_last
     }
+
+    /// Updates between metric readbacks (`train.readback_every`, or its device default).
+    pub fn readback_every(&self) -> usize {
+        self.train
+            .readback_every
+            .unwrap_or(if self.device.is_gpu() {
+                GPU_READBACK_EVERY
+            } else {
+                1
+            })
+    }
 }
 
 #[cfg(test)]
@@ -854,6 +880,11 @@ freeze_last = 10
                 "[train]",
                 "[train]\nmin_learning_rate = -1.0",
                 "train.min_learning_rate",
+            ),
+            (
+                "[train]",
+                "[train]\nreadback_every = 0",
+                "train.readback_every",
             ),
             ("[train]", "[train]\nadam_beta2 = 1.0", "train.adam_beta2"),
             ("[train]", "[train]\nadam_beta1 = -0.1", "train.adam_beta1"),

@@ -172,6 +172,27 @@ pub trait Learner {
     /// the loss, the gradients and the optimizer step. Fails when the loss or a parameter is
     /// not finite.
     fn step(&mut self) -> std::result::Result<Self::Row, Divergence>;
+
+    /// Up to `count` updates (never past the end of the run), their rows in order. Learners
+    /// that read their metrics back from a device every few updates override this to read them
+    /// once for all `count`; the default runs [`Learner::step`] `count` times.
+    fn steps(&mut self, count: usize) -> std::result::Result<Vec<Self::Row>, Divergence> {
+        let mut rows = Vec::with_capacity(count);
+        for _ in 0..count {
+            if self.is_done() {
+                break;
+            }
+            rows.push(self.step()?);
+        }
+        Ok(rows)
+    }
+
+    /// Updates between metric readbacks: [`train`] asks [`Learner::steps`] for this many at a
+    /// time (fewer before a checkpoint or the end).
+    fn readback_every(&self) -> usize {
+        1
+    }
+
     /// Checks that every parameter is finite (before a checkpoint).
     fn check_parameters(&self) -> std::result::Result<(), Divergence>;
     /// The checkpoint of the current state (model, optimizer, `next_episode`).
@@ -312,15 +333,25 @@ pub fn train<L: Learner>(
                 next_episode: learner.next_episode(),
             });
         }
-        let row = match learner.step() {
-            Ok(row) => row,
+        // Updates up to the next checkpoint (or the end) at most, so that checkpoints fall
+        // where they would one update at a time.
+        let next = learner.next_episode();
+        let count = learner
+            .readback_every()
+            .max(1)
+            .min(every - next % every)
+            .min(learner.total_episodes() - next);
+        let rows = match learner.steps(count) {
+            Ok(rows) => rows,
             Err(d) => {
                 metrics.flush()?;
                 return Err(diverged(d, last_checkpoint));
             }
         };
-        metrics.write(&row)?;
-        observer.episode(&row);
+        for row in &rows {
+            metrics.write(row)?;
+            observer.episode(row);
+        }
         if learner.next_episode().is_multiple_of(every) || learner.is_done() {
             metrics.flush()?;
             learner

@@ -48,6 +48,19 @@ pub trait GradientEngine: Send {
         false
     }
 
+    /// For engines that compute on the device: [`GradientEngine::gradients`] with the measures
+    /// (loss, error, error_code) left on the device as a `[3]` tensor, for the caller to read
+    /// when it chooses (every few updates on a GPU). `None` where the engine has no such path.
+    fn gradients_on_device(
+        &mut self,
+        _model: &PlasticNet,
+        _task: &Task,
+        _batch: &EpisodeBatch,
+        _device: &Device,
+    ) -> Option<(Tensor<1>, GradientsParams)> {
+        None
+    }
+
     /// For [`GradientEngine::on_host`] engines: the measures of `batch` and the loss gradient
     /// of each parameter group, for `model`'s shape with the parameter values `values` (named
     /// and ordered as [`PlasticNet::parameter_values`]).
@@ -116,10 +129,23 @@ impl GradientEngine for Autodiff {
         batch: &EpisodeBatch,
         device: &Device,
     ) -> (Measures, GradientsParams) {
+        let (measures, grads) = self
+            .gradients_on_device(model, task, batch, device)
+            .expect("autodiff computes on the device");
+        (read_measures(measures), grads)
+    }
+
+    fn gradients_on_device(
+        &mut self,
+        model: &PlasticNet,
+        task: &Task,
+        batch: &EpisodeBatch,
+        device: &Device,
+    ) -> Option<(Tensor<1>, GradientsParams)> {
         let (outputs, _) = model.forward(batch.input_tensor(device));
         let (loss, measures) = task.measure(outputs, &batch.target_tensors(device));
         let grads = GradientsParams::from_grads(loss.backward(), model);
-        (read_measures(measures), grads)
+        Some((measures, grads))
     }
 }
 
@@ -318,6 +344,40 @@ impl Trainer {
         &self.device
     }
 
+    /// The next update with burn's optimizer on the model's device; its measures (loss, error,
+    /// error_code) stay there as a `[3]` tensor until read.
+    fn device_update(&mut self) -> Tensor<1> {
+        let episode = self.next_episode;
+        let batch = self.config.train.batch;
+        let first = (episode * batch) as u64;
+        let episodes = self
+            .task
+            .generate(self.config.seed, Stream::Train, first, batch);
+        let (measures, grads) =
+            match self
+                .engine
+                .gradients_on_device(&self.model, &self.task, &episodes, &self.device)
+            {
+                Some(on_device) => on_device,
+                None => {
+                    let (m, grads) =
+                        self.engine
+                            .gradients(&self.model, &self.task, &episodes, &self.device);
+                    let values = vec![m.loss, m.error, m.error_code];
+                    let plain = self.device.clone().without_autodiff();
+                    (
+                        Tensor::from_data(burn::tensor::TensorData::new(values, [3]), &plain),
+                        grads,
+                    )
+                }
+            };
+        let lr = self.config.learning_rate(episode);
+        let mut model = self.optim.step(lr, self.model.clone(), grads);
+        model.plastic = model.plastic.clip_alpha();
+        self.model = model;
+        measures
+    }
+
     /// The current model (a cheap copy: burn tensors share their data).
     pub fn model(&self) -> PlasticNet {
         match &self.host {
@@ -400,15 +460,7 @@ impl Learner for Trainer {
             }
             measures
         } else {
-            let episodes = self.task.generate(seed, Stream::Train, first, batch);
-            let (measures, grads) =
-                self.engine
-                    .gradients(&self.model, &self.task, &episodes, &self.device);
-            let lr = self.config.learning_rate(episode);
-            let mut model = self.optim.step(lr, self.model.clone(), grads);
-            model.plastic = model.plastic.clip_alpha();
-            self.model = model;
-            measures
+            read_measures(self.device_update())
         };
         if !measures.is_finite() {
             return Err(Divergence {
@@ -424,6 +476,54 @@ impl Learner for Trainer {
             error_code: measures.error_code,
             frozen: frozen as u8,
         })
+    }
+
+    fn readback_every(&self) -> usize {
+        self.config.readback_every()
+    }
+
+    /// With burn's optimizer (the autodiff engine), the updates before the frozen phase keep
+    /// their measures on the device and read them once for all of them; a GPU then
+    /// synchronizes with the host once per `count` updates. The rows are those
+    /// [`Learner::step`] gives one at a time (tested).
+    fn steps(&mut self, count: usize) -> std::result::Result<Vec<MetricsRow>, Divergence> {
+        let start = self.next_episode;
+        let deferred_end = (start + count).min(self.config.first_frozen());
+        let mut rows = Vec::with_capacity(count);
+        if self.host.is_none() && deferred_end > start + 1 {
+            let pending: Vec<Tensor<1>> = (start..deferred_end)
+                .map(|_| {
+                    let m = self.device_update();
+                    self.next_episode += 1;
+                    m
+                })
+                .collect();
+            let values = Tensor::cat(pending, 0)
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .expect("measures are a float tensor");
+            for (k, m) in values.chunks_exact(3).enumerate() {
+                let episode = start + k;
+                if !m.iter().all(|v| v.is_finite()) {
+                    return Err(Divergence {
+                        episode,
+                        what: format!("the loss ({})", m[0]),
+                    });
+                }
+                rows.push(MetricsRow {
+                    episode,
+                    loss: m[0],
+                    error: m[1],
+                    error_code: m[2],
+                    frozen: 0,
+                });
+            }
+        }
+        while rows.len() < count && !self.is_done() {
+            rows.push(self.step()?);
+        }
+        Ok(rows)
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {

@@ -4,10 +4,15 @@
 //!
 //! Reverse-mode autodiff of the unrolled network keeps several `batch × N × N` tensors per step
 //! (809 MiB per episode at `N = 1000`, 106 steps, in the PyTorch peer). This engine keeps the
-//! outputs `y(t)` of every step (`batch × N` each) and the trace `H(t)` only every `K` steps;
-//! the backward pass recomputes the `K` traces of one segment at a time from its checkpoint
-//! (one extra forward pass). Peak memory is about `(steps/K + K + 3)` traces instead of
-//! `steps`; `K = ⌈√steps⌉` by default.
+//! outputs `y(t)` of every step (`batch × N` each) and, for the traces, by default (no interval
+//! given) only the last one: where the rule is invertible (Hebb, Oja:
+//! [`RuleKernel::inverse`]) the backward pass walks `H(t-1)` from `H(t)` step by step, so two
+//! traces are held whatever the episode's length, as long as the rounding this grows,
+//! `(1/(1-η))^steps`, stays within [`MAX_INVERSION_GROWTH`]. Otherwise (the clipped rule, a
+//! large `η`, or an explicit interval `K`) it keeps the trace every `K` steps and the backward
+//! pass recomputes the `K` traces of one segment at a time from its checkpoint (one extra
+//! forward pass): about `(steps/K + K + 3)` traces, `K = ⌈√steps⌉` unless every trace fits in
+//! [`TRACE_BUDGET`].
 //!
 //! The gradients are the same quantities autodiff computes (tested against burn's autodiff and
 //! against the RTRL recursion of `bohp-gradcheck` to rounding in f64). Rows of the `N × N`
@@ -93,6 +98,21 @@ pub fn auto_interval(steps: usize, batch: usize, n: usize, float_bytes: usize) -
 
 /// Memory the fused engine may use to keep every trace of a batch instead of recomputing them.
 pub const TRACE_BUDGET: usize = 1 << 30;
+
+/// The most by which walking the traces backwards may grow their rounding over an episode
+/// (`(1/(1-η))^steps`; f32: about 1e-5 relative at the bound). Beyond it (a large learned `η`,
+/// long episodes) the engine checkpoints instead.
+pub const MAX_INVERSION_GROWTH: f64 = 100.0;
+
+/// How much inverting the trace update step by step may grow its rounding over `steps` steps:
+/// `(1/(1-η))^steps` (1 for `η ≤ 0`, infinite for `η ≥ 1`).
+pub fn inversion_growth(eta: f64, steps: usize) -> f64 {
+    if eta.is_nan() || eta >= 1.0 {
+        f64::INFINITY
+    } else {
+        (1.0 / (1.0 - eta.max(0.0))).powi(steps as i32)
+    }
+}
 
 /// `⌈√steps⌉`: the interval that minimises the traces held (`steps/K + K`).
 pub fn sqrt_interval(steps: usize) -> usize {
@@ -305,6 +325,13 @@ impl<F: Real> HostRnn<F> {
             .unwrap_or_else(|| auto_interval(steps, batch, n, std::mem::size_of::<F>()))
             .max(1);
         let plastic = self.plastic;
+        // Walk the traces backwards from the last one by inverting the rule (two traces held)
+        // where that is exact enough: its rounding grows by at most 1/(1-η) per step.
+        let invert = plastic
+            && interval.is_none()
+            && R::INVERTIBLE
+            && inversion_growth(self.eta.to_f64().unwrap_or(f64::NAN), steps)
+                <= MAX_INVERSION_GROWTH;
         let mut spare: Vec<Vec<F>> = Vec::new();
         let buffer = |spare: &mut Vec<Vec<F>>| spare.pop().unwrap_or_else(|| vec![F::zero(); len]);
         // Forward, keeping every y(t) and H(t) for t = 0, K, 2K, ...
@@ -332,7 +359,7 @@ impl<F: Real> HostRnn<F> {
                         );
                         let old = std::mem::replace(cur, next);
                         // `old` is H(t-1).
-                        if (t - 1) % k == 0 {
+                        if !invert && (t - 1) % k == 0 {
                             checkpoints.push(old)
                         } else {
                             spare.push(old)
@@ -342,12 +369,15 @@ impl<F: Real> HostRnn<F> {
                 }
             }
         }
-        if let Some(last) = h {
-            // H(steps-1).
-            if (steps - 1) % k == 0 {
-                checkpoints.push(last)
+        // H(steps-1): the start of the backward walk, or kept with the checkpoints.
+        let mut last = None;
+        if let Some(h) = h {
+            if invert {
+                last = Some(h);
+            } else if (steps - 1) % k == 0 {
+                checkpoints.push(h)
             } else {
-                spare.push(last)
+                spare.push(h)
             }
         }
         let y = |t: usize| &ys[t * bn..(t + 1) * bn];
@@ -379,79 +409,92 @@ impl<F: Real> HostRnn<F> {
         } else {
             Vec::new()
         };
-        let mut segment: Vec<Vec<F>> = Vec::new();
-        let segments = if plastic { (steps - 1) / k + 1 } else { 1 };
-        for s in (0..segments).rev() {
-            // Steps t in (s·K, end] need H(t-1) for t-1 in [s·K, end-1].
-            let start = s * k;
-            let end = if plastic {
-                ((s + 1) * k).min(steps)
+        // One step backward, with `hprev = H(t-1)` (`None` without plasticity).
+        let mut step = |t: usize, hprev: Option<&[F]>| {
+            let c = ep.clamp.map(|c| &c[(t - 1) * bn..t * bn]);
+            if merged {
+                let gpre = &mut gpres[t * bn..(t + 1) * bn];
+                let y_cur = y(t);
+                for k in 0..bn {
+                    let free = c.map_or(F::one(), |c| F::one() - c[k]);
+                    gpre[k] = (gy[k] + col[k]) * free * (F::one() - y_cur[k] * y_cur[k]);
+                }
+                let g = g_h.as_deref_mut().expect("plastic");
+                let (gy_prev, col_prev, e, gas) = self.backward_merged(
+                    rule,
+                    y(t - 2),
+                    y(t - 1),
+                    y_cur,
+                    hprev.expect("plastic"),
+                    g,
+                    &gpres[t * bn..(t + 1) * bn],
+                    &mut ga,
+                    batch,
+                );
+                geta += e;
+                ga_shared += gas;
+                gy = gy_prev;
+                col = col_prev;
             } else {
-                steps
-            };
-            if plastic {
-                spare.append(&mut segment);
-                segment.push(checkpoints.pop().expect("one checkpoint per segment"));
-                for t in start + 1..end {
-                    let mut next = buffer(&mut spare);
-                    self.advance(
-                        rule,
-                        Some((segment.last().expect("nonempty"), &mut next)),
-                        y(t - 1),
-                        y(t),
-                        batch,
-                        false,
-                    );
-                    segment.push(next);
-                }
-                traces_held = traces_held.max(checkpoints.len() + segment.len() + spare.len() + 1);
+                let (gy_prev, step) = self.backward_step(
+                    rule,
+                    y(t - 1),
+                    y(t),
+                    hprev,
+                    g_h.as_deref_mut(),
+                    &gy,
+                    c,
+                    t < steps,
+                    batch,
+                    (&mut gw, &mut ga),
+                );
+                geta += step.0;
+                ga_shared += step.1;
+                gy = gy_prev;
             }
-            for t in (start + 1..=end).rev() {
-                if t < 2 {
-                    break;
+        };
+        if let Some(mut cur) = last {
+            // H(t-1) for t = steps, steps-1, ..., 2, each from the next by the rule's inverse.
+            for t in (2..=steps).rev() {
+                step(t, Some(&cur));
+                if t > 2 {
+                    self.retreat(rule, &mut cur, y(t - 2), y(t - 1), batch);
                 }
-                let c = ep.clamp.map(|c| &c[(t - 1) * bn..t * bn]);
-                if merged {
-                    let gpre = &mut gpres[t * bn..(t + 1) * bn];
-                    let y_cur = y(t);
-                    for k in 0..bn {
-                        let free = c.map_or(F::one(), |c| F::one() - c[k]);
-                        gpre[k] = (gy[k] + col[k]) * free * (F::one() - y_cur[k] * y_cur[k]);
-                    }
-                    let hprev = segment[t - 1 - start].as_slice();
-                    let g = g_h.as_deref_mut().expect("plastic");
-                    let (gy_prev, col_prev, e, gas) = self.backward_merged(
-                        rule,
-                        y(t - 2),
-                        y(t - 1),
-                        y_cur,
-                        hprev,
-                        g,
-                        &gpres[t * bn..(t + 1) * bn],
-                        &mut ga,
-                        batch,
-                    );
-                    geta += e;
-                    ga_shared += gas;
-                    gy = gy_prev;
-                    col = col_prev;
+            }
+        } else {
+            let mut segment: Vec<Vec<F>> = Vec::new();
+            let segments = if plastic { (steps - 1) / k + 1 } else { 1 };
+            for s in (0..segments).rev() {
+                // Steps t in (s·K, end] need H(t-1) for t-1 in [s·K, end-1].
+                let start = s * k;
+                let end = if plastic {
+                    ((s + 1) * k).min(steps)
                 } else {
-                    let hprev = plastic.then(|| segment[t - 1 - start].as_slice());
-                    let (gy_prev, step) = self.backward_step(
-                        rule,
-                        y(t - 1),
-                        y(t),
-                        hprev,
-                        g_h.as_deref_mut(),
-                        &gy,
-                        c,
-                        t < steps,
-                        batch,
-                        (&mut gw, &mut ga),
-                    );
-                    geta += step.0;
-                    ga_shared += step.1;
-                    gy = gy_prev;
+                    steps
+                };
+                if plastic {
+                    spare.append(&mut segment);
+                    segment.push(checkpoints.pop().expect("one checkpoint per segment"));
+                    for t in start + 1..end {
+                        let mut next = buffer(&mut spare);
+                        self.advance(
+                            rule,
+                            Some((segment.last().expect("nonempty"), &mut next)),
+                            y(t - 1),
+                            y(t),
+                            batch,
+                            false,
+                        );
+                        segment.push(next);
+                    }
+                    traces_held =
+                        traces_held.max(checkpoints.len() + segment.len() + spare.len() + 1);
+                }
+                for t in (start + 1..=end).rev() {
+                    if t < 2 {
+                        break;
+                    }
+                    step(t, plastic.then(|| segment[t - 1 - start].as_slice()));
                 }
             }
         }
@@ -500,6 +543,35 @@ impl<F: Real> HostRnn<F> {
             },
             traces_held,
         }
+    }
+
+    /// `H(t-1)` from `H(t)` in place (`[N][B][N]`), given `y(t-1)` and `y(t)`: the rule's
+    /// inverse at every connection.
+    fn retreat<R: RuleKernel>(
+        &self,
+        rule: R,
+        h: &mut [F],
+        y_prev: &[F],
+        y_cur: &[F],
+        batch: usize,
+    ) {
+        let n = self.n;
+        let bn = batch * n;
+        let rows = chunk_rows(n);
+        let eta = self.eta;
+        h.par_chunks_mut(rows * bn)
+            .enumerate()
+            .for_each(|(c, h_rows)| {
+                for (r, h_i) in h_rows.chunks_mut(bn).enumerate() {
+                    let i = c * rows + r;
+                    for (b, hrow) in h_i.chunks_mut(n).enumerate() {
+                        let pre = y_prev[b * n + i];
+                        for (hv, &post) in hrow.iter_mut().zip(&y_cur[b * n..(b + 1) * n]) {
+                            *hv = rule.inverse(*hv, pre, post, eta);
+                        }
+                    }
+                }
+            });
     }
 
     /// One step backward in a single pass over the arrays, for rules whose `∂f/∂post` can be

@@ -44,4 +44,12 @@ impl RuleKernel for Hebb {
     fn post_partial_after<F: Real>(&self, _h_new: F, pre: F, rate: F) -> F {
         rate * pre
     }
+
+    const INVERTIBLE: bool = true;
+
+    /// `H = (H' - η·pre·post) / (1 - η)`.
+    #[inline(always)]
+    fn inverse<F: Real>(&self, h_new: F, pre: F, post: F, rate: F) -> F {
+        (h_new - (pre * rate) * post) / (F::one() - rate)
+    }
 }

@@ -126,6 +126,16 @@ pub trait RuleKernel: Copy + Send + Sync + std::fmt::Debug {
     /// `∂f/∂post` of the step that produced `h_new` from presynaptic `pre`, computed from the
     /// new trace alone (only meaningful when [`RuleKernel::POST_PARTIAL_FROM_NEW`]).
     fn post_partial_after<F: Real>(&self, h_new: F, pre: F, rate: F) -> F;
+
+    /// Whether [`RuleKernel::inverse`] recovers the old trace: then the fused engine can walk
+    /// the traces backwards from the last one instead of keeping them.
+    const INVERTIBLE: bool = false;
+
+    /// The old trace `H` from the new one `f(H, pre, post, η)`, where the rule is invertible
+    /// (its rounding grows by `1/|∂f/∂H|` per step).
+    fn inverse<F: Real>(&self, _h_new: F, _pre: F, _post: F, _rate: F) -> F {
+        F::nan()
+    }
 }
 
 /// Which plasticity rule, as written in configs (`model.rule`).
@@ -337,6 +347,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Where a rule is invertible, its inverse recovers the old trace.
+    #[test]
+    fn inverses_recover_the_old_trace() {
+        fn check<R: RuleKernel>(rule: R) {
+            assert!(R::INVERTIBLE);
+            for &(h, pre, post, rate) in &[(0.3, -0.7, 0.4, 0.2), (-0.9, 0.9, -0.8, 0.05)] {
+                let new = rule.local(h, pre, post, rate).value;
+                let back = rule.inverse(new, pre, post, rate);
+                assert!((back - h).abs() < 1e-15, "{rule:?}: {back} vs {h}");
+            }
+        }
+        check(Hebb);
+        check(Oja);
+        assert!(!Clipped::INVERTIBLE, "a clip loses the old value");
     }
 
     /// Where the merged fused backward applies, the post partial computed from the new trace

@@ -47,4 +47,12 @@ impl RuleKernel for Oja {
     fn post_partial_after<F: Real>(&self, _h_new: F, _pre: F, _rate: F) -> F {
         F::nan()
     }
+
+    const INVERTIBLE: bool = true;
+
+    /// `H = (H' - η·post·pre) / (1 - η·post²)`.
+    #[inline(always)]
+    fn inverse<F: Real>(&self, h_new: F, pre: F, post: F, rate: F) -> F {
+        (h_new - rate * post * pre) / (F::one() - rate * post * post)
+    }
 }
