@@ -258,3 +258,51 @@ fn wgpu_refuses_f64_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(stderr.contains("f32 only"), "{stderr}");
 }
+
+/// `--threads` reaches every cell (recorded with the timing each cell really ran: recurrent
+/// cells cap the plan's), and a thread count of 0 is refused by the parser naming the flag.
+#[test]
+fn cells_record_the_threads_and_timing_they_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = repo_root().join("configs");
+    let out = dir.path().join("bench");
+    let result = run_bohp(&[
+        "--threads",
+        "1",
+        "bench",
+        "--workloads",
+        "memorisation-50,completion",
+        "--devices",
+        "flex",
+        "--batches",
+        "2",
+        "--engines",
+        "fused",
+        "--warmup",
+        "3",
+        "--updates",
+        "4",
+        "--repeats",
+        "2",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    crate::common::assert_success(&result);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["threads"], 1, "{r}");
+        let recurrent = r["workload"] == "memorisation-50";
+        let (warmup, updates) = if recurrent { (2, 3) } else { (3, 4) };
+        assert_eq!(r["timing"]["warmup"], warmup, "{r}");
+        assert_eq!(r["timing"]["updates"], updates, "{r}");
+        assert_eq!(r["timing"]["repeats"], 2, "{r}");
+        assert_eq!(r["repeats"].as_array().unwrap().len(), 2, "{r}");
+    }
+    let e = run_bohp(&["--threads", "0", "bench", "--out", out.to_str().unwrap()]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--threads"));
+}
