@@ -202,3 +202,19 @@ pub fn sigint(child: &mut std::process::Child) {
         .unwrap();
     assert!(status.success());
 }
+
+/// For a test comparing a backend's autodiff training with the fused host engine in f64: the
+/// CPU backend the f64 reference runs on (a process uses a CPU backend in one precision, so
+/// the other one) and the relative tolerance on the losses for `precision`.
+pub fn host_reference(backend: Backend, precision: Precision) -> (Backend, f64) {
+    let other = if backend == Backend::Flex {
+        Backend::Ndarray
+    } else {
+        Backend::Flex
+    };
+    let tol = match precision {
+        Precision::F64 => 1e-9,
+        Precision::F32 => 1e-3,
+    };
+    (other, tol)
+}

@@ -750,17 +750,8 @@ fn rl_autodiff_trains_like_the_host(backend: Backend, precision: Precision) {
         config
     };
     let mut ours = RlTrainer::new(load(text(backend, precision, "autodiff"))).unwrap();
-    // (A process uses a CPU backend in one precision: the f64 reference runs on the other.)
-    let other = if backend == Backend::Flex {
-        Backend::Ndarray
-    } else {
-        Backend::Flex
-    };
+    let (other, tol) = crate::common::host_reference(backend, precision);
     let mut host = RlTrainer::new(load(text(other, Precision::F64, "fused"))).unwrap();
-    let tol = match precision {
-        Precision::F64 => 1e-9,
-        Precision::F32 => 1e-3,
-    };
     for _ in 0..2 {
         let (a, b) = (ours.step().unwrap(), host.step().unwrap());
         assert_eq!(
