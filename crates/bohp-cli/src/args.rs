@@ -87,8 +87,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub(crate) extend: Option<usize>,
 
-    /// Gradient engine, overriding `train.engine`: autodiff or analytic (single layer), fused
-    /// or autodiff (recurrent).
+    /// Gradient engine, overriding `train.engine`: fused, analytic or autodiff (single layer),
+    /// fused or autodiff (recurrent and RL).
     #[arg(long, conflicts_with = "resume")]
     pub(crate) engine: Option<Engine>,
 }

@@ -158,8 +158,8 @@ pub enum Engine {
     /// (module `engines::analytic`).
     Analytic,
     /// Hand-written backpropagation through time on the host: the single layer's
-    /// (module `engines::layer_fused`), the recurrent networks' with checkpointed traces
-    /// (module `engines::fused`; the recurrent default) and the RL networks' (`rl::fused`).
+    /// (`engines::layer_fused`), the recurrent networks' (`engines::fused`, the recurrent
+    /// default) and the RL networks' (`rl::fused`).
     Fused,
 }
 
@@ -211,8 +211,7 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many episodes (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
-    /// `autodiff` or `analytic`: where the gradients come from (`fused` is the recurrent
-    /// networks' engine).
+    /// `autodiff`, `analytic` or `fused`: where the gradients come from.
     #[serde(default)]
     pub engine: Engine,
     /// `adam`, or `original`: the original BOHP code's procedure (RMSprop, each parameter's

@@ -287,6 +287,32 @@ impl Task {
 }
 
 impl EpisodeBatch {
+    /// Steps whose loss counts: the unlabelled ones of the labelled tasks, the last step of
+    /// completion.
+    pub fn scored_steps(&self) -> usize {
+        match &self.targets {
+            Targets::Labels { scored, .. } => scored.iter().filter(|s| **s).count(),
+            Targets::Pattern { .. } => 1,
+        }
+    }
+
+    /// The measures of the batch from its loss and `error` (batch means, as
+    /// [`Task::measure`] defines them): `error_code` is the original code's mean over steps 2..
+    /// with the labelled steps counted as 0 (the loss itself for completion).
+    pub fn measures(&self, loss: f64, error: f64) -> Measures {
+        let error_code = match &self.targets {
+            Targets::Pattern { .. } => loss,
+            Targets::Labels { .. } => {
+                loss * self.scored_steps() as f64 / (self.steps - LABELLED_STEPS) as f64
+            }
+        };
+        Measures {
+            loss,
+            error,
+            error_code,
+        }
+    }
+
     /// The inputs as a device tensor, `[steps, batch, n_in]`.
     pub fn input_tensor(&self, device: &Device) -> Tensor<3> {
         Tensor::from_data(

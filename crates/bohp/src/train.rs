@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::RunConfig;
 use crate::device::init_device;
@@ -48,17 +48,23 @@ pub trait GradientEngine: Send {
         false
     }
 
-    /// For engines that compute on the device: [`GradientEngine::gradients`] with the measures
-    /// (loss, error, error_code) left on the device as a `[3]` tensor, for the caller to read
-    /// when it chooses (every few updates on a GPU). `None` where the engine has no such path.
+    /// [`GradientEngine::gradients`] with the measures (loss, error, error_code) as a `[3]`
+    /// tensor on the device, for the caller to read when it chooses (every few updates on a
+    /// GPU). The default uploads the host measures; autodiff leaves its own there.
     fn gradients_on_device(
         &mut self,
-        _model: &PlasticNet,
-        _task: &Task,
-        _batch: &EpisodeBatch,
-        _device: &Device,
-    ) -> Option<(Tensor<1>, GradientsParams)> {
-        None
+        model: &PlasticNet,
+        task: &Task,
+        batch: &EpisodeBatch,
+        device: &Device,
+    ) -> (Tensor<1>, GradientsParams) {
+        let (m, grads) = self.gradients(model, task, batch, device);
+        let values = vec![m.loss, m.error, m.error_code];
+        let plain = device.clone().without_autodiff();
+        (
+            Tensor::from_data(TensorData::new(values, [3]), &plain),
+            grads,
+        )
     }
 
     /// For [`GradientEngine::on_host`] engines: the measures of `batch` and the loss gradient
@@ -129,9 +135,7 @@ impl GradientEngine for Autodiff {
         batch: &EpisodeBatch,
         device: &Device,
     ) -> (Measures, GradientsParams) {
-        let (measures, grads) = self
-            .gradients_on_device(model, task, batch, device)
-            .expect("autodiff computes on the device");
+        let (measures, grads) = self.gradients_on_device(model, task, batch, device);
         (read_measures(measures), grads)
     }
 
@@ -141,11 +145,11 @@ impl GradientEngine for Autodiff {
         task: &Task,
         batch: &EpisodeBatch,
         device: &Device,
-    ) -> Option<(Tensor<1>, GradientsParams)> {
+    ) -> (Tensor<1>, GradientsParams) {
         let (outputs, _) = model.forward(batch.input_tensor(device));
         let (loss, measures) = task.measure(outputs, &batch.target_tensors(device));
         let grads = GradientsParams::from_grads(loss.backward(), model);
-        Some((measures, grads))
+        (measures, grads)
     }
 }
 
@@ -354,23 +358,8 @@ impl Trainer {
             .task
             .generate(self.config.seed, Stream::Train, first, batch);
         let (measures, grads) =
-            match self
-                .engine
-                .gradients_on_device(&self.model, &self.task, &episodes, &self.device)
-            {
-                Some(on_device) => on_device,
-                None => {
-                    let (m, grads) =
-                        self.engine
-                            .gradients(&self.model, &self.task, &episodes, &self.device);
-                    let values = vec![m.loss, m.error, m.error_code];
-                    let plain = self.device.clone().without_autodiff();
-                    (
-                        Tensor::from_data(burn::tensor::TensorData::new(values, [3]), &plain),
-                        grads,
-                    )
-                }
-            };
+            self.engine
+                .gradients_on_device(&self.model, &self.task, &episodes, &self.device);
         let lr = self.config.learning_rate(episode);
         let mut model = self.optim.step(lr, self.model.clone(), grads);
         model.plastic = model.plastic.clip_alpha();

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::PlasticNet;
 use crate::rules::{RuleKernel, RuleSpec};
-use crate::tasks::{EpisodeBatch, LABELLED_STEPS, Measures, Targets};
+use crate::tasks::{EpisodeBatch, Measures, Targets};
 use crate::train::GradientEngine;
 
 /// Which recursion to run. Only [`Variant::Correct`] is right; the others reproduce the paper's
@@ -106,6 +106,23 @@ impl Grads {
             &self.b,
             (self.readout_v.as_ref(), self.readout_c.as_ref()),
         )
+    }
+}
+
+impl Grads {
+    /// The gradients laid out as `values` (named as [`PlasticNet::parameter_values`]), zeros for
+    /// a group this set lacks: what a host engine hands the trainer.
+    pub fn in_order_of(&self, values: &[(&'static str, Vec<f64>)]) -> Vec<Vec<f64>> {
+        let groups = self.groups();
+        values
+            .iter()
+            .map(|(name, v)| {
+                groups
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec())
+            })
+            .collect()
     }
 }
 
@@ -247,10 +264,7 @@ fn run<R: RuleKernel>(
     let classes = p.classes();
     // Number of θ per output column: w_kj (n_in), α_kj (n_in), b_j.
     let nq = 2 * n_in + 1;
-    let scored_steps = match &batch.targets {
-        Targets::Labels { scored, .. } => scored.iter().filter(|s| **s).count(),
-        Targets::Pattern { .. } => 1,
-    };
+    let scored_steps = batch.scored_steps();
     let mut out = Grads {
         w: vec![0.0; n_in * n_out],
         alpha: vec![0.0; n_in * n_out],
@@ -416,20 +430,9 @@ fn run<R: RuleKernel>(
             traces.push(trace);
         }
     }
-    let error_code = match &batch.targets {
-        Targets::Pattern { .. } => total_loss,
-        // The original code averages over steps 2.. with the labelled steps counted as 0.
-        Targets::Labels { .. } => {
-            total_loss * scored_steps as f64 / (steps - LABELLED_STEPS) as f64
-        }
-    };
     Evaluation {
         loss: total_loss,
-        measures: Measures {
-            loss: total_loss,
-            error: total_error,
-            error_code,
-        },
+        measures: batch.measures(total_loss, total_error),
         grads: out,
         traces,
     }
@@ -489,16 +492,6 @@ impl GradientEngine for Analytic {
             Variant::Correct,
             false,
         );
-        let groups = eval.grads.groups();
-        let grads = values
-            .iter()
-            .map(|(name, v)| {
-                groups
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec())
-            })
-            .collect();
-        Some((eval.measures, grads))
+        Some((eval.measures, eval.grads.in_order_of(values)))
     }
 }

@@ -25,9 +25,10 @@
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use super::analytic::{Grads, Params, params_from_values};
 use crate::network::PlasticNet;
 use crate::rules::{Real, RuleKernel, real};
-use crate::tasks::{EpisodeBatch, LABELLED_STEPS, Measures, Targets};
+use crate::tasks::{EpisodeBatch, Measures, Targets};
 use crate::train::GradientEngine;
 
 /// The parameters of a [`PlasticNet`] in `F`, row-major like the burn model.
@@ -44,12 +45,23 @@ struct Layer<F> {
     c: Vec<F>,
 }
 
-fn group<F: Real>(values: &[(&'static str, Vec<f64>)], name: &str) -> Vec<F> {
-    values
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.iter().map(|&x| real(x)).collect())
-        .unwrap_or_default()
+impl<F: Real> Layer<F> {
+    /// The host parameters in `F`.
+    fn of(p: &Params) -> Self {
+        let to = |v: &[f64]| v.iter().map(|&x| real(x)).collect::<Vec<F>>();
+        let none = Vec::new();
+        Layer {
+            n_in: p.n_in,
+            n_out: p.n_out,
+            classes: p.classes(),
+            gamma: real(p.gamma),
+            w: to(&p.w),
+            alpha: to(&p.alpha),
+            b: to(&p.b),
+            v: to(p.readout_v.as_ref().unwrap_or(&none)),
+            c: to(p.readout_c.as_ref().unwrap_or(&none)),
+        }
+    }
 }
 
 /// Loss-gradient accumulators, in `F`, with `lanes` values per entry (one per episode of a
@@ -456,33 +468,16 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
         .expect("a batch has episodes")
 }
 
-/// The loss, measures and gradients of `batch` under the parameters `values` (named as
-/// [`PlasticNet::parameter_values`]) of a network shaped like `model`, computed in `F`.
-/// Episodes are split across rayon's threads when the batch has several.
-pub fn evaluate<F: Real>(
-    model: &PlasticNet,
-    values: &[(&'static str, Vec<f64>)],
-    batch: &EpisodeBatch,
-) -> (Measures, Vec<Vec<f64>>) {
-    let p = Layer::<F> {
-        n_in: model.plastic.n_in(),
-        n_out: model.plastic.n_out(),
-        classes: model.readout.as_ref().map_or(0, |r| r.c.val().dims()[0]),
-        gamma: real(model.plastic.gamma),
-        w: group(values, "w"),
-        alpha: group(values, "alpha"),
-        b: group(values, "b"),
-        v: group(values, "readout.v"),
-        c: group(values, "readout.c"),
-    };
+/// The loss, measures and gradients of `batch` under `params` (the host parameters of
+/// [`super::analytic`], the rule included), computed in `F`, the gradients widened to f64.
+/// Blocks of episodes run on rayon's threads when the batch has several.
+pub fn evaluate<F: Real>(params: &Params, batch: &EpisodeBatch) -> (Measures, Grads) {
+    let p = Layer::<F>::of(params);
     assert_eq!(
         batch.n_in, p.n_in,
         "episode input size must match the network"
     );
-    let scored_steps = match &batch.targets {
-        Targets::Labels { scored, .. } => scored.iter().filter(|s| **s).count(),
-        Targets::Pattern { .. } => 1,
-    };
+    let scored_steps = batch.scored_steps();
     let scoring = Scoring {
         targets: &batch.targets,
         norm: (batch.batch * scored_steps) as f64,
@@ -490,36 +485,26 @@ pub fn evaluate<F: Real>(
     // Blocks of `L` episodes in lockstep (`L` = 8, or the largest power of two up to the
     // batch), each block on one thread, the blocks then added in order: the result does not
     // depend on the thread count or on scheduling.
-    let acc = crate::with_rule!(model.plastic.rule, |k| match batch.batch {
+    let acc = crate::with_rule!(params.rule, |k| match batch.batch {
         1 => blocks::<F, _, 1>(&k, &p, batch, &scoring),
         2..=3 => blocks::<F, _, 2>(&k, &p, batch, &scoring),
         4..=7 => blocks::<F, _, 4>(&k, &p, batch, &scoring),
         _ => blocks::<F, _, 8>(&k, &p, batch, &scoring),
     });
-    let error_code = match &batch.targets {
-        Targets::Pattern { .. } => acc.loss,
-        // The original code averages over steps 2.. with the labelled steps counted as 0.
-        Targets::Labels { .. } => {
-            acc.loss * scored_steps as f64 / (batch.steps - LABELLED_STEPS) as f64
-        }
+    let measures = batch.measures(acc.loss, acc.error);
+    let widen = |v: &[F]| {
+        v.iter()
+            .map(|x| x.to_f64().unwrap_or(f64::NAN))
+            .collect::<Vec<f64>>()
     };
-    let measures = Measures {
-        loss: acc.loss,
-        error: acc.error,
-        error_code,
+    let readout = params.readout_c.is_some();
+    let grads = Grads {
+        w: widen(&acc.w),
+        alpha: widen(&acc.alpha),
+        b: widen(&acc.b),
+        readout_v: readout.then(|| widen(&acc.v)),
+        readout_c: readout.then(|| widen(&acc.c)),
     };
-    let widen = |v: &[F]| v.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect();
-    let grads = values
-        .iter()
-        .map(|(name, v)| match *name {
-            "w" => widen(&acc.w),
-            "alpha" => widen(&acc.alpha),
-            "b" => widen(&acc.b),
-            "readout.v" => widen(&acc.v),
-            "readout.c" => widen(&acc.c),
-            _ => vec![0.0; v.len()],
-        })
-        .collect();
     (measures, grads)
 }
 
@@ -543,10 +528,12 @@ impl GradientEngine for LayerFused {
         values: &[(&'static str, Vec<f64>)],
         batch: &EpisodeBatch,
     ) -> Option<(Measures, Vec<Vec<f64>>)> {
-        Some(match model.plastic.w.val().dtype() {
-            DType::F64 => evaluate::<f64>(model, values, batch),
-            _ => evaluate::<f32>(model, values, batch),
-        })
+        let params = params_from_values(model, values);
+        let (measures, grads) = match model.plastic.w.val().dtype() {
+            DType::F64 => evaluate::<f64>(&params, batch),
+            _ => evaluate::<f32>(&params, batch),
+        };
+        Some((measures, grads.in_order_of(values)))
     }
 }
 
@@ -570,15 +557,14 @@ mod tests {
             let config = RunConfig::parse(&text, path).unwrap();
             config.validate("test.toml").unwrap();
             let device = crate::device::init_device(config.device, config.dtype).unwrap();
-            let model = init_model(&config, &device);
-            let values = model.parameter_values();
+            let params = super::super::analytic::params_of(&init_model(&config, &device));
             let batch = config.task().generate(3, Stream::Train, 0, 7);
             let on = |threads: usize| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap()
-                    .install(|| evaluate::<f64>(&model, &values, &batch))
+                    .install(|| evaluate::<f64>(&params, &batch))
             };
             let (m1, g1) = on(1);
             let (m3, g3) = on(3);
@@ -586,15 +572,19 @@ mod tests {
             assert_eq!(g1, g3, "{kind}");
             // The batch's gradient is the mean of its episodes' (each drawn alone: episode e
             // is the same whatever the batch).
-            let mut mean = vec![0.0; g1.iter().map(Vec::len).sum()];
+            let flat = |g: &Grads| -> Vec<f64> {
+                g.groups().iter().flat_map(|(_, v)| v.to_vec()).collect()
+            };
+            let g1 = flat(&g1);
+            let mut mean = vec![0.0; g1.len()];
             for e in 0..7 {
                 let one = config.task().generate(3, Stream::Train, e, 1);
-                let (_, g) = evaluate::<f64>(&model, &values, &one);
-                for (m, v) in mean.iter_mut().zip(g.iter().flatten()) {
+                let (_, g) = evaluate::<f64>(&params, &one);
+                for (m, v) in mean.iter_mut().zip(flat(&g)) {
                     *m += v / 7.0;
                 }
             }
-            for (a, m) in g1.iter().flatten().zip(&mean) {
+            for (a, m) in g1.iter().zip(&mean) {
                 assert!(
                     (a - m).abs() <= 1e-12 * m.abs().max(1e-6),
                     "{kind}: {a} vs {m}"
