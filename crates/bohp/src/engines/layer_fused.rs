@@ -184,6 +184,116 @@ fn lanes_mut<F: Copy, const L: usize>(v: &mut [F], i: usize) -> &mut [F; L] {
     (&mut v[i * L..(i + 1) * L]).try_into().expect("L lanes")
 }
 
+// The lane kernels below take every array as its own argument: the compiler then knows they do
+// not overlap (they are distinct references) and runs the lanes as SIMD vectors; written inline
+// in `block`, where the arrays come out of iterators, it kept them scalar.
+
+/// `y_j += (w_j + α_j·H_j)·x` for one row of the layer.
+#[inline(always)]
+fn forward_row<F: Real, const L: usize>(
+    y: &mut [[F; L]],
+    w: &[F],
+    a: &[F],
+    h: &[[F; L]],
+    xk: &[F; L],
+) {
+    let xk = *xk;
+    for (((yj, &w), &a), h) in y.iter_mut().zip(w).zip(a).zip(h) {
+        let (h, mut v) = (*h, *yj);
+        for l in 0..L {
+            v[l] = v[l] + (w + a * h[l]) * xk[l];
+        }
+        *yj = v;
+    }
+}
+
+/// One row of the trace update, `H'_j = f(H_j, x, y_j)`.
+#[inline(always)]
+fn trace_row<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    out: &mut [[F; L]],
+    h: &[[F; L]],
+    y: &[[F; L]],
+    xk: &[F; L],
+    gamma: F,
+) {
+    let xk = *xk;
+    for ((out, h), yj) in out.iter_mut().zip(h).zip(y) {
+        let (h, yj) = (*h, *yj);
+        let mut v = [F::zero(); L];
+        for l in 0..L {
+            v[l] = rule.local(h[l], xk[l], yj[l], gamma).value;
+        }
+        *out = v;
+    }
+}
+
+/// What one row's `∂L/∂H` sends back to `y` through the rule's `post`.
+#[inline(always)]
+fn post_row<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    g: &mut [[F; L]],
+    gh: &[[F; L]],
+    h: &[[F; L]],
+    y: &[[F; L]],
+    xk: &[F; L],
+    gamma: F,
+) {
+    let xk = *xk;
+    for (((g, gh), h), yj) in g.iter_mut().zip(gh).zip(h).zip(y) {
+        let (gh, h, yj, mut v) = (*gh, *h, *yj, *g);
+        for l in 0..L {
+            v[l] = v[l] + gh[l] * rule.local(h[l], xk[l], yj[l], gamma).d_post;
+        }
+        *g = v;
+    }
+}
+
+/// One row's `∂L/∂w` and `∂L/∂α` at one step.
+#[inline(always)]
+fn param_row<F: Real, const L: usize>(
+    gw: &mut [[F; L]],
+    ga: &mut [[F; L]],
+    g: &[[F; L]],
+    h: &[[F; L]],
+    xk: &[F; L],
+) {
+    let xk = *xk;
+    for (((gw, ga), g), h) in gw.iter_mut().zip(ga.iter_mut()).zip(g).zip(h) {
+        let (g, h, mut vw, mut va) = (*g, *h, *gw, *ga);
+        for l in 0..L {
+            let gx = g[l] * xk[l];
+            vw[l] = vw[l] + gx;
+            va[l] = va[l] + gx * h[l];
+        }
+        (*gw, *ga) = (vw, va);
+    }
+}
+
+/// One row of `∂L/∂H(t-1) = ∂L/∂H(t)·∂f/∂H + ∂L/∂raw·α·x`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn trace_grad_row<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    gh: &mut [[F; L]],
+    h: &[[F; L]],
+    y: &[[F; L]],
+    g: &[[F; L]],
+    a: &[F],
+    xk: &[F; L],
+    gamma: F,
+) {
+    let xk = *xk;
+    for ((((gh, h), yj), g), &a) in gh.iter_mut().zip(h).zip(y).zip(g).zip(a) {
+        let (h, yj, g, mut v) = (*h, *yj, *g, *gh);
+        for l in 0..L {
+            let d_h = rule.local(h[l], xk[l], yj[l], gamma).d_h;
+            v[l] = v[l] * d_h + g[l] * a * xk[l];
+        }
+        *gh = v;
+    }
+}
+
 fn f64_of<F: Real>(v: F) -> f64 {
     v.to_f64().unwrap_or(f64::NAN)
 }
@@ -238,18 +348,7 @@ fn block<F: Real, R: RuleKernel, const L: usize>(
             if xk.iter().all(|v| *v == F::zero()) {
                 continue;
             }
-            for (((yj, &w), &a), h) in y
-                .as_chunks_mut::<L>()
-                .0
-                .iter_mut()
-                .zip(w)
-                .zip(a)
-                .zip(h.as_chunks::<L>().0.iter())
-            {
-                for l in 0..L {
-                    yj[l] = yj[l] + (w + a * h[l]) * xk[l];
-                }
-            }
+            forward_row(y.as_chunks_mut::<L>().0, w, a, h.as_chunks::<L>().0, xk);
         }
         y.iter_mut().for_each(|v| *v = v.tanh());
         for (xk, (h, out)) in x.as_chunks::<L>().0.iter().zip(
@@ -257,17 +356,14 @@ fn block<F: Real, R: RuleKernel, const L: usize>(
                 .chunks_exact(n_out * L)
                 .zip(h_new.chunks_exact_mut(n_out * L)),
         ) {
-            for ((yj, h), out) in y
-                .as_chunks::<L>()
-                .0
-                .iter()
-                .zip(h.as_chunks::<L>().0.iter())
-                .zip(out.as_chunks_mut::<L>().0.iter_mut())
-            {
-                for l in 0..L {
-                    out[l] = rule.local(h[l], xk[l], yj[l], gamma).value;
-                }
-            }
+            trace_row(
+                rule,
+                out.as_chunks_mut::<L>().0,
+                h.as_chunks::<L>().0,
+                y.as_chunks::<L>().0,
+                xk,
+                gamma,
+            );
         }
         // The loss's direct partials at this step.
         let dy = &mut work.dy[t * n_out * L..(t + 1) * n_out * L];
@@ -368,18 +464,15 @@ fn block<F: Real, R: RuleKernel, const L: usize>(
                     .chunks_exact(n_out * L)
                     .zip(h_old.chunks_exact(n_out * L)),
             ) {
-                for (((g, gh), h), yj) in g_raw
-                    .as_chunks_mut::<L>()
-                    .0
-                    .iter_mut()
-                    .zip(gh.as_chunks::<L>().0.iter())
-                    .zip(h.as_chunks::<L>().0.iter())
-                    .zip(y.as_chunks::<L>().0.iter())
-                {
-                    for l in 0..L {
-                        g[l] = g[l] + gh[l] * rule.local(h[l], xk[l], yj[l], gamma).d_post;
-                    }
-                }
+                post_row(
+                    rule,
+                    g_raw.as_chunks_mut::<L>().0,
+                    gh.as_chunks::<L>().0,
+                    h.as_chunks::<L>().0,
+                    y.as_chunks::<L>().0,
+                    xk,
+                    gamma,
+                );
             }
         }
         for (g, &yj) in g_raw.iter_mut().zip(y) {
@@ -402,37 +495,19 @@ fn block<F: Real, R: RuleKernel, const L: usize>(
             )
             .zip(work.gh.chunks_exact_mut(row))
         {
+            let (g, h) = (g_raw.as_chunks::<L>().0, h.as_chunks::<L>().0);
             if xk.iter().any(|v| *v != F::zero()) {
-                for (((g, h), gw), ga) in g_raw
-                    .as_chunks::<L>()
-                    .0
-                    .iter()
-                    .zip(h.as_chunks::<L>().0.iter())
-                    .zip(gw.as_chunks_mut::<L>().0.iter_mut())
-                    .zip(ga.as_chunks_mut::<L>().0.iter_mut())
-                {
-                    for l in 0..L {
-                        let gx = g[l] * xk[l];
-                        gw[l] = gw[l] + gx;
-                        ga[l] = ga[l] + gx * h[l];
-                    }
-                }
+                param_row(
+                    gw.as_chunks_mut::<L>().0,
+                    ga.as_chunks_mut::<L>().0,
+                    g,
+                    h,
+                    xk,
+                );
             }
             if t > 0 {
-                for ((((gh, h), yj), g), &a) in gh
-                    .as_chunks_mut::<L>()
-                    .0
-                    .iter_mut()
-                    .zip(h.as_chunks::<L>().0.iter())
-                    .zip(y.as_chunks::<L>().0.iter())
-                    .zip(g_raw.as_chunks::<L>().0.iter())
-                    .zip(a)
-                {
-                    for l in 0..L {
-                        let d_h = rule.local(h[l], xk[l], yj[l], gamma).d_h;
-                        gh[l] = gh[l] * d_h + g[l] * a * xk[l];
-                    }
-                }
+                let y = y.as_chunks::<L>().0;
+                trace_grad_row(rule, gh.as_chunks_mut::<L>().0, h, y, g, a, xk, gamma);
             }
         }
     }
