@@ -350,7 +350,7 @@ fn block<F: Real, R: RuleKernel, const L: usize>(
             }
             forward_row(y.as_chunks_mut::<L>().0, w, a, h.as_chunks::<L>().0, xk);
         }
-        y.iter_mut().for_each(|v| *v = v.tanh());
+        F::tanh_in_place(y);
         for (xk, (h, out)) in x.as_chunks::<L>().0.iter().zip(
             h_old
                 .chunks_exact(n_out * L)
