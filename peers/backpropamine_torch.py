@@ -52,10 +52,10 @@ class Maze:
         not_centre = self.free[(self.free != torch.tensor([centre, centre])).any(1)]
         self.reward = not_centre[torch.randint(0, len(not_centre), (batch,), generator=gen)]
         self.inputs = 9
+        self.offsets = torch.stack(torch.meshgrid(torch.arange(-1, 2), torch.arange(-1, 2), indexing="ij"), -1).reshape(9, 2)
 
     def observe(self):
-        offsets = torch.stack(torch.meshgrid(torch.arange(-1, 2), torch.arange(-1, 2), indexing="ij"), -1).reshape(9, 2)
-        cells = self.pos[:, None, :] + offsets[None]
+        cells = self.pos[:, None, :] + self.offsets[None]
         return self.wall[cells[..., 0], cells[..., 1]].float()
 
     def step(self, action, t):
@@ -64,6 +64,8 @@ class Maze:
         self.pos = torch.where(blocked[:, None], self.pos, target)
         hit = (self.pos == self.reward).all(1)
         reward = hit.float() * 10.0
+        if not bool(hit.any()):
+            return reward
         for b in hit.nonzero()[:, 0].tolist():
             others = self.free[(self.free != self.reward[b]).any(1)]
             self.pos[b] = others[int(torch.randint(0, len(others), (1,), generator=self.gen))]
@@ -126,20 +128,24 @@ class Agent(torch.nn.Module):
 
     def step(self, x, h, trace, elig):
         """One step: logits, value, new hidden state and traces."""
-        recurrent = self.w if self.alpha is None else self.w + self.alpha * trace
-        h_new = torch.tanh(self.w_in(x) + torch.bmm(h[:, None, :], recurrent)[:, 0])
+        # Fused ops (addcmul, baddbmm): the same maths as W + α⊙H and h·(W + α⊙H), with fewer
+        # batch × N × N temporaries, so the peer runs at its best.
+        if self.alpha is None:
+            h_new = torch.tanh(torch.addmm(self.w_in(x), h, self.w))
+        else:
+            recurrent = torch.addcmul(self.w, self.alpha, trace)
+            h_new = torch.tanh(torch.baddbmm(self.w_in(x)[:, None, :], h[:, None, :], recurrent)[:, 0])
         out = self.heads(h_new)
         logits, value = out[:, : self.actions], out[:, self.actions]
-        outer = h[:, :, None] * h_new[:, None, :]
         if self.kind == "plastic":
-            trace = torch.clamp(trace + self.eta * outer, -1, 1)
+            trace = torch.clamp(torch.addcmul(trace, (self.eta * h)[:, :, None], h_new[:, None, :]), -1.0, 1.0)
         elif self.kind == "modplast":
             m = torch.tanh(out[:, -1])
-            trace = torch.clamp(trace + m[:, None, None] * outer, -1, 1)
+            trace = torch.clamp(torch.addcmul(trace, (m[:, None] * h)[:, :, None], h_new[:, None, :]), -1.0, 1.0)
         elif self.kind == "modul":
             m = torch.tanh(out[:, -1])
-            trace = torch.clamp(trace + m[:, None, None] * elig, -1, 1)
-            elig = (1 - self.eta) * elig + self.eta * outer
+            trace = torch.clamp(torch.addcmul(trace, m[:, None, None], elig), -1.0, 1.0)
+            elig = torch.addcmul((1 - self.eta) * elig, (self.eta * h)[:, :, None], h_new[:, None, :])
         return logits, value, h_new, trace, elig
 
 
@@ -152,28 +158,34 @@ def update(agent, opt, args, gen):
     elig = torch.zeros(batch, hidden, hidden)
     prev_reward = torch.zeros(batch)
     prev_action = torch.zeros(batch, env.actions)
-    logps, values, rewards, explore = [], [], [], []
+    logits_t, values, actions, rewards = [], [], [], []
+    ones = torch.ones(batch)
     for t in range(args.eplen):
         obs = env.observe() if args.task == "maze" else env.observe_at(t)
-        shared = torch.stack([torch.ones(batch), torch.full((batch,), t / args.eplen), prev_reward], 1)
+        shared = torch.stack([ones, torch.full((batch,), t / args.eplen), prev_reward], 1)
         x = torch.cat([obs, shared, prev_action], 1)
         logits, value, h, trace, elig = agent.step(x, h, trace, elig)
-        p = torch.softmax(logits, 1)
-        action = torch.multinomial(p.detach(), 1, generator=gen)[:, 0]
+        with torch.no_grad():
+            action = torch.multinomial(torch.softmax(logits, 1), 1, generator=gen)[:, 0]
         reward = env.step(action, t)
-        logps.append(torch.log_softmax(logits, 1).gather(1, action[:, None])[:, 0])
+        logits_t.append(logits)
         values.append(value)
+        actions.append(action)
         rewards.append(reward)
-        explore.append(p.pow(2).sum(1))
         prev_reward = reward
         prev_action = torch.nn.functional.one_hot(action, env.actions).float()
+    # The loss over the whole episode at once: (T, batch) returns, advantages and terms.
+    returns = torch.zeros(args.eplen, batch)
     ret = torch.zeros(batch)
-    loss = 0.0
     for t in reversed(range(args.eplen)):
         ret = rewards[t] + 0.9 * ret
-        advantage = ret - values[t]
-        loss = loss + (-logps[t] * advantage.detach() + 0.1 * advantage.pow(2)
-                       + TASKS[args.task]["exploration"] * explore[t]).mean()
+        returns[t] = ret
+    logp = torch.log_softmax(torch.stack(logits_t), 2)
+    logp_taken = logp.gather(2, torch.stack(actions)[:, :, None])[:, :, 0]
+    advantage = returns - torch.stack(values)
+    explore = logp.exp().pow(2).sum(2)
+    loss = (-logp_taken * advantage.detach() + 0.1 * advantage.pow(2)
+            + TASKS[args.task]["exploration"] * explore).mean(1).sum()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(agent.parameters(), TASKS[args.task]["clip_norm"])
