@@ -59,6 +59,10 @@ impl Real for f32 {
         for c in chunks {
             *c = tanh_f32_lanes(*c);
         }
+        let (pairs, rest) = rest.as_chunks_mut::<2>();
+        for c in pairs {
+            *c = tanh_f32_lanes(*c);
+        }
         for x in rest {
             *x = tanh_f32_lanes([*x])[0];
         }
@@ -431,9 +435,11 @@ mod tests {
             assert_eq!(tanh_f32(x), t, "{x}");
         }
         assert!(tanh_f32(f32::NAN).is_nan());
-        let mut v = [0.5f32, -3.0, 1e-6];
+        // Chunks of 4, then of 2, then one: every value gets the same result.
+        let mut v = [0.5f32, -3.0, 1e-6, 2.0, 0.01, -0.7, 9.5];
+        let each = v.map(tanh_f32);
         f32::tanh_in_place(&mut v);
-        assert_eq!(v, [tanh_f32(0.5), tanh_f32(-3.0), tanh_f32(1e-6)]);
+        assert_eq!(v, each);
     }
 
     /// Every rule's partials equal central differences of its value, away from the clip.
