@@ -298,10 +298,43 @@ fn f64_of<F: Real>(v: F) -> f64 {
     v.to_f64().unwrap_or(f64::NAN)
 }
 
+/// [`block_generic`], compiled for AVX2 where the CPU has it: eight f32 lanes per instruction
+/// instead of SSE2's four, the same arithmetic (no fused multiply-add), so the same result.
+fn block<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    p: &Layer<F>,
+    batch: &EpisodeBatch,
+    first: usize,
+    active: usize,
+    scoring: &Scoring,
+) -> Acc<F> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { block_avx2::<F, R, L>(rule, p, batch, first, active, scoring) };
+    }
+    block_generic::<F, R, L>(rule, p, batch, first, active, scoring)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_avx2<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    p: &Layer<F>,
+    batch: &EpisodeBatch,
+    first: usize,
+    active: usize,
+    scoring: &Scoring,
+) -> Acc<F> {
+    block_generic::<F, R, L>(rule, p, batch, first, active, scoring)
+}
+
 /// Episodes `first .. first + active` of `batch` (at most `L`), forward and backward in
 /// lockstep, one lane each (unused lanes see zero inputs and no loss, so they add nothing);
 /// returns their gradient sums (lanes added in order).
-fn block<F: Real, R: RuleKernel, const L: usize>(
+#[inline(always)]
+fn block_generic<F: Real, R: RuleKernel, const L: usize>(
     rule: &R,
     p: &Layer<F>,
     batch: &EpisodeBatch,
@@ -317,12 +350,11 @@ fn block<F: Real, R: RuleKernel, const L: usize>(
     let gamma = p.gamma;
     let mut work = Work::new(p, steps, L);
     let mut acc = Acc::new(p, L);
-    for t in 0..steps {
-        for l in 0..active {
-            let e = first + l;
-            let row = &batch.inputs[(t * bsz + e) * n_in..(t * bsz + e + 1) * n_in];
-            for (k, &v) in row.iter().enumerate() {
-                work.x[(t * n_in + k) * L + l] = real(v);
+    for (t, xt) in work.x.chunks_exact_mut(n_in * L).enumerate() {
+        let rows = &batch.inputs[(t * bsz + first) * n_in..(t * bsz + first + active) * n_in];
+        for (l, row) in rows.chunks_exact(n_in).enumerate() {
+            for (xk, &v) in xt.as_chunks_mut::<L>().0.iter_mut().zip(row) {
+                xk[l] = real(v);
             }
         }
     }

@@ -54,6 +54,7 @@ pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + std::iter::Sum
 /// rounded: within one unit in the last place of the exact value, like the C library's `tanhf`
 /// (which is a call per value). Test: `fast_f32_tanh_is_within_an_ulp`.
 impl Real for f32 {
+    #[inline(always)]
     fn tanh_in_place(v: &mut [f32]) {
         let (chunks, rest) = v.as_chunks_mut::<4>();
         for c in chunks {
