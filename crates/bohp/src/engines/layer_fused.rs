@@ -651,6 +651,40 @@ mod tests {
     use crate::rng::Stream;
     use crate::train::init_model;
 
+    /// The AVX2 build of a block (where the CPU has it) gives the same bits as the generic one,
+    /// in f32 and f64, on every task.
+    #[test]
+    fn the_simd_build_gives_the_same_bits() {
+        fn both<F: Real>(params: &Params, batch: &EpisodeBatch, scoring: &Scoring) {
+            let p = Layer::<F>::of(params);
+            let rule = crate::rules::Hebb;
+            let a = block::<F, _, 8>(&rule, &p, batch, 0, 8, scoring);
+            let b = block_generic::<F, _, 8>(&rule, &p, batch, 0, 8, scoring);
+            assert_eq!((a.loss, a.error), (b.loss, b.error));
+            assert_eq!((&a.w, &a.alpha, &a.b), (&b.w, &b.alpha, &b.b));
+            assert_eq!((&a.v, &a.c), (&b.v, &b.c));
+            assert!(a.alpha.iter().any(|g| *g != F::zero()));
+        }
+        for kind in ["completion", "one-shot", "reversal"] {
+            let text = format!(
+                "seed = 5\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
+                 [train]\nepisodes = 10\nbatch = 8\nlearning_rate = 0.01\n"
+            );
+            let path = std::path::Path::new("test.toml");
+            let config = RunConfig::parse(&text, path).unwrap();
+            config.validate("test.toml").unwrap();
+            let device = crate::device::init_device(config.device, config.dtype).unwrap();
+            let params = super::super::analytic::params_of(&init_model(&config, &device));
+            let batch = config.task().generate(5, Stream::Train, 0, 8);
+            let scoring = Scoring {
+                targets: &batch.targets,
+                norm: (batch.batch * batch.scored_steps()) as f64,
+            };
+            both::<f32>(&params, &batch, &scoring);
+            both::<f64>(&params, &batch, &scoring);
+        }
+    }
+
     /// The result does not depend on the thread count (fixed chunks, added in order), and the
     /// batch's episodes all contribute.
     #[test]
