@@ -651,6 +651,19 @@ mod tests {
     use crate::rng::Stream;
     use crate::train::init_model;
 
+    /// A `kind` task's config (f64, seed `seed`, batch `batch`) and its initial host parameters.
+    fn task(kind: &str, seed: u64, batch: usize) -> (RunConfig, Params) {
+        let text = format!(
+            "seed = {seed}\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
+             [train]\nepisodes = 10\nbatch = {batch}\nlearning_rate = 0.01\n"
+        );
+        let config = RunConfig::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        config.validate("test.toml").unwrap();
+        let device = crate::device::init_device(config.device, config.dtype).unwrap();
+        let params = super::super::analytic::params_of(&init_model(&config, &device));
+        (config, params)
+    }
+
     /// The AVX2 build of a block (where the CPU has it) gives the same bits as the generic one,
     /// in f32 and f64, on every task.
     #[test]
@@ -666,15 +679,7 @@ mod tests {
             assert!(a.alpha.iter().any(|g| *g != F::zero()));
         }
         for kind in ["completion", "one-shot", "reversal"] {
-            let text = format!(
-                "seed = 5\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
-                 [train]\nepisodes = 10\nbatch = 8\nlearning_rate = 0.01\n"
-            );
-            let path = std::path::Path::new("test.toml");
-            let config = RunConfig::parse(&text, path).unwrap();
-            config.validate("test.toml").unwrap();
-            let device = crate::device::init_device(config.device, config.dtype).unwrap();
-            let params = super::super::analytic::params_of(&init_model(&config, &device));
+            let (config, params) = task(kind, 5, 8);
             let batch = config.task().generate(5, Stream::Train, 0, 8);
             let scoring = Scoring {
                 targets: &batch.targets,
@@ -690,15 +695,7 @@ mod tests {
     #[test]
     fn the_thread_count_does_not_change_the_result() {
         for kind in ["completion", "one-shot", "reversal"] {
-            let text = format!(
-                "seed = 3\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
-                 [train]\nepisodes = 10\nbatch = 7\nlearning_rate = 0.01\n"
-            );
-            let path = std::path::Path::new("test.toml");
-            let config = RunConfig::parse(&text, path).unwrap();
-            config.validate("test.toml").unwrap();
-            let device = crate::device::init_device(config.device, config.dtype).unwrap();
-            let params = super::super::analytic::params_of(&init_model(&config, &device));
+            let (config, params) = task(kind, 3, 7);
             let batch = config.task().generate(3, Stream::Train, 0, 7);
             let on = |threads: usize| {
                 rayon::ThreadPoolBuilder::new()

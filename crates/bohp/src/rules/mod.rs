@@ -85,8 +85,9 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// branches computed, then selected).
 #[inline(always)]
 fn tanh_f32_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
-    const LN2_HI: f64 = 0.693_147_180_369_123_816_49;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    // ln 2 = LN2_HI + LN2_LO, the high part with its last 21 bits zero (so k·LN2_HI is exact).
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // 1.5·2⁵²: adding it rounds to an integer held in the low bits of the mantissa.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
     const COEFFS: [f64; 11] = [
