@@ -298,50 +298,47 @@ fn f64_of<F: Real>(v: F) -> f64 {
     v.to_f64().unwrap_or(f64::NAN)
 }
 
-/// [`block_generic`], compiled for AVX2 where the CPU has it: eight f32 lanes per instruction
-/// instead of SSE2's four, the same arithmetic (no fused multiply-add), so the same result.
-fn block<F: Real, R: RuleKernel, const L: usize>(
-    rule: &R,
-    p: &Layer<F>,
-    batch: &EpisodeBatch,
+/// One block's work: episodes `first .. first + active` of `batch` (at most `L`).
+struct Job<'a, F, R> {
+    rule: &'a R,
+    p: &'a Layer<F>,
+    batch: &'a EpisodeBatch,
     first: usize,
     active: usize,
-    scoring: &Scoring,
-) -> Acc<F> {
+    scoring: &'a Scoring<'a>,
+}
+
+/// [`block_generic`], compiled for AVX2 where the CPU has it: eight f32 lanes per instruction
+/// instead of SSE2's four, the same arithmetic (no fused multiply-add), so the same result.
+fn block<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc<F> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         #[allow(unsafe_code)]
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { block_avx2::<F, R, L>(rule, p, batch, first, active, scoring) };
+        return unsafe { block_avx2::<F, R, L>(job) };
     }
-    block_generic::<F, R, L>(rule, p, batch, first, active, scoring)
+    block_generic::<F, R, L>(job)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn block_avx2<F: Real, R: RuleKernel, const L: usize>(
-    rule: &R,
-    p: &Layer<F>,
-    batch: &EpisodeBatch,
-    first: usize,
-    active: usize,
-    scoring: &Scoring,
-) -> Acc<F> {
-    block_generic::<F, R, L>(rule, p, batch, first, active, scoring)
+fn block_avx2<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc<F> {
+    block_generic::<F, R, L>(job)
 }
 
-/// Episodes `first .. first + active` of `batch` (at most `L`), forward and backward in
-/// lockstep, one lane each (unused lanes see zero inputs and no loss, so they add nothing);
-/// returns their gradient sums (lanes added in order).
+/// The block's episodes forward and backward in lockstep, one lane each (unused lanes see zero
+/// inputs and no loss, so they add nothing); returns their gradient sums (lanes added in
+/// order).
 #[inline(always)]
-fn block_generic<F: Real, R: RuleKernel, const L: usize>(
-    rule: &R,
-    p: &Layer<F>,
-    batch: &EpisodeBatch,
-    first: usize,
-    active: usize,
-    scoring: &Scoring,
-) -> Acc<F> {
+fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc<F> {
+    let Job {
+        rule,
+        p,
+        batch,
+        first,
+        active,
+        scoring,
+    } = *job;
     let (n_in, n_out, classes) = (p.n_in, p.n_out, p.classes);
     let size = n_in * n_out;
     let steps = batch.steps;
@@ -556,7 +553,14 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
     let count = batch.batch.div_ceil(L);
     let one = |c: usize| {
         let first = c * L;
-        block::<F, R, L>(rule, p, batch, first, L.min(batch.batch - first), scoring)
+        block::<F, R, L>(&Job {
+            rule,
+            p,
+            batch,
+            first,
+            active: L.min(batch.batch - first),
+            scoring,
+        })
     };
     // Threads pay when the blocks outweigh waking them (measured on the paper tasks, 2 cores):
     // never below 2048 connection-steps per block (completion: 2 steps × 64 connections × 8
@@ -669,10 +673,15 @@ mod tests {
     #[test]
     fn the_simd_build_gives_the_same_bits() {
         fn both<F: Real>(params: &Params, batch: &EpisodeBatch, scoring: &Scoring) {
-            let p = Layer::<F>::of(params);
-            let rule = crate::rules::Hebb;
-            let a = block::<F, _, 8>(&rule, &p, batch, 0, 8, scoring);
-            let b = block_generic::<F, _, 8>(&rule, &p, batch, 0, 8, scoring);
+            let job = Job {
+                rule: &crate::rules::Hebb,
+                p: &Layer::<F>::of(params),
+                batch,
+                first: 0,
+                active: 8,
+                scoring,
+            };
+            let (a, b) = (block::<F, _, 8>(&job), block_generic::<F, _, 8>(&job));
             assert_eq!((a.loss, a.error), (b.loss, b.error));
             assert_eq!((&a.w, &a.alpha, &a.b), (&b.w, &b.alpha, &b.b));
             assert_eq!((&a.v, &a.c), (&b.v, &b.c));
