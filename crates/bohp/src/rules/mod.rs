@@ -73,7 +73,7 @@ impl Real for f32 {
 impl Real for f64 {}
 
 /// `tanh(x)` for f32 `x`, evaluated in f64: `x·(1 - x²/3 + 2x⁴/15)` below 2⁻⁸ (where the
-/// next term is 2⁻⁵⁶ of the value), else `1 - 2/(e^{2|x|} + 1)` with `e^y = 2^k·p(r)`,
+/// next term is about 2⁻⁵² of the value), else `1 - 2/(e^{2|x|} + 1)` with `e^y = 2^k·p(r)`,
 /// `y = k·ln 2 + r`, `|r| ≤ ln 2 / 2`, `p` the Taylor polynomial of degree 11 (relative error
 /// below 10⁻¹⁴); `|x|` is capped at 10, where tanh rounds to 1 in f32.
 #[inline(always)]
