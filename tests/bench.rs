@@ -5,36 +5,37 @@ use serde_json::Value;
 
 use crate::common::{repo_root, run_bohp};
 
-#[test]
-fn bench_runs_the_engines_that_apply_to_recurrent_and_rl_workloads() {
+/// Runs `bohp GLOBAL... bench CELLS --configs configs --out DIR/bench -q` in a fresh
+/// temporary directory (returned, to keep it; `CELLS` split at spaces), asserts success and
+/// returns the output folder and the parsed `bench.json`.
+fn bench_report(global: &[&str], cells: &str) -> (tempfile::TempDir, std::path::PathBuf, Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
     let configs = repo_root().join("configs");
-    let result = run_bohp(&[
-        "bench",
-        "--workloads",
-        "memorisation-50,completion,bandit",
-        "--devices",
-        "flex",
-        "--batches",
-        "2",
-        "--engines",
-        "autodiff,analytic,fused",
-        "--warmup",
-        "1",
-        "--updates",
-        "2",
-        "--repeats",
-        "2",
+    let mut args = global.to_vec();
+    args.push("bench");
+    args.extend(cells.split_whitespace());
+    let tail = [
         "--configs",
         configs.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "-q",
-    ]);
+    ];
+    args.extend_from_slice(&tail);
+    let result = run_bohp(&args);
     crate::common::assert_success(&result);
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    let report = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    (dir, out, report)
+}
+
+#[test]
+fn bench_runs_the_engines_that_apply_to_recurrent_and_rl_workloads() {
+    let (_dir, out, report) = bench_report(
+        &[],
+        "--workloads memorisation-50,completion,bandit --devices flex --batches 2 \
+         --engines autodiff,analytic,fused --warmup 1 --updates 2 --repeats 2",
+    );
     let cells: Vec<(String, String)> = report["results"]
         .as_array()
         .unwrap()
@@ -82,34 +83,11 @@ fn bench_runs_the_engines_that_apply_to_recurrent_and_rl_workloads() {
 
 #[test]
 fn bench_measures_every_cell_and_writes_json_and_markdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("bench");
-    let configs = repo_root().join("configs");
-    let result = run_bohp(&[
-        "bench",
-        "--workloads",
-        "completion,one-shot",
-        "--devices",
-        "flex,ndarray",
-        "--batches",
-        "1,4",
-        "--engines",
-        "autodiff,analytic",
-        "--warmup",
-        "2",
-        "--updates",
-        "5",
-        "--repeats",
-        "3",
-        "--configs",
-        configs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    crate::common::assert_success(&result);
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    let (_dir, out, report) = bench_report(
+        &[],
+        "--workloads completion,one-shot --devices flex,ndarray --batches 1,4 \
+         --engines autodiff,analytic --warmup 2 --updates 5 --repeats 3",
+    );
     assert_eq!(report["schema"], "bohp-bench/1");
     let results = report["results"].as_array().unwrap();
     assert_eq!(
@@ -263,36 +241,11 @@ fn wgpu_refuses_f64_with_a_clear_error() {
 /// cells cap the plan's), and a thread count of 0 is refused by the parser naming the flag.
 #[test]
 fn cells_record_the_threads_and_timing_they_ran() {
-    let dir = tempfile::tempdir().unwrap();
-    let configs = repo_root().join("configs");
-    let out = dir.path().join("bench");
-    let result = run_bohp(&[
-        "--threads",
-        "1",
-        "bench",
-        "--workloads",
-        "memorisation-50,completion",
-        "--devices",
-        "flex",
-        "--batches",
-        "2",
-        "--engines",
-        "fused",
-        "--warmup",
-        "3",
-        "--updates",
-        "4",
-        "--repeats",
-        "2",
-        "--configs",
-        configs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    crate::common::assert_success(&result);
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    let (_dir, out, report) = bench_report(
+        &["--threads", "1"],
+        "--workloads memorisation-50,completion --devices flex --batches 2 \
+         --engines fused --warmup 3 --updates 4 --repeats 2",
+    );
     for r in report["results"].as_array().unwrap() {
         assert_eq!(r["threads"], 1, "{r}");
         let recurrent = r["workload"] == "memorisation-50";
