@@ -17,3 +17,4 @@ mod recurrent;
 mod reproduce;
 mod resume;
 mod rl;
+mod rules;

@@ -415,11 +415,18 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().convert::<f64>().try_to_vec().unwrap()
 }
 
-/// The query loss's gradient through Oja's plastic layer and the convolutional embedding:
-/// burn autodiff against central finite differences in f64 (first and last convolution, `w`,
-/// `α`, `η`), on a batch of 3-way 2-shot episodes with two queries each.
+/// The query loss's gradient through the plastic layer (every rule of the library: Oja's, the
+/// paper's, Hebb's and the clipped rule) and the convolutional embedding: burn autodiff against
+/// central finite differences in f64 (first and last convolution, `w`, `α`, `η`), on a batch of
+/// 3-way 2-shot episodes with two queries each.
 #[test]
 fn few_shot_gradients_equal_finite_differences() {
+    for rule in bohp::rules::Rule::ALL {
+        few_shot_gradients_for(rule);
+    }
+}
+
+fn few_shot_gradients_for(rule: bohp::rules::Rule) {
     let tmp = tempfile::tempdir().unwrap();
     let set = Omniglot::open(&[write_set(tmp.path(), "s", 1, 4, 3)]).unwrap();
     let device = init_device(Backend::Flex, Precision::F64)
@@ -432,6 +439,8 @@ fn few_shot_gradients_equal_finite_differences() {
         init_eta: 0.3,
         init_alpha: 0.7,
         batch_norm: false,
+        rule: Some(rule),
+        clip: None,
     };
     let mut model = FewShotNet::new(&config, 5, &device);
     model.w = bump(&model.w, 1, 0.2);
@@ -457,7 +466,7 @@ fn few_shot_gradients_equal_finite_differences() {
         let err = (analytic - fd).abs() / fd.abs().max(1e-4);
         assert!(
             err < 1e-5,
-            "{name}: autodiff {analytic} vs finite differences {fd}"
+            "{rule} {name}: autodiff {analytic} vs finite differences {fd}"
         );
     };
     for index in [0, 5, 7] {

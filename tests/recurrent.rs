@@ -695,7 +695,7 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
             String::from_utf8_lossy(&out.stderr)
         );
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(d["schema"], "bohp-gradcheck-dump/2");
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/3");
         let plastic = name == "memorisation-50";
         let by = &d["produced_by"];
         for (key, expected) in [

@@ -122,10 +122,12 @@ pub(crate) struct EvalArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct GradcheckArgs {
-    /// The config file (TOML) of either family: task, sizes, rule, seed (initial parameters),
-    /// device and dtype. Single layer: autodiff and finite differences against the analytic
-    /// recursion. Recurrent: autodiff, the fused engine and finite differences against RTRL
-    /// (networks of at most 64 neurons; larger ones against the fused engine).
+    /// The config file (TOML): task, sizes, rule, seed (initial parameters), device and dtype.
+    /// Single layer: autodiff and finite differences against the analytic recursion.
+    /// Recurrent: autodiff, the fused engine and finite differences against RTRL (networks of
+    /// at most 64 neurons; larger ones against the fused engine). Reinforcement learning
+    /// (bandit, cue, maze): on a recorded replay of A2C episodes, autodiff, the fused engine,
+    /// forward mode and finite differences against the host reverse pass.
     pub(crate) config: PathBuf,
 
     /// Episodes in the checked batch.
@@ -137,7 +139,7 @@ pub(crate) struct GradcheckArgs {
     pub(crate) steps: Option<usize>,
 
     /// Skip the finite-difference comparison (slow for long episodes; recurrent networks check
-    /// 24 evenly spaced entries per parameter group).
+    /// 24 evenly spaced entries per parameter group, reinforcement learning 8).
     #[arg(long)]
     pub(crate) no_finite_differences: bool,
 
@@ -153,7 +155,9 @@ pub(crate) struct GradcheckArgs {
     /// The reference recursion: correct, or a known-wrong one to watch the check fail:
     /// paper-weighting (Eq. 3-4's `(1-γ)γ^(tz-tu)`) or double-tanh (the original code's
     /// `1 - tanh(y)²`), single layer only; new-trace (`H(t)` read where `H(t-1)` is due),
-    /// rate-on-old-trace (hebb), oja-decay-dropped (oja) or gradient-through-clip (clipped).
+    /// rate-on-old-trace (hebb), oja-decay-dropped (oja) or gradient-through-clip (clipped);
+    /// neuromodulated agents: eligibility-first (retroactive: `E` updated before it moves
+    /// `H`) or previous-modulation (`M(t-1)` credited with step t's update).
     #[arg(long, default_value = "correct")]
     pub(crate) recursion: Recursion,
 }

@@ -107,7 +107,7 @@ pub enum Recursion {
 
 impl Recursion {
     /// Every recursion `--recursion` accepts.
-    pub const ALL: [Recursion; 7] = [
+    pub const ALL: [Recursion; 9] = [
         Recursion::Correct,
         Recursion::PaperWeighting,
         Recursion::DoubleTanh,
@@ -115,6 +115,8 @@ impl Recursion {
         Recursion::Fault(Fault::RateOnOldTrace),
         Recursion::Fault(Fault::OjaDecayDropped),
         Recursion::Fault(Fault::GradientThroughClip),
+        Recursion::Fault(Fault::EligibilityFirst),
+        Recursion::Fault(Fault::PreviousModulation),
     ];
 
     /// The name as written on the command line.
@@ -124,9 +126,7 @@ impl Recursion {
             Recursion::PaperWeighting => "paper-weighting",
             Recursion::DoubleTanh => "double-tanh",
             Recursion::NewTrace => "new-trace",
-            Recursion::Fault(Fault::RateOnOldTrace) => "rate-on-old-trace",
-            Recursion::Fault(Fault::OjaDecayDropped) => "oja-decay-dropped",
-            Recursion::Fault(Fault::GradientThroughClip) => "gradient-through-clip",
+            Recursion::Fault(fault) => fault.name(),
         }
     }
 }
@@ -243,6 +243,8 @@ pub enum AnyConfig {
     Single(RunConfig),
     /// A recurrent config.
     Recurrent(RecurrentConfig),
+    /// A reinforcement-learning config.
+    Rl(bohp::rl::config::RlConfig),
 }
 
 /// Runs the check for `config`.
@@ -250,13 +252,24 @@ pub fn check_any(
     config: &AnyConfig,
     options: CheckOptions,
 ) -> bohp::Result<(Report, Option<Dump>)> {
+    let modulation_fault = matches!(
+        options.recursion,
+        Recursion::Fault(Fault::EligibilityFirst | Fault::PreviousModulation)
+    );
+    if modulation_fault && !matches!(config, AnyConfig::Rl(_)) {
+        return Err(bohp::Error::Unsupported(format!(
+            "--recursion {}: applies to neuromodulated networks (reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\")",
+            options.recursion.name()
+        )));
+    }
     match config {
         AnyConfig::Single(c) => check(c, options),
         AnyConfig::Recurrent(c) => check_recurrent(c, options),
+        AnyConfig::Rl(c) => crate::rl::check_rl(c, options),
     }
 }
 
-fn finish(report: &mut Report) {
+pub(crate) fn finish(report: &mut Report) {
     let loss_ok = (report.loss_autodiff - report.loss_reference).abs()
         <= report.tolerances.autodiff_vs_reference * report.loss_reference.abs().max(1.0);
     report.passed = loss_ok && report.comparisons.iter().all(Comparison::passed);
@@ -373,7 +386,7 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
     Ok((report, dump))
 }
 
-fn producer(report: &Report) -> Producer {
+pub(crate) fn producer(report: &Report) -> Producer {
     Producer {
         family: report.family.clone(),
         task: report.task.clone(),

@@ -9,11 +9,17 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use bohp::rl::config::RlConfig;
+use bohp::rl::host::{AcParams, HostAc, HostState, Rollout};
+use bohp::rl::model::RlModelKind;
+use bohp::rl::replay::{Replay, ReplayLoss};
+
 use crate::check::{Tolerances, recurrent_groups};
 
 /// Schema identifier written in every dump. Version 2 added `produced_by`, the recurrent
-/// family, `clamp`, and `indices` on sampled arrays.
-pub const SCHEMA: &str = "bohp-gradcheck-dump/2";
+/// family, `clamp`, and `indices` on sampled arrays; version 3 the reinforcement-learning
+/// family (`rl`, and `targets` absent there).
+pub const SCHEMA: &str = "bohp-gradcheck-dump/3";
 
 /// What produced a dump.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,8 +96,9 @@ pub struct Dump {
     /// Recurrent: the clamp mask `c(t)`, `[steps, N]`, when inputs clamp their neurons.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clamp: Option<Array>,
-    /// Targets.
-    pub targets: DumpTargets,
+    /// Targets (supervised families; absent for reinforcement learning, see `rl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<DumpTargets>,
     /// Outputs `y(t)`, `[steps, n_out]` (recurrent: `[steps, N]`).
     pub outputs: Array,
     /// Single layer: readout logits `z(t)`, `[steps, classes]` (labelled tasks; empty
@@ -100,11 +107,47 @@ pub struct Dump {
     pub logits: Option<Array>,
     /// Traces `H(t)` after each step, `[steps, n_in, n_out]` (recurrent: `[steps, N, N]`).
     pub traces: Array,
+    /// Reinforcement learning: what the episode did (actions, rewards, returns, advantages,
+    /// the policy, values, modulation, eligibility traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rl: Option<RlEpisode>,
     /// The loss.
     pub loss: f64,
     /// dL/dθ by each method (`analytic` or `rtrl`, `autodiff`, `fused`,
     /// `finite_differences`), per parameter.
     pub gradients: BTreeMap<String, BTreeMap<String, Array>>,
+}
+
+/// What one reinforcement-learning episode did, beside the dump's `inputs` (observations
+/// `[steps, I]`), `outputs` (`h(t)`, `[steps, N]`) and `traces` (`H` after each step).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RlEpisode {
+    /// The action taken at each step, `[steps]` (maze: 0 up (row − 1), 1 right (column + 1),
+    /// 2 down (row + 1), 3 left (column − 1); bandit: the arm; cue: 1 responds at Go).
+    pub actions: Vec<usize>,
+    /// The reward after each step's action, `[steps]`.
+    pub rewards: Vec<f64>,
+    /// The discounted returns `R_t` (f32 arithmetic, as trained), `[steps]`.
+    pub returns: Vec<f64>,
+    /// `R_t − V_t`, held fixed in the policy term, `[steps]`.
+    pub advantages: Vec<f64>,
+    /// The policy `p_t`, `[steps, A]`.
+    pub probabilities: Array,
+    /// `V_t`, `[steps]`.
+    pub values: Vec<f64>,
+    /// `M(t)`, `[steps]` (0 without modulation).
+    pub modulation: Vec<f64>,
+    /// The eligibility traces `E` after each step, `[steps, N, N]` (retroactive only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eligibility: Option<Array>,
+    /// Discount, value and exploration coefficients, and the exploration term.
+    pub discount: f64,
+    /// `c_v`.
+    pub value_coef: f64,
+    /// `c_e`.
+    pub exploration_coef: f64,
+    /// `sum-p2` or `entropy`.
+    pub exploration: String,
 }
 
 /// The equations the dump follows.
@@ -198,7 +241,7 @@ pub fn dump_single(
         parameters: param_arrays(params),
         inputs: Array::full(vec![steps, batch.n_in], batch.inputs.clone()),
         clamp: None,
-        targets: match &batch.targets {
+        targets: Some(match &batch.targets {
             Targets::Pattern { values } => DumpTargets::Pattern {
                 values: values.clone(),
             },
@@ -206,7 +249,8 @@ pub fn dump_single(
                 classes: classes.clone(),
                 scored: scored.clone(),
             },
-        },
+        }),
+        rl: None,
         outputs: flat(&trace.y, params.n_out),
         logits: Some(if params.classes() > 0 {
             flat(&trace.logits, params.classes())
@@ -310,9 +354,10 @@ pub fn dump_recurrent(
         parameters,
         inputs: Array::full(vec![steps, n], ep.inputs.to_vec()),
         clamp: ep.clamp.map(|c| Array::full(vec![steps, n], c.to_vec())),
-        targets: DumpTargets::Pattern {
+        targets: Some(DumpTargets::Pattern {
             values: ep.targets.to_vec(),
-        },
+        }),
+        rl: None,
         outputs: Array::full(vec![steps, n], ys),
         logits: None,
         traces: Array::full(vec![steps, n, n], traces),
@@ -332,6 +377,173 @@ pub fn dump_recurrent(
                             },
                             None => Array::full(shape_of(name), values.to_vec()),
                         };
+                        (name.to_string(), array)
+                    })
+                    .collect();
+                (method.clone(), groups)
+            })
+            .collect(),
+    }
+}
+
+/// The shapes of the actor-critic's parameter groups, as in the burn module.
+fn ac_shapes(net: &HostAc) -> Vec<Vec<usize>> {
+    let (i, n, a) = net.sizes;
+    vec![
+        vec![i, n],
+        vec![n, n],
+        vec![n],
+        vec![n, n],
+        vec![n, a],
+        vec![a],
+        vec![n, 1],
+        vec![1],
+        vec![n, 1],
+        vec![1],
+        vec![1, n],
+        vec![1, n],
+        vec![1],
+    ]
+}
+
+/// One reinforcement-learning episode (batch 1) as a dump: every parameter, the observations,
+/// actions, rewards, returns, advantages, the policy, values, `M(t)`, the activities and
+/// traces, the loss, and the trained groups' gradients by each method (`indices` on sampled
+/// ones).
+#[allow(clippy::too_many_arguments)]
+pub fn dump_rl(
+    produced_by: Producer,
+    config: &RlConfig,
+    net: &HostAc,
+    replay: &Replay,
+    rollout: &Rollout,
+    last: &HostState,
+    loss: &ReplayLoss,
+    trained: &[bool],
+    gradients: &[(String, AcParams, Option<Vec<Vec<usize>>>)],
+) -> Dump {
+    assert_eq!(replay.batch, 1, "a dump holds one episode");
+    let (ni, n, na) = net.sizes;
+    let steps = replay.steps();
+    let shapes = ac_shapes(net);
+    let parameters = net
+        .p
+        .groups()
+        .into_iter()
+        .zip(&shapes)
+        .map(|((name, v), shape)| (name.to_string(), Array::full(shape.clone(), v.clone())))
+        .collect();
+    // The traces after step t: the next step's old traces, and the final state for the last.
+    let after = |second: bool, last: &[f64]| -> Vec<f64> {
+        (0..steps)
+            .flat_map(|t| {
+                if t + 1 < steps {
+                    let (h, e) = rollout.traces(t + 1);
+                    if second { e.to_vec() } else { h.to_vec() }
+                } else {
+                    last.to_vec()
+                }
+            })
+            .collect()
+    };
+    let hebb = after(false, &last.hebb);
+    let elig = after(true, &last.elig);
+    let train = &config.train;
+    let returns = replay.returns(train.discount);
+    let kind = net.kind;
+    let trace = match kind {
+        RlModelKind::Plastic => format!(
+            "H_ij <- f(H_ij, pre = h_i(t-1), post = h_j(t), eta) with f: {}; H(0) = 0",
+            net.rule.equation()
+        ),
+        RlModelKind::Simple => format!(
+            "H_ij <- f(H_ij, pre = h_i(t-1), post = h_j(t), rate = M_j(t)) with f: {}; M_j = M(t){}; H(0) = 0",
+            net.rule.equation(),
+            if net.fanout {
+                " * fan_w_j + fan_b_j"
+            } else {
+                ""
+            }
+        ),
+        RlModelKind::Retroactive => format!(
+            "{} with pre = h_i(t-1), post = h_j(t), M_j = M(t){}, c = {}; H(0) = E(0) = 0",
+            bohp::rules::Retroactive::EQUATION,
+            if net.fanout {
+                " * fan_w_j + fan_b_j"
+            } else {
+                ""
+            },
+            net.clip
+        ),
+        RlModelKind::NonPlastic | RlModelKind::Lstm => {
+            "none: non-plastic (alpha = 0, not trained; H stays 0)".to_string()
+        }
+    };
+    Dump {
+        schema: SCHEMA,
+        produced_by,
+        task: config.task.kind.name().to_string(),
+        conventions: Conventions {
+            step: "h(t) = tanh(x(t) . W_in + h(t-1) . (W + alpha * H) + b), h(0) = 0, H the trace before \
+                   this step's update (row vectors; x(t) = observation t); logits = h(t) . w_pi + b_pi, \
+                   p = softmax(logits), V = h(t) . w_v + b_v, M(t) = tanh(h(t) . w_m + b_m); then the trace update",
+            trace,
+            loss: "(1/B) sum_t [ -log p_t(a_t) * A_t + value_coef * (R_t - V_t)^2 + exploration_coef * X(p_t) ], \
+                   R_t = r_t + discount * R_{t+1} (f32), A_t = R_t - V_t held fixed (no gradient), \
+                   X = sum_a p_a^2 (sum-p2) or sum_a p_a log p_a (entropy)",
+        },
+        gamma: None,
+        parameters,
+        inputs: Array::full(vec![steps, ni], replay.observations.concat()),
+        clamp: None,
+        targets: None,
+        outputs: Array::full(
+            vec![steps, n],
+            (0..steps)
+                .flat_map(|t| rollout.activity(t).to_vec())
+                .collect(),
+        ),
+        logits: None,
+        traces: Array::full(vec![steps, n, n], hebb),
+        rl: Some(RlEpisode {
+            actions: replay.actions.iter().map(|a| a[0]).collect(),
+            rewards: replay.rewards.iter().map(|r| f64::from(r[0])).collect(),
+            returns: returns.iter().map(|r| f64::from(r[0])).collect(),
+            advantages: loss.advantages.iter().map(|a| a[0]).collect(),
+            probabilities: Array::full(vec![steps, na], rollout.probs.concat()),
+            values: rollout.values.iter().map(|v| v[0]).collect(),
+            modulation: rollout.modulation.iter().map(|m| m[0]).collect(),
+            eligibility: (kind == RlModelKind::Retroactive)
+                .then(|| Array::full(vec![steps, n, n], elig)),
+            discount: train.discount,
+            value_coef: train.value_coef,
+            exploration_coef: train.exploration_coef,
+            exploration: match train.exploration {
+                bohp::rl::config::Exploration::SumP2 => "sum-p2".into(),
+                bohp::rl::config::Exploration::Entropy => "entropy".into(),
+            },
+        }),
+        loss: loss.loss,
+        gradients: gradients
+            .iter()
+            .map(|(method, g, indices)| {
+                let mut k = 0;
+                let groups = g
+                    .groups()
+                    .into_iter()
+                    .zip(&shapes)
+                    .zip(trained)
+                    .filter(|(_, t)| **t)
+                    .map(|(((name, values), shape), _)| {
+                        let array = match indices {
+                            Some(idx) => Array {
+                                shape: shape.clone(),
+                                values: idx[k].iter().map(|&i| values[i]).collect(),
+                                indices: Some(idx[k].clone()),
+                            },
+                            None => Array::full(shape.clone(), values.clone()),
+                        };
+                        k += 1;
                         (name.to_string(), array)
                     })
                     .collect();

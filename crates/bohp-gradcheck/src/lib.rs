@@ -12,14 +12,18 @@
 //!   recursion vs finite differences) and the recurrent network (autodiff vs RTRL vs the fused
 //!   engine vs finite differences), with stated tolerances; known-wrong variants to show the
 //!   checks have teeth.
-//! - [`dump`]: one episode of either family as JSON (what produced it, parameters, inputs,
+//! - [`rl`]: the neuromodulated actor-critic (every kind and rule): burn autodiff, the fused
+//!   engine, forward mode and finite differences against the host reverse pass, on a recorded
+//!   replay of A2C episodes.
+//! - [`dump`]: one episode of any family as JSON (what produced it, parameters, inputs,
 //!   targets, per-step outputs and traces, loss, and the gradients of each method), schema
-//!   `bohp-gradcheck-dump/2` in `docs/gradients.md`.
+//!   `bohp-gradcheck-dump/3` in `docs/gradients.md`.
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod compare;
 pub mod dump;
+pub mod rl;
 pub mod rtrl;
 
 pub use bohp::engines::analytic::{Grads, Params, Variant};

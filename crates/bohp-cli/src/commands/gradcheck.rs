@@ -13,8 +13,24 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
-    refuse_rl(&args.config, "gradcheck")?;
-    let config = if is_recurrent_file(&args.config) {
+    refuse_omniglot(&args.config, "gradcheck")?;
+    let config = if family_of_file(&args.config)
+        == Some(bohp::recurrent::config::Family::Reinforcement)
+    {
+        let mut config = bohp::rl::config::RlConfig::load(&args.config)?;
+        if args.steps.is_some() {
+            bail!(
+                "--steps: applies to single-layer configs (set task.steps in a reinforcement-learning config)"
+            );
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        AnyConfig::Rl(config)
+    } else if is_recurrent_file(&args.config) {
         let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
         if args.steps.is_some() {
             bail!(

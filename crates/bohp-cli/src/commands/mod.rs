@@ -68,18 +68,11 @@ pub(crate) fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
 }
 
-/// Refuses a reinforcement-learning config or run for `command`, which does not handle them
-/// yet (rather than misreading it as a single-layer one).
-pub(crate) fn refuse_rl(path: &Path, command: &str) -> Result<()> {
+/// Refuses an Omniglot config for a command that does not handle it.
+pub(crate) fn refuse_omniglot(path: &Path, command: &str) -> Result<()> {
     if family_of_file(path) == Some(bohp::recurrent::config::Family::FewShot) {
         anyhow::bail!(
             "{}: an Omniglot config (task.kind omniglot); `bohp {command}` does not handle it (train, eval and export do; its gradients are checked by the test suite: docs/omniglot.md)",
-            path.display()
-        );
-    }
-    if family_of_file(path) == Some(bohp::recurrent::config::Family::Reinforcement) {
-        anyhow::bail!(
-            "{}: a reinforcement-learning config (task.kind bandit, cue or maze); `bohp {command}` does not handle them yet (train, eval, inspect, export and reproduce do; their gradients are checked by the test suite: docs/neuromodulation.md §1)",
             path.display()
         );
     }

@@ -1,5 +1,6 @@
 //! Configs of few-shot classification runs (`task.kind = "omniglot"`).
 
+use crate::rules::{Rule, RuleSpec};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,14 @@ pub struct OmniglotModelConfig {
     /// [20]. Each episode's classes take random units.
     #[serde(default = "default_slots")]
     pub outputs: usize,
-    /// Initial η of Oja's rule.
+    /// The plastic layer's rule from the rule library: `oja` (the default and the 2018
+    /// paper's), `hebb` or `clipped`, with the learned η as its rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    /// The bound `c` of `rule = "clipped"` [1] (an error with the other rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<f64>,
+    /// Initial η of the rule.
     #[serde(default = "default_eta")]
     pub init_eta: f64,
     /// Initial α of every connection [1]: the query's logit for a class then starts as the
@@ -94,6 +102,16 @@ pub struct OmniglotModelConfig {
     /// Batch normalization after each convolution, before its tanh [false: the 2018 network].
     #[serde(default)]
     pub batch_norm: bool,
+}
+
+impl OmniglotModelConfig {
+    /// The plastic layer's rule with its constants (default: Oja's).
+    pub fn rule(&self) -> RuleSpec {
+        RuleSpec {
+            rule: self.rule.unwrap_or(Rule::Oja),
+            clip: self.clip.unwrap_or(crate::rules::DEFAULT_CLIP),
+        }
+    }
 }
 
 /// `[train]`: Adam on batches of episodes.
@@ -258,6 +276,23 @@ impl OmniglotConfig {
                 self.model.init_eta.to_string(),
                 "expected a value in [0, 1]",
             ));
+        }
+        match (self.model.rule(), self.model.clip) {
+            (_, Some(c)) if !(c.is_finite() && c > 0.0) => {
+                return Err(bad(
+                    "model.clip",
+                    c.to_string(),
+                    "expected a finite bound > 0",
+                ));
+            }
+            (rule, Some(c)) if rule.rule != Rule::Clipped => {
+                return Err(bad(
+                    "model.clip",
+                    c.to_string(),
+                    "only with model.rule = \"clipped\"",
+                ));
+            }
+            _ => {}
         }
         if !self.model.init_alpha.is_finite() {
             return Err(bad(

@@ -1,7 +1,7 @@
 //! The 2018 paper's few-shot network: a convolutional embedding (four 3×3 stride-2
 //! convolutions, tanh: 31 → 15 → 7 → 3 → 1) and a plastic output layer
-//! `y = x·(w + α ⊙ H)` whose trace follows Oja's rule from the rule library,
-//! `H ← H + η·post·(pre − H·post)` with a learned η.
+//! `y = x·(w + α ⊙ H)` whose trace follows a rule of the rule library with a learned η
+//! (`model.rule`): Oja's by default, as in the paper, `H ← H + η·post·(pre − H·post)`.
 //!
 //! An episode: during each support step the embedding `x` is the presynaptic activity and the
 //! image's label (one-hot over the output units) the postsynaptic one, so that `H` stores the
@@ -19,7 +19,7 @@ use super::config::OmniglotModelConfig;
 use super::data::SIDE;
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
-use crate::rules::{Oja, Rate, RuleKernel};
+use crate::rules::{Rate, RuleSpec};
 
 /// Convolutions of the embedding.
 pub const CONVS: usize = 4;
@@ -35,8 +35,10 @@ pub struct FewShotNet {
     pub w: Param<Tensor<2>>,
     /// Plasticity coefficients `[C, outputs]` (0 and frozen in the control).
     pub alpha: Param<Tensor<2>>,
-    /// Oja's rate η `[1]`.
+    /// The rule's rate η `[1]`.
     pub eta: Param<Tensor<1>>,
+    /// The plastic layer's rule (Oja's by default).
+    pub rule: RuleSpec,
 }
 
 /// A batch of episodes as tensors.
@@ -107,6 +109,7 @@ impl FewShotNet {
             } else {
                 param(vec![init_eta], [1], device).set_require_grad(false)
             },
+            rule: config.rule(),
         }
     }
 
@@ -143,7 +146,7 @@ impl FewShotNet {
                 .clone()
                 .slice([0..b, step..step + 1, 0..outputs])
                 .reshape([b, 1, outputs]);
-            hebb = Oja.tensor(hebb, pre, post, &rate);
+            hebb = self.rule.tensor(hebb, pre, post, &rate);
         }
         self.w.val().unsqueeze::<3>() + self.alpha.val().unsqueeze::<3>() * hebb
     }

@@ -9,6 +9,7 @@ use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::config::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
+use crate::rules::Rule;
 
 /// A reinforcement-learning run: environment, network, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,11 @@ pub struct RlModelConfig {
     /// The clip bound of `H` (1 in the paper).
     #[serde(default = "default_clip")]
     pub clip: f64,
+    /// `H`'s plasticity rule in the `plastic` and `simple` kinds: `clipped` (the default and
+    /// the paper's), `hebb` or `oja`, with the learned η (plastic) or `M(t)` (simple) as its
+    /// rate. The retroactive kind's `H` is always clipped (`E` decays as Hebb's trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
     /// Fan `M(t)` out to one rate per postsynaptic neuron (neuromodulated kinds).
     #[serde(default)]
     pub fanout: bool,
@@ -185,6 +191,7 @@ impl RlConfig {
             actions: env.actions(),
             kind: self.model.kind,
             clip: self.model.clip,
+            rule: self.model.rule.unwrap_or(Rule::Clipped),
             fanout: self.model.fanout,
             init_eta: self.model.init_eta,
             init: self.model.init,
@@ -237,6 +244,24 @@ impl RlConfig {
                 self.model.clip.to_string(),
                 "expected a finite bound > 0",
             ));
+        }
+        match (self.model.kind, self.model.rule) {
+            (RlModelKind::Plastic | RlModelKind::Simple, _) | (_, None) => {}
+            (RlModelKind::Retroactive, Some(rule)) if rule != Rule::Clipped => {
+                return Err(bad(
+                    "model.rule",
+                    format!("\"{rule}\""),
+                    "\"clipped\" or no rule with model.kind = \"retroactive\" (its H is clipped; its eligibility trace decays as Hebb's)",
+                ));
+            }
+            (RlModelKind::NonPlastic | RlModelKind::Lstm, Some(rule)) => {
+                return Err(bad(
+                    "model.rule",
+                    format!("\"{rule}\""),
+                    "no rule with a network without plasticity (model.kind = \"non-plastic\" or \"lstm\")",
+                ));
+            }
+            _ => {}
         }
         if self.model.fanout && !self.model.kind.modulated() {
             return Err(bad(

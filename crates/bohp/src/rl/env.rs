@@ -28,6 +28,17 @@ pub enum EnvKind {
     Maze,
 }
 
+impl EnvKind {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvKind::Bandit => "bandit",
+            EnvKind::Cue => "cue",
+            EnvKind::Maze => "maze",
+        }
+    }
+}
+
 /// Cues per episode in the cue task, one of them the target.
 pub const CUES: usize = 4;
 /// Bits of a cue.

@@ -17,20 +17,25 @@
 //!
 //! The equations are those of [`super::host`] (its module documentation derives the reverse
 //! pass), vectorised over a row of the `N × N` arrays; the inner loops are written so that the
-//! compiler vectorises them (independent accumulators, row sums through [`sum_lanes`]).
+//! compiler vectorises them (independent accumulators, row sums through [`sum_lanes`]). The
+//! trace updates, forward and reverse, are the rule library's row kernels
+//! ([`RuleKernel::forward_row`], [`RuleKernel::reverse_row`], [`Retroactive::forward_row`],
+//! [`Retroactive::reverse_row`]).
 
 use rand_chacha::ChaCha8Rng;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::config::{Exploration, RlTrainConfig};
+use super::config::RlTrainConfig;
 use super::env::{BatchEnv, EnvShape};
 use super::host::AcParams;
+use super::model::ActorCriticConfig;
 use super::model::RlModelKind;
+use super::replay::a2c_step;
 use super::train::sample_action;
 use crate::rng::{Stream, stream_rng};
-use crate::rules::{Real, real};
+use crate::rules::{Real, Retroactive, RowRate, RuleKernel, RuleSpec, real, sum_lanes};
 
 /// Steps between the trace checkpoints of the forward pass.
 /// (Measured at the published sizes: 12 beats 6, 8 and 16 by 5-25% for the cue task, N = 200, and
@@ -43,7 +48,8 @@ pub const SEGMENT: usize = 12;
 pub struct FusedAc<F> {
     kind: RlModelKind,
     fanout: bool,
-    clip: F,
+    /// `H`'s rule (plastic, simple) and the clip (retroactive).
+    rule: RuleSpec,
     /// Inputs, neurons, actions.
     sizes: (usize, usize, usize),
     w_in: Vec<F>,
@@ -120,46 +126,18 @@ struct Grads<F> {
     eta: F,
 }
 
-/// The sum of `v`, in eight independent lanes (which the compiler vectorises; a plain running
-/// sum must keep its order and is not).
-#[inline(always)]
-pub fn sum_lanes<F: Real>(v: &[F]) -> F {
-    let mut lanes = [F::zero(); 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..8 {
-            lanes[k] = lanes[k] + c[k];
-        }
-    }
-    let mut total = F::zero();
-    for l in lanes {
-        total = total + l;
-    }
-    for &x in rest {
-        total = total + x;
-    }
-    total
-}
-
 fn cast<F: Real>(v: &[f64]) -> Vec<F> {
     v.iter().map(|&x| real(x)).collect()
 }
 
 impl<F: Real> FusedAc<F> {
-    /// The network holding `params` (laid out as the burn module's tensors).
-    pub fn new(
-        kind: RlModelKind,
-        fanout: bool,
-        clip: f64,
-        sizes: (usize, usize, usize),
-        params: &AcParams,
-    ) -> FusedAc<F> {
+    /// The network `net` holding `params` (laid out as the burn module's tensors).
+    pub fn new(net: &ActorCriticConfig, params: &AcParams) -> FusedAc<F> {
         FusedAc {
-            kind,
-            fanout,
-            clip: real(clip),
-            sizes,
+            kind: net.kind,
+            fanout: net.fanout,
+            rule: net.rule_spec(),
+            sizes: (net.inputs, net.hidden, net.actions),
             w_in: cast(&params.w_in),
             w: cast(&params.w),
             b: cast(&params.b),
@@ -232,8 +210,14 @@ impl<F: Real> FusedAc<F> {
         }
     }
 
-    /// One step of the trace update in place (`hebb`, `elig` hold `H(t−1)`, `E(t−1)` and then
-    /// `H(t)`, `E(t)`).
+    fn retroactive(&self) -> Retroactive {
+        Retroactive {
+            bound: self.rule.clip,
+        }
+    }
+
+    /// One step of the trace update (`hebb`, `elig` hold `H(t−1)`, `E(t−1)`; `hebb_out`,
+    /// `elig_out` receive `H(t)`, `E(t)`), by the rule library's row kernels.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn trace_step(
@@ -247,38 +231,44 @@ impl<F: Real> FusedAc<F> {
         rate: &[F],
     ) {
         let n = self.sizes.1;
-        let (c, eta) = (self.clip, self.eta);
-        let keep = F::one() - eta;
         // Every slice cut to `n` before its loop, so that the loops carry no bounds checks and
         // vectorise.
         let (pre, post, rate) = (&pre[..n], &post[..n], &rate[..n]);
-        for i in 0..n {
-            let p = pre[i];
-            let h = &hebb[i * n..][..n];
-            let ho = &mut hebb_out[i * n..][..n];
-            match self.kind {
-                RlModelKind::Plastic => {
-                    let pe = p * eta;
-                    for j in 0..n {
-                        ho[j] = (h[j] + pe * post[j]).max(-c).min(c);
+        match self.kind {
+            RlModelKind::Plastic | RlModelKind::Simple => {
+                let r = if self.kind == RlModelKind::Plastic {
+                    RowRate::Uniform(self.eta)
+                } else {
+                    RowRate::PerPost(rate)
+                };
+                crate::with_rule!(self.rule, |k| {
+                    for i in 0..n {
+                        k.forward_row(
+                            &hebb[i * n..][..n],
+                            pre[i],
+                            post,
+                            r,
+                            &mut hebb_out[i * n..][..n],
+                        );
                     }
-                }
-                RlModelKind::Simple => {
-                    for j in 0..n {
-                        ho[j] = (h[j] + rate[j] * p * post[j]).max(-c).min(c);
-                    }
-                }
-                RlModelKind::Retroactive => {
-                    let e = &elig[i * n..][..n];
-                    let eo = &mut elig_out[i * n..][..n];
-                    let pe = p * eta;
-                    for j in 0..n {
-                        ho[j] = (h[j] + rate[j] * e[j]).max(-c).min(c);
-                        eo[j] = keep * e[j] + pe * post[j];
-                    }
-                }
-                RlModelKind::NonPlastic | RlModelKind::Lstm => {}
+                })
             }
+            RlModelKind::Retroactive => {
+                let k = self.retroactive();
+                for i in 0..n {
+                    k.forward_row(
+                        &hebb[i * n..][..n],
+                        &elig[i * n..][..n],
+                        pre[i],
+                        post,
+                        RowRate::PerPost(rate),
+                        self.eta,
+                        &mut hebb_out[i * n..][..n],
+                        &mut elig_out[i * n..][..n],
+                    );
+                }
+            }
+            RlModelKind::NonPlastic | RlModelKind::Lstm => {}
         }
     }
 
@@ -412,33 +402,18 @@ impl<F: Real> FusedAc<F> {
         for t in (0..steps).rev() {
             // The burn path computes the returns in f32.
             ret = f64::from(rewards[t] as f32 + train.discount as f32 * ret as f32);
-            let r: F = real(ret);
-            let v = values[t];
-            let adv = r - v;
-            let pr = &probs[t * na..(t + 1) * na];
-            let p_taken = pr[actions[t]];
-            let ce: F = real(train.exploration_coef);
-            let (explore, d_explore): (F, Vec<F>) = match train.exploration {
-                Exploration::SumP2 => {
-                    let s2 = pr.iter().map(|p| *p * *p).sum::<F>();
-                    let two: F = real(2.0);
-                    (s2, pr.iter().map(|p| two * *p * (*p - s2)).collect())
-                }
-                Exploration::Entropy => {
-                    let plogp = pr.iter().map(|p| *p * p.ln()).sum::<F>();
-                    (plogp, pr.iter().map(|p| *p * (p.ln() - plogp)).collect())
-                }
-            };
-            let cv: F = real(train.value_coef);
-            let term = -p_taken.ln() * adv + cv * adv * adv + ce * explore;
-            loss += term.to_f64().expect("finite") * inv_b;
-            let scale: F = real(inv_b);
-            let dz = &mut d_logits[t * na..(t + 1) * na];
-            for k in 0..na {
-                let onehot = if k == actions[t] { F::one() } else { F::zero() };
-                dz[k] = scale * (adv * (pr[k] - onehot) + ce * d_explore[k]);
-            }
-            d_values[t] = scale * (-real::<F>(2.0) * cv * adv);
+            let step = a2c_step(
+                &probs[t * na..(t + 1) * na],
+                actions[t],
+                real(ret),
+                values[t],
+                None,
+                train,
+                inv_b,
+                &mut d_logits[t * na..(t + 1) * na],
+            );
+            loss += step.term.to_f64().expect("finite") * inv_b;
+            d_values[t] = step.d_value;
         }
         let reward: f64 = rewards.iter().sum();
         let modulation: f64 = ms.iter().map(|m| m.abs().to_f64().expect("finite")).sum();
@@ -471,8 +446,7 @@ impl<F: Real> FusedAc<F> {
         let nn = n * n;
         let state_len = if plastic { nn } else { 0 };
         let elig_len = if retro { nn } else { 0 };
-        let (c, eta) = (self.clip, self.eta);
-        let keep = F::one() - eta;
+        let eta = self.eta;
         // Gradients with respect to H(t), E(t) and h(t), carried backwards; one segment's
         // traces, recomputed (entry s holds H, E at the start of its step s).
         let Workspace {
@@ -526,71 +500,59 @@ impl<F: Real> FusedAc<F> {
                 let m = ms[t];
                 d_post.copy_from_slice(&d_post_next);
                 d_pre.fill(F::zero());
-                // The trace update: dS = dH'⊙κ, then the rule's partials.
+                // The trace update, pulled back by the rule library's row kernels.
                 if plastic {
                     self.rates(m, &mut rate);
                     d_rate.fill(F::zero());
                     eta_acc.fill(F::zero());
                     let (po, rate) = (&po[..n], &rate[..n]);
-                    let (d_rate, eta_acc) = (&mut d_rate[..n], &mut eta_acc[..n]);
                     let (row, d_post) = (&mut row[..n], &mut d_post[..n]);
-                    for i in 0..n {
-                        let p = pre[i];
-                        let h = &hp[i * n..][..n];
-                        let dh = &mut d_hebb[i * n..][..n];
-                        match self.kind {
-                            RlModelKind::Plastic => {
-                                let pe = p * eta;
-                                for j in 0..n {
-                                    let s = h[j] + pe * po[j];
-                                    // Loaded unconditionally: a select, not a branch.
-                                    let dhj = dh[j];
-                                    let ds = if s.abs() < c { dhj } else { F::zero() };
-                                    dh[j] = ds;
-                                    let dsp = ds * p;
-                                    eta_acc[j] = eta_acc[j] + dsp * po[j];
-                                    row[j] = ds * po[j];
-                                    d_post[j] = d_post[j] + eta * dsp;
+                    match self.kind {
+                        RlModelKind::Plastic | RlModelKind::Simple => {
+                            let (r, acc) = if self.kind == RlModelKind::Plastic {
+                                (RowRate::Uniform(eta), &mut eta_acc[..n])
+                            } else {
+                                (RowRate::PerPost(rate), &mut d_rate[..n])
+                            };
+                            crate::with_rule!(self.rule, |k| {
+                                for i in 0..n {
+                                    d_pre[i] = d_pre[i]
+                                        + k.reverse_row(
+                                            &mut d_hebb[i * n..][..n],
+                                            &hp[i * n..][..n],
+                                            pre[i],
+                                            po,
+                                            r,
+                                            d_post,
+                                            acc,
+                                            row,
+                                        );
                                 }
-                                d_pre[i] = d_pre[i] + eta * sum_lanes(row);
-                            }
-                            RlModelKind::Simple => {
-                                for j in 0..n {
-                                    let s = h[j] + rate[j] * p * po[j];
-                                    // Loaded unconditionally: a select, not a branch.
-                                    let dhj = dh[j];
-                                    let ds = if s.abs() < c { dhj } else { F::zero() };
-                                    dh[j] = ds;
-                                    let dsp = ds * p;
-                                    d_rate[j] = d_rate[j] + dsp * po[j];
-                                    row[j] = rate[j] * ds * po[j];
-                                    d_post[j] = d_post[j] + rate[j] * dsp;
-                                }
-                                d_pre[i] = d_pre[i] + sum_lanes(row);
-                            }
-                            RlModelKind::Retroactive => {
-                                let e = &ep[i * n..][..n];
-                                let de = &mut d_elig[i * n..][..n];
-                                for j in 0..n {
-                                    let s = h[j] + rate[j] * e[j];
-                                    // Loaded unconditionally: a select, not a branch.
-                                    let dhj = dh[j];
-                                    let ds = if s.abs() < c { dhj } else { F::zero() };
-                                    dh[j] = ds;
-                                    d_rate[j] = d_rate[j] + ds * e[j];
-                                    // dE' (from the future) through E' = (1−η)E + η·pre·post.
-                                    let den = de[j];
-                                    eta_acc[j] = eta_acc[j] + den * (p * po[j] - e[j]);
-                                    row[j] = den * po[j];
-                                    d_post[j] = d_post[j] + eta * den * p;
-                                    de[j] = ds * rate[j] + keep * den;
-                                }
-                                d_pre[i] = d_pre[i] + eta * sum_lanes(row);
-                            }
-                            RlModelKind::NonPlastic | RlModelKind::Lstm => {}
+                            })
                         }
+                        RlModelKind::Retroactive => {
+                            let k = self.retroactive();
+                            for i in 0..n {
+                                d_pre[i] = d_pre[i]
+                                    + k.reverse_row(
+                                        &mut d_hebb[i * n..][..n],
+                                        &mut d_elig[i * n..][..n],
+                                        &hp[i * n..][..n],
+                                        &ep[i * n..][..n],
+                                        pre[i],
+                                        po,
+                                        rate,
+                                        eta,
+                                        d_post,
+                                        &mut d_rate[..n],
+                                        &mut eta_acc[..n],
+                                        row,
+                                    );
+                            }
+                        }
+                        RlModelKind::NonPlastic | RlModelKind::Lstm => {}
                     }
-                    g.eta = g.eta + sum_lanes(eta_acc);
+                    g.eta = g.eta + sum_lanes(&eta_acc);
                 }
                 // The rate's gradient goes to M(t).
                 let mut d_m = F::zero();

@@ -1,6 +1,8 @@
-//! The actor-critic networks on the host, f64, with a hand-written reverse pass (BPTT): the
-//! independent check of burn autodiff for the neuromodulated rules, and the start of a fused
-//! engine. The forward pass records what the reverse pass needs (`Tape`); the reverse pass
+//! The actor-critic networks on the host, f64, with a hand-written reverse pass (BPTT) and a
+//! forward-mode pass (tangents carried forward, as in RTRL): the independent checks of burn
+//! autodiff and of the fused engine (`bohp gradcheck`). Every trace update is the rule
+//! library's, through its per-connection values and partials ([`RuleKernel::local`],
+//! [`TwoTraceKernel::local2`]). The forward pass records what the reverse pass needs (`Tape`); the reverse pass
 //! takes the loss's gradients with respect to each step's logits, value and `M(t)` and returns
 //! the parameters' gradients.
 //!
@@ -20,18 +22,9 @@
 use burn::tensor::Tensor;
 
 use super::model::{ActorCritic, RlModelKind};
-
-/// Known-wrong variants of the rules, to show that the checks catch them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AcFault {
-    /// The right rules.
-    #[default]
-    None,
-    /// Retroactive: `E` updated before it moves into `H` (`H ← clip(H + M·E_new)`).
-    EligibilityFirst,
-    /// Neuromodulated: the previous step's `M(t−1)` gates this step's update.
-    PreviousModulation,
-}
+use crate::rules::faults::{Fault, Faulty, FaultyRetroactive};
+use crate::rules::retroactive::{Local2, TwoTraceKernel};
+use crate::rules::{Local, Retroactive, RuleKernel, RuleSpec, jvp};
 
 /// The parameters, row-major, laid out as the burn module's tensors.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -80,12 +73,18 @@ pub struct HostAc {
     pub fanout: bool,
     /// The clip bound.
     pub clip: f64,
+    /// `H`'s rule (plastic and simple kinds).
+    pub rule: RuleSpec,
     /// Sizes: inputs, neurons, actions.
     pub sizes: (usize, usize, usize),
     /// The parameters.
     pub p: AcParams,
-    /// A known-wrong rule, or none.
-    pub fault: AcFault,
+    /// A known-wrong derivative for the reverse pass ([`crate::rules::faults`]), or none.
+    pub fault: Option<Fault>,
+    /// Branches of the clip held fixed, per step and trace entry (as [`Rollout::sides`]
+    /// recorded them): the forward pass then follows the smooth piece of the loss that holds at
+    /// the recorded parameters (finite differences across many kinks).
+    pub frozen: Option<std::sync::Arc<Vec<Vec<i8>>>>,
 }
 
 /// What one step recorded, for a batch.
@@ -96,13 +95,22 @@ struct StepTape {
     post: Vec<f64>,
     hebb: Vec<f64>,
     elig: Vec<f64>,
-    /// The trace before clipping.
-    s: Vec<f64>,
     /// `M(t)`, per episode.
     m: Vec<f64>,
-    /// The `M` that gated this step's update (`M(t)`, or `M(t−1)` under the fault).
-    m_used: Vec<f64>,
     probs: Vec<f64>,
+    /// The clip's branch of each trace entry's update (`[B, N, N]`; empty without plasticity).
+    sides: Vec<i8>,
+}
+
+/// The recurrent state of a batch of episodes on the host.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    /// `h(t-1)`, `[B, N]`.
+    pub h: Vec<f64>,
+    /// `H`, `[B, N, N]`.
+    pub hebb: Vec<f64>,
+    /// `E`, `[B, N, N]`.
+    pub elig: Vec<f64>,
 }
 
 /// The forward pass of a batch: per step, the probabilities `[B, A]`, values `[B]` and `M`
@@ -120,6 +128,20 @@ pub struct Rollout {
 }
 
 impl HostAc {
+    /// The network `net` holding `values`.
+    pub fn new(net: &super::model::ActorCriticConfig, values: AcParams) -> HostAc {
+        HostAc {
+            kind: net.kind,
+            fanout: net.fanout,
+            clip: net.clip,
+            rule: net.rule_spec(),
+            sizes: (net.inputs, net.hidden, net.actions),
+            p: values,
+            fault: None,
+            frozen: None,
+        }
+    }
+
     /// The host copy of a burn network (its current parameter values).
     pub fn of(model: &ActorCritic) -> HostAc {
         let [i, n] = model.w_in.val().dims();
@@ -128,9 +150,39 @@ impl HostAc {
             kind: model.kind(),
             fanout: model.fanout(),
             clip: model.clip(),
+            rule: model.rule(),
             sizes: (i, n, a),
             p: AcParams::of(model),
-            fault: AcFault::None,
+            fault: None,
+            frozen: None,
+        }
+    }
+
+    fn retroactive(&self) -> Retroactive {
+        Retroactive { bound: self.clip }
+    }
+
+    /// `H`'s rule at one connection (with the fault in its derivatives, if any).
+    fn local(&self, h: f64, pre: f64, post: f64, rate: f64) -> Local<f64> {
+        match self.fault {
+            Some(fault) => Faulty {
+                spec: self.rule,
+                fault,
+            }
+            .local(h, pre, post, rate),
+            None => self.rule.local(h, pre, post, rate),
+        }
+    }
+
+    /// The retroactive rule at one connection (with the fault in its derivatives, if any).
+    fn local2(&self, h: f64, e: f64, pre: f64, post: f64, m: f64, eta: f64) -> Local2<f64> {
+        match self.fault {
+            Some(fault) => FaultyRetroactive {
+                kernel: self.retroactive(),
+                fault,
+            }
+            .local2(h, e, pre, post, m, eta),
+            None => self.retroactive().local2(h, e, pre, post, m, eta),
         }
     }
 
@@ -144,27 +196,41 @@ impl HostAc {
 
     /// Runs `xs` (per step, `[B, I]`) from zero state.
     pub fn forward(&self, xs: &[Vec<f64>], batch: usize) -> Rollout {
+        let mut state = self.start(batch);
+        let mut out = Rollout::new(batch);
+        for x in xs {
+            self.step(&mut out, &mut state, x);
+        }
+        out
+    }
+
+    /// The zero state of `batch` episodes.
+    pub fn start(&self, batch: usize) -> HostState {
+        let n = self.sizes.1;
+        HostState {
+            h: vec![0.0; batch * n],
+            hebb: vec![0.0; batch * n * n],
+            elig: vec![0.0; batch * n * n],
+        }
+    }
+
+    /// One step from observations `x` (`[B, I]`): appends the step's outputs and tape to `out`
+    /// and advances `state`.
+    pub fn step(&self, out: &mut Rollout, state: &mut HostState, x: &[f64]) {
         let (ni, n, na) = self.sizes;
         let p = &self.p;
         let eta = p.eta[0];
-        let mut h = vec![0.0; batch * n];
-        let mut hebb = vec![0.0; batch * n * n];
-        let mut elig = vec![0.0; batch * n * n];
-        let mut prev_m = vec![0.0; batch];
-        let mut out = Rollout {
-            probs: Vec::new(),
-            values: Vec::new(),
-            modulation: Vec::new(),
-            tape: Vec::new(),
-            batch,
-        };
-        for x in xs {
+        let batch = out.batch;
+        let HostState { h, hebb, elig } = state;
+        {
             let mut post = vec![0.0; batch * n];
             let (mut probs, mut values, mut ms) =
                 (vec![0.0; batch * na], vec![0.0; batch], vec![0.0; batch]);
-            let mut s = hebb.clone();
-            let mut m_used = vec![0.0; batch];
+            let mut new_hebb = hebb.clone();
             let mut new_elig = elig.clone();
+            let plastic = self.kind.plastic();
+            let mut sides = vec![0i8; if plastic { batch * n * n } else { 0 }];
+            let frozen = self.frozen.as_ref().map(|f| &f[out.tape.len()]);
             for bi in 0..batch {
                 let pre = &h[bi * n..(bi + 1) * n];
                 let hb = &hebb[bi * n * n..(bi + 1) * n * n];
@@ -193,59 +259,62 @@ impl HostAc {
                 values[bi] = p.b_v[0] + (0..n).map(|j| po[j] * p.w_v[j]).sum::<f64>();
                 let u = p.b_m[0] + (0..n).map(|j| po[j] * p.w_m[j]).sum::<f64>();
                 ms[bi] = u.tanh();
-                m_used[bi] = if self.fault == AcFault::PreviousModulation {
-                    prev_m[bi]
-                } else {
-                    ms[bi]
-                };
                 let off = bi * n * n;
                 for i in 0..n {
                     for j in 0..n {
-                        let outer = pre[i] * po[j];
-                        let e = elig[off + i * n + j];
-                        let e_new = (1.0 - eta) * e + eta * outer;
-                        let r = self.rate(m_used[bi], j);
-                        s[off + i * n + j] += match self.kind {
-                            RlModelKind::NonPlastic | RlModelKind::Lstm => 0.0,
-                            RlModelKind::Plastic => eta * outer,
-                            RlModelKind::Simple => r * outer,
-                            RlModelKind::Retroactive => {
-                                if self.fault == AcFault::EligibilityFirst {
-                                    r * e_new
+                        let idx = off + i * n + j;
+                        let r = self.rate(ms[bi], j);
+                        match self.kind {
+                            RlModelKind::NonPlastic | RlModelKind::Lstm => {}
+                            RlModelKind::Plastic | RlModelKind::Simple => {
+                                let rate = if self.kind == RlModelKind::Plastic {
+                                    eta
                                 } else {
-                                    r * e
-                                }
+                                    r
+                                };
+                                let (hv, rule) = (hebb[idx], &self.rule);
+                                sides[idx] = rule.side(hv, pre[i], po[j], rate);
+                                new_hebb[idx] = match frozen {
+                                    Some(f) => rule.on_side(hv, pre[i], po[j], rate, f[idx]),
+                                    None => rule.local(hv, pre[i], po[j], rate).value,
+                                };
                             }
-                        };
-                        new_elig[off + i * n + j] = e_new;
+                            RlModelKind::Retroactive => {
+                                let k = self.retroactive();
+                                let (hv, e) = (hebb[idx], elig[idx]);
+                                let l = k.local2(hv, e, pre[i], po[j], r, eta);
+                                sides[idx] = k.side(hv, e, r);
+                                new_hebb[idx] = match frozen {
+                                    Some(f) => k.h_on_side(hv, e, r, f[idx]),
+                                    None => l.h,
+                                };
+                                new_elig[idx] = l.e.value;
+                            }
+                        }
                     }
                 }
             }
-            let new_hebb: Vec<f64> = s.iter().map(|v| v.clamp(-self.clip, self.clip)).collect();
             out.tape.push(StepTape {
-                x: x.clone(),
+                x: x.to_vec(),
                 pre: h.clone(),
                 post: post.clone(),
                 hebb: hebb.clone(),
                 elig: elig.clone(),
-                s,
                 m: ms.clone(),
-                m_used,
                 probs: probs.clone(),
+                sides,
             });
             out.probs.push(probs);
             out.values.push(values);
-            out.modulation.push(ms.clone());
-            h = post;
+            out.modulation.push(ms);
+            *h = post;
             if self.kind.plastic() {
-                hebb = new_hebb;
+                *hebb = new_hebb;
             }
             if self.kind == RlModelKind::Retroactive {
-                elig = new_elig;
+                *elig = new_elig;
             }
-            prev_m = ms;
         }
-        out
     }
 
     /// The parameters' gradients, given per step the loss's gradients with respect to the
@@ -300,38 +369,34 @@ impl HostAc {
                     for i in 0..n {
                         for j in 0..n {
                             let idx = off + i * n + j;
-                            let inside = st.s[idx].abs() < self.clip;
-                            let ds = if inside { d_hebb[idx] } else { 0.0 };
-                            d_hebb_prev[idx] += ds;
-                            let outer = pre[i] * po[j];
-                            let r = self.rate(st.m_used[bi], j);
+                            let r = self.rate(st.m[bi], j);
+                            let (gh, hv) = (d_hebb[idx], st.hebb[idx]);
                             match self.kind {
-                                RlModelKind::Plastic => {
-                                    g.eta[0] += ds * outer;
-                                    d_pre[i] += eta * ds * po[j];
-                                    d_post[j] += eta * ds * pre[i];
-                                }
-                                RlModelKind::Simple => {
-                                    d_rate[j] += ds * outer;
-                                    d_pre[i] += r * ds * po[j];
-                                    d_post[j] += r * ds * pre[i];
+                                RlModelKind::Plastic | RlModelKind::Simple => {
+                                    let rate = if self.kind == RlModelKind::Plastic {
+                                        eta
+                                    } else {
+                                        r
+                                    };
+                                    let l = self.local(hv, pre[i], po[j], rate);
+                                    d_hebb_prev[idx] += gh * l.d_h;
+                                    d_pre[i] += gh * l.d_pre;
+                                    d_post[j] += gh * l.d_post;
+                                    if self.kind == RlModelKind::Plastic {
+                                        g.eta[0] += gh * l.d_rate;
+                                    } else {
+                                        d_rate[j] += gh * l.d_rate;
+                                    }
                                 }
                                 RlModelKind::Retroactive => {
-                                    let e = st.elig[idx];
-                                    // dE' arrives from the future, plus (under the fault) dS.
-                                    let mut de_new = d_elig[idx];
-                                    if self.fault == AcFault::EligibilityFirst {
-                                        let e_new = (1.0 - eta) * e + eta * outer;
-                                        d_rate[j] += ds * e_new;
-                                        de_new += ds * r;
-                                    } else {
-                                        d_rate[j] += ds * e;
-                                        d_elig_prev[idx] += ds * r;
-                                    }
-                                    d_elig_prev[idx] += (1.0 - eta) * de_new;
-                                    g.eta[0] += de_new * (outer - e);
-                                    d_pre[i] += eta * de_new * po[j];
-                                    d_post[j] += eta * de_new * pre[i];
+                                    let ge = d_elig[idx];
+                                    let l = self.local2(hv, st.elig[idx], pre[i], po[j], r, eta);
+                                    d_hebb_prev[idx] += gh * l.dh_h;
+                                    d_elig_prev[idx] += gh * l.dh_e + ge * l.e.d_h;
+                                    d_rate[j] += gh * l.dh_m;
+                                    g.eta[0] += gh * l.dh_eta + ge * l.e.d_rate;
+                                    d_pre[i] += gh * l.dh_pre + ge * l.e.d_pre;
+                                    d_post[j] += gh * l.dh_post + ge * l.e.d_post;
                                 }
                                 RlModelKind::NonPlastic | RlModelKind::Lstm => {}
                             }
@@ -343,7 +408,7 @@ impl HostAc {
                 for j in 0..n {
                     if self.fanout {
                         d_m_gate += d_rate[j] * p.fan_w[j];
-                        g.fan_w[j] += d_rate[j] * st.m_used[bi];
+                        g.fan_w[j] += d_rate[j] * st.m[bi];
                         g.fan_b[j] += d_rate[j];
                     } else {
                         d_m_gate += d_rate[j];
@@ -351,7 +416,7 @@ impl HostAc {
                 }
                 let mut d_m = d_modulation[t][bi];
                 if self.kind.modulated() {
-                    if self.fault == AcFault::PreviousModulation {
+                    if self.fault == Some(Fault::PreviousModulation) {
                         d_m_this[bi] = d_m_gate; // owed to M(t−1)
                         d_m += d_m_next[bi];
                     } else {
@@ -427,11 +492,10 @@ impl HostAc {
     ///
     /// ```text
     /// ȧ = ẋW_in-terms + ṗre·(W + α⊙H) + pre·(Ẇ + α̇⊙H + α⊙Ḣ) + ḃ,   ṗost = (1 − post²)⊙ȧ
-    /// Ṡ = Ḣ + η̇·preᵀpost + η·(ṗreᵀpost + preᵀṗost)           plastic
-    /// Ṡ = Ḣ + ṙ·preᵀpost + r·(ṗreᵀpost + preᵀṗost)           simple
-    /// Ṡ = Ḣ + ṙ·E + r·Ė,  Ė' = (1 − η)·Ė − η̇·E + η̇·preᵀpost + η·(ṗreᵀpost + preᵀṗost)   retroactive
-    /// Ḣ' = Ṡ where |S| < c, else 0
+    /// Ḣ' = ∂f/∂H·Ḣ + ∂f/∂pre·ṗre + ∂f/∂post·ṗost + ∂f/∂rate·ṙate   plastic (rate η), simple (rate r)
+    /// Ḣ' = ∂H'/∂H·Ḣ + ∂H'/∂E·Ė + ∂H'/∂M·ṙ,  Ė' likewise through Hebb's partials   retroactive
     /// ```
+    /// (the partials are the rule library's, [`crate::rules::jvp`]).
     pub fn jvp(&self, xs: &[Vec<f64>], batch: usize, dir: &AcParams) -> Tangents {
         let (ni, n, na) = self.sizes;
         let p = &self.p;
@@ -515,27 +579,28 @@ impl HostAc {
                             } else {
                                 (m, dm)
                             };
-                            let outer = pre[i] * post[j];
-                            let d_outer = dpre[i] * post[j] + pre[i] * dpost[j];
-                            let (e, de) = (elig[idx], d_elig[idx]);
-                            let (s, ds) = match self.kind {
-                                RlModelKind::Plastic => (
-                                    hebb[idx] + eta * outer,
-                                    d_hebb[idx] + d_eta * outer + eta * d_outer,
-                                ),
-                                RlModelKind::Simple => (
-                                    hebb[idx] + r * outer,
-                                    d_hebb[idx] + dr * outer + r * d_outer,
-                                ),
-                                _ => (hebb[idx] + r * e, d_hebb[idx] + dr * e + r * de),
-                            };
-                            if self.kind == RlModelKind::Retroactive {
-                                elig[idx] = (1.0 - eta) * e + eta * outer;
-                                d_elig[idx] =
-                                    (1.0 - eta) * de - d_eta * e + d_eta * outer + eta * d_outer;
+                            let (hv, dhv) = (hebb[idx], d_hebb[idx]);
+                            match self.kind {
+                                RlModelKind::Plastic | RlModelKind::Simple => {
+                                    let (rate, d_rate) = if self.kind == RlModelKind::Plastic {
+                                        (eta, d_eta)
+                                    } else {
+                                        (r, dr)
+                                    };
+                                    let l = self.rule.local(hv, pre[i], post[j], rate);
+                                    hebb[idx] = l.value;
+                                    d_hebb[idx] = jvp(&l, dhv, dpre[i], dpost[j], d_rate);
+                                }
+                                _ => {
+                                    let (e, de) = (elig[idx], d_elig[idx]);
+                                    let l =
+                                        self.retroactive().local2(hv, e, pre[i], post[j], r, eta);
+                                    hebb[idx] = l.h;
+                                    d_hebb[idx] = l.dh_h * dhv + l.dh_e * de + l.dh_m * dr;
+                                    elig[idx] = l.e.value;
+                                    d_elig[idx] = jvp(&l.e, de, dpre[i], dpost[j], d_eta);
+                                }
                             }
-                            hebb[idx] = s.clamp(-self.clip, self.clip);
-                            d_hebb[idx] = if s.abs() < self.clip { ds } else { 0.0 };
                         }
                     }
                 }
@@ -654,6 +719,38 @@ impl AcParams {
 }
 
 impl Rollout {
+    /// An empty rollout of `batch` episodes.
+    pub fn new(batch: usize) -> Rollout {
+        Rollout {
+            probs: Vec::new(),
+            values: Vec::new(),
+            modulation: Vec::new(),
+            tape: Vec::new(),
+            batch,
+        }
+    }
+
+    /// Steps recorded.
+    pub fn steps(&self) -> usize {
+        self.tape.len()
+    }
+
+    /// The traces `H` and `E` before step `t` (`[B, N, N]` each).
+    pub fn traces(&self, t: usize) -> (&[f64], &[f64]) {
+        (&self.tape[t].hebb, &self.tape[t].elig)
+    }
+
+    /// The clip's branch of every trace entry's update at each step (`[steps][B·N·N]`: 0 inside,
+    /// ±1 at `±c`), to hold with [`HostAc::frozen`].
+    pub fn sides(&self) -> Vec<Vec<i8>> {
+        self.tape.iter().map(|s| s.sides.clone()).collect()
+    }
+
+    /// The activities `h(t)` after step `t` (`[B, N]`).
+    pub fn activity(&self, t: usize) -> &[f64] {
+        &self.tape[t].post
+    }
+
     /// The probabilities recorded at step `t` (`[B, A]`).
     pub fn step_probs(&self, t: usize) -> &[f64] {
         &self.tape[t].probs

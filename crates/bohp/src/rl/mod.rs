@@ -7,4 +7,5 @@ pub mod env;
 pub mod fused;
 pub mod host;
 pub mod model;
+pub mod replay;
 pub mod train;

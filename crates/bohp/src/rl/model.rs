@@ -4,11 +4,13 @@
 //! `M(t) = tanh(h(t)·w_M + b_M)`, one scalar per episode and step, that gates the plastic
 //! update (optionally fanned out to one rate per postsynaptic neuron, `M_j = f_j·M + g_j`).
 //!
-//! The trace rules (pre = `h(t-1)`, post = `h(t)`, `H = E = 0` at the start of an episode; the
-//! new `H` serves the next step):
-//! - `plastic`: `H ← clip(H + η·preᵀpost, ±c)`, learned η (the rule library's clipped Hebb);
-//! - `simple`: `H ← clip(H + M(t)·preᵀpost, ±c)`;
-//! - `retroactive`: `H ← clip(H + M(t)·E, ±c)` with the old `E`, then
+//! The trace rules, all from the rule library (pre = `h(t-1)`, post = `h(t)`, `H = E = 0` at
+//! the start of an episode; the new `H` serves the next step):
+//! - `plastic`: `H ← f(H, pre, post, η)` with a learned η, `f` the config's `model.rule`
+//!   (default and published: clipped Hebb, `H ← clip(H + η·preᵀpost, ±c)`);
+//! - `simple`: the same rule with `M(t)` as its rate ([`Rate::Modulated`]), published:
+//!   `H ← clip(H + M(t)·preᵀpost, ±c)`;
+//! - `retroactive`: [`Retroactive`], `H ← clip(H + M(t)·E, ±c)` with the old `E`, then
 //!   `E ← (1 − η)·E + η·preᵀpost`, learned η.
 //!
 //! The gradient through `clip` is 0 at a saturated entry (burn's `clamp`), as in the published
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::host::AcParams;
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
+use crate::rules::{Rate, Retroactive, Rule, RuleSpec};
 
 /// The network kinds compared in the neuromodulation experiments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -91,8 +94,11 @@ pub struct ActorCriticConfig {
     pub actions: usize,
     /// The trace rule.
     pub kind: RlModelKind,
-    /// The clip bound `c` of `H`.
+    /// The clip bound `c` of `H` (the clipped rule's, and the retroactive rule's).
     pub clip: f64,
+    /// The trace rule of the `plastic` and `simple` kinds (`H`'s rule, with the learned η or
+    /// `M(t)` as its rate); the retroactive kind's `H` is always clipped.
+    pub rule: Rule,
     /// Fan `M` out to one rate per postsynaptic neuron.
     pub fanout: bool,
     /// Initial η.
@@ -102,6 +108,14 @@ pub struct ActorCriticConfig {
 }
 
 impl ActorCriticConfig {
+    /// `H`'s rule with its constants (the plastic and simple kinds).
+    pub fn rule_spec(&self) -> RuleSpec {
+        RuleSpec {
+            rule: self.rule,
+            clip: self.clip,
+        }
+    }
+
     /// Trained parameters.
     pub fn num_params(&self) -> usize {
         let (i, n, a) = (self.inputs, self.hidden, self.actions);
@@ -272,6 +286,7 @@ impl ActorCriticConfig {
             kind_code: kind as usize,
             clip: self.clip,
             fanout: self.fanout,
+            rule: self.rule_spec(),
         }
     }
 }
@@ -308,6 +323,7 @@ pub struct ActorCritic {
     kind_code: usize,
     clip: f64,
     fanout: bool,
+    rule: RuleSpec,
 }
 
 /// The recurrent state of a batch of episodes.
@@ -356,6 +372,11 @@ impl ActorCritic {
         self.clip
     }
 
+    /// `H`'s rule (the plastic and simple kinds).
+    pub fn rule(&self) -> RuleSpec {
+        self.rule
+    }
+
     /// Zero state for `batch` episodes.
     pub fn start(&self, batch: usize) -> AcState {
         let n = self.w.val().dims()[0];
@@ -389,31 +410,34 @@ impl ActorCritic {
         let m = (post.clone().matmul(self.w_m.val()) + self.b_m.val().unsqueeze::<2>()).tanh();
         let modulation = m.clone().reshape([batch]);
         let (hebb, elig) = if kind.plastic() {
-            let outer = pre.reshape([batch, n, 1]) * post.clone().reshape([batch, 1, n]);
-            // The rate per postsynaptic neuron `[batch, 1, N]` (or one per episode, `[batch, 1, 1]`).
-            let rate = |m: Tensor<2>| -> Tensor<3> {
-                if self.fanout {
-                    (m * self.fan_w.val() + self.fan_b.val()).reshape([batch, 1, n])
+            let pre = pre.reshape([batch, n, 1]);
+            let post3 = post.clone().reshape([batch, 1, n]);
+            // The modulated rate per postsynaptic neuron `[batch, 1, N]` (or one per episode,
+            // `[batch, 1, 1]`).
+            let modulated = || -> Rate {
+                Rate::Modulated(if self.fanout {
+                    (m.clone() * self.fan_w.val() + self.fan_b.val()).reshape([batch, 1, n])
                 } else {
-                    m.reshape([batch, 1, 1])
-                }
+                    m.clone().reshape([batch, 1, 1])
+                })
             };
-            let eta = self.eta.val().reshape([1, 1, 1]);
+            let eta = Rate::Learned(self.eta.val().reshape([1, 1, 1]));
             match kind {
-                RlModelKind::Plastic => (
-                    (state.hebb + outer * eta).clamp(-self.clip, self.clip),
-                    state.elig,
-                ),
-                RlModelKind::Simple => (
-                    (state.hebb + outer * rate(m)).clamp(-self.clip, self.clip),
-                    state.elig,
-                ),
-                RlModelKind::Retroactive => {
-                    let hebb =
-                        (state.hebb + state.elig.clone() * rate(m)).clamp(-self.clip, self.clip);
-                    let elig = state.elig * (eta.clone().neg() + 1.0) + outer * eta;
-                    (hebb, elig)
+                RlModelKind::Plastic => {
+                    (self.rule.tensor(state.hebb, pre, post3, &eta), state.elig)
                 }
+                RlModelKind::Simple => (
+                    self.rule.tensor(state.hebb, pre, post3, &modulated()),
+                    state.elig,
+                ),
+                RlModelKind::Retroactive => Retroactive { bound: self.clip }.tensor(
+                    state.hebb,
+                    state.elig,
+                    pre,
+                    post3,
+                    &modulated(),
+                    &eta,
+                ),
                 RlModelKind::NonPlastic | RlModelKind::Lstm => unreachable!("checked above"),
             }
         } else {
@@ -533,6 +557,7 @@ mod tests {
             actions: 4,
             kind: RlModelKind::Retroactive,
             clip: 1.0,
+            rule: Rule::Clipped,
             fanout: false,
             init_eta: 0.01,
             init: RlInit::Published,

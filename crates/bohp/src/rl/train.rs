@@ -21,11 +21,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::{Exploration, RlConfig};
+use super::config::{Exploration, RlConfig, RlTrainConfig};
 use super::env::BatchEnv;
 use super::fused::FusedAc;
 use super::host::AcParams;
-use super::model::Agent;
+use super::model::{AcStep, Agent};
+use super::replay::Replay;
 use crate::config::Engine;
 use crate::device::{Precision, init_device};
 use crate::error::{Error, Result};
@@ -356,11 +357,8 @@ impl RlTrainer {
                     .try_to_vec()
                     .expect("f64"),
             );
-            values.push(out.value);
-            explore.push(match train.exploration {
-                Exploration::SumP2 => (out.probs.clone() * out.probs).sum_dim(1).reshape([batch]),
-                Exploration::Entropy => (out.probs * out.log_probs).sum_dim(1).reshape([batch]),
-            });
+            explore.push(exploration(&out, train));
+            values.push(out.value.clone());
             modulation += out
                 .modulation
                 .abs()
@@ -371,33 +369,129 @@ impl RlTrainer {
                 .expect("f64")[0];
             rewards.push(env.act(&actions));
         }
-        // Discounted returns and advantages, on the host.
-        let steps = shape.steps;
-        let mut returns = vec![vec![0.0f32; batch]; steps];
-        let mut next = vec![0.0f32; batch];
-        for t in (0..steps).rev() {
-            for b in 0..batch {
-                next[b] = rewards[t][b] + train.discount as f32 * next[b];
-                returns[t][b] = next[b];
-            }
-        }
-        let mut loss: Tensor<1> = Tensor::zeros([1], device);
-        for t in 0..steps {
-            let ret = Tensor::<1>::from_data(TensorData::new(returns[t].clone(), [batch]), device);
-            // In f64 (exact for f32 values), so that an f64 run's advantage is not rounded.
-            let adv: Vec<f64> = (0..batch)
-                .map(|b| f64::from(returns[t][b]) - value_host[t][b])
-                .collect();
-            let adv = Tensor::<1>::from_data(TensorData::new(adv, [batch]), device);
-            let delta = ret - values[t].clone();
-            let term = log_taken[t].clone().neg() * adv
-                + delta.clone() * delta * train.value_coef
-                + explore[t].clone() * train.exploration_coef;
-            loss = loss + term.mean().reshape([1]);
-        }
+        let loss = a2c_loss(
+            &StepTensors {
+                log_taken,
+                values,
+                explore,
+                value_host,
+            },
+            &rewards,
+            train,
+            batch,
+            device,
+        );
         let total: f64 = rewards.iter().flatten().map(|r| f64::from(*r)).sum();
-        (loss, total / batch as f64, modulation / steps.max(1) as f64)
+        (
+            loss,
+            total / batch as f64,
+            modulation / shape.steps.max(1) as f64,
+        )
     }
+}
+
+/// Per step of a batch: what the A2C loss needs of the network's outputs.
+struct StepTensors {
+    /// `log p(a_t)` of the action taken, `[B]` per step.
+    log_taken: Vec<Tensor<1>>,
+    /// `V_t`, `[B]` per step.
+    values: Vec<Tensor<1>>,
+    /// The exploration term `X(p_t)`, `[B]` per step.
+    explore: Vec<Tensor<1>>,
+    /// `V_t` on the host (the advantage is held fixed in the policy term).
+    value_host: Vec<Vec<f64>>,
+}
+
+/// The exploration term of one step's outputs, `[B]`.
+fn exploration(out: &AcStep, train: &RlTrainConfig) -> Tensor<1> {
+    let batch = out.value.dims()[0];
+    match train.exploration {
+        Exploration::SumP2 => (out.probs.clone() * out.probs.clone())
+            .sum_dim(1)
+            .reshape([batch]),
+        Exploration::Entropy => (out.probs.clone() * out.log_probs.clone())
+            .sum_dim(1)
+            .reshape([batch]),
+    }
+}
+
+/// The A2C loss (see [`super::replay`]) of a batch's outputs and rewards.
+fn a2c_loss(
+    steps_out: &StepTensors,
+    rewards: &[Vec<f32>],
+    train: &RlTrainConfig,
+    batch: usize,
+    device: &Device,
+) -> Tensor<1> {
+    // Discounted returns and advantages, on the host.
+    let steps = rewards.len();
+    let mut returns = vec![vec![0.0f32; batch]; steps];
+    let mut next = vec![0.0f32; batch];
+    for t in (0..steps).rev() {
+        for b in 0..batch {
+            next[b] = rewards[t][b] + train.discount as f32 * next[b];
+            returns[t][b] = next[b];
+        }
+    }
+    let mut loss: Tensor<1> = Tensor::zeros([1], device);
+    for t in 0..steps {
+        let ret = Tensor::<1>::from_data(TensorData::new(returns[t].clone(), [batch]), device);
+        // In f64 (exact for f32 values), so that an f64 run's advantage is not rounded.
+        let adv: Vec<f64> = (0..batch)
+            .map(|b| f64::from(returns[t][b]) - steps_out.value_host[t][b])
+            .collect();
+        let adv = Tensor::<1>::from_data(TensorData::new(adv, [batch]), device);
+        let delta = ret - steps_out.values[t].clone();
+        let term = steps_out.log_taken[t].clone().neg() * adv
+            + delta.clone() * delta * train.value_coef
+            + steps_out.explore[t].clone() * train.exploration_coef;
+        loss = loss + term.mean().reshape([1]);
+    }
+    loss
+}
+
+/// The A2C loss of recorded episodes under `model` (on `device`; an autodiff device gives
+/// its gradient): the observations fed and the actions taken as recorded.
+pub fn replay_loss(
+    model: &Agent,
+    replay: &Replay,
+    train: &RlTrainConfig,
+    device: &Device,
+) -> Tensor<1> {
+    let batch = replay.batch;
+    let mut state = model.start(batch);
+    let mut out = StepTensors {
+        log_taken: Vec::new(),
+        values: Vec::new(),
+        explore: Vec::new(),
+        value_host: Vec::new(),
+    };
+    for (obs, actions) in replay.observations.iter().zip(&replay.actions) {
+        let inputs = obs.len() / batch;
+        let x = Tensor::from_data(TensorData::new(obs.clone(), [batch, inputs]), device);
+        let (step, next) = model.step(x, state);
+        state = next;
+        let index = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                actions.iter().map(|a| *a as i64).collect::<Vec<_>>(),
+                [batch, 1],
+            ),
+            device,
+        );
+        out.log_taken
+            .push(step.log_probs.clone().gather(1, index).reshape([batch]));
+        out.value_host.push(
+            step.value
+                .clone()
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec()
+                .expect("f64"),
+        );
+        out.explore.push(exploration(&step, train));
+        out.values.push(step.value);
+    }
+    a2c_loss(&out, &replay.rewards, train, batch, device)
 }
 
 impl Learner for RlTrainer {
@@ -415,17 +509,9 @@ impl Learner for RlTrainer {
         if let Some(host) = &mut self.host {
             let config = &self.config;
             let network = config.network();
-            let sizes = (network.inputs, network.hidden, network.actions);
             let (shape, first) = (config.env_shape(), (episode * batch) as u64);
             let update = match config.dtype {
-                Precision::F32 => FusedAc::<f32>::new(
-                    network.kind,
-                    network.fanout,
-                    network.clip,
-                    sizes,
-                    &host.values,
-                )
-                .update(
+                Precision::F32 => FusedAc::<f32>::new(&network, &host.values).update(
                     shape,
                     config.seed,
                     Stream::Train,
@@ -433,14 +519,7 @@ impl Learner for RlTrainer {
                     batch,
                     &config.train,
                 ),
-                Precision::F64 => FusedAc::<f64>::new(
-                    network.kind,
-                    network.fanout,
-                    network.clip,
-                    sizes,
-                    &host.values,
-                )
-                .update(
+                Precision::F64 => FusedAc::<f64>::new(&network, &host.values).update(
                     shape,
                     config.seed,
                     Stream::Train,

@@ -13,7 +13,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{Local, Rate, Real, RuleKernel, real};
+use super::{Local, Rate, Real, RowRate, RuleKernel, real, sum_lanes};
 
 /// The clipped additive Hebbian rule, `|H| ≤ bound`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,6 +54,115 @@ impl RuleKernel for Clipped {
             rate * pre
         } else {
             F::zero()
+        }
+    }
+
+    #[inline(always)]
+    fn side<F: Real>(&self, h: F, pre: F, post: F, rate: F) -> i8 {
+        let (c, v): (F, F) = (real(self.bound), h + (pre * rate) * post);
+        if v > c {
+            1
+        } else if v < -c {
+            -1
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn on_side<F: Real>(&self, h: F, pre: F, post: F, rate: F, side: i8) -> F {
+        let c: F = real(self.bound);
+        match side {
+            0 => h + (pre * rate) * post,
+            1 => c,
+            _ => -c,
+        }
+    }
+
+    /// [`RuleKernel::forward_row`] with `pre·rate` formed once for a uniform rate.
+    #[inline(always)]
+    fn forward_row<F: Real>(
+        &self,
+        h: &[F],
+        pre: F,
+        post: &[F],
+        rate: RowRate<'_, F>,
+        out: &mut [F],
+    ) {
+        let n = out.len();
+        let c: F = real(self.bound);
+        let (h, post) = (&h[..n], &post[..n]);
+        match rate {
+            RowRate::Uniform(r) => {
+                let pr = pre * r;
+                for j in 0..n {
+                    out[j] = (h[j] + pr * post[j]).max(-c).min(c);
+                }
+            }
+            RowRate::PerPost(r) => {
+                let r = &r[..n];
+                for j in 0..n {
+                    out[j] = (h[j] + r[j] * pre * post[j]).max(-c).min(c);
+                }
+            }
+        }
+    }
+
+    /// [`RuleKernel::reverse_row`] as the fused engines vectorise it (a select instead of a
+    /// branch at the clip; a uniform rate factored out of the row's sum). The gradient stops
+    /// where the step's trace before clipping is not strictly inside the bound.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn reverse_row<F: Real>(
+        &self,
+        g: &mut [F],
+        h: &[F],
+        pre: F,
+        post: &[F],
+        rate: RowRate<'_, F>,
+        d_post: &mut [F],
+        d_rate: &mut [F],
+        scratch: &mut [F],
+    ) -> F {
+        let n = g.len();
+        let c: F = real(self.bound);
+        let (h, post, d_post, d_rate, row) = (
+            &h[..n],
+            &post[..n],
+            &mut d_post[..n],
+            &mut d_rate[..n],
+            &mut scratch[..n],
+        );
+        match rate {
+            RowRate::Uniform(r) => {
+                let pr = pre * r;
+                for j in 0..n {
+                    let s = h[j] + pr * post[j];
+                    // Loaded unconditionally: a select, not a branch.
+                    let gj = g[j];
+                    let ds = if s.abs() < c { gj } else { F::zero() };
+                    g[j] = ds;
+                    let dsp = ds * pre;
+                    d_rate[j] = d_rate[j] + dsp * post[j];
+                    row[j] = ds * post[j];
+                    d_post[j] = d_post[j] + r * dsp;
+                }
+                r * sum_lanes(row)
+            }
+            RowRate::PerPost(r) => {
+                let r = &r[..n];
+                for j in 0..n {
+                    let s = h[j] + r[j] * pre * post[j];
+                    let gj = g[j];
+                    let ds = if s.abs() < c { gj } else { F::zero() };
+                    g[j] = ds;
+                    let dsp = ds * pre;
+                    d_rate[j] = d_rate[j] + dsp * post[j];
+                    row[j] = r[j] * ds * post[j];
+                    d_post[j] = d_post[j] + r[j] * dsp;
+                }
+                sum_lanes(row)
+            }
         }
     }
 }

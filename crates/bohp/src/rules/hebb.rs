@@ -22,7 +22,9 @@ impl RuleKernel for Hebb {
         match rate {
             // A constant rate scales the (constant) inputs, not the recorded product.
             Rate::Fixed(r) | Rate::Folded(r) => h.mul_scalar(1.0 - r) + rate.product(pre, post),
-            Rate::Learned(r) => h * r.clone().neg().add_scalar(1.0) + rate.product(pre, post),
+            Rate::Learned(r) | Rate::Modulated(r) => {
+                h * r.clone().neg().add_scalar(1.0) + rate.product(pre, post)
+            }
         }
     }
 

@@ -27,11 +27,28 @@
 //! - [`oja::Oja`]: Oja's rule, `H ← H + η·post·(pre - H·post)`.
 //! - [`clipped::Clipped`]: the additive Hebbian rule of the neuromodulation paper,
 //!   `H ← clip(H + η·pre·post, -c, c)` (its gradient is 0 where an entry is saturated).
+//!
+//! Neuromodulation (Miconi et al. 2019) enters in two ways:
+//! - a *modulated rate*: any rule above with its rate `η` replaced by a signal `M(t)` that the
+//!   network computes each step, one per episode or fanned out to one per postsynaptic neuron
+//!   ([`Rate::Modulated`] on tensors, [`RowRate::PerPost`] on the host). Simple
+//!   neuromodulation is the clipped rule with this rate.
+//! - [`retroactive::Retroactive`]: two traces per connection, an eligibility trace `E` that
+//!   follows the decaying Hebbian rule with a learned rate, and `H` moved by `M(t)·E`:
+//!   `H ← clip(H + M(t)·E, ±c)` with the old `E`, then `E ← (1-η)·E + η·pre·post`.
+//!
+//! Besides the per-connection [`RuleKernel::local`], a rule has host kernels over one row of
+//! the trace (one presynaptic neuron, every postsynaptic one): [`RuleKernel::forward_row`] and
+//! [`RuleKernel::reverse_row`], derived from `local` by default, which a rule may override with
+//! the same values computed in an order the compiler vectorises (the fused engines call them).
+//! No file outside this folder writes a trace update: the test
+//! `no_trace_update_outside_the_rule_library` (tests/rules.rs) keeps it so.
 
 pub mod clipped;
 pub mod faults;
 pub mod hebb;
 pub mod oja;
+pub mod retroactive;
 
 use burn::tensor::Tensor;
 use num_traits::Float;
@@ -40,6 +57,7 @@ use serde::{Deserialize, Serialize};
 pub use clipped::Clipped;
 pub use hebb::Hebb;
 pub use oja::Oja;
+pub use retroactive::Retroactive;
 
 /// The float types the host engines run in.
 pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {
@@ -168,6 +186,9 @@ pub enum Rate {
     Folded(f64),
     /// A trained scalar, `[1, 1, 1]` (the recurrent network's η).
     Learned(Tensor<3>),
+    /// A signal the network computes at this step (neuromodulation's `M(t)`): one per episode,
+    /// `[batch, 1, 1]`, or one per episode and postsynaptic neuron, `[batch, 1, n_post]`.
+    Modulated(Tensor<3>),
 }
 
 impl Rate {
@@ -175,7 +196,7 @@ impl Rate {
     pub fn times(&self, t: Tensor<3>) -> Tensor<3> {
         match self {
             Rate::Fixed(r) | Rate::Folded(r) => t.mul_scalar(*r),
-            Rate::Learned(r) => t * r.clone(),
+            Rate::Learned(r) | Rate::Modulated(r) => t * r.clone(),
         }
     }
 
@@ -184,7 +205,36 @@ impl Rate {
         match self {
             Rate::Fixed(r) => pre.mul_scalar(*r) * post,
             Rate::Folded(_) => pre * post,
-            Rate::Learned(r) => pre * post * r.clone(),
+            Rate::Learned(r) | Rate::Modulated(r) => pre * post * r.clone(),
+        }
+    }
+
+    /// `1 - rate`, as a tensor for a trained or modulated rate (`None` for a constant).
+    pub fn complement(&self) -> Option<Tensor<3>> {
+        match self {
+            Rate::Fixed(_) | Rate::Folded(_) => None,
+            Rate::Learned(r) | Rate::Modulated(r) => Some(r.clone().neg().add_scalar(1.0)),
+        }
+    }
+}
+
+/// The rate of one row of a trace update on the host (one presynaptic neuron, every
+/// postsynaptic one).
+#[derive(Debug, Clone, Copy)]
+pub enum RowRate<'a, F> {
+    /// One rate for the whole row: a learned `η`, or an unfanned `M(t)`.
+    Uniform(F),
+    /// One rate per postsynaptic neuron: `M(t)` fanned out, `r_j = f_j·M(t) + g_j`.
+    PerPost(&'a [F]),
+}
+
+impl<F: Real> RowRate<'_, F> {
+    /// The rate at postsynaptic neuron `j`.
+    #[inline(always)]
+    pub fn at(&self, j: usize) -> F {
+        match self {
+            RowRate::Uniform(r) => *r,
+            RowRate::PerPost(r) => r[j],
         }
     }
 }
@@ -225,6 +275,97 @@ pub trait RuleKernel: Copy + Send + Sync + std::fmt::Debug {
     fn inverse<F: Real>(&self, _h_new: F, _pre: F, _post: F, _rate: F) -> F {
         F::nan()
     }
+
+    /// Which branch of a bounded rule the update takes at these values: 0 inside the bound (and
+    /// always, for a rule without one), 1 clipped at the upper bound, -1 at the lower.
+    #[inline(always)]
+    fn side<F: Real>(&self, _h: F, _pre: F, _post: F, _rate: F) -> i8 {
+        0
+    }
+
+    /// The update with its branch held at `side` (a value [`RuleKernel::side`] returned, perhaps
+    /// at other values): the smooth piece of a bounded rule that holds at a point, which finite
+    /// differences evaluate so that their steps do not cross a kink. A rule without a bound
+    /// returns its value.
+    #[inline(always)]
+    fn on_side<F: Real>(&self, h: F, pre: F, post: F, rate: F, _side: i8) -> F {
+        self.local(h, pre, post, rate).value
+    }
+
+    /// Forward step of one row: `out_j = f(h_j, pre, post_j, rate_j)` for every `j`.
+    #[inline(always)]
+    fn forward_row<F: Real>(
+        &self,
+        h: &[F],
+        pre: F,
+        post: &[F],
+        rate: RowRate<'_, F>,
+        out: &mut [F],
+    ) {
+        let n = out.len();
+        let (h, post) = (&h[..n], &post[..n]);
+        for j in 0..n {
+            out[j] = self.local(h[j], pre, post[j], rate.at(j)).value;
+        }
+    }
+
+    /// Reverse step of one row. On entry `g_j = ∂L/∂H_j(t)`; on exit `g_j = ∂L/∂H_j(t-1)`
+    /// through this update (`g_j·∂f/∂H`). Adds `g_j·∂f/∂post` to `d_post[j]` and
+    /// `g_j·∂f/∂rate` to `d_rate[j]` (summed over `j` by the caller for a uniform rate), and
+    /// returns `Σ_j g_j·∂f/∂pre`. `h` is the old trace `H(t-1)`; `scratch` is room for `n`
+    /// values.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn reverse_row<F: Real>(
+        &self,
+        g: &mut [F],
+        h: &[F],
+        pre: F,
+        post: &[F],
+        rate: RowRate<'_, F>,
+        d_post: &mut [F],
+        d_rate: &mut [F],
+        scratch: &mut [F],
+    ) -> F {
+        let n = g.len();
+        let (h, post, d_post, d_rate, scratch) = (
+            &h[..n],
+            &post[..n],
+            &mut d_post[..n],
+            &mut d_rate[..n],
+            &mut scratch[..n],
+        );
+        for j in 0..n {
+            let p = vjp(self, g[j], h[j], pre, post[j], rate.at(j));
+            g[j] = p.h;
+            d_post[j] = d_post[j] + p.post;
+            d_rate[j] = d_rate[j] + p.rate;
+            scratch[j] = p.pre;
+        }
+        sum_lanes(scratch)
+    }
+}
+
+/// The sum of `v`, in eight independent lanes (which the compiler vectorises; a plain running
+/// sum must keep its order and is not).
+#[inline(always)]
+pub fn sum_lanes<F: Real>(v: &[F]) -> F {
+    let mut lanes = [F::zero(); 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] = lanes[k] + c[k];
+        }
+    }
+    let mut total = F::zero();
+    for l in lanes {
+        total = total + l;
+    }
+    for &x in rest {
+        total = total + x;
+    }
+    total
 }
 
 /// Which plasticity rule, as written in configs (`model.rule`).
@@ -305,6 +446,16 @@ impl RuleSpec {
     /// The update in plain text ([`RuleKernel::EQUATION`]).
     pub fn equation(&self) -> &'static str {
         crate::with_rule!(*self, |k| equation_of(&k))
+    }
+
+    /// [`RuleKernel::side`] of the rule.
+    pub fn side<F: Real>(&self, h: F, pre: F, post: F, rate: F) -> i8 {
+        crate::with_rule!(*self, |k| k.side(h, pre, post, rate))
+    }
+
+    /// [`RuleKernel::on_side`] of the rule.
+    pub fn on_side<F: Real>(&self, h: F, pre: F, post: F, rate: F, side: i8) -> F {
+        crate::with_rule!(*self, |k| k.on_side(h, pre, post, rate, side))
     }
 
     /// The new trace and the local derivatives at one connection (see [`RuleKernel::local`]);
