@@ -253,6 +253,11 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
         let mut config = base.clone();
         config.model.kind = kind;
         config.model.fanout = base.model.fanout && kind.modulated();
+        // The config's trace rule goes to the kinds that take one (plastic and simple).
+        config.model.rule = base
+            .model
+            .rule
+            .filter(|_| matches!(kind, RlModelKind::Plastic | RlModelKind::Simple));
         if kind == RlModelKind::Lstm {
             // The fused engine runs the actor-critic kinds; the LSTM trains with autodiff.
             config.train.engine = bohp::config::Engine::Autodiff;
