@@ -245,6 +245,8 @@ pub enum AnyConfig {
     Recurrent(RecurrentConfig),
     /// A reinforcement-learning config.
     Rl(bohp::rl::config::RlConfig),
+    /// A few-shot (Omniglot) config.
+    FewShot(bohp::omniglot::config::OmniglotConfig),
 }
 
 /// Runs the check for `config`.
@@ -266,6 +268,7 @@ pub fn check_any(
         AnyConfig::Single(c) => check(c, options),
         AnyConfig::Recurrent(c) => check_recurrent(c, options),
         AnyConfig::Rl(c) => crate::rl::check_rl(c, options),
+        AnyConfig::FewShot(c) => crate::fewshot::check_omniglot(c, options),
     }
 }
 

@@ -107,6 +107,9 @@ pub struct Dump {
     pub logits: Option<Array>,
     /// Traces `H(t)` after each step, `[steps, n_in, n_out]` (recurrent: `[steps, N, N]`).
     pub traces: Array,
+    /// Few-shot (Omniglot): the plastic layer's episode (embeddings, labels, mask, targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub few_shot: Option<FewShotEpisode>,
     /// Reinforcement learning: what the episode did (actions, rewards, returns, advantages,
     /// the policy, values, modulation, eligibility traces).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +151,21 @@ pub struct RlEpisode {
     pub exploration_coef: f64,
     /// `sum-p2` or `entropy`.
     pub exploration: String,
+}
+
+/// One few-shot episode's plastic layer, beside the dump's `inputs` (the support embeddings,
+/// `[S, C]`: the presynaptic activities of the support steps), `outputs` (the queries' logits,
+/// `[Q, O]`) and `traces` (`H` after each support step, `[S, C, O]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FewShotEpisode {
+    /// The support labels, one-hot on the output units, `[S, O]` (the postsynaptic activities).
+    pub support_labels: Array,
+    /// The queries' embeddings, `[Q, C]`.
+    pub queries: Array,
+    /// 0 on the episode's classes, −10⁴ on the other units, `[O]`.
+    pub mask: Vec<f64>,
+    /// Each query's unit, `[Q]`.
+    pub targets: Vec<usize>,
 }
 
 /// The equations the dump follows.
@@ -250,6 +268,7 @@ pub fn dump_single(
                 scored: scored.clone(),
             },
         }),
+        few_shot: None,
         rl: None,
         outputs: flat(&trace.y, params.n_out),
         logits: Some(if params.classes() > 0 {
@@ -357,6 +376,7 @@ pub fn dump_recurrent(
         targets: Some(DumpTargets::Pattern {
             values: ep.targets.to_vec(),
         }),
+        few_shot: None,
         rl: None,
         outputs: Array::full(vec![steps, n], ys),
         logits: None,
@@ -505,6 +525,7 @@ pub fn dump_rl(
         ),
         logits: None,
         traces: Array::full(vec![steps, n, n], hebb),
+        few_shot: None,
         rl: Some(RlEpisode {
             actions: replay.actions.iter().map(|a| a[0]).collect(),
             rewards: replay.rewards.iter().map(|r| f64::from(r[0])).collect(),
@@ -549,6 +570,62 @@ pub fn dump_rl(
                     .collect();
                 (method.clone(), groups)
             })
+            .collect(),
+    }
+}
+
+/// One few-shot episode (batch 1) as a dump: the plastic layer from its inputs on (the
+/// embeddings), its parameters, traces, logits, loss and gradients by each method.
+#[allow(clippy::too_many_arguments)]
+pub fn dump_fewshot(
+    produced_by: Producer,
+    rule: bohp::rules::RuleSpec,
+    params: &crate::fewshot::LayerParams,
+    x: &crate::fewshot::LayerInputs,
+    logits: &[f64],
+    traces: &[Vec<f64>],
+    loss: f64,
+    gradients: &[(String, crate::fewshot::LayerParams)],
+) -> Dump {
+    let (b, s, q, c, o) = x.sizes;
+    assert_eq!(b, 1, "a dump holds one episode");
+    let shapes = [("w", vec![c, o]), ("alpha", vec![c, o]), ("eta", vec![1])];
+    let arrays = |p: &crate::fewshot::LayerParams| -> BTreeMap<String, Array> {
+        shapes
+            .iter()
+            .zip([&p.w, &p.alpha, &p.eta])
+            .map(|((n, shape), v)| (n.to_string(), Array::full(shape.clone(), v.clone())))
+            .collect()
+    };
+    Dump {
+        schema: SCHEMA,
+        produced_by,
+        task: "omniglot".into(),
+        conventions: Conventions {
+            step: "support step s: H <- f(H, pre = x_s (the image's embedding, [C]), post = label_s (one-hot, [O]), eta), H(0) = 0; \
+                   then every query: logits = x_q . (w + alpha * H) + mask",
+            trace: format!("f: {}", rule.equation()),
+            loss: "mean over the queries of -log softmax(logits)[target]",
+        },
+        gamma: None,
+        parameters: arrays(params),
+        inputs: Array::full(vec![s, c], x.embeddings[..s * c].to_vec()),
+        clamp: None,
+        targets: None,
+        outputs: Array::full(vec![q, o], logits.to_vec()),
+        logits: None,
+        traces: Array::full(vec![s, c, o], traces.concat()),
+        few_shot: Some(FewShotEpisode {
+            support_labels: Array::full(vec![s, o], x.support.clone()),
+            queries: Array::full(vec![q, c], x.embeddings[s * c..].to_vec()),
+            mask: x.mask.clone(),
+            targets: x.target.clone(),
+        }),
+        rl: None,
+        loss,
+        gradients: gradients
+            .iter()
+            .map(|(method, g)| (method.clone(), arrays(g)))
             .collect(),
     }
 }

@@ -15,6 +15,8 @@
 //! - [`rl`]: the neuromodulated actor-critic (every kind and rule): burn autodiff, the fused
 //!   engine, forward mode and finite differences against the host reverse pass, on a recorded
 //!   replay of A2C episodes.
+//! - [`fewshot`]: the Omniglot few-shot network: the plastic layer against a host reference and
+//!   finite differences, the convolutional embedding against finite differences.
 //! - [`dump`]: one episode of any family as JSON (what produced it, parameters, inputs,
 //!   targets, per-step outputs and traces, loss, and the gradients of each method), schema
 //!   `bohp-gradcheck-dump/3` in `docs/gradients.md`.
@@ -23,6 +25,7 @@
 pub mod check;
 pub mod compare;
 pub mod dump;
+pub mod fewshot;
 pub mod rl;
 pub mod rtrl;
 

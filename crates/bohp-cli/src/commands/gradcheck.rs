@@ -13,10 +13,20 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
-    refuse_omniglot(&args.config, "gradcheck")?;
-    let config = if family_of_file(&args.config)
-        == Some(bohp::recurrent::config::Family::Reinforcement)
-    {
+    let family = family_of_file(&args.config);
+    let config = if family == Some(bohp::recurrent::config::Family::FewShot) {
+        let mut config = bohp::omniglot::config::OmniglotConfig::load(&args.config)?;
+        if args.steps.is_some() {
+            bail!("--steps: applies to single-layer configs (an Omniglot episode's support steps are task.ways x task.shots)");
+        }
+        if let Some(device) = cli.device {
+            config.device = device;
+        }
+        if let Some(dtype) = cli.dtype {
+            config.dtype = dtype;
+        }
+        AnyConfig::FewShot(config)
+    } else if family == Some(bohp::recurrent::config::Family::Reinforcement) {
         let mut config = bohp::rl::config::RlConfig::load(&args.config)?;
         if args.steps.is_some() {
             bail!(

@@ -68,17 +68,6 @@ pub(crate) fn is_recurrent_file(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
 }
 
-/// Refuses an Omniglot config for a command that does not handle it.
-pub(crate) fn refuse_omniglot(path: &Path, command: &str) -> Result<()> {
-    if family_of_file(path) == Some(bohp::recurrent::config::Family::FewShot) {
-        anyhow::bail!(
-            "{}: an Omniglot config (task.kind omniglot); `bohp {command}` does not handle it (train, eval and export do; its gradients are checked by the test suite: docs/omniglot.md)",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
 /// The family of the config file at `path`, from its typed `task.kind` (`None` when unreadable
 /// or without a valid kind: loading it then names the error).
 pub(crate) fn family_of_file(path: &Path) -> Option<bohp::recurrent::config::Family> {

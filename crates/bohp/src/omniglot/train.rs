@@ -313,6 +313,24 @@ impl OmniglotTrainer {
         &self.model
     }
 
+    /// `count` training episodes of the `Eval` stream (the config's ways, shots and queries,
+    /// no augmentation), on the training device: the batch `bohp gradcheck` differentiates.
+    pub fn check_batch(&self, count: usize) -> EpisodeBatch {
+        let t = &self.config.task;
+        let mut rng = stream_rng(self.config.seed, Stream::Eval, u64::MAX);
+        episode_batch(
+            &self.episode_sets,
+            t.ways,
+            t.shots,
+            self.config.model.outputs,
+            t.queries,
+            count,
+            &Augment::default(),
+            &mut rng,
+            &self.device,
+        )
+    }
+
     /// The held-out alphabets' characters.
     pub fn held_out(&self) -> &Omniglot {
         &self.held_out

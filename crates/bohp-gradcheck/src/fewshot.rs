@@ -1,0 +1,484 @@
+//! `bohp gradcheck` for the 2018 few-shot network (`configs/omniglot*.toml`).
+//!
+//! The loss of a batch of training episodes (the config's ways, shots and queries, drawn from
+//! the evaluation stream of the training alphabets, no augmentation) is differentiated by burn
+//! autodiff on the config's device and dtype, and checked in two parts:
+//!
+//! - **the plastic layer** against a host reference (f64): from the embeddings, the support
+//!   steps' traces by the rule library (`H ← f(H, pre = embedding, post = label, η)`), the
+//!   queries' logits `x_q·(w + α ⊙ H) + mask`, the mean cross-entropy, and a hand-written
+//!   reverse pass through the rule's partials ([`bohp::rules::vjp`]); the gradients of `w`, `α`
+//!   and `η` compared, and the reference against central finite differences;
+//! - **the convolutional embedding** (every convolution's weight and bias, and batch
+//!   normalization's scale and shift when on) against central finite differences of the loss
+//!   computed by the burn model itself, on [`FEWSHOT_ENTRIES`] evenly spaced entries per group
+//!   (only with `--dtype f64`: finite differences of an f32 loss resolve nothing).
+//!
+//! `--recursion` injects a rule's known-wrong derivative into the host reference
+//! (`rate-on-old-trace` with hebb, `oja-decay-dropped` with oja, `gradient-through-clip` with
+//! clipped).
+
+use bohp::device::Precision;
+use bohp::omniglot::config::OmniglotConfig;
+use bohp::omniglot::model::{EpisodeBatch, FewShotNet};
+use bohp::omniglot::train::OmniglotTrainer;
+use bohp::rules::faults::{Fault, Faulty};
+use bohp::rules::{Local, Rule, RuleKernel, RuleSpec};
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
+use crate::compare::{
+    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_groups, fd_step, floor, host,
+    ridders, unresolved,
+};
+use crate::dump::{Dump, dump_fewshot};
+
+/// Entries per parameter group of the embedding (and of `w`, `α`) that finite differences
+/// check (evenly spaced; every entry of a smaller group).
+pub const FEWSHOT_ENTRIES: usize = 8;
+
+/// The plastic layer's inputs on the host: one batch's embeddings, labels, mask and targets.
+#[derive(Debug, Clone)]
+pub struct LayerInputs {
+    /// Episodes `B`, support steps `S`, queries `Q`, channels `C`, output units `O`.
+    pub sizes: (usize, usize, usize, usize, usize),
+    /// Embeddings `[B, S + Q, C]` (support first).
+    pub embeddings: Vec<f64>,
+    /// Support labels, one-hot, `[B, S, O]`.
+    pub support: Vec<f64>,
+    /// `[B, O]`: 0 on the episode's classes, −10⁴ elsewhere.
+    pub mask: Vec<f64>,
+    /// Each query's unit, `[B·Q]`.
+    pub target: Vec<usize>,
+}
+
+/// The plastic layer's parameters on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerParams {
+    /// `[C, O]`.
+    pub w: Vec<f64>,
+    /// `[C, O]`.
+    pub alpha: Vec<f64>,
+    /// `[1]`.
+    pub eta: Vec<f64>,
+}
+
+impl LayerParams {
+    fn groups(&self) -> Vec<(&'static str, &[f64])> {
+        vec![
+            ("w", self.w.as_slice()),
+            ("alpha", self.alpha.as_slice()),
+            ("eta", self.eta.as_slice()),
+        ]
+    }
+
+    fn group_mut(&mut self, g: usize) -> &mut Vec<f64> {
+        match g {
+            0 => &mut self.w,
+            1 => &mut self.alpha,
+            _ => &mut self.eta,
+        }
+    }
+}
+
+/// The host reference's forward pass: the loss, the logits `[B·Q, O]` and the traces after
+/// each support step `[S][B, C, O]`.
+pub fn layer_forward(rule: RuleSpec, p: &LayerParams, x: &LayerInputs) -> (f64, Vec<f64>, Vec<Vec<f64>>) {
+    let (b, s, q, c, o) = x.sizes;
+    let eta = p.eta[0];
+    let mut hebb = vec![0.0; b * c * o];
+    let mut traces = Vec::with_capacity(s);
+    for step in 0..s {
+        for e in 0..b {
+            let pre = &x.embeddings[(e * (s + q) + step) * c..][..c];
+            let post = &x.support[(e * s + step) * o..][..o];
+            for i in 0..c {
+                let row = &mut hebb[(e * c + i) * o..][..o];
+                for j in 0..o {
+                    row[j] = rule.local(row[j], pre[i], post[j], eta).value;
+                }
+            }
+        }
+        traces.push(hebb.clone());
+    }
+    let mut logits = vec![0.0; b * q * o];
+    let mut loss = 0.0;
+    for e in 0..b {
+        for k in 0..q {
+            let xq = &x.embeddings[(e * (s + q) + s + k) * c..][..c];
+            let z = &mut logits[(e * q + k) * o..][..o];
+            for j in 0..o {
+                z[j] = x.mask[e * o + j]
+                    + (0..c)
+                        .map(|i| xq[i] * (p.w[i * o + j] + p.alpha[i * o + j] * hebb[(e * c + i) * o + j]))
+                        .sum::<f64>();
+            }
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            loss += lse - z[x.target[e * q + k]];
+        }
+    }
+    (loss / (b * q) as f64, logits, traces)
+}
+
+/// The host reference's gradients of `w`, `α`, `η` (reverse mode through the rule's partials,
+/// with `fault` in them if any).
+pub fn layer_backward(
+    rule: RuleSpec,
+    fault: Option<Fault>,
+    p: &LayerParams,
+    x: &LayerInputs,
+) -> (f64, LayerParams) {
+    let (b, s, q, c, o) = x.sizes;
+    let eta = p.eta[0];
+    let (loss, logits, traces) = layer_forward(rule, p, x);
+    let local = |h: f64, pre: f64, post: f64| -> Local<f64> {
+        match fault {
+            Some(fault) => Faulty { spec: rule, fault }.local(h, pre, post, eta),
+            None => rule.local(h, pre, post, eta),
+        }
+    };
+    let mut g = LayerParams {
+        w: vec![0.0; c * o],
+        alpha: vec![0.0; c * o],
+        eta: vec![0.0],
+    };
+    let inv = 1.0 / (b * q) as f64;
+    for e in 0..b {
+        let last = &traces[s - 1][e * c * o..][..c * o];
+        // dL/dH after the support steps, from every query.
+        let mut dh = vec![0.0; c * o];
+        for k in 0..q {
+            let z = &logits[(e * q + k) * o..][..o];
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            let xq = &x.embeddings[(e * (s + q) + s + k) * c..][..c];
+            for j in 0..o {
+                let dz = inv * ((z[j] - max).exp() / sum - (j == x.target[e * q + k]) as u8 as f64);
+                for i in 0..c {
+                    let idx = i * o + j;
+                    g.w[idx] += xq[i] * dz;
+                    g.alpha[idx] += xq[i] * dz * last[idx];
+                    dh[idx] += xq[i] * dz * p.alpha[idx];
+                }
+            }
+        }
+        // Back through the support steps.
+        for step in (0..s).rev() {
+            let pre = &x.embeddings[(e * (s + q) + step) * c..][..c];
+            let post = &x.support[(e * s + step) * o..][..o];
+            for i in 0..c {
+                for j in 0..o {
+                    let idx = i * o + j;
+                    let old = if step == 0 { 0.0 } else { traces[step - 1][e * c * o + idx] };
+                    let l = local(old, pre[i], post[j]);
+                    g.eta[0] += dh[idx] * l.d_rate;
+                    dh[idx] *= l.d_h;
+                }
+            }
+        }
+    }
+    (loss, g)
+}
+
+/// The batch's plastic-layer inputs on the host, from the burn model's embeddings.
+pub fn layer_inputs(model: &FewShotNet, batch: &EpisodeBatch) -> LayerInputs {
+    let emb = model.embed(batch.images.clone());
+    let c = emb.dims()[1];
+    let [b, s, o] = batch.support.dims();
+    let to_f64 = |d: TensorData| d.convert::<f64>().try_to_vec::<f64>().expect("floats");
+    LayerInputs {
+        sizes: (b, s, batch.queries, c, o),
+        embeddings: to_f64(emb.into_data()),
+        support: to_f64(batch.support.clone().into_data()),
+        mask: to_f64(batch.mask.clone().into_data()),
+        target: batch
+            .target
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .expect("ints")
+            .into_iter()
+            .map(|t| t as usize)
+            .collect(),
+    }
+}
+
+fn values<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f64> {
+    p.val().into_data().convert::<f64>().try_to_vec::<f64>().expect("floats")
+}
+
+fn layer_params(model: &FewShotNet) -> LayerParams {
+    LayerParams {
+        w: values(&model.w),
+        alpha: values(&model.alpha),
+        eta: values(&model.eta),
+    }
+}
+
+fn evenly(len: usize) -> Vec<usize> {
+    (0..len).step_by(len.div_ceil(FEWSHOT_ENTRIES).max(1)).collect()
+}
+
+/// `p` with entry `index` set to `value`.
+fn set<const D: usize>(p: &Param<Tensor<D>>, index: usize, value: f64) -> Param<Tensor<D>> {
+    p.clone().map(|t| {
+        let (shape, device, grad) = (t.shape(), t.device(), t.is_require_grad());
+        let mut v: Vec<f64> = t.into_data().convert::<f64>().try_to_vec().expect("floats");
+        v[index] = value;
+        Tensor::from_data(TensorData::new(v, shape), &device).set_require_grad(grad)
+    })
+}
+
+/// The embedding's parameter groups: `(name, autodiff gradient, values)` and a setter.
+type Setter = Box<dyn Fn(&FewShotNet, usize, f64) -> FewShotNet>;
+
+fn embedding_groups(model: &FewShotNet, grads: &GradientsParams) -> Vec<(String, Vec<f64>, Vec<f64>, Setter)> {
+    let mut out: Vec<(String, Vec<f64>, Vec<f64>, Setter)> = Vec::new();
+    for (k, conv) in model.convs.iter().enumerate() {
+        out.push((
+            format!("conv{k}.weight"),
+            host(grads, &conv.weight),
+            values(&conv.weight),
+            Box::new(move |m: &FewShotNet, i, v| {
+                let mut m = m.clone();
+                m.convs[k].weight = set(&m.convs[k].weight, i, v);
+                m
+            }),
+        ));
+        if let Some(bias) = &conv.bias {
+            out.push((
+                format!("conv{k}.bias"),
+                host(grads, bias),
+                values(bias),
+                Box::new(move |m: &FewShotNet, i, v| {
+                    let mut m = m.clone();
+                    let b = m.convs[k].bias.as_ref().expect("a bias");
+                    m.convs[k].bias = Some(set(b, i, v));
+                    m
+                }),
+            ));
+        }
+    }
+    for (k, norm) in model.norms.iter().enumerate() {
+        out.push((
+            format!("norm{k}.gamma"),
+            host(grads, &norm.gamma),
+            values(&norm.gamma),
+            Box::new(move |m: &FewShotNet, i, v| {
+                let mut m = m.clone();
+                m.norms[k].gamma = set(&m.norms[k].gamma, i, v);
+                m
+            }),
+        ));
+        out.push((
+            format!("norm{k}.beta"),
+            host(grads, &norm.beta),
+            values(&norm.beta),
+            Box::new(move |m: &FewShotNet, i, v| {
+                let mut m = m.clone();
+                m.norms[k].beta = set(&m.norms[k].beta, i, v);
+                m
+            }),
+        ));
+    }
+    out
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().expect("a float")[0]
+}
+
+/// Finite differences of the host reference's loss on sampled entries of `w`, `α`, `η`
+/// (`NaN` elsewhere), and the entries checked.
+fn layer_finite_differences(rule: RuleSpec, p: &LayerParams, x: &LayerInputs, plastic: bool) -> (LayerParams, Vec<Vec<usize>>) {
+    let mut out = LayerParams {
+        w: vec![f64::NAN; p.w.len()],
+        alpha: vec![f64::NAN; p.alpha.len()],
+        eta: vec![f64::NAN],
+    };
+    let groups = if plastic { 3 } else { 1 };
+    let scale = floor(layer_forward(rule, p, x).0, NONSMOOTH_FLOOR);
+    let mut probe = p.clone();
+    let mut picked = Vec::new();
+    for g in 0..groups {
+        let indices = evenly(p.groups()[g].1.len());
+        for &i in &indices {
+            let theta = p.groups()[g].1[i];
+            let (estimate, error) = ridders(theta, fd_step(&rule, RECURRENT_FD_STEP), |v| {
+                probe.group_mut(g)[i] = v;
+                layer_forward(rule, &probe, x).0
+            });
+            probe.group_mut(g)[i] = theta;
+            out.group_mut(g)[i] = if !rule.smooth() && unresolved(estimate, error, scale) {
+                f64::NAN
+            } else {
+                estimate
+            };
+        }
+        picked.push(indices);
+    }
+    (out, picked)
+}
+
+fn sampled_rows(
+    a: &[(&'static str, &[f64])],
+    b: &[(&'static str, &[f64])],
+    indices: &[Vec<usize>],
+    floor: f64,
+) -> Vec<GroupAgreement> {
+    let pick = |v: &[(&'static str, &[f64])]| -> Vec<(&'static str, Vec<f64>)> {
+        v.iter()
+            .zip(indices)
+            .map(|((n, x), idx)| (*n, idx.iter().map(|&i| x[i]).collect()))
+            .collect()
+    };
+    let (pa, pb) = (pick(a), pick(b));
+    let ra: Vec<(&'static str, &[f64])> = pa.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let rb: Vec<(&'static str, &[f64])> = pb.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    agreement_groups(&ra, &rb, floor)
+}
+
+/// Runs the few-shot check for `config` (its data, network, rule, seed, device and dtype; the
+/// parameters are the config's initial ones).
+pub fn check_omniglot(config: &OmniglotConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+    let rule = config.model.rule();
+    let fault = match options.recursion {
+        Recursion::Correct => None,
+        Recursion::Fault(f @ Fault::RateOnOldTrace) if rule.rule == Rule::Hebb => Some(f),
+        Recursion::Fault(f @ Fault::OjaDecayDropped) if rule.rule == Rule::Oja => Some(f),
+        Recursion::Fault(f @ Fault::GradientThroughClip) if rule.rule == Rule::Clipped => Some(f),
+        other => {
+            return Err(bohp::Error::Unsupported(format!(
+                "--recursion {}: does not apply to an Omniglot config with rule {rule} (it takes rate-on-old-trace with hebb, oja-decay-dropped with oja, gradient-through-clip with clipped)",
+                other.name()
+            )));
+        }
+    };
+    let plastic = config.model.plastic;
+    let trainer = OmniglotTrainer::new(config.clone())?;
+    let model = trainer.model().clone();
+    let batch = trainer.check_batch(options.episodes);
+    let (loss, _) = model.loss(&batch);
+    let loss_autodiff = scalar(loss.clone());
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let inputs = layer_inputs(&model, &batch);
+    let params = layer_params(&model);
+    let (loss_reference, reference) = layer_backward(rule, fault, &params, &inputs);
+    let ad = LayerParams {
+        w: host(&grads, &model.w),
+        alpha: host(&grads, &model.alpha),
+        eta: host(&grads, &model.eta),
+    };
+    let mut tolerances = Tolerances::for_rule(config.dtype, &rule);
+    tolerances.engine_vs_reference = tolerances.autodiff_vs_reference;
+    let layer_groups = |p: &LayerParams| -> Vec<(&'static str, Vec<f64>)> {
+        p.groups()
+            .into_iter()
+            .take(if plastic { 3 } else { 1 })
+            .map(|(n, v)| (n, v.to_vec()))
+            .collect()
+    };
+    let (ga, gr) = (layer_groups(&ad), layer_groups(&reference));
+    let ra: Vec<(&'static str, &[f64])> = ga.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let rr: Vec<(&'static str, &[f64])> = gr.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let ad_floor = floor(loss_reference, tolerances.autodiff_floor);
+    let mut comparisons = vec![Comparison {
+        name: "autodiff vs host".into(),
+        tolerance: tolerances.autodiff_vs_reference,
+        floor: ad_floor,
+        rows: agreement_groups(&ra, &rr, ad_floor),
+        note: Some("the plastic layer: w, alpha, eta".into()),
+    }];
+    if options.finite_differences {
+        let (fd, indices) = layer_finite_differences(rule, &params, &inputs, plastic);
+        let gf = layer_groups(&fd);
+        let rf: Vec<(&'static str, &[f64])> = gf.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let fd_floor = floor(loss_reference, tolerances.finite_difference_floor);
+        comparisons.push(Comparison {
+            name: "host vs central finite differences".into(),
+            tolerance: tolerances.reference_vs_finite_differences,
+            floor: fd_floor,
+            rows: sampled_rows(&rr, &rf, &indices, fd_floor),
+            note: Some(format!("entries checked: {} per group", FEWSHOT_ENTRIES)),
+        });
+        if config.dtype == Precision::F64 {
+            // The embedding: autodiff against finite differences of the burn model's loss, on
+            // a copy that requires no gradient (nothing recorded; batch normalization still
+            // takes its training path, the device being an autodiff one).
+            let plain = |m: &FewShotNet| scalar(m.loss(&batch).0);
+            let frozen = model.clone().no_grad();
+            let mut names = Vec::new();
+            let (mut ad_vals, mut fd_vals) = (Vec::new(), Vec::new());
+            for (name, g, v, setter) in embedding_groups(&model, &grads) {
+                let idx = evenly(v.len());
+                let mut fd = Vec::new();
+                for &i in &idx {
+                    let (estimate, _) =
+                        ridders(v[i], RECURRENT_FD_STEP, |x| plain(&setter(&frozen, i, x)));
+                    fd.push(estimate);
+                }
+                ad_vals.push(idx.iter().map(|&i| g[i]).collect::<Vec<f64>>());
+                fd_vals.push(fd);
+                names.push(name);
+            }
+            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+            let names: Vec<&'static str> = names.into_iter().map(leak).collect();
+            let ra: Vec<(&'static str, &[f64])> = names.iter().zip(&ad_vals).map(|(n, v)| (*n, v.as_slice())).collect();
+            let rf: Vec<(&'static str, &[f64])> = names.iter().zip(&fd_vals).map(|(n, v)| (*n, v.as_slice())).collect();
+            // The burn model's loss rounds more than the host layer's (convolutions, batch
+            // statistics): its finite differences resolve entries down to 1e-5·max(1, |L|).
+            let fd_floor = floor(loss_reference, NONSMOOTH_FLOOR);
+            comparisons.push(Comparison {
+                name: "autodiff vs central finite differences".into(),
+                tolerance: tolerances.reference_vs_finite_differences,
+                floor: fd_floor,
+                rows: agreement_groups(&ra, &rf, fd_floor),
+                note: Some(format!(
+                    "the convolutional embedding: {FEWSHOT_ENTRIES} entries per group, finite differences of the burn model's loss"
+                )),
+            });
+        }
+    }
+    let t = &config.task;
+    let mut report = Report {
+        family: "few-shot".into(),
+        task: format!("omniglot {}-way {}-shot, {} queries", t.ways, t.shots, t.queries),
+        rule: rule.to_string(),
+        plasticity: if plastic { "learned" } else { "none" }.into(),
+        reference: "host".into(),
+        recursion: options.recursion.name().into(),
+        episodes: options.episodes,
+        steps: t.ways * t.shots,
+        device: config.device.to_string(),
+        dtype: config.dtype.to_string(),
+        seed: config.seed,
+        loss_reference,
+        loss_autodiff,
+        comparisons,
+        tolerances,
+        passed: false,
+    };
+    finish(&mut report);
+    let dump = options.dump.then(|| {
+        let one = trainer.check_batch(1);
+        let x = layer_inputs(&model, &one);
+        let (loss, logits, traces) = layer_forward(rule, &params, &x);
+        let mut gradients = vec![("host".to_string(), layer_backward(rule, fault, &params, &x).1)];
+        let (l, _) = model.loss(&one);
+        let g = GradientsParams::from_grads(l.backward(), &model);
+        gradients.push((
+            "autodiff".to_string(),
+            LayerParams {
+                w: host(&g, &model.w),
+                alpha: host(&g, &model.alpha),
+                eta: host(&g, &model.eta),
+            },
+        ));
+        dump_fewshot(producer(&report), rule, &params, &x, &logits, &traces, loss, &gradients)
+    });
+    Ok((report, dump))
+}
