@@ -7,6 +7,7 @@ use std::path::Path;
 
 use bohp::config::RunConfig;
 use bohp::recurrent::config::RecurrentConfig;
+use bohp::omniglot::config::OmniglotConfig;
 use bohp::rl::config::RlConfig;
 use bohp::rules::faults::Fault;
 use bohp_gradcheck::check::{AnyConfig, CheckOptions, Recursion, Report, check_any};
@@ -332,7 +333,7 @@ type Cell = (String, String, String, f64, f64);
 
 /// The rule × family × engine matrix: each cell's largest relative difference from its
 /// family's independent reference, in f64 (finite differences: on sampled entries, within
-/// their own limit).
+/// their own limit; Omniglot's embedding: autodiff against finite differences).
 fn matrix() -> Vec<Cell> {
     let mut cells = Vec::new();
     let options = CheckOptions {
@@ -397,6 +398,21 @@ fn matrix() -> Vec<Cell> {
             check_any(&AnyConfig::Rl(small_maze(model)), options)
                 .unwrap()
                 .0,
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let set = crate::omniglot::write_set(tmp.path(), "images_background", 2, 6, 4);
+    for rule in ["oja", "hebb", "clipped"] {
+        let text = format!(
+            "seed = 3\ndtype = \"f64\"\n[task]\nkind = \"omniglot\"\ndata = [{set:?}]\nways = 3\nshots = 2\nqueries = 2\n\
+             [model]\nrule = \"{rule}\"\nchannels = 4\noutputs = 5\ninit_eta = 0.3\ninit_alpha = 0.7\n\
+             [train]\nepisodes = 1\nbatch = 2\nlearning_rate = 0.001\n"
+        );
+        let config: OmniglotConfig = toml::from_str(&text).unwrap();
+        add(
+            "few-shot (Omniglot)",
+            rule,
+            check_any(&AnyConfig::FewShot(config), options).unwrap().0,
         );
     }
     cells
