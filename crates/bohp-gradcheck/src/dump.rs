@@ -21,6 +21,10 @@ use crate::check::{Tolerances, recurrent_groups};
 /// family (`rl`, and `targets` absent there).
 pub const SCHEMA: &str = "bohp-gradcheck-dump/3";
 
+/// One method's gradients for a dump: its name, the gradients, and the flat indices checked
+/// per group when only some entries were computed.
+pub type MethodGrads<G> = (String, G, Option<Vec<Vec<usize>>>);
+
 /// What produced a dump.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Producer {
@@ -330,7 +334,7 @@ pub fn dump_recurrent(
     net: &HostRnn<f64>,
     ep: &HostEpisodes<'_, f64>,
     loss: f64,
-    gradients: &[(String, HostGrads, Option<Vec<Vec<usize>>>)],
+    gradients: &[MethodGrads<HostGrads>],
 ) -> Dump {
     assert_eq!(ep.batch, 1, "a dump holds one episode");
     let (n, steps) = (net.n, ep.steps);
@@ -440,7 +444,7 @@ pub fn dump_rl(
     last: &HostState,
     loss: &ReplayLoss,
     trained: &[bool],
-    gradients: &[(String, AcParams, Option<Vec<Vec<usize>>>)],
+    gradients: &[MethodGrads<AcParams>],
 ) -> Dump {
     assert_eq!(replay.batch, 1, "a dump holds one episode");
     let (ni, n, na) = net.sizes;

@@ -163,33 +163,6 @@ fn sampled_agreement(
     agreement_groups(&ra, &rb, floor)
 }
 
-/// The loss's directional derivative along entry `index` of group `group`, by forward mode.
-fn forward_mode_entry(
-    net: &HostAc,
-    replay: &Replay,
-    cotangents: &ReplayLoss,
-    group: usize,
-    index: usize,
-) -> f64 {
-    let mut dir = AcParams::from_groups(
-        net.p
-            .groups()
-            .iter()
-            .map(|(_, v)| vec![0.0; v.len()])
-            .collect(),
-    );
-    dir.groups_mut()[group].1[index] = 1.0;
-    let tangents = net.jvp(&replay.observations, replay.batch, &dir);
-    let dot = |a: &[Vec<f64>], b: &[Vec<f64>]| -> f64 {
-        a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
-            .map(|(x, y)| x * y)
-            .sum()
-    };
-    dot(&tangents.logits, &cotangents.d_logits) + dot(&tangents.values, &cotangents.d_values)
-}
-
 /// One checked batch: the replay, the host forward pass, and the loss with its cotangents.
 struct Checked {
     replay: Replay,
@@ -319,8 +292,17 @@ pub fn check_rl(config: &RlConfig, options: CheckOptions) -> bohp::Result<(Repor
         .map(|((n, v), i)| format!("{n} {} of {}", i.len(), v.len()))
         .collect();
     let note = format!("entries checked: {}", counts.join(", "));
+    let no_modulation = vec![vec![0.0; checked.replay.batch]; checked.replay.steps()];
     let forward = sampled(&values, &trained, &indices, |g, i| {
-        forward_mode_entry(&host_net, &checked.replay, &checked.loss, g, i)
+        host_net.forward_mode_entry(
+            &checked.replay.observations,
+            checked.replay.batch,
+            g,
+            i,
+            &checked.loss.d_logits,
+            &checked.loss.d_values,
+            &no_modulation,
+        )
     });
     comparisons.push(Comparison {
         name: "forward mode vs host".into(),

@@ -390,6 +390,17 @@ mod tests {
                 "train.engine",
             ),
             ("episodes = 10", "episodes = 0", "train.episodes"),
+            (
+                "kind = \"simple\"",
+                "kind = \"retroactive\"\nrule = \"oja\"",
+                "model.rule",
+            ),
+            (
+                "kind = \"simple\"",
+                "kind = \"non-plastic\"\nrule = \"hebb\"",
+                "model.rule",
+            ),
+            ("kind = \"simple\"", "kind = \"simple\"\nrule = \"ojaa\"", "rule"),
         ] {
             let text = BASE.replace(from, to);
             let err = parse_toml::<RlConfig>(&text, Path::new("x.toml"))

@@ -617,6 +617,44 @@ impl HostAc {
     }
 }
 
+impl HostAc {
+    /// The derivative of a scalar of the outputs along one parameter entry (`group` in
+    /// [`AcParams`]'s order, `index` in it), by forward mode: one [`HostAc::jvp`], its tangents
+    /// dotted with the scalar's gradients with respect to each step's logits `[B, A]`, values
+    /// `[B]` and `M(t)` `[B]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_mode_entry(
+        &self,
+        xs: &[Vec<f64>],
+        batch: usize,
+        group: usize,
+        index: usize,
+        d_logits: &[Vec<f64>],
+        d_values: &[Vec<f64>],
+        d_modulation: &[Vec<f64>],
+    ) -> f64 {
+        let mut dir = AcParams::from_groups(
+            self.p
+                .groups()
+                .iter()
+                .map(|(_, v)| vec![0.0; v.len()])
+                .collect(),
+        );
+        dir.groups_mut()[group].1[index] = 1.0;
+        let tangents = self.jvp(xs, batch, &dir);
+        let dot = |a: &[Vec<f64>], b: &[Vec<f64>]| -> f64 {
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| x * y)
+                .sum()
+        };
+        dot(&tangents.logits, d_logits)
+            + dot(&tangents.values, d_values)
+            + dot(&tangents.modulation, d_modulation)
+    }
+}
+
 impl AcParams {
     /// The current parameter values of a burn network.
     pub fn of(model: &ActorCritic) -> AcParams {
