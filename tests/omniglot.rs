@@ -441,6 +441,7 @@ fn few_shot_gradients_for(rule: bohp::rules::Rule) {
         batch_norm: false,
         rule: Some(rule),
         clip: None,
+        modulation: Default::default(),
     };
     let mut model = FewShotNet::new(&config, 5, &device);
     model.w = bump(&model.w, 1, 0.2);
@@ -731,4 +732,29 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
     for method in ["host", "autodiff"] {
         assert!(d["gradients"][method]["alpha"]["values"].is_array(), "{method}");
     }
+
+    // With a modulator: retroactive modulation passes, its injected fault fails, and the
+    // modulator's groups are checked.
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[model]\n",
+        "[model]\nmodulation = \"retroactive\"\nclip = 0.05\n",
+    );
+    let modulated = tmp.path().join("modulated.toml");
+    std::fs::write(&modulated, text).unwrap();
+    let modulated = modulated.to_str().unwrap();
+    let out = run_bohp(&["gradcheck", modulated, "--dtype", "f64"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("w_m") && stdout.contains("retroactive(±0.05)"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_bohp(&["gradcheck", modulated, "--dtype", "f64", "--recursion", "eligibility-first"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("MISMATCH"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

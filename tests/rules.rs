@@ -402,16 +402,23 @@ fn matrix() -> Vec<Cell> {
     }
     let tmp = tempfile::tempdir().unwrap();
     let set = crate::omniglot::write_set(tmp.path(), "images_background", 2, 6, 4);
-    for rule in ["oja", "hebb", "clipped"] {
+    for (model, name) in [
+        ("rule = \"oja\"", "oja"),
+        ("rule = \"hebb\"", "hebb"),
+        ("rule = \"clipped\"", "clipped"),
+        ("rule = \"oja\"\nmodulation = \"simple\"", "oja, modulated rate"),
+        ("modulation = \"retroactive\"\nclip = 0.05", "retroactive"),
+    ] {
         let text = format!(
             "seed = 3\ndtype = \"f64\"\n[task]\nkind = \"omniglot\"\ndata = [{set:?}]\nways = 3\nshots = 2\nqueries = 2\n\
-             [model]\nrule = \"{rule}\"\nchannels = 4\noutputs = 5\ninit_eta = 0.3\ninit_alpha = 0.7\n\
+             [model]\n{model}\nchannels = 4\noutputs = 5\ninit_eta = 0.3\ninit_alpha = 0.7\n\
              [train]\nepisodes = 1\nbatch = 2\nlearning_rate = 0.001\n"
         );
         let config: OmniglotConfig = toml::from_str(&text).unwrap();
+        config.validate("omniglot").unwrap();
         add(
             "few-shot (Omniglot)",
-            rule,
+            name,
             check_any(&AnyConfig::FewShot(config), options).unwrap().0,
         );
     }

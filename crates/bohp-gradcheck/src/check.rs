@@ -258,9 +258,9 @@ pub fn check_any(
         options.recursion,
         Recursion::Fault(Fault::EligibilityFirst | Fault::PreviousModulation)
     );
-    if modulation_fault && !matches!(config, AnyConfig::Rl(_)) {
+    if modulation_fault && matches!(config, AnyConfig::Single(_) | AnyConfig::Recurrent(_)) {
         return Err(bohp::Error::Unsupported(format!(
-            "--recursion {}: applies to neuromodulated networks (reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\")",
+            "--recursion {}: applies to neuromodulated networks (reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\", Omniglot configs with a model.modulation)",
             options.recursion.name()
         )));
     }

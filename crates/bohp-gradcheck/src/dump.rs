@@ -170,6 +170,12 @@ pub struct FewShotEpisode {
     pub mask: Vec<f64>,
     /// Each query's unit, `[Q]`.
     pub targets: Vec<usize>,
+    /// `M_s`, `[S]` (with a modulator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modulation: Option<Vec<f64>>,
+    /// The eligibility traces after each support step, `[S, C, O]` (retroactive modulation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eligibility: Option<Array>,
 }
 
 /// The equations the dump follows.
@@ -583,53 +589,71 @@ pub fn dump_rl(
 #[allow(clippy::too_many_arguments)]
 pub fn dump_fewshot(
     produced_by: Producer,
-    rule: bohp::rules::RuleSpec,
+    layer: crate::fewshot::Layer,
     params: &crate::fewshot::LayerParams,
     x: &crate::fewshot::LayerInputs,
     logits: &[f64],
-    traces: &[Vec<f64>],
+    traces: &(Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>),
     loss: f64,
     gradients: &[(String, crate::fewshot::LayerParams)],
 ) -> Dump {
     let (b, s, q, c, o) = x.sizes;
     assert_eq!(b, 1, "a dump holds one episode");
-    let shapes = [("w", vec![c, o]), ("alpha", vec![c, o]), ("eta", vec![1])];
-    let arrays = |p: &crate::fewshot::LayerParams| -> BTreeMap<String, Array> {
-        shapes
-            .iter()
-            .zip([&p.w, &p.alpha, &p.eta])
-            .map(|((n, shape), v)| (n.to_string(), Array::full(shape.clone(), v.clone())))
+    let shapes = [vec![c, o], vec![c, o], vec![1], vec![c, 1], vec![1]];
+    let arrays = |p: &crate::fewshot::LayerParams, all: bool| -> BTreeMap<String, Array> {
+        p.groups()
+            .into_iter()
+            .zip(&shapes)
+            .zip(layer.trained())
+            .filter(|((_, v), t)| !v.is_empty() && (all || *t))
+            .map(|(((n, v), shape), _)| (n.to_string(), Array::full(shape.clone(), v.to_vec())))
             .collect()
+    };
+    let (hs, es, ms) = traces;
+    let modulated = layer.modulation != bohp::rules::Modulation::None;
+    let trace = match layer.modulation {
+        bohp::rules::Modulation::None => format!("f: {} (rate eta)", layer.rule.equation()),
+        bohp::rules::Modulation::Simple => {
+            format!("f: {} with rate M_s = tanh(x_s . w_m + b_m)", layer.rule.equation())
+        }
+        bohp::rules::Modulation::Retroactive => format!(
+            "{} with M_s = tanh(x_s . w_m + b_m), c = {}",
+            bohp::rules::Retroactive::EQUATION,
+            layer.rule.clip
+        ),
     };
     Dump {
         schema: SCHEMA,
         produced_by,
         task: "omniglot".into(),
         conventions: Conventions {
-            step: "support step s: H <- f(H, pre = x_s (the image's embedding, [C]), post = label_s (one-hot, [O]), eta), H(0) = 0; \
+            step: "support step s: H <- f(H, pre = x_s (the image's embedding, [C]), post = label_s (one-hot, [O])), H(0) = 0; \
                    then every query: logits = x_q . (w + alpha * H) + mask",
-            trace: format!("f: {}", rule.equation()),
+            trace,
             loss: "mean over the queries of -log softmax(logits)[target]",
         },
         gamma: None,
-        parameters: arrays(params),
+        parameters: arrays(params, true),
         inputs: Array::full(vec![s, c], x.embeddings[..s * c].to_vec()),
         clamp: None,
         targets: None,
         outputs: Array::full(vec![q, o], logits.to_vec()),
         logits: None,
-        traces: Array::full(vec![s, c, o], traces.concat()),
+        traces: Array::full(vec![s, c, o], hs.concat()),
         few_shot: Some(FewShotEpisode {
             support_labels: Array::full(vec![s, o], x.support.clone()),
             queries: Array::full(vec![q, c], x.embeddings[s * c..].to_vec()),
             mask: x.mask.clone(),
             targets: x.target.clone(),
+            modulation: modulated.then(|| ms.iter().map(|m| m[0]).collect()),
+            eligibility: (layer.modulation == bohp::rules::Modulation::Retroactive)
+                .then(|| Array::full(vec![s, c, o], es.concat())),
         }),
         rl: None,
         loss,
         gradients: gradients
             .iter()
-            .map(|(method, g)| (method.clone(), arrays(g)))
+            .map(|(method, g)| (method.clone(), arrays(g, false)))
             .collect(),
     }
 }

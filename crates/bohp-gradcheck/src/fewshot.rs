@@ -22,15 +22,16 @@ use bohp::device::Precision;
 use bohp::omniglot::config::OmniglotConfig;
 use bohp::omniglot::model::{EpisodeBatch, FewShotNet};
 use bohp::omniglot::train::OmniglotTrainer;
-use bohp::rules::faults::{Fault, Faulty};
-use bohp::rules::{Local, Rule, RuleKernel, RuleSpec};
+use bohp::rules::faults::{Fault, Faulty, FaultyRetroactive};
+use bohp::rules::retroactive::{Local2, TwoTraceKernel};
+use bohp::rules::{Local, Modulation, Retroactive, Rule, RuleKernel, RuleSpec};
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
 use crate::compare::{
-    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_groups, fd_step, floor, host,
+    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_groups, floor, host,
     ridders, unresolved,
 };
 use crate::dump::{Dump, dump_fewshot};
@@ -63,14 +64,21 @@ pub struct LayerParams {
     pub alpha: Vec<f64>,
     /// `[1]`.
     pub eta: Vec<f64>,
+    /// The modulator's weights `[C]` (empty without modulation).
+    pub w_m: Vec<f64>,
+    /// The modulator's bias `[1]` (empty without modulation).
+    pub b_m: Vec<f64>,
 }
 
 impl LayerParams {
-    fn groups(&self) -> Vec<(&'static str, &[f64])> {
+    /// Every group, in order: `w`, `alpha`, `eta`, `w_m`, `b_m`.
+    pub fn groups(&self) -> Vec<(&'static str, &[f64])> {
         vec![
             ("w", self.w.as_slice()),
             ("alpha", self.alpha.as_slice()),
             ("eta", self.eta.as_slice()),
+            ("w_m", self.w_m.as_slice()),
+            ("b_m", self.b_m.as_slice()),
         ]
     }
 
@@ -78,30 +86,94 @@ impl LayerParams {
         match g {
             0 => &mut self.w,
             1 => &mut self.alpha,
-            _ => &mut self.eta,
+            2 => &mut self.eta,
+            3 => &mut self.w_m,
+            _ => &mut self.b_m,
+        }
+    }
+
+    fn zeros_like(&self) -> LayerParams {
+        let z = |v: &Vec<f64>| vec![0.0; v.len()];
+        LayerParams {
+            w: z(&self.w),
+            alpha: z(&self.alpha),
+            eta: z(&self.eta),
+            w_m: z(&self.w_m),
+            b_m: z(&self.b_m),
         }
     }
 }
 
-/// The host reference's forward pass: the loss, the logits `[B·Q, O]` and the traces after
-/// each support step `[S][B, C, O]`.
-pub fn layer_forward(rule: RuleSpec, p: &LayerParams, x: &LayerInputs) -> (f64, Vec<f64>, Vec<Vec<f64>>) {
+/// The plastic layer's rule and modulation, and which of [`LayerParams::groups`] it trains.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer {
+    /// The rule (`H`'s; the retroactive `H` is clipped at `rule.clip`).
+    pub rule: RuleSpec,
+    /// The modulator, if any.
+    pub modulation: Modulation,
+    /// Whether the layer is plastic (else only `w` is trained).
+    pub plastic: bool,
+}
+
+impl Layer {
+    /// Which groups are trained.
+    pub fn trained(&self) -> [bool; 5] {
+        let modulated = self.plastic && self.modulation != Modulation::None;
+        [
+            true,
+            self.plastic,
+            self.plastic && self.modulation != Modulation::Simple,
+            modulated,
+            modulated,
+        ]
+    }
+
+    /// `M = tanh(x·w_M + b_M)` of one embedding (NaN without modulation).
+    fn modulation_of(&self, p: &LayerParams, x: &[f64]) -> f64 {
+        if self.modulation == Modulation::None {
+            return f64::NAN;
+        }
+        (p.b_m[0] + x.iter().zip(&p.w_m).map(|(a, b)| a * b).sum::<f64>()).tanh()
+    }
+}
+
+/// The traces of one forward pass: per support step, `H` and `E` after it (`[B, C, O]`) and
+/// `M` (`[B]`).
+type Traces = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>);
+
+/// The host reference's forward pass: the loss, the logits `[B·Q, O]` and the traces.
+pub fn layer_forward(layer: Layer, p: &LayerParams, x: &LayerInputs) -> (f64, Vec<f64>, Traces) {
     let (b, s, q, c, o) = x.sizes;
-    let eta = p.eta[0];
+    let (rule, eta) = (layer.rule, p.eta[0]);
+    let retro = Retroactive { bound: rule.clip };
     let mut hebb = vec![0.0; b * c * o];
-    let mut traces = Vec::with_capacity(s);
+    let mut elig = vec![0.0; b * c * o];
+    let (mut hs, mut es, mut ms) = (Vec::with_capacity(s), Vec::with_capacity(s), Vec::new());
     for step in 0..s {
+        let mut m_step = vec![f64::NAN; b];
         for e in 0..b {
             let pre = &x.embeddings[(e * (s + q) + step) * c..][..c];
             let post = &x.support[(e * s + step) * o..][..o];
+            let m = layer.modulation_of(p, pre);
+            m_step[e] = m;
             for i in 0..c {
-                let row = &mut hebb[(e * c + i) * o..][..o];
                 for j in 0..o {
-                    row[j] = rule.local(row[j], pre[i], post[j], eta).value;
+                    let idx = (e * c + i) * o + j;
+                    match layer.modulation {
+                        Modulation::None => hebb[idx] = rule.local(hebb[idx], pre[i], post[j], eta).value,
+                        Modulation::Simple => hebb[idx] = rule.local(hebb[idx], pre[i], post[j], m).value,
+                        Modulation::Retroactive => {
+                            let l = retro.local2(hebb[idx], elig[idx], pre[i], post[j], m, eta);
+                            hebb[idx] = l.h;
+                            elig[idx] = l.e.value;
+                        }
+                    }
                 }
             }
         }
-        traces.push(hebb.clone());
+        hs.push(hebb.clone());
+        es.push(elig.clone());
+        ms.push(m_step);
     }
     let mut logits = vec![0.0; b * q * o];
     let mut loss = 0.0;
@@ -112,7 +184,9 @@ pub fn layer_forward(rule: RuleSpec, p: &LayerParams, x: &LayerInputs) -> (f64, 
             for j in 0..o {
                 z[j] = x.mask[e * o + j]
                     + (0..c)
-                        .map(|i| xq[i] * (p.w[i * o + j] + p.alpha[i * o + j] * hebb[(e * c + i) * o + j]))
+                        .map(|i| {
+                            xq[i] * (p.w[i * o + j] + p.alpha[i * o + j] * hebb[(e * c + i) * o + j])
+                        })
                         .sum::<f64>();
             }
             let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -120,36 +194,40 @@ pub fn layer_forward(rule: RuleSpec, p: &LayerParams, x: &LayerInputs) -> (f64, 
             loss += lse - z[x.target[e * q + k]];
         }
     }
-    (loss / (b * q) as f64, logits, traces)
+    (loss / (b * q) as f64, logits, (hs, es, ms))
 }
 
-/// The host reference's gradients of `w`, `α`, `η` (reverse mode through the rule's partials,
+/// The host reference's gradients of every group (reverse mode through the rule's partials,
 /// with `fault` in them if any).
 pub fn layer_backward(
-    rule: RuleSpec,
+    layer: Layer,
     fault: Option<Fault>,
     p: &LayerParams,
     x: &LayerInputs,
 ) -> (f64, LayerParams) {
     let (b, s, q, c, o) = x.sizes;
-    let eta = p.eta[0];
-    let (loss, logits, traces) = layer_forward(rule, p, x);
-    let local = |h: f64, pre: f64, post: f64| -> Local<f64> {
+    let (rule, eta) = (layer.rule, p.eta[0]);
+    let (loss, logits, (hs, es, ms)) = layer_forward(layer, p, x);
+    let local = |h: f64, pre: f64, post: f64, rate: f64| -> Local<f64> {
         match fault {
-            Some(fault) => Faulty { spec: rule, fault }.local(h, pre, post, eta),
-            None => rule.local(h, pre, post, eta),
+            Some(fault) => Faulty { spec: rule, fault }.local(h, pre, post, rate),
+            None => rule.local(h, pre, post, rate),
         }
     };
-    let mut g = LayerParams {
-        w: vec![0.0; c * o],
-        alpha: vec![0.0; c * o],
-        eta: vec![0.0],
+    let retro = Retroactive { bound: rule.clip };
+    let local2 = |h: f64, e: f64, pre: f64, post: f64, m: f64| -> Local2<f64> {
+        match fault {
+            Some(fault) => FaultyRetroactive { kernel: retro, fault }.local2(h, e, pre, post, m, eta),
+            None => retro.local2(h, e, pre, post, m, eta),
+        }
     };
+    let mut g = p.zeros_like();
     let inv = 1.0 / (b * q) as f64;
     for e in 0..b {
-        let last = &traces[s - 1][e * c * o..][..c * o];
+        let last = &hs[s - 1][e * c * o..][..c * o];
         // dL/dH after the support steps, from every query.
         let mut dh = vec![0.0; c * o];
+        let mut de = vec![0.0; c * o];
         for k in 0..q {
             let z = &logits[(e * q + k) * o..][..o];
             let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -169,13 +247,39 @@ pub fn layer_backward(
         for step in (0..s).rev() {
             let pre = &x.embeddings[(e * (s + q) + step) * c..][..c];
             let post = &x.support[(e * s + step) * o..][..o];
+            let m = ms[step][e];
+            let mut dm = 0.0;
             for i in 0..c {
                 for j in 0..o {
                     let idx = i * o + j;
-                    let old = if step == 0 { 0.0 } else { traces[step - 1][e * c * o + idx] };
-                    let l = local(old, pre[i], post[j]);
-                    g.eta[0] += dh[idx] * l.d_rate;
-                    dh[idx] *= l.d_h;
+                    let old = |t: &[Vec<f64>]| if step == 0 { 0.0 } else { t[step - 1][e * c * o + idx] };
+                    match layer.modulation {
+                        Modulation::None | Modulation::Simple => {
+                            let rate = if layer.modulation == Modulation::None { eta } else { m };
+                            let l = local(old(&hs), pre[i], post[j], rate);
+                            if layer.modulation == Modulation::None {
+                                g.eta[0] += dh[idx] * l.d_rate;
+                            } else {
+                                dm += dh[idx] * l.d_rate;
+                            }
+                            dh[idx] *= l.d_h;
+                        }
+                        Modulation::Retroactive => {
+                            let l = local2(old(&hs), old(&es), pre[i], post[j], m);
+                            let (gh, ge) = (dh[idx], de[idx]);
+                            dm += gh * l.dh_m;
+                            g.eta[0] += gh * l.dh_eta + ge * l.e.d_rate;
+                            de[idx] = gh * l.dh_e + ge * l.e.d_h;
+                            dh[idx] = gh * l.dh_h;
+                        }
+                    }
+                }
+            }
+            if layer.modulation != Modulation::None {
+                let du = dm * (1.0 - m * m);
+                g.b_m[0] += du;
+                for (gw, xi) in g.w_m.iter_mut().zip(pre) {
+                    *gw += du * xi;
                 }
             }
         }
@@ -216,6 +320,19 @@ fn layer_params(model: &FewShotNet) -> LayerParams {
         w: values(&model.w),
         alpha: values(&model.alpha),
         eta: values(&model.eta),
+        w_m: model.w_m.as_ref().map(values).unwrap_or_default(),
+        b_m: model.b_m.as_ref().map(values).unwrap_or_default(),
+    }
+}
+
+/// The plastic layer's gradients from burn autodiff (zeros for a group without one).
+fn autodiff_layer(model: &FewShotNet, grads: &GradientsParams) -> LayerParams {
+    LayerParams {
+        w: host(grads, &model.w),
+        alpha: host(grads, &model.alpha),
+        eta: host(grads, &model.eta),
+        w_m: model.w_m.as_ref().map(|p| host(grads, p)).unwrap_or_default(),
+        b_m: model.b_m.as_ref().map(|p| host(grads, p)).unwrap_or_default(),
     }
 }
 
@@ -292,28 +409,31 @@ fn scalar(t: Tensor<1>) -> f64 {
     t.into_data().convert::<f64>().try_to_vec::<f64>().expect("a float")[0]
 }
 
-/// Finite differences of the host reference's loss on sampled entries of `w`, `α`, `η`
-/// (`NaN` elsewhere), and the entries checked.
-fn layer_finite_differences(rule: RuleSpec, p: &LayerParams, x: &LayerInputs, plastic: bool) -> (LayerParams, Vec<Vec<usize>>) {
-    let mut out = LayerParams {
-        w: vec![f64::NAN; p.w.len()],
-        alpha: vec![f64::NAN; p.alpha.len()],
-        eta: vec![f64::NAN],
-    };
-    let groups = if plastic { 3 } else { 1 };
-    let scale = floor(layer_forward(rule, p, x).0, NONSMOOTH_FLOOR);
+/// Finite differences of the host reference's loss on sampled entries of every trained group
+/// (`NaN` elsewhere), and the entries checked per trained group.
+fn layer_finite_differences(layer: Layer, p: &LayerParams, x: &LayerInputs) -> (LayerParams, Vec<Vec<usize>>) {
+    let mut out = p.zeros_like();
+    for g in 0..5 {
+        out.group_mut(g).fill(f64::NAN);
+    }
+    let smooth = layer.rule.smooth() && layer.modulation != Modulation::Retroactive;
+    let step = if smooth { RECURRENT_FD_STEP } else { crate::compare::FD_STEP_NONSMOOTH };
+    let scale = floor(layer_forward(layer, p, x).0, NONSMOOTH_FLOOR);
     let mut probe = p.clone();
     let mut picked = Vec::new();
-    for g in 0..groups {
+    for (g, trained) in layer.trained().into_iter().enumerate() {
+        if !trained {
+            continue;
+        }
         let indices = evenly(p.groups()[g].1.len());
         for &i in &indices {
             let theta = p.groups()[g].1[i];
-            let (estimate, error) = ridders(theta, fd_step(&rule, RECURRENT_FD_STEP), |v| {
+            let (estimate, error) = ridders(theta, step, |v| {
                 probe.group_mut(g)[i] = v;
-                layer_forward(rule, &probe, x).0
+                layer_forward(layer, &probe, x).0
             });
             probe.group_mut(g)[i] = theta;
-            out.group_mut(g)[i] = if !rule.smooth() && unresolved(estimate, error, scale) {
+            out.group_mut(g)[i] = if !smooth && unresolved(estimate, error, scale) {
                 f64::NAN
             } else {
                 estimate
@@ -346,19 +466,27 @@ fn sampled_rows(
 /// parameters are the config's initial ones).
 pub fn check_omniglot(config: &OmniglotConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
     let rule = config.model.rule();
+    let modulation = config.model.modulation;
+    let plastic = config.model.plastic;
+    let layer = Layer {
+        rule,
+        modulation,
+        plastic,
+    };
+    let retro = modulation == Modulation::Retroactive;
     let fault = match options.recursion {
         Recursion::Correct => None,
-        Recursion::Fault(f @ Fault::RateOnOldTrace) if rule.rule == Rule::Hebb => Some(f),
-        Recursion::Fault(f @ Fault::OjaDecayDropped) if rule.rule == Rule::Oja => Some(f),
+        Recursion::Fault(f @ Fault::RateOnOldTrace) if rule.rule == Rule::Hebb && !retro => Some(f),
+        Recursion::Fault(f @ Fault::OjaDecayDropped) if rule.rule == Rule::Oja && !retro => Some(f),
         Recursion::Fault(f @ Fault::GradientThroughClip) if rule.rule == Rule::Clipped => Some(f),
+        Recursion::Fault(f @ Fault::EligibilityFirst) if retro => Some(f),
         other => {
             return Err(bohp::Error::Unsupported(format!(
-                "--recursion {}: does not apply to an Omniglot config with rule {rule} (it takes rate-on-old-trace with hebb, oja-decay-dropped with oja, gradient-through-clip with clipped)",
+                "--recursion {}: does not apply to an Omniglot config with rule {rule} and modulation {modulation} (it takes rate-on-old-trace with hebb, oja-decay-dropped with oja, gradient-through-clip with clipped, eligibility-first with retroactive modulation)",
                 other.name()
             )));
         }
     };
-    let plastic = config.model.plastic;
     let trainer = OmniglotTrainer::new(config.clone())?;
     let model = trainer.model().clone();
     let batch = trainer.check_batch(options.episodes);
@@ -367,19 +495,16 @@ pub fn check_omniglot(config: &OmniglotConfig, options: CheckOptions) -> bohp::R
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let inputs = layer_inputs(&model, &batch);
     let params = layer_params(&model);
-    let (loss_reference, reference) = layer_backward(rule, fault, &params, &inputs);
-    let ad = LayerParams {
-        w: host(&grads, &model.w),
-        alpha: host(&grads, &model.alpha),
-        eta: host(&grads, &model.eta),
-    };
+    let (loss_reference, reference) = layer_backward(layer, fault, &params, &inputs);
+    let ad = autodiff_layer(&model, &grads);
     let mut tolerances = Tolerances::for_rule(config.dtype, &rule);
     tolerances.engine_vs_reference = tolerances.autodiff_vs_reference;
     let layer_groups = |p: &LayerParams| -> Vec<(&'static str, Vec<f64>)> {
         p.groups()
             .into_iter()
-            .take(if plastic { 3 } else { 1 })
-            .map(|(n, v)| (n, v.to_vec()))
+            .zip(layer.trained())
+            .filter(|(_, t)| *t)
+            .map(|((n, v), _)| (n, v.to_vec()))
             .collect()
     };
     let (ga, gr) = (layer_groups(&ad), layer_groups(&reference));
@@ -391,10 +516,10 @@ pub fn check_omniglot(config: &OmniglotConfig, options: CheckOptions) -> bohp::R
         tolerance: tolerances.autodiff_vs_reference,
         floor: ad_floor,
         rows: agreement_groups(&ra, &rr, ad_floor),
-        note: Some("the plastic layer: w, alpha, eta".into()),
+        note: Some("the plastic layer (w, alpha, eta, and the modulator's w_m, b_m), as trained".into()),
     }];
     if options.finite_differences {
-        let (fd, indices) = layer_finite_differences(rule, &params, &inputs, plastic);
+        let (fd, indices) = layer_finite_differences(layer, &params, &inputs);
         let gf = layer_groups(&fd);
         let rf: Vec<(&'static str, &[f64])> = gf.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let fd_floor = floor(loss_reference, tolerances.finite_difference_floor);
@@ -447,7 +572,11 @@ pub fn check_omniglot(config: &OmniglotConfig, options: CheckOptions) -> bohp::R
     let mut report = Report {
         family: "few-shot".into(),
         task: format!("omniglot {}-way {}-shot, {} queries", t.ways, t.shots, t.queries),
-        rule: rule.to_string(),
+        rule: match modulation {
+            Modulation::None => rule.to_string(),
+            Modulation::Simple => format!("{rule}, modulated rate"),
+            Modulation::Retroactive => format!("retroactive(±{})", rule.clip),
+        },
         plasticity: if plastic { "learned" } else { "none" }.into(),
         reference: "host".into(),
         recursion: options.recursion.name().into(),
@@ -466,19 +595,12 @@ pub fn check_omniglot(config: &OmniglotConfig, options: CheckOptions) -> bohp::R
     let dump = options.dump.then(|| {
         let one = trainer.check_batch(1);
         let x = layer_inputs(&model, &one);
-        let (loss, logits, traces) = layer_forward(rule, &params, &x);
-        let mut gradients = vec![("host".to_string(), layer_backward(rule, fault, &params, &x).1)];
+        let (loss, logits, traces) = layer_forward(layer, &params, &x);
+        let mut gradients = vec![("host".to_string(), layer_backward(layer, fault, &params, &x).1)];
         let (l, _) = model.loss(&one);
         let g = GradientsParams::from_grads(l.backward(), &model);
-        gradients.push((
-            "autodiff".to_string(),
-            LayerParams {
-                w: host(&g, &model.w),
-                alpha: host(&g, &model.alpha),
-                eta: host(&g, &model.eta),
-            },
-        ));
-        dump_fewshot(producer(&report), rule, &params, &x, &logits, &traces, loss, &gradients)
+        gradients.push(("autodiff".to_string(), autodiff_layer(&model, &g)));
+        dump_fewshot(producer(&report), layer, &params, &x, &logits, &traces, loss, &gradients)
     });
     Ok((report, dump))
 }

@@ -1,6 +1,6 @@
 //! Configs of few-shot classification runs (`task.kind = "omniglot"`).
 
-use crate::rules::{Rule, RuleSpec};
+use crate::rules::{Modulation, Rule, RuleSpec};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -88,9 +88,16 @@ pub struct OmniglotModelConfig {
     /// paper's), `hebb` or `clipped`, with the learned η as its rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
-    /// The bound `c` of `rule = "clipped"` [1] (an error with the other rules).
+    /// The bound `c` of `rule = "clipped"` [1] (an error with the other rules), and of `H`
+    /// with `modulation = "retroactive"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<f64>,
+    /// A modulator (a neuron computing `M = tanh(x·w_M + b_M)` from each support image's
+    /// embedding `x`, as the 2019 paper builds one): `none` (the default and the 2018 paper's),
+    /// `simple` (`M` is the rule's rate) or `retroactive` (`M` moves an eligibility trace into
+    /// a clipped `H`). Not published for this network.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub modulation: Modulation,
     /// Initial η of the rule.
     #[serde(default = "default_eta")]
     pub init_eta: f64,
@@ -104,11 +111,21 @@ pub struct OmniglotModelConfig {
     pub batch_norm: bool,
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 impl OmniglotModelConfig {
-    /// The plastic layer's rule with its constants (default: Oja's).
+    /// The plastic layer's rule with its constants (default: Oja's; the clipped rule's bound
+    /// for `H` with retroactive modulation).
     pub fn rule(&self) -> RuleSpec {
+        let default = if self.modulation == Modulation::Retroactive {
+            Rule::Clipped
+        } else {
+            Rule::Oja
+        };
         RuleSpec {
-            rule: self.rule.unwrap_or(Rule::Oja),
+            rule: self.rule.unwrap_or(default),
             clip: self.clip.unwrap_or(crate::rules::DEFAULT_CLIP),
         }
     }
@@ -289,7 +306,7 @@ impl OmniglotConfig {
                 return Err(bad(
                     "model.clip",
                     c.to_string(),
-                    "only with model.rule = \"clipped\"",
+                    "only with model.rule = \"clipped\" or model.modulation = \"retroactive\"",
                 ));
             }
             _ => {}

@@ -19,7 +19,7 @@ use super::config::OmniglotModelConfig;
 use super::data::SIDE;
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
-use crate::rules::{Rate, RuleSpec};
+use crate::rules::{Modulation, Rate, Retroactive, RuleSpec};
 
 /// Convolutions of the embedding.
 pub const CONVS: usize = 4;
@@ -37,8 +37,15 @@ pub struct FewShotNet {
     pub alpha: Param<Tensor<2>>,
     /// The rule's rate η `[1]`.
     pub eta: Param<Tensor<1>>,
+    /// The modulator's weights `[C, 1]` (with `model.modulation`; none otherwise, so that the
+    /// records of unmodulated networks are unchanged).
+    pub w_m: Option<Param<Tensor<2>>>,
+    /// The modulator's bias `[1]`.
+    pub b_m: Option<Param<Tensor<1>>>,
     /// The plastic layer's rule (Oja's by default).
     pub rule: RuleSpec,
+    /// How the modulator gates the update.
+    pub modulation: Modulation,
 }
 
 /// A batch of episodes as tensors.
@@ -67,6 +74,7 @@ impl FewShotNet {
     /// `α = init_alpha` (0 and frozen without plasticity), η = `init_eta`.
     pub fn new(config: &OmniglotModelConfig, seed: u64, device: &Device) -> FewShotNet {
         let (channels, outputs, plastic) = (config.channels, config.outputs, config.plastic);
+        let modulated = config.modulation != Modulation::None;
         let init_eta = config.init_eta;
         device.seed(seed);
         let convs = (0..CONVS)
@@ -104,12 +112,19 @@ impl FewShotNet {
             } else {
                 alpha.set_require_grad(false)
             },
-            eta: if plastic {
+            // η is the rule's rate, or the eligibility trace's; with simple modulation `M` is
+            // the rate and η unused.
+            eta: if plastic && config.modulation != Modulation::Simple {
                 param(vec![init_eta], [1], device)
             } else {
                 param(vec![init_eta], [1], device).set_require_grad(false)
             },
+            // The modulator starts at `M = init_eta` whatever the image (`w_M = 0`,
+            // `b_M = atanh(init_eta)`): the unmodulated network's rate, for learning to vary.
+            w_m: modulated.then(|| param(vec![0.0; channels], [channels, 1], device)),
+            b_m: modulated.then(|| param(vec![init_eta.min(0.999).atanh()], [1], device)),
             rule: config.rule(),
+            modulation: config.modulation,
         }
     }
 
@@ -136,17 +151,33 @@ impl FewShotNet {
         let outputs = support.dims()[2];
         let device = support_emb.device();
         let mut hebb: Tensor<3> = Tensor::zeros([b, c, outputs], &device);
-        let rate = Rate::Learned(self.eta.val().reshape([1, 1, 1]));
+        let mut elig: Tensor<3> = Tensor::zeros([b, c, outputs], &device);
+        let eta = Rate::Learned(self.eta.val().reshape([1, 1, 1]));
         for step in 0..s {
-            let pre = support_emb
-                .clone()
-                .slice([0..b, step..step + 1, 0..c])
-                .reshape([b, c, 1]);
+            let emb = support_emb.clone().slice([0..b, step..step + 1, 0..c]);
+            let pre = emb.clone().reshape([b, c, 1]);
             let post = support
                 .clone()
                 .slice([0..b, step..step + 1, 0..outputs])
                 .reshape([b, 1, outputs]);
-            hebb = self.rule.tensor(hebb, pre, post, &rate);
+            match (self.modulation, &self.w_m, &self.b_m) {
+                (Modulation::Simple | Modulation::Retroactive, Some(w_m), Some(b_m)) => {
+                    // M = tanh(x·w_M + b_M), one per episode and support step.
+                    let m = (emb.reshape([b, c]).matmul(w_m.val()) + b_m.val().unsqueeze::<2>())
+                        .tanh()
+                        .reshape([b, 1, 1]);
+                    let m = Rate::Modulated(m);
+                    if self.modulation == Modulation::Simple {
+                        hebb = self.rule.tensor(hebb, pre, post, &m);
+                    } else {
+                        (hebb, elig) = Retroactive {
+                            bound: self.rule.clip,
+                        }
+                        .tensor(hebb, elig, pre, post, &m, &eta);
+                    }
+                }
+                _ => hebb = self.rule.tensor(hebb, pre, post, &eta),
+            }
         }
         self.w.val().unsqueeze::<3>() + self.alpha.val().unsqueeze::<3>() * hebb
     }

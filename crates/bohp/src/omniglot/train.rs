@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::OmniglotConfig;
+use crate::rules::Modulation;
 use super::data::Augment;
 use super::data::{
     Omniglot, OneShotRun, SIDE, check_episodes, check_episodes_queries, sample_episode_queries,
@@ -350,14 +351,14 @@ impl OmniglotTrainer {
         } else {
             0
         };
-        convs
-            + norms
-            + c * o
-            + if self.config.model.plastic {
-                c * o + 1
-            } else {
-                0
-            }
+        // α and η with plasticity (η unused under simple modulation), the modulator's w_M, b_M.
+        let plastic = match self.config.model.modulation {
+            _ if !self.config.model.plastic => 0,
+            Modulation::None => c * o + 1,
+            Modulation::Simple => c * o + c + 1,
+            Modulation::Retroactive => c * o + 1 + c + 1,
+        };
+        convs + norms + c * o + plastic
     }
 
     /// Accuracy of the network and of nearest neighbour in its embedding on `episodes`

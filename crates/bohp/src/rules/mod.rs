@@ -401,6 +401,39 @@ impl std::fmt::Display for Rule {
     }
 }
 
+/// Whether and how a network's own signal `M(t)` gates its plastic update (the families that
+/// build a modulator from their state: Omniglot's `model.modulation`; the actor-critic spells
+/// it with `model.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Modulation {
+    /// No modulator: the rule's rate is the learned η.
+    #[default]
+    None,
+    /// Simple neuromodulation: `M(t)` is the rule's rate ([`Rate::Modulated`]).
+    Simple,
+    /// Retroactive neuromodulation ([`Retroactive`]): `M(t)` moves an eligibility trace into
+    /// `H`.
+    Retroactive,
+}
+
+impl Modulation {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Modulation::None => "none",
+            Modulation::Simple => "simple",
+            Modulation::Retroactive => "retroactive",
+        }
+    }
+}
+
+impl std::fmt::Display for Modulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The default bound `c` of the clipped rule (the neuromodulation paper's ±1).
 pub const DEFAULT_CLIP: f64 = 1.0;
 
@@ -478,6 +511,7 @@ impl std::fmt::Display for RuleSpec {
 // A plain constant inside burn modules (no parameters, not saved in records).
 use burn::empty;
 empty!(RuleSpec);
+empty!(Modulation);
 
 fn equation_of<R: RuleKernel>(_: &R) -> &'static str {
     R::EQUATION
