@@ -669,7 +669,16 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
     .unwrap();
     let config = config.to_str().unwrap();
     let file = tmp.path().join("dump.json");
-    let out = run_bohp(&["gradcheck", config, "--dtype", "f64", "--episodes", "2", "--dump", file.to_str().unwrap()]);
+    let out = run_bohp(&[
+        "gradcheck",
+        config,
+        "--dtype",
+        "f64",
+        "--episodes",
+        "2",
+        "--dump",
+        file.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success()
@@ -679,7 +688,14 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_bohp(&["gradcheck", config, "--dtype", "f64", "--recursion", "oja-decay-dropped"]);
+    let out = run_bohp(&[
+        "gradcheck",
+        config,
+        "--dtype",
+        "f64",
+        "--recursion",
+        "oja-decay-dropped",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("MISMATCH"), "{stdout}");
@@ -691,7 +707,11 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
     assert_eq!(d["schema"], "bohp-gradcheck-dump/3");
     assert_eq!(d["produced_by"]["family"], "few-shot");
     let nums = |v: &Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     };
     let (s, c, o, q) = (6, 4, 5, 2);
     let x = nums(&d["inputs"]["values"]);
@@ -711,7 +731,10 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
             for j in 0..o {
                 let (pre, post) = (x[step * c + i], labels[step * o + j]);
                 h[i * o + j] += eta * post * (pre - h[i * o + j] * post);
-                assert!((h[i * o + j] - traces[(step * c + i) * o + j]).abs() < 1e-13, "H({step})");
+                assert!(
+                    (h[i * o + j] - traces[(step * c + i) * o + j]).abs() < 1e-13,
+                    "H({step})"
+                );
             }
         }
     }
@@ -719,7 +742,14 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
     let mut loss = 0.0;
     for k in 0..q {
         let z: Vec<f64> = (0..o)
-            .map(|j| mask[j] + (0..c).map(|i| queries[k * c + i] * (w[i * o + j] + alpha[i * o + j] * h[i * o + j])).sum::<f64>())
+            .map(|j| {
+                mask[j]
+                    + (0..c)
+                        .map(|i| {
+                            queries[k * c + i] * (w[i * o + j] + alpha[i * o + j] * h[i * o + j])
+                        })
+                        .sum::<f64>()
+            })
             .collect();
         for j in 0..o {
             assert!((z[j] - logits[k * o + j]).abs() < 1e-12, "logit {k} {j}");
@@ -730,7 +760,10 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
     let dumped = d["loss"].as_f64().unwrap();
     assert!((loss - dumped).abs() < 1e-12, "{loss} vs {dumped}");
     for method in ["host", "autodiff"] {
-        assert!(d["gradients"][method]["alpha"]["values"].is_array(), "{method}");
+        assert!(
+            d["gradients"][method]["alpha"]["values"].is_array(),
+            "{method}"
+        );
     }
 
     // With a modulator: retroactive modulation passes, its injected fault fails, and the
@@ -749,7 +782,14 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_bohp(&["gradcheck", modulated, "--dtype", "f64", "--recursion", "eligibility-first"]);
+    let out = run_bohp(&[
+        "gradcheck",
+        modulated,
+        "--dtype",
+        "f64",
+        "--recursion",
+        "eligibility-first",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(

@@ -233,9 +233,8 @@ fn the_host_reverse_pass_equals_autodiff_and_catches_injected_errors() {
             for (group, slot) in forward_mode.iter_mut().enumerate() {
                 let Some(values) = slot else { continue };
                 for (k, v) in values.iter_mut().enumerate() {
-                    *v = net.forward_mode_entry(
-                        &host_xs, BATCH, group, k, &d_logits, &ones, &fifths,
-                    );
+                    *v = net
+                        .forward_mode_entry(&host_xs, BATCH, group, k, &d_logits, &ones, &fifths);
                 }
             }
             let gap = |a: &AcParams, reference: &[Option<Vec<f64>>]| -> f64 {

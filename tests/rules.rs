@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use bohp::config::RunConfig;
-use bohp::recurrent::config::RecurrentConfig;
 use bohp::omniglot::config::OmniglotConfig;
+use bohp::recurrent::config::RecurrentConfig;
 use bohp::rl::config::RlConfig;
 use bohp::rules::faults::Fault;
 use bohp_gradcheck::check::{AnyConfig, CheckOptions, Recursion, Report, check_any};
@@ -406,7 +406,10 @@ fn matrix() -> Vec<Cell> {
         ("rule = \"oja\"", "oja"),
         ("rule = \"hebb\"", "hebb"),
         ("rule = \"clipped\"", "clipped"),
-        ("rule = \"oja\"\nmodulation = \"simple\"", "oja, modulated rate"),
+        (
+            "rule = \"oja\"\nmodulation = \"simple\"",
+            "oja, modulated rate",
+        ),
         ("modulation = \"retroactive\"\nclip = 0.05", "retroactive"),
     ] {
         let text = format!(

@@ -614,7 +614,10 @@ pub fn dump_fewshot(
     let trace = match layer.modulation {
         bohp::rules::Modulation::None => format!("f: {} (rate eta)", layer.rule.equation()),
         bohp::rules::Modulation::Simple => {
-            format!("f: {} with rate M_s = tanh(x_s . w_m + b_m)", layer.rule.equation())
+            format!(
+                "f: {} with rate M_s = tanh(x_s . w_m + b_m)",
+                layer.rule.equation()
+            )
         }
         bohp::rules::Modulation::Retroactive => format!(
             "{} with M_s = tanh(x_s . w_m + b_m), c = {}",

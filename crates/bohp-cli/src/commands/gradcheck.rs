@@ -17,7 +17,9 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
     let config = if family == Some(bohp::recurrent::config::Family::FewShot) {
         let mut config = bohp::omniglot::config::OmniglotConfig::load(&args.config)?;
         if args.steps.is_some() {
-            bail!("--steps: applies to single-layer configs (an Omniglot episode's support steps are task.ways x task.shots)");
+            bail!(
+                "--steps: applies to single-layer configs (an Omniglot episode's support steps are task.ways x task.shots)"
+            );
         }
         if let Some(device) = cli.device {
             config.device = device;

@@ -374,7 +374,11 @@ mod tests {
             ("[model]", "[model]\ninit_eta = 2.0", "model.init_eta"),
             ("[model]", "[model]\ninit_alpha = nan", "model.init_alpha"),
             ("[model]", "[model]\nclip = 0.5", "model.clip"),
-            ("[model]", "[model]\nrule = \"clipped\"\nclip = -1.0", "model.clip"),
+            (
+                "[model]",
+                "[model]\nrule = \"clipped\"\nclip = -1.0",
+                "model.clip",
+            ),
             ("[model]", "[model]\nrule = \"hebbb\"", "rule"),
             (
                 "[train]",

@@ -19,7 +19,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::OmniglotConfig;
-use crate::rules::Modulation;
 use super::data::Augment;
 use super::data::{
     Omniglot, OneShotRun, SIDE, check_episodes, check_episodes_queries, sample_episode_queries,
@@ -31,6 +30,7 @@ use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::{Stream, stream_rng};
+use crate::rules::Modulation;
 use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };

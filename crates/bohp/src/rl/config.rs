@@ -400,7 +400,11 @@ mod tests {
                 "kind = \"non-plastic\"\nrule = \"hebb\"",
                 "model.rule",
             ),
-            ("kind = \"simple\"", "kind = \"simple\"\nrule = \"ojaa\"", "rule"),
+            (
+                "kind = \"simple\"",
+                "kind = \"simple\"\nrule = \"ojaa\"",
+                "rule",
+            ),
         ] {
             let text = BASE.replace(from, to);
             let err = parse_toml::<RlConfig>(&text, Path::new("x.toml"))
