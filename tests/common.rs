@@ -218,3 +218,24 @@ pub fn host_reference(backend: Backend, precision: Precision) -> (Backend, f64) 
     };
     (other, tol)
 }
+
+/// Asserts that `bohp gradcheck CONFIG --dtype f64 --recursion RECURSION` fails (exit 1) with a
+/// group reported as a mismatch.
+#[track_caller]
+pub fn assert_gradcheck_catches(config: &str, recursion: &str) {
+    let out = run_bohp(&[
+        "gradcheck",
+        config,
+        "--dtype",
+        "f64",
+        "--recursion",
+        recursion,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{recursion}: {stdout}");
+    assert!(
+        stdout.contains("MISMATCH") && stdout.contains("FAILED"),
+        "{recursion}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -224,20 +224,7 @@ fn gradcheck_cli_checks_an_actor_critic_and_its_dump_recomputes() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_bohp(&[
-        "gradcheck",
-        config,
-        "--dtype",
-        "f64",
-        "--recursion",
-        "eligibility-first",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("MISMATCH") && stdout.contains("FAILED"),
-        "{stdout}"
-    );
+    crate::common::assert_gradcheck_catches(config, "eligibility-first");
     // Not for a single-layer config.
     let one_shot = repo_root().join("configs/one-shot.toml");
     let out = run_bohp(&[

@@ -10,6 +10,17 @@ use crate::args::*;
 use bohp_gradcheck::check::{AnyConfig, CheckOptions, check_any};
 
 pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitCode> {
+    // `--device` and `--dtype` over any family's config (each has both fields).
+    macro_rules! overrides {
+        ($config:ident) => {
+            if let Some(device) = cli.device {
+                $config.device = device;
+            }
+            if let Some(dtype) = cli.dtype {
+                $config.dtype = dtype;
+            }
+        };
+    }
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
@@ -21,12 +32,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
                 "--steps: applies to single-layer configs (an Omniglot episode's support steps are task.ways x task.shots)"
             );
         }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
+        overrides!(config);
         AnyConfig::FewShot(config)
     } else if family == Some(bohp::recurrent::config::Family::Reinforcement) {
         let mut config = bohp::rl::config::RlConfig::load(&args.config)?;
@@ -35,12 +41,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
                 "--steps: applies to single-layer configs (set task.steps in a reinforcement-learning config)"
             );
         }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
+        overrides!(config);
         AnyConfig::Rl(config)
     } else if is_recurrent_file(&args.config) {
         let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
@@ -49,12 +50,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
                 "--steps: applies to single-layer configs (a recurrent task's steps follow from its [task] timing)"
             );
         }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
+        overrides!(config);
         AnyConfig::Recurrent(config)
     } else {
         let mut config = RunConfig::load(&args.config)?;
@@ -62,12 +58,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
             config.task.steps = Some(steps);
             config.validate(&format!("{} with --steps", args.config.display()))?;
         }
-        if let Some(device) = cli.device {
-            config.device = device;
-        }
-        if let Some(dtype) = cli.dtype {
-            config.dtype = dtype;
-        }
+        overrides!(config);
         AnyConfig::Single(config)
     };
     let options = CheckOptions {
