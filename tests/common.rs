@@ -239,3 +239,27 @@ pub fn assert_gradcheck_catches(config: &str, recursion: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `bohp gradcheck CONFIG --dtype f64 --episodes EPISODES --dump FILE`, asserts that it
+/// passed, and returns its report.
+#[track_caller]
+pub fn gradcheck_passes_with_dump(config: &str, episodes: usize, dump: &Path) -> String {
+    let episodes = episodes.to_string();
+    let out = run_bohp(&[
+        "gradcheck",
+        config,
+        "--dtype",
+        "f64",
+        "--episodes",
+        &episodes,
+        "--dump",
+        dump.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("PASSED"),
+        "{config}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

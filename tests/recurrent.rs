@@ -678,22 +678,7 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
     for name in ["memorisation-50", "memorisation-50-nonplastic"] {
         let file = dir.path().join(format!("{name}.json"));
         let config = repo_root().join("configs").join(format!("{name}.toml"));
-        let out = run_bohp(&[
-            "gradcheck",
-            config.to_str().unwrap(),
-            "--dtype",
-            "f64",
-            "--episodes",
-            "1",
-            "--dump",
-            file.to_str().unwrap(),
-        ]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("PASSED"),
-            "{name}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::common::gradcheck_passes_with_dump(config.to_str().unwrap(), 1, &file);
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(d["schema"], "bohp-gradcheck-dump/3");
         let plastic = name == "memorisation-50";

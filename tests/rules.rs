@@ -208,22 +208,8 @@ fn gradcheck_cli_checks_an_actor_critic_and_its_dump_recomputes() {
     .unwrap();
     let config = config.to_str().unwrap();
     let file = dir.path().join("dump.json");
-    let out = run_bohp(&[
-        "gradcheck",
-        config,
-        "--dtype",
-        "f64",
-        "--episodes",
-        "2",
-        "--dump",
-        file.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("PASSED") && stdout.contains("autodiff vs host"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::common::gradcheck_passes_with_dump(config, 2, &file);
+    assert!(stdout.contains("autodiff vs host"), "{stdout}");
     crate::common::assert_gradcheck_catches(config, "eligibility-first");
     // Not for a single-layer config.
     let one_shot = repo_root().join("configs/one-shot.toml");

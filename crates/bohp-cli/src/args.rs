@@ -127,7 +127,9 @@ pub(crate) struct GradcheckArgs {
     /// Recurrent: autodiff, the fused engine and finite differences against RTRL (networks of
     /// at most 64 neurons; larger ones against the fused engine). Reinforcement learning
     /// (bandit, cue, maze): on a recorded replay of A2C episodes, autodiff, the fused engine,
-    /// forward mode and finite differences against the host reverse pass.
+    /// forward mode and finite differences against the host reverse pass. Omniglot: the
+    /// plastic layer against a host reference and finite differences, the convolutional
+    /// embedding against finite differences (with --dtype f64).
     pub(crate) config: PathBuf,
 
     /// Episodes in the checked batch.
@@ -156,8 +158,9 @@ pub(crate) struct GradcheckArgs {
     /// paper-weighting (Eq. 3-4's `(1-γ)γ^(tz-tu)`) or double-tanh (the original code's
     /// `1 - tanh(y)²`), single layer only; new-trace (`H(t)` read where `H(t-1)` is due),
     /// rate-on-old-trace (hebb), oja-decay-dropped (oja) or gradient-through-clip (clipped);
-    /// neuromodulated agents: eligibility-first (retroactive: `E` updated before it moves
-    /// `H`) or previous-modulation (`M(t-1)` credited with step t's update).
+    /// neuromodulated networks: eligibility-first (retroactive: `E` updated before it moves
+    /// `H`; actor-critic and Omniglot) or previous-modulation (`M(t-1)` credited with step
+    /// t's update; actor-critic).
     #[arg(long, default_value = "correct")]
     pub(crate) recursion: Recursion,
 }

@@ -23,8 +23,9 @@ use bohp::train::init_model;
 use serde::Serialize;
 
 use crate::compare::{
-    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement, agreement_groups, autodiff,
-    fd_step, finite_differences, floor, params_of, ridders, unresolved, worst_relative,
+    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement, agreement_at, agreement_groups,
+    autodiff, derivative, evenly_spaced, fd_step, finite_differences, floor, params_of,
+    worst_relative,
 };
 use crate::dump::{Dump, Producer, dump_recurrent, dump_single};
 use crate::rtrl::{autodiff_grads, rtrl_grads_with};
@@ -254,22 +255,27 @@ pub fn check_any(
     config: &AnyConfig,
     options: CheckOptions,
 ) -> bohp::Result<(Report, Option<Dump>)> {
-    let modulation_fault = matches!(
-        options.recursion,
-        Recursion::Fault(Fault::EligibilityFirst | Fault::PreviousModulation)
-    );
-    if modulation_fault && matches!(config, AnyConfig::Single(_) | AnyConfig::Recurrent(_)) {
-        return Err(bohp::Error::Unsupported(format!(
-            "--recursion {}: applies to neuromodulated networks (reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\", Omniglot configs with a model.modulation)",
-            options.recursion.name()
-        )));
-    }
     match config {
         AnyConfig::Single(c) => check(c, options),
         AnyConfig::Recurrent(c) => check_recurrent(c, options),
         AnyConfig::Rl(c) => crate::rl::check_rl(c, options),
         AnyConfig::FewShot(c) => crate::fewshot::check_omniglot(c, options),
     }
+}
+
+/// Refuses the faults of neuromodulated rules in a family without a modulator (the single
+/// layer, the recurrent network): there they would change nothing and the check would pass.
+fn refuse_modulation_faults(recursion: Recursion) -> bohp::Result<()> {
+    if matches!(
+        recursion,
+        Recursion::Fault(Fault::EligibilityFirst | Fault::PreviousModulation)
+    ) {
+        return Err(bohp::Error::Unsupported(format!(
+            "--recursion {}: applies to neuromodulated networks (reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\", Omniglot configs with a model.modulation)",
+            recursion.name()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn finish(report: &mut Report) {
@@ -281,6 +287,7 @@ pub(crate) fn finish(report: &mut Report) {
 /// Runs the single-layer check for `config` (its task, sizes, rule, seed, device and dtype;
 /// the parameters are the config's initial ones), on episodes of the evaluation stream.
 pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+    refuse_modulation_faults(options.recursion)?;
     let device = init_device(config.device, config.dtype)?.autodiff();
     let model = init_model(config, &device);
     let task = config.task();
@@ -452,28 +459,27 @@ pub fn recurrent_finite_differences(
     let scale = floor(recurrent_loss(net, ep), NONSMOOTH_FLOOR);
     for group in 0..groups {
         let len = [net.w.len(), net.alpha.len(), 1][group];
-        let stride = len.div_ceil(entries.max(1)).max(1);
-        let indices: Vec<usize> = (0..len).step_by(stride).collect();
+        let indices = evenly_spaced(len, entries);
         for &i in &indices {
             let theta = match group {
                 0 => net.w[i],
                 1 => net.alpha[i],
                 _ => net.eta,
             };
-            let (estimate, error) =
-                ridders(theta, fd_step(&net.rule, RECURRENT_FD_STEP), |value| {
+            let g = derivative(
+                theta,
+                fd_step(&net.rule, RECURRENT_FD_STEP),
+                !smooth,
+                scale,
+                |value| {
                     match group {
                         0 => probe.w[i] = value,
                         1 => probe.alpha[i] = value,
                         _ => probe.eta = value,
                     }
                     recurrent_loss(&probe, ep)
-                });
-            let g = if !smooth && unresolved(estimate, error, scale) {
-                f64::NAN
-            } else {
-                estimate
-            };
+                },
+            );
             match group {
                 0 => {
                     probe.w[i] = theta;
@@ -494,40 +500,13 @@ pub fn recurrent_finite_differences(
     (out, picked)
 }
 
-fn view<'a>(v: &'a [(&'static str, Vec<f64>)]) -> Vec<(&'static str, &'a [f64])> {
-    v.iter().map(|(n, x)| (*n, x.as_slice())).collect()
-}
-
-/// Agreement on the entries `indices` of each group only.
-fn sampled_agreement(
-    a: &HostGrads,
-    fd: &HostGrads,
-    indices: &[Vec<usize>],
-    plastic: bool,
-    floor: f64,
-) -> Vec<GroupAgreement> {
-    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-    let ga = recurrent_groups(a, plastic);
-    let gf = recurrent_groups(fd, plastic);
-    let a_vals: Vec<(&'static str, Vec<f64>)> = ga
-        .iter()
-        .zip(indices)
-        .map(|((n, v), idx)| (*n, pick(v, idx)))
-        .collect();
-    let f_vals: Vec<(&'static str, Vec<f64>)> = gf
-        .iter()
-        .zip(indices)
-        .map(|((n, v), idx)| (*n, pick(v, idx)))
-        .collect();
-    agreement_groups(&view(&a_vals), &view(&f_vals), floor)
-}
-
 /// Runs the recurrent check for `config` (its task, network, rule, seed, device and dtype; the
 /// parameters are the config's initial ones), on episodes of the evaluation stream.
 pub fn check_recurrent(
     config: &RecurrentConfig,
     options: CheckOptions,
 ) -> bohp::Result<(Report, Option<Dump>)> {
+    refuse_modulation_faults(options.recursion)?;
     if config.model.kind == RecurrentModelKind::Lstm {
         return Err(bohp::Error::Unsupported(
             "gradcheck checks the plastic and non-plastic recurrent networks; the LSTM baseline has no hand-derived gradient to check (model.kind = \"lstm\")".into(),
@@ -626,7 +605,12 @@ pub fn check_recurrent(
             name: format!("{reference_name} vs central finite differences"),
             tolerance: tolerances.reference_vs_finite_differences,
             floor: fd_floor,
-            rows: sampled_agreement(&reference, &fd, &indices, plastic, fd_floor),
+            rows: agreement_at(
+                &recurrent_groups(&reference, plastic),
+                &recurrent_groups(&fd, plastic),
+                &indices,
+                fd_floor,
+            ),
             note: Some(format!("entries checked: {}", counts.join(", "))),
         });
     }

@@ -70,8 +70,8 @@ pub fn agreement(a: &Grads, b: &Grads, floor: f64) -> Vec<GroupAgreement> {
 
 /// Per-group agreement of two gradient sets given as `(name, values)` groups in the same order.
 pub fn agreement_groups(
-    a: &[(&'static str, &[f64])],
-    b: &[(&'static str, &[f64])],
+    a: &[(&str, &[f64])],
+    b: &[(&str, &[f64])],
     floor: f64,
 ) -> Vec<GroupAgreement> {
     a.iter()
@@ -143,16 +143,17 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
         let mut g = vec![0.0; len];
         for (i, gi) in g.iter_mut().enumerate() {
             let theta = p.group_mut(group)[i];
-            let (estimate, error) = ridders(theta, fd_step(&params.rule, FD_STEP), |value| {
-                p.group_mut(group)[i] = value;
-                loss(&p, batch)
-            });
+            *gi = derivative(
+                theta,
+                fd_step(&params.rule, FD_STEP),
+                !smooth,
+                scale,
+                |value| {
+                    p.group_mut(group)[i] = value;
+                    loss(&p, batch)
+                },
+            );
             p.group_mut(group)[i] = theta;
-            *gi = if !smooth && unresolved(estimate, error, scale) {
-                f64::NAN
-            } else {
-                estimate
-            };
         }
         out.push(g);
     }
@@ -210,6 +211,56 @@ pub fn ridders(theta: f64, step: f64, mut loss_at: impl FnMut(f64) -> f64) -> (f
         }
     }
     (best, err)
+}
+
+/// The derivative at `theta` of `loss_at(value)` by [`ridders`]: its estimate, or `NaN` when
+/// `check_resolution` is on and the estimate cannot certify the checks' precision
+/// ([`unresolved`] against `scale`; the comparisons leave such entries out and count them).
+/// The caller restores the parameter afterwards.
+pub fn derivative(
+    theta: f64,
+    step: f64,
+    check_resolution: bool,
+    scale: f64,
+    loss_at: impl FnMut(f64) -> f64,
+) -> f64 {
+    let (estimate, error) = ridders(theta, step, loss_at);
+    if check_resolution && unresolved(estimate, error, scale) {
+        f64::NAN
+    } else {
+        estimate
+    }
+}
+
+/// At most `entries` evenly spaced indices of `0..len` (every index of a shorter range).
+pub fn evenly_spaced(len: usize, entries: usize) -> Vec<usize> {
+    (0..len)
+        .step_by(len.div_ceil(entries.max(1)).max(1))
+        .collect()
+}
+
+/// Per-group agreement of `a` with `b` on the entries `indices[k]` of group `k` only (sampled
+/// finite differences).
+pub fn agreement_at(
+    a: &[(&'static str, &[f64])],
+    b: &[(&'static str, &[f64])],
+    indices: &[Vec<usize>],
+    floor: f64,
+) -> Vec<GroupAgreement> {
+    let pick = |groups: &[(&'static str, &[f64])]| -> Vec<(&'static str, Vec<f64>)> {
+        groups
+            .iter()
+            .zip(indices)
+            .map(|((name, v), idx)| (*name, idx.iter().map(|&i| v[i]).collect()))
+            .collect()
+    };
+    let (pa, pb) = (pick(a), pick(b));
+    agreement_groups(&view(&pa), &view(&pb), floor)
+}
+
+/// Owned groups viewed as `(name, values)` slices.
+pub fn view<'a>(v: &'a [(&'static str, Vec<f64>)]) -> Vec<(&'static str, &'a [f64])> {
+    v.iter().map(|(n, x)| (*n, x.as_slice())).collect()
 }
 
 /// `params` as a burn model, built from `template` (a network of the same shape) so that

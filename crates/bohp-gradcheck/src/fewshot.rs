@@ -31,8 +31,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
 use crate::compare::{
-    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_groups, floor, host, ridders,
-    unresolved,
+    NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_at, agreement_groups, derivative, evenly_spaced,
+    floor, host, view,
 };
 use crate::dump::{Dump, dump_fewshot};
 
@@ -367,12 +367,6 @@ fn autodiff_layer(model: &FewShotNet, grads: &GradientsParams) -> LayerParams {
     }
 }
 
-fn evenly(len: usize) -> Vec<usize> {
-    (0..len)
-        .step_by(len.div_ceil(FEWSHOT_ENTRIES).max(1))
-        .collect()
-}
-
 /// `p` with entry `index` set to `value`.
 fn set<const D: usize>(p: &Param<Tensor<D>>, index: usize, value: f64) -> Param<Tensor<D>> {
     p.clone().map(|t| {
@@ -472,41 +466,19 @@ fn layer_finite_differences(
         if !trained {
             continue;
         }
-        let indices = evenly(p.groups()[g].1.len());
+        let indices = evenly_spaced(p.groups()[g].1.len(), FEWSHOT_ENTRIES);
         for &i in &indices {
             let theta = p.groups()[g].1[i];
-            let (estimate, error) = ridders(theta, step, |v| {
+            let d = derivative(theta, step, !smooth, scale, |v| {
                 probe.group_mut(g)[i] = v;
                 layer_forward(layer, &probe, x).0
             });
             probe.group_mut(g)[i] = theta;
-            out.group_mut(g)[i] = if !smooth && unresolved(estimate, error, scale) {
-                f64::NAN
-            } else {
-                estimate
-            };
+            out.group_mut(g)[i] = d;
         }
         picked.push(indices);
     }
     (out, picked)
-}
-
-fn sampled_rows(
-    a: &[(&'static str, &[f64])],
-    b: &[(&'static str, &[f64])],
-    indices: &[Vec<usize>],
-    floor: f64,
-) -> Vec<GroupAgreement> {
-    let pick = |v: &[(&'static str, &[f64])]| -> Vec<(&'static str, Vec<f64>)> {
-        v.iter()
-            .zip(indices)
-            .map(|((n, x), idx)| (*n, idx.iter().map(|&i| x[i]).collect()))
-            .collect()
-    };
-    let (pa, pb) = (pick(a), pick(b));
-    let ra: Vec<(&'static str, &[f64])> = pa.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    let rb: Vec<(&'static str, &[f64])> = pb.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    agreement_groups(&ra, &rb, floor)
 }
 
 /// Runs the few-shot check for `config` (its data, network, rule, seed, device and dtype; the
@@ -547,8 +519,7 @@ pub fn check_omniglot(
     let params = layer_params(&model);
     let (loss_reference, reference) = layer_backward(layer, fault, &params, &inputs);
     let ad = autodiff_layer(&model, &grads);
-    let mut tolerances = Tolerances::for_rule(config.dtype, &rule);
-    tolerances.engine_vs_reference = tolerances.autodiff_vs_reference;
+    let tolerances = Tolerances::for_rule(config.dtype, &rule);
     let layer_groups = |p: &LayerParams| -> Vec<(&'static str, Vec<f64>)> {
         p.groups()
             .into_iter()
@@ -558,8 +529,7 @@ pub fn check_omniglot(
             .collect()
     };
     let (ga, gr) = (layer_groups(&ad), layer_groups(&reference));
-    let ra: Vec<(&'static str, &[f64])> = ga.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    let rr: Vec<(&'static str, &[f64])> = gr.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let (ra, rr) = (view(&ga), view(&gr));
     let ad_floor = floor(loss_reference, tolerances.autodiff_floor);
     let mut comparisons = vec![Comparison {
         name: "autodiff vs host".into(),
@@ -573,13 +543,13 @@ pub fn check_omniglot(
     if options.finite_differences {
         let (fd, indices) = layer_finite_differences(layer, &params, &inputs);
         let gf = layer_groups(&fd);
-        let rf: Vec<(&'static str, &[f64])> = gf.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let rf = view(&gf);
         let fd_floor = floor(loss_reference, tolerances.finite_difference_floor);
         comparisons.push(Comparison {
             name: "host vs central finite differences".into(),
             tolerance: tolerances.reference_vs_finite_differences,
             floor: fd_floor,
-            rows: sampled_rows(&rr, &rf, &indices, fd_floor),
+            rows: agreement_at(&rr, &rf, &indices, fd_floor),
             note: Some(format!("entries checked: {} per group", FEWSHOT_ENTRIES)),
         });
         if config.dtype == Precision::F64 {
@@ -592,36 +562,30 @@ pub fn check_omniglot(
             let mut names = Vec::new();
             let (mut ad_vals, mut fd_vals) = (Vec::new(), Vec::new());
             for (name, g, v, setter) in embedding_groups(&model, &grads) {
-                let idx = evenly(v.len());
+                let idx = evenly_spaced(v.len(), FEWSHOT_ENTRIES);
                 let mut fd = Vec::new();
                 for &i in &idx {
-                    let (estimate, error) =
-                        ridders(v[i], RECURRENT_FD_STEP, |x| plain(&setter(&frozen, i, x)));
                     // An entry whose difference does not converge to the check's precision
                     // (Ridders' own error estimate) is left out and counted: a convolution's
                     // bias before batch normalization has a zero gradient, and its finite
                     // differences are rounding noise.
-                    fd.push(if unresolved(estimate, error, scale) {
-                        f64::NAN
-                    } else {
-                        estimate
-                    });
+                    fd.push(derivative(v[i], RECURRENT_FD_STEP, true, scale, |x| {
+                        plain(&setter(&frozen, i, x))
+                    }));
                 }
                 ad_vals.push(idx.iter().map(|&i| g[i]).collect::<Vec<f64>>());
                 fd_vals.push(fd);
                 names.push(name);
             }
-            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-            let names: Vec<&'static str> = names.into_iter().map(leak).collect();
-            let ra: Vec<(&'static str, &[f64])> = names
+            let ra: Vec<(&str, &[f64])> = names
                 .iter()
                 .zip(&ad_vals)
-                .map(|(n, v)| (*n, v.as_slice()))
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
                 .collect();
-            let rf: Vec<(&'static str, &[f64])> = names
+            let rf: Vec<(&str, &[f64])> = names
                 .iter()
                 .zip(&fd_vals)
-                .map(|(n, v)| (*n, v.as_slice()))
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
                 .collect();
             // The burn model's loss rounds more than the host layer's (convolutions, batch
             // statistics): its finite differences resolve entries down to 1e-5·max(1, |L|).

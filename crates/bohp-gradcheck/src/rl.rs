@@ -33,8 +33,8 @@ use burn::optim::GradientsParams;
 
 use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
 use crate::compare::{
-    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_groups, floor, host, ridders,
-    unresolved,
+    GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_at, agreement_groups, derivative,
+    evenly_spaced, floor, host,
 };
 use crate::dump::{Dump, dump_rl};
 
@@ -110,10 +110,7 @@ pub fn trained_groups<'a>(p: &'a AcParams, trained: &[bool]) -> Vec<(&'static st
 fn sampled_indices(p: &AcParams, trained: &[bool]) -> Vec<Vec<usize>> {
     trained_groups(p, trained)
         .iter()
-        .map(|(_, v)| {
-            let stride = v.len().div_ceil(RL_ENTRIES).max(1);
-            (0..v.len()).step_by(stride).collect()
-        })
+        .map(|(_, v)| evenly_spaced(v.len(), RL_ENTRIES))
         .collect()
 }
 
@@ -140,27 +137,6 @@ fn sampled(
         }
     }
     out
-}
-
-/// Agreement on the sampled entries only.
-fn sampled_agreement(
-    a: &AcParams,
-    b: &AcParams,
-    trained: &[bool],
-    indices: &[Vec<usize>],
-    floor: f64,
-) -> Vec<GroupAgreement> {
-    let pick = |p: &AcParams| -> Vec<(&'static str, Vec<f64>)> {
-        trained_groups(p, trained)
-            .into_iter()
-            .zip(indices)
-            .map(|((name, v), idx)| (name, idx.iter().map(|&i| v[i]).collect()))
-            .collect()
-    };
-    let (pa, pb) = (pick(a), pick(b));
-    let ra: Vec<(&'static str, &[f64])> = pa.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    let rb: Vec<(&'static str, &[f64])> = pb.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    agreement_groups(&ra, &rb, floor)
 }
 
 /// One checked batch: the replay, the host forward pass, and the loss with its cotangents.
@@ -311,7 +287,12 @@ pub fn check_rl(config: &RlConfig, options: CheckOptions) -> bohp::Result<(Repor
         name: "forward mode vs host".into(),
         tolerance: tolerances.engine_vs_reference,
         floor: engine_floor,
-        rows: sampled_agreement(&forward, &reference_grads, &trained, &indices, engine_floor),
+        rows: agreement_at(
+            &trained_groups(&forward, &trained),
+            &trained_groups(&reference_grads, &trained),
+            &indices,
+            engine_floor,
+        ),
         note: Some(note.clone()),
     });
     let fd = options.finite_differences.then(|| {
@@ -330,7 +311,12 @@ pub fn check_rl(config: &RlConfig, options: CheckOptions) -> bohp::Result<(Repor
             name: "host vs central finite differences".into(),
             tolerance: tolerances.reference_vs_finite_differences,
             floor: fd_floor,
-            rows: sampled_agreement(&reference_grads, fd, &trained, &indices, fd_floor),
+            rows: agreement_at(
+                &trained_groups(&reference_grads, &trained),
+                &trained_groups(fd, &trained),
+                &indices,
+                fd_floor,
+            ),
             note: Some(note),
         });
     }
@@ -423,15 +409,11 @@ fn finite_differences(
     }
     sampled(&net.p, trained, indices, |group, i| {
         let theta = net.p.groups()[group].1[i];
-        let (estimate, error) = ridders(theta, RECURRENT_FD_STEP, |value| {
+        let g = derivative(theta, RECURRENT_FD_STEP, nonsmooth, scale, |value| {
             probe.p.groups_mut()[group].1[i] = value;
             c.replay.loss_under(&probe, train, &c.loss.advantages)
         });
         probe.p.groups_mut()[group].1[i] = theta;
-        if nonsmooth && unresolved(estimate, error, scale) {
-            f64::NAN
-        } else {
-            estimate
-        }
+        g
     })
 }

@@ -294,6 +294,21 @@ impl OmniglotConfig {
                 "expected a value in [0, 1]",
             ));
         }
+        let m = &self.model;
+        if m.modulation != Modulation::None && !m.plastic {
+            return Err(bad(
+                "model.modulation",
+                format!("\"{}\"", m.modulation.name()),
+                "\"none\" with model.plastic = false (no plasticity to modulate)",
+            ));
+        }
+        if m.modulation == Modulation::Retroactive && m.rule.is_some_and(|r| r != Rule::Clipped) {
+            return Err(bad(
+                "model.rule",
+                format!("\"{}\"", m.rule().rule),
+                "\"clipped\" or no rule with model.modulation = \"retroactive\" (its H is clipped; its eligibility trace decays as Hebb's)",
+            ));
+        }
         match (self.model.rule(), self.model.clip) {
             (_, Some(c)) if !(c.is_finite() && c > 0.0) => {
                 return Err(bad(
@@ -380,6 +395,21 @@ mod tests {
                 "model.clip",
             ),
             ("[model]", "[model]\nrule = \"hebbb\"", "rule"),
+            (
+                "[model]",
+                "[model]\nplastic = false\nmodulation = \"simple\"",
+                "model.modulation",
+            ),
+            (
+                "[model]",
+                "[model]\nmodulation = \"retroactive\"\nrule = \"oja\"",
+                "model.rule",
+            ),
+            (
+                "[model]",
+                "[model]\nmodulation = \"sometimes\"",
+                "modulation",
+            ),
             (
                 "[train]",
                 "[train]\neval_episodes = 0",

@@ -151,7 +151,9 @@ impl FewShotNet {
         let outputs = support.dims()[2];
         let device = support_emb.device();
         let mut hebb: Tensor<3> = Tensor::zeros([b, c, outputs], &device);
-        let mut elig: Tensor<3> = Tensor::zeros([b, c, outputs], &device);
+        // The eligibility trace exists only under retroactive modulation.
+        let mut elig: Option<Tensor<3>> = (self.modulation == Modulation::Retroactive)
+            .then(|| Tensor::zeros([b, c, outputs], &device));
         let eta = Rate::Learned(self.eta.val().reshape([1, 1, 1]));
         for step in 0..s {
             let emb = support_emb.clone().slice([0..b, step..step + 1, 0..c]);
@@ -170,10 +172,12 @@ impl FewShotNet {
                     if self.modulation == Modulation::Simple {
                         hebb = self.rule.tensor(hebb, pre, post, &m);
                     } else {
-                        (hebb, elig) = Retroactive {
+                        let e = elig.take().expect("an eligibility trace");
+                        let (h, e) = Retroactive {
                             bound: self.rule.clip,
                         }
-                        .tensor(hebb, elig, pre, post, &m, &eta);
+                        .tensor(hebb, e, pre, post, &m, &eta);
+                        (hebb, elig) = (h, Some(e));
                     }
                 }
                 _ => hebb = self.rule.tensor(hebb, pre, post, &eta),

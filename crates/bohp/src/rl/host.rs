@@ -98,7 +98,8 @@ struct StepTape {
     /// `M(t)`, per episode.
     m: Vec<f64>,
     probs: Vec<f64>,
-    /// The clip's branch of each trace entry's update (`[B, N, N]`; empty without plasticity).
+    /// The clip's branch of each trace entry's update (`[B, N, N]`; empty without plasticity
+    /// and on a pass that holds recorded branches).
     sides: Vec<i8>,
 }
 
@@ -229,8 +230,10 @@ impl HostAc {
             let mut new_hebb = hebb.clone();
             let mut new_elig = elig.clone();
             let plastic = self.kind.plastic();
-            let mut sides = vec![0i8; if plastic { batch * n * n } else { 0 }];
             let frozen = self.frozen.as_ref().map(|f| &f[out.tape.len()]);
+            // The branches are recorded on a free pass (a frozen one follows recorded ones).
+            let record = plastic && frozen.is_none();
+            let mut sides = vec![0i8; if record { batch * n * n } else { 0 }];
             for bi in 0..batch {
                 let pre = &h[bi * n..(bi + 1) * n];
                 let hb = &hebb[bi * n * n..(bi + 1) * n * n];
@@ -273,7 +276,9 @@ impl HostAc {
                                     r
                                 };
                                 let (hv, rule) = (hebb[idx], &self.rule);
-                                sides[idx] = rule.side(hv, pre[i], po[j], rate);
+                                if record {
+                                    sides[idx] = rule.side(hv, pre[i], po[j], rate);
+                                }
                                 new_hebb[idx] = match frozen {
                                     Some(f) => rule.on_side(hv, pre[i], po[j], rate, f[idx]),
                                     None => rule.local(hv, pre[i], po[j], rate).value,
@@ -283,7 +288,9 @@ impl HostAc {
                                 let k = self.retroactive();
                                 let (hv, e) = (hebb[idx], elig[idx]);
                                 let l = k.local2(hv, e, pre[i], po[j], r, eta);
-                                sides[idx] = k.side(hv, e, r);
+                                if record {
+                                    sides[idx] = k.side(hv, e, r);
+                                }
                                 new_hebb[idx] = match frozen {
                                     Some(f) => k.h_on_side(hv, e, r, f[idx]),
                                     None => l.h,

@@ -17,7 +17,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{Hebb, Local, Rate, Real, RowRate, RuleKernel, real, sum_lanes};
+use super::{Clipped, Hebb, Local, Rate, Real, RowRate, RuleKernel, real, sum_lanes};
 
 /// The retroactive rule, `|H| ≤ bound`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,29 +80,22 @@ impl Retroactive {
         (h, Hebb.tensor(e, pre, post, eta))
     }
 
-    /// Which branch the update of `H` takes (see [`RuleKernel::side`]): 0 inside the clip, 1 at
-    /// `+c`, -1 at `-c`.
+    /// Which branch the update of `H` takes (see [`RuleKernel::side`]): `H`'s move is the
+    /// clipped rule's with `pre = E`, `post = 1` and rate `M`.
     #[inline(always)]
     pub fn side<F: Real>(&self, h: F, e: F, m: F) -> i8 {
-        let (c, s): (F, F) = (real(self.bound), h + m * e);
-        if s > c {
-            1
-        } else if s < -c {
-            -1
-        } else {
-            0
-        }
+        self.transfer().side(h, e, F::one(), m)
     }
 
     /// `H'` with its branch held at `side` (see [`RuleKernel::on_side`]).
     #[inline(always)]
     pub fn h_on_side<F: Real>(&self, h: F, e: F, m: F, side: i8) -> F {
-        let c: F = real(self.bound);
-        match side {
-            0 => h + m * e,
-            1 => c,
-            _ => -c,
-        }
+        self.transfer().on_side(h, e, F::one(), m, side)
+    }
+
+    /// `H ← clip(H + M·E)` as the clipped rule (`pre = E`, `post = 1`, rate `M`).
+    fn transfer(&self) -> Clipped {
+        Clipped { bound: self.bound }
     }
 
     /// Forward step of one row (presynaptic `pre`): `H'` and `E'` for every postsynaptic `j`.
