@@ -83,6 +83,7 @@ fn case(
             eta: 0.2,
             rule: RuleSpec { rule, clip: CLIP },
             plastic,
+            modulator: None,
         },
         steps,
         batch,

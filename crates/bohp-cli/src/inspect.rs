@@ -370,19 +370,30 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
     };
     let rnn = config.plastic_rnn();
     let n = rnn.neurons;
-    let values = vec![
+    let mut values = vec![
         host(model.w.val()),
         host(model.alpha.val()),
         host(model.eta.val().unsqueeze::<2>()),
     ];
+    if let (Some(w_m), Some(b_m)) = (&model.w_m, &model.b_m) {
+        values.push(host(w_m.val()));
+        values.push(host(b_m.val().unsqueeze::<2>()));
+    }
     let net = rnn.host::<f64>(&values);
     // One held-out episode, its outputs, and the trace H(T-1) that the last step reads.
     let batch = config.task()?.batch(config.seed, Stream::Eval, 0, 1, n);
     let arrays = batch.to_host::<f64>();
     let ep = arrays.episodes();
-    let ys = net.forward(&ep);
     let mut h = vec![0.0; n * n];
-    if rnn.plastic {
+    if net.modulator.is_some() {
+        // The fused engine does not run modulated networks: a plain host pass.
+        let (_, states) = bohp_gradcheck::rtrl::plain_run(&net, &ep);
+        let t = batch.steps.saturating_sub(2);
+        if batch.steps >= 2 {
+            h.copy_from_slice(&states.traces[t * n * n..(t + 1) * n * n]);
+        }
+    } else if rnn.plastic {
+        let ys = net.forward(&ep);
         let mut next = h.clone();
         for t in 1..batch.steps.saturating_sub(1) {
             let (y_prev, y) = (&ys[(t - 1) * n..t * n], &ys[t * n..(t + 1) * n]);

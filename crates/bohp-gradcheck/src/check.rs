@@ -18,7 +18,8 @@ use bohp::engines::analytic::{Variant, evaluate, evaluate_with};
 use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
 use bohp::recurrent::config::{RecurrentConfig, RecurrentModelKind};
 use bohp::rng::Stream;
-use bohp::rules::faults::{Fault, Faulty};
+use bohp::rules::faults::{Fault, Faulty, FaultyRetroactive};
+use bohp::rules::{Modulation, Retroactive};
 use bohp::train::init_model;
 use serde::Serialize;
 
@@ -28,7 +29,7 @@ use crate::compare::{
     worst_relative,
 };
 use crate::dump::{Dump, Producer, dump_recurrent, dump_single};
-use crate::rtrl::{autodiff_grads, rtrl_grads_with};
+use crate::rtrl::{Mistake, autodiff_grads, plain_run, rtrl_grads_with};
 
 /// The largest recurrent network checked against RTRL (its cost grows as `N⁴` per step).
 pub const RTRL_MAX_NEURONS: usize = 64;
@@ -413,18 +414,57 @@ pub(crate) fn producer(report: &Report) -> Producer {
 }
 
 /// The recurrent network's gradient groups as `(name, values)`: `w`, and `alpha`, `eta` when
-/// trained.
-pub fn recurrent_groups(g: &HostGrads, plastic: bool) -> Vec<(&'static str, &[f64])> {
+/// trained (`eta` is not with simple modulation), `w_m`, `b_m` with a modulator.
+pub fn recurrent_groups<'a>(
+    g: &'a HostGrads,
+    net: &HostRnn<f64>,
+) -> Vec<(&'static str, &'a [f64])> {
     let mut out = vec![("w", g.w.as_slice())];
-    if plastic {
+    if net.plastic {
         out.push(("alpha", g.alpha.as_slice()));
-        out.push(("eta", std::slice::from_ref(&g.eta)));
+        let simple = net
+            .modulator
+            .as_ref()
+            .is_some_and(|m| m.modulation == Modulation::Simple);
+        if !simple {
+            out.push(("eta", std::slice::from_ref(&g.eta)));
+        }
+        if net.modulator.is_some() {
+            out.push(("w_m", g.modulator.0.as_slice()));
+            out.push(("b_m", std::slice::from_ref(&g.modulator.1)));
+        }
     }
     out
 }
 
-/// The loss of `ep` by the fused engine's forward pass (f64): `(1/B) Σ_b Σ_j (y_j(T) - t_j)²`.
+/// The trained value `index` of group `group` (as [`recurrent_groups`] names them).
+fn recurrent_value<'a>(net: &'a mut HostRnn<f64>, group: &str, index: usize) -> &'a mut f64 {
+    match group {
+        "w" => &mut net.w[index],
+        "alpha" => &mut net.alpha[index],
+        "eta" => &mut net.eta,
+        "w_m" => &mut net.modulator.as_mut().expect("a modulator").w[index],
+        _ => &mut net.modulator.as_mut().expect("a modulator").b,
+    }
+}
+
+/// The gradient entry `index` of group `group` (as [`recurrent_groups`] names them).
+fn grad_slot<'a>(g: &'a mut HostGrads, group: &str, index: usize) -> &'a mut f64 {
+    match group {
+        "w" => &mut g.w[index],
+        "alpha" => &mut g.alpha[index],
+        "eta" => &mut g.eta,
+        "w_m" => &mut g.modulator.0[index],
+        _ => &mut g.modulator.1,
+    }
+}
+
+/// The loss of `ep` by the fused engine's forward pass (f64; a plain host pass for a modulated
+/// network, [`plain_run`]): `(1/B) Σ_b Σ_j (y_j(T) - t_j)²`.
 pub fn recurrent_loss(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> f64 {
+    if net.modulator.is_some() {
+        return plain_run(net, ep).0;
+    }
     let ys = net.forward(ep);
     let (n, bn) = (net.n, ep.batch * net.n);
     let last = &ys[(ep.steps - 1) * bn..];
@@ -451,49 +491,35 @@ pub fn recurrent_finite_differences(
         w: vec![f64::NAN; net.w.len()],
         alpha: vec![f64::NAN; net.alpha.len()],
         eta: f64::NAN,
+        modulator: match &net.modulator {
+            Some(m) => (vec![f64::NAN; m.w.len()], f64::NAN),
+            None => (Vec::new(), 0.0),
+        },
     };
     let mut picked = Vec::new();
-    let groups = if net.plastic { 3 } else { 1 };
     let mut probe = net.clone();
     let smooth = net.rule.smooth();
     let scale = floor(recurrent_loss(net, ep), NONSMOOTH_FLOOR);
-    for group in 0..groups {
-        let len = [net.w.len(), net.alpha.len(), 1][group];
+    let groups: Vec<(&'static str, usize)> = recurrent_groups(&out, net)
+        .iter()
+        .map(|(name, v)| (*name, v.len()))
+        .collect();
+    for (group, len) in groups {
         let indices = evenly_spaced(len, entries);
         for &i in &indices {
-            let theta = match group {
-                0 => net.w[i],
-                1 => net.alpha[i],
-                _ => net.eta,
-            };
+            let theta = *recurrent_value(&mut probe, group, i);
             let g = derivative(
                 theta,
                 fd_step(&net.rule, RECURRENT_FD_STEP),
                 !smooth,
                 scale,
                 |value| {
-                    match group {
-                        0 => probe.w[i] = value,
-                        1 => probe.alpha[i] = value,
-                        _ => probe.eta = value,
-                    }
+                    *recurrent_value(&mut probe, group, i) = value;
                     recurrent_loss(&probe, ep)
                 },
             );
-            match group {
-                0 => {
-                    probe.w[i] = theta;
-                    out.w[i] = g;
-                }
-                1 => {
-                    probe.alpha[i] = theta;
-                    out.alpha[i] = g;
-                }
-                _ => {
-                    probe.eta = theta;
-                    out.eta = g;
-                }
-            }
+            *recurrent_value(&mut probe, group, i) = theta;
+            *grad_slot(&mut out, group, i) = g;
         }
         picked.push(indices);
     }
@@ -506,7 +532,20 @@ pub fn check_recurrent(
     config: &RecurrentConfig,
     options: CheckOptions,
 ) -> bohp::Result<(Report, Option<Dump>)> {
-    refuse_modulation_faults(options.recursion)?;
+    let modulation = config
+        .plastic_rnn()
+        .modulated()
+        .then_some(config.model.modulation);
+    match (options.recursion, modulation) {
+        (Recursion::Fault(Fault::PreviousModulation), Some(_))
+        | (Recursion::Fault(Fault::EligibilityFirst), Some(Modulation::Retroactive)) => {}
+        (Recursion::Fault(Fault::EligibilityFirst), Some(_)) => {
+            return Err(bohp::Error::Unsupported(
+                "--recursion eligibility-first: applies to retroactive modulation (this config has model.modulation = \"simple\")".into(),
+            ));
+        }
+        _ => refuse_modulation_faults(options.recursion)?,
+    }
     if config.model.kind == RecurrentModelKind::Lstm {
         return Err(bohp::Error::Unsupported(
             "gradcheck checks the plastic and non-plastic recurrent networks; the LSTM baseline has no hand-derived gradient to check (model.kind = \"lstm\")".into(),
@@ -523,6 +562,12 @@ pub fn check_recurrent(
     }
     let rnn = config.plastic_rnn();
     let neurons = rnn.neurons;
+    let modulated = modulation.is_some();
+    if modulated && neurons > RTRL_MAX_NEURONS {
+        return Err(bohp::Error::Unsupported(format!(
+            "a modulated recurrent network is checked against RTRL, for at most {RTRL_MAX_NEURONS} neurons (this config has {neurons}: model.neurons or task.size); the fused engine does not run modulated networks"
+        )));
+    }
     let task = config.task()?;
     let values = rnn.init_values(config.seed);
     let net = rnn.host::<f64>(&values);
@@ -531,21 +576,33 @@ pub fn check_recurrent(
     let ep = arrays.episodes();
     let device = init_device(config.device, config.dtype)?.autodiff();
     let tolerances = Tolerances::for_rule(config.dtype, &rnn.rule);
-    let plastic = rnn.plastic;
     let use_rtrl = neurons <= RTRL_MAX_NEURONS;
+    let retro = Retroactive {
+        bound: net.rule.clip,
+    };
     let reference_of = |ep: &HostEpisodes<'_, f64>| -> (f64, HostGrads) {
-        let new_trace = options.recursion == Recursion::NewTrace;
+        let mistake = match options.recursion {
+            Recursion::NewTrace => Mistake::NewTrace,
+            Recursion::Fault(Fault::PreviousModulation) => Mistake::PreviousModulation,
+            _ => Mistake::None,
+        };
         match (use_rtrl, options.recursion) {
             (true, Recursion::Fault(fault)) => rtrl_grads_with(
                 &Faulty {
                     spec: net.rule,
                     fault,
                 },
+                &FaultyRetroactive {
+                    kernel: retro,
+                    fault,
+                },
                 &net,
                 ep,
-                false,
+                mistake,
             ),
-            (true, _) => bohp::with_rule!(net.rule, |k| rtrl_grads_with(&k, &net, ep, new_trace)),
+            (true, _) => {
+                bohp::with_rule!(net.rule, |k| rtrl_grads_with(&k, &retro, &net, ep, mistake))
+            }
             (false, Recursion::Fault(fault)) => {
                 let pass = net.loss_and_grads_with(
                     Faulty {
@@ -572,13 +629,14 @@ pub fn check_recurrent(
         tolerance: tolerances.autodiff_vs_reference,
         floor: ad_floor,
         rows: agreement_groups(
-            &recurrent_groups(&ad, plastic),
-            &recurrent_groups(&reference, plastic),
+            &recurrent_groups(&ad, &net),
+            &recurrent_groups(&reference, &net),
             ad_floor,
         ),
         note: None,
     }];
-    let fused = use_rtrl.then(|| net.loss_and_grads(&ep, None));
+    // The fused engine does not run modulated networks.
+    let fused = (use_rtrl && !modulated).then(|| net.loss_and_grads(&ep, None));
     if let Some(pass) = &fused {
         let engine_floor = floor(loss_reference, 1e-8);
         comparisons.push(Comparison {
@@ -586,8 +644,8 @@ pub fn check_recurrent(
             tolerance: tolerances.engine_vs_reference,
             floor: engine_floor,
             rows: agreement_groups(
-                &recurrent_groups(&pass.grads, plastic),
-                &recurrent_groups(&reference, plastic),
+                &recurrent_groups(&pass.grads, &net),
+                &recurrent_groups(&reference, &net),
                 engine_floor,
             ),
             note: None,
@@ -596,7 +654,7 @@ pub fn check_recurrent(
     if options.finite_differences {
         let (fd, indices) = recurrent_finite_differences(&net, &ep, RECURRENT_FD_ENTRIES);
         let fd_floor = floor(loss_reference, tolerances.finite_difference_floor);
-        let counts: Vec<String> = recurrent_groups(&reference, plastic)
+        let counts: Vec<String> = recurrent_groups(&reference, &net)
             .iter()
             .zip(&indices)
             .map(|((n, v), i)| format!("{n} {} of {}", i.len(), v.len()))
@@ -606,8 +664,8 @@ pub fn check_recurrent(
             tolerance: tolerances.reference_vs_finite_differences,
             floor: fd_floor,
             rows: agreement_at(
-                &recurrent_groups(&reference, plastic),
-                &recurrent_groups(&fd, plastic),
+                &recurrent_groups(&reference, &net),
+                &recurrent_groups(&fd, &net),
                 &indices,
                 fd_floor,
             ),
@@ -617,7 +675,10 @@ pub fn check_recurrent(
     let mut report = Report {
         family: "recurrent".into(),
         task: task.kind.name().into(),
-        rule: rnn.rule.to_string(),
+        rule: match modulation {
+            Some(m) => format!("{} with {} modulation", rnn.rule, m.name()),
+            None => rnn.rule.to_string(),
+        },
         plasticity: config.model.plasticity.name().into(),
         reference: reference_name.into(),
         recursion: options.recursion.name().into(),
@@ -644,7 +705,7 @@ pub fn check_recurrent(
             (reference_name.to_string(), reference, None),
             ("autodiff".to_string(), ad, None),
         ];
-        if use_rtrl {
+        if use_rtrl && !modulated {
             gradients.push(("fused".into(), net.loss_and_grads(&ep1, None).grads, None));
         }
         if options.finite_differences {

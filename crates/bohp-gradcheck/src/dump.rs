@@ -4,6 +4,7 @@
 
 use bohp::engines::analytic::{EpisodeTrace, Grads, Params};
 use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
+use bohp::rules::{Modulation, Retroactive};
 use bohp::tasks::{EpisodeBatch, Targets, Task};
 use std::collections::BTreeMap;
 
@@ -18,8 +19,9 @@ use crate::check::{Tolerances, recurrent_groups};
 
 /// Schema identifier written in every dump. Version 2 added `produced_by`, the recurrent
 /// family, `clamp`, and `indices` on sampled arrays; version 3 the reinforcement-learning
-/// family (`rl`, and `targets` absent there).
-pub const SCHEMA: &str = "bohp-gradcheck-dump/3";
+/// family (`rl`, and `targets` absent there); version 4 the recurrent network's modulator
+/// (`modulation`, parameters `w_m`, `b_m`).
+pub const SCHEMA: &str = "bohp-gradcheck-dump/4";
 
 /// One method's gradients for a dump: its name, the gradients, and the flat indices checked
 /// per group when only some entries were computed.
@@ -118,11 +120,26 @@ pub struct Dump {
     /// the policy, values, modulation, eligibility traces).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rl: Option<RlEpisode>,
+    /// A modulated recurrent network: `M(t)` and the eligibility traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modulation: Option<ModulatedEpisode>,
     /// The loss.
     pub loss: f64,
     /// dL/dθ by each method (`analytic` or `rtrl`, `autodiff`, `fused`,
     /// `finite_differences`), per parameter.
     pub gradients: BTreeMap<String, BTreeMap<String, Array>>,
+}
+
+/// A modulated recurrent network's episode, beside `outputs` and `traces`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModulatedEpisode {
+    /// `simple` or `retroactive`.
+    pub kind: String,
+    /// `M(t) = tanh(y(t) . w_m + b_m)` after each step, `[steps]`.
+    pub signal: Array,
+    /// Retroactive: the eligibility traces `E(t)` after each step, `[steps, N, N]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eligibility: Option<Array>,
 }
 
 /// What one reinforcement-learning episode did, beside the dump's `inputs` (observations
@@ -280,6 +297,7 @@ pub fn dump_single(
         }),
         few_shot: None,
         rl: None,
+        modulation: None,
         outputs: flat(&trace.y, params.n_out),
         logits: Some(if params.classes() > 0 {
             flat(&trace.logits, params.classes())
@@ -306,6 +324,10 @@ pub fn dump_single(
 /// The recurrent network's outputs `y(t)` and traces `H(t)` of one episode, `[steps][N]` and
 /// `[steps][N²]` (the traces are zero without plasticity).
 fn recurrent_states(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> (Vec<f64>, Vec<f64>) {
+    if net.modulator.is_some() {
+        let (_, states) = crate::rtrl::plain_run(net, ep);
+        return (states.ys, states.traces);
+    }
     let n = net.n;
     let ys = net.forward(ep);
     let mut traces = Vec::with_capacity(ep.steps * n * n);
@@ -352,6 +374,7 @@ pub fn dump_recurrent(
     let shape_of = |name: &str| match name {
         "w" => vec![n, n],
         "alpha" => alpha_shape.clone(),
+        "w_m" => vec![n, 1],
         _ => vec![1],
     };
     let mut parameters = BTreeMap::new();
@@ -361,6 +384,17 @@ pub fn dump_recurrent(
         Array::full(alpha_shape.clone(), net.alpha.clone()),
     );
     parameters.insert("eta".to_string(), Array::full(vec![1], vec![net.eta]));
+    let modulation = net.modulator.as_ref().map(|m| {
+        parameters.insert("w_m".to_string(), Array::full(vec![n, 1], m.w.clone()));
+        parameters.insert("b_m".to_string(), Array::full(vec![1], vec![m.b]));
+        let (_, states) = crate::rtrl::plain_run(net, ep);
+        let retro = m.modulation == Modulation::Retroactive;
+        ModulatedEpisode {
+            kind: m.modulation.name().to_string(),
+            signal: Array::full(vec![steps], states.modulation),
+            eligibility: retro.then(|| Array::full(vec![steps, n, n], states.eligibility)),
+        }
+    });
     let (ys, traces) = recurrent_states(net, ep);
     Dump {
         schema: SCHEMA,
@@ -369,7 +403,19 @@ pub fn dump_recurrent(
         conventions: Conventions {
             step: "y(t) = c(t) * u(t) + (1 - c(t)) * tanh( y(t-1) . (W + alpha * H(t-1)) + u(t) ), y(0) = 0 \
                    (row vectors; alpha of shape [1, 1] is shared by every connection; c = 0 without clamp)",
-            trace: if net.plastic {
+            trace: if let Some(m) = &net.modulator {
+                match m.modulation {
+                    Modulation::Retroactive => format!(
+                        "M(t) = tanh(y(t) . w_m + b_m); {} (pre = y_i(t-1), post = y_j(t), c = {}); H(0) = E(0) = 0",
+                        Retroactive::EQUATION,
+                        net.rule.clip
+                    ),
+                    _ => format!(
+                        "M(t) = tanh(y(t) . w_m + b_m); H_ij(t) = f(H_ij(t-1), pre = y_i(t-1), post = y_j(t), eta = M(t)) with f: {}; H(0) = 0",
+                        net.rule.equation()
+                    ),
+                }
+            } else if net.plastic {
                 format!(
                     "H_ij(t) = f(H_ij(t-1), pre = y_i(t-1), post = y_j(t), eta) with f: {}; H(0) = 0",
                     net.rule.equation()
@@ -388,6 +434,7 @@ pub fn dump_recurrent(
         }),
         few_shot: None,
         rl: None,
+        modulation,
         outputs: Array::full(vec![steps, n], ys),
         logits: None,
         traces: Array::full(vec![steps, n, n], traces),
@@ -395,7 +442,7 @@ pub fn dump_recurrent(
         gradients: gradients
             .iter()
             .map(|(method, g, indices)| {
-                let groups = recurrent_groups(g, net.plastic)
+                let groups = recurrent_groups(g, net)
                     .into_iter()
                     .enumerate()
                     .map(|(k, (name, values))| {
@@ -554,6 +601,7 @@ pub fn dump_rl(
                 bohp::rl::config::Exploration::Entropy => "entropy".into(),
             },
         }),
+        modulation: None,
         loss: loss.loss,
         gradients: gradients
             .iter()
@@ -653,6 +701,7 @@ pub fn dump_fewshot(
                 .then(|| Array::full(vec![s, c, o], es.concat())),
         }),
         rl: None,
+        modulation: None,
         loss,
         gradients: gradients
             .iter()

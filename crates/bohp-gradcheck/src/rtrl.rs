@@ -17,10 +17,23 @@
 //! where `f_H, f_pre, f_post, f_η` are the rule's local derivatives at `(H'_ij, y'_i, y_j, η)`
 //! and `S(H_ij)` is the rule's forward-mode step ([`bohp::rules::jvp`]). For Hebb:
 //! `S(H_ij) = (1-η) S(H'_ij) + η (S(y'_i) y_j + y'_i S(y_j)) + [θ = η] (y'_i y_j - H'_ij)`.
+//!
+//! With a modulator (parameters `w_M`, `b_M` after `η`), `M = tanh(Σ_j y_j w_Mj + b_M)`:
+//!
+//! ```text
+//! S(M)    = (1 - M²) · ( Σ_j w_Mj S(y_j) + [θ = w_Mj] y_j + [θ = b_M] )
+//! simple:       S(H_ij) = f_H S(H'_ij) + f_pre S(y'_i) + f_post S(y_j) + f_η S(M)   (rate M)
+//! retroactive:  S(H_ij) = ∂H/∂H S(H'_ij) + ∂H/∂E S(E'_ij) + ∂H/∂M S(M)
+//!               S(E_ij) = the decaying Hebbian step of E with its rate η
+//! ```
+//!
+//! (the partials of [`bohp::rules::retroactive`]; with the `previous-modulation` fault, `S(M)`
+//! of the previous step stands for this step's).
 
 use bohp::engines::fused::{EpisodeBatch, HostGrads, HostRnn};
 use bohp::recurrent::model::PlasticRnn;
-use bohp::rules::{RuleKernel, jvp};
+use bohp::rules::retroactive::TwoTraceKernel;
+use bohp::rules::{Modulation, Retroactive, RuleKernel, jvp};
 use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -34,28 +47,55 @@ use crate::compare::host;
 ///
 /// Panics when the shapes of `ep` do not match the network.
 pub fn rtrl_grads(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, HostGrads) {
-    bohp::with_rule!(net.rule, |k| rtrl_grads_with(&k, net, ep, false))
+    let retro = Retroactive {
+        bound: net.rule.clip,
+    };
+    bohp::with_rule!(net.rule, |k| rtrl_grads_with(
+        &k,
+        &retro,
+        net,
+        ep,
+        Mistake::None
+    ))
 }
 
-/// [`rtrl_grads`] with the trace's rule given as a [`RuleKernel`] (`net.rule` is not read), so
-/// that checks can pass a known-wrong rule ([`bohp::rules::faults`]); with `new_trace`, the
-/// known-wrong recursion that reads `H(t)` where `H(t-1)` is due (in the α direct term).
+/// A known-wrong use of the rule that RTRL can inject (besides a known-wrong rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mistake {
+    /// The right recursion.
+    None,
+    /// `H(t)` read where `H(t-1)` is due (in the α direct term).
+    NewTrace,
+    /// A modulated update's rate tangent taken from `M(t-1)` instead of `M(t)`.
+    PreviousModulation,
+}
+
+/// [`rtrl_grads`] with the trace's rule given as a [`RuleKernel`] and the retroactive rule as a
+/// [`TwoTraceKernel`] (`net.rule` is not read), so that checks can pass a known-wrong rule
+/// ([`bohp::rules::faults`]), and with a known-wrong use of them (`mistake`).
 ///
 /// # Panics
 ///
 /// Panics when the shapes of `ep` do not match the network.
-pub fn rtrl_grads_with<R: RuleKernel>(
+pub fn rtrl_grads_with<R: RuleKernel, T: TwoTraceKernel>(
     rule: &R,
+    retro: &T,
     net: &HostRnn<f64>,
     ep: &EpisodeBatch<'_, f64>,
-    new_trace: bool,
+    mistake: Mistake,
 ) -> (f64, HostGrads) {
+    let new_trace = mistake == Mistake::NewTrace;
     let n = net.n;
     let nn = n * n;
     let shared = net.alpha.len() == 1;
     let n_alpha = net.alpha.len();
-    let p_count = nn + n_alpha + 1;
+    let modulator = net.modulator.as_ref().filter(|_| net.plastic);
+    let modulation = modulator.map_or(Modulation::None, |m| m.modulation);
+    let retroactive = modulation == Modulation::Retroactive;
     let (pa, pe) = (nn, nn + n_alpha);
+    // w_M at pm..pm+n, b_M at pm+n.
+    let pm = pe + 1;
+    let p_count = if modulator.is_some() { pm + n + 1 } else { pm };
     let (steps, batch) = (ep.steps, ep.batch);
     let bn = batch * n;
     assert_eq!(
@@ -79,6 +119,9 @@ pub fn rtrl_grads_with<R: RuleKernel>(
         let mut h_prev = vec![0.0; nn];
         let mut sy_prev = vec![0.0; n * p_count];
         let mut sh_prev = vec![0.0; nn * p_count];
+        let mut e_prev = vec![0.0; if retroactive { nn } else { 0 }];
+        let mut se_prev = vec![0.0; if retroactive { nn * p_count } else { 0 }];
+        let mut sm_prev = vec![0.0; p_count];
         for t in 0..steps {
             let u = &ep.inputs[(t * batch + b) * n..(t * batch + b + 1) * n];
             let c = ep
@@ -103,14 +146,32 @@ pub fn rtrl_grads_with<R: RuleKernel>(
                 y[j] = cj * u[j] + (1.0 - cj) * v;
                 slope[j] = (1.0 - cj) * (1.0 - v * v);
             }
-            let locals: Vec<_> = if net.plastic {
+            // The rate: the modulator's M(t), or η.
+            let rate = match modulator {
+                None => eta,
+                Some(m) => ((0..n).map(|j| y[j] * m.w[j]).sum::<f64>() + m.b).tanh(),
+            };
+            let locals: Vec<_> = if net.plastic && !retroactive {
                 (0..nn)
-                    .map(|ij| rule.local(h_prev[ij], y_prev[ij / n], y[ij % n], eta))
+                    .map(|ij| rule.local(h_prev[ij], y_prev[ij / n], y[ij % n], rate))
                     .collect()
             } else {
                 Vec::new()
             };
-            let h: Vec<f64> = locals.iter().map(|l| l.value).collect();
+            let locals2: Vec<_> = if retroactive {
+                (0..nn)
+                    .map(|ij| {
+                        retro.local2(h_prev[ij], e_prev[ij], y_prev[ij / n], y[ij % n], rate, eta)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let h: Vec<f64> = if retroactive {
+                locals2.iter().map(|l| l.h).collect()
+            } else {
+                locals.iter().map(|l| l.value).collect()
+            };
             // The α direct term reads H(t-1) (or, the injected mistake, H(t)).
             let h_drive = if new_trace && net.plastic {
                 &h
@@ -153,26 +214,76 @@ pub fn rtrl_grads_with<R: RuleKernel>(
                     *d *= slope[j];
                 }
             }
-            // Sensitivities of H(t): the rule's forward-mode step.
+            // Sensitivity of M(t): (1 - M²)(Σ_j w_Mj S(y_j) + [θ = w_Mj] y_j + [θ = b_M]).
+            let sm: Vec<f64> = match modulator {
+                None => Vec::new(),
+                Some(m) => {
+                    let mut sm = vec![0.0; p_count];
+                    for j in 0..n {
+                        for (d, s) in sm.iter_mut().zip(&sy[j * p_count..(j + 1) * p_count]) {
+                            *d += m.w[j] * s;
+                        }
+                        sm[pm + j] += y[j];
+                    }
+                    sm[pm + n] += 1.0;
+                    let slope = 1.0 - rate * rate;
+                    sm.iter_mut().for_each(|d| *d *= slope);
+                    sm
+                }
+            };
+            // The rate tangent the update is differentiated with.
+            let s_rate = |p: usize| match modulator {
+                None => {
+                    if p == pe {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                Some(_) if mistake == Mistake::PreviousModulation => sm_prev[p],
+                Some(_) => sm[p],
+            };
+            // Sensitivities of H(t) (and E(t)): the rule's forward-mode step.
             if net.plastic {
                 let mut sh = vec![0.0; nn * p_count];
+                let mut se = vec![0.0; if retroactive { nn * p_count } else { 0 }];
                 for i in 0..n {
                     for j in 0..n {
                         let ij = i * n + j;
-                        let local = &locals[ij];
                         let out = &mut sh[ij * p_count..(ij + 1) * p_count];
                         let old = &sh_prev[ij * p_count..(ij + 1) * p_count];
                         let syp = &sy_prev[i * p_count..(i + 1) * p_count];
                         let syj = &sy[j * p_count..(j + 1) * p_count];
-                        for p in 0..p_count {
-                            let drate = if p == pe { 1.0 } else { 0.0 };
-                            out[p] = jvp(local, old[p], syp[p], syj[p], drate);
+                        if retroactive {
+                            let l = &locals2[ij];
+                            let e_out = &mut se[ij * p_count..(ij + 1) * p_count];
+                            let e_old = &se_prev[ij * p_count..(ij + 1) * p_count];
+                            for p in 0..p_count {
+                                let deta = if p == pe { 1.0 } else { 0.0 };
+                                out[p] = l.dh_h * old[p]
+                                    + l.dh_e * e_old[p]
+                                    + l.dh_m * s_rate(p)
+                                    + l.dh_pre * syp[p]
+                                    + l.dh_post * syj[p]
+                                    + l.dh_eta * deta;
+                                e_out[p] = jvp(&l.e, e_old[p], syp[p], syj[p], deta);
+                            }
+                        } else {
+                            let local = &locals[ij];
+                            for p in 0..p_count {
+                                out[p] = jvp(local, old[p], syp[p], syj[p], s_rate(p));
+                            }
                         }
                     }
+                }
+                if retroactive {
+                    e_prev = locals2.iter().map(|l| l.e.value).collect();
+                    se_prev = se;
                 }
                 h_prev = h;
                 sh_prev = sh;
             }
+            sm_prev = sm;
             y_prev = y;
             sy_prev = sy;
         }
@@ -193,14 +304,102 @@ pub fn rtrl_grads_with<R: RuleKernel>(
     } else {
         (vec![0.0; n_alpha], 0.0)
     };
+    let modulator = match modulator {
+        Some(_) => (grads[pm..pm + n].to_vec(), grads[pm + n]),
+        None => (Vec::new(), 0.0),
+    };
     (
         loss,
         HostGrads {
             w: grads[..nn].to_vec(),
             alpha,
             eta,
+            modulator,
         },
     )
+}
+
+/// One episode's states from [`plain_run`]: `y(t)` `[steps][N]`, `H(t)` after each step
+/// `[steps][N²]`, and with a modulator `M(t)` `[steps]` and (retroactive) `E(t)` `[steps][N²]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlainStates {
+    /// `y(t)`.
+    pub ys: Vec<f64>,
+    /// `H(t)`.
+    pub traces: Vec<f64>,
+    /// `M(t)` (empty without a modulator).
+    pub modulation: Vec<f64>,
+    /// `E(t)` (empty without retroactive modulation).
+    pub eligibility: Vec<f64>,
+}
+
+/// A plain forward pass on the host (f64), one connection at a time through the rule library:
+/// the loss (same conventions as [`rtrl_grads`]) and the states of episode 0. It serves the
+/// finite differences and the dumps of networks the fused engine does not run (a modulator).
+pub fn plain_run(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, PlainStates) {
+    let n = net.n;
+    let nn = n * n;
+    let shared = net.alpha.len() == 1;
+    let modulator = net.modulator.as_ref().filter(|_| net.plastic);
+    let retroactive = modulator.is_some_and(|m| m.modulation == Modulation::Retroactive);
+    let retro = Retroactive {
+        bound: net.rule.clip,
+    };
+    let n_t = ep.targets.len() / ep.batch;
+    let mut states = PlainStates::default();
+    let mut loss = 0.0;
+    for b in 0..ep.batch {
+        let (mut y_prev, mut h, mut e) = (vec![0.0; n], vec![0.0; nn], vec![0.0; nn]);
+        for t in 0..ep.steps {
+            let at = (t * ep.batch + b) * n;
+            let u = &ep.inputs[at..at + n];
+            let mut y = vec![0.0; n];
+            for j in 0..n {
+                let mut pre = u[j];
+                for i in 0..n {
+                    let a = if shared {
+                        net.alpha[0]
+                    } else {
+                        net.alpha[i * n + j]
+                    };
+                    let plastic = if net.plastic { a * h[i * n + j] } else { 0.0 };
+                    pre += y_prev[i] * (net.w[i * n + j] + plastic);
+                }
+                let c = ep.clamp.map_or(0.0, |c| c[at + j]);
+                y[j] = c * u[j] + (1.0 - c) * pre.tanh();
+            }
+            if net.plastic {
+                let rate = match modulator {
+                    None => net.eta,
+                    Some(m) => ((0..n).map(|j| y[j] * m.w[j]).sum::<f64>() + m.b).tanh(),
+                };
+                for ij in 0..nn {
+                    let (pre, post) = (y_prev[ij / n], y[ij % n]);
+                    if retroactive {
+                        let l = retro.local2(h[ij], e[ij], pre, post, rate, net.eta);
+                        (h[ij], e[ij]) = (l.h, l.e.value);
+                    } else {
+                        h[ij] = net.rule.local(h[ij], pre, post, rate).value;
+                    }
+                }
+                if b == 0 && modulator.is_some() {
+                    states.modulation.push(rate);
+                }
+            }
+            if b == 0 {
+                states.ys.extend_from_slice(&y);
+                states.traces.extend_from_slice(&h);
+                if retroactive {
+                    states.eligibility.extend_from_slice(&e);
+                }
+            }
+            y_prev = y;
+        }
+        for j in 0..n_t {
+            loss += (y_prev[j] - ep.targets[b * n_t + j]).powi(2);
+        }
+    }
+    (loss / ep.batch as f64, states)
 }
 
 /// The largest absolute difference between two gradient sets, relative to the largest
@@ -239,15 +438,22 @@ pub fn autodiff_grads(
         ))
     };
     let shared = net.alpha.len() == 1;
+    let scalar = |v: f64| {
+        Param::from_tensor(Tensor::<1>::from_data(
+            TensorData::new(vec![v], [1]),
+            device,
+        ))
+    };
+    let modulator = net.modulator.as_ref().filter(|_| net.plastic);
     let model = PlasticRnn {
         w: param(&net.w, [n, n]),
         alpha: param(&net.alpha, if shared { [1, 1] } else { [n, n] }),
-        eta: Param::from_tensor(Tensor::<1>::from_data(
-            TensorData::new(vec![net.eta], [1]),
-            device,
-        )),
+        eta: scalar(net.eta),
+        w_m: modulator.map(|m| param(&m.w, [n, 1])),
+        b_m: modulator.map(|m| scalar(m.b)),
         rule: net.rule,
         plastic: net.plastic,
+        modulation: modulator.map_or(Modulation::None, |m| m.modulation),
     };
     let shape = [ep.steps, ep.batch, n];
     let t3 = |v: &[f64]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), shape), device);
@@ -273,10 +479,16 @@ pub fn autodiff_grads(
         .try_to_vec::<f64>()
         .expect("f64")[0];
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let eta = if net.plastic {
+    // η is unused with simple modulation (no gradient reaches it).
+    let simple = model.modulation == Modulation::Simple;
+    let eta = if net.plastic && !simple {
         host(&grads, &model.eta)[0]
     } else {
         0.0
+    };
+    let modulator = match (&model.w_m, &model.b_m) {
+        (Some(w), Some(b)) => (host(&grads, w), host(&grads, b)[0]),
+        _ => (Vec::new(), 0.0),
     };
     let alpha = if net.plastic {
         host(&grads, &model.alpha)
@@ -289,6 +501,7 @@ pub fn autodiff_grads(
             w: host(&grads, &model.w),
             alpha,
             eta,
+            modulator,
         },
     )
 }

@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 
 pub use crate::rules::Real;
-use crate::rules::{self, RuleKernel, RuleSpec};
+use crate::rules::{self, Modulation, RuleKernel, RuleSpec};
 
 /// A plastic recurrent network's parameters on the host (the values of a
 /// [`PlasticRnn`](crate::recurrent::model::PlasticRnn)).
@@ -45,6 +45,21 @@ pub struct HostRnn<F> {
     pub rule: RuleSpec,
     /// Whether the trace is computed at all (false: the non-plastic baseline).
     pub plastic: bool,
+    /// The modulator `M(t) = tanh(y(t)·w_M + b_M)` of a modulated network (this engine trains
+    /// networks without one: configs with `model.modulation` train with `autodiff`; the
+    /// gradient checks read the modulator's values from here).
+    pub modulator: Option<HostModulator<F>>,
+}
+
+/// A recurrent network's modulator neuron on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostModulator<F> {
+    /// Simple or retroactive.
+    pub modulation: Modulation,
+    /// `w_M`, `[N]`.
+    pub w: Vec<F>,
+    /// `b_M`.
+    pub b: F,
 }
 
 /// A batch of episodes: inputs, clamp mask and the target of the last step.
@@ -71,6 +86,8 @@ pub struct HostGrads {
     pub alpha: Vec<f64>,
     /// `∂L/∂η`.
     pub eta: f64,
+    /// `∂L/∂w_M`, `[N]`, and `∂L/∂b_M` of a modulated network (empty and 0 without one).
+    pub modulator: (Vec<f64>, f64),
 }
 
 /// What one forward-backward pass returns.
@@ -131,6 +148,10 @@ impl<F: Real> HostRnn<F> {
 
     fn check(&self, ep: &EpisodeBatch<'_, F>) {
         let (n, bn) = (self.n, ep.batch * self.n);
+        assert!(
+            self.modulator.is_none(),
+            "the fused engine trains networks without a modulator (validated configs train them with autodiff)"
+        );
         assert_eq!(self.w.len(), n * n, "W must be N x N");
         assert!(
             self.alpha.len() == n * n || self.alpha.len() == 1,
@@ -540,6 +561,7 @@ impl<F: Real> HostRnn<F> {
                 w: to64(gw),
                 alpha,
                 eta,
+                modulator: (Vec::new(), 0.0),
             },
             traces_held,
         }

@@ -15,7 +15,11 @@ use crate::device::{Backend, Precision};
 use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
 use crate::memory::Estimate;
-use crate::rules::Rule;
+use crate::rules::{Modulation, Rule};
+
+fn is_none(m: &Modulation) -> bool {
+    *m == Modulation::None
+}
 
 /// A recurrent run: task, model, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +122,12 @@ pub struct RecurrentModelConfig {
     /// `learned`, or `none` (the non-plastic RNN: `α = 0`, no trace).
     #[serde(default)]
     pub plasticity: Plasticity,
+    /// A modulator neuron `M(t) = tanh(y(t)·w_M + b_M)` (the 2019 paper's, not published for
+    /// this network): `none` (the default), `simple` (`M(t)` is the rule's rate) or
+    /// `retroactive` (`M(t)` moves an eligibility trace into `H`; needs `rule = "clipped"`, the
+    /// bound of `H`). Trains with `engine = "autodiff"`.
+    #[serde(default, skip_serializing_if = "is_none")]
+    pub modulation: Modulation,
     /// Standard deviation of the initial `W` and `α`.
     #[serde(default = "default_init_std")]
     pub init_std: f64,
@@ -296,6 +306,7 @@ impl RecurrentConfig {
             plastic: self.model.plasticity != Plasticity::None,
             init_std: self.model.init_std,
             init_eta: self.model.init_eta,
+            modulation: self.model.modulation,
         }
     }
 
@@ -366,6 +377,10 @@ impl RecurrentConfig {
             (false, _) => n * n,
             (true, false) => 2.0 * n * n + 1.0,
             (true, true) => n * n + 2.0,
+        } + if plastic && self.model.modulation != Modulation::None {
+            n + 1.0
+        } else {
+            0.0
         };
         if self.model.kind == RecurrentModelKind::Lstm {
             let inputs = self.size() as f64;
@@ -396,7 +411,13 @@ impl RecurrentConfig {
             return e;
         }
         let params = plastic_params;
-        let trace = batch * n * n * float;
+        // Retroactive modulation keeps an eligibility trace beside H.
+        let traces_per_step = if plastic && self.model.modulation == Modulation::Retroactive {
+            2.0
+        } else {
+            1.0
+        };
+        let trace = traces_per_step * batch * n * n * float;
         match self.train.engine {
             Engine::Fused => {
                 e.add(
@@ -568,6 +589,32 @@ impl RecurrentConfig {
             ));
         }
         check_rule(&bad, m.rule, m.clip)?;
+        if m.modulation != Modulation::None {
+            let given = format!("\"{}\"", m.modulation.name());
+            if m.plasticity == Plasticity::None || m.kind == RecurrentModelKind::Lstm {
+                return Err(bad(
+                    "model.modulation",
+                    given,
+                    "\"none\" without a plastic network (plasticity = \"none\" or kind = \"lstm\" has no trace to modulate)",
+                ));
+            }
+            if m.modulation == Modulation::Retroactive && m.rule != Rule::Clipped {
+                return Err(bad(
+                    "model.rule",
+                    format!("\"{}\"", m.rule.name()),
+                    "\"clipped\" with model.modulation = \"retroactive\" (its H is clipped, model.clip the bound; its eligibility trace decays as Hebb's)",
+                ));
+            }
+            if self.train.engine == Engine::Fused {
+                return Err(bad(
+                    "train.engine",
+                    "\"fused\"".into(),
+                    &format!(
+                        "\"autodiff\" with model.modulation = {given} (the fused engine does not run a modulator)"
+                    ),
+                ));
+            }
+        }
         if m.plasticity == Plasticity::Nonnegative {
             return Err(bad(
                 "model.plasticity",
@@ -752,6 +799,22 @@ learning_rate = 0.001
                 "model.plasticity",
             ),
             ("[model]", "[model]\nkind = \"lstm\"", "train.engine"),
+            (
+                "[model]",
+                "[model]\nmodulation = \"simple\"",
+                "train.engine",
+            ),
+            (
+                "[model]\n[train]",
+                "[model]\nmodulation = \"retroactive\"\n[train]\nengine = \"autodiff\"",
+                "model.rule",
+            ),
+            (
+                "[model]",
+                "[model]\nmodulation = \"simple\"\nplasticity = \"none\"",
+                "model.modulation",
+            ),
+            ("[model]", "[model]\nmodulation = \"always\"", "modulation"),
             ("[model]", "[model]\nlstm_hidden = 5", "model.lstm_hidden"),
             ("[model]", "[model]\ninit_eta = 2.0", "model.init_eta"),
             ("episodes = 10", "episodes = 0", "train.episodes"),

@@ -7,10 +7,10 @@ use burn::tensor::{Device, Tensor};
 use rand::Rng;
 
 use crate::connection::PlasticConnection;
-use crate::engines::fused::{HostRnn, Real};
+use crate::engines::fused::{HostModulator, HostRnn, Real};
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
-use crate::rules::{Rate, RuleSpec};
+use crate::rules::{Modulation, Rate, Retroactive, RuleSpec};
 
 /// Sizes and options of a [`PlasticRnn`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,6 +28,11 @@ pub struct PlasticRnnConfig {
     pub init_std: f64,
     /// Initial plasticity rate `η` (0.01 in the 2018 code).
     pub init_eta: f64,
+    /// A modulator neuron `M(t) = tanh(y(t)·w_M + b_M)` gating the trace update (the 2019
+    /// paper's, not published for this network): [`Modulation::Simple`] makes `M(t)` the
+    /// rule's rate (`η` unused and frozen); [`Modulation::Retroactive`] moves an eligibility
+    /// trace with the learned rate `η` into a clipped `H`.
+    pub modulation: Modulation,
 }
 
 impl PlasticRnnConfig {
@@ -40,16 +45,28 @@ impl PlasticRnnConfig {
             plastic: true,
             init_std: 0.01,
             init_eta: 0.01,
+            modulation: Modulation::None,
         }
+    }
+
+    /// Whether the network has a modulator (`w_M`, `b_M`).
+    pub fn modulated(&self) -> bool {
+        self.plastic && self.modulation != Modulation::None
     }
 
     /// Number of trained parameters.
     pub fn num_params(&self) -> usize {
         let n2 = self.neurons * self.neurons;
-        match (self.plastic, self.shared_alpha) {
+        let base = match (self.plastic, self.shared_alpha) {
             (false, _) => n2,
             (true, false) => 2 * n2 + 1,
             (true, true) => n2 + 2,
+        };
+        match (self.modulated(), self.modulation) {
+            (false, _) => base,
+            // η unused: M(t) is the rate.
+            (true, Modulation::Simple) => base - 1 + self.neurons + 1,
+            (true, _) => base + self.neurons + 1,
         }
     }
 
@@ -59,17 +76,23 @@ impl PlasticRnnConfig {
     }
 
     /// Initial values `[W, α, η]` drawn from `rng` (`W` first, then `α`; without plasticity
-    /// `α = 0`, `η = 0`).
+    /// `α = 0`, `η = 0`), followed with a modulator by `[w_M, b_M]`: `w_M = 0` and
+    /// `b_M = atanh(init_eta)`, so that `M(t)` starts at the unmodulated network's rate
+    /// whatever the state, for learning to vary it.
     pub fn draw_values(&self, rng: &mut impl Rng) -> Vec<Vec<f64>> {
         let n = self.neurons;
         let w = gaussian(rng, n * n, self.init_std);
         let alpha_len = if self.shared_alpha { 1 } else { n * n };
         let alpha = gaussian(rng, alpha_len, self.init_std);
-        if self.plastic {
-            vec![w, alpha, vec![self.init_eta]]
-        } else {
-            vec![w, vec![0.0; alpha_len], vec![0.0]]
+        if !self.plastic {
+            return vec![w, vec![0.0; alpha_len], vec![0.0]];
         }
+        let mut values = vec![w, alpha, vec![self.init_eta]];
+        if self.modulated() {
+            values.push(vec![0.0; n]);
+            values.push(vec![self.init_eta.min(0.999).atanh()]);
+        }
+        values
     }
 
     /// The initial values of a run seeded with `seed`.
@@ -77,25 +100,37 @@ impl PlasticRnnConfig {
         self.draw_values(&mut stream_rng(seed, Stream::Init, 0))
     }
 
-    /// A module holding values `[W, α, η]` (`α`, `η` frozen without plasticity).
+    /// A module holding values `[W, α, η]` and, with a modulator, `[w_M, b_M]` (`α`, `η`
+    /// frozen without plasticity, `η` with simple modulation).
     pub fn from_values(&self, values: &[Vec<f64>], device: &Device) -> PlasticRnn {
         let n = self.neurons;
         let shape = if self.shared_alpha { [1, 1] } else { [n, n] };
-        let (alpha, eta) = (
-            param(values[1].clone(), shape, device),
+        fn frozen<const D: usize>(p: Param<Tensor<D>>, trained: bool) -> Param<Tensor<D>> {
+            if trained {
+                p
+            } else {
+                p.set_require_grad(false)
+            }
+        }
+        let alpha = frozen(param(values[1].clone(), shape, device), self.plastic);
+        let modulated = self.modulated();
+        let eta = frozen(
             param(values[2].clone(), [1], device),
+            self.plastic && !(modulated && self.modulation == Modulation::Simple),
         );
-        let (alpha, eta) = if self.plastic {
-            (alpha, eta)
-        } else {
-            (alpha.set_require_grad(false), eta.set_require_grad(false))
-        };
         PlasticRnn {
             w: param(values[0].clone(), [n, n], device),
             alpha,
             eta,
+            w_m: modulated.then(|| param(values[3].clone(), [n, 1], device)),
+            b_m: modulated.then(|| param(values[4].clone(), [1], device)),
             rule: self.rule,
             plastic: self.plastic,
+            modulation: if modulated {
+                self.modulation
+            } else {
+                Modulation::None
+            },
         }
     }
 
@@ -106,6 +141,7 @@ impl PlasticRnnConfig {
                 .map(|&x| F::from(x).expect("finite"))
                 .collect::<Vec<F>>()
         };
+        let modulated = self.modulated();
         HostRnn {
             n: self.neurons,
             w: cast(&values[0]),
@@ -113,6 +149,11 @@ impl PlasticRnnConfig {
             eta: F::from(values[2][0]).expect("finite"),
             rule: self.rule,
             plastic: self.plastic,
+            modulator: modulated.then(|| HostModulator {
+                modulation: self.modulation,
+                w: cast(&values[3]),
+                b: F::from(values[4][0]).expect("finite"),
+            }),
         }
     }
 }
@@ -125,6 +166,12 @@ impl PlasticRnnConfig {
 /// H_ij(t) = f(H_ij(t-1), y_i(t-1), y_j(t), η)          (the rule f of crate::rules)
 /// y(0) = 0, H(0) = 0 at the start of every episode
 /// ```
+///
+/// With a modulator (`w_M`, `b_M`; Miconi et al. 2019's neuron, here in this network),
+/// `M(t) = tanh(y(t)·w_M + b_M)`, one value per episode, gates the update: simple modulation
+/// is `f` with rate `M(t)`; retroactive modulation keeps an eligibility trace `E`,
+/// `H(t) = clip(H(t-1) + M(t)·E(t-1), ±c)`, `E(t) = (1-η)·E(t-1) + η·y(t-1)ᵀ y(t)`
+/// ([`Retroactive`]).
 ///
 /// e.g. Hebb: `H(t) = (1-η)·H(t-1) + η·y(t-1)ᵀ y(t)`; Oja:
 /// `H_ij(t) = H_ij(t-1) + η·y_j(t)·( y_i(t-1) - H_ij(t-1)·y_j(t) )`. The plastic part is the
@@ -140,12 +187,20 @@ pub struct PlasticRnn {
     pub w: Param<Tensor<2>>,
     /// Plasticity coefficients `α`, `[N, N]`, or `[1, 1]` when shared.
     pub alpha: Param<Tensor<2>>,
-    /// Plasticity rate `η`, `[1]`.
+    /// Plasticity rate `η`, `[1]` (the eligibility trace's with retroactive modulation; unused
+    /// with simple modulation).
     pub eta: Param<Tensor<1>>,
-    /// The trace's rule.
+    /// The modulator's weights `w_M`, `[N, 1]` (none without a modulator, so that the records
+    /// of unmodulated networks are unchanged).
+    pub w_m: Option<Param<Tensor<2>>>,
+    /// The modulator's bias `b_M`, `[1]`.
+    pub b_m: Option<Param<Tensor<1>>>,
+    /// The trace's rule (clipped with retroactive modulation: the bound of `H`).
     pub rule: RuleSpec,
     /// Whether `α` and `η` are trained and the trace computed.
     pub plastic: bool,
+    /// How the modulator gates the update.
+    pub modulation: Modulation,
 }
 
 impl PlasticRnn {
@@ -178,6 +233,10 @@ impl PlasticRnn {
         let cs = clamp.map(|c| c.chunk(steps, 0));
         let mut y: Tensor<2> = Tensor::zeros([batch, n], &device);
         let mut h: Tensor<3> = Tensor::zeros([batch, n, n], &device);
+        // The eligibility trace exists only under retroactive modulation.
+        let mut elig: Option<Tensor<3>> = (self.plastic
+            && self.modulation == Modulation::Retroactive)
+            .then(|| Tensor::zeros([batch, n, n], &device));
         let mut ys = Vec::with_capacity(steps);
         for (t, u) in us.into_iter().enumerate() {
             let u: Tensor<2> = u.reshape([batch, n]);
@@ -191,11 +250,37 @@ impl PlasticRnn {
                 y_new = y_new * c.clone().neg().add_scalar(1.0) + u * c;
             }
             if self.plastic {
-                h = connection.update(
-                    h,
+                let (pre, post) = (
                     y.reshape([batch, n, 1]),
                     y_new.clone().reshape([batch, 1, n]),
                 );
+                match (&self.w_m, &self.b_m) {
+                    (Some(w_m), Some(b_m)) => {
+                        // M(t) = tanh(y(t)·w_M + b_M), one per episode.
+                        let m = (y_new.clone().matmul(w_m.val()) + b_m.val().unsqueeze::<2>())
+                            .tanh()
+                            .reshape([batch, 1, 1]);
+                        let m = Rate::Modulated(m);
+                        if self.modulation == Modulation::Retroactive {
+                            let e = elig.take().expect("an eligibility trace");
+                            let (h_new, e_new) = Retroactive {
+                                bound: self.rule.clip,
+                            }
+                            .tensor(
+                                h,
+                                e,
+                                pre,
+                                post,
+                                &m,
+                                &connection.rate,
+                            );
+                            (h, elig) = (h_new, Some(e_new));
+                        } else {
+                            h = self.rule.tensor(h, pre, post, &m);
+                        }
+                    }
+                    _ => h = connection.update(h, pre, post),
+                }
             }
             y = y_new;
             ys.push(y.clone());
