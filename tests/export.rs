@@ -230,6 +230,17 @@ fn every_family_exports_in_every_format() {
             ],
         ),
         (
+            "memorisation-50-retroactive",
+            "recurrent",
+            vec![
+                ("w", vec![50, 50]),
+                ("alpha", vec![50, 50]),
+                ("eta", vec![1]),
+                ("w_m", vec![50, 1]),
+                ("b_m", vec![1]),
+            ],
+        ),
+        (
             "memorisation-50-lstm",
             "lstm",
             vec![("readout.weight", vec![16, 50])],

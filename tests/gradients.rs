@@ -617,7 +617,7 @@ fn the_dump_recomputes_from_its_json_alone() {
         ]);
         crate::common::assert_success(&out);
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(d["schema"], "bohp-gradcheck-dump/3");
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
         for (key, expected) in [
             ("family", "single-layer"),
             ("rule", "hebb"),

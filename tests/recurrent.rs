@@ -247,8 +247,8 @@ fn rtrl_equals_finite_differences_for_every_rule() {
             * loss.max(1.0);
         use bohp_gradcheck::check::recurrent_groups;
         let rows = bohp_gradcheck::compare::agreement_groups(
-            &recurrent_groups(&rtrl, plastic),
-            &recurrent_groups(&fd, plastic),
+            &recurrent_groups(&rtrl, &c.net),
+            &recurrent_groups(&fd, &c.net),
             floor,
         );
         let worst = bohp_gradcheck::compare::worst_relative(&rows);
@@ -681,7 +681,7 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
         let config = repo_root().join("configs").join(format!("{name}.toml"));
         crate::common::gradcheck_passes_with_dump(config.to_str().unwrap(), 1, &file);
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(d["schema"], "bohp-gradcheck-dump/3");
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
         let plastic = name == "memorisation-50";
         let by = &d["produced_by"];
         for (key, expected) in [

@@ -223,7 +223,7 @@ fn gradcheck_cli_checks_an_actor_critic_and_its_dump_recomputes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("previous-modulation"));
 
     let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(d["schema"], "bohp-gradcheck-dump/3");
+    assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
     assert_eq!(d["produced_by"]["family"], "reinforcement");
     assert!(d.get("targets").is_none());
     let nums = |v: &Value| -> Vec<f64> {
@@ -301,6 +301,90 @@ fn gradcheck_cli_checks_an_actor_critic_and_its_dump_recomputes() {
     assert!(g["finite_differences"]["w"]["indices"].is_array());
 }
 
+/// A small modulated memorisation network (8 neurons, trained with autodiff), with `model`
+/// added to its `[model]` table.
+fn small_memorisation(model: &str) -> RecurrentConfig {
+    let text = format!(
+        "seed = 2\ndtype = \"f64\"\n[task]\nkind = \"memorisation\"\nsize = 8\nitems = 2\ninput_gain = 1.0\n\
+         [model]\ninit_std = 0.3\ninit_eta = 0.2\n{model}\n[train]\nengine = \"autodiff\"\nepisodes = 1\nlearning_rate = 0.001\n"
+    );
+    let config = RecurrentConfig::parse(&text, Path::new("small.toml")).unwrap();
+    config.validate("small.toml").unwrap();
+    config
+}
+
+/// The recurrent network's modulator: each injected fault of the neuromodulated rules fails
+/// the check against RTRL, with a group named; the retroactive fault is refused under simple
+/// modulation.
+#[test]
+fn the_recurrent_modulator_catches_every_fault() {
+    let options = |fault| CheckOptions {
+        episodes: 2,
+        finite_differences: false,
+        dump: false,
+        recursion: Recursion::Fault(fault),
+    };
+    for (model, fault) in [
+        (
+            "rule = \"clipped\"\nmodulation = \"retroactive\"",
+            Fault::EligibilityFirst,
+        ),
+        (
+            "rule = \"clipped\"\nmodulation = \"retroactive\"",
+            Fault::PreviousModulation,
+        ),
+        (
+            "rule = \"clipped\"\nclip = 0.05\nmodulation = \"retroactive\"",
+            Fault::GradientThroughClip,
+        ),
+        (
+            "rule = \"hebb\"\nmodulation = \"simple\"",
+            Fault::PreviousModulation,
+        ),
+        (
+            "rule = \"hebb\"\nmodulation = \"simple\"",
+            Fault::RateOnOldTrace,
+        ),
+        (
+            "rule = \"oja\"\nmodulation = \"simple\"",
+            Fault::OjaDecayDropped,
+        ),
+        (
+            "rule = \"clipped\"\nclip = 0.05\nmodulation = \"simple\"",
+            Fault::GradientThroughClip,
+        ),
+    ] {
+        let report = check_any(
+            &AnyConfig::Recurrent(small_memorisation(model)),
+            options(fault),
+        )
+        .unwrap()
+        .0;
+        let ad = report.comparison("autodiff vs rtrl").unwrap();
+        let failing: Vec<&str> = ad
+            .rows
+            .iter()
+            .filter(|r| r.max_rel > ad.tolerance)
+            .map(|r| r.group.as_str())
+            .collect();
+        eprintln!("{model:?} {}: {failing:?} {:.1e}", fault.name(), ad.worst());
+        assert!(
+            !report.passed && ad.worst() > 1e-4 && !failing.is_empty(),
+            "{model:?} {} not caught:\n{}",
+            fault.name(),
+            report.table()
+        );
+    }
+    let err = check_any(
+        &AnyConfig::Recurrent(small_memorisation(
+            "rule = \"hebb\"\nmodulation = \"simple\"",
+        )),
+        options(Fault::EligibilityFirst),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("eligibility-first"), "{err}");
+}
+
 /// One cell of the matrix: family, rule, comparison, largest relative difference, tolerance.
 type Cell = (String, String, String, f64, f64);
 
@@ -350,6 +434,32 @@ fn matrix() -> Vec<Cell> {
             "recurrent (memorisation)",
             rule,
             check_any(&AnyConfig::Recurrent(config), options).unwrap().0,
+        );
+    }
+    for (model, name) in [
+        (
+            "rule = \"hebb\"\nmodulation = \"simple\"",
+            "hebb, modulated rate",
+        ),
+        (
+            "rule = \"oja\"\nmodulation = \"simple\"",
+            "oja, modulated rate",
+        ),
+        (
+            "rule = \"clipped\"\nclip = 0.05\nmodulation = \"simple\"",
+            "clipped, modulated rate (simple)",
+        ),
+        (
+            "rule = \"clipped\"\nclip = 0.05\nmodulation = \"retroactive\"",
+            "retroactive",
+        ),
+    ] {
+        add(
+            "recurrent (memorisation)",
+            name,
+            check_any(&AnyConfig::Recurrent(small_memorisation(model)), options)
+                .unwrap()
+                .0,
         );
     }
     for (model, name) in [
@@ -448,4 +558,78 @@ fn the_rule_family_matrix_in_the_docs_is_measured() {
             .unwrap();
         assert!(value <= *tolerance, "{row}");
     }
+}
+
+/// `bohp gradcheck` on a modulated recurrent config from the command line: it passes against
+/// RTRL, a fault fails it, and its dump recomputes the modulator and both traces of the
+/// retroactive rule from the dumped parameters and outputs.
+#[test]
+fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() {
+    use serde_json::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("retro.toml");
+    std::fs::write(
+        &config,
+        "seed = 4\n[task]\nkind = \"memorisation\"\nsize = 6\nitems = 2\n\
+         [model]\nrule = \"clipped\"\nclip = 0.5\nmodulation = \"retroactive\"\ninit_std = 0.3\ninit_eta = 0.3\n\
+         [train]\nengine = \"autodiff\"\nepisodes = 1\nlearning_rate = 0.001\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let file = dir.path().join("dump.json");
+    let stdout = crate::common::gradcheck_passes_with_dump(config, 2, &file);
+    assert!(
+        stdout.contains("autodiff vs rtrl") && !stdout.contains("fused"),
+        "{stdout}"
+    );
+    crate::common::assert_gradcheck_catches(config, "eligibility-first");
+
+    let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
+    let nums = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let n = 6;
+    let p = &d["parameters"];
+    let (w_m, b_m, eta) = (
+        nums(&p["w_m"]["values"]),
+        nums(&p["b_m"]["values"])[0],
+        nums(&p["eta"]["values"])[0],
+    );
+    let y = nums(&d["outputs"]["values"]);
+    let m = nums(&d["modulation"]["signal"]["values"]);
+    let e = nums(&d["modulation"]["eligibility"]["values"]);
+    let h = nums(&d["traces"]["values"]);
+    assert_eq!(d["modulation"]["kind"], "retroactive");
+    // M(t) = tanh(y(t)·w_M + b_M) at every step.
+    for (t, mt) in m.iter().enumerate() {
+        let z: f64 = (0..n).map(|j| y[t * n + j] * w_m[j]).sum::<f64>() + b_m;
+        assert!((z.tanh() - mt).abs() < 1e-14, "M({})", t + 1);
+    }
+    // Steps 1-3 (y(0) = 0, E(0) = H(0) = 0): E(1) = 0, H(1) = H(2) = 0;
+    // E(2) = η·y(1)ᵀy(2), H(3) = clip(M(3)·E(2), ±0.5).
+    let nn = n * n;
+    for ij in 0..nn {
+        let (i, j) = (ij / n, ij % n);
+        assert_eq!(
+            (e[ij], h[ij], h[nn + ij]),
+            (0.0, 0.0, 0.0),
+            "step 1-2 at {ij}"
+        );
+        let e2 = eta * y[i] * y[n + j];
+        assert!((e[nn + ij] - e2).abs() < 1e-14, "E_{i}{j}(2)");
+        let h3 = (m[2] * e2).clamp(-0.5, 0.5);
+        assert!((h[2 * nn + ij] - h3).abs() < 1e-14, "H_{i}{j}(3)");
+    }
+    let g = &d["gradients"];
+    for method in ["rtrl", "autodiff", "finite_differences"] {
+        for group in ["w", "alpha", "eta", "w_m", "b_m"] {
+            assert!(g[method][group].is_object(), "{method} {group}");
+        }
+    }
+    assert!(g.get("fused").is_none());
 }
