@@ -15,7 +15,8 @@ use bohp::rules::faults::Fault;
 use bohp::rules::{Rule, RuleSpec};
 use bohp::run::RunDir;
 use bohp_gradcheck::check::{
-    CheckOptions, RECURRENT_FD_ENTRIES, Recursion, check_recurrent, recurrent_finite_differences,
+    AnyConfig, CheckOptions, RECURRENT_FD_ENTRIES, Recursion, check_any, check_recurrent,
+    recurrent_finite_differences,
 };
 use bohp_gradcheck::rtrl::{autodiff_grads, relative_differences, rtrl_grads};
 use rand::{Rng, SeedableRng};
@@ -240,7 +241,7 @@ fn rtrl_equals_finite_differences_for_every_rule() {
             );
         }
         let (loss, rtrl) = rtrl_grads(&c.net, &c.episodes());
-        let (fd, indices) = recurrent_finite_differences(&c.net, &c.episodes(), usize::MAX);
+        let (fd, indices) = recurrent_finite_differences(&c.net, &c.episodes(), usize::MAX, None);
         assert_eq!(indices[0].len(), 36, "every W entry");
         let floor = bohp_gradcheck::check::Tolerances::for_rule(Precision::F64, &c.net.rule)
             .finite_difference_floor
@@ -795,7 +796,8 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
             "{name}: α's gradient is dumped only when α is trained"
         );
     }
-    // The LSTM has no hand-derived gradient: refused with a reason.
+    // The LSTM has no hand-derived gradient: checked against finite differences, which need
+    // f64 (its config's f32 is refused with the reason).
     let lstm = repo_root().join("configs/memorisation-50-lstm.toml");
     let out = run_bohp(&["gradcheck", lstm.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -803,6 +805,12 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
         String::from_utf8_lossy(&out.stderr).contains("model.kind = \"lstm\""),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_bohp(&["gradcheck", lstm.to_str().unwrap(), "--dtype", "f64"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("readout.weight") && stdout.contains("PASSED"),
+        "{stdout}"
     );
 }
 
@@ -1054,4 +1062,67 @@ fn recurrent_autodiff_trains_like_the_host(backend: Backend, precision: Precisio
 
 backend_matrix! {
     recurrent_autodiff_training => recurrent_autodiff_trains_like_the_host,
+}
+
+/// The LSTM baseline's check: autodiff agrees with finite differences of its training loss on
+/// every parameter group (each gate's input and hidden transforms and biases, the readout), to
+/// 1e-6; what it cannot do is refused with the reason.
+#[test]
+fn gradcheck_checks_the_lstm_baseline_against_finite_differences() {
+    let text = "seed = 3\ndtype = \"f64\"\n[task]\nkind = \"memorisation\"\nsize = 6\nitems = 2\n\
+                [model]\nkind = \"lstm\"\nlstm_hidden = 4\n\
+                [train]\nengine = \"autodiff\"\nepisodes = 1\nlearning_rate = 0.001\n";
+    let config = RecurrentConfig::parse(text, Path::new("lstm.toml")).unwrap();
+    config.validate("lstm.toml").unwrap();
+    let options = CheckOptions {
+        episodes: 2,
+        finite_differences: true,
+        dump: false,
+        recursion: Recursion::Correct,
+    };
+    let report = check_any(&AnyConfig::Recurrent(config.clone()), options)
+        .unwrap()
+        .0;
+    assert!(report.passed, "{}", report.table());
+    let fd = report
+        .comparison("autodiff vs central finite differences")
+        .unwrap();
+    // 4 gates x (input, hidden) x (weight, bias) + the readout's weight and bias.
+    assert_eq!(fd.rows.len(), 18, "{}", report.table());
+    assert!(fd.rows.iter().all(|r| r.count > 0 && r.cosine > 0.999999));
+    assert!(fd.worst() < 1e-6, "{}", report.table());
+    // Refused: an injected recursion (there is none), f32, no finite differences, a dump.
+    let refused = |config: &RecurrentConfig, options: CheckOptions, says: &str| {
+        let err = check_any(&AnyConfig::Recurrent(config.clone()), options)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says) && err.contains("lstm"), "{err}");
+    };
+    refused(
+        &config,
+        CheckOptions {
+            recursion: Recursion::NewTrace,
+            ..options
+        },
+        "new-trace",
+    );
+    refused(
+        &config,
+        CheckOptions {
+            finite_differences: false,
+            ..options
+        },
+        "--no-finite-differences",
+    );
+    refused(
+        &config,
+        CheckOptions {
+            dump: true,
+            ..options
+        },
+        "--dump",
+    );
+    let mut f32_config = config.clone();
+    f32_config.dtype = Precision::F32;
+    refused(&f32_config, options, "--dtype f64");
 }

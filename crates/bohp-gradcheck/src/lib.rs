@@ -26,6 +26,7 @@ pub mod check;
 pub mod compare;
 pub mod dump;
 pub mod fewshot;
+pub mod lstm;
 pub mod rl;
 pub mod rtrl;
 

@@ -526,6 +526,18 @@ fn plastic_forward(model: &PlasticRnn, batch: &RecurrentBatch, device: &Device) 
     )
 }
 
+/// The loss an LSTM update differentiates on `batch` (a batch of `task`'s episodes over
+/// `task.size` units): the squared error of the last step, averaged over episodes.
+pub fn lstm_loss(
+    model: &LstmNet,
+    task: &RecurrentTask,
+    batch: &RecurrentBatch,
+    device: &Device,
+) -> Tensor<1> {
+    let ys = model.forward(lstm_inputs(task, batch, device));
+    loss_of(ys, batch, task.size, device).0
+}
+
 /// The LSTM's inputs: the task's inputs, unclamped ones divided by their gain (±1 values).
 fn lstm_inputs(task: &RecurrentTask, batch: &RecurrentBatch, device: &Device) -> Tensor<3> {
     let scale = if task.clamp {
