@@ -385,6 +385,20 @@ fn fused_and_autodiff_training_agree_in_f64() {
     a.train.batch = 2;
     a.train.eval_episodes = 4;
     engines_agree("memorisation-50", a);
+    // And with a modulator, simple and retroactive (the fused engine keeps E beside H).
+    for modulation in [
+        bohp::rules::Modulation::Simple,
+        bohp::rules::Modulation::Retroactive,
+    ] {
+        let mut m = config("memorisation-50-retroactive");
+        m.model.modulation = modulation;
+        m.train.engine = Engine::Fused;
+        m.dtype = Precision::F64;
+        m.train.episodes = 10;
+        m.train.batch = 2;
+        m.train.eval_episodes = 4;
+        engines_agree(&format!("memorisation-50, {modulation} modulation"), m);
+    }
 }
 
 fn write_cifar(path: &Path, records: &[(u8, [u8; 3])]) {
@@ -1125,4 +1139,64 @@ fn gradcheck_checks_the_lstm_baseline_against_finite_differences() {
     let mut f32_config = config.clone();
     f32_config.dtype = Precision::F32;
     refused(&f32_config, options, "--dtype f64");
+}
+
+/// The fused engine runs a modulator (simple: `M(t)` as any rule's rate; retroactive: `E`
+/// beside `H`) with the gradients RTRL derives, for every checkpoint interval, and its forward
+/// pass gives the same last step.
+#[test]
+fn the_fused_engine_runs_a_modulator_as_rtrl_does() {
+    use bohp::engines::fused::HostModulator;
+    use bohp::rules::Modulation;
+    let cases = [
+        (Modulation::Simple, Rule::Hebb, false, false),
+        (Modulation::Simple, Rule::Oja, true, false),
+        (Modulation::Simple, Rule::Clipped, false, true),
+        (Modulation::Retroactive, Rule::Clipped, false, false),
+        (Modulation::Retroactive, Rule::Clipped, true, true),
+    ];
+    for (k, &(modulation, rule, shared, clamp)) in cases.iter().enumerate() {
+        let mut c = case(7, 40, rule, shared, clamp, true, 70 + k as u64);
+        let n = c.net.n;
+        let mut rng = ChaCha8Rng::seed_from_u64(90 + k as u64);
+        c.net.modulator = Some(HostModulator {
+            modulation,
+            w: (0..n)
+                .map(|_| 1.5 * rng.sample::<f64, _>(StandardNormal) / (n as f64).sqrt())
+                .collect(),
+            b: 0.3,
+        });
+        let what = format!("{modulation} {rule} shared={shared} clamp={clamp}");
+        let (loss_r, rtrl) = rtrl_grads(&c.net, &c.episodes());
+        let scale = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(
+            scale(&rtrl.modulator.0) > 1e-6 && rtrl.modulator.1.abs() > 1e-9,
+            "{what}: the modulator's gradient must not vanish"
+        );
+        for interval in [None, Some(1), Some(3), Some(500)] {
+            let pass = c.net.loss_and_grads(&c.episodes(), interval);
+            assert!(
+                (pass.loss - loss_r).abs() <= 1e-12 * loss_r.max(1.0),
+                "{what}"
+            );
+            let what = format!("{what} K={interval:?}");
+            assert_close(&what, &pass.grads, &rtrl, 1e-10);
+            let (a, b) = (&pass.grads.modulator, &rtrl.modulator);
+            let diff =
+                a.0.iter()
+                    .zip(&b.0)
+                    .fold((a.1 - b.1).abs(), |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                diff <= 1e-10 * scale(&b.0).max(b.1.abs()),
+                "{what}: modulator gradients differ by {diff:e}"
+            );
+        }
+        let ys = c.net.forward(&c.episodes());
+        let pass = c.net.loss_and_grads(&c.episodes(), None);
+        assert_eq!(
+            &ys[(c.steps - 1) * c.batch * n..],
+            &pass.y_last[..],
+            "{what}"
+        );
+    }
 }

@@ -560,8 +560,8 @@ fn the_rule_family_matrix_in_the_docs_is_measured() {
     }
 }
 
-/// `bohp gradcheck` on a modulated recurrent config from the command line: it passes against
-/// RTRL, a fault fails it, and its dump recomputes the modulator and both traces of the
+/// `bohp gradcheck` on a modulated recurrent config from the command line: autodiff and the
+/// fused engine pass against RTRL, a fault fails it, and its dump recomputes the modulator and both traces of the
 /// retroactive rule from the dumped parameters and outputs.
 #[test]
 fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() {
@@ -579,7 +579,7 @@ fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() 
     let file = dir.path().join("dump.json");
     let stdout = crate::common::gradcheck_passes_with_dump(config, 2, &file);
     assert!(
-        stdout.contains("autodiff vs rtrl") && !stdout.contains("fused"),
+        stdout.contains("autodiff vs rtrl") && stdout.contains("fused vs rtrl"),
         "{stdout}"
     );
     crate::common::assert_gradcheck_catches(config, "eligibility-first");
@@ -626,10 +626,9 @@ fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() 
         assert!((h[2 * nn + ij] - h3).abs() < 1e-14, "H_{i}{j}(3)");
     }
     let g = &d["gradients"];
-    for method in ["rtrl", "autodiff", "finite_differences"] {
+    for method in ["rtrl", "autodiff", "fused", "finite_differences"] {
         for group in ["w", "alpha", "eta", "w_m", "b_m"] {
             assert!(g[method][group].is_object(), "{method} {group}");
         }
     }
-    assert!(g.get("fused").is_none());
 }

@@ -386,7 +386,7 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
     let ep = arrays.episodes();
     let mut h = vec![0.0; n * n];
     if net.modulator.is_some() {
-        // The fused engine does not run modulated networks: a plain host pass.
+        // H(T-1) of a modulated network: the plain host pass returns the traces of every step.
         let (_, states) = bohp_gradcheck::rtrl::plain_run(&net, &ep);
         let t = batch.steps.saturating_sub(2);
         if batch.steps >= 2 {

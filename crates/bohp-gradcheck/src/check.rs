@@ -575,7 +575,7 @@ pub fn check_recurrent(
     let modulated = modulation.is_some();
     if modulated && neurons > RTRL_MAX_NEURONS {
         return Err(bohp::Error::Unsupported(format!(
-            "a modulated recurrent network is checked against RTRL, for at most {RTRL_MAX_NEURONS} neurons (this config has {neurons}: model.neurons or task.size); the fused engine does not run modulated networks"
+            "a modulated recurrent network is checked against RTRL, for at most {RTRL_MAX_NEURONS} neurons (this config has {neurons}: model.neurons or task.size)"
         )));
     }
     let task = config.task()?;
@@ -645,8 +645,7 @@ pub fn check_recurrent(
         ),
         note: None,
     }];
-    // The fused engine does not run modulated networks.
-    let fused = (use_rtrl && !modulated).then(|| net.loss_and_grads(&ep, None));
+    let fused = use_rtrl.then(|| net.loss_and_grads(&ep, None));
     if let Some(pass) = &fused {
         let engine_floor = floor(loss_reference, 1e-8);
         comparisons.push(Comparison {
@@ -716,7 +715,7 @@ pub fn check_recurrent(
             (reference_name.to_string(), reference.clone(), None),
             ("autodiff".to_string(), ad, None),
         ];
-        if use_rtrl && !modulated {
+        if use_rtrl {
             gradients.push(("fused".into(), net.loss_and_grads(&ep1, None).grads, None));
         }
         if options.finite_differences {

@@ -335,7 +335,8 @@ pub struct PlainStates {
 
 /// A plain forward pass on the host (f64), one connection at a time through the rule library:
 /// the loss (same conventions as [`rtrl_grads`]) and the states of episode 0. It serves the
-/// finite differences and the dumps of networks the fused engine does not run (a modulator).
+/// finite differences and the dumps of modulated networks (and states per step, which the fused
+/// engine does not return).
 pub fn plain_run(net: &HostRnn<f64>, ep: &EpisodeBatch<'_, f64>) -> (f64, PlainStates) {
     let n = net.n;
     let nn = n * n;

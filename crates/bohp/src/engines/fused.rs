@@ -27,7 +27,8 @@
 use rayon::prelude::*;
 
 pub use crate::rules::Real;
-use crate::rules::{self, Modulation, RuleKernel, RuleSpec};
+use crate::rules::retroactive::TwoTraceKernel;
+use crate::rules::{self, Modulation, Retroactive, RuleKernel, RuleSpec};
 
 /// A plastic recurrent network's parameters on the host (the values of a
 /// [`PlasticRnn`](crate::recurrent::model::PlasticRnn)).
@@ -45,9 +46,9 @@ pub struct HostRnn<F> {
     pub rule: RuleSpec,
     /// Whether the trace is computed at all (false: the non-plastic baseline).
     pub plastic: bool,
-    /// The modulator `M(t) = tanh(y(t)·w_M + b_M)` of a modulated network (this engine trains
-    /// networks without one: configs with `model.modulation` train with `autodiff`; the
-    /// gradient checks read the modulator's values from here).
+    /// The modulator `M(t) = tanh(y(t)·w_M + b_M)` of a modulated network: the rule's rate
+    /// (simple), or what moves the eligibility trace into `H` (retroactive: the engine keeps
+    /// `E` beside `H`, each row `[H | E]`).
     pub modulator: Option<HostModulator<F>>,
 }
 
@@ -146,12 +147,42 @@ impl<F: Real> HostRnn<F> {
         self.alpha.len() == 1
     }
 
+    /// The modulator of a plastic network.
+    fn modulator(&self) -> Option<&HostModulator<F>> {
+        self.modulator.as_ref().filter(|_| self.plastic)
+    }
+
+    /// Whether the network keeps an eligibility trace (retroactive modulation).
+    fn retroactive(&self) -> bool {
+        self.modulator()
+            .is_some_and(|m| m.modulation == Modulation::Retroactive)
+    }
+
+    /// Traces per connection: 2 (`H`, `E`) under retroactive modulation, else 1.
+    fn traces(&self) -> usize {
+        if self.retroactive() { 2 } else { 1 }
+    }
+
+    /// `M(t)_b = tanh(y(t)_b·w_M + b_M)` for every episode of the batch (`None` without a
+    /// modulator).
+    fn modulation(&self, y: &[F], batch: usize) -> Option<Vec<F>> {
+        let m = self.modulator()?;
+        let n = self.n;
+        Some(
+            (0..batch)
+                .map(|b| {
+                    let z = y[b * n..(b + 1) * n]
+                        .iter()
+                        .zip(&m.w)
+                        .fold(m.b, |acc, (&yj, &wj)| acc + yj * wj);
+                    z.tanh()
+                })
+                .collect(),
+        )
+    }
+
     fn check(&self, ep: &EpisodeBatch<'_, F>) {
         let (n, bn) = (self.n, ep.batch * self.n);
-        assert!(
-            self.modulator.is_none(),
-            "the fused engine trains networks without a modulator (validated configs train them with autodiff)"
-        );
         assert_eq!(self.w.len(), n * n, "W must be N x N");
         assert!(
             self.alpha.len() == n * n || self.alpha.len() == 1,
@@ -195,24 +226,31 @@ impl<F: Real> HostRnn<F> {
         }
     }
 
-    /// Computes the traces `H(t)` into `h.1` from `H(t-1)` in `h.0` (both `[N][B][N]`) given
-    /// `y(t-1)` and `y(t)` (`[B][N]`), and with `with_pre` returns
+    /// Computes the traces `H(t)` into `h.1` from `H(t-1)` in `h.0` (both `[N][B][N]`; under
+    /// retroactive modulation each row `i` is `[H_i | E_i]`, `[N][2][B][N]`) given `y(t-1)`,
+    /// `y(t)` (`[B][N]`) and, with a modulator, `M(t)` (`[B]`), and with `with_pre` returns
     /// `pre(t+1) = y(t)·(W + α ⊙ H(t))` (`[B][N]`, no input; without plasticity `h` is `None`
     /// and this is `y(t)·W`).
+    #[allow(clippy::too_many_arguments)]
     fn advance<R: RuleKernel>(
         &self,
         rule: R,
         h: Option<(&[F], &mut [F])>,
         y_prev: &[F],
         y_cur: &[F],
+        rates: Option<&[F]>,
         batch: usize,
         with_pre: bool,
     ) -> Vec<F> {
         let n = self.n;
         let bn = batch * n;
+        let stride = self.traces() * bn;
         let rows = chunk_rows(n);
         let eta = self.eta;
         let shared = self.shared();
+        let retro = self.retroactive().then_some(Retroactive {
+            bound: self.rule.clip,
+        });
         let partials: Vec<Vec<F>> = match h {
             None => self
                 .w
@@ -236,8 +274,8 @@ impl<F: Real> HostRnn<F> {
                 })
                 .collect(),
             Some((src, dst)) => dst
-                .par_chunks_mut(rows * bn)
-                .zip(src.par_chunks(rows * bn))
+                .par_chunks_mut(rows * stride)
+                .zip(src.par_chunks(rows * stride))
                 .enumerate()
                 .map(|(c, (d_rows, s_rows))| {
                     let mut acc = if with_pre {
@@ -245,14 +283,31 @@ impl<F: Real> HostRnn<F> {
                     } else {
                         Vec::new()
                     };
-                    for (r, (d_i, s_i)) in d_rows.chunks_mut(bn).zip(s_rows.chunks(bn)).enumerate()
+                    for (r, (d_i, s_i)) in d_rows
+                        .chunks_mut(stride)
+                        .zip(s_rows.chunks(stride))
+                        .enumerate()
                     {
                         let i = c * rows + r;
                         let wrow = &self.w[i * n..(i + 1) * n];
+                        let (d_i, d_e) = d_i.split_at_mut(bn);
+                        let (s_i, s_e) = s_i.split_at(bn);
                         for (b, (drow, srow)) in d_i.chunks_mut(n).zip(s_i.chunks(n)).enumerate() {
                             let yp = y_prev[b * n + i];
                             let ycur = &y_cur[b * n..(b + 1) * n];
-                            rules::forward(&rule, srow, yp, ycur, eta, drow);
+                            let rate = rates.map_or(eta, |m| m[b]);
+                            match &retro {
+                                Some(k) => {
+                                    let erow = &mut d_e[b * n..(b + 1) * n];
+                                    let eold = &s_e[b * n..(b + 1) * n];
+                                    for j in 0..n {
+                                        let l = k.local2(srow[j], eold[j], yp, ycur[j], rate, eta);
+                                        drow[j] = l.h;
+                                        erow[j] = l.e.value;
+                                    }
+                                }
+                                None => rules::forward(&rule, srow, yp, ycur, rate, drow),
+                            }
                             let yi = y_cur[b * n + i];
                             if !with_pre || yi == F::zero() {
                                 continue;
@@ -296,9 +351,10 @@ impl<F: Real> HostRnn<F> {
         self.check(ep);
         let bn = ep.batch * self.n;
         let mut ys = vec![F::zero(); (ep.steps + 1) * bn];
+        let len = self.traces() * self.n * bn;
         let mut h = self
             .plastic
-            .then(|| (vec![F::zero(); self.n * bn], vec![F::zero(); self.n * bn]));
+            .then(|| (vec![F::zero(); len], vec![F::zero(); len]));
         let mut pre = vec![F::zero(); bn];
         for t in 1..=ep.steps {
             let (before, after) = ys.split_at_mut(t * bn);
@@ -307,11 +363,13 @@ impl<F: Real> HostRnn<F> {
                 let bufs = h
                     .as_mut()
                     .map(|(cur, next)| (cur.as_slice(), next.as_mut_slice()));
+                let rates = self.modulation(&after[..bn], ep.batch);
                 pre = self.advance(
                     rule,
                     bufs,
                     &before[(t - 1) * bn..],
                     &after[..bn],
+                    rates.as_deref(),
                     ep.batch,
                     true,
                 );
@@ -341,7 +399,8 @@ impl<F: Real> HostRnn<F> {
         self.check(ep);
         let (n, batch, steps) = (self.n, ep.batch, ep.steps);
         let bn = batch * n;
-        let len = n * bn;
+        let len = self.traces() * n * bn;
+        let modulated = self.modulator().is_some();
         let k = interval
             .unwrap_or_else(|| auto_interval(steps, batch, n, std::mem::size_of::<F>()))
             .max(1);
@@ -349,6 +408,7 @@ impl<F: Real> HostRnn<F> {
         // Walk the traces backwards from the last one by inverting the rule (two traces held)
         // where that is exact enough: its rounding grows by at most 1/(1-η) per step.
         let invert = plastic
+            && !modulated
             && interval.is_none()
             && R::INVERTIBLE
             && inversion_growth(self.eta.to_f64().unwrap_or(f64::NAN), steps)
@@ -361,13 +421,23 @@ impl<F: Real> HostRnn<F> {
         let mut checkpoints: Vec<Vec<F>> = Vec::new();
         let mut pre = vec![F::zero(); bn];
         let mut traces_held = 0;
+        // M(t) of every step, [T+1][B] (a modulator's rate).
+        let mut ms: Vec<F> = if modulated {
+            vec![F::zero(); (steps + 1) * batch]
+        } else {
+            Vec::new()
+        };
         for t in 1..=steps {
             let (before, after) = ys.split_at_mut(t * bn);
             self.activate(ep, t, &pre, &mut after[..bn]);
             if t < steps {
                 let y_prev = &before[(t - 1) * bn..];
+                if let Some(m) = self.modulation(&after[..bn], batch) {
+                    ms[t * batch..(t + 1) * batch].copy_from_slice(&m);
+                }
+                let rates = modulated.then(|| &ms[t * batch..(t + 1) * batch]);
                 match h.as_mut() {
-                    None => pre = self.advance(rule, None, y_prev, &after[..bn], batch, true),
+                    None => pre = self.advance(rule, None, y_prev, &after[..bn], None, batch, true),
                     Some(cur) => {
                         let mut next = buffer(&mut spare);
                         pre = self.advance(
@@ -375,6 +445,7 @@ impl<F: Real> HostRnn<F> {
                             Some((cur, &mut next)),
                             y_prev,
                             &after[..bn],
+                            rates,
                             batch,
                             true,
                         );
@@ -417,7 +488,8 @@ impl<F: Real> HostRnn<F> {
         loss /= batch as f64;
         // Backward, segment by segment.
         let shared = self.shared();
-        let merged = plastic && R::POST_PARTIAL_FROM_NEW;
+        let merged = plastic && !modulated && R::POST_PARTIAL_FROM_NEW;
+        let (mut g_wm, mut g_bm) = (vec![0.0f64; if modulated { n } else { 0 }], 0.0f64);
         let mut gw = vec![F::zero(); n * n];
         let mut ga = vec![F::zero(); if shared { 0 } else { n * n }];
         let mut ga_shared = 0.0f64;
@@ -457,6 +529,7 @@ impl<F: Real> HostRnn<F> {
                 gy = gy_prev;
                 col = col_prev;
             } else {
+                let rates = modulated.then(|| &ms[t * batch..(t + 1) * batch]);
                 let (gy_prev, step) = self.backward_step(
                     rule,
                     y(t - 1),
@@ -468,6 +541,7 @@ impl<F: Real> HostRnn<F> {
                     t < steps,
                     batch,
                     (&mut gw, &mut ga),
+                    rates.map(|m| (m, &mut g_wm[..], &mut g_bm)),
                 );
                 geta += step.0;
                 ga_shared += step.1;
@@ -503,6 +577,7 @@ impl<F: Real> HostRnn<F> {
                             Some((segment.last().expect("nonempty"), &mut next)),
                             y(t - 1),
                             y(t),
+                            modulated.then(|| &ms[t * batch..(t + 1) * batch]),
                             batch,
                             false,
                         );
@@ -561,7 +636,7 @@ impl<F: Real> HostRnn<F> {
                 w: to64(gw),
                 alpha,
                 eta,
-                modulator: (Vec::new(), 0.0),
+                modulator: (g_wm, g_bm),
             },
             traces_held,
         }
@@ -704,10 +779,12 @@ impl<F: Real> HostRnn<F> {
         (gy_prev, col, ge, gas)
     }
 
-    /// One step backward: from `g_y(t)` (without the trace-update term) and `g_H(t)` to
-    /// `g_y(t-1)` and `g_H(t-1)` (in place), accumulating `∂L/∂W` and `∂L/∂α`. Returns
-    /// `g_y(t-1)` and this step's contributions to `∂L/∂η` and to a shared `∂L/∂α`.
-    #[allow(clippy::too_many_arguments)]
+    /// One step backward: from `g_y(t)` (without the trace-update term) and `g_H(t)` (with
+    /// `g_E(t)` beside it under retroactive modulation) to `g_y(t-1)` and `g_H(t-1)` (in
+    /// place), accumulating `∂L/∂W` and `∂L/∂α` and, with a modulator (`M(t)` per episode),
+    /// `∂L/∂w_M` and `∂L/∂b_M`. Returns `g_y(t-1)` and this step's contributions to `∂L/∂η`
+    /// and to a shared `∂L/∂α`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn backward_step<R: RuleKernel>(
         &self,
         rule: R,
@@ -720,15 +797,23 @@ impl<F: Real> HostRnn<F> {
         h_used: bool,
         batch: usize,
         (gw, ga): (&mut [F], &mut [F]),
+        modulator: Option<(&[F], &mut [f64], &mut f64)>,
     ) -> (Vec<F>, (f64, f64)) {
         let n = self.n;
         let bn = batch * n;
+        let stride = self.traces() * bn;
         let rows = chunk_rows(n);
         let eta = self.eta;
         let shared = self.shared();
+        let retro = self.retroactive().then_some(Retroactive {
+            bound: self.rule.clip,
+        });
+        let rates = modulator.as_ref().map(|m| m.0);
         let mut gy = gy_in.to_vec();
         let mut gy_prev = vec![F::zero(); bn];
         let mut geta = 0.0f64;
+        // ∂L/∂M(t) per episode.
+        let mut g_m = vec![0.0f64; batch];
         // Phase A: H(t) = update(H(t-1), y(t-1), y(t)) — only when H(t) is used later.
         let (hprev, g_h) = match (hprev, g_h) {
             (Some(hp), Some(g)) => (Some(hp), Some(g)),
@@ -736,40 +821,77 @@ impl<F: Real> HostRnn<F> {
         };
         let mut g_h = g_h;
         if let (Some(hp), Some(g), true) = (hprev, g_h.as_deref_mut(), h_used) {
-            let parts: Vec<(Vec<F>, Vec<(usize, F)>, f64)> = g
-                .par_chunks_mut(rows * bn)
-                .zip(hp.par_chunks(rows * bn))
+            let parts: Vec<(Vec<F>, Vec<(usize, F)>, f64, Vec<f64>)> = g
+                .par_chunks_mut(rows * stride)
+                .zip(hp.par_chunks(rows * stride))
                 .enumerate()
                 .map(|(c, (g_rows, h_rows))| {
                     let mut col = vec![F::zero(); bn];
                     let mut row_out = Vec::new();
                     let mut ge = 0.0f64;
-                    for (r, (g_i, h_i)) in g_rows.chunks_mut(bn).zip(h_rows.chunks(bn)).enumerate()
+                    let mut gm = vec![0.0f64; batch];
+                    for (r, (g_i, h_i)) in g_rows
+                        .chunks_mut(stride)
+                        .zip(h_rows.chunks(stride))
+                        .enumerate()
                     {
                         let i = c * rows + r;
+                        let (g_i, g_e) = g_i.split_at_mut(bn);
+                        let (h_i, h_e) = h_i.split_at(bn);
                         for b in 0..batch {
                             let yp = y_prev[b * n + i];
                             let yc = &y_cur[b * n..(b + 1) * n];
                             let grow = &mut g_i[b * n..(b + 1) * n];
                             let hrow = &h_i[b * n..(b + 1) * n];
                             let col = &mut col[b * n..(b + 1) * n];
+                            let rate = rates.map_or(eta, |m| m[b]);
                             let mut rowsum = F::zero();
-                            let mut e = F::zero();
-                            for j in 0..n {
-                                let p = rules::vjp(&rule, grow[j], hrow[j], yp, yc[j], eta);
-                                e = e + p.rate;
-                                col[j] = col[j] + p.post;
-                                rowsum = rowsum + p.pre;
-                                grow[j] = p.h;
+                            // Σ G·∂/∂(rate) and, retroactive, Σ G_H·∂H/∂M.
+                            let (mut e, mut dm) = (F::zero(), F::zero());
+                            match &retro {
+                                Some(k) => {
+                                    let gerow = &mut g_e[b * n..(b + 1) * n];
+                                    let erow = &h_e[b * n..(b + 1) * n];
+                                    for j in 0..n {
+                                        let l = k.local2(hrow[j], erow[j], yp, yc[j], rate, eta);
+                                        let (gh, gev) = (grow[j], gerow[j]);
+                                        grow[j] = gh * l.dh_h;
+                                        gerow[j] = gh * l.dh_e + gev * l.e.d_h;
+                                        dm = dm + gh * l.dh_m;
+                                        e = e + gev * l.e.d_rate + gh * l.dh_eta;
+                                        col[j] = col[j] + gev * l.e.d_post + gh * l.dh_post;
+                                        rowsum = rowsum + gev * l.e.d_pre + gh * l.dh_pre;
+                                    }
+                                }
+                                None => {
+                                    for j in 0..n {
+                                        let p =
+                                            rules::vjp(&rule, grow[j], hrow[j], yp, yc[j], rate);
+                                        e = e + p.rate;
+                                        col[j] = col[j] + p.post;
+                                        rowsum = rowsum + p.pre;
+                                        grow[j] = p.h;
+                                    }
+                                }
                             }
-                            ge += e.to_f64().expect("finite");
+                            let (e, dm) =
+                                (e.to_f64().expect("finite"), dm.to_f64().expect("finite"));
+                            match (&retro, rates) {
+                                // Simple modulation: the rate is M(t).
+                                (None, Some(_)) => gm[b] += e,
+                                (Some(_), _) => {
+                                    ge += e;
+                                    gm[b] += dm;
+                                }
+                                (None, None) => ge += e,
+                            }
                             row_out.push((b * n + i, rowsum));
                         }
                     }
-                    (col, row_out, ge)
+                    (col, row_out, ge, gm)
                 })
                 .collect();
-            for (col, row_out, ge) in parts {
+            for (col, row_out, ge, gm) in parts {
                 for (a, v) in gy.iter_mut().zip(col) {
                     *a = *a + v;
                 }
@@ -777,6 +899,27 @@ impl<F: Real> HostRnn<F> {
                     gy_prev[k] = gy_prev[k] + v;
                 }
                 geta += ge;
+                for (a, v) in g_m.iter_mut().zip(gm) {
+                    *a += v;
+                }
+            }
+        }
+        // The modulator: M = tanh(z), z = y(t)·w_M + b_M; g_z = g_M·(1 - M²) reaches y(t),
+        // w_M and b_M.
+        if let (Some((ms, g_wm, g_bm)), Some(m)) = (modulator, self.modulator()) {
+            for b in 0..batch {
+                let mb = ms[b].to_f64().expect("finite");
+                let gz = g_m[b] * (1.0 - mb * mb);
+                if gz == 0.0 {
+                    continue;
+                }
+                *g_bm += gz;
+                let gzf = F::from(gz).expect("finite");
+                for j in 0..n {
+                    let yj = y_cur[b * n + j];
+                    g_wm[j] += gz * yj.to_f64().expect("finite");
+                    gy[b * n + j] = gy[b * n + j] + gzf * m.w[j];
+                }
             }
         }
         // g_pre = g_y(t) · (1 - c) · (1 - y²).
@@ -833,20 +976,21 @@ impl<F: Real> HostRnn<F> {
             };
         let row_sums: Vec<(Vec<(usize, F)>, f64)> = match (hprev, g_h) {
             (Some(hp), Some(g)) if shared => g
-                .par_chunks_mut(rows * bn)
-                .zip(hp.par_chunks(rows * bn))
+                .par_chunks_mut(rows * stride)
+                .zip(hp.par_chunks(rows * stride))
                 .zip(gw.par_chunks_mut(rows * n))
                 .enumerate()
                 .map(|(c, ((g_rows, h_rows), gw_rows))| {
                     let mut out = Vec::new();
                     let mut gas = 0.0;
                     for (r, ((g_i, h_i), gwrow)) in g_rows
-                        .chunks_mut(bn)
-                        .zip(h_rows.chunks(bn))
+                        .chunks_mut(stride)
+                        .zip(h_rows.chunks(stride))
                         .zip(gw_rows.chunks_mut(n))
                         .enumerate()
                     {
-                        let (o, a) = plastic_row(c * rows + r, g_i, h_i, gwrow, None);
+                        let (o, a) =
+                            plastic_row(c * rows + r, &mut g_i[..bn], &h_i[..bn], gwrow, None);
                         out.extend(o);
                         gas += a;
                     }
@@ -854,21 +998,30 @@ impl<F: Real> HostRnn<F> {
                 })
                 .collect(),
             (Some(hp), Some(g)) => g
-                .par_chunks_mut(rows * bn)
-                .zip(hp.par_chunks(rows * bn))
+                .par_chunks_mut(rows * stride)
+                .zip(hp.par_chunks(rows * stride))
                 .zip(gw.par_chunks_mut(rows * n))
                 .zip(ga.par_chunks_mut(rows * n))
                 .enumerate()
                 .map(|(c, (((g_rows, h_rows), gw_rows), ga_rows))| {
                     let mut out = Vec::new();
                     for (r, (((g_i, h_i), gwrow), garow)) in g_rows
-                        .chunks_mut(bn)
-                        .zip(h_rows.chunks(bn))
+                        .chunks_mut(stride)
+                        .zip(h_rows.chunks(stride))
                         .zip(gw_rows.chunks_mut(n))
                         .zip(ga_rows.chunks_mut(n))
                         .enumerate()
                     {
-                        out.extend(plastic_row(c * rows + r, g_i, h_i, gwrow, Some(garow)).0);
+                        out.extend(
+                            plastic_row(
+                                c * rows + r,
+                                &mut g_i[..bn],
+                                &h_i[..bn],
+                                gwrow,
+                                Some(garow),
+                            )
+                            .0,
+                        );
                     }
                     (out, 0.0)
                 })

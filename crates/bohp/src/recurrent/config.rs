@@ -125,7 +125,7 @@ pub struct RecurrentModelConfig {
     /// A modulator neuron `M(t) = tanh(y(t)·w_M + b_M)` (the 2019 paper's, not published for
     /// this network): `none` (the default), `simple` (`M(t)` is the rule's rate) or
     /// `retroactive` (`M(t)` moves an eligibility trace into `H`; needs `rule = "clipped"`, the
-    /// bound of `H`). Trains with `engine = "autodiff"`.
+    /// bound of `H`).
     #[serde(default, skip_serializing_if = "is_none")]
     pub modulation: Modulation,
     /// Standard deviation of the initial `W` and `α`.
@@ -605,15 +605,6 @@ impl RecurrentConfig {
                     "\"clipped\" with model.modulation = \"retroactive\" (its H is clipped, model.clip the bound; its eligibility trace decays as Hebb's)",
                 ));
             }
-            if self.train.engine == Engine::Fused {
-                return Err(bad(
-                    "train.engine",
-                    "\"fused\"".into(),
-                    &format!(
-                        "\"autodiff\" with model.modulation = {given} (the fused engine does not run a modulator)"
-                    ),
-                ));
-            }
         }
         if m.plasticity == Plasticity::Nonnegative {
             return Err(bad(
@@ -799,11 +790,6 @@ learning_rate = 0.001
                 "model.plasticity",
             ),
             ("[model]", "[model]\nkind = \"lstm\"", "train.engine"),
-            (
-                "[model]",
-                "[model]\nmodulation = \"simple\"",
-                "train.engine",
-            ),
             (
                 "[model]\n[train]",
                 "[model]\nmodulation = \"retroactive\"\n[train]\nengine = \"autodiff\"",

@@ -21,6 +21,7 @@ use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::Stream;
+use crate::rules::Modulation;
 use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
@@ -156,11 +157,12 @@ fn host_pass<F: Real>(
     if grads {
         let pass = net.loss_and_grads(&ep, interval);
         let g = pass.grads;
-        (
-            pass.loss,
-            back(&pass.y_last),
-            Some(vec![g.w, g.alpha, vec![g.eta]]),
-        )
+        let mut grads = vec![g.w, g.alpha, vec![g.eta]];
+        if rnn.modulated() {
+            grads.push(g.modulator.0);
+            grads.push(vec![g.modulator.1]);
+        }
+        (pass.loss, back(&pass.y_last), Some(grads))
     } else {
         let ys = net.forward(&ep);
         let bn = batch.batch * batch.neurons;
@@ -220,7 +222,15 @@ impl RecurrentTrainer {
                 State::Host {
                     values,
                     adam: HostAdam::new(beta1, beta2, ADAM_EPSILON, &sizes),
-                    trainable: vec![true, rnn.plastic, rnn.plastic],
+                    // η is unused under simple modulation; the modulator is trained.
+                    trainable: {
+                        let simple = rnn.modulated() && rnn.modulation == Modulation::Simple;
+                        let mut t = vec![true, rnn.plastic, rnn.plastic && !simple];
+                        if rnn.modulated() {
+                            t.extend([true, true]);
+                        }
+                        t
+                    },
                     rnn,
                 }
             }
@@ -377,7 +387,7 @@ impl RecurrentTrainer {
                 }
                 adam.step(lr, values, &grads.expect("gradients"), trainable);
                 *values = round(values, dtype);
-                if let Some(name) = ["W", "alpha", "eta"]
+                if let Some(name) = ["W", "alpha", "eta", "w_M", "b_M"]
                     .iter()
                     .zip(values.iter())
                     .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
@@ -484,6 +494,10 @@ impl RecurrentTrainer {
                     host(model.alpha.val()),
                     host(model.eta.val().unsqueeze::<2>()),
                 ];
+                if let (Some(w_m), Some(b_m)) = (&model.w_m, &model.b_m) {
+                    values.push(host(w_m.val()));
+                    values.push(host(b_m.val().unsqueeze::<2>()));
+                }
             }
             State::Plastic { model, .. } => *model = record_from_bytes(model.clone(), bytes, path)?,
             State::Lstm { model, .. } => *model = record_from_bytes(model.clone(), bytes, path)?,
