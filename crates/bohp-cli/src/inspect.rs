@@ -422,7 +422,10 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
     let mean_abs = |v: &[f64]| v.iter().map(|x| x.abs()).sum::<f64>() / v.len().max(1) as f64;
     let s = RecurrentStructure {
         neurons: n,
-        rule: net.rule.to_string(),
+        rule: match &net.modulator {
+            Some(m) => format!("{} with {} modulation", net.rule, m.modulation),
+            None => net.rule.to_string(),
+        },
         eta: net.eta,
         w_mean_abs: mean_abs(&net.w),
         alpha_mean_abs: mean_abs(&net.alpha),

@@ -27,7 +27,6 @@
 use rayon::prelude::*;
 
 pub use crate::rules::Real;
-use crate::rules::retroactive::TwoTraceKernel;
 use crate::rules::{self, Modulation, Retroactive, RuleKernel, RuleSpec};
 
 /// A plastic recurrent network's parameters on the host (the values of a
@@ -297,15 +296,16 @@ impl<F: Real> HostRnn<F> {
                             let ycur = &y_cur[b * n..(b + 1) * n];
                             let rate = rates.map_or(eta, |m| m[b]);
                             match &retro {
-                                Some(k) => {
-                                    let erow = &mut d_e[b * n..(b + 1) * n];
-                                    let eold = &s_e[b * n..(b + 1) * n];
-                                    for j in 0..n {
-                                        let l = k.local2(srow[j], eold[j], yp, ycur[j], rate, eta);
-                                        drow[j] = l.h;
-                                        erow[j] = l.e.value;
-                                    }
-                                }
+                                Some(k) => k.forward_row(
+                                    srow,
+                                    &s_e[b * n..(b + 1) * n],
+                                    yp,
+                                    ycur,
+                                    rules::RowRate::Uniform(rate),
+                                    eta,
+                                    drow,
+                                    &mut d_e[b * n..(b + 1) * n],
+                                ),
                                 None => rules::forward(&rule, srow, yp, ycur, rate, drow),
                             }
                             let yi = y_cur[b * n + i];
@@ -830,6 +830,9 @@ impl<F: Real> HostRnn<F> {
                     let mut row_out = Vec::new();
                     let mut ge = 0.0f64;
                     let mut gm = vec![0.0f64; batch];
+                    // Row scratch of the retroactive kernel: M(t) spread over the row, and
+                    // the per-connection ∂/∂M, ∂/∂η and ∂/∂pre terms it sums.
+                    let mut spread = vec![F::zero(); if retro.is_some() { 4 * n } else { 0 }];
                     for (r, (g_i, h_i)) in g_rows
                         .chunks_mut(stride)
                         .zip(h_rows.chunks(stride))
@@ -850,18 +853,28 @@ impl<F: Real> HostRnn<F> {
                             let (mut e, mut dm) = (F::zero(), F::zero());
                             match &retro {
                                 Some(k) => {
-                                    let gerow = &mut g_e[b * n..(b + 1) * n];
-                                    let erow = &h_e[b * n..(b + 1) * n];
-                                    for j in 0..n {
-                                        let l = k.local2(hrow[j], erow[j], yp, yc[j], rate, eta);
-                                        let (gh, gev) = (grow[j], gerow[j]);
-                                        grow[j] = gh * l.dh_h;
-                                        gerow[j] = gh * l.dh_e + gev * l.e.d_h;
-                                        dm = dm + gh * l.dh_m;
-                                        e = e + gev * l.e.d_rate + gh * l.dh_eta;
-                                        col[j] = col[j] + gev * l.e.d_post + gh * l.dh_post;
-                                        rowsum = rowsum + gev * l.e.d_pre + gh * l.dh_pre;
-                                    }
+                                    let (m_row, rest) = spread.split_at_mut(n);
+                                    let (d_m, rest) = rest.split_at_mut(n);
+                                    let (d_eta, scratch) = rest.split_at_mut(n);
+                                    m_row.fill(rate);
+                                    d_m.fill(F::zero());
+                                    d_eta.fill(F::zero());
+                                    rowsum = k.reverse_row(
+                                        grow,
+                                        &mut g_e[b * n..(b + 1) * n],
+                                        hrow,
+                                        &h_e[b * n..(b + 1) * n],
+                                        yp,
+                                        yc,
+                                        m_row,
+                                        eta,
+                                        col,
+                                        d_m,
+                                        d_eta,
+                                        scratch,
+                                    );
+                                    dm = rules::sum_lanes(d_m);
+                                    e = rules::sum_lanes(d_eta);
                                 }
                                 None => {
                                     for j in 0..n {
