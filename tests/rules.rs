@@ -128,6 +128,24 @@ fn the_actor_critic_gradients_check_for_every_kind_and_rule() {
     }
 }
 
+/// Asserts that `report` failed, its `comparison` more than 1e-4 apart (10⁶ times the f64
+/// tolerance), with the failing groups named.
+fn assert_caught(report: &Report, comparison: &str, what: &str) {
+    let c = report.comparison(comparison).unwrap();
+    let failing: Vec<&str> = c
+        .rows
+        .iter()
+        .filter(|r| r.max_rel > c.tolerance)
+        .map(|r| r.group.as_str())
+        .collect();
+    eprintln!("{what}: {failing:?} {:.1e}", c.worst());
+    assert!(
+        !report.passed && c.worst() > 1e-4 && !failing.is_empty(),
+        "{what} not caught:\n{}",
+        report.table()
+    );
+}
+
 /// Each injected fault makes the check fail, in the comparison with autodiff and with a group
 /// named, where it applies; where it does not, the check refuses to run it.
 #[test]
@@ -153,20 +171,10 @@ fn every_injected_fault_of_the_neuromodulated_rules_is_caught() {
     ];
     for (model, fault) in cases {
         let report = rl_check(&small_maze(model), Recursion::Fault(fault));
-        let ad = report.comparison("autodiff vs host").unwrap();
-        let failing: Vec<&str> = ad
-            .rows
-            .iter()
-            .filter(|r| r.max_rel > ad.tolerance)
-            .map(|r| r.group.as_str())
-            .collect();
-        eprintln!("{model:?} {}: {failing:?} {:.1e}", fault.name(), ad.worst());
-        assert!(!report.passed, "{model:?} {} not caught", fault.name());
-        assert!(
-            ad.worst() > 1e-4 && !failing.is_empty(),
-            "{model:?} {}: {}",
-            fault.name(),
-            report.table()
+        assert_caught(
+            &report,
+            "autodiff vs host",
+            &format!("{model:?} {}", fault.name()),
         );
     }
     for (model, fault) in [
@@ -360,19 +368,10 @@ fn the_recurrent_modulator_catches_every_fault() {
         )
         .unwrap()
         .0;
-        let ad = report.comparison("autodiff vs rtrl").unwrap();
-        let failing: Vec<&str> = ad
-            .rows
-            .iter()
-            .filter(|r| r.max_rel > ad.tolerance)
-            .map(|r| r.group.as_str())
-            .collect();
-        eprintln!("{model:?} {}: {failing:?} {:.1e}", fault.name(), ad.worst());
-        assert!(
-            !report.passed && ad.worst() > 1e-4 && !failing.is_empty(),
-            "{model:?} {} not caught:\n{}",
-            fault.name(),
-            report.table()
+        assert_caught(
+            &report,
+            "autodiff vs rtrl",
+            &format!("{model:?} {}", fault.name()),
         );
     }
     let err = check_any(
