@@ -1200,3 +1200,55 @@ fn the_fused_engine_runs_a_modulator_as_rtrl_does() {
         );
     }
 }
+
+/// Above RTRL's size (64 neurons) the fused engine is the reference, for a modulated network
+/// too; a mistake it cannot carry (`new-trace`, a modulated rule's fault) is refused, not
+/// silently checked as the right recursion.
+#[test]
+fn above_rtrl_the_fused_engine_is_the_reference_and_rtrl_mistakes_are_refused() {
+    let text = |model: &str| {
+        format!(
+            "seed = 2\ndtype = \"f64\"\n[task]\nkind = \"memorisation\"\nsize = 70\nitems = 2\n\
+             [model]\n{model}\n[train]\nengine = \"autodiff\"\nepisodes = 1\nlearning_rate = 0.001\n"
+        )
+    };
+    let options = |recursion| CheckOptions {
+        episodes: 1,
+        finite_differences: false,
+        dump: false,
+        recursion,
+    };
+    let retro = RecurrentConfig::parse(
+        &text("rule = \"clipped\"\nmodulation = \"retroactive\""),
+        Path::new("r.toml"),
+    )
+    .unwrap();
+    let report = check_any(&AnyConfig::Recurrent(retro.clone()), options(Recursion::Correct))
+        .unwrap()
+        .0;
+    assert!(report.passed && report.reference == "fused", "{}", report.table());
+    let groups: Vec<&str> = report.comparisons[0]
+        .rows
+        .iter()
+        .map(|r| r.group.as_str())
+        .collect();
+    assert_eq!(groups, ["w", "alpha", "eta", "w_m", "b_m"]);
+    for recursion in [
+        Recursion::NewTrace,
+        Recursion::Fault(Fault::EligibilityFirst),
+        Recursion::Fault(Fault::GradientThroughClip),
+    ] {
+        let err = check_any(&AnyConfig::Recurrent(retro.clone()), options(recursion))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(recursion.name()) && err.contains("64 neurons"),
+            "{err}"
+        );
+    }
+    let plain = RecurrentConfig::parse(&text("rule = \"hebb\""), Path::new("p.toml")).unwrap();
+    let err = check_any(&AnyConfig::Recurrent(plain), options(Recursion::NewTrace))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("new-trace"), "{err}");
+}

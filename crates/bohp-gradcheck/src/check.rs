@@ -573,10 +573,20 @@ pub fn check_recurrent(
     let rnn = config.plastic_rnn();
     let neurons = rnn.neurons;
     let modulated = modulation.is_some();
-    if modulated && neurons > RTRL_MAX_NEURONS {
-        return Err(bohp::Error::Unsupported(format!(
-            "a modulated recurrent network is checked against RTRL, for at most {RTRL_MAX_NEURONS} neurons (this config has {neurons}: model.neurons or task.size)"
-        )));
+    // Above RTRL's size the fused engine is the reference: it takes a known-wrong rule
+    // (`Faulty`), but not a mistake in how the rule is used, nor a modulated rule's fault.
+    if neurons > RTRL_MAX_NEURONS {
+        let refused = match options.recursion {
+            Recursion::NewTrace => true,
+            Recursion::Fault(_) => modulated,
+            _ => false,
+        };
+        if refused {
+            return Err(bohp::Error::Unsupported(format!(
+                "--recursion {}: is injected into RTRL, for networks of at most {RTRL_MAX_NEURONS} neurons (this config has {neurons}: model.neurons or task.size)",
+                options.recursion.name()
+            )));
+        }
     }
     let task = config.task()?;
     let values = rnn.init_values(config.seed);
