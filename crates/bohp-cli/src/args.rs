@@ -125,7 +125,8 @@ pub(crate) struct GradcheckArgs {
     /// The config file (TOML): task, sizes, rule, seed (initial parameters), device and dtype.
     /// Single layer: autodiff and finite differences against the analytic recursion.
     /// Recurrent: autodiff, the fused engine and finite differences against RTRL (networks of
-    /// at most 64 neurons; larger ones against the fused engine). Reinforcement learning
+    /// at most 64 neurons; larger ones against the fused engine), with or without a modulator;
+    /// the LSTM baseline against finite differences (with --dtype f64). Reinforcement learning
     /// (bandit, cue, maze): on a recorded replay of A2C episodes, autodiff, the fused engine,
     /// forward mode and finite differences against the host reverse pass. Omniglot: the
     /// plastic layer against a host reference and finite differences, the convolutional
