@@ -1223,10 +1223,17 @@ fn above_rtrl_the_fused_engine_is_the_reference_and_rtrl_mistakes_are_refused() 
         Path::new("r.toml"),
     )
     .unwrap();
-    let report = check_any(&AnyConfig::Recurrent(retro.clone()), options(Recursion::Correct))
-        .unwrap()
-        .0;
-    assert!(report.passed && report.reference == "fused", "{}", report.table());
+    let report = check_any(
+        &AnyConfig::Recurrent(retro.clone()),
+        options(Recursion::Correct),
+    )
+    .unwrap()
+    .0;
+    assert!(
+        report.passed && report.reference == "fused",
+        "{}",
+        report.table()
+    );
     let groups: Vec<&str> = report.comparisons[0]
         .rows
         .iter()

@@ -780,8 +780,16 @@ impl Report {
                     "  {left_out} of {count} entries left out: their finite difference does not converge (the clip's kink within the step, or cancellation at its small steps); at most half may be\n"
                 );
             }
+            // The group column fits the longest name (the LSTM's module paths).
+            let width = c
+                .rows
+                .iter()
+                .map(|r| r.group.len())
+                .max()
+                .unwrap_or(0)
+                .max(10);
             out += &format!(
-                "  {:<10} {:>6} {:>12} {:>12} {:>14}  {}\n",
+                "  {:<width$} {:>6} {:>12} {:>12} {:>14}  {}\n",
                 "group", "count", "max |diff|", "max rel", "cosine", "verdict"
             );
             for r in &c.rows {
@@ -792,7 +800,7 @@ impl Report {
                     (true, n) => format!("ok ({n} left out)"),
                 };
                 out += &format!(
-                    "  {:<10} {:>6} {:>12.3e} {:>12.3e} {:>14.12}  {}\n",
+                    "  {:<width$} {:>6} {:>12.3e} {:>12.3e} {:>14.12}  {}\n",
                     r.group, r.count, r.max_abs, r.max_rel, r.cosine, verdict
                 );
             }
