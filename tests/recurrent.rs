@@ -829,7 +829,8 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
 }
 
 /// Every recurrent family resumes exactly from a checkpoint: the fused engine's host Adam, burn's
-/// optimizer for the autodiff plastic network and the LSTM, and the progress. The resumed
+/// optimizer for the autodiff plastic network and the LSTM, a modulated network on both
+/// engines, and the progress. The resumed
 /// trainer's next updates equal the uninterrupted one's (f32, bit for bit).
 #[test]
 fn every_recurrent_family_resumes_exactly_from_a_checkpoint() {
@@ -838,6 +839,9 @@ fn every_recurrent_family_resumes_exactly_from_a_checkpoint() {
         ("memorisation-50", Engine::Autodiff),
         ("memorisation-50-nonplastic", Engine::Fused),
         ("memorisation-50-lstm", Engine::Autodiff),
+        // A modulator (w_M, b_M and E): both engines.
+        ("memorisation-50-retroactive", Engine::Fused),
+        ("memorisation-50-retroactive", Engine::Autodiff),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(&dir.path().join("run")).unwrap();
