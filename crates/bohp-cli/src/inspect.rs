@@ -384,32 +384,12 @@ pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructur
     let batch = config.task()?.batch(config.seed, Stream::Eval, 0, 1, n);
     let arrays = batch.to_host::<f64>();
     let ep = arrays.episodes();
-    let mut h = vec![0.0; n * n];
-    if net.modulator.is_some() {
-        // H(T-1) of a modulated network: the plain host pass returns the traces of every step.
-        let (_, states) = bohp_gradcheck::rtrl::plain_run(&net, &ep);
-        let t = batch.steps.saturating_sub(2);
-        if batch.steps >= 2 {
-            h.copy_from_slice(&states.traces[t * n * n..(t + 1) * n * n]);
-        }
-    } else if rnn.plastic {
-        let ys = net.forward(&ep);
-        let mut next = h.clone();
-        for t in 1..batch.steps.saturating_sub(1) {
-            let (y_prev, y) = (&ys[(t - 1) * n..t * n], &ys[t * n..(t + 1) * n]);
-            for i in 0..n {
-                bohp::with_rule!(net.rule, |k| bohp::rules::forward(
-                    &k,
-                    &h[i * n..(i + 1) * n],
-                    y_prev[i],
-                    y,
-                    net.eta,
-                    &mut next[i * n..(i + 1) * n]
-                ));
-            }
-            std::mem::swap(&mut h, &mut next);
-        }
-    }
+    // The trace after step T-1, which the last step reads (zero without plasticity).
+    let states = net.episode_states(&ep);
+    let h = match batch.steps {
+        0 | 1 => vec![0.0; n * n],
+        steps => states.traces[(steps - 2) * n * n..(steps - 1) * n * n].to_vec(),
+    };
     let alpha = |ij: usize| {
         if net.alpha.len() == 1 {
             net.alpha[0]

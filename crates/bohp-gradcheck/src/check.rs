@@ -29,7 +29,7 @@ use crate::compare::{
     worst_relative,
 };
 use crate::dump::{Dump, Producer, dump_recurrent, dump_single};
-use crate::rtrl::{Mistake, autodiff_grads, plain_run, rtrl_grads_with};
+use crate::rtrl::{Mistake, autodiff_grads, rtrl_grads_with};
 
 /// The largest recurrent network checked against RTRL (its cost grows as `N⁴` per step).
 pub const RTRL_MAX_NEURONS: usize = 64;
@@ -459,12 +459,8 @@ fn grad_slot<'a>(g: &'a mut HostGrads, group: &str, index: usize) -> &'a mut f64
     }
 }
 
-/// The loss of `ep` by the fused engine's forward pass (f64; a plain host pass for a modulated
-/// network, [`plain_run`]): `(1/B) Σ_b Σ_j (y_j(T) - t_j)²`.
+/// The loss of `ep` by the fused engine's forward pass (f64): `(1/B) Σ_b Σ_j (y_j(T) - t_j)²`.
 pub fn recurrent_loss(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> f64 {
-    if net.modulator.is_some() {
-        return plain_run(net, ep).0;
-    }
     let ys = net.forward(ep);
     let (n, bn) = (net.n, ep.batch * net.n);
     let last = &ys[(ep.steps - 1) * bn..];
@@ -510,12 +506,13 @@ pub fn recurrent_finite_differences(
         recurrent_loss(net, ep),
         if smooth { 1e-6 } else { NONSMOOTH_FLOOR },
     );
-    let mut reference = reference.cloned();
+    // The reference's groups, in the same order as the ones differenced here.
+    let reference = reference.map(|r| recurrent_groups(r, net));
     let groups: Vec<(&'static str, usize)> = recurrent_groups(&out, net)
         .iter()
         .map(|(name, v)| (*name, v.len()))
         .collect();
-    for (group, len) in groups {
+    for (k, (group, len)) in groups.into_iter().enumerate() {
         let indices = evenly_spaced(len, entries);
         for &i in &indices {
             let theta = *recurrent_value(&mut probe, group, i);
@@ -524,8 +521,8 @@ pub fn recurrent_finite_differences(
                     *recurrent_value(&mut probe, group, i) = value;
                     recurrent_loss(&probe, ep)
                 });
-            let agrees = reference.as_mut().is_some_and(|r| {
-                let r = *grad_slot(r, group, i);
+            let agrees = reference.as_ref().is_some_and(|r| {
+                let r = r[k].1[i];
                 (r - estimate).abs() <= 1e-6 * r.abs().max(estimate.abs()).max(scale)
             });
             let left_out = unresolved(estimate, error, scale) && !agrees;

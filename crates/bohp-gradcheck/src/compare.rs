@@ -273,6 +273,54 @@ pub fn agreement_at(
     agreement_groups(&view(&pa), &view(&pb), floor)
 }
 
+/// Autodiff gradients against central finite differences ([`derivative`], from
+/// [`RECURRENT_FD_STEP`], resolution checked against `floor`) on at most `entries` evenly spaced
+/// entries of each group. `groups` holds `(name, autodiff gradient, values)`; `loss_at(g, i, x)`
+/// is the loss with entry `i` of group `g` set to `x`. Serves the parameter groups that have no
+/// hand-derived gradient (Omniglot's embedding, the LSTM baseline).
+pub fn sampled_agreement(
+    groups: &[(String, Vec<f64>, Vec<f64>)],
+    entries: usize,
+    floor: f64,
+    mut loss_at: impl FnMut(usize, usize, f64) -> f64,
+) -> Vec<GroupAgreement> {
+    let mut ad = Vec::new();
+    let mut fd = Vec::new();
+    for (g, (_, grad, values)) in groups.iter().enumerate() {
+        let idx = evenly_spaced(values.len(), entries);
+        fd.push(
+            idx.iter()
+                .map(|&i| {
+                    derivative(values[i], RECURRENT_FD_STEP, true, floor, |x| {
+                        loss_at(g, i, x)
+                    })
+                })
+                .collect::<Vec<f64>>(),
+        );
+        ad.push(idx.iter().map(|&i| grad[i]).collect::<Vec<f64>>());
+    }
+    fn named<'a>(
+        groups: &'a [(String, Vec<f64>, Vec<f64>)],
+        v: &'a [Vec<f64>],
+    ) -> Vec<(&'a str, &'a [f64])> {
+        groups
+            .iter()
+            .zip(v)
+            .map(|((n, ..), x)| (n.as_str(), x.as_slice()))
+            .collect()
+    }
+    agreement_groups(&named(groups, &ad), &named(groups, &fd), floor)
+}
+
+/// The value of a one-element tensor (a loss), in f64.
+pub(crate) fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data()
+        .convert::<f64>()
+        .iter::<f64>()
+        .next()
+        .expect("a one-element tensor")
+}
+
 /// Owned groups viewed as `(name, values)` slices.
 pub fn view<'a>(v: &'a [(&'static str, Vec<f64>)]) -> Vec<(&'static str, &'a [f64])> {
     v.iter().map(|(n, x)| (*n, x.as_slice())).collect()

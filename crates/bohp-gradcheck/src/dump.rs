@@ -321,39 +321,6 @@ pub fn dump_single(
     }
 }
 
-/// The recurrent network's outputs `y(t)` and traces `H(t)` of one episode, `[steps][N]` and
-/// `[steps][N²]` (the traces are zero without plasticity).
-fn recurrent_states(net: &HostRnn<f64>, ep: &HostEpisodes<'_, f64>) -> (Vec<f64>, Vec<f64>) {
-    if net.modulator.is_some() {
-        let (_, states) = crate::rtrl::plain_run(net, ep);
-        return (states.ys, states.traces);
-    }
-    let n = net.n;
-    let ys = net.forward(ep);
-    let mut traces = Vec::with_capacity(ep.steps * n * n);
-    let mut h = vec![0.0; n * n];
-    let mut y_prev = vec![0.0; n];
-    for t in 0..ep.steps {
-        let y = &ys[t * n..(t + 1) * n];
-        if net.plastic {
-            for i in 0..n {
-                let row = h[i * n..(i + 1) * n].to_vec();
-                bohp::with_rule!(net.rule, |k| bohp::rules::forward(
-                    &k,
-                    &row,
-                    y_prev[i],
-                    y,
-                    net.eta,
-                    &mut h[i * n..(i + 1) * n]
-                ));
-            }
-        }
-        traces.extend_from_slice(&h);
-        y_prev = y.to_vec();
-    }
-    (ys, traces)
-}
-
 /// Builds the recurrent dump of a one-episode `ep`; each gradient set may carry the indices it
 /// was computed on (sampled finite differences).
 pub fn dump_recurrent(
@@ -384,18 +351,18 @@ pub fn dump_recurrent(
         Array::full(alpha_shape.clone(), net.alpha.clone()),
     );
     parameters.insert("eta".to_string(), Array::full(vec![1], vec![net.eta]));
+    let states = net.episode_states(ep);
     let modulation = net.modulator.as_ref().map(|m| {
         parameters.insert("w_m".to_string(), Array::full(vec![n, 1], m.w.clone()));
         parameters.insert("b_m".to_string(), Array::full(vec![1], vec![m.b]));
-        let (_, states) = crate::rtrl::plain_run(net, ep);
         let retro = m.modulation == Modulation::Retroactive;
         ModulatedEpisode {
             kind: m.modulation.name().to_string(),
-            signal: Array::full(vec![steps], states.modulation),
-            eligibility: retro.then(|| Array::full(vec![steps, n, n], states.eligibility)),
+            signal: Array::full(vec![steps], states.modulation.clone()),
+            eligibility: retro.then(|| Array::full(vec![steps, n, n], states.eligibility.clone())),
         }
     });
-    let (ys, traces) = recurrent_states(net, ep);
+    let (ys, traces) = (states.ys, states.traces);
     Dump {
         schema: SCHEMA,
         produced_by,

@@ -32,7 +32,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
 use crate::compare::{
     NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_at, agreement_groups, derivative, evenly_spaced,
-    floor, host, view,
+    floor, host, sampled_agreement, scalar, view,
 };
 use crate::dump::{Dump, dump_fewshot};
 
@@ -435,13 +435,6 @@ fn embedding_groups(
     out
 }
 
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .expect("a float")[0]
-}
-
 /// Finite differences of the host reference's loss on sampled entries of every trained group
 /// (`NaN` elsewhere), and the entries checked per trained group.
 fn layer_finite_differences(
@@ -558,43 +551,24 @@ pub fn check_omniglot(
             // takes its training path, the device being an autodiff one).
             let plain = |m: &FewShotNet| scalar(m.loss(&batch).0);
             let frozen = model.clone().no_grad();
-            let scale = floor(loss_reference, NONSMOOTH_FLOOR);
-            let mut names = Vec::new();
-            let (mut ad_vals, mut fd_vals) = (Vec::new(), Vec::new());
-            for (name, g, v, setter) in embedding_groups(&model, &grads) {
-                let idx = evenly_spaced(v.len(), FEWSHOT_ENTRIES);
-                let mut fd = Vec::new();
-                for &i in &idx {
-                    // An entry whose difference does not converge to the check's precision
-                    // (Ridders' own error estimate) is left out and counted: a convolution's
-                    // bias before batch normalization has a zero gradient, and its finite
-                    // differences are rounding noise.
-                    fd.push(derivative(v[i], RECURRENT_FD_STEP, true, scale, |x| {
-                        plain(&setter(&frozen, i, x))
-                    }));
-                }
-                ad_vals.push(idx.iter().map(|&i| g[i]).collect::<Vec<f64>>());
-                fd_vals.push(fd);
-                names.push(name);
-            }
-            let ra: Vec<(&str, &[f64])> = names
-                .iter()
-                .zip(&ad_vals)
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
-            let rf: Vec<(&str, &[f64])> = names
-                .iter()
-                .zip(&fd_vals)
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
             // The burn model's loss rounds more than the host layer's (convolutions, batch
             // statistics): its finite differences resolve entries down to 1e-5·max(1, |L|).
+            // An entry whose difference does not converge to the check's precision (Ridders'
+            // own error estimate) is left out and counted: a convolution's bias before batch
+            // normalization has a zero gradient, and its finite differences are rounding noise.
             let fd_floor = floor(loss_reference, NONSMOOTH_FLOOR);
+            let (groups, setters): (Vec<_>, Vec<_>) = embedding_groups(&model, &grads)
+                .into_iter()
+                .map(|(name, g, v, setter)| ((name, g, v), setter))
+                .unzip();
+            let rows = sampled_agreement(&groups, FEWSHOT_ENTRIES, fd_floor, |g, i, x| {
+                plain(&setters[g](&frozen, i, x))
+            });
             comparisons.push(Comparison {
                 name: "autodiff vs central finite differences".into(),
                 tolerance: tolerances.reference_vs_finite_differences,
                 floor: fd_floor,
-                rows: agreement_groups(&ra, &rf, fd_floor),
+                rows,
                 note: Some(format!(
                     "the convolutional embedding: {FEWSHOT_ENTRIES} entries per group, finite differences of the burn model's loss"
                 )),

@@ -13,14 +13,14 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish};
-use crate::compare::{RECURRENT_FD_STEP, agreement_groups, derivative, evenly_spaced, floor};
+use crate::compare::{floor, sampled_agreement, scalar};
 use crate::dump::Dump;
 
 /// Entries per parameter group that the LSTM's finite differences check.
 pub const LSTM_FD_ENTRIES: usize = 8;
 
-/// Every float parameter of `model` in visiting order: its path, its values and its autodiff
-/// gradient.
+/// Every float parameter of `model` in visiting order: its path, its autodiff gradient and its
+/// values.
 fn groups(model: &LstmNet, grads: &GradientsParams) -> Vec<(String, Vec<f64>, Vec<f64>)> {
     struct Groups<'a> {
         grads: &'a GradientsParams,
@@ -45,7 +45,7 @@ fn groups(model: &LstmNet, grads: &GradientsParams) -> Vec<(String, Vec<f64>, Ve
                 Some(g) => floats(g),
                 None => vec![0.0; values.len()],
             };
-            self.out.push((self.path.join("."), values, grad));
+            self.out.push((self.path.join("."), grad, values));
         }
     }
     let mut visitor = Groups {
@@ -87,14 +87,6 @@ fn with_entry(model: &LstmNet, group: usize, index: usize, value: f64) -> LstmNe
         value,
         seen: 0,
     })
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data()
-        .convert::<f64>()
-        .iter::<f64>()
-        .next()
-        .expect("a loss")
 }
 
 /// Runs the LSTM check for `config` (its task, sizes, seed and device; the parameters are the
@@ -141,36 +133,16 @@ pub fn check_lstm(
     let loss_reference = loss_at(&frozen);
     let tolerances = Tolerances::for_precision(Precision::F64);
     let scale = floor(loss_reference, tolerances.finite_difference_floor);
-    let mut names = Vec::new();
-    let (mut ad_vals, mut fd_vals) = (Vec::new(), Vec::new());
     let groups = groups(&model, &grads);
     assert!(!groups.is_empty(), "an LSTM has parameters");
-    for (g, (name, values, grad)) in groups.into_iter().enumerate() {
-        let idx = evenly_spaced(values.len(), LSTM_FD_ENTRIES);
-        let fd: Vec<f64> = idx
-            .iter()
-            .map(|&i| {
-                derivative(values[i], RECURRENT_FD_STEP, true, scale, |x| {
-                    loss_at(&with_entry(&frozen, g, i, x))
-                })
-            })
-            .collect();
-        ad_vals.push(idx.iter().map(|&i| grad[i]).collect::<Vec<f64>>());
-        fd_vals.push(fd);
-        names.push(name);
-    }
-    let view = |vals: &[Vec<f64>]| -> Vec<(String, Vec<f64>)> {
-        names.iter().cloned().zip(vals.iter().cloned()).collect()
-    };
-    let (ra, rf) = (view(&ad_vals), view(&fd_vals));
-    fn slices(v: &[(String, Vec<f64>)]) -> Vec<(&str, &[f64])> {
-        v.iter().map(|(n, x)| (n.as_str(), x.as_slice())).collect()
-    }
+    let rows = sampled_agreement(&groups, LSTM_FD_ENTRIES, scale, |g, i, x| {
+        loss_at(&with_entry(&frozen, g, i, x))
+    });
     let comparisons = vec![Comparison {
         name: "autodiff vs central finite differences".into(),
         tolerance: tolerances.reference_vs_finite_differences,
         floor: scale,
-        rows: agreement_groups(&slices(&ra), &slices(&rf), scale),
+        rows,
         note: Some(format!(
             "the LSTM baseline has no hand-derived gradient: {LSTM_FD_ENTRIES} entries per group, finite differences of the training loss"
         )),

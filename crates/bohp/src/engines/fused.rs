@@ -62,6 +62,21 @@ pub struct HostModulator<F> {
     pub b: F,
 }
 
+/// One episode's states ([`HostRnn::episode_states`]): `y(t)` `[steps][N]`, `H(t)` after each
+/// step `[steps][N²]`, and with a modulator `M(t)` `[steps]` and (retroactive) `E(t)`
+/// `[steps][N²]` (empty otherwise).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpisodeStates<F> {
+    /// `y(t)`.
+    pub ys: Vec<F>,
+    /// `H(t)` (zero without plasticity).
+    pub traces: Vec<F>,
+    /// `M(t)`.
+    pub modulation: Vec<F>,
+    /// `E(t)`.
+    pub eligibility: Vec<F>,
+}
+
 /// A batch of episodes: inputs, clamp mask and the target of the last step.
 #[derive(Debug, Clone, Copy)]
 pub struct EpisodeBatch<'a, F> {
@@ -386,6 +401,65 @@ impl<F: Real> HostRnn<F> {
     pub fn loss_and_grads(&self, ep: &EpisodeBatch<'_, F>, interval: Option<usize>) -> Pass<F> {
         crate::with_rule!(self.rule, |rule| self
             .loss_and_grads_with(rule, ep, interval))
+    }
+
+    /// The states of episode 0 of `ep`, for inspection and dumps: `y(t)` from
+    /// [`HostRnn::forward`], and the traces replayed from them after every step (`H(t)`, and with
+    /// a modulator `M(t)` and, retroactive, `E(t)`).
+    pub fn episode_states(&self, ep: &EpisodeBatch<'_, F>) -> EpisodeStates<F> {
+        let (n, bn) = (self.n, ep.batch * self.n);
+        let ys = self.forward(ep);
+        let retro = self.retroactive().then_some(Retroactive {
+            bound: self.rule.clip,
+        });
+        let mut out = EpisodeStates::default();
+        let (mut h, mut e) = (vec![F::zero(); n * n], vec![F::zero(); n * n]);
+        let (mut h_next, mut e_next) = (h.clone(), e.clone());
+        let mut y_prev = vec![F::zero(); n];
+        for t in 0..ep.steps {
+            let y = &ys[t * bn..t * bn + n];
+            if self.plastic {
+                let rate = match self.modulation(y, 1) {
+                    Some(m) => {
+                        out.modulation.push(m[0]);
+                        m[0]
+                    }
+                    None => self.eta,
+                };
+                for i in 0..n {
+                    let row = i * n..(i + 1) * n;
+                    match &retro {
+                        Some(k) => k.forward_row(
+                            &h[row.clone()],
+                            &e[row.clone()],
+                            y_prev[i],
+                            y,
+                            rules::RowRate::Uniform(rate),
+                            self.eta,
+                            &mut h_next[row.clone()],
+                            &mut e_next[row],
+                        ),
+                        None => crate::with_rule!(self.rule, |k| rules::forward(
+                            &k,
+                            &h[row.clone()],
+                            y_prev[i],
+                            y,
+                            rate,
+                            &mut h_next[row]
+                        )),
+                    }
+                }
+                std::mem::swap(&mut h, &mut h_next);
+                std::mem::swap(&mut e, &mut e_next);
+            }
+            out.ys.extend_from_slice(y);
+            out.traces.extend_from_slice(&h);
+            if retro.is_some() {
+                out.eligibility.extend_from_slice(&e);
+            }
+            y_prev = y.to_vec();
+        }
+        out
     }
 
     /// [`HostRnn::loss_and_grads`] with the trace's rule given as a [`RuleKernel`] (`self.rule` is not

@@ -54,6 +54,12 @@ impl PlasticRnnConfig {
         self.plastic && self.modulation != Modulation::None
     }
 
+    /// Whether `η` is trained: with plasticity, except under simple modulation (where `M(t)`
+    /// is the rate and `η` unused).
+    pub fn eta_trained(&self) -> bool {
+        self.plastic && !(self.modulated() && self.modulation == Modulation::Simple)
+    }
+
     /// Number of trained parameters.
     pub fn num_params(&self) -> usize {
         let n2 = self.neurons * self.neurons;
@@ -62,12 +68,13 @@ impl PlasticRnnConfig {
             (true, false) => 2 * n2 + 1,
             (true, true) => n2 + 2,
         };
-        match (self.modulated(), self.modulation) {
-            (false, _) => base,
-            // η unused: M(t) is the rate.
-            (true, Modulation::Simple) => base - 1 + self.neurons + 1,
-            (true, _) => base + self.neurons + 1,
-        }
+        let eta_unused = usize::from(self.plastic && !self.eta_trained());
+        let modulator = if self.modulated() {
+            self.neurons + 1
+        } else {
+            0
+        };
+        base - eta_unused + modulator
     }
 
     /// Gaussian `W` and `α`, `η = init_eta`, drawn from `rng` (`W` first, then `α`).
@@ -114,10 +121,7 @@ impl PlasticRnnConfig {
         }
         let alpha = frozen(param(values[1].clone(), shape, device), self.plastic);
         let modulated = self.modulated();
-        let eta = frozen(
-            param(values[2].clone(), [1], device),
-            self.plastic && !(modulated && self.modulation == Modulation::Simple),
-        );
+        let eta = frozen(param(values[2].clone(), [1], device), self.eta_trained());
         PlasticRnn {
             w: param(values[0].clone(), [n, n], device),
             alpha,

@@ -21,7 +21,6 @@ use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::Stream;
-use crate::rules::Modulation;
 use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
@@ -224,8 +223,7 @@ impl RecurrentTrainer {
                     adam: HostAdam::new(beta1, beta2, ADAM_EPSILON, &sizes),
                     // η is unused under simple modulation; the modulator is trained.
                     trainable: {
-                        let simple = rnn.modulated() && rnn.modulation == Modulation::Simple;
-                        let mut t = vec![true, rnn.plastic, rnn.plastic && !simple];
+                        let mut t = vec![true, rnn.plastic, rnn.eta_trained()];
                         if rnn.modulated() {
                             t.extend([true, true]);
                         }
