@@ -8,7 +8,7 @@ use bohp::engines::analytic::{Analytic, Grads, Params, Variant, evaluate, evalua
 use bohp::layer::PlasticLayerConfig;
 use bohp::network::{PlasticNet, PlasticNetConfig};
 use bohp::rules::faults::{Fault, Faulty};
-use bohp::rules::{Rule, RuleSpec};
+use bohp::rules::{Modulation, Retroactive, Rule, RuleSpec};
 use bohp::tasks::{EpisodeBatch, Targets, Task, TaskKind};
 use bohp::train::Autodiff;
 use bohp_gradcheck::check::{CheckOptions, Recursion, Tolerances, check};
@@ -144,9 +144,12 @@ fn ruled_case(
             n_out,
             gamma,
             rule: RuleSpec { rule, clip: CLIP },
+            modulation: Modulation::None,
             w,
             alpha,
             b,
+            w_m: None,
+            b_m: None,
             readout_v,
             readout_c,
         },
@@ -174,7 +177,8 @@ fn autodiff_grads(case: &Case, backend: Backend) -> (f64, Grads) {
     let device = init_device(backend, Precision::F64).unwrap().autodiff();
     let config = PlasticNetConfig {
         layer: PlasticLayerConfig::new(case.params.n_in, case.params.n_out, case.params.gamma)
-            .with_rule(case.params.rule),
+            .with_rule(case.params.rule)
+            .with_modulation(case.params.modulation),
         classes: case.params.readout_c.as_ref().map(Vec::len),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -214,6 +218,104 @@ fn cases() -> Vec<(String, Case)> {
         }
     }
     out
+}
+
+/// Modulated layers with random parameters, the modulator's weights included (so that `M(t)`
+/// couples the outputs): each rule with a modulated rate, and retroactive modulation.
+fn modulated_cases() -> Vec<(String, Case)> {
+    let mut out = Vec::new();
+    let mut seed = 500;
+    for (n_in, n_out) in [(3, 2), (8, 8), (5, 4)] {
+        for (rule, modulation) in [
+            (Rule::Hebb, Modulation::Simple),
+            (Rule::Oja, Modulation::Simple),
+            (Rule::Clipped, Modulation::Simple),
+            (Rule::Clipped, Modulation::Retroactive),
+        ] {
+            for labelled in [false, true] {
+                seed += 1;
+                let mut case = ruled_case(rule, n_in, n_out, 0.3, Sign::Mixed, labelled, 20, seed);
+                let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
+                let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
+                case.params.modulation = modulation;
+                // M(t) mostly positive: with a negative rate the decaying traces grow at
+                // (1 - M) per step, and Ridders' first steps (0.1) no longer see a smooth loss.
+                case.params.w_m = Some((0..n_out).map(|_| normal(0.5)).collect());
+                case.params.b_m = Some(vec![0.3 + normal(0.1)]);
+                let name =
+                    format!("{rule}, {modulation} modulation, {n_in}x{n_out}, labelled {labelled}");
+                out.push((name, case));
+            }
+        }
+    }
+    out
+}
+
+/// A modulated layer's gradients agree on every engine at random parameters: autodiff, the
+/// fused engine (f64 to 1e-10, f32 to its own tolerance) and the forward-mode recursion, and
+/// the recursion with finite differences; the modulator's `M(t)` varies and some retroactive
+/// or clipped traces saturate (so that both branches are exercised).
+#[test]
+fn a_modulated_layer_agrees_on_every_engine_at_random_parameters() {
+    let tol = Tolerances::for_precision(Precision::F64);
+    let tol32 = Tolerances::for_precision(Precision::F32);
+    let mut saturated = 0;
+    for (k, (name, case)) in modulated_cases().into_iter().enumerate() {
+        let analytic = evaluate(&case.params, &case.batch, Variant::Correct, true);
+        let m = &analytic.traces[0].m;
+        let spread = m.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b))
+            - m.iter().fold(f64::INFINITY, |a, &b| a.min(b));
+        assert!(spread > 1e-2, "{name}: M(t) spans only {spread}");
+        if case.params.rule.rule == Rule::Clipped
+            && analytic
+                .traces
+                .iter()
+                .any(|t| t.h.iter().flatten().any(|h| h.abs() >= CLIP))
+        {
+            saturated += 1;
+        }
+        let floor64 = floor(analytic.loss, tol.autodiff_floor);
+        let (loss, ad) = autodiff_grads(&case, Backend::Ndarray);
+        assert!(
+            (loss - analytic.loss).abs() <= 1e-12 * loss.abs().max(1.0),
+            "{name}: loss"
+        );
+        let (_, fused) = bohp::engines::layer_fused::evaluate::<f64>(&case.params, &case.batch);
+        let (_, fused32) = bohp::engines::layer_fused::evaluate::<f32>(&case.params, &case.batch);
+        for (what, grads, limit, fl) in [
+            ("autodiff", &ad, tol.autodiff_vs_reference, floor64),
+            ("fused f64", &fused, tol.autodiff_vs_reference, floor64),
+            (
+                "fused f32",
+                &fused32,
+                tol32.autodiff_vs_reference,
+                floor(analytic.loss, tol32.autodiff_floor),
+            ),
+        ] {
+            let rows = agreement(grads, &analytic.grads, fl);
+            assert!(
+                rows.iter().any(|r| r.group == "w_m") && rows.iter().any(|r| r.group == "b_m"),
+                "{name}: {rows:?}"
+            );
+            let worst = worst_relative(&rows);
+            assert!(worst <= limit, "{name}, {what}: {worst:e}: {rows:?}");
+        }
+        if k % 3 == 0 {
+            let tol = Tolerances::for_rule(Precision::F64, &case.params.rule);
+            let fd = finite_differences(&case.params, &case.batch);
+            let rows = agreement(
+                &analytic.grads,
+                &fd,
+                floor(analytic.loss, tol.finite_difference_floor),
+            );
+            let worst = worst_relative(&rows);
+            assert!(
+                worst <= tol.reference_vs_finite_differences,
+                "{name}, finite differences: {worst:e}: {rows:?}"
+            );
+        }
+    }
+    assert!(saturated >= 3, "only {saturated} clipped cases saturate");
 }
 
 /// The fraction of the clipped rule's trace entries at the bound, over the episode.
@@ -476,7 +578,17 @@ fn the_checker_catches_the_papers_weighting_and_the_double_tanh() {
             spec: case.params.rule,
             fault: Fault::RateOnOldTrace,
         };
-        let wrong = evaluate_with(&faulty, &case.params, &case.batch, Variant::Correct, false);
+        let retro = Retroactive {
+            bound: case.params.rule.clip,
+        };
+        let wrong = evaluate_with(
+            &faulty,
+            &retro,
+            &case.params,
+            &case.batch,
+            Variant::Correct,
+            false,
+        );
         let worst = worst_relative(&agreement(
             &ad,
             &wrong.grads,
@@ -617,7 +729,7 @@ fn the_dump_recomputes_from_its_json_alone() {
         ]);
         crate::common::assert_success(&out);
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
         for (key, expected) in [
             ("family", "single-layer"),
             ("rule", "hebb"),

@@ -680,7 +680,7 @@ fn gradcheck_checks_an_omniglot_config_and_its_dump_recomputes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("eligibility-first"));
 
     let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
+    assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
     assert_eq!(d["produced_by"]["family"], "few-shot");
     let nums = |v: &Value| -> Vec<f64> {
         v.as_array()

@@ -696,7 +696,7 @@ fn gradcheck_cli_checks_recurrent_configs_and_dumps_them() {
         let config = repo_root().join("configs").join(format!("{name}.toml"));
         crate::common::gradcheck_passes_with_dump(config.to_str().unwrap(), 1, &file);
         let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
+        assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
         let plastic = name == "memorisation-50";
         let by = &d["produced_by"];
         for (key, expected) in [

@@ -231,7 +231,7 @@ fn gradcheck_cli_checks_an_actor_critic_and_its_dump_recomputes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("previous-modulation"));
 
     let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
+    assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
     assert_eq!(d["produced_by"]["family"], "reinforcement");
     assert!(d.get("targets").is_none());
     let nums = |v: &Value| -> Vec<f64> {
@@ -319,6 +319,82 @@ fn small_memorisation(model: &str) -> RecurrentConfig {
     let config = RecurrentConfig::parse(&text, Path::new("small.toml")).unwrap();
     config.validate("small.toml").unwrap();
     config
+}
+
+/// The one-shot task's single layer (γ = 0.3, f64) with `model` added to its `[model]` table.
+fn small_one_shot(model: &str) -> RunConfig {
+    let text = format!(
+        "seed = 1\ndtype = \"f64\"\n[task]\nkind = \"one-shot\"\n[model]\ngamma = 0.3\n{model}\n\
+         [train]\nepisodes = 1\nlearning_rate = 0.01\n"
+    );
+    let config: RunConfig = toml::from_str(&text).unwrap();
+    config.validate("one-shot").unwrap();
+    config
+}
+
+/// The single layer's modulator: each injected fault of the neuromodulated rules, and the
+/// layer's own mistakes, fail the check against the analytic recursion with a group named;
+/// the paper's weighting (a recursion of the unmodulated trace) and the retroactive fault
+/// under simple modulation are refused.
+#[test]
+fn the_single_layer_modulator_catches_every_fault() {
+    let options = |recursion| CheckOptions {
+        episodes: 2,
+        finite_differences: false,
+        dump: false,
+        recursion,
+    };
+    let retro = "rule = \"clipped\"\nclip = 0.05\nmodulation = \"retroactive\"";
+    let simple = "rule = \"hebb\"\nmodulation = \"simple\"";
+    for (model, recursion) in [
+        (retro, Recursion::Fault(Fault::EligibilityFirst)),
+        (retro, Recursion::Fault(Fault::PreviousModulation)),
+        (retro, Recursion::Fault(Fault::GradientThroughClip)),
+        (retro, Recursion::NewTrace),
+        (retro, Recursion::DoubleTanh),
+        (simple, Recursion::Fault(Fault::PreviousModulation)),
+        (simple, Recursion::Fault(Fault::RateOnOldTrace)),
+        (
+            "rule = \"oja\"\nmodulation = \"simple\"",
+            Recursion::Fault(Fault::OjaDecayDropped),
+        ),
+        (
+            "rule = \"clipped\"\nclip = 0.05\nmodulation = \"simple\"",
+            Recursion::Fault(Fault::GradientThroughClip),
+        ),
+    ] {
+        let report = check_any(
+            &AnyConfig::Single(small_one_shot(model)),
+            options(recursion),
+        )
+        .unwrap()
+        .0;
+        assert_caught(
+            &report,
+            "autodiff vs analytic",
+            &format!("{model:?} {}", recursion.name()),
+        );
+    }
+    for (model, recursion, says) in [
+        (
+            simple,
+            Recursion::Fault(Fault::EligibilityFirst),
+            "eligibility-first",
+        ),
+        (simple, Recursion::PaperWeighting, "paper-weighting"),
+        (
+            "rule = \"hebb\"",
+            Recursion::Fault(Fault::PreviousModulation),
+            "neuromodulated",
+        ),
+    ] {
+        let err = check_any(
+            &AnyConfig::Single(small_one_shot(model)),
+            options(recursion),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }
 
 /// The recurrent network's modulator: each injected fault of the neuromodulated rules fails
@@ -454,6 +530,13 @@ fn matrix() -> Vec<Cell> {
         ),
     ] {
         add(
+            "single layer (one-shot)",
+            name,
+            check_any(&AnyConfig::Single(small_one_shot(model)), options)
+                .unwrap()
+                .0,
+        );
+        add(
             "recurrent (memorisation)",
             name,
             check_any(&AnyConfig::Recurrent(small_memorisation(model)), options)
@@ -584,7 +667,7 @@ fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() 
     crate::common::assert_gradcheck_catches(config, "eligibility-first");
 
     let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(d["schema"], "bohp-gradcheck-dump/4");
+    assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
     let nums = |v: &Value| -> Vec<f64> {
         v.as_array()
             .unwrap()

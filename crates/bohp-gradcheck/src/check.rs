@@ -264,19 +264,27 @@ pub fn check_any(
     }
 }
 
-/// Refuses the faults of neuromodulated rules in a family without a modulator (the single
-/// layer, the recurrent network): there they would change nothing and the check would pass.
-fn refuse_modulation_faults(recursion: Recursion) -> bohp::Result<()> {
-    if matches!(
-        recursion,
-        Recursion::Fault(Fault::EligibilityFirst | Fault::PreviousModulation)
-    ) {
-        return Err(bohp::Error::Unsupported(format!(
-            "--recursion {}: applies to neuromodulated networks (reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\", Omniglot configs with a model.modulation)",
-            recursion.name()
-        )));
+/// Refuses the faults of neuromodulated rules where a network has no modulator
+/// (`modulation` is `None`), and `eligibility-first` without retroactive modulation: there they
+/// would change nothing and the check would pass.
+pub(crate) fn refuse_absent_modulation_faults(
+    recursion: Recursion,
+    modulation: Option<Modulation>,
+) -> bohp::Result<()> {
+    match (recursion, modulation) {
+        (Recursion::Fault(Fault::PreviousModulation), Some(_))
+        | (Recursion::Fault(Fault::EligibilityFirst), Some(Modulation::Retroactive)) => Ok(()),
+        (Recursion::Fault(Fault::EligibilityFirst), Some(_)) => Err(bohp::Error::Unsupported(
+            "--recursion eligibility-first: applies to retroactive modulation (this config has model.modulation = \"simple\")".into(),
+        )),
+        (Recursion::Fault(Fault::EligibilityFirst | Fault::PreviousModulation), None) => {
+            Err(bohp::Error::Unsupported(format!(
+                "--recursion {}: applies to neuromodulated networks (configs with a model.modulation, reinforcement-learning configs with model.kind = \"simple\" or \"retroactive\")",
+                recursion.name()
+            )))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub(crate) fn finish(report: &mut Report) {
@@ -288,11 +296,20 @@ pub(crate) fn finish(report: &mut Report) {
 /// Runs the single-layer check for `config` (its task, sizes, rule, seed, device and dtype;
 /// the parameters are the config's initial ones), on episodes of the evaluation stream.
 pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
-    refuse_modulation_faults(options.recursion)?;
     let device = init_device(config.device, config.dtype)?.autodiff();
     let model = init_model(config, &device);
     let task = config.task();
     let params = params_of(&model);
+    let modulated = params.modulated();
+    refuse_absent_modulation_faults(options.recursion, modulated.then_some(params.modulation))?;
+    if modulated && options.recursion == Recursion::PaperWeighting {
+        return Err(bohp::Error::Unsupported(
+            "--recursion paper-weighting: is a recursion of the unmodulated decaying trace (this config has a model.modulation)".into(),
+        ));
+    }
+    let retro = Retroactive {
+        bound: params.rule.clip,
+    };
     let batch = task.generate(config.seed, Stream::Eval, 0, options.episodes);
     let (loss_autodiff, grads_autodiff) = autodiff(&model, &task, &batch, &device);
     let reference = |batch: &bohp::tasks::EpisodeBatch, record: bool| match options.recursion {
@@ -305,9 +322,17 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
                 spec: params.rule,
                 fault,
             },
+            &FaultyRetroactive {
+                kernel: retro,
+                fault,
+            },
             &params,
             batch,
-            Variant::Correct,
+            if fault == Fault::PreviousModulation {
+                Variant::PreviousModulation
+            } else {
+                Variant::Correct
+            },
             record,
         ),
     };
@@ -545,16 +570,7 @@ pub fn check_recurrent(
         .plastic_rnn()
         .modulated()
         .then_some(config.model.modulation);
-    match (options.recursion, modulation) {
-        (Recursion::Fault(Fault::PreviousModulation), Some(_))
-        | (Recursion::Fault(Fault::EligibilityFirst), Some(Modulation::Retroactive)) => {}
-        (Recursion::Fault(Fault::EligibilityFirst), Some(_)) => {
-            return Err(bohp::Error::Unsupported(
-                "--recursion eligibility-first: applies to retroactive modulation (this config has model.modulation = \"simple\")".into(),
-            ));
-        }
-        _ => refuse_modulation_faults(options.recursion)?,
-    }
+    refuse_absent_modulation_faults(options.recursion, modulation)?;
     if config.model.kind == RecurrentModelKind::Lstm {
         return crate::lstm::check_lstm(config, options);
     }

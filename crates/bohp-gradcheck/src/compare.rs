@@ -152,7 +152,7 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
     let mut p = params.clone();
     let smooth = params.rule.smooth();
     let scale = floor(loss(params, batch), NONSMOOTH_FLOOR);
-    let mut out: Vec<Vec<f64>> = Vec::new();
+    let mut out: Vec<(&str, Vec<f64>)> = Vec::new();
     for group in 0..params.groups().len() {
         let len = params.groups()[group].1.len();
         let mut g = vec![0.0; len];
@@ -170,16 +170,9 @@ pub fn finite_differences(params: &Params, batch: &EpisodeBatch) -> Grads {
             );
             p.group_mut(group)[i] = theta;
         }
-        out.push(g);
+        out.push((params.groups()[group].0, g));
     }
-    let mut it = out.into_iter();
-    Grads {
-        w: it.next().expect("w"),
-        alpha: it.next().expect("alpha"),
-        b: it.next().expect("b"),
-        readout_v: it.next(),
-        readout_c: it.next(),
-    }
+    Grads::from_groups(out)
 }
 
 /// The finite differences' floor fraction for rules that are not smooth (see
@@ -329,15 +322,11 @@ pub fn view<'a>(v: &'a [(&'static str, Vec<f64>)]) -> Vec<(&'static str, &'a [f6
 /// `params` as a burn model, built from `template` (a network of the same shape) so that
 /// parameter ids and trainability carry over.
 pub fn model_with(template: PlasticNet, params: &Params) -> PlasticNet {
-    let mut values = vec![
-        ("w", params.w.clone()),
-        ("alpha", params.alpha.clone()),
-        ("b", params.b.clone()),
-    ];
-    if let (Some(v), Some(c)) = (&params.readout_v, &params.readout_c) {
-        values.push(("readout.v", v.clone()));
-        values.push(("readout.c", c.clone()));
-    }
+    let values: Vec<(&str, Vec<f64>)> = params
+        .groups()
+        .into_iter()
+        .map(|(name, v)| (name, v.to_vec()))
+        .collect();
     template.with_parameter_values(&values)
 }
 
@@ -365,10 +354,13 @@ pub fn autodiff(
     let (loss, measures) = task.measure(outputs, &batch.target_tensors(device));
     let grads = GradientsParams::from_grads(loss.backward(), model);
     let readout = model.readout.as_ref();
+    let layer = &model.plastic;
     let g = Grads {
-        w: host(&grads, &model.plastic.w),
-        alpha: host(&grads, &model.plastic.alpha),
-        b: host(&grads, &model.plastic.b),
+        w: host(&grads, &layer.w),
+        alpha: host(&grads, &layer.alpha),
+        b: host(&grads, &layer.b),
+        w_m: layer.w_m.as_ref().map(|p| host(&grads, p)),
+        b_m: layer.b_m.as_ref().map(|p| host(&grads, p)),
         readout_v: readout.map(|r| host(&grads, &r.v)),
         readout_c: readout.map(|r| host(&grads, &r.c)),
     };

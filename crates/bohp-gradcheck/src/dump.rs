@@ -20,8 +20,9 @@ use crate::check::{Tolerances, recurrent_groups};
 /// Schema identifier written in every dump. Version 2 added `produced_by`, the recurrent
 /// family, `clamp`, and `indices` on sampled arrays; version 3 the reinforcement-learning
 /// family (`rl`, and `targets` absent there); version 4 the recurrent network's modulator
-/// (`modulation`, parameters `w_m`, `b_m`).
-pub const SCHEMA: &str = "bohp-gradcheck-dump/4";
+/// (`modulation`, parameters `w_m`, `b_m`); version 5 the single layer's (the same section and
+/// names, `w_m` `[n_out, 1]`).
+pub const SCHEMA: &str = "bohp-gradcheck-dump/5";
 
 /// One method's gradients for a dump: its name, the gradients, and the flat indices checked
 /// per group when only some entries were computed.
@@ -120,7 +121,7 @@ pub struct Dump {
     /// the policy, values, modulation, eligibility traces).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rl: Option<RlEpisode>,
-    /// A modulated recurrent network: `M(t)` and the eligibility traces.
+    /// A modulated single layer or recurrent network: `M(t)` and the eligibility traces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modulation: Option<ModulatedEpisode>,
     /// The loss.
@@ -130,14 +131,15 @@ pub struct Dump {
     pub gradients: BTreeMap<String, BTreeMap<String, Array>>,
 }
 
-/// A modulated recurrent network's episode, beside `outputs` and `traces`.
+/// A modulated network's episode (single layer, recurrent), beside `outputs` and `traces`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModulatedEpisode {
     /// `simple` or `retroactive`.
     pub kind: String,
     /// `M(t) = tanh(y(t) . w_m + b_m)` after each step, `[steps]`.
     pub signal: Array,
-    /// Retroactive: the eligibility traces `E(t)` after each step, `[steps, N, N]`.
+    /// Retroactive: the eligibility traces `E(t)` after each step, `[steps, N, N]` (single
+    /// layer: `[steps, n_in, n_out]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eligibility: Option<Array>,
 }
@@ -241,6 +243,8 @@ fn shaped(
             let shape = match *name {
                 "w" | "alpha" => vec![n_in, n_out],
                 "b" => vec![n_out],
+                "w_m" => vec![n_out, 1],
+                "b_m" => vec![1],
                 "readout.v" => vec![n_out, classes],
                 _ => vec![classes],
             };
@@ -274,11 +278,22 @@ pub fn dump_single(
         conventions: Conventions {
             step: "y_j(t) = tanh( sum_k (w_kj + alpha_kj * H_kj(t-1)) * x_k(t) + b_j ); \
                    labelled tasks: z(t) = y(t) . v + c",
-            trace: format!(
-                "H_kj(t) = f(H_kj(t-1), pre = x_k(t), post = y_j(t), eta = gamma) with f: {}; H(0) = 0 \
-                 (hebb: gamma on the new product; the original code's ALPHATRACE = 1 - gamma)",
-                params.rule.equation()
-            ),
+            trace: match params.modulated().then_some(params.modulation) {
+                Some(Modulation::Retroactive) => format!(
+                    "M(t) = tanh(y(t) . w_m + b_m); {} (pre = x_k(t), post = y_j(t), eta = gamma, c = {}); H(0) = E(0) = 0",
+                    Retroactive::EQUATION,
+                    params.rule.clip
+                ),
+                Some(_) => format!(
+                    "M(t) = tanh(y(t) . w_m + b_m); H_kj(t) = f(H_kj(t-1), pre = x_k(t), post = y_j(t), eta = M(t)) with f: {}; H(0) = 0",
+                    params.rule.equation()
+                ),
+                None => format!(
+                    "H_kj(t) = f(H_kj(t-1), pre = x_k(t), post = y_j(t), eta = gamma) with f: {}; H(0) = 0 \
+                     (hebb: gamma on the new product; the original code's ALPHATRACE = 1 - gamma)",
+                    params.rule.equation()
+                ),
+            },
             loss: "completion: sum_j (y_j(T-1) - target_j)^2; labelled: mean over scored \
                    steps of -log softmax(z(t))[class(t)]",
         },
@@ -297,7 +312,19 @@ pub fn dump_single(
         }),
         few_shot: None,
         rl: None,
-        modulation: None,
+        modulation: params.modulated().then(|| {
+            let retro = params.modulation == Modulation::Retroactive;
+            ModulatedEpisode {
+                kind: params.modulation.name().to_string(),
+                signal: Array::full(vec![steps], trace.m.clone()),
+                eligibility: retro.then(|| {
+                    Array::full(
+                        vec![steps, params.n_in, params.n_out],
+                        trace.e.iter().flatten().copied().collect(),
+                    )
+                }),
+            }
+        }),
         outputs: flat(&trace.y, params.n_out),
         logits: Some(if params.classes() > 0 {
             flat(&trace.logits, params.classes())

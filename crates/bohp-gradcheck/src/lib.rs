@@ -19,7 +19,7 @@
 //!   finite differences, the convolutional embedding against finite differences.
 //! - [`dump`]: one episode of any family as JSON (what produced it, parameters, inputs,
 //!   targets, per-step outputs and traces, loss, and the gradients of each method), schema
-//!   `bohp-gradcheck-dump/4` in `docs/gradients.md`.
+//!   `bohp-gradcheck-dump/5` in `docs/gradients.md`.
 #![warn(missing_docs)]
 
 pub mod check;

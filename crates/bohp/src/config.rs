@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::layer::PlasticLayerConfig;
 use crate::memory::Estimate;
 use crate::network::PlasticNetConfig;
-use crate::rules::{DEFAULT_CLIP, Rule, RuleSpec};
+use crate::rules::{DEFAULT_CLIP, Modulation, Rule, RuleSpec};
 use crate::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
 
 /// A whole run: task, model, training schedule, device.
@@ -113,6 +113,16 @@ pub struct ModelConfig {
     /// The bound `c` of the `clipped` rule (default 1); only with `rule = "clipped"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<f64>,
+    /// A modulator neuron `M(t) = tanh(y(t)·w_M + b_M)` (the 2019 paper's): `none` (the
+    /// default), `simple` (`M(t)` is the rule's rate instead of γ) or `retroactive` (needs
+    /// `rule = "clipped"`: `M(t)` moves an eligibility trace of rate γ into the clipped `H`).
+    #[serde(default, skip_serializing_if = "is_unmodulated")]
+    pub modulation: Modulation,
+}
+
+/// Whether a config has no modulator (then `model.modulation` is not written out).
+pub(crate) fn is_unmodulated(m: &Modulation) -> bool {
+    *m == Modulation::None
 }
 
 /// How the learning rate changes over the training episodes.
@@ -374,6 +384,35 @@ pub(crate) fn check_rule(
     }
 }
 
+/// Checks `model.modulation` against the network it gates: a modulator needs plastic
+/// connections (`plastic`; `why_not` says in the error what lacks them), and retroactive
+/// modulation the clipped rule (the bound of its `H`).
+pub(crate) fn check_modulation(
+    bad: &dyn Fn(&str, String, &str) -> Error,
+    modulation: Modulation,
+    rule: Rule,
+    (plastic, why_not): (bool, &str),
+) -> Result<()> {
+    if modulation == Modulation::None {
+        return Ok(());
+    }
+    if !plastic {
+        return Err(bad(
+            "model.modulation",
+            format!("\"{}\"", modulation.name()),
+            &format!("\"none\" without a plastic network ({why_not} has no trace to modulate)"),
+        ));
+    }
+    if modulation == Modulation::Retroactive && rule != Rule::Clipped {
+        return Err(bad(
+            "model.rule",
+            format!("\"{}\"", rule.name()),
+            "\"clipped\" with model.modulation = \"retroactive\" (its H is clipped, model.clip the bound; its eligibility trace decays as Hebb's)",
+        ));
+    }
+    Ok(())
+}
+
 /// The rule of a validated config's `model.rule` and `model.clip`.
 pub(crate) fn rule_spec(rule: Rule, clip: Option<f64>) -> RuleSpec {
     RuleSpec {
@@ -463,6 +502,15 @@ impl RunConfig {
             _ => {}
         }
         check_rule(&bad, model.rule, model.clip)?;
+        check_modulation(
+            &bad,
+            model.modulation,
+            model.rule,
+            (
+                model.plasticity != Plasticity::None,
+                "plasticity = \"none\"",
+            ),
+        )?;
         if !(model.init_std.is_finite() && model.init_std >= 0.0) {
             return Err(bad(
                 "model.init_std",
@@ -622,7 +670,17 @@ impl RunConfig {
             Precision::F32 => 4.0,
             Precision::F64 => 8.0,
         };
-        let params = 2.0 * n_in * n_out + n_out + classes * (n_out + 1.0);
+        let modulated = self.model.modulation != Modulation::None;
+        let params = 2.0 * n_in * n_out
+            + n_out
+            + classes * (n_out + 1.0)
+            + if modulated { n_out + 1.0 } else { 0.0 };
+        // Retroactive modulation keeps an eligibility trace beside H.
+        let traces_per_step = if self.model.modulation == Modulation::Retroactive {
+            2.0
+        } else {
+            1.0
+        };
         let host = if self.train.engine != Engine::Autodiff {
             3.0 * 8.0
         } else {
@@ -639,7 +697,17 @@ impl RunConfig {
             "parameters and Adam state",
             params * (3.0 * float + host),
         );
-        let traces = task.steps as f64 * self.train.batch as f64 * n_in * n_out * float;
+        if modulated && self.train.engine == Engine::Analytic {
+            // The forward-mode recursion of a modulated layer carries every trace entry's
+            // tangent for every parameter (f64).
+            e.add(
+                size_field,
+                "forward-mode tangents of the modulated traces (analytic engine)",
+                traces_per_step * n_in * n_out * (2.0 * n_in * n_out + 2.0 * n_out + 1.0) * 8.0,
+            );
+        }
+        let traces =
+            traces_per_step * task.steps as f64 * self.train.batch as f64 * n_in * n_out * float;
         e.add(
             if self.train.batch >= task.steps {
                 "train.batch"
@@ -709,7 +777,8 @@ impl RunConfig {
                 .with_init_std(self.model.init_std)
                 .with_plastic(self.model.plasticity != Plasticity::None)
                 .with_nonnegative_alpha(self.model.plasticity == Plasticity::Nonnegative)
-                .with_rule(rule_spec(self.model.rule, self.model.clip)),
+                .with_rule(rule_spec(self.model.rule, self.model.clip))
+                .with_modulation(self.model.modulation),
             classes,
         }
     }
@@ -939,6 +1008,25 @@ freeze_last = 10
         );
         let c = parse(&ONE_SHOT.replace("[model]", "[model]\nrule = \"oja\"")).unwrap();
         assert_eq!(c.network().layer.rule, RuleSpec::new(Rule::Oja));
+    }
+
+    #[test]
+    fn the_modulator_is_checked() {
+        let with = |lines: &str| ONE_SHOT.replace("[model]", &format!("[model]\n{lines}"));
+        let e = error_of(&with("modulation = \"retroactive\""));
+        assert!(e.contains("model.rule") && e.contains("clipped"), "{e}");
+        let e = error_of(&with("modulation = \"simple\"\nplasticity = \"none\""));
+        assert!(
+            e.contains("model.modulation") && e.contains("plasticity"),
+            "{e}"
+        );
+        let e = error_of(&with("modulation = \"always\""));
+        assert!(e.contains("modulation") && e.contains("retroactive"), "{e}");
+        let c = parse(&with("modulation = \"retroactive\"\nrule = \"clipped\"")).unwrap();
+        assert_eq!(c.network().layer.modulation, Modulation::Retroactive);
+        // Written out only when set, so unmodulated configs read back unchanged.
+        assert!(c.to_toml().contains("modulation = \"retroactive\""));
+        assert!(!parse(ONE_SHOT).unwrap().to_toml().contains("modulation"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::connection::PlasticConnection;
-use crate::rules::{Rate, RuleSpec};
+use crate::rules::{Modulation, Rate, Retroactive, RuleSpec};
 
 /// Configuration of a [`PlasticLayer`].
 #[derive(Config, Debug)]
@@ -32,6 +32,12 @@ pub struct PlasticLayerConfig {
     /// The trace's rule (default: the decaying Hebbian trace of Eq. 1), with rate γ.
     #[config(default = "RuleSpec::default()")]
     pub rule: RuleSpec,
+    /// A modulator neuron `M(t) = tanh(y(t)·w_M + b_M)` gating the trace update (the 2019
+    /// paper's neuron, not published for this layer): [`Modulation::Simple`] makes `M(t)` the
+    /// rule's rate instead of γ; [`Modulation::Retroactive`] (clipped rule) keeps an
+    /// eligibility trace `E` with rate γ and moves `H` by `M(t)·E`. Needs `plastic`.
+    #[config(default = "Modulation::None")]
+    pub modulation: Modulation,
 }
 
 /// A fully connected tanh layer whose connections are `w + α ⊙ H`, where the Hebbian trace
@@ -52,6 +58,16 @@ pub struct PlasticLayerConfig {
 /// step's update. `w`, `α` and `b` are trained; `H` is
 /// per-episode state held in [`HebbTrace`], outside the module. A batch is that many
 /// independent episodes, each with its own trace.
+///
+/// With a modulator (trained `w_M` `[n_out, 1]` and `b_M`), one value per episode and step
+/// computed from the step's outputs gates the update instead of the constant γ:
+///
+/// ```text
+/// M(t)    = tanh(Σ_j y_j(t)·w_Mj + b_M)
+/// simple:       H(t) = f(H(t-1), x(t), y(t), M(t))           (the rule with rate M(t))
+/// retroactive:  H(t) = clip(H(t-1) + M(t)·E(t-1), ±c)
+///               E(t) = (1 - γ)·E(t-1) + γ·x(t)·y(t)           (E(0) = 0)
+/// ```
 #[derive(Module, Debug)]
 pub struct PlasticLayer {
     /// Baseline (fixed) weights `w`, `[n_in, n_out]`.
@@ -66,8 +82,15 @@ pub struct PlasticLayer {
     pub plastic: bool,
     /// Whether `α` is kept non-negative (the paper's §4.4 ablation).
     pub nonnegative_alpha: bool,
-    /// The trace's rule.
+    /// The trace's rule (clipped with retroactive modulation: the bound of `H`).
     pub rule: RuleSpec,
+    /// The modulator's weights `w_M`, `[n_out, 1]` (none without a modulator, so that the
+    /// records of unmodulated layers are unchanged).
+    pub w_m: Option<Param<Tensor<2>>>,
+    /// The modulator's bias `b_M`, `[1]`.
+    pub b_m: Option<Param<Tensor<1>>>,
+    /// How the modulator gates the update ([`Modulation::None`] without one).
+    pub modulation: Modulation,
 }
 
 /// The Hebbian traces of a batch of episodes: `H`, `[batch, n_in, n_out]`.
@@ -75,6 +98,8 @@ pub struct PlasticLayer {
 pub struct HebbTrace {
     /// `H(t)`, `[batch, n_in, n_out]`.
     pub h: Tensor<3>,
+    /// The eligibility trace `E(t)` of retroactive modulation, `[batch, n_in, n_out]`.
+    pub e: Option<Tensor<3>>,
 }
 
 /// `count` draws from `N(0, std²)`.
@@ -120,6 +145,9 @@ impl PlasticLayerConfig {
         } else {
             param(vec![0.0; n], [self.n_in, self.n_out], device).set_require_grad(false)
         };
+        // The modulator starts silent to the outputs (w_M = 0) at the unmodulated rate
+        // (M = γ), and draws nothing from `rng`: unmodulated layers initialize as before.
+        let modulated = self.plastic && self.modulation != Modulation::None;
         PlasticLayer {
             w: param(w, [self.n_in, self.n_out], device),
             alpha,
@@ -128,6 +156,13 @@ impl PlasticLayerConfig {
             plastic: self.plastic,
             nonnegative_alpha: self.nonnegative_alpha,
             rule: self.rule,
+            w_m: modulated.then(|| param(vec![0.0; self.n_out], [self.n_out, 1], device)),
+            b_m: modulated.then(|| param(vec![self.gamma.min(0.999).atanh()], [1], device)),
+            modulation: if modulated {
+                self.modulation
+            } else {
+                Modulation::None
+            },
         }
     }
 }
@@ -160,8 +195,10 @@ impl PlasticLayer {
     /// # Shapes
     /// - returned `h`: `[batch, n_in, n_out]`
     pub fn init_trace(&self, batch: usize, device: &Device) -> HebbTrace {
+        let zeros = || Tensor::zeros([batch, self.n_in(), self.n_out()], device);
         HebbTrace {
-            h: Tensor::zeros([batch, self.n_in(), self.n_out()], device),
+            h: zeros(),
+            e: (self.modulation == Modulation::Retroactive).then(zeros),
         }
     }
 
@@ -174,17 +211,51 @@ impl PlasticLayer {
     /// - returned `y`: `[batch, n_out]`, returned trace `[batch, n_in, n_out]`
     pub fn step(&self, x: Tensor<2>, trace: HebbTrace) -> (Tensor<2>, HebbTrace) {
         let [batch, n_in] = x.dims();
-        let n_out = self.n_out();
         let connection = self.connection(false);
         let x_row = x.clone().reshape([batch, 1, n_in]);
         let fixed = x.clone().matmul(self.w.val()) + self.b.val().unsqueeze::<2>(); // [batch, n_out]
         let y = (fixed + connection.drive(x_row, trace.h.clone())).tanh();
-        let h = connection.update(
-            trace.h,
-            x.reshape([batch, n_in, 1]),
-            y.clone().reshape([batch, 1, n_out]),
-        );
-        (y, HebbTrace { h })
+        let x_col = x.reshape([batch, n_in, 1]);
+        let trace = self.update(&connection, trace, x_col, y.clone());
+        (y, trace)
+    }
+
+    /// The traces after a step with input column `pre` (`[batch, n_in, 1]`, carrying γ when
+    /// `connection`'s rate is [`Rate::Folded`]) and outputs `y` (`[batch, n_out]`): the
+    /// connection's rule at rate γ, or, with a modulator, at `M(t)` or retroactively.
+    fn update(
+        &self,
+        connection: &PlasticConnection,
+        trace: HebbTrace,
+        pre: Tensor<3>,
+        y: Tensor<2>,
+    ) -> HebbTrace {
+        let [batch, n_out] = y.dims();
+        let post = y.clone().reshape([batch, 1, n_out]);
+        let (Some(w_m), Some(b_m)) = (&self.w_m, &self.b_m) else {
+            let h = connection.update(trace.h, pre, post);
+            return HebbTrace { h, e: trace.e };
+        };
+        // M(t) = tanh(y(t)·w_M + b_M), one per episode.
+        let m = (y.matmul(w_m.val()) + b_m.val().unsqueeze::<2>())
+            .tanh()
+            .reshape([batch, 1, 1]);
+        let m = Rate::Modulated(m);
+        if self.modulation == Modulation::Retroactive {
+            let e = trace
+                .e
+                .expect("a retroactive layer's trace has an eligibility trace");
+            let (h, e) = Retroactive {
+                bound: self.rule.clip,
+            }
+            .tensor(trace.h, e, pre, post, &m, &connection.rate);
+            HebbTrace { h, e: Some(e) }
+        } else {
+            HebbTrace {
+                h: self.rule.tensor(trace.h, pre, post, &m),
+                e: None,
+            }
+        }
     }
 
     /// The plastic part of the layer's connections, for one unroll (`folded`: the caller
@@ -223,24 +294,25 @@ impl PlasticLayer {
             .clone()
             .reshape([steps, batch, 1, n_in])
             .chunk(steps, 0);
-        let cols = inputs
-            .mul_scalar(self.gamma)
-            .reshape([steps, batch, n_in, 1])
-            .chunk(steps, 0);
-        let connection = self.connection(true);
-        let mut h: Tensor<3> = Tensor::zeros([batch, n_in, n_out], &device);
+        // γ is folded into the inputs unless a modulated rate replaces it.
+        let fold = self.modulation != Modulation::Simple;
+        let cols = if fold {
+            inputs.mul_scalar(self.gamma)
+        } else {
+            inputs
+        }
+        .reshape([steps, batch, n_in, 1])
+        .chunk(steps, 0);
+        let connection = self.connection(fold);
+        let mut trace = self.init_trace(batch, &device);
         let mut ys = Vec::with_capacity(steps);
         for ((fixed, row), col) in fixed.into_iter().zip(rows).zip(cols) {
-            let plastic = connection.drive(row.reshape([batch, 1, n_in]), h.clone());
+            let plastic = connection.drive(row.reshape([batch, 1, n_in]), trace.h.clone());
             let y = (fixed.reshape([batch, n_out]) + plastic).tanh();
-            h = connection.update(
-                h,
-                col.reshape([batch, n_in, 1]),
-                y.clone().reshape([batch, 1, n_out]),
-            );
+            trace = self.update(&connection, trace, col.reshape([batch, n_in, 1]), y.clone());
             ys.push(y);
         }
-        (ys, HebbTrace { h })
+        (ys, trace)
     }
 }
 
@@ -248,15 +320,34 @@ impl PlasticLayer {
 mod tests {
     use super::*;
     use crate::device::{Backend, Precision, init_device};
+    use crate::rules::Rule;
     use rand::SeedableRng;
 
     #[test]
     fn unroll_equals_stepping() {
+        for (rule, modulation) in [
+            (Rule::Hebb, Modulation::None),
+            (Rule::Oja, Modulation::Simple),
+            (Rule::Clipped, Modulation::Retroactive),
+        ] {
+            unroll_equals_stepping_with(RuleSpec { rule, clip: 0.2 }, modulation);
+        }
+    }
+
+    /// [`PlasticLayer::unroll`] and [`PlasticLayer::step`] agree for one rule and modulation
+    /// (a modulator with random weights, so that `M(t)` varies).
+    fn unroll_equals_stepping_with(rule: RuleSpec, modulation: Modulation) {
         let device = init_device(Backend::Ndarray, Precision::F64).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let layer = PlasticLayerConfig::new(5, 3, 0.3)
+        let mut layer = PlasticLayerConfig::new(5, 3, 0.3)
             .with_init_std(0.8)
+            .with_rule(rule)
+            .with_modulation(modulation)
             .init(&mut rng, &device);
+        assert_eq!(layer.w_m.is_some(), modulation != Modulation::None);
+        if layer.w_m.is_some() {
+            layer.w_m = Some(param(gaussian(&mut rng, 3, 1.0), [3, 1], &device));
+        }
         let (steps, batch) = (7, 4);
         let x = gaussian(&mut rng, steps * batch * 5, 1.0);
         let inputs = Tensor::<3>::from_data(TensorData::new(x, [steps, batch, 5]), &device);
@@ -270,6 +361,12 @@ mod tests {
         }
         let diff: f64 = (reference.h - trace.h).abs().max().into_scalar::<f64>();
         assert!(diff < 1e-12, "trace: {diff}");
+        if let (Some(a), Some(b)) = (reference.e, trace.e) {
+            let diff: f64 = (a - b).abs().max().into_scalar::<f64>();
+            assert!(diff < 1e-12, "eligibility trace: {diff}");
+        } else {
+            assert_ne!(modulation, Modulation::Retroactive);
+        }
     }
 
     fn layer_2x1(device: &Device) -> PlasticLayer {
@@ -282,6 +379,9 @@ mod tests {
             plastic: true,
             nonnegative_alpha: false,
             rule: RuleSpec::default(),
+            w_m: None,
+            b_m: None,
+            modulation: Modulation::None,
         }
     }
 

@@ -68,14 +68,18 @@ fn host<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f64> {
 }
 
 impl PlasticNet {
-    /// Every parameter by name (`w`, `alpha`, `b`, then `readout.v`, `readout.c`), with its
-    /// values copied to the host as f64, row-major.
+    /// Every parameter by name (`w`, `alpha`, `b`, with a modulator `w_m`, `b_m`, then
+    /// `readout.v`, `readout.c`), with its values copied to the host as f64, row-major.
     pub fn parameter_values(&self) -> Vec<(&'static str, Vec<f64>)> {
         let mut out = vec![
             ("w", host(&self.plastic.w)),
             ("alpha", host(&self.plastic.alpha)),
             ("b", host(&self.plastic.b)),
         ];
+        if let (Some(w_m), Some(b_m)) = (&self.plastic.w_m, &self.plastic.b_m) {
+            out.push(("w_m", host(w_m)));
+            out.push(("b_m", host(b_m)));
+        }
         if let Some(readout) = &self.readout {
             out.push(("readout.v", host(&readout.v)));
             out.push(("readout.c", host(&readout.c)));
@@ -101,6 +105,10 @@ impl PlasticNet {
             of(&self.plastic.alpha, grads),
             of(&self.plastic.b, grads),
         ];
+        if let (Some(w_m), Some(b_m)) = (&self.plastic.w_m, &self.plastic.b_m) {
+            out.push(of(w_m, grads));
+            out.push(of(b_m, grads));
+        }
         if let Some(readout) = &self.readout {
             out.push(of(&readout.v, grads));
             out.push(of(&readout.c, grads));
@@ -135,9 +143,15 @@ impl PlasticNet {
             register(&mut out, &self.plastic.alpha, &grads[1], device);
         }
         register(&mut out, &self.plastic.b, &grads[2], device);
+        let mut next = 3;
+        if let (Some(w_m), Some(b_m)) = (&self.plastic.w_m, &self.plastic.b_m) {
+            register(&mut out, w_m, &grads[3], device);
+            register(&mut out, b_m, &grads[4], device);
+            next = 5;
+        }
         if let Some(readout) = &self.readout {
-            register(&mut out, &readout.v, &grads[3], device);
-            register(&mut out, &readout.c, &grads[4], device);
+            register(&mut out, &readout.v, &grads[next], device);
+            register(&mut out, &readout.c, &grads[next + 1], device);
         }
         out
     }
@@ -163,6 +177,14 @@ impl PlasticNet {
                 "w" => self.plastic.w = set(self.plastic.w, v),
                 "alpha" => self.plastic.alpha = set(self.plastic.alpha, v),
                 "b" => self.plastic.b = set(self.plastic.b, v),
+                "w_m" => {
+                    let w_m = self.plastic.w_m.take().expect("the layer has a modulator");
+                    self.plastic.w_m = Some(set(w_m, v));
+                }
+                "b_m" => {
+                    let b_m = self.plastic.b_m.take().expect("the layer has a modulator");
+                    self.plastic.b_m = Some(set(b_m, v));
+                }
                 "readout.v" | "readout.c" => {
                     let readout = self.readout.take().expect("the network has a readout");
                     self.readout = Some(if *name == "readout.v" {

@@ -207,6 +207,12 @@ pub fn non_finite_param(model: &PlasticNet) -> Option<&'static str> {
     if !finite(&layer.b) {
         return Some("b");
     }
+    if layer.w_m.as_ref().is_some_and(|p| !finite(p)) {
+        return Some("w_m");
+    }
+    if layer.b_m.as_ref().is_some_and(|p| !finite(p)) {
+        return Some("b_m");
+    }
     if let Some(readout) = &model.readout {
         if !finite(&readout.v) {
             return Some("readout v");

@@ -21,13 +21,28 @@
 //! one pass over the layer per step and direction, against the forward-mode recursion's
 //! `2·n_in + 1` tangents per connection ([`super::analytic`], which stays the independent check).
 //! `bohp-gradcheck` compares the two, autodiff and finite differences.
+//!
+//! With a modulator, `M(t) = tanh(Σ_j y_j(t)·w_Mj + b_M)` (one per episode) is the rule's rate
+//! (simple) or moves the eligibility trace `E` into `H` (retroactive, `g_E = ∂L/∂E(t)`). The
+//! backward step then makes two passes over the layer: the first gathers what the traces send
+//! back to `y` and to `M`,
+//!
+//! ```text
+//! ∂L/∂M      = Σ_kj g_H,kj · ∂H'/∂M                (simple: ∂f/∂η at rate M; retroactive: E(t-1))
+//! ∂L/∂y_j(t) = direct_j + Σ_k g_H,kj · ∂H'/∂post + g_E,kj · ∂E'/∂post + ∂L/∂M · (1 - M²) · w_Mj
+//! ∂L/∂w_Mj  += ∂L/∂M · (1 - M²) · y_j(t),     ∂L/∂b_M += ∂L/∂M · (1 - M²)
+//! ```
+//!
+//! and the second, with `∂L/∂raw` known, the parameters' terms and the traces' gradients at
+//! `t-1` (`g_H ← g_H·∂H'/∂H + ∂L/∂raw_j·α_kj·x_k`, `g_E ← g_E·∂E'/∂E + g_H·∂H'/∂E`).
 
 use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::analytic::{Grads, Params, params_from_values};
 use crate::network::PlasticNet;
-use crate::rules::{Real, RuleKernel, real};
+use crate::rules::retroactive::TwoTraceKernel;
+use crate::rules::{Modulation, Real, Retroactive, RuleKernel, real};
 use crate::tasks::{EpisodeBatch, Measures, Targets};
 use crate::train::GradientEngine;
 
@@ -43,9 +58,18 @@ struct Layer<F> {
     b: Vec<F>,
     v: Vec<F>,
     c: Vec<F>,
+    /// The modulator: how it gates the update, `w_M` (`[n_out]`) and `b_M`.
+    modulator: Option<(Modulation, Vec<F>, F)>,
+    /// The retroactive rule (the bound of `H`).
+    retro: Retroactive,
 }
 
 impl<F: Real> Layer<F> {
+    /// Whether the layer is modulated retroactively.
+    fn retroactive(&self) -> bool {
+        matches!(self.modulator, Some((Modulation::Retroactive, _, _)))
+    }
+
     /// The host parameters in `F`.
     fn of(p: &Params) -> Self {
         let to = |v: &[f64]| v.iter().map(|&x| real(x)).collect::<Vec<F>>();
@@ -60,6 +84,11 @@ impl<F: Real> Layer<F> {
             b: to(&p.b),
             v: to(p.readout_v.as_ref().unwrap_or(&none)),
             c: to(p.readout_c.as_ref().unwrap_or(&none)),
+            modulator: match (p.modulated(), &p.w_m, &p.b_m) {
+                (true, Some(w_m), Some(b_m)) => Some((p.modulation, to(w_m), real(b_m[0]))),
+                _ => None,
+            },
+            retro: Retroactive { bound: p.rule.clip },
         }
     }
 }
@@ -72,6 +101,8 @@ struct Acc<F> {
     w: Vec<F>,
     alpha: Vec<F>,
     b: Vec<F>,
+    w_m: Vec<F>,
+    b_m: Vec<F>,
     v: Vec<F>,
     c: Vec<F>,
     loss: f64,
@@ -85,6 +116,8 @@ impl<F: Real> Acc<F> {
             w: vec![F::zero(); p.w.len() * lanes],
             alpha: vec![F::zero(); p.alpha.len() * lanes],
             b: vec![F::zero(); p.b.len() * lanes],
+            w_m: vec![F::zero(); p.modulator.as_ref().map_or(0, |m| m.1.len()) * lanes],
+            b_m: vec![F::zero(); if p.modulator.is_some() { lanes } else { 0 }],
             v: vec![F::zero(); p.v.len() * lanes],
             c: vec![F::zero(); p.c.len() * lanes],
             loss: 0.0,
@@ -108,6 +141,8 @@ impl<F: Real> Acc<F> {
             w: fold(self.w),
             alpha: fold(self.alpha),
             b: fold(self.b),
+            w_m: fold(self.w_m),
+            b_m: fold(self.b_m),
             v: fold(self.v),
             c: fold(self.c),
             loss: self.loss,
@@ -121,6 +156,8 @@ impl<F: Real> Acc<F> {
             (&mut self.w, &other.w),
             (&mut self.alpha, &other.alpha),
             (&mut self.b, &other.b),
+            (&mut self.w_m, &other.w_m),
+            (&mut self.b_m, &other.b_m),
             (&mut self.v, &other.v),
             (&mut self.c, &other.c),
         ] {
@@ -149,11 +186,19 @@ struct Work<F> {
     g_raw: Vec<F>,
     /// Logits, then softmax, then `∂L/∂z`, `[classes][L]`.
     z: Vec<F>,
+    /// The modulator's `M(t)`, `[steps][L]` (modulated layers).
+    m: Vec<F>,
+    /// The eligibility trace `E(t)` for `t = 0..=steps`, `[steps + 1][n_in * n_out][L]`
+    /// (retroactive modulation).
+    e: Vec<F>,
+    /// `∂L/∂E`, `[n_in * n_out][L]` (retroactive modulation).
+    ge: Vec<F>,
 }
 
 impl<F: Real> Work<F> {
     fn new(p: &Layer<F>, steps: usize, lanes: usize) -> Self {
         let size = p.n_in * p.n_out;
+        let retroactive = p.retroactive();
         Work {
             x: vec![F::zero(); steps * p.n_in * lanes],
             h: vec![F::zero(); (steps + 1) * size * lanes],
@@ -162,6 +207,23 @@ impl<F: Real> Work<F> {
             gh: vec![F::zero(); size * lanes],
             g_raw: vec![F::zero(); p.n_out * lanes],
             z: vec![F::zero(); p.classes * lanes],
+            m: vec![
+                F::zero();
+                if p.modulator.is_some() {
+                    steps * lanes
+                } else {
+                    0
+                }
+            ],
+            e: vec![
+                F::zero();
+                if retroactive {
+                    (steps + 1) * size * lanes
+                } else {
+                    0
+                }
+            ],
+            ge: vec![F::zero(); if retroactive { size * lanes } else { 0 }],
         }
     }
 }
@@ -294,6 +356,117 @@ fn trace_grad_row<F: Real, R: RuleKernel, const L: usize>(
     }
 }
 
+/// One row of a modulated update with each lane's `M`: `H'_j = f(H_j, x, y_j, M)` (simple), or
+/// `H'_j = clip(H_j + M·E_j)`, `E'_j = (1-γ)·E_j + γ·x·y_j` (`retro`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn modulated_row<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    retro: Option<&Retroactive>,
+    (h_out, e_out): (&mut [[F; L]], &mut [[F; L]]),
+    (h, e): (&[[F; L]], &[[F; L]]),
+    y: &[[F; L]],
+    xk: &[F; L],
+    m: &[F; L],
+    gamma: F,
+) {
+    for j in 0..y.len() {
+        let (hj, yj) = (h[j], y[j]);
+        match retro {
+            None => {
+                let mut v = [F::zero(); L];
+                for l in 0..L {
+                    v[l] = rule.local(hj[l], xk[l], yj[l], m[l]).value;
+                }
+                h_out[j] = v;
+            }
+            Some(r) => {
+                let (ej, mut vh, mut ve) = (e[j], [F::zero(); L], [F::zero(); L]);
+                for l in 0..L {
+                    let local = r.local2(hj[l], ej[l], xk[l], yj[l], m[l], gamma);
+                    (vh[l], ve[l]) = (local.h, local.e.value);
+                }
+                (h_out[j], e_out[j]) = (vh, ve);
+            }
+        }
+    }
+}
+
+/// First pass of a modulated reverse step over one row: adds what the traces' gradients `g_H`
+/// (and `g_E`) send back to `y` into `g` (`∂H'/∂post`, `∂E'/∂post`) and to `M` into `g_m`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn modulated_sends<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    retro: Option<&Retroactive>,
+    (g, g_m): (&mut [[F; L]], &mut [F; L]),
+    (gh, ge): (&[[F; L]], &[[F; L]]),
+    (h, e): (&[[F; L]], &[[F; L]]),
+    y: &[[F; L]],
+    xk: &[F; L],
+    m: &[F; L],
+    gamma: F,
+) {
+    for j in 0..y.len() {
+        let (ghj, hj, yj, mut gj) = (gh[j], h[j], y[j], g[j]);
+        match retro {
+            None => {
+                for l in 0..L {
+                    let local = rule.local(hj[l], xk[l], yj[l], m[l]);
+                    gj[l] = gj[l] + ghj[l] * local.d_post;
+                    g_m[l] = g_m[l] + ghj[l] * local.d_rate;
+                }
+            }
+            Some(r) => {
+                let (gej, ej) = (ge[j], e[j]);
+                for l in 0..L {
+                    let local = r.local2(hj[l], ej[l], xk[l], yj[l], m[l], gamma);
+                    gj[l] = gj[l] + ghj[l] * local.dh_post + gej[l] * local.e.d_post;
+                    g_m[l] = g_m[l] + ghj[l] * local.dh_m;
+                }
+            }
+        }
+        g[j] = gj;
+    }
+}
+
+/// Second pass of a modulated reverse step over one row: `g_H ← g_H·∂H'/∂H + ∂L/∂raw·α·x`
+/// (and `g_E ← g_E·∂E'/∂E + g_H·∂H'/∂E`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn modulated_trace_grads<F: Real, R: RuleKernel, const L: usize>(
+    rule: &R,
+    retro: Option<&Retroactive>,
+    (gh, ge): (&mut [[F; L]], &mut [[F; L]]),
+    (h, e): (&[[F; L]], &[[F; L]]),
+    (y, g): (&[[F; L]], &[[F; L]]),
+    (a, xk): (&[F], &[F; L]),
+    m: &[F; L],
+    gamma: F,
+) {
+    for j in 0..y.len() {
+        let (hj, yj, gj, mut ghj) = (h[j], y[j], g[j], gh[j]);
+        match retro {
+            None => {
+                for l in 0..L {
+                    let d_h = rule.local(hj[l], xk[l], yj[l], m[l]).d_h;
+                    ghj[l] = ghj[l] * d_h + gj[l] * a[j] * xk[l];
+                }
+            }
+            Some(r) => {
+                let (ej, mut gej) = (e[j], ge[j]);
+                for l in 0..L {
+                    let local = r.local2(hj[l], ej[l], xk[l], yj[l], m[l], gamma);
+                    gej[l] = gej[l] * local.e.d_h + ghj[l] * local.dh_e;
+                    ghj[l] = ghj[l] * local.dh_h + gj[l] * a[j] * xk[l];
+                }
+                ge[j] = gej;
+            }
+        }
+        gh[j] = ghj;
+    }
+}
+
 fn f64_of<F: Real>(v: F) -> f64 {
     v.to_f64().unwrap_or(f64::NAN)
 }
@@ -380,19 +553,61 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc
             forward_row(y.as_chunks_mut::<L>().0, w, a, h.as_chunks::<L>().0, xk);
         }
         F::tanh_in_place(y);
-        for (xk, (h, out)) in x.as_chunks::<L>().0.iter().zip(
-            h_old
-                .chunks_exact(n_out * L)
-                .zip(h_new.chunks_exact_mut(n_out * L)),
-        ) {
-            trace_row(
-                rule,
-                out.as_chunks_mut::<L>().0,
-                h.as_chunks::<L>().0,
-                y.as_chunks::<L>().0,
-                xk,
-                gamma,
-            );
+        if let Some((_, w_m, b_m)) = &p.modulator {
+            // M(t) = tanh(Σ_j y_j·w_Mj + b_M), one per lane.
+            let m = lanes_mut::<F, L>(&mut work.m, t);
+            *m = [*b_m; L];
+            for (j, &wj) in w_m.iter().enumerate() {
+                let yj = lanes::<F, L>(y, j);
+                for l in 0..L {
+                    m[l] = m[l] + yj[l] * wj;
+                }
+            }
+            F::tanh_in_place(m);
+            let m = *m;
+            let retro = p.retroactive().then_some(&p.retro);
+            let (e_old, e_new): (&[F], &mut [F]) = if retro.is_some() {
+                let (before, after) = work.e.split_at_mut((t + 1) * size * L);
+                (&before[t * size * L..], &mut after[..size * L])
+            } else {
+                (&[], &mut [])
+            };
+            for (k, xk) in x.as_chunks::<L>().0.iter().enumerate() {
+                let row = k * n_out * L..(k + 1) * n_out * L;
+                let (er, er_new): (&[F], &mut [F]) = if retro.is_some() {
+                    (&e_old[row.clone()], &mut e_new[row.clone()])
+                } else {
+                    (&[], &mut [])
+                };
+                modulated_row(
+                    rule,
+                    retro,
+                    (
+                        h_new[row.clone()].as_chunks_mut::<L>().0,
+                        er_new.as_chunks_mut::<L>().0,
+                    ),
+                    (h_old[row].as_chunks::<L>().0, er.as_chunks::<L>().0),
+                    y.as_chunks::<L>().0,
+                    xk,
+                    &m,
+                    gamma,
+                );
+            }
+        } else {
+            for (xk, (h, out)) in x.as_chunks::<L>().0.iter().zip(
+                h_old
+                    .chunks_exact(n_out * L)
+                    .zip(h_new.chunks_exact_mut(n_out * L)),
+            ) {
+                trace_row(
+                    rule,
+                    out.as_chunks_mut::<L>().0,
+                    h.as_chunks::<L>().0,
+                    y.as_chunks::<L>().0,
+                    xk,
+                    gamma,
+                );
+            }
         }
         // The loss's direct partials at this step.
         let dy = &mut work.dy[t * n_out * L..(t + 1) * n_out * L];
@@ -487,6 +702,97 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc
         // ∂L/∂y(t): the direct partial plus what H(t) sends back through post.
         let g_raw = &mut work.g_raw;
         g_raw.copy_from_slice(&work.dy[t * n_out * L..(t + 1) * n_out * L]);
+        if let Some((_, w_m, _)) = &p.modulator {
+            let m = *lanes::<F, L>(&work.m, t);
+            let retro = p.retroactive().then_some(&p.retro);
+            let e_old: &[F] = if retro.is_some() {
+                &work.e[t * size * L..(t + 1) * size * L]
+            } else {
+                &[]
+            };
+            if t + 1 < steps {
+                let mut g_m = [F::zero(); L];
+                for (k, xk) in x.as_chunks::<L>().0.iter().enumerate() {
+                    let row = k * n_out * L..(k + 1) * n_out * L;
+                    let (ge, er): (&[F], &[F]) = if retro.is_some() {
+                        (&work.ge[row.clone()], &e_old[row.clone()])
+                    } else {
+                        (&[], &[])
+                    };
+                    modulated_sends(
+                        rule,
+                        retro,
+                        (g_raw.as_chunks_mut::<L>().0, &mut g_m),
+                        (
+                            work.gh[row.clone()].as_chunks::<L>().0,
+                            ge.as_chunks::<L>().0,
+                        ),
+                        (h_old[row].as_chunks::<L>().0, er.as_chunks::<L>().0),
+                        y.as_chunks::<L>().0,
+                        xk,
+                        &m,
+                        gamma,
+                    );
+                }
+                // Through M = tanh(Σ_j y_j·w_Mj + b_M).
+                for l in 0..L {
+                    g_m[l] = g_m[l] * (F::one() - m[l] * m[l]);
+                    acc.b_m[l] = acc.b_m[l] + g_m[l];
+                }
+                for (j, &wj) in w_m.iter().enumerate() {
+                    let yj = *lanes::<F, L>(y, j);
+                    let gw = lanes_mut::<F, L>(&mut acc.w_m, j);
+                    let gy = lanes_mut::<F, L>(g_raw, j);
+                    for l in 0..L {
+                        gw[l] = gw[l] + g_m[l] * yj[l];
+                        gy[l] = gy[l] + g_m[l] * wj;
+                    }
+                }
+            }
+            for (g, &yj) in g_raw.iter_mut().zip(y) {
+                *g = *g * (F::one() - yj * yj);
+            }
+            for (gb, &g) in acc.b.iter_mut().zip(g_raw.iter()) {
+                *gb = *gb + g;
+            }
+            for (k, xk) in x.as_chunks::<L>().0.iter().enumerate() {
+                let row = k * n_out * L..(k + 1) * n_out * L;
+                let (g, h) = (
+                    g_raw.as_chunks::<L>().0,
+                    h_old[row.clone()].as_chunks::<L>().0,
+                );
+                if xk.iter().any(|v| *v != F::zero()) {
+                    param_row(
+                        acc.w[row.clone()].as_chunks_mut::<L>().0,
+                        acc.alpha[row.clone()].as_chunks_mut::<L>().0,
+                        g,
+                        h,
+                        xk,
+                    );
+                }
+                if t > 0 {
+                    let (ge, er): (&mut [F], &[F]) = if retro.is_some() {
+                        (&mut work.ge[row.clone()], &e_old[row.clone()])
+                    } else {
+                        (&mut [], &[])
+                    };
+                    modulated_trace_grads(
+                        rule,
+                        retro,
+                        (
+                            work.gh[row].as_chunks_mut::<L>().0,
+                            ge.as_chunks_mut::<L>().0,
+                        ),
+                        (h, er.as_chunks::<L>().0),
+                        (y.as_chunks::<L>().0, g),
+                        (&p.alpha[k * n_out..(k + 1) * n_out], xk),
+                        &m,
+                        gamma,
+                    );
+                }
+            }
+            continue;
+        }
         if t + 1 < steps {
             for (xk, (gh, h)) in x.as_chunks::<L>().0.iter().zip(
                 work.gh
@@ -613,6 +919,8 @@ pub fn evaluate<F: Real>(params: &Params, batch: &EpisodeBatch) -> (Measures, Gr
         w: widen(&acc.w),
         alpha: widen(&acc.alpha),
         b: widen(&acc.b),
+        w_m: p.modulator.is_some().then(|| widen(&acc.w_m)),
+        b_m: p.modulator.is_some().then(|| widen(&acc.b_m)),
         readout_v: readout.then(|| widen(&acc.v)),
         readout_c: readout.then(|| widen(&acc.c)),
     };

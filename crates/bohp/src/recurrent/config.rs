@@ -9,17 +9,14 @@ use super::images;
 use super::model::{LstmNet, PlasticRnnConfig};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
 use crate::config::{
-    Engine, LrSchedule, Plasticity, check_rule, check_schedule, parse_toml, rule_spec,
+    Engine, LrSchedule, Plasticity, check_modulation, check_rule, check_schedule, is_unmodulated,
+    parse_toml, rule_spec,
 };
 use crate::device::{Backend, Precision};
 use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
 use crate::memory::Estimate;
 use crate::rules::{Modulation, Rule};
-
-fn is_none(m: &Modulation) -> bool {
-    *m == Modulation::None
-}
 
 /// A recurrent run: task, model, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +123,7 @@ pub struct RecurrentModelConfig {
     /// this network): `none` (the default), `simple` (`M(t)` is the rule's rate) or
     /// `retroactive` (`M(t)` moves an eligibility trace into `H`; needs `rule = "clipped"`, the
     /// bound of `H`).
-    #[serde(default, skip_serializing_if = "is_none")]
+    #[serde(default, skip_serializing_if = "is_unmodulated")]
     pub modulation: Modulation,
     /// Standard deviation of the initial `W` and `α`.
     #[serde(default = "default_init_std")]
@@ -589,23 +586,15 @@ impl RecurrentConfig {
             ));
         }
         check_rule(&bad, m.rule, m.clip)?;
-        if m.modulation != Modulation::None {
-            let given = format!("\"{}\"", m.modulation.name());
-            if m.plasticity == Plasticity::None || m.kind == RecurrentModelKind::Lstm {
-                return Err(bad(
-                    "model.modulation",
-                    given,
-                    "\"none\" without a plastic network (plasticity = \"none\" or kind = \"lstm\" has no trace to modulate)",
-                ));
-            }
-            if m.modulation == Modulation::Retroactive && m.rule != Rule::Clipped {
-                return Err(bad(
-                    "model.rule",
-                    format!("\"{}\"", m.rule.name()),
-                    "\"clipped\" with model.modulation = \"retroactive\" (its H is clipped, model.clip the bound; its eligibility trace decays as Hebb's)",
-                ));
-            }
-        }
+        check_modulation(
+            &bad,
+            m.modulation,
+            m.rule,
+            (
+                m.plasticity != Plasticity::None && m.kind != RecurrentModelKind::Lstm,
+                "plasticity = \"none\" or kind = \"lstm\"",
+            ),
+        )?;
         if m.plasticity == Plasticity::Nonnegative {
             return Err(bad(
                 "model.plasticity",
