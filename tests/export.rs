@@ -177,46 +177,75 @@ fn check_run(run: &Path, family: &str, expected: &[(&str, &[usize])]) -> Tensors
 fn every_family_exports_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     // Single layer: the exported values are the run's final parameters.
-    let run = dir.path().join("one-shot");
-    let o = run_bohp(&[
-        "train",
-        shipped_config_path("one-shot").to_str().unwrap(),
-        "--episodes",
-        "20",
-        "--out",
-        run.to_str().unwrap(),
-        "-q",
-    ]);
-    crate::common::assert_success(&o);
-    let js = check_run(
-        &run,
-        "single-layer",
-        &[
-            ("plastic.w", &[10, 2]),
-            ("plastic.alpha", &[10, 2]),
-            ("plastic.b", &[2]),
-            ("readout.v", &[2, 2]),
-            ("readout.c", &[2]),
-        ],
-    );
-    for (name, values) in final_parameters(&run) {
-        let exported = &js[&format!(
-            "{}{name}",
-            if name.starts_with("readout") {
-                ""
-            } else {
-                "plastic."
-            }
-        )]
-            .1;
-        assert!(
-            exported.len() == values.len()
-                && exported
-                    .iter()
-                    .zip(&values)
-                    .all(|(a, b)| (a - b).abs() < 1e-12),
-            "{name}"
-        );
+    let layer = |n_out: usize| {
+        vec![
+            ("plastic.w", vec![10, n_out]),
+            ("plastic.alpha", vec![10, n_out]),
+            ("plastic.b", vec![n_out]),
+        ]
+    };
+    let readout = |n_out: usize| vec![("readout.v", vec![n_out, 2]), ("readout.c", vec![2])];
+    let modulated = [
+        layer(4),
+        vec![("plastic.w_m", vec![4, 1]), ("plastic.b_m", vec![1])],
+        readout(4),
+    ]
+    .concat();
+    for (config, expected) in [
+        ("one-shot", [layer(2), readout(2)].concat()),
+        ("reversal-nonnegative-modulated", modulated),
+    ] {
+        let run = dir.path().join(config);
+        let o = run_bohp(&[
+            "train",
+            shipped_config_path(config).to_str().unwrap(),
+            "--episodes",
+            "20",
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ]);
+        crate::common::assert_success(&o);
+        let expected: Vec<(&str, &[usize])> =
+            expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        let js = check_run(&run, "single-layer", &expected);
+        if config != "one-shot" {
+            // `bohp inspect` reports the modulator: the exported w_M, and M(t) at every step.
+            let o = run_bohp(&["inspect", run.to_str().unwrap(), "--json"]);
+            crate::common::assert_success(&o);
+            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+            let m = &s["modulator"];
+            assert_eq!(m["kind"], "simple", "{s}");
+            assert_eq!(m["mean_by_step"].as_array().unwrap().len(), 20, "{s}");
+            let w_m: Vec<f64> = m["w_m"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(w_m, js["plastic.w_m"].1, "{s}");
+            let negative = m["negative_fraction"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&negative), "{s}");
+        }
+        for (name, values) in final_parameters(&run) {
+            let exported = &js[&format!(
+                "{}{name}",
+                if name.starts_with("readout") {
+                    ""
+                } else {
+                    "plastic."
+                }
+            )]
+                .1;
+            assert!(
+                exported.len() == values.len()
+                    && exported
+                        .iter()
+                        .zip(&values)
+                        .all(|(a, b)| (a - b).abs() < 1e-12),
+                "{name}"
+            );
+        }
     }
     // Recurrent, plastic and LSTM.
     for (config, family, expected) in [
@@ -307,6 +336,7 @@ fn every_family_exports_in_every_format() {
     let o = run_bohp(&["export", dir.path().join("nothing").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing"));
+    let run = dir.path().join("one-shot");
     let o = run_bohp(&["export", run.to_str().unwrap(), "--format", "onnx"]);
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);

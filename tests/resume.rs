@@ -128,7 +128,8 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
 
 /// The host engines (analytic, and the fused one whose model is rebuilt from the host values
 /// only when read) keep their parameters and Adam on the host; a checkpoint carries that
-/// state, and a resumed f32 run continues exactly like the uninterrupted one.
+/// state, and a resumed f32 run continues exactly like the uninterrupted one, with and without
+/// a modulator.
 #[test]
 fn the_host_engines_resume_exactly() {
     use bohp::config::Engine;
@@ -145,13 +146,26 @@ fn the_host_engines_resume_exactly() {
             Box::new(bohp::engines::layer_fused::LayerFused)
         }),
     ];
-    for (kind, engine) in engines {
+    use bohp::rules::{Modulation, Rule};
+    for ((engine_kind, engine), modulation) in engines.into_iter().flat_map(|e| {
+        [
+            Modulation::None,
+            Modulation::Simple,
+            Modulation::Retroactive,
+        ]
+        .map(|m| (e, m))
+    }) {
+        let kind = format!("{engine_kind}, modulation {modulation}");
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(&dir.path().join("run")).unwrap();
         let mut config =
             crate::common::budget_config("reversal", 30, 0, Backend::Flex, Precision::F32);
         config.train.batch = 9;
-        config.train.engine = kind;
+        config.train.engine = engine_kind;
+        config.model.modulation = modulation;
+        if modulation == Modulation::Retroactive {
+            config.model.rule = Rule::Clipped;
+        }
         let mut a = Trainer::new(config.clone(), engine()).unwrap();
         let mut metrics = run.metrics_writer(0).unwrap();
         for _ in 0..12 {

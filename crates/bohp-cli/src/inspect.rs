@@ -66,6 +66,62 @@ pub struct Structure {
     pub pattern: Option<Strength>,
     /// Labelled tasks: all label-bit connections.
     pub label: Option<Strength>,
+    /// A modulated layer's `M(t)` over the same episodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modulator: Option<ModulatorUse>,
+}
+
+/// What a modulated layer's `M(t) = tanh(y(t)·w_M + b_M)` did over fresh episodes: the sign
+/// of the rate, whether it switches from Hebbian to anti-Hebbian, is the question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModulatorUse {
+    /// `simple` or `retroactive`.
+    pub kind: String,
+    /// The learned `w_M`, `[n_out]`.
+    pub w_m: Vec<f64>,
+    /// The learned `b_M`.
+    pub b_m: f64,
+    /// Mean `M(t)` over the episodes at each step, `[steps]`.
+    pub mean_by_step: Vec<f64>,
+    /// Fraction of (episode, step) pairs with `M(t) < 0`.
+    pub negative_fraction: f64,
+}
+
+/// `M(t)` of a modulated `model` over `episodes` fresh episodes of its task (`None` without a
+/// modulator).
+fn modulator_use(
+    model: &PlasticNet,
+    config: &RunConfig,
+    episodes: usize,
+    device: &burn::tensor::Device,
+) -> Option<ModulatorUse> {
+    let layer = &model.plastic;
+    let (w_m, b_m) = (layer.w_m.as_ref()?, layer.b_m.as_ref()?);
+    let task = config.task();
+    let batch = task.generate(config.seed, Stream::Eval, 0, episodes);
+    let (ys, _) = layer.unroll(batch.input_tensor(device));
+    let host = |t: burn::tensor::Tensor<2>| -> Vec<f64> {
+        t.into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .expect("float tensor")
+    };
+    let by_step: Vec<Vec<f64>> = ys
+        .into_iter()
+        .map(|y| host((y.matmul(w_m.val()) + b_m.val().unsqueeze::<2>()).tanh()))
+        .collect();
+    let count = (by_step.len() * episodes).max(1) as f64;
+    let negative = by_step.iter().flatten().filter(|m| **m < 0.0).count() as f64;
+    Some(ModulatorUse {
+        kind: layer.modulation.name().to_string(),
+        w_m: host(w_m.val()),
+        b_m: host(b_m.val().unsqueeze::<2>())[0],
+        mean_by_step: by_step
+            .iter()
+            .map(|m| m.iter().sum::<f64>() / m.len().max(1) as f64)
+            .collect(),
+        negative_fraction: negative / count,
+    })
 }
 
 fn strength(cells: &[(f64, f64, f64)]) -> Strength {
@@ -146,6 +202,7 @@ pub fn structure(
         hidden: Vec::new(),
         pattern: None,
         label: None,
+        modulator: modulator_use(model, config, episodes, device),
     };
     if task.kind == TaskKind::Completion {
         let own: Vec<_> = (0..n_in).map(|k| cell(k, k)).collect();
@@ -205,6 +262,15 @@ impl Structure {
         if let (Some(p), Some(l)) = (&self.pattern, &self.label) {
             out += &line("all pattern bits", p);
             out += &line("all label bits", l);
+        }
+        if let Some(m) = &self.modulator {
+            let steps: Vec<String> = m.mean_by_step.iter().map(|v| format!("{v:.2}")).collect();
+            out += &format!(
+                "  modulator ({}): M(t) < 0 in {:.0}% of steps; mean M(t) by step [{}]\n",
+                m.kind,
+                100.0 * m.negative_fraction,
+                steps.join(", ")
+            );
         }
         out
     }

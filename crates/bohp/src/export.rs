@@ -2,7 +2,8 @@
 //! safetensors|npz|json`, for every model family.
 //!
 //! Every format holds the same tensors, named by their path in the burn module and shaped as
-//! there: single layer `plastic.w`, `plastic.alpha` (`[n_in, n_out]`), `plastic.b`, and for the
+//! there: single layer `plastic.w`, `plastic.alpha` (`[n_in, n_out]`), `plastic.b`, with a
+//! modulator `plastic.w_m` (`[n_out, 1]`), `plastic.b_m` (`[1]`), and for the
 //! labelled tasks `readout.v`, `readout.c`; recurrent network `w`, `alpha` (`[N, N]` or
 //! `[1, 1]`), `eta` (`[1]`); the LSTM baseline burn's LSTM and `readout` names.
 //!
