@@ -123,6 +123,29 @@ fn read_json(path: &Path) -> (Value, Tensors) {
     (v, tensors)
 }
 
+/// Trains the shipped `config` for `episodes` updates into `run`, then [`check_run`]s it.
+fn train_and_check(
+    config: &str,
+    episodes: usize,
+    run: &Path,
+    family: &str,
+    expected: &[(&str, Vec<usize>)],
+) -> Tensors {
+    let o = run_bohp(&[
+        "train",
+        shipped_config_path(config).to_str().unwrap(),
+        "--episodes",
+        &episodes.to_string(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    crate::common::assert_success(&o);
+    let expected: Vec<(&str, &[usize])> =
+        expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+    check_run(run, family, &expected)
+}
+
 /// The three formats of one run agree with each other (safetensors in the run's f32, the
 /// others in f64) and hold `expected` names and shapes.
 fn check_run(run: &Path, family: &str, expected: &[(&str, &[usize])]) -> Tensors {
@@ -196,19 +219,7 @@ fn every_family_exports_in_every_format() {
         ("reversal-nonnegative-modulated", modulated),
     ] {
         let run = dir.path().join(config);
-        let o = run_bohp(&[
-            "train",
-            shipped_config_path(config).to_str().unwrap(),
-            "--episodes",
-            "20",
-            "--out",
-            run.to_str().unwrap(),
-            "-q",
-        ]);
-        crate::common::assert_success(&o);
-        let expected: Vec<(&str, &[usize])> =
-            expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
-        let js = check_run(&run, "single-layer", &expected);
+        let js = train_and_check(config, 20, &run, "single-layer", &expected);
         if config != "one-shot" {
             // `bohp inspect` reports the modulator: the exported w_M, and M(t) at every step.
             let o = run_bohp(&["inspect", run.to_str().unwrap(), "--json"]);
@@ -276,19 +287,7 @@ fn every_family_exports_in_every_format() {
         ),
     ] {
         let run = dir.path().join(config);
-        let o = run_bohp(&[
-            "train",
-            shipped_config_path(config).to_str().unwrap(),
-            "--episodes",
-            "3",
-            "--out",
-            run.to_str().unwrap(),
-            "-q",
-        ]);
-        crate::common::assert_success(&o);
-        let expected: Vec<(&str, &[usize])> =
-            expected.iter().map(|(n, s)| (*n, s.as_slice())).collect();
-        let tensors = check_run(&run, family, &expected);
+        let tensors = train_and_check(config, 3, &run, family, &expected);
         // `bohp inspect` reads the same trained parameters (recurrent), or says why not (LSTM).
         let o = run_bohp(&["inspect", run.to_str().unwrap(), "--json"]);
         if family == "lstm" {
