@@ -453,10 +453,10 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSu
         if let Some(episodes) = plan.episodes {
             let configured = base.train.episodes;
             base.train.episodes = episodes;
-            if let Some(note) = base.scale_frozen_phase(configured) {
-                if !plan.quiet {
-                    eprintln!("{task}: {note}");
-                }
+            if let Some(note) = base.scale_frozen_phase(configured)
+                && !plan.quiet
+            {
+                eprintln!("{task}: {note}");
             }
             base.validate(&format!(
                 "{} with --episodes {episodes}",

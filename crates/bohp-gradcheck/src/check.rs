@@ -748,7 +748,7 @@ pub fn check_recurrent(
         }
         dump_recurrent(
             producer(&report),
-            &task.kind.name().to_string(),
+            task.kind.name(),
             &net,
             &ep1,
             loss,

@@ -183,7 +183,9 @@ pub const NONSMOOTH_FLOOR: f64 = 1e-5;
 /// the check's tolerance (1e-6 relative to `max(|estimate|, scale)`): its error estimate is
 /// above a tenth of it.
 pub fn unresolved(estimate: f64, error: f64, scale: f64) -> bool {
-    !(error <= 1e-7 * estimate.abs().max(scale))
+    // A NaN error or estimate is unresolved too.
+    let bound = 1e-7 * estimate.abs().max(scale);
+    error.is_nan() || bound.is_nan() || error > bound
 }
 
 /// The derivative at `theta` of `loss_at(value)` (which sets the parameter to `value` and

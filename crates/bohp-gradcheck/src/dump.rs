@@ -24,6 +24,9 @@ use crate::check::{Tolerances, recurrent_groups};
 /// names, `w_m` `[n_out, 1]`).
 pub const SCHEMA: &str = "bohp-gradcheck-dump/5";
 
+/// The few-shot layer's traces after each support step, as `(H, eligibility, modulation)` rows.
+pub type FewShotTraces = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>);
+
 /// One method's gradients for a dump: its name, the gradients, and the flat indices checked
 /// per group when only some entries were computed.
 pub type MethodGrads<G> = (String, G, Option<Vec<Vec<usize>>>);
@@ -635,7 +638,7 @@ pub fn dump_fewshot(
     params: &crate::fewshot::LayerParams,
     x: &crate::fewshot::LayerInputs,
     logits: &[f64],
-    traces: &(Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>),
+    traces: &FewShotTraces,
     loss: f64,
     gradients: &[(String, crate::fewshot::LayerParams)],
 ) -> Dump {

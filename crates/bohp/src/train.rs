@@ -641,7 +641,8 @@ mod tests {
         };
         let clipped = |c: &mut RunConfig| c.train.clip_grad_norm = Some(0.1);
         let adam = |_: &mut RunConfig| {};
-        let variants: [(&str, &dyn Fn(&mut RunConfig)); 3] = [
+        type Set<'a> = &'a dyn Fn(&mut RunConfig);
+        let variants: [(&str, Set); 3] = [
             ("adam", &adam),
             ("original", &original),
             ("clipped", &clipped),

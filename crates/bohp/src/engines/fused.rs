@@ -151,6 +151,10 @@ pub fn sqrt_interval(steps: usize) -> usize {
     ((steps as f64).sqrt().ceil() as usize).max(1)
 }
 
+/// One chunk of rows of the merged backward step: each row's results `(index, value)`, the
+/// column sums, its `∂η` and its part of a shared `∂α`.
+type ColumnPart<F> = (Vec<(usize, F)>, Vec<F>, f64, f64);
+
 fn chunk_rows(n: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     n.div_ceil(4 * threads).max(1)
@@ -215,7 +219,7 @@ impl<F: Real> HostRnn<F> {
             assert_eq!(c.len(), ep.steps * bn, "clamp must be [steps][batch][N]");
         }
         assert!(
-            ep.targets.len() % ep.batch == 0 && ep.targets.len() / ep.batch <= n,
+            ep.targets.len().is_multiple_of(ep.batch) && ep.targets.len() / ep.batch <= n,
             "targets must be [batch][<= N]"
         );
     }
@@ -823,7 +827,7 @@ impl<F: Real> HostRnn<F> {
                 .fold(0.0f64, |s, v| s + v.to_f64().expect("finite"));
             (out, cols, ge, gas)
         };
-        let parts: Vec<(Vec<(usize, F)>, Vec<F>, f64, f64)> = if shared {
+        let parts: Vec<ColumnPart<F>> = if shared {
             g.par_chunks_mut(rows * bn)
                 .zip(hprev.par_chunks(rows * bn))
                 .enumerate()

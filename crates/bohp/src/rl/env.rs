@@ -80,6 +80,8 @@ impl EnvShape {
 }
 
 /// One episode's state.
+// A batch holds one per episode, of a single kind: the sizes of the others do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum State {
     Bandit {

@@ -470,6 +470,8 @@ pub struct LstmAgent {
 }
 
 /// An agent of any kind.
+// One per run (a module): boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Agent {
     /// The recurrent actor-critic (non-plastic, plastic, neuromodulated).
@@ -479,6 +481,8 @@ pub enum Agent {
 }
 
 /// The recurrent state of a batch of episodes, of either agent.
+// One per batch of episodes: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AgentState {
     /// The actor-critic's.

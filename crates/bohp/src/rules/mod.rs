@@ -672,7 +672,7 @@ mod tests {
         }
         check(Hebb);
         check(Oja);
-        assert!(!Clipped::INVERTIBLE, "a clip loses the old value");
+        const { assert!(!Clipped::INVERTIBLE, "a clip loses the old value") };
     }
 
     /// Where the merged fused backward applies, the post partial computed from the new trace
@@ -696,10 +696,12 @@ mod tests {
         }
         check(Hebb);
         check(Clipped { bound: 1.0 });
-        assert!(
-            Hebb::POST_PARTIAL_FROM_NEW
-                && Clipped::POST_PARTIAL_FROM_NEW
-                && !Oja::POST_PARTIAL_FROM_NEW
-        );
+        const {
+            assert!(
+                Hebb::POST_PARTIAL_FROM_NEW
+                    && Clipped::POST_PARTIAL_FROM_NEW
+                    && !Oja::POST_PARTIAL_FROM_NEW
+            )
+        };
     }
 }
