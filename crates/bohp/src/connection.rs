@@ -23,9 +23,7 @@
 //! better than a mean squared error of 0.5 (the mean of the two answers); this one goes below:
 //!
 //! ```
-//! use bohp::connection::PlasticConnection;
-//! use bohp::device::{Backend, Precision, init_device};
-//! use bohp::rules::{Rate, Rule, RuleSpec};
+//! use bohp::prelude::*;
 //! use burn::module::{Module, Param};
 //! use burn::nn::{Linear, LinearConfig};
 //! use burn::optim::{AdamConfig, GradientsParams};

@@ -5,8 +5,10 @@
 //! plasticity coefficient `α`, and both are learned (Miconi 2016).
 //!
 //! ## Crate map
-//! - [`rules`]: the plasticity rules (decaying Hebb, Oja, clipped Hebb), each defined once: its
-//!   update on tensors, and on the host its forward, reverse-mode and forward-mode steps.
+//! - [`prelude`]: what a model of your own needs, in one `use bohp::prelude::*`.
+//! - [`rules`]: the plasticity rules (decaying Hebb, Oja, clipped Hebb, a modulated rate,
+//!   retroactive neuromodulation), each defined once: its update on tensors, and on the host
+//!   its forward, reverse-mode and forward-mode steps.
 //! - [`connection`]: one plastic connection (`w + α ⊙ H` and its trace), shared by both
 //!   families.
 //! - [`layer`]: [`layer::PlasticLayer`], the plastic layer (Eq. 1-2), with its trace as state.
@@ -50,3 +52,16 @@ pub mod tasks;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The types for building plastic networks of your own (see [`connection`] for an example):
+/// the plastic connection, the rules and their rates, the library's plastic layer and
+/// recurrent network, and device selection (`bohp::Result` and `bohp::Error` stay outside).
+pub mod prelude {
+    pub use crate::connection::PlasticConnection;
+    pub use crate::device::{Backend, Precision, init_device};
+    pub use crate::layer::{HebbTrace, PlasticLayer, PlasticLayerConfig};
+    pub use crate::network::{PlasticNet, PlasticNetConfig};
+    pub use crate::recurrent::model::{PlasticRnn, PlasticRnnConfig};
+    pub use crate::rules::{Modulation, Rate, Retroactive, Rule, RuleKernel, RuleSpec};
+    // Not `Result`: it would shadow the standard one in the user's module.
+}
