@@ -647,34 +647,13 @@ fn the_rule_family_matrix_in_the_docs_is_measured() {
 /// retroactive rule from the dumped parameters and outputs.
 #[test]
 fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() {
-    use serde_json::Value;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("retro.toml");
-    std::fs::write(
-        &config,
+    let d = checked_modulated_dump(
         "seed = 4\n[task]\nkind = \"memorisation\"\nsize = 6\nitems = 2\n\
          [model]\nrule = \"clipped\"\nclip = 0.5\nmodulation = \"retroactive\"\ninit_std = 0.3\ninit_eta = 0.3\n\
          [train]\nengine = \"autodiff\"\nepisodes = 1\nlearning_rate = 0.001\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let file = dir.path().join("dump.json");
-    let stdout = crate::common::gradcheck_passes_with_dump(config, 2, &file);
-    assert!(
-        stdout.contains("autodiff vs rtrl") && stdout.contains("fused vs rtrl"),
-        "{stdout}"
+        ["autodiff vs rtrl", "fused vs rtrl"],
+        "eligibility-first",
     );
-    crate::common::assert_gradcheck_catches(config, "eligibility-first");
-
-    let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
-    let nums = |v: &Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
     let n = 6;
     let p = &d["parameters"];
     let (w_m, b_m, eta) = (
@@ -721,34 +700,13 @@ fn gradcheck_cli_checks_a_modulated_recurrent_network_and_its_dump_recomputes() 
 /// parameters alone.
 #[test]
 fn gradcheck_cli_checks_a_modulated_single_layer_and_its_dump_recomputes() {
-    use serde_json::Value;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("retro.toml");
-    std::fs::write(
-        &config,
+    let d = checked_modulated_dump(
         "seed = 2\n[task]\nkind = \"one-shot\"\n\
          [model]\ngamma = 0.3\nrule = \"clipped\"\nclip = 0.05\nmodulation = \"retroactive\"\n\
          [train]\nepisodes = 1\nlearning_rate = 0.01\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let file = dir.path().join("dump.json");
-    let stdout = crate::common::gradcheck_passes_with_dump(config, 2, &file);
-    assert!(
-        stdout.contains("autodiff vs analytic") && stdout.contains("fused vs analytic"),
-        "{stdout}"
+        ["autodiff vs analytic", "fused vs analytic"],
+        "eligibility-first",
     );
-    crate::common::assert_gradcheck_catches(config, "eligibility-first");
-
-    let d: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
-    let nums = |v: &Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
     let (steps, n_in) = (20, 10);
     let n_out = d["outputs"]["shape"][1].as_u64().unwrap() as usize;
     assert_eq!(d["modulation"]["kind"], "retroactive");
@@ -789,4 +747,29 @@ fn gradcheck_cli_checks_a_modulated_single_layer_and_its_dump_recomputes() {
         }
     }
     assert!(saturated > 0, "no trace reached the clip");
+}
+
+/// Writes `text` as a config, checks it from the command line with a dump (the comparisons
+/// `methods` must appear), requires `fault` to fail it, and returns the dump.
+fn checked_modulated_dump(text: &str, methods: [&str; 2], fault: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("retro.toml");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+    let file = dir.path().join("dump.json");
+    let stdout = crate::common::gradcheck_passes_with_dump(config, 2, &file);
+    assert!(methods.iter().all(|m| stdout.contains(m)), "{stdout}");
+    crate::common::assert_gradcheck_catches(config, fault);
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(d["schema"], "bohp-gradcheck-dump/5");
+    d
+}
+
+/// The numbers of a JSON array.
+fn nums(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
