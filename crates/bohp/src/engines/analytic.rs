@@ -568,13 +568,13 @@ fn run_modulated<R: RuleKernel, T: TwoTraceKernel>(
                 };
                 for kj in 0..size {
                     let syj = &sy[(kj % n_out) * np..(kj % n_out + 1) * np];
-                    let old = sh[kj * np..(kj + 1) * np].to_vec();
-                    let new = &mut sh[kj * np..(kj + 1) * np];
+                    // Each tangent entry reads only its own old value: updated in place.
+                    let row = &mut sh[kj * np..(kj + 1) * np];
                     if retroactive {
                         let l = &locals2[kj];
                         let e_row = &mut se[kj * np..(kj + 1) * np];
                         for q in 0..np {
-                            new[q] = l.dh_h * old[q]
+                            row[q] = l.dh_h * row[q]
                                 + l.dh_e * e_row[q]
                                 + l.dh_m * s_rate[q]
                                 + l.dh_post * syj[q];
@@ -583,7 +583,7 @@ fn run_modulated<R: RuleKernel, T: TwoTraceKernel>(
                     } else {
                         let l = &locals[kj];
                         for q in 0..np {
-                            new[q] = jvp(l, old[q], 0.0, syj[q], s_rate[q]);
+                            row[q] = jvp(l, row[q], 0.0, syj[q], s_rate[q]);
                         }
                     }
                 }
