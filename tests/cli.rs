@@ -668,11 +668,11 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
     assert!(!run.join("model.bpk").exists());
 }
 
-/// Every shipped config (`configs/` and its subdirectories) parses and validates with its
-/// family's loader, and the scaling sweep's configs differ from `memorisation.toml` only in N.
+/// Every shipped config (`configs/` and its subdirectories) goes through the registry to a
+/// family whose loader parses and validates it (every family has one), and the scaling sweep's configs differ from `memorisation.toml` only in N.
 #[test]
 fn every_shipped_config_loads() {
-    use bohp::recurrent::config::{Family, family};
+    let registry = bohp::family::Registry::builtin();
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -686,19 +686,17 @@ fn every_shipped_config_loads() {
     let mut paths = Vec::new();
     walk(&crate::common::repo_root().join("configs"), &mut paths);
     assert!(paths.len() >= 20, "{paths:?}");
+    let mut families = std::collections::BTreeSet::new();
     for path in &paths {
         let text = std::fs::read_to_string(path).unwrap();
-        let loaded = match family(&text) {
-            Some(Family::SingleLayer) => bohp::config::RunConfig::load(path).map(|_| ()),
-            Some(Family::Recurrent) => {
-                bohp::recurrent::config::RecurrentConfig::load(path).map(|_| ())
-            }
-            Some(Family::Reinforcement) => bohp::rl::config::RlConfig::load(path).map(|_| ()),
-            Some(Family::FewShot) => bohp::omniglot::config::OmniglotConfig::load(path).map(|_| ()),
-            None => panic!("{}: no known task.kind", path.display()),
-        };
+        let family = registry
+            .of_text(&text)
+            .unwrap_or_else(|| panic!("{}: no family owns its task.kind", path.display()));
+        let loaded = family.check(path);
         assert!(loaded.is_ok(), "{}: {:?}", path.display(), loaded.err());
+        families.insert(family.name());
     }
+    assert_eq!(families.len(), 4, "{families:?}");
     let base = bohp::recurrent::config::RecurrentConfig::load(&shipped_config_path("memorisation"))
         .unwrap();
     for n in [250, 500, 1000, 2000, 4096] {

@@ -331,24 +331,3 @@ pub(crate) struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
 }
-
-impl TrainArgs {
-    /// Applies `--episodes` and `--seed` (keys every config kind has) and returns the flags
-    /// given, for error messages.
-    pub(crate) fn override_schedule(
-        &self,
-        episodes: &mut usize,
-        seed: &mut u64,
-    ) -> Vec<&'static str> {
-        let mut flags = Vec::new();
-        if let Some(e) = self.episodes {
-            *episodes = e;
-            flags.push("--episodes");
-        }
-        if let Some(s) = self.seed {
-            *seed = s;
-            flags.push("--seed");
-        }
-        flags
-    }
-}

@@ -73,8 +73,7 @@ impl BenchEngine {
 
 /// Whether workload `name` in `configs` is a recurrent task.
 pub fn is_recurrent_workload(configs: &Path, name: &str) -> bool {
-    std::fs::read_to_string(configs.join(format!("{name}.toml")))
-        .is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
+    crate::commands::is_family(&configs.join(format!("{name}.toml")), "recurrent")
 }
 
 /// Recurrent workloads are long per update: their cells run at most 2 warm-up updates and 3
@@ -116,10 +115,7 @@ pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Resul
 /// Whether workload `name` in `configs` is a reinforcement-learning task (`bandit`, `cue`,
 /// `maze`).
 pub fn is_rl_workload(configs: &Path, name: &str) -> bool {
-    std::fs::read_to_string(configs.join(format!("{name}.toml"))).is_ok_and(|text| {
-        bohp::recurrent::config::family(&text)
-            == Some(bohp::recurrent::config::Family::Reinforcement)
-    })
+    crate::commands::is_family(&configs.join(format!("{name}.toml")), "reinforcement")
 }
 
 /// Measures one reinforcement-learning cell in this process: whole A2C updates (the rollout in
@@ -153,9 +149,7 @@ pub fn run_rl_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellR
 
 /// Whether workload `name` in `configs` is a few-shot task (`omniglot`).
 pub fn is_few_shot_workload(configs: &Path, name: &str) -> bool {
-    std::fs::read_to_string(configs.join(format!("{name}.toml"))).is_ok_and(|text| {
-        bohp::recurrent::config::family(&text) == Some(bohp::recurrent::config::Family::FewShot)
-    })
+    crate::commands::is_family(&configs.join(format!("{name}.toml")), "few-shot")
 }
 
 /// Measures one few-shot cell in this process: whole updates (episode sampling, the batched

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use bohp::recurrent::images::SIDE;
-use bohp::recurrent::train::{RecurrentSummary, RecurrentTrainer};
+use bohp::recurrent::train::RecurrentTrainer;
 use bohp::rng::Stream;
 use plotters::prelude::*;
 
@@ -87,29 +87,4 @@ pub fn reconstruction_figure(
     }
     root.present().map_err(|e| fail(e.to_string()))?;
     Ok(())
-}
-
-/// The summary as printed at the end of a run.
-pub fn summary_text(s: &RecurrentSummary) -> String {
-    let unit = match s.blank_error {
-        Some(blank) => format!("per-pixel MSE on the erased half; a blank half scores {blank:.4}"),
-        None => "wrong bits among the erased half".to_string(),
-    };
-    format!(
-        "{} {} ({} engine, {} units, {} params): {} updates; held-out error {:.4} ({unit}), loss {:.3}; \
-         last-10% training error {:.4}; eta {:.4}; {:.3} s/episode; peak memory {} MiB",
-        s.task,
-        s.model,
-        s.engine,
-        s.units,
-        s.params,
-        s.episodes,
-        s.eval_error,
-        s.eval_loss,
-        s.final_train_error,
-        s.eta,
-        s.seconds_per_episode,
-        s.peak_rss_mib
-            .map_or("?".to_string(), |m| format!("{m:.0}")),
-    )
 }

@@ -174,7 +174,7 @@ impl Observer<MetricsRow> for Shared<'_> {
 }
 
 fn engine(config: &RunConfig) -> Box<dyn GradientEngine> {
-    crate::commands::engine(config.train.engine)
+    bohp::train::gradient_engine(config.train.engine)
 }
 
 /// Loads `<configs>/<task>.toml`.

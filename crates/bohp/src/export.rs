@@ -18,17 +18,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::ModuleSnapshot;
 use serde::Serialize;
 
 use crate::config::RunConfig;
-use crate::device::{Backend, init_device};
 use crate::error::{Error, Result};
+use crate::family::Trained;
 use crate::network::PlasticNet;
-use crate::recurrent::config::{RecurrentConfig, RecurrentModelKind, is_recurrent};
+use crate::recurrent::config::RecurrentConfig;
 use crate::recurrent::model::{LstmNet, PlasticRnn};
-use crate::run::{RunDir, load_record};
-use crate::train::init_model;
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +51,8 @@ impl ExportFormat {
     }
 }
 
-/// A trained model of any family, loaded from a run directory.
+/// A trained model of one of the library's families, loaded from a run directory, typed (for
+/// code that inspects it; export goes through [`crate::family::Registry`]).
 #[derive(Debug)]
 pub enum TrainedModel {
     /// The 2016 single layer (with its readout for the labelled tasks).
@@ -83,71 +82,42 @@ pub struct NamedTensor {
 }
 
 /// Loads the final model of the run in `dir` (its `model.bpk`) on the CPU, in the run's
-/// precision.
+/// precision, as its family's typed model.
 pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
-    let run = RunDir::open(dir)?;
-    let path = run.model_path();
-    if !path.is_file() {
-        return Err(Error::artifact(
-            &path,
-            "no final model: the run has not finished (resume it first)",
-        ));
-    }
-    let config_path = run.config_path();
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| Error::io(&config_path, "cannot read", e))?;
-    if crate::recurrent::config::family(&text) == Some(crate::recurrent::config::Family::FewShot) {
-        let config = crate::omniglot::config::OmniglotConfig::load(&config_path)?;
-        let device = init_device(Backend::Flex, config.dtype)?;
-        let m = &config.model;
-        let template = crate::omniglot::model::FewShotNet::new(m, config.seed, &device);
-        return Ok(TrainedModel::FewShot(
-            load_record(template, &path, None)?,
-            config,
-        ));
-    }
-    if crate::recurrent::config::family(&text)
-        == Some(crate::recurrent::config::Family::Reinforcement)
-    {
-        let config = crate::rl::config::RlConfig::load(&config_path)?;
-        let device = init_device(Backend::Flex, config.dtype)?;
-        let template = config.network().init_agent(config.seed, &device);
-        return Ok(TrainedModel::ActorCritic(
-            load_record(template, &path, None)?,
-            config,
-        ));
-    }
-    if is_recurrent(&text) {
-        let config = RecurrentConfig::load(&config_path)?;
-        let device = init_device(Backend::Flex, config.dtype)?;
-        match config.model.kind {
-            RecurrentModelKind::Plastic => {
-                let rnn = config.plastic_rnn();
-                let template = rnn.from_values(&rnn.init_values(config.seed), &device);
-                Ok(TrainedModel::Recurrent(
-                    load_record(template, &path, None)?,
-                    config,
-                ))
-            }
-            RecurrentModelKind::Lstm => {
-                let template = LstmNet::new(config.size(), config.lstm_hidden(), &device);
-                Ok(TrainedModel::Lstm(
-                    load_record(template, &path, None)?,
-                    config,
-                ))
+    use crate::family::{Family, session::finished};
+    use crate::omniglot::family::FewShot;
+    use crate::recurrent::family::{Recurrent, TrainedRecurrent};
+    use crate::rl::family::Reinforcement;
+    use crate::single::SingleLayer;
+    let family = crate::family::Registry::builtin().of_run(dir).name();
+    Ok(match family {
+        FewShot::NAME => {
+            let (run, config) = finished::<FewShot>(dir)?;
+            let (net, config) = crate::omniglot::family::load_trained(&run, config)?;
+            TrainedModel::FewShot(net, config)
+        }
+        Reinforcement::NAME => {
+            let (run, config) = finished::<Reinforcement>(dir)?;
+            let (agent, config) = crate::rl::family::load_trained(&run, config)?;
+            TrainedModel::ActorCritic(agent, config)
+        }
+        Recurrent::NAME => {
+            let (run, config) = finished::<Recurrent>(dir)?;
+            match crate::recurrent::family::load_trained(&run, config)? {
+                TrainedRecurrent::Plastic(m, c) => TrainedModel::Recurrent(m, c),
+                TrainedRecurrent::Lstm(m, c) => TrainedModel::Lstm(m, c),
             }
         }
-    } else {
-        let config = run.read_config()?;
-        let device = init_device(Backend::Flex, config.dtype)?;
-        Ok(TrainedModel::Single(
-            load_record(init_model(&config, &device), &path, None)?,
-            config,
-        ))
-    }
+        _ => {
+            let (run, config) = finished::<SingleLayer>(dir)?;
+            let (net, config) = crate::single::family::load_trained(&run, config)?;
+            TrainedModel::Single(net, config)
+        }
+    })
 }
 
-fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
+/// The float tensors of `model`, named by their module paths, as f64 values.
+pub(crate) fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
     model
         .collect(None, None, true)
         .iter()
@@ -179,29 +149,6 @@ impl TrainedModel {
             TrainedModel::FewShot(..) => "few-shot",
         }
     }
-
-    /// The trained tensors, named by their module paths.
-    pub fn tensors(&self) -> Result<Vec<NamedTensor>> {
-        match self {
-            TrainedModel::Single(m, _) => tensors_of(m),
-            TrainedModel::Recurrent(m, _) => tensors_of(m),
-            TrainedModel::Lstm(m, _) => tensors_of(m),
-            TrainedModel::ActorCritic(m, _) => tensors_of(m),
-            TrainedModel::FewShot(m, _) => tensors_of(m),
-        }
-    }
-
-    fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let mut store = SafetensorsStore::from_file(path.to_path_buf());
-        let result = match self {
-            TrainedModel::Single(m, _) => m.save_into(&mut store),
-            TrainedModel::Recurrent(m, _) => m.save_into(&mut store),
-            TrainedModel::Lstm(m, _) => m.save_into(&mut store),
-            TrainedModel::ActorCritic(m, _) => m.save_into(&mut store),
-            TrainedModel::FewShot(m, _) => m.save_into(&mut store),
-        };
-        result.map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
-    }
 }
 
 /// The default export file of a run: `<run>/model.<format>`.
@@ -209,19 +156,18 @@ pub fn default_path(dir: &Path, format: ExportFormat) -> PathBuf {
     dir.join(format!("model.{}", format.name()))
 }
 
-/// Writes the trained parameters of the run in `dir` to `out` in `format`. Refuses to replace
-/// an existing file.
+/// Writes the trained parameters of the run in `dir` to `out` in `format`, through the
+/// library's families ([`crate::family::Registry::export`]). Refuses to replace an existing
+/// file.
 pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
-    if out.exists() {
-        return Err(Error::artifact(
-            out,
-            "already exists; choose another --out (or remove it)",
-        ));
-    }
-    let model = load_trained(dir)?;
-    let tensors = model.tensors()?;
+    crate::family::Registry::builtin().export(dir, format, out)
+}
+
+/// Writes `model`, trained in the run in `dir`, to `out` in `format`; the number of tensors.
+pub(crate) fn write(model: Trained, dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
+    let tensors = model.module.tensors()?;
     match format {
-        ExportFormat::Safetensors => model.save_safetensors(out)?,
+        ExportFormat::Safetensors => model.module.save_safetensors(out)?,
         ExportFormat::Npz => crate::run::write_atomic(out, &npz(&tensors, out)?)?,
         ExportFormat::Json => {
             let config_path = dir.join("config.toml");
@@ -238,7 +184,7 @@ pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
                 .collect();
             let json = serde_json::json!({
                 "schema": "bohp-export/1",
-                "family": model.family(),
+                "family": model.kind,
                 "config": config,
                 "tensors": tensors,
             });

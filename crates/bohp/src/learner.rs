@@ -137,7 +137,7 @@ pub fn extended<C: RunSchedule>(
 
 macro_rules! run_schedule {
     ($config:ty) => {
-        impl RunSchedule for $config {
+        impl $crate::learner::RunSchedule for $config {
             fn episodes(&self) -> usize {
                 self.train.episodes
             }
@@ -147,17 +147,16 @@ macro_rules! run_schedule {
             fn checkpoint_every(&self) -> usize {
                 self.train.checkpoint_every
             }
-            fn check(&self, source: &str) -> Result<()> {
+            fn check(&self, source: &str) -> $crate::error::Result<()> {
                 self.validate(source)
             }
         }
     };
 }
 
-run_schedule!(crate::config::RunConfig);
-run_schedule!(crate::recurrent::config::RecurrentConfig);
-run_schedule!(crate::rl::config::RlConfig);
-run_schedule!(crate::omniglot::config::OmniglotConfig);
+/// Implements [`RunSchedule`] for a config type whose `train` section has `episodes` and
+/// `checkpoint_every` and which has `validate(source)` (each family's `family.rs` invokes it).
+pub(crate) use run_schedule;
 
 /// One model family's trainer, as [`train`] drives it.
 pub trait Learner {

@@ -22,6 +22,8 @@
 //! - [`engines`]: the host gradient engines that train: the single layer's forward-mode
 //!   recursion ([`engines::analytic`]) and the recurrent network's BPTT ([`engines::fused`]).
 //! - [`run`]: run directories, checkpoints, metrics.
+//! - [`family`]: what a model family is, and the registry every command goes through.
+//! - [`single`]: the single layer registered as a family.
 //! - [`export`]: a trained run's parameters as safetensors, npz or JSON, for every family.
 //! - [`rng`]: seeded, position-addressable random streams.
 //! - [`recurrent`]: fully recurrent plastic networks (2018), their tasks and baselines.
@@ -37,6 +39,7 @@ pub mod device;
 pub mod engines;
 pub mod error;
 pub mod export;
+pub mod family;
 pub mod host_optim;
 pub mod layer;
 pub mod learner;
@@ -48,6 +51,7 @@ pub mod rl;
 pub mod rng;
 pub mod rules;
 pub mod run;
+pub mod single;
 pub mod tasks;
 pub mod train;
 

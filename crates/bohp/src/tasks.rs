@@ -81,6 +81,17 @@ pub struct Measures {
     pub error_code: f64,
 }
 
+impl std::fmt::Display for Measures {
+    /// `loss …, error …, error_code …`, five decimals each.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "loss {:.5}, error {:.5}, error_code {:.5}",
+            self.loss, self.error, self.error_code
+        )
+    }
+}
+
 impl Measures {
     /// Whether all three values are finite.
     pub fn is_finite(&self) -> bool {

@@ -174,6 +174,16 @@ pub struct Trainer {
     stale: bool,
 }
 
+/// The gradient engine `train.engine` names.
+pub fn gradient_engine(engine: crate::config::Engine) -> Box<dyn GradientEngine> {
+    use crate::config::Engine;
+    match engine {
+        Engine::Autodiff => Box::new(Autodiff),
+        Engine::Analytic => Box::new(crate::engines::analytic::Analytic),
+        Engine::Fused => Box::new(crate::engines::layer_fused::LayerFused),
+    }
+}
+
 /// The Adam optimizer of a run.
 pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
     AdamConfig::new()

@@ -7,7 +7,6 @@ use bohp::config::Engine;
 
 use crate::bench::BenchEngine;
 
-use super::*;
 use crate::args::*;
 
 pub(crate) fn timing(args: &TimingArgs) -> Result<crate::bench::Timing> {
@@ -108,7 +107,7 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
             &args.configs,
             &cell,
             &timing(&args.timing)?,
-            engine(match single {
+            bohp::train::gradient_engine(match single {
                 crate::bench::BenchEngine::Autodiff => Engine::Autodiff,
                 crate::bench::BenchEngine::Analytic => Engine::Analytic,
                 crate::bench::BenchEngine::Fused => Engine::Fused,

@@ -11,7 +11,7 @@ pub(crate) fn export_command(args: &ExportArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| bohp::export::default_path(&args.run_dir, args.format));
-    let count = bohp::export::export(&args.run_dir, args.format, &out)?;
+    let count = super::registry().export(&args.run_dir, args.format, &out)?;
     println!(
         "wrote {count} tensors to {} ({})",
         out.display(),

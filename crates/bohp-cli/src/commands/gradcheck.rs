@@ -24,8 +24,8 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
-    let family = family_of_file(&args.config);
-    let config = if family == Some(bohp::recurrent::config::Family::FewShot) {
+    let family = registry().of_file(&args.config).name();
+    let config = if family == "few-shot" {
         let mut config = bohp::omniglot::config::OmniglotConfig::load(&args.config)?;
         if args.steps.is_some() {
             bail!(
@@ -34,7 +34,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
         }
         overrides!(config);
         AnyConfig::FewShot(config)
-    } else if family == Some(bohp::recurrent::config::Family::Reinforcement) {
+    } else if family == "reinforcement" {
         let mut config = bohp::rl::config::RlConfig::load(&args.config)?;
         if args.steps.is_some() {
             bail!(
@@ -43,7 +43,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
         }
         overrides!(config);
         AnyConfig::Rl(config)
-    } else if is_recurrent_file(&args.config) {
+    } else if family == "recurrent" {
         let mut config = bohp::recurrent::config::RecurrentConfig::load(&args.config)?;
         if args.steps.is_some() {
             bail!(

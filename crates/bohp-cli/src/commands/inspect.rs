@@ -20,9 +20,8 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         out.join("weights.png").display(),
         out.join("structure.json").display()
     );
-    if family_of_file(&args.run_dir.join("config.toml"))
-        == Some(bohp::recurrent::config::Family::FewShot)
-    {
+    let config = args.run_dir.join("config.toml");
+    if is_family(&config, "few-shot") {
         let e = crate::fewshot_inspect::inspect_omniglot(&args.run_dir, &out)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&e)?);
@@ -39,9 +38,7 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if family_of_file(&args.run_dir.join("config.toml"))
-        == Some(bohp::recurrent::config::Family::Reinforcement)
-    {
+    if is_family(&config, "reinforcement") {
         let e = crate::rl_inspect::inspect_maze(&args.run_dir, &out)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&e)?);
@@ -58,7 +55,7 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (json, text) = if is_recurrent_file(&args.run_dir.join("config.toml")) {
+    let (json, text) = if is_family(&config, "recurrent") {
         let s = crate::inspect::inspect_recurrent(&args.run_dir, &out)?;
         (serde_json::to_string_pretty(&s)?, s.text())
     } else {

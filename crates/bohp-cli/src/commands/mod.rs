@@ -13,10 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use bohp::config::Engine;
 use bohp::run::RunDir;
-use bohp::tasks::Measures;
-use bohp::train::{Autodiff, GradientEngine};
 
 /// Set by Ctrl-C: training stops after the current episode and writes a checkpoint.
 pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
@@ -63,33 +60,14 @@ pub(crate) fn install_stop_handler() -> Result<()> {
     Ok(())
 }
 
-/// Whether the config file at `path` is a recurrent one (memorisation, images).
-pub(crate) fn is_recurrent_file(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| bohp::recurrent::config::is_recurrent(&text))
+/// The families this program knows: the library's.
+pub(crate) fn registry() -> bohp::family::Registry {
+    bohp::family::Registry::builtin()
 }
 
-/// The family of the config file at `path`, from its typed `task.kind` (`None` when unreadable
-/// or without a valid kind: loading it then names the error).
-pub(crate) fn family_of_file(path: &Path) -> Option<bohp::recurrent::config::Family> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| bohp::recurrent::config::family(&text))
-}
-
-/// The gradient engine named in a config.
-pub(crate) fn engine(engine: Engine) -> Box<dyn GradientEngine> {
-    match engine {
-        Engine::Autodiff => Box::new(Autodiff),
-        Engine::Analytic => Box::new(bohp::engines::analytic::Analytic),
-        Engine::Fused => Box::new(bohp::engines::layer_fused::LayerFused),
-    }
-}
-
-pub(crate) fn format_measures(m: &Measures) -> String {
-    format!(
-        "loss {:.5}, error {:.5}, error_code {:.5}",
-        m.loss, m.error, m.error_code
-    )
+/// Whether the config file at `path` belongs to the family named `name`.
+pub(crate) fn is_family(path: &Path, name: &str) -> bool {
+    registry().is(path, name)
 }
 
 /// The progress bar every command shows: `count` of what it counts (`updates`, `episodes`),

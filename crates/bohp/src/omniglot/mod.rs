@@ -4,6 +4,7 @@
 
 pub mod config;
 mod data;
+pub mod family;
 pub mod model;
 pub mod train;
 

@@ -198,57 +198,6 @@ fn default_checkpoint_every() -> usize {
     100
 }
 
-/// A model family, decided by a config's typed `task.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// `completion`, `one-shot`, `reversal`: the 2016 single layer ([`crate::config::RunConfig`]).
-    SingleLayer,
-    /// `memorisation`, `images`: the 2018 recurrent networks ([`RecurrentConfig`]).
-    Recurrent,
-    /// `bandit`, `cue`, `maze`: actor-critic agents trained by reinforcement
-    /// ([`crate::rl::config::RlConfig`]).
-    Reinforcement,
-    /// `omniglot`: few-shot classification with a plastic convolutional network
-    /// ([`crate::omniglot::config::OmniglotConfig`]).
-    FewShot,
-}
-
-/// The family of a config file's text, from its `task.kind` parsed as one of the task enums
-/// (`None` when the text has no valid `task.kind`; loading it then names the error).
-pub fn family(text: &str) -> Option<Family> {
-    #[derive(Deserialize)]
-    struct Probe {
-        task: ProbeTask,
-    }
-    #[derive(Deserialize)]
-    struct ProbeTask {
-        kind: AnyTaskKind,
-    }
-    // The variants' payloads are read only by serde: the type that parses decides the family.
-    #[allow(dead_code)]
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum AnyTaskKind {
-        Single(crate::tasks::TaskKind),
-        Recurrent(RecurrentTaskKind),
-        Reinforcement(crate::rl::env::EnvKind),
-        FewShot(crate::omniglot::config::FewShotKind),
-    }
-    let probe: Probe = toml::from_str(text).ok()?;
-    Some(match probe.task.kind {
-        AnyTaskKind::Single(_) => Family::SingleLayer,
-        AnyTaskKind::Recurrent(_) => Family::Recurrent,
-        AnyTaskKind::Reinforcement(_) => Family::Reinforcement,
-        AnyTaskKind::FewShot(_) => Family::FewShot,
-    })
-}
-
-/// Whether a config file's `task.kind` names a recurrent task (so `bohp train` reads it as a
-/// [`RecurrentConfig`]).
-pub fn is_recurrent(text: &str) -> bool {
-    family(text) == Some(Family::Recurrent)
-}
-
 impl RecurrentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<RecurrentConfig> {
@@ -736,8 +685,14 @@ learning_rate = 0.001
         assert_eq!((task.items, task.cycles, task.steps()), (5, 2, 106));
         assert_eq!(c.neurons(), 50);
         assert_eq!(c.num_params(), 2 * 50 * 50 + 1);
-        assert!(is_recurrent(BASE));
-        assert!(!is_recurrent("[task]\nkind = \"one-shot\"\n"));
+        let registry = crate::family::Registry::builtin();
+        assert_eq!(registry.of_text(BASE).map(|f| f.name()), Some("recurrent"));
+        assert_eq!(
+            registry
+                .of_text("[task]\nkind = \"one-shot\"\n")
+                .map(|f| f.name()),
+            Some("single-layer")
+        );
         let again = RecurrentConfig::parse(&c.to_toml(), Path::new("x")).unwrap();
         assert_eq!(c, again);
         let images = BASE

@@ -12,6 +12,7 @@
 //! - [`train`]: the trainer, run files and the summary.
 
 pub mod config;
+pub mod family;
 pub mod images;
 pub mod model;
 pub mod tasks;

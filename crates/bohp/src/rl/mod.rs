@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod env;
+pub mod family;
 pub mod fused;
 pub mod host;
 pub mod model;

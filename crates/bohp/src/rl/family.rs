@@ -1,0 +1,137 @@
+//! The reinforcement-learning [`Family`]: configs whose `task.kind` is `bandit`, `cue` or
+//! `maze` (actor-critic agents trained by A2C).
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::config::RlConfig;
+use super::env::EnvKind;
+use super::model::Agent;
+use super::train::{RlRow, RlSummary, RlTrainer, random_policy_reward};
+use crate::device::{Backend, init_device};
+use crate::error::Result;
+use crate::family::{EvalRequest, Family, Keys, Registered, Report, Trained, kind_is};
+use crate::run::{RunDir, load_record};
+
+/// Actor-critic agents trained by reinforcement (2019).
+pub struct Reinforcement;
+
+/// The reinforcement family in the registry.
+pub static FAMILY: Registered<Reinforcement> = Registered::new();
+
+crate::learner::run_schedule!(RlConfig);
+
+impl Family for Reinforcement {
+    const NAME: &'static str = "reinforcement";
+    type Config = RlConfig;
+    type Trainer = RlTrainer;
+
+    fn owns(kind: &str) -> bool {
+        kind_is::<EnvKind>(kind)
+    }
+    fn load(path: &Path) -> Result<RlConfig> {
+        RlConfig::load(path)
+    }
+    fn to_toml(config: &RlConfig) -> String {
+        config.to_toml()
+    }
+    fn keys(c: &mut RlConfig) -> Keys<'_> {
+        Keys {
+            episodes: &mut c.train.episodes,
+            seed: &mut c.seed,
+            batch: &mut c.train.batch,
+            engine: &mut c.train.engine,
+            device: &mut c.device,
+            dtype: &mut c.dtype,
+        }
+    }
+
+    fn start(config: RlConfig) -> Result<RlTrainer> {
+        RlTrainer::new(config)
+    }
+    fn resume(run: &RunDir, config: RlConfig) -> Result<RlTrainer> {
+        RlTrainer::resume(run, config)
+    }
+    fn extend(trainer: &mut RlTrainer, updates: usize, source: &str) -> Result<()> {
+        trainer.extend(updates, source)
+    }
+    fn config(trainer: &RlTrainer) -> &RlConfig {
+        trainer.config()
+    }
+
+    fn describe(trainer: &RlTrainer) -> String {
+        let config = trainer.config();
+        format!(
+            "{:?} ({} network, {} hidden, {} params) by A2C on {} ({}), batch {}",
+            config.task.kind,
+            config.model.kind.name(),
+            config.model.hidden,
+            config.network().num_params(),
+            config.device,
+            config.dtype,
+            config.train.batch,
+        )
+    }
+    fn progress(recent: &VecDeque<RlRow>) -> String {
+        let mean = recent.iter().map(|r| r.reward).sum::<f64>() / recent.len() as f64;
+        let last = recent.back().expect("called after a row");
+        format!(
+            "reward {mean:.3} per episode (last 50 updates), |M| {:.3}, {:.2} s/update",
+            last.modulation, last.seconds
+        )
+    }
+    fn report(_: &RlTrainer, summary: &RlSummary) -> Vec<String> {
+        vec![format!(
+            "{} {} ({} params): {} updates; reward per episode over the last tenth {:.3} (a random policy: {:.3})",
+            summary.task,
+            summary.model,
+            summary.params,
+            summary.episodes,
+            summary.final_reward,
+            summary.random_reward
+        )]
+    }
+
+    fn evaluate(run: &RunDir, config: RlConfig, request: &EvalRequest) -> Result<Report> {
+        request.refuse_omniglot_runs()?;
+        let mut trainer = RlTrainer::new(config.clone())?;
+        trainer.load_model(&run.model_path())?;
+        let reward = trainer.evaluate(request.episodes);
+        let random = random_policy_reward(&config, request.episodes);
+        Ok(Report {
+            json: json!({
+                "task": format!("{:?}", config.task.kind).to_lowercase(),
+                "model": config.model.kind.name(),
+                "episodes": request.episodes,
+                "seed": config.seed,
+                "reward": reward,
+                "random_reward": random,
+            }),
+            lines: vec![format!(
+                "{:?} {} on {} held-out episodes (seed {}): reward {:.3} per episode (a random policy: {:.3})",
+                config.task.kind,
+                config.model.kind.name(),
+                request.episodes,
+                config.seed,
+                reward,
+                random
+            )],
+        })
+    }
+    fn trained(run: &RunDir, config: RlConfig) -> Result<Trained> {
+        let (agent, _) = load_trained(run, config)?;
+        Ok(Trained {
+            kind: "actor-critic",
+            module: Box::new(agent),
+        })
+    }
+}
+
+/// The run's final agent on the CPU, in the run's precision, with its config.
+pub fn load_trained(run: &RunDir, config: RlConfig) -> Result<(Agent, RlConfig)> {
+    let device = init_device(Backend::Flex, config.dtype)?;
+    let template = config.network().init_agent(config.seed, &device);
+    Ok((load_record(template, &run.model_path(), None)?, config))
+}
