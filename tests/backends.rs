@@ -2,7 +2,7 @@
 //! precision; and the two CPU backends compute the same training run.
 
 use bohp::device::{Backend, Precision};
-use bohp::tasks::Measures;
+use bohp::single::tasks::Measures;
 
 use crate::backend_matrix;
 use crate::common::{budget_config, frozen_mean, train_in_memory};

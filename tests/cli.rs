@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use bohp::run::{CheckpointState, MetricsRow, RunDir};
-use bohp::train::{init_model, non_finite_param};
+use bohp::single::train::{init_model, non_finite_param};
 
 use crate::common::{run_bohp, shipped_config_path, snapshot};
 
@@ -644,7 +644,7 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
         state.next_episode, episode,
         "the checkpoint before the diverging episode is kept"
     );
-    let config = run_dir.read_config().unwrap();
+    let config = bohp::single::config::SingleLayerConfig::of_run(&run_dir).unwrap();
     let device = bohp::device::init_device(config.device, config.dtype).unwrap();
     let model = bohp::run::load_model(
         init_model(&config, &device),
@@ -672,7 +672,7 @@ fn divergence_stops_with_the_episode_and_keeps_a_good_checkpoint() {
 /// family whose loader parses and validates it (every family has one), and the scaling sweep's configs differ from `memorisation.toml` only in N.
 #[test]
 fn every_shipped_config_loads() {
-    let registry = bohp::family::Registry::builtin();
+    let registry = bohp::registry::Registry::builtin();
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bohp::config::RunConfig;
 use bohp::device::{Backend, Precision};
 use bohp::learner::Learner;
 use bohp::run::{MetricsRow, RunDir, load_model};
-use bohp::tasks::Measures;
-use bohp::train::{Autodiff, GradientEngine, Trainer, init_model};
+use bohp::single::config::SingleLayerConfig;
+use bohp::single::tasks::Measures;
+use bohp::single::train::{Autodiff, GradientEngine, SingleLayerTrainer, init_model};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -16,8 +16,8 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A shipped config, `configs/<name>.toml`.
-pub fn shipped_config(name: &str) -> RunConfig {
-    RunConfig::load(&repo_root().join("configs").join(format!("{name}.toml"))).unwrap()
+pub fn shipped_config(name: &str) -> SingleLayerConfig {
+    SingleLayerConfig::load(&repo_root().join("configs").join(format!("{name}.toml"))).unwrap()
 }
 
 /// The path of a shipped config.
@@ -46,17 +46,17 @@ pub fn assert_success(out: &Output) {
 }
 
 /// Trains `config` to the end in memory (no run directory) and returns its metrics.
-pub fn train_in_memory(config: RunConfig) -> Vec<MetricsRow> {
+pub fn train_in_memory(config: SingleLayerConfig) -> Vec<MetricsRow> {
     train_with(config, Box::new(Autodiff)).0
 }
 
 /// Trains `config` to the end in memory with `engine`; returns the metrics and the final
 /// parameters.
 pub fn train_with(
-    config: RunConfig,
+    config: SingleLayerConfig,
     engine: Box<dyn GradientEngine>,
 ) -> (Vec<MetricsRow>, Vec<(&'static str, Vec<f64>)>) {
-    let mut trainer = Trainer::new(config, engine).unwrap();
+    let mut trainer = SingleLayerTrainer::new(config, engine).unwrap();
     let mut rows = Vec::new();
     while !trainer.is_done() {
         rows.push(trainer.step().unwrap());
@@ -84,7 +84,7 @@ pub fn budget_config(
     freeze: usize,
     backend: Backend,
     precision: Precision,
-) -> RunConfig {
+) -> SingleLayerConfig {
     let mut config = shipped_config(name);
     config.train.episodes = episodes;
     config.train.freeze_last = freeze;
@@ -97,7 +97,7 @@ pub fn budget_config(
 /// The final parameters of a finished run directory.
 pub fn final_parameters(dir: &Path) -> Vec<(&'static str, Vec<f64>)> {
     let run = RunDir::open(dir).unwrap();
-    let config = run.read_config().unwrap();
+    let config = SingleLayerConfig::of_run(&run).unwrap();
     let device = bohp::device::init_device(config.device, config.dtype).unwrap();
     load_model(init_model(&config, &device), &run.model_path(), None)
         .unwrap()

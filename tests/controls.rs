@@ -1,12 +1,15 @@
 //! The paper's central claim: the same network with α fixed at 0 cannot solve the tasks that
 //! the plastic network solves under the same budget.
 
-use bohp::config::Plasticity;
 use bohp::device::{Backend, Precision};
+use bohp::single::config::Plasticity;
 
 use crate::common::{budget_config, frozen_mean, train_in_memory};
 
-fn plastic_and_not(name: &str, episodes: usize) -> (bohp::tasks::Measures, bohp::tasks::Measures) {
+fn plastic_and_not(
+    name: &str,
+    episodes: usize,
+) -> (bohp::single::tasks::Measures, bohp::single::tasks::Measures) {
     let plastic = budget_config(name, episodes, 200, Backend::Flex, Precision::F32);
     let mut fixed = plastic.clone();
     fixed.model.plasticity = Plasticity::None;

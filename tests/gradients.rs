@@ -2,15 +2,15 @@
 //! central finite differences agree, and the checker catches the paper's and the original
 //! code's mistakes.
 
-use bohp::config::Engine;
 use bohp::device::{Backend, Precision, init_device};
 use bohp::engines::analytic::{Analytic, Grads, Params, Variant, evaluate, evaluate_with};
 use bohp::layer::PlasticLayerConfig;
-use bohp::network::{PlasticNet, PlasticNetConfig};
 use bohp::rules::faults::{Fault, Faulty};
 use bohp::rules::{Modulation, Retroactive, Rule, RuleSpec};
-use bohp::tasks::{EpisodeBatch, Targets, Task, TaskKind};
-use bohp::train::Autodiff;
+use bohp::single::config::Engine;
+use bohp::single::network::{PlasticNet, PlasticNetConfig};
+use bohp::single::tasks::{EpisodeBatch, Targets, Task, TaskKind};
+use bohp::single::train::Autodiff;
 use bohp_gradcheck::check::{CheckOptions, Recursion, Tolerances, check};
 use bohp_gradcheck::compare::{
     agreement, autodiff, finite_differences, floor, model_with, worst_relative,
@@ -36,7 +36,7 @@ fn options(finite_differences: bool, recursion: Recursion) -> CheckOptions {
 /// 1e-9 and the same losses; returns the autodiff run's metrics.
 fn train_both_engines(
     name: &str,
-    mut config: bohp::config::RunConfig,
+    mut config: bohp::single::config::SingleLayerConfig,
 ) -> Vec<bohp::run::MetricsRow> {
     let (rows_ad, autodiff_params) = train_with(config.clone(), Box::new(Autodiff));
     config.train.engine = Engine::Analytic;
@@ -443,7 +443,7 @@ fn every_task_passes_the_check_in_f64_including_1000_step_episodes() {
 }
 
 /// A shipped single-layer config with another rule, in f64.
-fn with_rule(name: &str, rule: Rule, clip: Option<f64>) -> bohp::config::RunConfig {
+fn with_rule(name: &str, rule: Rule, clip: Option<f64>) -> bohp::single::config::SingleLayerConfig {
     let mut config = shipped_config(name);
     config.dtype = Precision::F64;
     config.model.rule = rule;
@@ -526,7 +526,7 @@ fn the_check_passes_without_plasticity_and_leaves_alpha_out() {
     for name in ["completion", "one-shot"] {
         let mut config = shipped_config(name);
         config.dtype = Precision::F64;
-        config.model.plasticity = bohp::config::Plasticity::None;
+        config.model.plasticity = bohp::single::config::Plasticity::None;
         let options = options(true, Recursion::Correct);
         let (report, _) = check(&config, options).unwrap();
         assert!(report.passed, "{name}:\n{}", report.table());
@@ -594,7 +594,7 @@ fn the_checker_catches_the_papers_weighting_and_the_double_tanh() {
         .autodiff();
     let mut c = config.clone();
     c.dtype = Precision::F64;
-    let model = bohp::train::init_model(&c, &device);
+    let model = bohp::single::train::init_model(&c, &device);
     let params = bohp_gradcheck::compare::params_of(&model);
     let task = c.task();
     let batch = task.generate(1, bohp::rng::Stream::Eval, 0, 4);

@@ -12,6 +12,7 @@ mod common;
 mod controls;
 mod export;
 mod gradients;
+mod layers;
 mod omniglot;
 mod recurrent;
 mod registry;

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use bohp::config::Engine;
 use bohp::device::{Backend, Precision, init_device};
 use bohp::engines::fused::{EpisodeBatch, HostGrads, HostRnn, sqrt_interval};
 use bohp::learner::{Learner, Outcome, train};
@@ -14,6 +13,7 @@ use bohp::recurrent::train::RecurrentTrainer;
 use bohp::rules::faults::Fault;
 use bohp::rules::{Rule, RuleSpec};
 use bohp::run::RunDir;
+use bohp::single::config::Engine;
 use bohp_gradcheck::check::{
     AnyConfig, CheckOptions, RECURRENT_FD_ENTRIES, Recursion, check_any, check_recurrent,
     recurrent_finite_differences,
@@ -1030,7 +1030,7 @@ fn kill_then_resume_equals_the_uninterrupted_recurrent_run() {
 /// losses and η to 1e-9 (f64).
 fn engines_agree(what: &str, a: RecurrentConfig) {
     let mut b = a.clone();
-    b.train.engine = bohp::config::Engine::Autodiff;
+    b.train.engine = bohp::single::config::Engine::Autodiff;
     let (mut ta, mut tb) = (
         RecurrentTrainer::new(a).unwrap(),
         RecurrentTrainer::new(b).unwrap(),

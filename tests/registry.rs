@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bohp::export::ExportFormat;
-use bohp::family::{EvalRequest, Registry, TrainEnd, TrainRequest, TrainUi};
+use bohp::family::{EvalRequest, TrainEnd, TrainRequest, TrainUi};
+use bohp::registry::Registry;
 use bohp::run::RunDir;
 
 use crate::toy;

@@ -132,11 +132,11 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
 /// a modulator.
 #[test]
 fn the_host_engines_resume_exactly() {
-    use bohp::config::Engine;
     use bohp::device::{Backend, Precision};
     use bohp::learner::Learner;
     use bohp::run::RunDir;
-    use bohp::train::{GradientEngine, Trainer};
+    use bohp::single::config::Engine;
+    use bohp::single::train::{GradientEngine, SingleLayerTrainer};
     type Make = fn() -> Box<dyn GradientEngine>;
     let engines: [(Engine, Make); 2] = [
         (Engine::Analytic, || {
@@ -166,14 +166,14 @@ fn the_host_engines_resume_exactly() {
         if modulation == Modulation::Retroactive {
             config.model.rule = Rule::Clipped;
         }
-        let mut a = Trainer::new(config.clone(), engine()).unwrap();
+        let mut a = SingleLayerTrainer::new(config.clone(), engine()).unwrap();
         let mut metrics = run.metrics_writer(0).unwrap();
         for _ in 0..12 {
             metrics.write(&a.step().unwrap()).unwrap();
         }
         metrics.flush().unwrap();
         a.checkpoint(&run).unwrap();
-        let mut b = Trainer::resume(&run, config, engine()).unwrap();
+        let mut b = SingleLayerTrainer::resume(&run, config, engine()).unwrap();
         assert_eq!(
             a.model().parameter_values(),
             b.model().parameter_values(),
@@ -188,7 +188,7 @@ fn the_host_engines_resume_exactly() {
             "{kind}"
         );
         // And it learned something: the parameters moved.
-        let fresh = Trainer::new(a.config().clone(), engine()).unwrap();
+        let fresh = SingleLayerTrainer::new(a.config().clone(), engine()).unwrap();
         assert_ne!(
             fresh.model().parameter_values(),
             a.model().parameter_values(),
@@ -206,7 +206,7 @@ fn deferred_readback_changes_nothing(
     precision: bohp::device::Precision,
 ) {
     use bohp::run::RunDir;
-    use bohp::train::{Autodiff, Trainer};
+    use bohp::single::train::{Autodiff, SingleLayerTrainer};
     use std::sync::atomic::AtomicBool;
     let mut outputs = Vec::new();
     for every in [Some(1), Some(7), None] {
@@ -216,7 +216,7 @@ fn deferred_readback_changes_nothing(
         config.train.batch = 2;
         config.train.checkpoint_every = 10;
         config.train.readback_every = every;
-        let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
+        let mut trainer = SingleLayerTrainer::new(config, Box::new(Autodiff)).unwrap();
         let stop = AtomicBool::new(false);
         let mut seen = Vec::new();
         let mut observer = |row: &bohp::run::MetricsRow| seen.push(row.episode);

@@ -324,8 +324,8 @@ fn resumes_exactly(kind: &str, engine: &str) {
     let run = RunDir::create(&dir.path().join("run")).unwrap();
     let mut config = bandit(kind, 12);
     config.train.engine = match engine {
-        "fused" => bohp::config::Engine::Fused,
-        _ => bohp::config::Engine::Autodiff,
+        "fused" => bohp::single::config::Engine::Fused,
+        _ => bohp::single::config::Engine::Autodiff,
     };
     std::fs::write(run.config_path(), config.to_toml()).unwrap();
     let mut a = RlTrainer::new(config.clone()).unwrap();

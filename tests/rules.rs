@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use bohp::config::RunConfig;
 use bohp::omniglot::config::OmniglotConfig;
 use bohp::recurrent::config::RecurrentConfig;
 use bohp::rl::config::RlConfig;
 use bohp::rules::faults::Fault;
+use bohp::single::config::SingleLayerConfig;
 use bohp_gradcheck::check::{AnyConfig, CheckOptions, Recursion, Report, check_any};
 
 use crate::common::{repo_root, run_bohp};
@@ -322,12 +322,12 @@ fn small_memorisation(model: &str) -> RecurrentConfig {
 }
 
 /// The one-shot task's single layer (γ = 0.3, f64) with `model` added to its `[model]` table.
-fn small_one_shot(model: &str) -> RunConfig {
+fn small_one_shot(model: &str) -> SingleLayerConfig {
     let text = format!(
         "seed = 1\ndtype = \"f64\"\n[task]\nkind = \"one-shot\"\n[model]\ngamma = 0.3\n{model}\n\
          [train]\nepisodes = 1\nlearning_rate = 0.01\n"
     );
-    let config: RunConfig = toml::from_str(&text).unwrap();
+    let config: SingleLayerConfig = toml::from_str(&text).unwrap();
     config.validate("one-shot").unwrap();
     config
 }
@@ -494,7 +494,7 @@ fn matrix() -> Vec<Cell> {
             "seed = 1\ndtype = \"f64\"\n[task]\nkind = \"one-shot\"\n[model]\ngamma = 0.3\nrule = \"{rule}\"\n\
              [train]\nepisodes = 1\nlearning_rate = 0.01\n"
         );
-        let config: RunConfig = toml::from_str(&text).unwrap();
+        let config: SingleLayerConfig = toml::from_str(&text).unwrap();
         add(
             "single layer (one-shot)",
             rule,

@@ -9,11 +9,11 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use bohp::config::Engine;
 use bohp::device::{Backend, Precision, init_device};
 use bohp::family::{EvalRequest, Family, Keys, Registered, Report, Trained};
 use bohp::learner::{Divergence, Learner, Progress, RunSchedule, Session, open_checkpoint};
 use bohp::run::{MetricsRecord, RunDir, Snapshot, model_bytes, record_from_bytes};
+use bohp::single::config::Engine;
 use bohp::{Error, Result};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use bohp::config::Engine;
 use bohp::device::{Backend, Precision};
+use bohp::single::config::Engine;
 use bohp_gradcheck::check::Recursion;
 use clap::{Args, Parser, Subcommand};
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use bohp::learner::Learner;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::{Engine, RunConfig};
 use bohp::device::{Backend, Precision};
-use bohp::train::Trainer;
+use bohp::single::config::{Engine, SingleLayerConfig};
+use bohp::single::train::SingleLayerTrainer;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::quantile;
@@ -88,8 +88,8 @@ pub fn recurrent_timing(timing: &Timing) -> Timing {
 
 /// Measures one recurrent cell in this process.
 pub fn run_recurrent_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResult> {
-    use bohp::config::Engine;
     use bohp::recurrent::config::RecurrentConfig;
+    use bohp::single::config::Engine;
     let path = configs.join(format!("{}.toml", cell.workload));
     let timing = recurrent_timing(timing);
     let mut config = RecurrentConfig::load(&path)?;
@@ -122,7 +122,7 @@ pub fn is_rl_workload(configs: &Path, name: &str) -> bool {
 /// the environment, the loss, the gradient, clipping and Adam), with the recurrent workloads'
 /// timing.
 pub fn run_rl_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResult> {
-    use bohp::config::Engine;
+    use bohp::single::config::Engine;
     let path = configs.join(format!("{}.toml", cell.workload));
     let timing = recurrent_timing(timing);
     let mut config = bohp::rl::config::RlConfig::load(&path)?;
@@ -335,7 +335,7 @@ pub use bohp::run::peak_rss_mib;
 
 /// The config a cell trains: the workload's shipped config in f32 on the cell's device, batch
 /// and engine, long enough for the warm-up and the repeats, with no frozen phase.
-pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunConfig> {
+pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<SingleLayerConfig> {
     let path = configs.join(format!("{}.toml", cell.workload));
     if !path.is_file() {
         bail!(
@@ -344,7 +344,7 @@ pub fn cell_config(configs: &Path, cell: &Cell, timing: &Timing) -> Result<RunCo
             cell.workload
         );
     }
-    let mut config = RunConfig::load(&path)?;
+    let mut config = SingleLayerConfig::load(&path)?;
     config.device = cell.device;
     config.dtype = Precision::F32;
     config.train.batch = cell.batch;
@@ -364,14 +364,14 @@ pub fn run_cell(
     configs: &Path,
     cell: &Cell,
     timing: &Timing,
-    engine: Box<dyn bohp::train::GradientEngine>,
+    engine: Box<dyn bohp::single::train::GradientEngine>,
 ) -> Result<CellResult> {
     let config = cell_config(configs, cell, timing)?;
-    let mut trainer = Trainer::new(config, engine)?;
+    let mut trainer = SingleLayerTrainer::new(config, engine)?;
     // `count` updates, reading the metrics back as training does (every `train.readback_every`
     // updates: every update on CPU devices).
     let every = trainer.readback_every().max(1);
-    let updates = |trainer: &mut Trainer, count: usize| -> Result<()> {
+    let updates = |trainer: &mut SingleLayerTrainer, count: usize| -> Result<()> {
         let mut done = 0;
         while done < count {
             let rows = trainer
@@ -383,7 +383,7 @@ pub fn run_cell(
         Ok(())
     };
     updates(&mut trainer, timing.warmup)?;
-    let sync = |trainer: &Trainer| -> Result<()> {
+    let sync = |trainer: &SingleLayerTrainer| -> Result<()> {
         trainer
             .device()
             .sync()

@@ -9,13 +9,13 @@
 use std::path::Path;
 
 use anyhow::Result;
-use bohp::config::RunConfig;
 use bohp::device::init_device;
-use bohp::network::PlasticNet;
 use bohp::rng::Stream;
 use bohp::run::{RunDir, load_model};
-use bohp::tasks::TaskKind;
-use bohp::train::init_model;
+use bohp::single::config::SingleLayerConfig;
+use bohp::single::network::PlasticNet;
+use bohp::single::tasks::TaskKind;
+use bohp::single::train::init_model;
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +91,7 @@ pub struct ModulatorUse {
 /// modulator).
 fn modulator_use(
     model: &PlasticNet,
-    config: &RunConfig,
+    config: &SingleLayerConfig,
     episodes: usize,
     device: &burn::tensor::Device,
 ) -> Option<ModulatorUse> {
@@ -157,7 +157,7 @@ fn strength(cells: &[(f64, f64, f64)]) -> Strength {
 /// step, `[n_in * n_out]`.
 fn plastic_weights(
     model: &PlasticNet,
-    config: &RunConfig,
+    config: &SingleLayerConfig,
     episodes: usize,
     device: &burn::tensor::Device,
 ) -> Vec<f64> {
@@ -177,7 +177,7 @@ fn plastic_weights(
 /// Measures the structure of `model` (trained for `config`).
 pub fn structure(
     model: &PlasticNet,
-    config: &RunConfig,
+    config: &SingleLayerConfig,
     episodes: usize,
     device: &burn::tensor::Device,
 ) -> Structure {
@@ -277,8 +277,10 @@ impl Structure {
 }
 
 /// Loads a finished run's model (on its config's device and dtype).
-pub fn load_run_model(run: &RunDir) -> Result<(RunConfig, PlasticNet, burn::tensor::Device)> {
-    let config = run.read_config()?;
+pub fn load_run_model(
+    run: &RunDir,
+) -> Result<(SingleLayerConfig, PlasticNet, burn::tensor::Device)> {
+    let config = bohp::single::config::SingleLayerConfig::of_run(run)?;
     let device = init_device(config.device, config.dtype)?;
     let path = run.model_path();
     if !path.is_file() {
@@ -417,7 +419,7 @@ impl RecurrentStructure {
 /// `bohp inspect` on a recurrent run: `weights.png` (images of `W`, `α` and `α ⊙ H` at the
 /// probe of one held-out episode) and `structure.json` in `out`.
 pub fn inspect_recurrent(run_dir: &Path, out: &Path) -> Result<RecurrentStructure> {
-    use bohp::export::{TrainedModel, load_trained};
+    use bohp::registry::{TrainedModel, load_trained};
     let (model, config) = match load_trained(run_dir)? {
         TrainedModel::Recurrent(model, config) => (model, config),
         TrainedModel::Lstm(..) => anyhow::bail!(

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::{Plasticity, RunConfig};
 use bohp::learner::{Observer, Outcome, train};
 use bohp::run::{MetricsRow, RunDir};
-use bohp::tasks::TaskKind;
-use bohp::train::{GradientEngine, Trainer};
+use bohp::single::config::{Plasticity, SingleLayerConfig};
+use bohp::single::tasks::TaskKind;
+use bohp::single::train::{GradientEngine, SingleLayerTrainer};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +78,7 @@ pub enum Reproduced<S> {
 /// One seed's training run.
 #[derive(Debug, Clone)]
 struct Job {
-    config: RunConfig,
+    config: SingleLayerConfig,
     dir: PathBuf,
 }
 
@@ -173,22 +173,24 @@ impl Observer<MetricsRow> for Shared<'_> {
     }
 }
 
-fn engine(config: &RunConfig) -> Box<dyn GradientEngine> {
-    bohp::train::gradient_engine(config.train.engine)
+fn engine(config: &SingleLayerConfig) -> Box<dyn GradientEngine> {
+    bohp::single::train::gradient_engine(config.train.engine)
 }
 
 /// Loads `<configs>/<task>.toml`.
-fn task_config(configs: &Path, task: &str) -> Result<RunConfig> {
-    Ok(RunConfig::load(&configs.join(format!("{task}.toml")))?)
+fn task_config(configs: &Path, task: &str) -> Result<SingleLayerConfig> {
+    Ok(SingleLayerConfig::load(
+        &configs.join(format!("{task}.toml")),
+    )?)
 }
 
 /// Whether `dir` holds a finished run; errors if it holds a run of another config.
-fn finished(dir: &Path, config: &RunConfig) -> Result<bool> {
+fn finished(dir: &Path, config: &SingleLayerConfig) -> Result<bool> {
     if !dir.join("config.toml").is_file() {
         return Ok(false);
     }
     let run = RunDir::open(dir)?;
-    let existing = run.read_config()?;
+    let existing = SingleLayerConfig::of_run(&run)?;
     if &existing != config {
         bail!(
             "{}: holds a run of a different config than this reproduction would train; \
@@ -206,13 +208,13 @@ fn run_job(job: &Job, bar: &ProgressBar, stop: &AtomicBool) -> Result<bool> {
         RunDir::open(dir)?
     } else {
         let run = RunDir::create(dir)?;
-        run.write_config(&job.config)?;
+        job.config.write_to(&run)?;
         run
     };
     let mut trainer = if resuming {
-        Trainer::resume(&run, job.config.clone(), engine(&job.config))?
+        SingleLayerTrainer::resume(&run, job.config.clone(), engine(&job.config))?
     } else {
-        Trainer::new(job.config.clone(), engine(&job.config))?
+        SingleLayerTrainer::new(job.config.clone(), engine(&job.config))?
     };
     let mut observer = Shared { bar };
     Ok(matches!(
@@ -293,7 +295,7 @@ fn summarize(
     plan: &Plan,
     task: &str,
     variant: Plasticity,
-    base: &RunConfig,
+    base: &SingleLayerConfig,
 ) -> Result<TaskSummary> {
     let dir = plan.out.join(task).join(variant.name());
     let mut series = [Vec::new(), Vec::new(), Vec::new()];

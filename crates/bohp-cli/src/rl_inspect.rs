@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
-use bohp::export::{TrainedModel, load_trained};
+use bohp::registry::{TrainedModel, load_trained};
 use bohp::rl::env::{BatchEnv, EnvKind, is_wall};
 use bohp::rng::{Stream, stream_rng};
 use burn::tensor::{Tensor, TensorData};

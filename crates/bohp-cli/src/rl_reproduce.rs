@@ -260,7 +260,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
             .filter(|_| matches!(kind, RlModelKind::Plastic | RlModelKind::Simple));
         if kind == RlModelKind::Lstm {
             // The fused engine runs the actor-critic kinds; the LSTM trains with autodiff.
-            config.train.engine = bohp::config::Engine::Autodiff;
+            config.train.engine = bohp::single::config::Engine::Autodiff;
         }
         config.model.hidden = if kind == base.model.kind {
             base.model.hidden

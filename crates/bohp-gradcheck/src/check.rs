@@ -12,7 +12,6 @@
 //! Parameter groups that are not trained (α and η with `plasticity = "none"`) are not
 //! compared.
 
-use bohp::config::RunConfig;
 use bohp::device::{Precision, init_device};
 use bohp::engines::analytic::{Variant, evaluate, evaluate_with};
 use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
@@ -20,7 +19,8 @@ use bohp::recurrent::config::{RecurrentConfig, RecurrentModelKind};
 use bohp::rng::Stream;
 use bohp::rules::faults::{Fault, Faulty, FaultyRetroactive};
 use bohp::rules::{Modulation, Retroactive};
-use bohp::train::init_model;
+use bohp::single::config::SingleLayerConfig;
+use bohp::single::train::init_model;
 use serde::Serialize;
 
 use crate::compare::{
@@ -242,7 +242,7 @@ pub struct CheckOptions {
 #[derive(Debug, Clone)]
 pub enum AnyConfig {
     /// A single-layer config.
-    Single(RunConfig),
+    Single(SingleLayerConfig),
     /// A recurrent config.
     Recurrent(RecurrentConfig),
     /// A reinforcement-learning config.
@@ -295,7 +295,10 @@ pub(crate) fn finish(report: &mut Report) {
 
 /// Runs the single-layer check for `config` (its task, sizes, rule, seed, device and dtype;
 /// the parameters are the config's initial ones), on episodes of the evaluation stream.
-pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report, Option<Dump>)> {
+pub fn check(
+    config: &SingleLayerConfig,
+    options: CheckOptions,
+) -> bohp::Result<(Report, Option<Dump>)> {
     let device = init_device(config.device, config.dtype)?.autodiff();
     let model = init_model(config, &device);
     let task = config.task();
@@ -312,30 +315,31 @@ pub fn check(config: &RunConfig, options: CheckOptions) -> bohp::Result<(Report,
     };
     let batch = task.generate(config.seed, Stream::Eval, 0, options.episodes);
     let (loss_autodiff, grads_autodiff) = autodiff(&model, &task, &batch, &device);
-    let reference = |batch: &bohp::tasks::EpisodeBatch, record: bool| match options.recursion {
-        Recursion::Correct => evaluate(&params, batch, Variant::Correct, record),
-        Recursion::PaperWeighting => evaluate(&params, batch, Variant::PaperWeighting, record),
-        Recursion::DoubleTanh => evaluate(&params, batch, Variant::DoubleTanh, record),
-        Recursion::NewTrace => evaluate(&params, batch, Variant::NewTrace, record),
-        Recursion::Fault(fault) => evaluate_with(
-            &Faulty {
-                spec: params.rule,
-                fault,
-            },
-            &FaultyRetroactive {
-                kernel: retro,
-                fault,
-            },
-            &params,
-            batch,
-            if fault == Fault::PreviousModulation {
-                Variant::PreviousModulation
-            } else {
-                Variant::Correct
-            },
-            record,
-        ),
-    };
+    let reference =
+        |batch: &bohp::single::tasks::EpisodeBatch, record: bool| match options.recursion {
+            Recursion::Correct => evaluate(&params, batch, Variant::Correct, record),
+            Recursion::PaperWeighting => evaluate(&params, batch, Variant::PaperWeighting, record),
+            Recursion::DoubleTanh => evaluate(&params, batch, Variant::DoubleTanh, record),
+            Recursion::NewTrace => evaluate(&params, batch, Variant::NewTrace, record),
+            Recursion::Fault(fault) => evaluate_with(
+                &Faulty {
+                    spec: params.rule,
+                    fault,
+                },
+                &FaultyRetroactive {
+                    kernel: retro,
+                    fault,
+                },
+                &params,
+                batch,
+                if fault == Fault::PreviousModulation {
+                    Variant::PreviousModulation
+                } else {
+                    Variant::Correct
+                },
+                record,
+            ),
+        };
     let analytic = reference(&batch, false);
     let tolerances = Tolerances::for_rule(config.dtype, &params.rule);
     // Without plasticity α is not a parameter: it is not compared.

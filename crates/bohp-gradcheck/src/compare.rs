@@ -1,8 +1,8 @@
 //! Gradients three ways (burn autodiff, the analytic recursion, central finite differences)
 //! and their agreement, per parameter group.
 
-use bohp::network::PlasticNet;
-use bohp::tasks::{EpisodeBatch, Task, read_measures};
+use bohp::single::network::PlasticNet;
+use bohp::single::tasks::{EpisodeBatch, Task, read_measures};
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};

@@ -5,7 +5,7 @@
 use bohp::engines::analytic::{EpisodeTrace, Grads, Params};
 use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
 use bohp::rules::{Modulation, Retroactive};
-use bohp::tasks::{EpisodeBatch, Targets, Task};
+use bohp::single::tasks::{EpisodeBatch, Targets, Task};
 use std::collections::BTreeMap;
 
 use serde::Serialize;

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use bohp::export::{TrainedModel, load_trained};
 use bohp::recurrent::train::RecurrentTrainer;
+use bohp::registry::{TrainedModel, load_trained};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -21,8 +21,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         TrainedModel::Single(model, config) => {
             // The model was loaded on the CPU (flex) in the run's precision.
             let device = bohp::device::init_device(bohp::device::Backend::Flex, config.dtype)?;
-            let m =
-                bohp::train::evaluate(&model, &config.task(), config.seed, episodes, 100, &device);
+            let m = bohp::single::train::evaluate(
+                &model,
+                &config.task(),
+                config.seed,
+                episodes,
+                100,
+                &device,
+            );
             println!(
                 "{}: loss {:.5}, error {:.5} on {episodes} fresh episodes",
                 config.task.kind, m.loss, m.error

@@ -21,12 +21,7 @@ use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use serde::Serialize;
 
-use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::family::Trained;
-use crate::network::PlasticNet;
-use crate::recurrent::config::RecurrentConfig;
-use crate::recurrent::model::{LstmNet, PlasticRnn};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,23 +46,32 @@ impl ExportFormat {
     }
 }
 
-/// A trained model of one of the library's families, loaded from a run directory, typed (for
-/// code that inspects it; export goes through [`crate::family::Registry`]).
-#[derive(Debug)]
-pub enum TrainedModel {
-    /// The 2016 single layer (with its readout for the labelled tasks).
-    Single(PlasticNet, RunConfig),
-    /// The recurrent plastic (or non-plastic) network.
-    Recurrent(PlasticRnn, RecurrentConfig),
-    /// The LSTM baseline.
-    Lstm(LstmNet, RecurrentConfig),
-    /// An actor-critic agent trained by reinforcement.
-    ActorCritic(crate::rl::model::Agent, crate::rl::config::RlConfig),
-    /// The few-shot network (convolutional embedding and plastic output layer).
-    FewShot(
-        crate::omniglot::model::FewShotNet,
-        crate::omniglot::config::OmniglotConfig,
-    ),
+/// A trained module of any family, for export.
+pub struct Trained {
+    /// The model's kind, as exports name it (`single-layer`, `recurrent`, `lstm`, ...).
+    pub kind: &'static str,
+    /// The module.
+    pub module: Box<dyn TrainedModule>,
+}
+
+/// What export needs of a trained burn module.
+pub trait TrainedModule {
+    /// The trained tensors, named by their module paths.
+    fn tensors(&self) -> Result<Vec<NamedTensor>>;
+    /// Writes the module with burn's safetensors store.
+    fn save_safetensors(&self, path: &Path) -> Result<()>;
+}
+
+impl<M: burn::module::Module> TrainedModule for M {
+    fn tensors(&self) -> Result<Vec<NamedTensor>> {
+        tensors_of(self)
+    }
+    fn save_safetensors(&self, path: &Path) -> Result<()> {
+        use burn::store::SafetensorsStore;
+        let mut store = SafetensorsStore::from_file(path.to_path_buf());
+        self.save_into(&mut store)
+            .map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
+    }
 }
 
 /// One exported tensor.
@@ -79,41 +83,6 @@ pub struct NamedTensor {
     pub shape: Vec<usize>,
     /// Its values, row-major.
     pub values: Vec<f64>,
-}
-
-/// Loads the final model of the run in `dir` (its `model.bpk`) on the CPU, in the run's
-/// precision, as its family's typed model.
-pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
-    use crate::family::{Family, session::finished};
-    use crate::omniglot::family::FewShot;
-    use crate::recurrent::family::{Recurrent, TrainedRecurrent};
-    use crate::rl::family::Reinforcement;
-    use crate::single::SingleLayer;
-    let family = crate::family::Registry::builtin().of_run(dir).name();
-    Ok(match family {
-        FewShot::NAME => {
-            let (run, config) = finished::<FewShot>(dir)?;
-            let (net, config) = crate::omniglot::family::load_trained(&run, config)?;
-            TrainedModel::FewShot(net, config)
-        }
-        Reinforcement::NAME => {
-            let (run, config) = finished::<Reinforcement>(dir)?;
-            let (agent, config) = crate::rl::family::load_trained(&run, config)?;
-            TrainedModel::ActorCritic(agent, config)
-        }
-        Recurrent::NAME => {
-            let (run, config) = finished::<Recurrent>(dir)?;
-            match crate::recurrent::family::load_trained(&run, config)? {
-                TrainedRecurrent::Plastic(m, c) => TrainedModel::Recurrent(m, c),
-                TrainedRecurrent::Lstm(m, c) => TrainedModel::Lstm(m, c),
-            }
-        }
-        _ => {
-            let (run, config) = finished::<SingleLayer>(dir)?;
-            let (net, config) = crate::single::family::load_trained(&run, config)?;
-            TrainedModel::Single(net, config)
-        }
-    })
 }
 
 /// The float tensors of `model`, named by their module paths, as f64 values.
@@ -138,29 +107,9 @@ pub(crate) fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
         .collect()
 }
 
-impl TrainedModel {
-    /// `single-layer`, `recurrent`, `lstm`, `actor-critic` or `few-shot`.
-    pub fn family(&self) -> &'static str {
-        match self {
-            TrainedModel::Single(..) => "single-layer",
-            TrainedModel::Recurrent(..) => "recurrent",
-            TrainedModel::Lstm(..) => "lstm",
-            TrainedModel::ActorCritic(..) => "actor-critic",
-            TrainedModel::FewShot(..) => "few-shot",
-        }
-    }
-}
-
 /// The default export file of a run: `<run>/model.<format>`.
 pub fn default_path(dir: &Path, format: ExportFormat) -> PathBuf {
     dir.join(format!("model.{}", format.name()))
-}
-
-/// Writes the trained parameters of the run in `dir` to `out` in `format`, through the
-/// library's families ([`crate::family::Registry::export`]). Refuses to replace an existing
-/// file.
-pub fn export(dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
-    crate::family::Registry::builtin().export(dir, format, out)
 }
 
 /// Writes `model`, trained in the run in `dir`, to `out` in `format`; the number of tensors.

@@ -11,6 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Adam's ε in every family (PyTorch's default, as in the peer scripts; burn's default is 1e-5).
+pub const ADAM_EPSILON: f32 = 1e-8;
+
 const MAGIC: &str = "bohp-host-adam/1";
 const ORIGINAL_MAGIC: &str = "bohp-host-original/1";
 

@@ -27,11 +27,10 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
 use crate::device::Precision;
 use crate::error::{Error, Result};
-use crate::network::PlasticNet;
-use crate::tasks::Measures;
+use crate::single::network::PlasticNet;
+use crate::single::tasks::Measures;
 
 /// A run directory.
 #[derive(Debug, Clone)]
@@ -338,16 +337,6 @@ impl RunDir {
     /// `summary.json`.
     pub fn summary_path(&self) -> PathBuf {
         self.path.join("summary.json")
-    }
-
-    /// Writes the resolved config.
-    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
-        write_atomic(&self.config_path(), config.to_toml().as_bytes())
-    }
-
-    /// Reads and validates the run's config.
-    pub fn read_config(&self) -> Result<RunConfig> {
-        RunConfig::load(&self.config_path())
     }
 
     /// Checks that `config.toml` is the one the checkpoint `state` was written with (its

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::Engine;
+use bohp::single::config::Engine;
 
 use crate::bench::BenchEngine;
 
@@ -107,7 +107,7 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
             &args.configs,
             &cell,
             &timing(&args.timing)?,
-            bohp::train::gradient_engine(match single {
+            bohp::single::train::gradient_engine(match single {
                 crate::bench::BenchEngine::Autodiff => Engine::Autodiff,
                 crate::bench::BenchEngine::Analytic => Engine::Analytic,
                 crate::bench::BenchEngine::Fused => Engine::Fused,

@@ -1,5 +1,5 @@
 //! `bohp eval`: a trained run on fresh held-out episodes, through its family
-//! ([`bohp::family::Registry::evaluate`]).
+//! ([`bohp::registry::Registry::evaluate`]).
 
 use std::process::ExitCode;
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use bohp::config::RunConfig;
+use bohp::single::config::SingleLayerConfig;
 
 use super::*;
 use crate::args::*;
@@ -53,7 +53,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
         overrides!(config);
         AnyConfig::Recurrent(config)
     } else {
-        let mut config = RunConfig::load(&args.config)?;
+        let mut config = SingleLayerConfig::load(&args.config)?;
         if let Some(steps) = args.steps {
             config.task.steps = Some(steps);
             config.validate(&format!("{} with --steps", args.config.display()))?;

@@ -61,8 +61,8 @@ pub(crate) fn install_stop_handler() -> Result<()> {
 }
 
 /// The families this program knows: the library's.
-pub(crate) fn registry() -> bohp::family::Registry {
-    bohp::family::Registry::builtin()
+pub(crate) fn registry() -> bohp::registry::Registry {
+    bohp::registry::Registry::builtin()
 }
 
 /// Whether the config file at `path` belongs to the family named `name`.

@@ -28,19 +28,19 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
     let mut variants = Vec::new();
     for name in &args.plasticity {
         if name == "all" {
-            variants.extend(bohp::config::Plasticity::ALL);
+            variants.extend(bohp::single::config::Plasticity::ALL);
         } else {
             variants.push(
-                <bohp::config::Plasticity as clap::ValueEnum>::from_str(name, false).map_err(
-                    |_| {
-                        let names: Vec<&str> =
-                            bohp::config::Plasticity::ALL.map(|p| p.name()).to_vec();
+                <bohp::single::config::Plasticity as clap::ValueEnum>::from_str(name, false)
+                    .map_err(|_| {
+                        let names: Vec<&str> = bohp::single::config::Plasticity::ALL
+                            .map(|p| p.name())
+                            .to_vec();
                         anyhow::anyhow!(
                             "--plasticity: unknown variant `{name}`: expected {} or all",
                             names.join(", ")
                         )
-                    },
-                )?,
+                    })?,
             );
         }
     }

@@ -1,5 +1,5 @@
 //! `bohp train`: a new run, a resumed one, or an extended one, of any family, through the
-//! registry ([`bohp::family::Registry::train`]); this file is the command line's face of it:
+//! registry ([`bohp::registry::Registry::train`]); this file is the command line's face of it:
 //! the progress bar, the messages, the exit code.
 
 use std::path::PathBuf;

@@ -23,7 +23,7 @@
 //! A modulator `M(t) = tanh(Σ_j y_j(t)·w_Mj + b_M)` couples the columns: every parameter
 //! reaches every `y_j` through `M`. Modulated layers therefore carry the tangent of every
 //! output and trace entry for every parameter θ (`S(·) = ∂·/∂θ`, `(n_in·n_out)·P` numbers for
-//! `P` parameters; [`run_modulated`]):
+//! `P` parameters; `run_modulated`):
 //!
 //! ```text
 //! S(y_j)   = (1 - y_j²) · ( direct_j + Σ_k α_kj · x_k · S(H_kj(t-1)) )
@@ -35,11 +35,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::network::PlasticNet;
+use crate::engines::GradientEngine;
 use crate::rules::retroactive::TwoTraceKernel;
 use crate::rules::{Modulation, Retroactive, RuleKernel, RuleSpec, jvp};
-use crate::tasks::{EpisodeBatch, Measures, Targets};
-use crate::train::GradientEngine;
+use crate::single::network::PlasticNet;
+use crate::single::tasks::{EpisodeBatch, Measures, Targets};
 
 /// Which recursion to run. Only [`Variant::Correct`] is right; the others reproduce the paper's
 /// and the original code's mistakes, so that tests can show the checker catches them.

@@ -40,11 +40,11 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::analytic::{Grads, Params, params_from_values};
-use crate::network::PlasticNet;
+use crate::engines::GradientEngine;
 use crate::rules::retroactive::TwoTraceKernel;
 use crate::rules::{Modulation, Real, Retroactive, RuleKernel, real};
-use crate::tasks::{EpisodeBatch, Measures, Targets};
-use crate::train::GradientEngine;
+use crate::single::network::PlasticNet;
+use crate::single::tasks::{EpisodeBatch, Measures, Targets};
 
 /// The parameters of a [`PlasticNet`] in `F`, row-major like the burn model.
 #[derive(Debug, Clone)]
@@ -959,17 +959,17 @@ impl GradientEngine for LayerFused {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunConfig;
     use crate::rng::Stream;
-    use crate::train::init_model;
+    use crate::single::config::SingleLayerConfig;
+    use crate::single::train::init_model;
 
     /// A `kind` task's config (f64, seed `seed`, batch `batch`) and its initial host parameters.
-    fn task(kind: &str, seed: u64, batch: usize) -> (RunConfig, Params) {
+    fn task(kind: &str, seed: u64, batch: usize) -> (SingleLayerConfig, Params) {
         let text = format!(
             "seed = {seed}\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
              [train]\nepisodes = 10\nbatch = {batch}\nlearning_rate = 0.01\n"
         );
-        let config = RunConfig::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let config = SingleLayerConfig::parse(&text, std::path::Path::new("test.toml")).unwrap();
         config.validate("test.toml").unwrap();
         let device = crate::device::init_device(config.device, config.dtype).unwrap();
         let params = super::super::analytic::params_of(&init_model(&config, &device));

@@ -7,15 +7,12 @@
 //! directory, resuming, extending, the training loop, evaluation's overrides, export) is
 //! written once, in [`session`], over any family.
 //!
-//! The [`Registry`] holds the families a program knows: [`Registry::builtin`] the library's
-//! four, one line each; a program (or a test) adds its own with [`Registry::with`]. A config
-//! file or a run directory is sent to the family whose [`Family::owns`] accepts its
-//! `task.kind`.
+//! The [`crate::registry::Registry`] holds the families a program knows.
 //!
 //! Adding a family: a folder with its config, model, task and trainer (a
 //! [`crate::learner::Learner`]), a `family.rs` implementing [`Family`] with a
 //! `pub static FAMILY: Registered<YourFamily> = Registered::new();`, and one line in
-//! [`Registry::builtin`]. `docs/architecture.md` gives the recipe.
+//! [`crate::registry::Registry::builtin`]. `docs/architecture.md` gives the recipe.
 
 pub mod session;
 
@@ -25,10 +22,10 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::Engine;
 use crate::device::{Backend, Precision};
-use crate::error::{Error, Result};
-use crate::export::NamedTensor;
+use crate::engines::Engine;
+use crate::error::Result;
+pub use crate::export::{Trained, TrainedModule};
 use crate::learner::{Learner, RunSchedule};
 use crate::run::RunDir;
 
@@ -49,6 +46,56 @@ pub struct Keys<'a> {
     /// `dtype` (`--dtype`).
     pub dtype: &'a mut Precision,
 }
+
+/// [`Family::load`], [`Family::to_toml`] and [`Family::keys`] for a config type with `load`,
+/// `to_toml`, `seed`, `device`, `dtype` and `train.{episodes, batch, engine}` (every family of
+/// the library); invoked inside `impl Family`.
+macro_rules! config_methods {
+    ($config:ty) => {
+        fn load(path: &std::path::Path) -> $crate::error::Result<$config> {
+            <$config>::load(path)
+        }
+        fn to_toml(config: &$config) -> String {
+            config.to_toml()
+        }
+        fn keys(c: &mut $config) -> $crate::family::Keys<'_> {
+            $crate::family::Keys {
+                episodes: &mut c.train.episodes,
+                seed: &mut c.seed,
+                batch: &mut c.train.batch,
+                engine: &mut c.train.engine,
+                device: &mut c.device,
+                dtype: &mut c.dtype,
+            }
+        }
+    };
+}
+pub(crate) use config_methods;
+
+/// [`Family::start`], [`Family::resume`], [`Family::extend`] and [`Family::config`] for a
+/// trainer type with `new(config)`, `resume(run, config)`, `extend` and `config`; invoked
+/// inside `impl Family`.
+macro_rules! trainer_methods {
+    ($config:ty, $trainer:ty) => {
+        fn start(config: $config) -> $crate::error::Result<$trainer> {
+            <$trainer>::new(config)
+        }
+        fn resume(run: &$crate::run::RunDir, config: $config) -> $crate::error::Result<$trainer> {
+            <$trainer>::resume(run, config)
+        }
+        fn extend(
+            trainer: &mut $trainer,
+            updates: usize,
+            source: &str,
+        ) -> $crate::error::Result<()> {
+            trainer.extend(updates, source)
+        }
+        fn config(trainer: &$trainer) -> &$config {
+            trainer.config()
+        }
+    };
+}
+pub(crate) use trainer_methods;
 
 /// A row of family `F`'s `metrics.csv`.
 pub type Row<F> = <<F as Family>::Trainer as Learner>::Row;
@@ -107,34 +154,6 @@ pub trait Family: 'static {
     fn evaluate(run: &RunDir, config: Self::Config, request: &EvalRequest) -> Result<Report>;
     /// The run's trained module on the CPU in the run's precision (its final model exists).
     fn trained(run: &RunDir, config: Self::Config) -> Result<Trained>;
-}
-
-/// A trained module of any family, for export.
-pub struct Trained {
-    /// The model's kind, as exports name it (`single-layer`, `recurrent`, `lstm`, ...).
-    pub kind: &'static str,
-    /// The module.
-    pub module: Box<dyn TrainedModule>,
-}
-
-/// What export needs of a trained burn module.
-pub trait TrainedModule {
-    /// The trained tensors, named by their module paths.
-    fn tensors(&self) -> Result<Vec<NamedTensor>>;
-    /// Writes the module with burn's safetensors store.
-    fn save_safetensors(&self, path: &Path) -> Result<()>;
-}
-
-impl<M: burn::module::Module> TrainedModule for M {
-    fn tensors(&self) -> Result<Vec<NamedTensor>> {
-        crate::export::tensors_of(self)
-    }
-    fn save_safetensors(&self, path: &Path) -> Result<()> {
-        use burn::store::{ModuleSnapshot, SafetensorsStore};
-        let mut store = SafetensorsStore::from_file(path.to_path_buf());
-        self.save_into(&mut store)
-            .map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
-    }
 }
 
 /// A family as the registry holds it: the commands' operations on config files and run
@@ -199,117 +218,4 @@ pub fn kind_is<K: DeserializeOwned>(kind: &str) -> bool {
     let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
         kind.into_deserializer();
     K::deserialize(de).is_ok()
-}
-
-/// The families a program knows, in order: a config goes to the first that owns its
-/// `task.kind`.
-#[derive(Clone)]
-pub struct Registry {
-    families: Vec<&'static dyn DynFamily>,
-}
-
-impl Registry {
-    /// The library's families. A new family adds its line here.
-    pub fn builtin() -> Registry {
-        Registry {
-            families: vec![
-                &crate::single::FAMILY,
-                &crate::recurrent::family::FAMILY,
-                &crate::rl::family::FAMILY,
-                &crate::omniglot::family::FAMILY,
-            ],
-        }
-    }
-
-    /// This registry with `family` added after the others.
-    pub fn with(mut self, family: &'static dyn DynFamily) -> Registry {
-        self.families.push(family);
-        self
-    }
-
-    /// The registered families' names, in order.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.families.iter().map(|f| f.name()).collect()
-    }
-
-    /// The family named `name`.
-    pub fn named(&self, name: &str) -> Option<&'static dyn DynFamily> {
-        self.families.iter().copied().find(|f| f.name() == name)
-    }
-
-    /// The family of a config's text, from its `task.kind`; `None` when the text has no
-    /// string `task.kind` or no family owns it.
-    pub fn of_text(&self, text: &str) -> Option<&'static dyn DynFamily> {
-        let value: toml::Value = toml::from_str(text).ok()?;
-        let kind = value.get("task")?.get("kind")?.as_str()?;
-        self.families.iter().copied().find(|f| f.owns(kind))
-    }
-
-    /// The family of the config file at `path`. When the file cannot be read or names no
-    /// family's kind, the first family (the single layer), whose loader then names what is
-    /// wrong with the file.
-    pub fn of_file(&self, path: &Path) -> &'static dyn DynFamily {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| self.of_text(&text))
-            .unwrap_or(self.families[0])
-    }
-
-    /// The family of the run in `dir`, from its `config.toml` (as [`Registry::of_file`]).
-    pub fn of_run(&self, dir: &Path) -> &'static dyn DynFamily {
-        self.of_file(&dir.join("config.toml"))
-    }
-
-    /// Whether the config file at `path` belongs to the family named `name`.
-    pub fn is(&self, path: &Path, name: &str) -> bool {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| self.of_text(&text))
-            .is_some_and(|f| f.name() == name)
-    }
-
-    /// `bohp train` through the family of the request's config (or resumed run).
-    pub fn train(&self, request: &TrainRequest<'_>, ui: &mut dyn TrainUi) -> Result<TrainEnd> {
-        let family = match (&request.resume, &request.config) {
-            (Some(dir), _) => self.of_run(dir),
-            (None, Some(path)) => self.of_file(path),
-            (None, None) => {
-                return Err(Error::Unsupported(
-                    "train: give a config file, or --resume RUN_DIR".into(),
-                ));
-            }
-        };
-        family.train(request, ui)
-    }
-
-    /// `bohp eval` through the family of the run in `dir`.
-    pub fn evaluate(&self, dir: &Path, request: &EvalRequest) -> Result<Report> {
-        self.of_run(dir).evaluate(dir, request)
-    }
-
-    /// The trained module of the finished run in `dir`.
-    pub fn trained(&self, dir: &Path) -> Result<Trained> {
-        self.of_run(dir).trained(dir)
-    }
-
-    /// `bohp export`: the trained parameters of the run in `dir` written to `out` in
-    /// `format`; the number of tensors. Refuses to replace an existing file.
-    pub fn export(
-        &self,
-        dir: &Path,
-        format: crate::export::ExportFormat,
-        out: &Path,
-    ) -> Result<usize> {
-        crate::export::write(self.trained_for_export(dir, out)?, dir, format, out)
-    }
-
-    fn trained_for_export(&self, dir: &Path, out: &Path) -> Result<Trained> {
-        if out.exists() {
-            return Err(Error::artifact(
-                out,
-                "already exists; choose another --out (or remove it)",
-            ));
-        }
-        self.trained(dir)
-    }
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use super::{Family, Row};
-use crate::config::Engine;
 use crate::device::{Backend, Precision, init_device};
+use crate::engines::Engine;
 use crate::error::{Error, Result};
 use crate::learner::{Learner, Observer, Outcome, RunSchedule};
 use crate::run::{RunDir, write_atomic};

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Engine, LrSchedule, check_schedule, default_beta1, default_beta2, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::omniglot::data::{Augment, SIDE};
+use crate::schema::{Engine, LrSchedule, check_schedule, default_beta1, default_beta2, parse_toml};
 
 /// The few-shot tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +51,10 @@ pub struct OmniglotTaskConfig {
     /// Alphabets never trained on: `bohp eval` measures accuracy on them.
     #[serde(default)]
     pub held_out: Vec<String>,
-    /// Classes per training episode [5].
+    /// Classes per training episode (default 5).
     #[serde(default = "default_ways")]
     pub ways: usize,
-    /// Support images per class [1].
+    /// Support images per class (default 1).
     #[serde(default = "default_shots")]
     pub shots: usize,
     /// Draw each training episode's classes from one alphabet (alphabets with at least `ways`
@@ -77,18 +77,18 @@ pub struct OmniglotModelConfig {
     /// `false`: the α = 0 control (no plasticity; the support set cannot be learned).
     #[serde(default = "default_true")]
     pub plastic: bool,
-    /// Channels of each convolution [64].
+    /// Channels of each convolution (default 64).
     #[serde(default = "default_channels")]
     pub channels: usize,
     /// Output units of the plastic layer: the largest number of classes an episode may have
-    /// [20]. Each episode's classes take random units.
+    /// (default 20). Each episode's classes take random units.
     #[serde(default = "default_slots")]
     pub outputs: usize,
     /// The plastic layer's rule from the rule library: `oja` (the default and the 2018
     /// paper's), `hebb` or `clipped`, with the learned η as its rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
-    /// The bound `c` of `rule = "clipped"` [1] (an error with the other rules), and of `H`
+    /// The bound `c` of `rule = "clipped"` (default 1) (an error with the other rules), and of `H`
     /// with `modulation = "retroactive"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<f64>,
@@ -101,7 +101,7 @@ pub struct OmniglotModelConfig {
     /// Initial η of the rule.
     #[serde(default = "default_eta")]
     pub init_eta: f64,
-    /// Initial α of every connection [1]: the query's logit for a class then starts as the
+    /// Initial α of every connection (default 1): the query's logit for a class then starts as the
     /// (η-scaled) dot product of its embedding with the class's support embedding, a similarity
     /// classifier from the first update.
     #[serde(default = "default_alpha")]

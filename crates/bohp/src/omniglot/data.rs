@@ -280,16 +280,16 @@ pub fn rotate(image: &[f32], quarter_turns: usize) -> Image {
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
-    /// Largest rotation, in degrees [0].
+    /// Largest rotation, in degrees (default 0).
     #[serde(default)]
     pub rotation: f64,
-    /// Largest relative change of scale, along each axis on its own [0].
+    /// Largest relative change of scale, along each axis on its own (default 0).
     #[serde(default)]
     pub scale: f64,
-    /// Largest shear (the tangent of the shear angle) [0].
+    /// Largest shear (the tangent of the shear angle) (default 0).
     #[serde(default)]
     pub shear: f64,
-    /// Largest shift along each axis, in pixels of the [`SIDE`] × [`SIDE`] image [0].
+    /// Largest shift along each axis, in pixels of the [`SIDE`] × [`SIDE`] image (default 0).
     #[serde(default)]
     pub shift: f64,
 }

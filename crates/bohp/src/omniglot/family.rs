@@ -2,7 +2,6 @@
 //! with a plastic output layer).
 
 use std::collections::VecDeque;
-use std::path::Path;
 
 use serde_json::json;
 
@@ -11,7 +10,7 @@ use super::model::FewShotNet;
 use super::train::{OmniglotRow, OmniglotSummary, OmniglotTrainer};
 use crate::device::{Backend, init_device};
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Keys, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
 use crate::run::{RunDir, load_record};
 
 /// Few-shot classification of Omniglot characters (2018).
@@ -30,35 +29,8 @@ impl Family for FewShot {
     fn owns(kind: &str) -> bool {
         kind_is::<FewShotKind>(kind)
     }
-    fn load(path: &Path) -> Result<OmniglotConfig> {
-        OmniglotConfig::load(path)
-    }
-    fn to_toml(config: &OmniglotConfig) -> String {
-        config.to_toml()
-    }
-    fn keys(c: &mut OmniglotConfig) -> Keys<'_> {
-        Keys {
-            episodes: &mut c.train.episodes,
-            seed: &mut c.seed,
-            batch: &mut c.train.batch,
-            engine: &mut c.train.engine,
-            device: &mut c.device,
-            dtype: &mut c.dtype,
-        }
-    }
-
-    fn start(config: OmniglotConfig) -> Result<OmniglotTrainer> {
-        OmniglotTrainer::new(config)
-    }
-    fn resume(run: &RunDir, config: OmniglotConfig) -> Result<OmniglotTrainer> {
-        OmniglotTrainer::resume(run, config)
-    }
-    fn extend(trainer: &mut OmniglotTrainer, updates: usize, source: &str) -> Result<()> {
-        trainer.extend(updates, source)
-    }
-    fn config(trainer: &OmniglotTrainer) -> &OmniglotConfig {
-        trainer.config()
-    }
+    crate::family::config_methods!(OmniglotConfig);
+    crate::family::trainer_methods!(OmniglotConfig, OmniglotTrainer);
 
     fn describe(trainer: &OmniglotTrainer) -> String {
         let config = trainer.config();

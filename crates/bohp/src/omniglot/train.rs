@@ -130,7 +130,7 @@ fn adam(config: &OmniglotConfig) -> ModuleOptimizer {
     AdamConfig::new()
         .with_beta_1(config.train.adam_beta1 as f32)
         .with_beta_2(config.train.adam_beta2 as f32)
-        .with_epsilon(crate::train::ADAM_EPSILON)
+        .with_epsilon(crate::host_optim::ADAM_EPSILON)
         .init()
 }
 

@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 use super::images;
 use super::model::{LstmNet, PlasticRnnConfig};
 use super::tasks::{ImageSource, RecurrentTask, RecurrentTaskKind};
-use crate::config::{
-    Engine, LrSchedule, Plasticity, check_modulation, check_rule, check_schedule, is_unmodulated,
-    parse_toml, rule_spec,
-};
 use crate::device::{Backend, Precision};
 use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
 use crate::memory::Estimate;
 use crate::rules::{Modulation, Rule};
+use crate::schema::{
+    Engine, LrSchedule, Plasticity, check_modulation, check_rule, check_schedule, is_unmodulated,
+    parse_toml, rule_spec,
+};
 
 /// A recurrent run: task, model, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ pub struct RecurrentTrainConfig {
     /// Parameter updates; each is a batch of `batch` episodes.
     pub episodes: usize,
     /// Episodes per update.
-    #[serde(default = "crate::config::default_batch")]
+    #[serde(default = "crate::schema::default_batch")]
     pub batch: usize,
     /// Adam learning rate (the initial one, under a decaying schedule).
     pub learning_rate: f64,
@@ -155,10 +155,10 @@ pub struct RecurrentTrainConfig {
     #[serde(default)]
     pub min_learning_rate: f64,
     /// Adam's β₁.
-    #[serde(default = "crate::config::default_beta1")]
+    #[serde(default = "crate::schema::default_beta1")]
     pub adam_beta1: f64,
     /// Adam's β₂.
-    #[serde(default = "crate::config::default_beta2")]
+    #[serde(default = "crate::schema::default_beta2")]
     pub adam_beta2: f64,
     /// `fused` (the default) or `autodiff` (`analytic` is the single layer's engine).
     #[serde(default = "default_recurrent_engine")]
@@ -685,7 +685,7 @@ learning_rate = 0.001
         assert_eq!((task.items, task.cycles, task.steps()), (5, 2, 106));
         assert_eq!(c.neurons(), 50);
         assert_eq!(c.num_params(), 2 * 50 * 50 + 1);
-        let registry = crate::family::Registry::builtin();
+        let registry = crate::registry::Registry::builtin();
         assert_eq!(registry.of_text(BASE).map(|f| f.name()), Some("recurrent"));
         assert_eq!(
             registry

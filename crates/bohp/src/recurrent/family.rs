@@ -2,7 +2,6 @@
 //! `images` (plastic, non-plastic and LSTM models).
 
 use std::collections::VecDeque;
-use std::path::Path;
 
 use serde_json::json;
 
@@ -10,11 +9,11 @@ use super::config::{RecurrentConfig, RecurrentModelKind};
 use super::model::{LstmNet, PlasticRnn};
 use super::tasks::RecurrentTaskKind;
 use super::train::{RecurrentRow, RecurrentSummary, RecurrentTrainer};
-use crate::config::Engine;
 use crate::device::{Backend, init_device};
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Keys, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
 use crate::run::{RunDir, load_record};
+use crate::schema::Engine;
 
 /// Fully recurrent plastic networks and their baselines (2018).
 pub struct Recurrent;
@@ -32,35 +31,8 @@ impl Family for Recurrent {
     fn owns(kind: &str) -> bool {
         kind_is::<RecurrentTaskKind>(kind)
     }
-    fn load(path: &Path) -> Result<RecurrentConfig> {
-        RecurrentConfig::load(path)
-    }
-    fn to_toml(config: &RecurrentConfig) -> String {
-        config.to_toml()
-    }
-    fn keys(c: &mut RecurrentConfig) -> Keys<'_> {
-        Keys {
-            episodes: &mut c.train.episodes,
-            seed: &mut c.seed,
-            batch: &mut c.train.batch,
-            engine: &mut c.train.engine,
-            device: &mut c.device,
-            dtype: &mut c.dtype,
-        }
-    }
-
-    fn start(config: RecurrentConfig) -> Result<RecurrentTrainer> {
-        RecurrentTrainer::new(config)
-    }
-    fn resume(run: &RunDir, config: RecurrentConfig) -> Result<RecurrentTrainer> {
-        RecurrentTrainer::resume(run, config)
-    }
-    fn extend(trainer: &mut RecurrentTrainer, updates: usize, source: &str) -> Result<()> {
-        trainer.extend(updates, source)
-    }
-    fn config(trainer: &RecurrentTrainer) -> &RecurrentConfig {
-        trainer.config()
-    }
+    crate::family::config_methods!(RecurrentConfig);
+    crate::family::trainer_methods!(RecurrentConfig, RecurrentTrainer);
 
     fn describe(trainer: &RecurrentTrainer) -> String {
         let config = trainer.config();
@@ -123,11 +95,11 @@ impl Family for Recurrent {
         Ok(match load_trained(run, config)? {
             TrainedRecurrent::Plastic(m, _) => Trained {
                 kind: "recurrent",
-                module: Box::new(m),
+                module: m,
             },
             TrainedRecurrent::Lstm(m, _) => Trained {
                 kind: "lstm",
-                module: Box::new(m),
+                module: m,
             },
         })
     }
@@ -136,9 +108,9 @@ impl Family for Recurrent {
 /// A trained recurrent run's network.
 pub enum TrainedRecurrent {
     /// The plastic (or non-plastic) recurrent network.
-    Plastic(PlasticRnn, RecurrentConfig),
+    Plastic(Box<PlasticRnn>, RecurrentConfig),
     /// The LSTM baseline.
-    Lstm(LstmNet, RecurrentConfig),
+    Lstm(Box<LstmNet>, RecurrentConfig),
 }
 
 /// The run's final network on the CPU, in the run's precision.
@@ -149,11 +121,11 @@ pub fn load_trained(run: &RunDir, config: RecurrentConfig) -> Result<TrainedRecu
         RecurrentModelKind::Plastic => {
             let rnn = config.plastic_rnn();
             let template = rnn.from_values(&rnn.init_values(config.seed), &device);
-            TrainedRecurrent::Plastic(load_record(template, &path, None)?, config)
+            TrainedRecurrent::Plastic(Box::new(load_record(template, &path, None)?), config)
         }
         RecurrentModelKind::Lstm => {
             let template = LstmNet::new(config.size(), config.lstm_hidden(), &device);
-            TrainedRecurrent::Lstm(load_record(template, &path, None)?, config)
+            TrainedRecurrent::Lstm(Box::new(load_record(template, &path, None)?), config)
         }
     })
 }

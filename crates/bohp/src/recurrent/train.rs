@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::config::{RecurrentConfig, RecurrentModelKind};
 use super::model::{LstmNet, PlasticRnn, PlasticRnnConfig};
 use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
-use crate::config::Engine;
 use crate::device::{Precision, init_device};
 use crate::engines::fused::Real;
 use crate::error::{Error, Result};
@@ -24,8 +23,9 @@ use crate::rng::Stream;
 use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
+use crate::schema::Engine;
 
-const ADAM_EPSILON: f32 = 1e-8;
+use crate::host_optim::ADAM_EPSILON;
 
 /// One training update's measures.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

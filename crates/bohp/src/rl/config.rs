@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::env::{EnvKind, EnvShape};
 use super::model::{ActorCriticConfig, RlInit, RlModelKind};
-use crate::config::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::rules::Rule;
+use crate::schema::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
 
 /// A reinforcement-learning run: environment, network, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

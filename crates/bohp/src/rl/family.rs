@@ -2,7 +2,6 @@
 //! `maze` (actor-critic agents trained by A2C).
 
 use std::collections::VecDeque;
-use std::path::Path;
 
 use serde_json::json;
 
@@ -12,7 +11,7 @@ use super::model::Agent;
 use super::train::{RlRow, RlSummary, RlTrainer, random_policy_reward};
 use crate::device::{Backend, init_device};
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Keys, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
 use crate::run::{RunDir, load_record};
 
 /// Actor-critic agents trained by reinforcement (2019).
@@ -31,35 +30,8 @@ impl Family for Reinforcement {
     fn owns(kind: &str) -> bool {
         kind_is::<EnvKind>(kind)
     }
-    fn load(path: &Path) -> Result<RlConfig> {
-        RlConfig::load(path)
-    }
-    fn to_toml(config: &RlConfig) -> String {
-        config.to_toml()
-    }
-    fn keys(c: &mut RlConfig) -> Keys<'_> {
-        Keys {
-            episodes: &mut c.train.episodes,
-            seed: &mut c.seed,
-            batch: &mut c.train.batch,
-            engine: &mut c.train.engine,
-            device: &mut c.device,
-            dtype: &mut c.dtype,
-        }
-    }
-
-    fn start(config: RlConfig) -> Result<RlTrainer> {
-        RlTrainer::new(config)
-    }
-    fn resume(run: &RunDir, config: RlConfig) -> Result<RlTrainer> {
-        RlTrainer::resume(run, config)
-    }
-    fn extend(trainer: &mut RlTrainer, updates: usize, source: &str) -> Result<()> {
-        trainer.extend(updates, source)
-    }
-    fn config(trainer: &RlTrainer) -> &RlConfig {
-        trainer.config()
-    }
+    crate::family::config_methods!(RlConfig);
+    crate::family::trainer_methods!(RlConfig, RlTrainer);
 
     fn describe(trainer: &RlTrainer) -> String {
         let config = trainer.config();

@@ -5,7 +5,7 @@
 //! its action sampling, the forward pass, the discounted returns, the loss and the reverse pass
 //! (BPTT), in `f32` or `f64`. The loss of the batch is the mean of its episodes' losses (the
 //! advantage uses each episode's own value), so the batch gradient is the sum of per-episode
-//! gradients: added in fixed chunks of [`CHUNK`] episodes, then chunk by chunk in order, so the
+//! gradients: added in fixed chunks of `CHUNK` episodes, then chunk by chunk in order, so the
 //! result does not depend on the thread count.
 //!
 //! Memory: the reverse pass needs each step's traces `H(t−1)` and `E(t−1)`, `2·N²` numbers a
@@ -33,7 +33,7 @@ use super::host::AcParams;
 use super::model::ActorCriticConfig;
 use super::model::RlModelKind;
 use super::replay::a2c_step;
-use super::train::sample_action;
+use super::replay::sample_action;
 use crate::rng::{Stream, stream_rng};
 use crate::rules::{Real, Retroactive, RowRate, RuleKernel, RuleSpec, real, sum_lanes};
 
@@ -668,7 +668,7 @@ impl<F: Real> FusedAc<F> {
     }
 
     /// One update's rollout and gradient: episodes `first..first + batch` of `stream`, in
-    /// chunks of [`CHUNK`] on rayon tasks.
+    /// chunks of `CHUNK` on rayon tasks.
     pub fn update(
         &self,
         shape: EnvShape,

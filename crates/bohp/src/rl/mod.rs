@@ -8,5 +8,6 @@ pub mod family;
 pub mod fused;
 pub mod host;
 pub mod model;
+pub mod params;
 pub mod replay;
 pub mod train;

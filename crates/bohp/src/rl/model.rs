@@ -24,7 +24,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::host::AcParams;
+use super::params::AcParams;
 use crate::layer::{gaussian, param};
 use crate::rng::{Stream, stream_rng};
 use crate::rules::{Rate, Retroactive, Rule, RuleSpec};
@@ -537,6 +537,34 @@ impl Agent {
             Agent::Lstm(_) => None,
         }
     }
+}
+
+impl AcParams {
+    /// The current parameter values of a burn network.
+    pub fn of(model: &ActorCritic) -> AcParams {
+        AcParams {
+            w_in: host(model.w_in.val()),
+            w: host(model.w.val()),
+            b: host(model.b.val()),
+            alpha: host(model.alpha.val()),
+            w_pi: host(model.w_pi.val()),
+            b_pi: host(model.b_pi.val()),
+            w_v: host(model.w_v.val()),
+            b_v: host(model.b_v.val()),
+            w_m: host(model.w_m.val()),
+            b_m: host(model.b_m.val()),
+            fan_w: host(model.fan_w.val()),
+            fan_b: host(model.fan_b.val()),
+            eta: host(model.eta.val()),
+        }
+    }
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .expect("f64 data")
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@
 use super::config::{Exploration, RlConfig, RlTrainConfig};
 use super::env::BatchEnv;
 use super::host::{HostAc, HostState, Rollout};
-use super::train::sample_action;
 use crate::rng::{Stream, stream_rng};
 use crate::rules::{Real, real};
 
@@ -210,4 +209,18 @@ pub fn a2c_step<F: Real>(
         term,
         d_value: scale * (-real::<F>(2.0) * cv * delta),
     }
+}
+
+/// An action drawn from the policy's probabilities `probs` with `rng`.
+pub fn sample_action(probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> usize {
+    use rand::Rng;
+    let u: f32 = rng.random();
+    let mut acc = 0.0;
+    probs
+        .iter()
+        .position(|p| {
+            acc += p;
+            u < acc
+        })
+        .unwrap_or(probs.len() - 1)
 }

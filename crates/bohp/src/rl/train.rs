@@ -27,7 +27,7 @@ use super::fused::FusedAc;
 use super::host::AcParams;
 use super::model::{AcStep, Agent};
 use super::replay::Replay;
-use crate::config::Engine;
+pub use super::replay::sample_action;
 use crate::device::{Precision, init_device};
 use crate::error::{Error, Result};
 use crate::host_optim::{HostAdam, HostOptimizer};
@@ -38,6 +38,7 @@ use crate::rng::{Stream, stream_rng};
 use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
+use crate::schema::Engine;
 
 /// One update's measures (a row of `metrics.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -138,7 +139,7 @@ fn adam(config: &RlConfig) -> ModuleOptimizer {
     AdamConfig::new()
         .with_beta_1(config.train.adam_beta1 as f32)
         .with_beta_2(config.train.adam_beta2 as f32)
-        .with_epsilon(crate::train::ADAM_EPSILON)
+        .with_epsilon(crate::host_optim::ADAM_EPSILON)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(
             config.train.clip_grad_norm as f32,
         )))
@@ -162,19 +163,6 @@ pub fn random_policy_reward(config: &RlConfig, episodes: usize) -> f64 {
     total / episodes as f64
 }
 
-/// An action drawn from the policy's probabilities `probs` with `rng`.
-pub fn sample_action(probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> usize {
-    let u: f32 = rng.random();
-    let mut acc = 0.0;
-    probs
-        .iter()
-        .position(|p| {
-            acc += p;
-            u < acc
-        })
-        .unwrap_or(probs.len() - 1)
-}
-
 impl RlTrainer {
     /// A fresh trainer: initial parameters from the config's seed.
     pub fn new(config: RlConfig) -> Result<RlTrainer> {
@@ -188,7 +176,7 @@ impl RlTrainer {
                 adam: HostAdam::new(
                     t.adam_beta1 as f32,
                     t.adam_beta2 as f32,
-                    crate::train::ADAM_EPSILON,
+                    crate::host_optim::ADAM_EPSILON,
                     &sizes,
                 ),
                 trainable: network.trainable(),

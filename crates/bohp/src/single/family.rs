@@ -2,18 +2,17 @@
 //! `one-shot` or `reversal`.
 
 use std::collections::VecDeque;
-use std::path::Path;
 
 use burn::module::Module;
 use serde_json::json;
 
-use crate::config::RunConfig;
 use crate::device::init_device;
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Keys, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
 use crate::run::{MetricsRow, RunDir, Summary, load_model, load_record};
-use crate::tasks::TaskKind;
-use crate::train::{Trainer, evaluate, gradient_engine, init_model};
+use crate::single::config::SingleLayerConfig;
+use crate::single::tasks::TaskKind;
+use crate::single::train::{SingleLayerTrainer, evaluate, gradient_engine, init_model};
 
 /// The 2016 single plastic layer.
 pub struct SingleLayer;
@@ -21,56 +20,42 @@ pub struct SingleLayer;
 /// The single layer in the registry.
 pub static FAMILY: Registered<SingleLayer> = Registered::new();
 
-crate::learner::run_schedule!(RunConfig);
+crate::learner::run_schedule!(SingleLayerConfig);
 
 impl Family for SingleLayer {
     const NAME: &'static str = "single-layer";
     const PROGRESS_WINDOW: usize = 100;
-    type Config = RunConfig;
-    type Trainer = Trainer;
+    type Config = SingleLayerConfig;
+    type Trainer = SingleLayerTrainer;
 
     fn owns(kind: &str) -> bool {
         kind_is::<TaskKind>(kind)
     }
-    fn load(path: &Path) -> Result<RunConfig> {
-        RunConfig::load(path)
-    }
-    fn to_toml(config: &RunConfig) -> String {
-        config.to_toml()
-    }
-    fn keys(c: &mut RunConfig) -> Keys<'_> {
-        Keys {
-            episodes: &mut c.train.episodes,
-            seed: &mut c.seed,
-            batch: &mut c.train.batch,
-            engine: &mut c.train.engine,
-            device: &mut c.device,
-            dtype: &mut c.dtype,
-        }
-    }
-    fn rescale(config: &mut RunConfig, configured: usize) -> Option<String> {
+    crate::family::config_methods!(SingleLayerConfig);
+
+    fn rescale(config: &mut SingleLayerConfig, configured: usize) -> Option<String> {
         config.scale_frozen_phase(configured)
     }
-    fn frozen(config: &RunConfig) -> Option<usize> {
+    fn frozen(config: &SingleLayerConfig) -> Option<usize> {
         Some(config.train.freeze_last)
     }
 
-    fn start(config: RunConfig) -> Result<Trainer> {
+    fn start(config: SingleLayerConfig) -> Result<SingleLayerTrainer> {
         let engine = gradient_engine(config.train.engine);
-        Trainer::new(config, engine)
+        SingleLayerTrainer::new(config, engine)
     }
-    fn resume(run: &RunDir, config: RunConfig) -> Result<Trainer> {
+    fn resume(run: &RunDir, config: SingleLayerConfig) -> Result<SingleLayerTrainer> {
         let engine = gradient_engine(config.train.engine);
-        Trainer::resume(run, config, engine)
+        SingleLayerTrainer::resume(run, config, engine)
     }
-    fn extend(trainer: &mut Trainer, updates: usize, source: &str) -> Result<()> {
+    fn extend(trainer: &mut SingleLayerTrainer, updates: usize, source: &str) -> Result<()> {
         trainer.extend(updates, source)
     }
-    fn config(trainer: &Trainer) -> &RunConfig {
+    fn config(trainer: &SingleLayerTrainer) -> &SingleLayerConfig {
         trainer.config()
     }
 
-    fn describe(trainer: &Trainer) -> String {
+    fn describe(trainer: &SingleLayerTrainer) -> String {
         let c = trainer.config();
         format!(
             "{} on {} ({}, {} gradients), batch {}",
@@ -85,7 +70,7 @@ impl Family for SingleLayer {
         let phase = if frozen { " [frozen]" } else { "" };
         format!("loss {loss:.4} error {error:.4}{phase}")
     }
-    fn report(trainer: &Trainer, summary: &Summary) -> Vec<String> {
+    fn report(trainer: &SingleLayerTrainer, summary: &Summary) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(frozen) = &summary.frozen {
             lines.push(format!(
@@ -97,7 +82,7 @@ impl Family for SingleLayer {
         lines
     }
 
-    fn evaluate(run: &RunDir, config: RunConfig, request: &EvalRequest) -> Result<Report> {
+    fn evaluate(run: &RunDir, config: SingleLayerConfig, request: &EvalRequest) -> Result<Report> {
         request.refuse_omniglot_runs()?;
         let device = init_device(config.device, config.dtype)?;
         let model = load_model(init_model(&config, &device), &run.model_path(), None)?.valid();
@@ -126,7 +111,7 @@ impl Family for SingleLayer {
             )],
         })
     }
-    fn trained(run: &RunDir, config: RunConfig) -> Result<Trained> {
+    fn trained(run: &RunDir, config: SingleLayerConfig) -> Result<Trained> {
         let (model, _) = load_trained(run, config)?;
         Ok(Trained {
             kind: Self::NAME,
@@ -138,8 +123,8 @@ impl Family for SingleLayer {
 /// The run's final network on the CPU, in the run's precision, with its config.
 pub fn load_trained(
     run: &RunDir,
-    config: RunConfig,
-) -> Result<(crate::network::PlasticNet, RunConfig)> {
+    config: SingleLayerConfig,
+) -> Result<(crate::single::network::PlasticNet, SingleLayerConfig)> {
     let device = init_device(crate::device::Backend::Flex, config.dtype)?;
     let model = load_record(init_model(&config, &device), &run.model_path(), None)?;
     Ok((model, config))

@@ -3,82 +3,20 @@
 
 use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
-use crate::config::RunConfig;
 use crate::device::init_device;
 use crate::error::{Error, Result};
 use crate::host_optim::HostOptimizer;
 use crate::learner::{Divergence, Learner, Progress, Session, open_checkpoint};
-use crate::network::PlasticNet;
 use crate::rng::{Stream, stream_rng};
 use crate::run::{MetricsRow, RunDir, Snapshot, Summary, model_bytes, optimizer_bytes};
-use crate::tasks::{EpisodeBatch, Measures, Task, read_measures};
+use crate::single::config::SingleLayerConfig;
+use crate::single::network::PlasticNet;
+use crate::single::tasks::{EpisodeBatch, Measures, Task, read_measures};
 
-/// Adam's ε (PyTorch's default, as in the peer scripts; burn's default is 1e-5).
-pub const ADAM_EPSILON: f32 = 1e-8;
-
-/// Where a training step's loss and gradients come from.
-pub trait GradientEngine: Send {
-    /// A short name for logs and errors (`autodiff`, `analytic`).
-    fn name(&self) -> &'static str;
-
-    /// The measures of `batch` under `model` and the gradients of its loss, keyed by parameter
-    /// id, as plain (non-autodiff) tensors like those burn's backward pass yields. `device` is
-    /// the model's autodiff device. Parameters that are not trained get no gradient.
-    ///
-    /// The default serves [`GradientEngine::on_host`] engines: their host gradients, as tensors.
-    fn gradients(
-        &mut self,
-        model: &PlasticNet,
-        _task: &Task,
-        batch: &EpisodeBatch,
-        device: &Device,
-    ) -> (Measures, GradientsParams) {
-        let values = model.parameter_values();
-        let (measures, grads) = self
-            .host_gradients(model, &values, batch)
-            .unwrap_or_else(|| panic!("the {} engine gives no host gradients", self.name()));
-        (measures, model.gradients_params(&grads, device))
-    }
-
-    /// Whether the engine computes on the host and implements [`GradientEngine::host_gradients`]:
-    /// the trainer then keeps the parameters and Adam on the host too.
-    fn on_host(&self) -> bool {
-        false
-    }
-
-    /// [`GradientEngine::gradients`] with the measures (loss, error, error_code) as a `[3]`
-    /// tensor on the device, for the caller to read when it chooses (every few updates on a
-    /// GPU). The default uploads the host measures; autodiff leaves its own there.
-    fn gradients_on_device(
-        &mut self,
-        model: &PlasticNet,
-        task: &Task,
-        batch: &EpisodeBatch,
-        device: &Device,
-    ) -> (Tensor<1>, GradientsParams) {
-        let (m, grads) = self.gradients(model, task, batch, device);
-        let values = vec![m.loss, m.error, m.error_code];
-        let plain = device.clone().without_autodiff();
-        (
-            Tensor::from_data(TensorData::new(values, [3]), &plain),
-            grads,
-        )
-    }
-
-    /// For [`GradientEngine::on_host`] engines: the measures of `batch` and the loss gradient
-    /// of each parameter group, for `model`'s shape with the parameter values `values` (named
-    /// and ordered as [`PlasticNet::parameter_values`]).
-    fn host_gradients(
-        &mut self,
-        _model: &PlasticNet,
-        _values: &[(&'static str, Vec<f64>)],
-        _batch: &EpisodeBatch,
-    ) -> Option<(Measures, Vec<Vec<f64>>)> {
-        None
-    }
-}
+pub use crate::engines::GradientEngine;
+pub use crate::host_optim::ADAM_EPSILON;
 
 /// Parameters and the optimizer on the host, for [`GradientEngine::on_host`] engines and for
 /// runs whose optimizer runs there (the original procedure, gradient-norm clipping).
@@ -94,7 +32,7 @@ struct HostState {
 
 impl HostState {
     /// The model's parameters with a fresh optimizer.
-    fn fresh(model: &PlasticNet, config: &RunConfig) -> HostState {
+    fn fresh(model: &PlasticNet, config: &SingleLayerConfig) -> HostState {
         let values = model.parameter_values();
         let sizes: Vec<usize> = values.iter().map(|(_, v)| v.len()).collect();
         let optim = config.host_optimizer(&sizes);
@@ -111,7 +49,11 @@ impl HostState {
 
     /// The model's parameters with the optimizer state restored from a checkpoint, if it is the
     /// configured optimizer and fits.
-    fn restored(model: &PlasticNet, optim: HostOptimizer, config: &RunConfig) -> Option<HostState> {
+    fn restored(
+        model: &PlasticNet,
+        optim: HostOptimizer,
+        config: &SingleLayerConfig,
+    ) -> Option<HostState> {
         let fresh = HostState::fresh(model, config);
         let sizes: Vec<usize> = fresh.values.iter().map(|(_, v)| v.len()).collect();
         (optim.fits(&sizes) && optim.same_kind(&fresh.optim))
@@ -154,8 +96,8 @@ impl GradientEngine for Autodiff {
 }
 
 /// The model, its optimizer and the position in the run.
-pub struct Trainer {
-    config: RunConfig,
+pub struct SingleLayerTrainer {
+    config: SingleLayerConfig,
     task: Task,
     /// The autodiff device parameters live on.
     device: Device,
@@ -170,13 +112,13 @@ pub struct Trainer {
     host: Option<HostState>,
     /// Whether `model` lags behind the host's parameters: host engines update `host.values`
     /// alone, and the model is rebuilt from them only where it is read
-    /// ([`Trainer::model`], checkpoints, the frozen phase).
+    /// ([`SingleLayerTrainer::model`], checkpoints, the frozen phase).
     stale: bool,
 }
 
 /// The gradient engine `train.engine` names.
-pub fn gradient_engine(engine: crate::config::Engine) -> Box<dyn GradientEngine> {
-    use crate::config::Engine;
+pub fn gradient_engine(engine: crate::single::config::Engine) -> Box<dyn GradientEngine> {
+    use crate::single::config::Engine;
     match engine {
         Engine::Autodiff => Box::new(Autodiff),
         Engine::Analytic => Box::new(crate::engines::analytic::Analytic),
@@ -185,7 +127,7 @@ pub fn gradient_engine(engine: crate::config::Engine) -> Box<dyn GradientEngine>
 }
 
 /// The Adam optimizer of a run.
-pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
+pub fn optimizer(config: &SingleLayerConfig) -> ModuleOptimizer {
     AdamConfig::new()
         .with_beta_1(config.train.adam_beta1 as f32)
         .with_beta_2(config.train.adam_beta2 as f32)
@@ -194,7 +136,7 @@ pub fn optimizer(config: &RunConfig) -> ModuleOptimizer {
 }
 
 /// A freshly initialized network for `config`, on `device`.
-pub fn init_model(config: &RunConfig, device: &Device) -> PlasticNet {
+pub fn init_model(config: &SingleLayerConfig, device: &Device) -> PlasticNet {
     let mut rng = stream_rng(config.seed, Stream::Init, 0);
     config.network().init(&mut rng, device)
 }
@@ -278,16 +220,19 @@ pub fn evaluate(
     }
 }
 
-impl Trainer {
+impl SingleLayerTrainer {
     /// A new run's trainer on the config's device and dtype, with parameters initialized from
     /// the config's seed, taking gradients from `engine`.
-    pub fn new(config: RunConfig, engine: Box<dyn GradientEngine>) -> Result<Trainer> {
+    pub fn new(
+        config: SingleLayerConfig,
+        engine: Box<dyn GradientEngine>,
+    ) -> Result<SingleLayerTrainer> {
         // burn's optimizer updates autodiff-tracked parameters, whatever the gradients' source.
         let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
         let host = (engine.on_host() || config.host_optimizer_needed())
             .then(|| HostState::fresh(&model, &config));
-        Ok(Trainer {
+        Ok(SingleLayerTrainer {
             task: config.task(),
             optim: optimizer(&config),
             config,
@@ -305,10 +250,10 @@ impl Trainer {
     /// and `metrics.csv` without writing anything.
     pub fn resume(
         run: &RunDir,
-        config: RunConfig,
+        config: SingleLayerConfig,
         engine: Box<dyn GradientEngine>,
-    ) -> Result<Trainer> {
-        let mut trainer = Trainer::new(config, engine)?;
+    ) -> Result<SingleLayerTrainer> {
+        let mut trainer = SingleLayerTrainer::new(config, engine)?;
         let mut checkpoint = open_checkpoint::<MetricsRow>(
             run,
             trainer.config.dtype,
@@ -355,7 +300,7 @@ impl Trainer {
     }
 
     /// The run's config.
-    pub fn config(&self) -> &RunConfig {
+    pub fn config(&self) -> &SingleLayerConfig {
         &self.config
     }
 
@@ -401,7 +346,7 @@ impl Trainer {
     }
 }
 
-impl Learner for Trainer {
+impl Learner for SingleLayerTrainer {
     type Row = MetricsRow;
     type Summary = Summary;
 
@@ -596,12 +541,12 @@ fn clip_norm(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
 }
 
 /// The summary of a finished run, from its `metrics.csv`.
-pub fn summarize(run: &RunDir, config: &RunConfig) -> Result<Summary> {
+pub fn summarize(run: &RunDir, config: &SingleLayerConfig) -> Result<Summary> {
     Ok(summary_of(&run.read_metrics()?, config))
 }
 
 /// The summary of a run from its rows (wall time and memory not filled in).
-fn summary_of(rows: &[MetricsRow], config: &RunConfig) -> Summary {
+fn summary_of(rows: &[MetricsRow], config: &SingleLayerConfig) -> Summary {
     let frozen: Vec<MetricsRow> = rows.iter().copied().filter(|r| r.frozen == 1).collect();
     let tail = &rows[rows.len().saturating_sub(100)..];
     Summary {
@@ -618,16 +563,16 @@ fn summary_of(rows: &[MetricsRow], config: &RunConfig) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OptimizerKind, Plasticity};
     use crate::device::{Backend, Precision};
     use crate::run::RunDir;
+    use crate::single::config::{OptimizerKind, Plasticity};
 
-    fn config(kind: &str) -> RunConfig {
+    fn config(kind: &str) -> SingleLayerConfig {
         let text = format!(
             "seed = 4\ndtype = \"f64\"\n[task]\nkind = \"{kind}\"\n[model]\ngamma = 0.1\n\
              [train]\nepisodes = 40\nbatch = 4\nlearning_rate = 0.01\nfreeze_last = 5\n"
         );
-        let config = RunConfig::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let config = SingleLayerConfig::parse(&text, std::path::Path::new("test.toml")).unwrap();
         config.validate("test.toml").unwrap();
         config
     }
@@ -644,14 +589,14 @@ mod tests {
     /// "original"` or `train.clip_grad_norm`, all resume exactly from a checkpoint.
     #[test]
     fn checkpoint_round_trip_continues_identically() {
-        let original = |c: &mut RunConfig| {
+        let original = |c: &mut SingleLayerConfig| {
             c.train.optimizer = OptimizerKind::Original;
             c.train.max_change = Some(0.01);
             c.train.l1 = Some(1e-4);
         };
-        let clipped = |c: &mut RunConfig| c.train.clip_grad_norm = Some(0.1);
-        let adam = |_: &mut RunConfig| {};
-        type Set<'a> = &'a dyn Fn(&mut RunConfig);
+        let clipped = |c: &mut SingleLayerConfig| c.train.clip_grad_norm = Some(0.1);
+        let adam = |_: &mut SingleLayerConfig| {};
+        type Set<'a> = &'a dyn Fn(&mut SingleLayerConfig);
         let variants: [(&str, Set); 3] = [
             ("adam", &adam),
             ("original", &original),
@@ -663,7 +608,7 @@ mod tests {
             let mut c = config("one-shot");
             set(&mut c);
             c.validate(name).unwrap();
-            let mut a = Trainer::new(c.clone(), Box::new(Autodiff)).unwrap();
+            let mut a = SingleLayerTrainer::new(c.clone(), Box::new(Autodiff)).unwrap();
             let fresh = params(&a.model());
             let mut metrics = run.metrics_writer(0).unwrap();
             for _ in 0..10 {
@@ -672,7 +617,7 @@ mod tests {
             metrics.flush().unwrap();
             assert_ne!(fresh, params(&a.model()), "{name}: the parameters moved");
             a.checkpoint(&run).unwrap();
-            let mut b = Trainer::resume(&run, c, Box::new(Autodiff)).unwrap();
+            let mut b = SingleLayerTrainer::resume(&run, c, Box::new(Autodiff)).unwrap();
             assert_eq!(b.next_episode(), 10);
             assert_eq!(params(&a.model()), params(&b.model()), "{name}");
             // The optimizer's state was restored too: the next updates agree exactly.
@@ -687,10 +632,10 @@ mod tests {
     /// autodiff gradients equals burn's optimizer (f64, to rounding).
     #[test]
     fn a_loose_gradient_clip_equals_the_unclipped_run() {
-        let mut a = Trainer::new(config("one-shot"), Box::new(Autodiff)).unwrap();
+        let mut a = SingleLayerTrainer::new(config("one-shot"), Box::new(Autodiff)).unwrap();
         let mut c = config("one-shot");
         c.train.clip_grad_norm = Some(1e9);
-        let mut b = Trainer::new(c, Box::new(Autodiff)).unwrap();
+        let mut b = SingleLayerTrainer::new(c, Box::new(Autodiff)).unwrap();
         for _ in 0..20 {
             let (ra, rb) = (a.step().unwrap(), b.step().unwrap());
             assert!((ra.loss - rb.loss).abs() <= 1e-9 * ra.loss.abs().max(1.0));
@@ -706,14 +651,14 @@ mod tests {
     fn corrupt_checkpoint_is_rejected_with_the_file_named() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(&dir.path().join("run")).unwrap();
-        let trainer = Trainer::new(config("completion"), Box::new(Autodiff)).unwrap();
+        let trainer = SingleLayerTrainer::new(config("completion"), Box::new(Autodiff)).unwrap();
         trainer.checkpoint(&run).unwrap();
         let path = run.checkpoint_dir().join("model.bpk");
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x55;
         std::fs::write(&path, bytes).unwrap();
-        let err = Trainer::resume(&run, config("completion"), Box::new(Autodiff))
+        let err = SingleLayerTrainer::resume(&run, config("completion"), Box::new(Autodiff))
             .err()
             .unwrap()
             .to_string();
@@ -727,7 +672,7 @@ mod tests {
     fn without_plasticity_alpha_stays_zero() {
         let mut config = config("one-shot");
         config.model.plasticity = Plasticity::None;
-        let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
+        let mut trainer = SingleLayerTrainer::new(config, Box::new(Autodiff)).unwrap();
         let w0 = params(&trainer.model())[0].clone();
         for _ in 0..10 {
             trainer.step().unwrap();
@@ -747,7 +692,7 @@ mod tests {
         config.model.plasticity = Plasticity::Nonnegative;
         config.model.init_std = 1.0;
         config.train.learning_rate = 0.1;
-        let mut trainer = Trainer::new(config, Box::new(Autodiff)).unwrap();
+        let mut trainer = SingleLayerTrainer::new(config, Box::new(Autodiff)).unwrap();
         assert!(params(&trainer.model())[1].iter().all(|a| *a >= 0.0));
         let mut moved = false;
         let start = params(&trainer.model())[1].clone();
@@ -764,7 +709,8 @@ mod tests {
 
     #[test]
     fn frozen_phase_does_not_change_parameters() {
-        let mut trainer = Trainer::new(config("completion"), Box::new(Autodiff)).unwrap();
+        let mut trainer =
+            SingleLayerTrainer::new(config("completion"), Box::new(Autodiff)).unwrap();
         while trainer.next_episode() < 35 {
             assert_eq!(trainer.step().unwrap().frozen, 0);
         }

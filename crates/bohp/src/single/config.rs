@@ -1,7 +1,7 @@
 //! Run configuration: the TOML files in `configs/`, their defaults and their validation.
 //!
 //! Unknown keys and wrong types are rejected while reading (naming the key); out-of-range or
-//! inconsistent values are rejected by [`RunConfig::validate`] (naming the field and what was
+//! inconsistent values are rejected by [`SingleLayerConfig::validate`] (naming the field and what was
 //! expected). A run directory keeps the fully resolved config, defaults written out.
 
 use std::path::Path;
@@ -12,14 +12,14 @@ use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::layer::PlasticLayerConfig;
 use crate::memory::Estimate;
-use crate::network::PlasticNetConfig;
-use crate::rules::{DEFAULT_CLIP, Modulation, Rule, RuleSpec};
-use crate::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
+use crate::rules::{Modulation, Rule};
+use crate::single::network::PlasticNetConfig;
+use crate::single::tasks::{LABELLED_STEPS, N_LABELS, Task, TaskKind};
 
 /// A whole run: task, model, training schedule, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunConfig {
+pub struct SingleLayerConfig {
     /// Seed of every random stream (initial parameters, episodes).
     #[serde(default)]
     pub seed: u64,
@@ -52,45 +52,6 @@ pub struct TaskConfig {
     pub steps: Option<usize>,
 }
 
-/// How `α` is trained: freely, not at all (the non-plastic control), or kept non-negative
-/// (the paper's §4.4 ablation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Plasticity {
-    /// `α` is trained with `w` and `b`, any sign.
-    #[default]
-    Learned,
-    /// `α = 0`, not trained: the same network without plasticity.
-    None,
-    /// `α` is trained but clipped to `α ≥ 0` at initialization and after every update.
-    Nonnegative,
-}
-
-impl Plasticity {
-    /// Every variant, in order.
-    pub const ALL: [Plasticity; 3] = [
-        Plasticity::Learned,
-        Plasticity::None,
-        Plasticity::Nonnegative,
-    ];
-
-    /// The name as written in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Plasticity::Learned => "learned",
-            Plasticity::None => "none",
-            Plasticity::Nonnegative => "nonnegative",
-        }
-    }
-}
-
-impl std::fmt::Display for Plasticity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// `[model]`: the plastic network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,75 +81,11 @@ pub struct ModelConfig {
     pub modulation: Modulation,
 }
 
-/// Whether a config has no modulator (then `model.modulation` is not written out).
-pub(crate) fn is_unmodulated(m: &Modulation) -> bool {
-    *m == Modulation::None
-}
-
-/// How the learning rate changes over the training episodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LrSchedule {
-    /// `learning_rate` throughout.
-    #[default]
-    Constant,
-    /// Linear decay from `learning_rate` at episode 0 to `min_learning_rate` at the first
-    /// frozen episode.
-    Linear,
-    /// Cosine decay from `learning_rate` at episode 0 to `min_learning_rate` at the first
-    /// frozen episode.
-    Cosine,
-}
-
-impl LrSchedule {
-    /// The learning rate of episode `episode` when the schedule decays from `lr0` at episode 0
-    /// to `lr1` at episode `end` (and stays there).
-    pub fn at(self, lr0: f64, lr1: f64, episode: usize, end: usize) -> f64 {
-        let progress = (episode as f64 / end.max(1) as f64).clamp(0.0, 1.0);
-        match self {
-            LrSchedule::Constant => lr0,
-            LrSchedule::Linear => lr0 + (lr1 - lr0) * progress,
-            LrSchedule::Cosine => {
-                lr1 + (lr0 - lr1) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
-    }
-}
-
-/// Where a run's gradients come from (`train.engine`, `--engine`), in every model family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Engine {
-    /// burn autodiff: backpropagation through the unrolled episode, on any backend (the
-    /// single layer's default; the LSTM's only engine).
-    #[default]
-    Autodiff,
-    /// The single layer's hand-derived forward-mode recursion, on the host
-    /// (module `engines::analytic`).
-    Analytic,
-    /// Hand-written backpropagation through time on the host: the single layer's
-    /// (`engines::layer_fused`), the recurrent networks' (`engines::fused`, the recurrent
-    /// default) and the RL networks' (`rl::fused`).
-    Fused,
-}
-
-impl Engine {
-    /// The name as written in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Autodiff => "autodiff",
-            Engine::Analytic => "analytic",
-            Engine::Fused => "fused",
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::schema::{Engine, GPU_READBACK_EVERY, LrSchedule, Plasticity};
+use crate::schema::{
+    check_modulation, check_rule, check_schedule, default_batch, default_beta1, default_beta2,
+    is_unmodulated, parse_toml, rule_spec,
+};
 
 /// `[train]`: the optimization schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,9 +148,6 @@ pub struct TrainConfig {
     pub readback_every: Option<usize>,
 }
 
-/// Updates between metric readbacks on GPU devices when `train.readback_every` is absent.
-pub const GPU_READBACK_EVERY: usize = 16;
-
 /// The optimizer of a single-layer run (`train.optimizer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -271,154 +165,8 @@ fn default_pattern_bits() -> usize {
 fn default_init_std() -> f64 {
     0.1
 }
-pub(crate) fn default_batch() -> usize {
-    1
-}
 fn default_checkpoint_every() -> usize {
     500
-}
-pub(crate) fn default_beta1() -> f64 {
-    0.9
-}
-pub(crate) fn default_beta2() -> f64 {
-    0.999
-}
-
-/// " (line N)" for the start of `span` in `text`, or "" when unknown.
-fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(span) if span.start <= text.len() => {
-            format!(" (line {})", text[..span.start].matches('\n').count() + 1)
-        }
-        _ => String::new(),
-    }
-}
-
-/// Parses TOML text into `T`, naming the file, the field and the line of any error.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| Error::ConfigSyntax {
-        path: path.to_path_buf(),
-        field: "<file>".into(),
-        message: format!("invalid TOML{}: {}", line_of(text, e.span()), e.message()),
-    })?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." {
-            "<top level>".to_string()
-        } else {
-            field
-        };
-        let inner = e.into_inner();
-        Error::ConfigSyntax {
-            path: path.to_path_buf(),
-            field,
-            message: format!("{}{}", inner.message(), line_of(text, inner.span())),
-        }
-    })
-}
-
-/// Checks the `[train]` keys every run config has: episodes, batch, learning rate (initial and
-/// final), Adam's βs.
-pub(crate) fn check_schedule(
-    bad: &dyn Fn(&str, String, &str) -> Error,
-    episodes: usize,
-    batch: usize,
-    (learning_rate, min_learning_rate): (f64, f64),
-    beta1: f64,
-    beta2: f64,
-) -> Result<()> {
-    if episodes == 0 {
-        return Err(bad("train.episodes", "0".into(), "expected at least 1"));
-    }
-    if batch == 0 {
-        return Err(bad("train.batch", "0".into(), "expected at least 1"));
-    }
-    if !(learning_rate.is_finite() && learning_rate > 0.0) {
-        return Err(bad(
-            "train.learning_rate",
-            learning_rate.to_string(),
-            "expected a finite value > 0",
-        ));
-    }
-    if !(min_learning_rate.is_finite()
-        && min_learning_rate >= 0.0
-        && min_learning_rate <= learning_rate)
-    {
-        return Err(bad(
-            "train.min_learning_rate",
-            min_learning_rate.to_string(),
-            "expected a finite value with 0 <= min_learning_rate <= learning_rate",
-        ));
-    }
-    for (field, beta) in [("train.adam_beta1", beta1), ("train.adam_beta2", beta2)] {
-        if !(0.0..1.0).contains(&beta) {
-            return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
-        }
-    }
-    Ok(())
-}
-
-/// Checks `model.rule` and `model.clip` (every family has them) and returns the rule with its
-/// constants.
-pub(crate) fn check_rule(
-    bad: &dyn Fn(&str, String, &str) -> Error,
-    rule: Rule,
-    clip: Option<f64>,
-) -> Result<RuleSpec> {
-    match (rule, clip) {
-        (Rule::Clipped, Some(c)) if !(c.is_finite() && c > 0.0) => Err(bad(
-            "model.clip",
-            c.to_string(),
-            "expected a finite bound > 0",
-        )),
-        (Rule::Clipped, c) => Ok(RuleSpec {
-            rule,
-            clip: c.unwrap_or(DEFAULT_CLIP),
-        }),
-        (_, Some(c)) => Err(bad(
-            "model.clip",
-            c.to_string(),
-            "applies only to `rule = \"clipped\"`; remove it",
-        )),
-        (_, None) => Ok(RuleSpec::new(rule)),
-    }
-}
-
-/// Checks `model.modulation` against the network it gates: a modulator needs plastic
-/// connections (`plastic`; `why_not` says in the error what lacks them), and retroactive
-/// modulation the clipped rule (the bound of its `H`).
-pub(crate) fn check_modulation(
-    bad: &dyn Fn(&str, String, &str) -> Error,
-    modulation: Modulation,
-    rule: Rule,
-    (plastic, why_not): (bool, &str),
-) -> Result<()> {
-    if modulation == Modulation::None {
-        return Ok(());
-    }
-    if !plastic {
-        return Err(bad(
-            "model.modulation",
-            format!("\"{}\"", modulation.name()),
-            &format!("\"none\" without a plastic network ({why_not} has no trace to modulate)"),
-        ));
-    }
-    if modulation == Modulation::Retroactive && rule != Rule::Clipped {
-        return Err(bad(
-            "model.rule",
-            format!("\"{}\"", rule.name()),
-            "\"clipped\" with model.modulation = \"retroactive\" (its H is clipped, model.clip the bound; its eligibility trace decays as Hebb's)",
-        ));
-    }
-    Ok(())
-}
-
-/// The rule of a validated config's `model.rule` and `model.clip`.
-pub(crate) fn rule_spec(rule: Rule, clip: Option<f64>) -> RuleSpec {
-    RuleSpec {
-        rule,
-        clip: clip.unwrap_or(DEFAULT_CLIP),
-    }
 }
 
 /// Default steps of a labelled episode.
@@ -426,9 +174,19 @@ pub const DEFAULT_STEPS: usize = 20;
 /// Default hidden units of the labelled tasks.
 pub const DEFAULT_HIDDEN: usize = 2;
 
-impl RunConfig {
+impl SingleLayerConfig {
+    /// Reads and validates the config of the run in `run`.
+    pub fn of_run(run: &crate::run::RunDir) -> Result<SingleLayerConfig> {
+        SingleLayerConfig::load(&run.config_path())
+    }
+
+    /// Writes the config as the run's `config.toml`.
+    pub fn write_to(&self, run: &crate::run::RunDir) -> Result<()> {
+        crate::run::write_atomic(&run.config_path(), self.to_toml().as_bytes())
+    }
+
     /// Reads and validates a config file. Errors name the file and the field.
-    pub fn load(path: &Path) -> Result<RunConfig> {
+    pub fn load(path: &Path) -> Result<SingleLayerConfig> {
         let text =
             std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
         let config = Self::parse(&text, path)?;
@@ -437,13 +195,13 @@ impl RunConfig {
     }
 
     /// Parses TOML text (not validated); `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<RunConfig> {
+    pub fn parse(text: &str, path: &Path) -> Result<SingleLayerConfig> {
         parse_toml(text, path)
     }
 
     /// The config as TOML (defaults written out).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a RunConfig always serializes")
+        toml::to_string_pretty(self).expect("a SingleLayerConfig always serializes")
     }
 
     /// Checks ranges and consistency. `source` names where the values came from, for errors.
@@ -622,7 +380,7 @@ impl RunConfig {
             OptimizerKind::Adam => HostOptimizer::Adam(HostAdam::new(
                 train.adam_beta1 as f32,
                 train.adam_beta2 as f32,
-                crate::train::ADAM_EPSILON,
+                crate::host_optim::ADAM_EPSILON,
                 sizes,
             )),
             OptimizerKind::Original => HostOptimizer::Original(Original::new(
@@ -725,7 +483,7 @@ impl RunConfig {
         bad: &dyn Fn(&str, String, &str) -> Error,
         available: f64,
     ) -> Result<()> {
-        let with = |f: &dyn Fn(&mut RunConfig)| {
+        let with = |f: &dyn Fn(&mut SingleLayerConfig)| {
             let mut c = self.clone();
             f(&mut c);
             c.memory_estimate()
@@ -814,6 +572,7 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleSpec;
     use std::path::PathBuf;
 
     const ONE_SHOT: &str = r#"
@@ -828,8 +587,8 @@ learning_rate = 0.01
 freeze_last = 10
 "#;
 
-    fn parse(text: &str) -> Result<RunConfig> {
-        let config = RunConfig::parse(text, &PathBuf::from("test.toml"))?;
+    fn parse(text: &str) -> Result<SingleLayerConfig> {
+        let config = SingleLayerConfig::parse(text, &PathBuf::from("test.toml"))?;
         config.validate("test.toml")?;
         Ok(config)
     }
