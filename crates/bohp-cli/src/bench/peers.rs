@@ -1,0 +1,392 @@
+//! The PyTorch peers: the same work, threads and timing as bohp's cell, in a child Python.
+
+use super::*;
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The peer's name for a workload, if the peer has it.
+pub(super) fn peer_task(workload: &str) -> Option<&'static str> {
+    match workload {
+        "completion" => Some("completion"),
+        "one-shot" => Some("oneshot"),
+        "reversal" => Some("reversal"),
+        _ => None,
+    }
+}
+
+pub use bohp::run::peak_rss_mib;
+
+/// The peer's timed updates for a batch size.
+pub(super) fn peer_updates(batch: usize) -> usize {
+    if batch == 1 { 1000 } else { 500 }
+}
+
+/// The peer's thread count: the threads bohp's cells use (`--threads`, default every core).
+pub(super) fn peer_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// The peer scripts (in `--peer-dir`): the single layer's, the recurrent network's, the
+/// neuromodulated actor-critic's.
+pub(super) const PEER_SINGLE_LAYER: &str = "bohp_torch.py";
+pub(super) const PEER_RECURRENT: &str = "recurrent_torch.py";
+pub(super) const PEER_RL: &str = "backpropamine_torch.py";
+
+/// The peer script of a workload (in `--peer-dir`), or `None` where the peers have none.
+pub(super) fn peer_script(configs: &Path, workload: &str) -> Option<&'static str> {
+    if is_recurrent_workload(configs, workload) {
+        Some(PEER_RECURRENT)
+    } else if is_rl_workload(configs, workload) {
+        Some(PEER_RL)
+    } else if is_few_shot_workload(configs, workload) {
+        None
+    } else {
+        Some(PEER_SINGLE_LAYER)
+    }
+}
+
+/// Before anything is measured or written: `--peer-python` runs and imports torch, and every
+/// workload's peer script is in `--peer-dir`. A missing peer is an error naming it, not a
+/// table of failed cells.
+pub(super) fn check_peer(plan: &Plan, python: &Path) -> Result<()> {
+    let probe = Command::new(python)
+        .args(["-c", "import torch"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("--peer-python {}: cannot run it", python.display()))?;
+    if !probe.status.success() {
+        let stderr = String::from_utf8_lossy(&probe.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        bail!(
+            "--peer-python {}: cannot import torch ({last}); a peer environment: \
+             python3 -m venv torch-venv && torch-venv/bin/pip install torch numpy",
+            python.display()
+        );
+    }
+    let mut workloads: Vec<&str> = plan.cells.iter().map(|c| c.workload.as_str()).collect();
+    workloads.dedup();
+    for workload in workloads {
+        if let Some(script) = peer_script(&plan.configs, workload) {
+            let path = plan.peer_dir.join(script);
+            if !path.is_file() {
+                bail!(
+                    "--peer-dir {}: no {script} (the peer of workload `{workload}`)",
+                    plan.peer_dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the PyTorch peer for one workload and batch size.
+pub(super) fn run_peer(
+    plan: &Plan,
+    python: &Path,
+    workload: &str,
+    batch: usize,
+) -> Vec<PeerResult> {
+    if is_recurrent_workload(&plan.configs, workload) {
+        // The recurrent peer's autograd, and beside it its hand-written fused step.
+        return PEER_IMPLS
+            .iter()
+            .map(|i| run_recurrent_peer(plan, python, workload, batch, i))
+            .collect();
+    }
+    vec![run_single_peer(plan, python, workload, batch)]
+}
+
+/// Runs the peer of a single-layer or RL workload.
+pub(super) fn run_single_peer(
+    plan: &Plan,
+    python: &Path,
+    workload: &str,
+    batch: usize,
+) -> PeerResult {
+    if is_rl_workload(&plan.configs, workload) {
+        return run_rl_peer(plan, python, workload, batch);
+    }
+    if is_few_shot_workload(&plan.configs, workload) {
+        return PeerResult::failed(
+            workload,
+            batch,
+            "the peers have no Omniglot workload".into(),
+        );
+    }
+    let script = plan.peer_dir.join(PEER_SINGLE_LAYER);
+    let task = peer_task(workload).unwrap_or("?");
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--task".into(),
+        task.into(),
+        "--batch".into(),
+        batch.to_string(),
+        "--episodes".into(),
+        peer_updates(batch).to_string(),
+        "--seed".into(),
+        "1".into(),
+        "--threads".into(),
+        peer_threads().to_string(),
+        // No per-update printing: the peer is timed doing the same work as bohp.
+        "--print-every".into(),
+        "0".into(),
+    ];
+    let command = format!("{} {}", python.display(), args.join(" "));
+    let mut result = PeerResult {
+        workload: workload.to_string(),
+        batch,
+        episodes_per_second: None,
+        peak_rss_mib: None,
+        command: command.clone(),
+        error: None,
+        implementation: autograd(),
+    };
+    if peer_task(workload).is_none() {
+        result.error = Some(format!("the peer has no workload `{workload}`"));
+        return result;
+    }
+    measure_peer(python, &args, result, "# train time", parse_peer_rate)
+}
+
+/// Runs the recurrent peer (`recurrent_torch.py`, autograd) at the workload's size.
+pub(super) fn run_recurrent_peer(
+    plan: &Plan,
+    python: &Path,
+    workload: &str,
+    batch: usize,
+    implementation: &str,
+) -> PeerResult {
+    let script = plan.peer_dir.join(PEER_RECURRENT);
+    let task = bohp::recurrent::config::RecurrentConfig::load(
+        &plan.configs.join(format!("{workload}.toml")),
+    )
+    .and_then(|c| c.task());
+    let task = match task {
+        Ok(task) => task,
+        Err(e) => {
+            return PeerResult::failed(workload, batch, e.to_string());
+        }
+    };
+    if task.kind != bohp::recurrent::tasks::RecurrentTaskKind::Memorisation {
+        return PeerResult::failed(
+            workload,
+            batch,
+            format!(
+                "the peer has no `{}` task (memorisation only)",
+                task.kind.name()
+            ),
+        );
+    }
+    let timing = recurrent_timing(&plan.timing);
+    // The peer has the memorisation task only, with the same timing options.
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--size".into(),
+        task.size.to_string(),
+        "--nbpatterns".into(),
+        task.items.to_string(),
+        "--prescycles".into(),
+        task.cycles.to_string(),
+        "--prestime".into(),
+        task.present_steps.to_string(),
+        "--interpresdelay".into(),
+        task.gap_steps.to_string(),
+        "--prestimetest".into(),
+        task.probe_steps.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--impl".into(),
+        implementation.into(),
+        "--steps".into(),
+        (timing.updates * timing.repeats).to_string(),
+        "--warmup".into(),
+        timing.warmup.max(1).to_string(),
+        "--threads".into(),
+        peer_threads().to_string(),
+        // No per-update printing: the peer is timed doing the same work as bohp.
+        "--print-every".into(),
+        "0".into(),
+    ];
+    let command = format!("{} {}", python.display(), args.join(" "));
+    let result = PeerResult {
+        workload: workload.to_string(),
+        batch,
+        episodes_per_second: None,
+        peak_rss_mib: None,
+        command,
+        error: None,
+        implementation: implementation.to_string(),
+    };
+    measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
+}
+
+/// Runs the backpropamine peer (`backpropamine_torch.py`, autograd, timing mode) at the
+/// workload's size: the same task, network type, neurons, batch, steps and maze side.
+pub(super) fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+    use bohp::rl::env::EnvKind;
+    use bohp::rl::model::RlModelKind;
+    let script = plan.peer_dir.join(PEER_RL);
+    let config =
+        match bohp::rl::config::RlConfig::load(&plan.configs.join(format!("{workload}.toml"))) {
+            Ok(config) => config,
+            Err(e) => return PeerResult::failed(workload, batch, e.to_string()),
+        };
+    let shape = config.env_shape();
+    let task = match shape.kind {
+        EnvKind::Maze => "maze",
+        EnvKind::Cue => "cue",
+        EnvKind::Bandit => {
+            return PeerResult::failed(workload, batch, "the peer has no bandit task".into());
+        }
+    };
+    let kind = match config.model.kind {
+        RlModelKind::NonPlastic => "rnn",
+        RlModelKind::Plastic => "plastic",
+        RlModelKind::Simple => "modplast",
+        RlModelKind::Retroactive => "modul",
+        RlModelKind::Lstm => {
+            return PeerResult::failed(workload, batch, "the peer has no LSTM agent".into());
+        }
+    };
+    if config.model.fanout {
+        return PeerResult::failed(workload, batch, "the peer has no fan-out of M".into());
+    }
+    let timing = recurrent_timing(&plan.timing);
+    let mut args: Vec<String> = vec![
+        script.display().to_string(),
+        "--task".into(),
+        task.into(),
+        "--type".into(),
+        kind.into(),
+        "--hidden".into(),
+        config.model.hidden.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--eplen".into(),
+        shape.steps.to_string(),
+        "--steps".into(),
+        (timing.updates * timing.repeats).to_string(),
+        "--warmup".into(),
+        timing.warmup.max(1).to_string(),
+        "--threads".into(),
+        peer_threads().to_string(),
+        // No per-update printing: the peer is timed doing the same work as bohp.
+        "--print-every".into(),
+        "0".into(),
+    ];
+    if shape.kind == EnvKind::Maze {
+        args.extend(["--maze-size".into(), shape.maze_side.to_string()]);
+    }
+    let command = format!("{} {}", python.display(), args.join(" "));
+    let result = PeerResult {
+        workload: workload.to_string(),
+        batch,
+        episodes_per_second: None,
+        peak_rss_mib: None,
+        command,
+        error: None,
+        implementation: autograd(),
+    };
+    measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
+}
+
+/// The episodes per second of the recurrent peer's `# RESULT ... => X s/episode, Y episodes/s; ...` line.
+pub fn parse_recurrent_peer_rate(line: &str) -> Option<f64> {
+    let before = line.split("episodes/s").next()?;
+    before.trim().rsplit([' ', ',']).next()?.parse().ok()
+}
+
+/// Runs a peer command, sampling its memory, and reads its rate from the last line starting
+/// with `marker`.
+pub(super) fn measure_peer(
+    python: &Path,
+    args: &[String],
+    mut result: PeerResult,
+    marker: &str,
+    parse: fn(&str) -> Option<f64>,
+) -> PeerResult {
+    // The peer runs under an address-space limit of the machine's memory less 1 GiB
+    // (`ulimit -v`), so that a size it cannot hold ends in its own allocation error, reported
+    // in the cell, rather than in the kernel's OOM killer.
+    let limit_kib = machine_memory_kib().map(|kib| kib.saturating_sub(1 << 20));
+    if let Some(kib) = limit_kib {
+        result.command = format!("ulimit -v {kib}; {}", result.command);
+    }
+    let command = result.command.clone();
+    let mut launcher = match limit_kib {
+        Some(kib) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", "ulimit -v \"$0\" && exec \"$@\""])
+                .arg(kib.to_string())
+                .arg(python);
+            c
+        }
+        None => Command::new(python),
+    };
+    let child = launcher
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            result.error = Some(format!("cannot run `{command}`: {e}"));
+            return result;
+        }
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let watcher = watch_rss(child.id(), done.clone(), peak.clone());
+    let mut last = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.starts_with(marker) {
+                last = line;
+            }
+        }
+    }
+    let output = child.wait_with_output();
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    let peak = peak.load(Ordering::SeqCst);
+    result.peak_rss_mib = (peak > 0).then(|| peak as f64 / 1024.0);
+    match output {
+        Ok(out) if out.status.success() => match parse(&last) {
+            Some(rate) => result.episodes_per_second = Some(rate),
+            None => {
+                result.error = Some(format!(
+                    "no `{marker} ... episodes/s` line from `{command}`"
+                ))
+            }
+        },
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            result.error = Some(format!(
+                "`{command}` failed: {}",
+                stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no message")
+            ))
+        }
+        Err(e) => result.error = Some(format!("`{command}`: {e}")),
+    }
+    result
+}
+
+/// The episodes per second from the peer's last line, `# train time ... : U updates/s, E episodes/s`.
+pub fn parse_peer_rate(line: &str) -> Option<f64> {
+    let before = line.trim().strip_suffix("episodes/s")?;
+    before.trim().rsplit([' ', ',']).next()?.parse().ok()
+}
