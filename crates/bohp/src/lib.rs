@@ -65,7 +65,7 @@ pub mod prelude {
     pub use crate::connection::PlasticConnection;
     pub use crate::device::{Backend, Precision, init_device};
     pub use crate::layer::{HebbTrace, PlasticLayer, PlasticLayerConfig};
-    pub use crate::recurrent::model::{PlasticRnn, PlasticRnnConfig};
+    pub use crate::recurrent::model::{PlasticRnn, PlasticRnnConfig, RnnState};
     pub use crate::rules::{Modulation, Rate, Retroactive, Rule, RuleKernel, RuleSpec};
     pub use crate::single::network::{PlasticNet, PlasticNetConfig};
     // Not `Result`: it would shadow the standard one in the user's module.

@@ -218,7 +218,83 @@ impl PlasticRnn {
         self.alpha.dims() == [1, 1]
     }
 
-    /// A whole episode from `y = 0`, `H = 0`; returns `y(t)` for every step.
+    /// The state before an episode's first step: `y = 0`, `H = 0` (and the eligibility trace
+    /// 0 under retroactive modulation), for `batch` episodes.
+    pub fn initial_state(&self, batch: usize, device: &Device) -> RnnState {
+        let n = self.neurons();
+        RnnState {
+            y: Tensor::zeros([batch, n], device),
+            h: Tensor::zeros([batch, n, n], device),
+            elig: (self.plastic && self.modulation == Modulation::Retroactive)
+                .then(|| Tensor::zeros([batch, n, n], device)),
+        }
+    }
+
+    /// One step from `state`: the input `u` (`[batch, N]`) and, with clamping, the clamp mask
+    /// `c` (`[batch, N]`, 0 or 1); the new state, whose `y` is the step's output. Unrolling it
+    /// from [`PlasticRnn::initial_state`] gives [`PlasticRnn::forward`] exactly.
+    pub fn step(&self, state: RnnState, u: Tensor<2>, clamp: Option<Tensor<2>>) -> RnnState {
+        self.step_with(&self.connection(), &self.w.val(), state, u, clamp)
+    }
+
+    /// The plastic part of the recurrent connection: `α`, the rate `η` and the rule.
+    fn connection(&self) -> PlasticConnection {
+        PlasticConnection::new(
+            self.alpha.val(),
+            Rate::Learned(self.eta.val().reshape([1, 1, 1])),
+            self.rule,
+        )
+    }
+
+    /// [`PlasticRnn::step`] with the connection and `W` read once per episode.
+    fn step_with(
+        &self,
+        connection: &PlasticConnection,
+        w: &Tensor<2>,
+        state: RnnState,
+        u: Tensor<2>,
+        clamp: Option<Tensor<2>>,
+    ) -> RnnState {
+        let RnnState { y, mut h, mut elig } = state;
+        let [batch, n] = y.dims();
+        let mut pre = y.clone().matmul(w.clone()) + u.clone();
+        if self.plastic {
+            pre = pre + connection.drive(y.clone().reshape([batch, 1, n]), h.clone());
+        }
+        let mut y_new = pre.tanh();
+        if let Some(c) = clamp {
+            y_new = y_new * c.clone().neg().add_scalar(1.0) + u * c;
+        }
+        if self.plastic {
+            let (pre, post) = (
+                y.reshape([batch, n, 1]),
+                y_new.clone().reshape([batch, 1, n]),
+            );
+            match (&self.w_m, &self.b_m) {
+                (Some(w_m), Some(b_m)) => {
+                    // M(t) = tanh(y(t)·w_M + b_M), one per episode.
+                    let m = (y_new.clone().matmul(w_m.val()) + b_m.val().unsqueeze::<2>())
+                        .tanh()
+                        .reshape([batch, 1, 1]);
+                    let m = Rate::Modulated(m);
+                    if self.modulation == Modulation::Retroactive {
+                        let e = elig.take().expect("an eligibility trace");
+                        let (h_new, e_new) = Retroactive {
+                            bound: self.rule.clip,
+                        }
+                        .tensor(h, e, pre, post, &m, &connection.rate);
+                        (h, elig) = (h_new, Some(e_new));
+                    } else {
+                        h = self.rule.tensor(h, pre, post, &m);
+                    }
+                }
+                _ => h = connection.update(h, pre, post),
+            }
+        }
+        RnnState { y: y_new, h, elig }
+    }
+
+    /// A whole episode from [`PlasticRnn::initial_state`]; returns `y(t)` for every step.
     ///
     /// # Shapes
     /// - `inputs`: `[steps, batch, N]`
@@ -226,71 +302,29 @@ impl PlasticRnn {
     /// - returned: `[steps, batch, N]`
     pub fn forward(&self, inputs: Tensor<3>, clamp: Option<Tensor<3>>) -> Tensor<3> {
         let [steps, batch, n] = inputs.dims();
-        let device = inputs.device();
+        let connection = self.connection();
         let w = self.w.val();
-        let connection = PlasticConnection::new(
-            self.alpha.val(),
-            Rate::Learned(self.eta.val().reshape([1, 1, 1])),
-            self.rule,
-        );
-        let us = inputs.chunk(steps, 0);
+        let mut state = self.initial_state(batch, &inputs.device());
         let cs = clamp.map(|c| c.chunk(steps, 0));
-        let mut y: Tensor<2> = Tensor::zeros([batch, n], &device);
-        let mut h: Tensor<3> = Tensor::zeros([batch, n, n], &device);
-        // The eligibility trace exists only under retroactive modulation.
-        let mut elig: Option<Tensor<3>> = (self.plastic
-            && self.modulation == Modulation::Retroactive)
-            .then(|| Tensor::zeros([batch, n, n], &device));
         let mut ys = Vec::with_capacity(steps);
-        for (t, u) in us.into_iter().enumerate() {
-            let u: Tensor<2> = u.reshape([batch, n]);
-            let mut pre = y.clone().matmul(w.clone()) + u.clone();
-            if self.plastic {
-                pre = pre + connection.drive(y.clone().reshape([batch, 1, n]), h.clone());
-            }
-            let mut y_new = pre.tanh();
-            if let Some(cs) = &cs {
-                let c: Tensor<2> = cs[t].clone().reshape([batch, n]);
-                y_new = y_new * c.clone().neg().add_scalar(1.0) + u * c;
-            }
-            if self.plastic {
-                let (pre, post) = (
-                    y.reshape([batch, n, 1]),
-                    y_new.clone().reshape([batch, 1, n]),
-                );
-                match (&self.w_m, &self.b_m) {
-                    (Some(w_m), Some(b_m)) => {
-                        // M(t) = tanh(y(t)·w_M + b_M), one per episode.
-                        let m = (y_new.clone().matmul(w_m.val()) + b_m.val().unsqueeze::<2>())
-                            .tanh()
-                            .reshape([batch, 1, 1]);
-                        let m = Rate::Modulated(m);
-                        if self.modulation == Modulation::Retroactive {
-                            let e = elig.take().expect("an eligibility trace");
-                            let (h_new, e_new) = Retroactive {
-                                bound: self.rule.clip,
-                            }
-                            .tensor(
-                                h,
-                                e,
-                                pre,
-                                post,
-                                &m,
-                                &connection.rate,
-                            );
-                            (h, elig) = (h_new, Some(e_new));
-                        } else {
-                            h = self.rule.tensor(h, pre, post, &m);
-                        }
-                    }
-                    _ => h = connection.update(h, pre, post),
-                }
-            }
-            y = y_new;
-            ys.push(y.clone());
+        for (t, u) in inputs.chunk(steps, 0).into_iter().enumerate() {
+            let c = cs.as_ref().map(|cs| cs[t].clone().reshape([batch, n]));
+            state = self.step_with(&connection, &w, state, u.reshape([batch, n]), c);
+            ys.push(state.y.clone());
         }
         Tensor::stack(ys, 0)
     }
+}
+
+/// A [`PlasticRnn`]'s state between steps, one row per episode of the batch.
+#[derive(Debug, Clone)]
+pub struct RnnState {
+    /// The activity `y(t)`, `[batch, N]`.
+    pub y: Tensor<2>,
+    /// The Hebbian trace `H`, `[batch, N, N]`.
+    pub h: Tensor<3>,
+    /// The eligibility trace, `[batch, N, N]`, under retroactive modulation only.
+    pub elig: Option<Tensor<3>>,
 }
 
 /// The LSTM baseline: an LSTM reading the inputs, and a linear readout to the `N` outputs.
@@ -334,5 +368,63 @@ impl LstmNet {
             .tanh()
             .reshape([batch, steps, n])
             .swap_dims(0, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{Backend, Precision, init_device};
+    use crate::rules::Rule;
+    use burn::tensor::{Distribution, TensorData};
+
+    /// Stepping by hand from the initial state gives `forward`'s outputs to the bit, for every
+    /// modulation, with and without clamping; and its final trace is not zero (the steps
+    /// learned something).
+    #[test]
+    fn stepping_by_hand_equals_forward() {
+        let device = init_device(Backend::Flex, Precision::F32).unwrap();
+        let (n, batch, steps) = (6, 3, 5);
+        for (modulation, rule) in [
+            (Modulation::None, Rule::Hebb),
+            (Modulation::Simple, Rule::Oja),
+            (Modulation::Retroactive, Rule::Clipped),
+        ] {
+            let config = PlasticRnnConfig {
+                rule: RuleSpec::new(rule),
+                modulation,
+                ..PlasticRnnConfig::new(n)
+            };
+            let rnn = config.from_values(&config.init_values(7), &device);
+            let inputs: Tensor<3> =
+                Tensor::random([steps, batch, n], Distribution::Normal(0.0, 1.0), &device);
+            let mask: Vec<f32> = (0..steps * batch * n)
+                .map(|i| (i % 3 == 0) as u8 as f32)
+                .collect();
+            let clamp: Tensor<3> =
+                Tensor::from_data(TensorData::new(mask, [steps, batch, n]), &device);
+            for clamp in [None, Some(clamp)] {
+                let whole = rnn.forward(inputs.clone(), clamp.clone());
+                let mut state = rnn.initial_state(batch, &device);
+                let mut ys = Vec::new();
+                for t in 0..steps {
+                    let u = inputs.clone().narrow(0, t, 1).reshape([batch, n]);
+                    let c = clamp
+                        .as_ref()
+                        .map(|c| c.clone().narrow(0, t, 1).reshape([batch, n]));
+                    state = rnn.step(state, u, c);
+                    ys.push(state.y.clone());
+                }
+                let stepped = Tensor::stack::<3>(ys, 0);
+                assert_eq!(
+                    whole.into_data().try_to_vec::<f32>().unwrap(),
+                    stepped.into_data().try_to_vec::<f32>().unwrap(),
+                    "{modulation:?}"
+                );
+                let h: f32 = state.h.abs().sum().into_scalar();
+                assert!(h > 0.0, "{modulation:?}: the trace stayed 0");
+                assert_eq!(state.elig.is_some(), modulation == Modulation::Retroactive);
+            }
+        }
     }
 }
