@@ -195,3 +195,45 @@ fn the_training_loop_names_no_family() {
         );
     }
 }
+
+/// The families import only the shared layers, never each other; the shared layers import no
+/// family, except the two debts docs/architecture.md names (`engines` holds the single layer's
+/// and the recurrent network's host engines, `run` the single layer's metrics row) and the
+/// registry (and the prelude), whose job it is.
+#[test]
+fn families_import_only_the_shared_layers() {
+    let src = repo_root().join("crates/bohp/src");
+    let mods = modules(&src);
+    let edges = imports(&mods);
+    let families = ["single", "recurrent", "rl", "omniglot"];
+    let family_of = |m: &str| {
+        families
+            .into_iter()
+            .find(|f| m == *f || m.starts_with(&format!("{f}::")))
+    };
+    let mut wrong = Vec::new();
+    for (module, imported) in &edges {
+        let own = family_of(module);
+        let allowed_shared =
+            module == "registry" || module.starts_with("engines") || module == "run";
+        for target in imported {
+            match (own, family_of(target)) {
+                (Some(a), Some(b)) if a != b => wrong.push(format!("{module} -> {target}")),
+                (None, Some(_)) if !allowed_shared => wrong.push(format!("{module} -> {target}")),
+                _ => {}
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports across the layers: {wrong:?}");
+    // The check sees the registry's imports of every family.
+    let registry_families: BTreeSet<&str> = edges["registry"]
+        .iter()
+        .filter_map(|t| family_of(t))
+        .collect();
+    assert_eq!(
+        registry_families.len(),
+        families.len(),
+        "{:?}",
+        edges["registry"]
+    );
+}
