@@ -218,6 +218,25 @@ fn a_family_added_with_one_registry_line_trains_resumes_evaluates_and_exports() 
     };
     let e = registry.evaluate(&split, &wrong).unwrap_err().to_string();
     assert!(e.contains("--omniglot-runs"), "{e}");
+    for (bad, flag) in [
+        (
+            EvalRequest {
+                episodes: 0,
+                ..eval.clone()
+            },
+            "--episodes",
+        ),
+        (
+            EvalRequest {
+                batch: 0,
+                ..eval.clone()
+            },
+            "--batch",
+        ),
+    ] {
+        let e = registry.evaluate(&split, &bad).unwrap_err().to_string();
+        assert!(e.contains(flag) && e.contains("at least 1"), "{e}");
+    }
     let e = registry
         .evaluate(&tmp.path().join("none"), &eval)
         .unwrap_err()

@@ -46,11 +46,6 @@ impl Registry {
         self.families.iter().map(|f| f.name()).collect()
     }
 
-    /// The family named `name`.
-    pub fn named(&self, name: &str) -> Option<&'static dyn DynFamily> {
-        self.families.iter().copied().find(|f| f.name() == name)
-    }
-
     /// The family of a config's text, from its `task.kind`; `None` when the text has no
     /// string `task.kind` or no family owns it.
     pub fn of_text(&self, text: &str) -> Option<&'static dyn DynFamily> {

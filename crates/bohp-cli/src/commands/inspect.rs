@@ -20,8 +20,8 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         out.join("weights.png").display(),
         out.join("structure.json").display()
     );
-    let config = args.run_dir.join("config.toml");
-    if is_family(&config, "few-shot") {
+    let family = registry().of_run(&args.run_dir).name();
+    if family == "few-shot" {
         let e = crate::fewshot_inspect::inspect_omniglot(&args.run_dir, &out)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&e)?);
@@ -38,7 +38,7 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if is_family(&config, "reinforcement") {
+    if family == "reinforcement" {
         let e = crate::rl_inspect::inspect_maze(&args.run_dir, &out)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&e)?);
@@ -55,7 +55,7 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (json, text) = if is_family(&config, "recurrent") {
+    let (json, text) = if family == "recurrent" {
         let s = crate::inspect::inspect_recurrent(&args.run_dir, &out)?;
         (serde_json::to_string_pretty(&s)?, s.text())
     } else {

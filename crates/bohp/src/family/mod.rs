@@ -150,7 +150,8 @@ pub trait Family: 'static {
     fn report(trainer: &Self::Trainer, summary: &Summary<Self>) -> Vec<String>;
 
     /// `bohp eval`: the trained run in `run` (its final model exists), configured by `config`
-    /// with the request's overrides applied, on fresh held-out episodes.
+    /// with the request's overrides applied, on fresh held-out episodes, on the config's device
+    /// (which this method initialises).
     fn evaluate(run: &RunDir, config: Self::Config, request: &EvalRequest) -> Result<Report>;
     /// The run's trained module on the CPU in the run's precision (its final model exists).
     fn trained(run: &RunDir, config: Self::Config) -> Result<Trained>;

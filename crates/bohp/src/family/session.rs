@@ -348,6 +348,5 @@ pub fn evaluate<F: Family>(dir: &Path, request: &EvalRequest) -> Result<Report> 
     }
     *keys.seed = request.seed.unwrap_or(*keys.seed);
     *keys.batch = request.batch;
-    init_device(*keys.device, *keys.dtype)?;
     F::evaluate(&run, config, request)
 }
