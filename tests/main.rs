@@ -21,3 +21,4 @@ mod resume;
 mod rl;
 mod rules;
 mod toy;
+mod train_schema;

@@ -523,7 +523,7 @@ pub fn dump_rl(
     let hebb = after(false, &last.hebb);
     let elig = after(true, &last.elig);
     let train = &config.train;
-    let returns = replay.returns(train.discount);
+    let returns = replay.returns(train.discount());
     let kind = net.kind;
     let trace = match kind {
         RlModelKind::Plastic => format!(
@@ -590,10 +590,10 @@ pub fn dump_rl(
             modulation: rollout.modulation.iter().map(|m| m[0]).collect(),
             eligibility: (kind == RlModelKind::Retroactive)
                 .then(|| Array::full(vec![steps, n, n], elig)),
-            discount: train.discount,
-            value_coef: train.value_coef,
-            exploration_coef: train.exploration_coef,
-            exploration: match train.exploration {
+            discount: train.discount(),
+            value_coef: train.value_coef(),
+            exploration_coef: train.exploration_coef(),
+            exploration: match train.exploration() {
                 bohp::rl::config::Exploration::SumP2 => "sum-p2".into(),
                 bohp::rl::config::Exploration::Entropy => "entropy".into(),
             },

@@ -270,6 +270,14 @@ impl HostOptimizer {
         }
     }
 
+    /// The name `train.optimizer` gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostOptimizer::Adam(_) => "adam",
+            HostOptimizer::Original(_) => "original",
+        }
+    }
+
     /// Whether the state fits groups of `sizes` elements.
     pub fn fits(&self, sizes: &[usize]) -> bool {
         match self {

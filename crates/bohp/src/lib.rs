@@ -55,6 +55,7 @@ pub mod rules;
 pub mod run;
 pub mod schema;
 pub mod single;
+pub mod store;
 
 pub use error::{Error, Result};
 

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::omniglot::data::{Augment, SIDE};
-use crate::schema::{Engine, LrSchedule, check_schedule, default_beta1, default_beta2, parse_toml};
+pub use crate::schema::TrainConfig;
+use crate::schema::{Engine, FamilyKey, TrainFamily, parse_toml};
 
 /// The few-shot tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,38 +132,32 @@ impl OmniglotModelConfig {
     }
 }
 
-/// `[train]`: Adam on batches of episodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OmniglotTrainConfig {
-    /// Parameter updates.
-    pub episodes: usize,
-    /// Episodes per update.
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// Adam's learning rate (the initial one, under a decaying schedule).
-    pub learning_rate: f64,
-    /// `constant`, `linear` or `cosine` (decaying to `min_learning_rate` at the last update).
-    #[serde(default)]
-    pub lr_schedule: LrSchedule,
-    /// The learning rate a decaying schedule ends at (ignored by `constant`).
-    #[serde(default)]
-    pub min_learning_rate: f64,
-    /// Adam's β₁.
-    #[serde(default = "default_beta1")]
-    pub adam_beta1: f64,
-    /// Adam's β₂.
-    #[serde(default = "default_beta2")]
-    pub adam_beta2: f64,
-    /// Updates between checkpoints.
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
-    /// Held-out episodes per way count that `bohp eval` and the summary measure.
-    #[serde(default = "default_eval_episodes")]
-    pub eval_episodes: usize,
-    /// `autodiff` (the only engine for this family).
-    #[serde(default)]
-    pub engine: Engine,
+/// `[train]` of an Omniglot run: [`crate::schema::TrainConfig`] with this family's defaults
+/// (batch 32, 1000 held-out episodes per way count, a checkpoint every 100 updates; autodiff,
+/// the only engine).
+pub type OmniglotTrainConfig = TrainConfig<OmniglotTraining>;
+
+/// The Omniglot family's `[train]` defaults and keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OmniglotTraining;
+
+impl TrainFamily for OmniglotTraining {
+    const NAME: &'static str = "the Omniglot family";
+    const ENGINES: &'static [Engine] = &[Engine::Autodiff];
+    const HOST_ENGINES: &'static [Engine] = &[];
+    const KEYS: &'static [FamilyKey] = &[FamilyKey::EvalEpisodes];
+    fn batch() -> usize {
+        32
+    }
+    fn checkpoint_every() -> usize {
+        100
+    }
+    fn engine() -> Engine {
+        Engine::Autodiff
+    }
+    fn eval_episodes() -> usize {
+        1000
+    }
 }
 
 fn default_ways() -> usize {
@@ -189,22 +184,11 @@ fn default_eta() -> f64 {
 fn default_alpha() -> f64 {
     1.0
 }
-fn default_batch() -> usize {
-    32
-}
-fn default_checkpoint_every() -> usize {
-    100
-}
-fn default_eval_episodes() -> usize {
-    1000
-}
 
 impl OmniglotConfig {
     /// The learning rate of update `episode`.
     pub fn learning_rate(&self, episode: usize) -> f64 {
-        let t = &self.train;
-        t.lr_schedule
-            .at(t.learning_rate, t.min_learning_rate, episode, t.episodes)
+        self.train.learning_rate_at(episode)
     }
 
     /// Reads and validates a config file.
@@ -231,14 +215,7 @@ impl OmniglotConfig {
             expected: expected.to_string(),
         };
         let t = &self.train;
-        check_schedule(
-            &bad,
-            t.episodes,
-            t.batch,
-            (t.learning_rate, t.min_learning_rate),
-            t.adam_beta1,
-            t.adam_beta2,
-        )?;
+        t.check(&bad)?;
         if self.task.data.is_empty() {
             return Err(bad(
                 "task.data",
@@ -331,27 +308,6 @@ impl OmniglotConfig {
                 "model.init_alpha",
                 self.model.init_alpha.to_string(),
                 "expected a finite value",
-            ));
-        }
-        if t.checkpoint_every == 0 {
-            return Err(bad(
-                "train.checkpoint_every",
-                "0".into(),
-                "expected at least 1",
-            ));
-        }
-        if t.eval_episodes == 0 {
-            return Err(bad(
-                "train.eval_episodes",
-                "0".into(),
-                "expected at least 1",
-            ));
-        }
-        if t.engine != Engine::Autodiff {
-            return Err(bad(
-                "train.engine",
-                format!("\"{}\"", t.engine.name()),
-                "expected \"autodiff\" (the only engine for the convolutional network)",
             ));
         }
         Ok(())

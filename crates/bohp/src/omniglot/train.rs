@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -127,11 +127,7 @@ pub struct OmniglotTrainer {
 }
 
 fn adam(config: &OmniglotConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_beta_1(config.train.adam_beta1 as f32)
-        .with_beta_2(config.train.adam_beta2 as f32)
-        .with_epsilon(crate::host_optim::ADAM_EPSILON)
-        .init()
+    crate::store::burn_optimizer(&config.train)
 }
 
 /// Episodes of `ways` classes and `shots` shots, each from one of `sets` (drawn at random

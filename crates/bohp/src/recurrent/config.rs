@@ -13,8 +13,9 @@ use crate::engines::fused::TRACE_BUDGET;
 use crate::error::{Error, Result};
 use crate::memory::Estimate;
 use crate::rules::{Modulation, Rule};
+pub use crate::schema::TrainConfig;
 use crate::schema::{
-    Engine, LrSchedule, Plasticity, check_modulation, check_rule, check_schedule, is_unmodulated,
+    Engine, FamilyKey, Plasticity, TrainFamily, check_modulation, check_rule, is_unmodulated,
     parse_toml, rule_spec,
 };
 
@@ -137,49 +138,31 @@ pub struct RecurrentModelConfig {
     pub lstm_hidden: Option<usize>,
 }
 
-/// `[train]` of a recurrent run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecurrentTrainConfig {
-    /// Parameter updates; each is a batch of `batch` episodes.
-    pub episodes: usize,
-    /// Episodes per update.
-    #[serde(default = "crate::schema::default_batch")]
-    pub batch: usize,
-    /// Adam learning rate (the initial one, under a decaying schedule).
-    pub learning_rate: f64,
-    /// `constant`, `linear` or `cosine` (decaying to `min_learning_rate` at the last update).
-    #[serde(default)]
-    pub lr_schedule: LrSchedule,
-    /// The learning rate a decaying schedule ends at (ignored by `constant`).
-    #[serde(default)]
-    pub min_learning_rate: f64,
-    /// Adam's β₁.
-    #[serde(default = "crate::schema::default_beta1")]
-    pub adam_beta1: f64,
-    /// Adam's β₂.
-    #[serde(default = "crate::schema::default_beta2")]
-    pub adam_beta2: f64,
-    /// `fused` (the default) or `autodiff` (`analytic` is the single layer's engine).
-    #[serde(default = "default_recurrent_engine")]
-    pub engine: Engine,
-    /// `fused`: keep the trace every this many steps (0: ⌈√steps⌉).
-    #[serde(default)]
-    pub trace_checkpoint_every: usize,
-    /// `autodiff`: burn's gradient checkpointing (recompute cheap operations in the backward
-    /// pass instead of keeping their outputs).
-    #[serde(default)]
-    pub gradient_checkpointing: bool,
-    /// Held-out episodes evaluated at the end.
-    #[serde(default = "default_eval")]
-    pub eval_episodes: usize,
-    /// Save the model every this many updates (and at the end).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
-}
+/// `[train]` of a recurrent run: [`crate::schema::TrainConfig`] with this family's defaults
+/// (batch 1, the fused engine, 100 held-out episodes, a checkpoint every 100 updates).
+pub type RecurrentTrainConfig = TrainConfig<RecurrentTraining>;
 
-fn default_recurrent_engine() -> Engine {
-    Engine::Fused
+/// The recurrent family's `[train]` defaults and keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecurrentTraining;
+
+impl TrainFamily for RecurrentTraining {
+    const NAME: &'static str = "the recurrent family";
+    const ENGINES: &'static [Engine] = &[Engine::Fused, Engine::Autodiff];
+    const HOST_ENGINES: &'static [Engine] = &[Engine::Fused];
+    const KEYS: &'static [FamilyKey] = &[FamilyKey::EvalEpisodes, FamilyKey::Checkpointing];
+    fn batch() -> usize {
+        1
+    }
+    fn checkpoint_every() -> usize {
+        100
+    }
+    fn engine() -> Engine {
+        Engine::Fused
+    }
+    fn eval_episodes() -> usize {
+        100
+    }
 }
 
 fn default_gain() -> f64 {
@@ -190,12 +173,6 @@ fn default_init_std() -> f64 {
 }
 fn default_init_eta() -> f64 {
     0.01
-}
-fn default_eval() -> usize {
-    100
-}
-fn default_checkpoint_every() -> usize {
-    100
 }
 
 impl RecurrentConfig {
@@ -233,9 +210,7 @@ impl RecurrentConfig {
 
     /// The learning rate of update `episode`.
     pub fn learning_rate(&self, episode: usize) -> f64 {
-        let tr = &self.train;
-        tr.lr_schedule
-            .at(tr.learning_rate, tr.min_learning_rate, episode, tr.episodes)
+        self.train.learning_rate_at(episode)
     }
 
     /// Neurons of the recurrent network.
@@ -577,35 +552,7 @@ impl RecurrentConfig {
             ));
         }
         let tr = &self.train;
-        check_schedule(
-            &bad,
-            tr.episodes,
-            tr.batch,
-            (tr.learning_rate, tr.min_learning_rate),
-            tr.adam_beta1,
-            tr.adam_beta2,
-        )?;
-        if tr.checkpoint_every == 0 {
-            return Err(bad(
-                "train.checkpoint_every",
-                "0".into(),
-                "expected at least 1",
-            ));
-        }
-        if tr.eval_episodes == 0 {
-            return Err(bad(
-                "train.eval_episodes",
-                "0".into(),
-                "expected at least 1 (the run's held-out error)",
-            ));
-        }
-        if tr.engine == Engine::Analytic {
-            return Err(bad(
-                "train.engine",
-                "\"analytic\"".into(),
-                "expected `fused` or `autodiff` for recurrent networks (the analytic recursion is the single layer's engine; RTRL checks recurrent gradients in `bohp gradcheck`)",
-            ));
-        }
+        tr.check(&bad)?;
         if tr.engine == Engine::Fused {
             if m.kind == RecurrentModelKind::Lstm {
                 return Err(bad(

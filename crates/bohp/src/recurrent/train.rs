@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,6 @@ use super::tasks::{RecurrentBatch, RecurrentTask, RecurrentTaskKind};
 use crate::device::{Precision, init_device};
 use crate::engines::fused::Real;
 use crate::error::{Error, Result};
-use crate::host_optim::{HostAdam, HostOptimizer};
 use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
@@ -24,8 +23,7 @@ use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
 use crate::schema::Engine;
-
-use crate::host_optim::ADAM_EPSILON;
+use crate::store::HostParams;
 
 /// One training update's measures.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -97,14 +95,16 @@ pub struct Evaluation {
     pub blank_error: f64,
 }
 
+/// The names of the fused engine's parameter groups, in order.
+const HOST_GROUPS: [&str; 5] = ["W", "alpha", "eta", "w_M", "b_M"];
+
 // One value per run: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 enum State {
-    /// Parameters `[W, α, η]` and Adam on the host (the fused engine).
+    /// Parameters `[W, α, η]` (and the modulator's) and their optimizer on the host (the fused
+    /// engine).
     Host {
-        values: Vec<Vec<f64>>,
-        adam: HostAdam,
-        trainable: Vec<bool>,
+        params: HostParams,
         rnn: PlasticRnnConfig,
     },
     /// A burn module trained by autodiff.
@@ -174,11 +174,7 @@ fn host_pass<F: Real>(
 
 /// burn's Adam for the autodiff engine, as the config sets it.
 fn adam(config: &RecurrentConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_beta_1(config.train.adam_beta1 as f32)
-        .with_beta_2(config.train.adam_beta2 as f32)
-        .with_epsilon(ADAM_EPSILON)
-        .init()
+    crate::store::burn_optimizer(&config.train)
 }
 
 impl RecurrentTrainer {
@@ -186,8 +182,6 @@ impl RecurrentTrainer {
     pub fn new(config: RecurrentConfig) -> Result<RecurrentTrainer> {
         let task = config.task()?;
         let device = init_device(config.device, config.dtype)?;
-        let beta1 = config.train.adam_beta1 as f32;
-        let beta2 = config.train.adam_beta2 as f32;
         let optim = || adam(&config);
         let mut ad = device.clone().autodiff();
         if config.train.gradient_checkpointing {
@@ -218,19 +212,18 @@ impl RecurrentTrainer {
                 }
             }
             (RecurrentModelKind::Plastic, Engine::Fused) => {
-                let values = round(&rnn.init_values(config.seed), config.dtype);
-                let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
+                // η is unused under simple modulation; the modulator is trained.
+                let mut trainable = vec![true, rnn.plastic, rnn.eta_trained()];
+                if rnn.modulated() {
+                    trainable.extend([true, true]);
+                }
                 State::Host {
-                    values,
-                    adam: HostAdam::new(beta1, beta2, ADAM_EPSILON, &sizes),
-                    // η is unused under simple modulation; the modulator is trained.
-                    trainable: {
-                        let mut t = vec![true, rnn.plastic, rnn.eta_trained()];
-                        if rnn.modulated() {
-                            t.extend([true, true]);
-                        }
-                        t
-                    },
+                    params: HostParams::new(
+                        rnn.init_values(config.seed),
+                        trainable,
+                        &config.train,
+                        config.dtype,
+                    ),
                     rnn,
                 }
             }
@@ -272,18 +265,13 @@ impl RecurrentTrainer {
         };
         let config = trainer.config.clone();
         match &mut trainer.state {
-            State::Host { values, adam, .. } => {
-                let Some(HostOptimizer::Adam(restored)) = checkpoint.host_optimizer.take() else {
-                    return Err(missing("host_optimizer.bin (Adam)"));
+            State::Host { params, .. } => {
+                let Some(restored) = checkpoint.host_optimizer.take() else {
+                    return Err(missing("host_optimizer.bin"));
                 };
-                let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
-                if !restored.fits(&sizes) {
-                    return Err(Error::artifact(
-                        dir.join("host_optimizer.bin"),
-                        "the host Adam state does not fit the network",
-                    ));
-                }
-                *adam = restored;
+                params
+                    .restore(restored)
+                    .map_err(|why| Error::artifact(dir.join("host_optimizer.bin"), why))?;
             }
             State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
                 *optim = checkpoint.restore_optimizer(adam(&config))?;
@@ -314,7 +302,7 @@ impl RecurrentTrainer {
     /// The current `η` (0 without plasticity).
     pub fn eta(&self) -> f64 {
         match &self.state {
-            State::Host { values, .. } => values[2][0],
+            State::Host { params, .. } => params.values[2][0],
             State::Plastic { model, .. } if model.plastic => model
                 .eta
                 .val()
@@ -329,9 +317,9 @@ impl RecurrentTrainer {
     /// Outputs of the last step, `[batch][neurons]` (LSTM: `[batch][size]`), without gradients.
     pub fn outputs(&self, batch: &RecurrentBatch) -> Vec<f32> {
         match &self.state {
-            State::Host { values, rnn, .. } => match self.config.dtype {
-                Precision::F32 => host_pass::<f32>(rnn, values, batch, None, false).1,
-                Precision::F64 => host_pass::<f64>(rnn, values, batch, None, false).1,
+            State::Host { params, rnn } => match self.config.dtype {
+                Precision::F32 => host_pass::<f32>(rnn, &params.values, batch, None, false).1,
+                Precision::F64 => host_pass::<f64>(rnn, &params.values, batch, None, false).1,
             },
             State::Plastic { model, .. } => {
                 let device = self.device.clone().without_autodiff();
@@ -372,28 +360,17 @@ impl RecurrentTrainer {
         let dtype = self.config.dtype;
         let size = self.task.size;
         let (loss, y_last) = match &mut self.state {
-            State::Host {
-                values,
-                adam,
-                trainable,
-                rnn,
-            } => {
+            State::Host { params, rnn } => {
                 let (loss, y, grads) = match dtype {
-                    Precision::F32 => host_pass::<f32>(rnn, values, &batch, interval, true),
-                    Precision::F64 => host_pass::<f64>(rnn, values, &batch, interval, true),
+                    Precision::F32 => host_pass::<f32>(rnn, &params.values, &batch, interval, true),
+                    Precision::F64 => host_pass::<f64>(rnn, &params.values, &batch, interval, true),
                 };
                 if !loss.is_finite() {
                     return Err(format!("the loss ({loss})"));
                 }
-                adam.step(lr, values, &grads.expect("gradients"), trainable);
-                *values = round(values, dtype);
-                if let Some(name) = ["W", "alpha", "eta", "w_M", "b_M"]
-                    .iter()
-                    .zip(values.iter())
-                    .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
-                    .map(|(n, _)| n)
-                {
-                    return Err(format!("parameter {name}"));
+                params.step(lr, &mut grads.expect("gradients"));
+                if let Some(i) = params.non_finite() {
+                    return Err(format!("parameter {}", HOST_GROUPS[i]));
                 }
                 (loss, y)
             }
@@ -463,7 +440,7 @@ impl RecurrentTrainer {
     pub fn plastic_module(&self) -> Option<PlasticRnn> {
         let device = self.device.clone().without_autodiff();
         match &self.state {
-            State::Host { values, rnn, .. } => Some(rnn.from_values(values, &device)),
+            State::Host { params, rnn } => Some(rnn.from_values(&params.values, &device)),
             State::Plastic { model, .. } => Some(model.valid()),
             State::Lstm { .. } => None,
         }
@@ -481,7 +458,8 @@ impl RecurrentTrainer {
     fn load_record(&mut self, bytes: Vec<u8>, path: &Path) -> Result<()> {
         let device = self.device.clone().without_autodiff();
         match &mut self.state {
-            State::Host { values, rnn, .. } => {
+            State::Host { params, rnn } => {
+                let values = &mut params.values;
                 let model = record_from_bytes(rnn.from_values(values, &device), bytes, path)?;
                 let host = |t: Tensor<2>| {
                     t.into_data()
@@ -650,11 +628,7 @@ impl Learner for RecurrentTrainer {
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
         let bad = match &self.state {
-            State::Host { values, .. } => ["W", "alpha", "eta"]
-                .iter()
-                .zip(values)
-                .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
-                .map(|(name, _)| name.to_string()),
+            State::Host { params, .. } => params.non_finite().map(|i| HOST_GROUPS[i].to_string()),
             State::Plastic { model, .. } => non_finite_parameter(model),
             State::Lstm { model, .. } => non_finite_parameter(model),
         };
@@ -670,7 +644,7 @@ impl Learner for RecurrentTrainer {
     fn snapshot(&self) -> Result<Snapshot> {
         let at = Path::new("checkpoint");
         let (optimizer, host_optimizer) = match &self.state {
-            State::Host { adam, .. } => (None, Some(HostOptimizer::Adam(adam.clone()))),
+            State::Host { params, .. } => (None, Some(params.optimizer().clone())),
             State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
                 (Some(optimizer_bytes(optim, at)?), None)
             }

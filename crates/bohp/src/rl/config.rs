@@ -9,7 +9,8 @@ use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::device::{Backend, Precision};
 use crate::error::{Error, Result};
 use crate::rules::Rule;
-use crate::schema::{Engine, check_schedule, default_beta1, default_beta2, parse_toml};
+pub use crate::schema::TrainConfig;
+use crate::schema::{ClipScope, Engine, FamilyKey, TrainFamily, parse_toml};
 
 /// A reinforcement-learning run: environment, network, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,57 +76,36 @@ pub struct RlModelConfig {
     pub init: RlInit,
 }
 
-/// The exploration term of the A2C loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Exploration {
-    /// `+coef·Σ_a p_a²`, as the published code computes it (smallest for a uniform policy).
-    #[default]
-    SumP2,
-    /// `−coef·H(p) = coef·Σ_a p_a log p_a`, the entropy bonus.
-    Entropy,
-}
+pub use crate::schema::Exploration;
 
-/// `[train]`: A2C with Adam.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RlTrainConfig {
-    /// Parameter updates, each on `batch` independent episodes.
-    pub episodes: usize,
-    /// Independent episodes per update (30 in the paper).
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// Adam's learning rate (1e-4 in the paper).
-    pub learning_rate: f64,
-    /// Discount γ of the returns.
-    #[serde(default = "default_discount")]
-    pub discount: f64,
-    /// Coefficient of the value loss.
-    #[serde(default = "default_value_coef")]
-    pub value_coef: f64,
-    /// `sum-p2` (the published term) or `entropy`.
-    #[serde(default)]
-    pub exploration: Exploration,
-    /// Coefficient of the exploration term.
-    #[serde(default = "default_exploration_coef")]
-    pub exploration_coef: f64,
-    /// Each parameter tensor's gradient is rescaled to at most this norm (burn's norm
-    /// clipping, per tensor).
-    #[serde(default = "default_grad_clip")]
-    pub clip_grad_norm: f64,
-    /// Adam's β₁.
-    #[serde(default = "default_beta1")]
-    pub adam_beta1: f64,
-    /// Adam's β₂.
-    #[serde(default = "default_beta2")]
-    pub adam_beta2: f64,
-    /// Updates between checkpoints.
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
-    /// `autodiff` (burn, any device) or `fused` (the host engine, `rl::fused`: the whole update
-    /// on the CPU, episodes in parallel; not for the LSTM).
-    #[serde(default)]
-    pub engine: Engine,
+/// `[train]` of an actor-critic run (A2C): [`crate::schema::TrainConfig`] with this family's
+/// defaults (batch 30, gradients clipped per tensor to norm 4, the autodiff engine, a
+/// checkpoint every 100 updates) and the loss's keys (`discount`, `value_coef`,
+/// `exploration`, `exploration_coef`).
+pub type RlTrainConfig = TrainConfig<RlTraining>;
+
+/// The actor-critic family's `[train]` defaults and keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlTraining;
+
+impl TrainFamily for RlTraining {
+    const NAME: &'static str = "the actor-critic family";
+    const ENGINES: &'static [Engine] = &[Engine::Autodiff, Engine::Fused];
+    const HOST_ENGINES: &'static [Engine] = &[Engine::Fused];
+    const KEYS: &'static [FamilyKey] = &[FamilyKey::ActorCritic];
+    const CLIP_SCOPE: ClipScope = ClipScope::PerTensor;
+    fn batch() -> usize {
+        30
+    }
+    fn checkpoint_every() -> usize {
+        100
+    }
+    fn engine() -> Engine {
+        Engine::Autodiff
+    }
+    fn clip_grad_norm() -> Option<f64> {
+        Some(4.0)
+    }
 }
 
 fn default_clip() -> f64 {
@@ -133,24 +113,6 @@ fn default_clip() -> f64 {
 }
 fn default_eta() -> f64 {
     0.01
-}
-fn default_batch() -> usize {
-    30
-}
-fn default_discount() -> f64 {
-    0.9
-}
-fn default_value_coef() -> f64 {
-    0.1
-}
-fn default_exploration_coef() -> f64 {
-    0.03
-}
-fn default_grad_clip() -> f64 {
-    4.0
-}
-fn default_checkpoint_every() -> usize {
-    100
 }
 
 impl RlConfig {
@@ -207,14 +169,7 @@ impl RlConfig {
             expected: expected.to_string(),
         };
         let t = &self.train;
-        check_schedule(
-            &bad,
-            t.episodes,
-            t.batch,
-            (t.learning_rate, 0.0),
-            t.adam_beta1,
-            t.adam_beta2,
-        )?;
+        t.check(&bad)?;
         if self.task.steps == Some(0) {
             return Err(bad("task.steps", "0".into(), "expected at least 1"));
         }
@@ -277,48 +232,8 @@ impl RlConfig {
                 "expected a value in [0, 1]",
             ));
         }
-        for (field, v, ok) in [
-            (
-                "train.discount",
-                t.discount,
-                (0.0..=1.0).contains(&t.discount),
-            ),
-            ("train.value_coef", t.value_coef, t.value_coef >= 0.0),
-            (
-                "train.exploration_coef",
-                t.exploration_coef,
-                t.exploration_coef >= 0.0,
-            ),
-            (
-                "train.clip_grad_norm",
-                t.clip_grad_norm,
-                t.clip_grad_norm > 0.0,
-            ),
-        ] {
-            if !(v.is_finite() && ok) {
-                return Err(bad(
-                    field,
-                    v.to_string(),
-                    "expected a finite value in range (discount in [0, 1], coefficients >= 0, clip > 0)",
-                ));
-            }
-        }
-        if t.checkpoint_every == 0 {
-            return Err(bad(
-                "train.checkpoint_every",
-                "0".into(),
-                "expected at least 1",
-            ));
-        }
         match t.engine {
-            Engine::Autodiff => {}
-            Engine::Analytic => {
-                return Err(bad(
-                    "train.engine",
-                    "\"analytic\"".into(),
-                    "expected \"autodiff\" or \"fused\" (the analytic engine trains the single layer)",
-                ));
-            }
+            Engine::Autodiff | Engine::Analytic => {}
             Engine::Fused if self.model.kind == RlModelKind::Lstm => {
                 return Err(bad(
                     "train.engine",
@@ -355,11 +270,12 @@ mod tests {
         assert_eq!(
             (
                 c.train.batch,
-                c.train.discount,
-                c.train.value_coef,
+                c.train.discount(),
+                c.train.value_coef(),
+                c.train.clip(),
                 c.model.clip
             ),
-            (30, 0.9, 0.1, 1.0)
+            (30, 0.9, 0.1, Some((ClipScope::PerTensor, 4.0)), 1.0)
         );
         assert_eq!(c.env_shape().steps, 100);
         let again: RlConfig = parse_toml(&c.to_toml(), Path::new("y.toml")).unwrap();

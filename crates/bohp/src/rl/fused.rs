@@ -401,7 +401,7 @@ impl<F: Real> FusedAc<F> {
         let mut ret = 0.0;
         for t in (0..steps).rev() {
             // The burn path computes the returns in f32.
-            ret = f64::from(rewards[t] as f32 + train.discount as f32 * ret as f32);
+            ret = f64::from(rewards[t] as f32 + train.discount() as f32 * ret as f32);
             let step = a2c_step(
                 &probs[t * na..(t + 1) * na],
                 actions[t],

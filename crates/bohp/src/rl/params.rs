@@ -33,6 +33,12 @@ pub struct AcParams {
 }
 
 impl AcParams {
+    /// The groups' names, in [`AcParams::into_groups`]'s order.
+    pub const GROUP_NAMES: [&'static str; 13] = [
+        "w_in", "w", "b", "alpha", "w_pi", "b_pi", "w_v", "b_v", "w_m", "b_m", "fan_w", "fan_b",
+        "eta",
+    ];
+
     /// The groups, moved out, in the burn module's visiting order (for the host optimizers).
     pub fn into_groups(self) -> Vec<Vec<f64>> {
         vec![

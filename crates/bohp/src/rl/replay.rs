@@ -104,7 +104,7 @@ impl Replay {
         train: &RlTrainConfig,
         advantages: Option<&[Vec<f64>]>,
     ) -> ReplayLoss {
-        let returns = self.returns(train.discount);
+        let returns = self.returns(train.discount());
         let (steps, batch) = (self.steps(), self.batch);
         let actions_n = rollout.probs[0].len() / batch;
         let inv_b = 1.0 / batch as f64;
@@ -186,8 +186,8 @@ pub fn a2c_step<F: Real>(
     let delta = ret - value;
     let adv = advantage.unwrap_or(delta);
     let p_taken = probs[action];
-    let ce: F = real(train.exploration_coef);
-    let (explore, d_explore): (F, Vec<F>) = match train.exploration {
+    let ce: F = real(train.exploration_coef());
+    let (explore, d_explore): (F, Vec<F>) = match train.exploration() {
         Exploration::SumP2 => {
             let s2 = probs.iter().map(|p| *p * *p).sum::<F>();
             let two: F = real(2.0);
@@ -198,7 +198,7 @@ pub fn a2c_step<F: Real>(
             (plogp, probs.iter().map(|p| *p * (p.ln() - plogp)).collect())
         }
     };
-    let cv: F = real(train.value_coef);
+    let cv: F = real(train.value_coef());
     let term = -p_taken.ln() * adv + cv * delta * delta + ce * explore;
     let scale: F = real(scale);
     for (k, dz) in d_logits.iter_mut().enumerate() {

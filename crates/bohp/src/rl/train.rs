@@ -15,8 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -30,7 +29,6 @@ use super::replay::Replay;
 pub use super::replay::sample_action;
 use crate::device::{Precision, init_device};
 use crate::error::{Error, Result};
-use crate::host_optim::{HostAdam, HostOptimizer};
 use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
@@ -39,6 +37,7 @@ use crate::run::{
     MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
 };
 use crate::schema::Engine;
+use crate::store::HostParams;
 
 /// One update's measures (a row of `metrics.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -91,59 +90,17 @@ pub struct RlTrainer {
     model: Agent,
     optim: ModuleOptimizer,
     /// The fused engine's parameters and optimizer.
-    host: Option<HostState>,
+    host: Option<HostParams>,
     next_episode: usize,
 }
 
-/// The fused engine's state: parameter values (rounded to the run's precision) and Adam.
-struct HostState {
-    values: AcParams,
-    adam: HostAdam,
-    trainable: Vec<bool>,
-}
-
-/// `values` rounded to `dtype` (the values a record of that precision holds).
-fn rounded(values: AcParams, dtype: Precision) -> AcParams {
-    match dtype {
-        Precision::F64 => values,
-        Precision::F32 => AcParams::from_groups(
-            values
-                .into_groups()
-                .into_iter()
-                .map(|g| g.into_iter().map(|x| f64::from(x as f32)).collect())
-                .collect(),
-        ),
-    }
-}
-
-/// burn's per-tensor gradient-norm clipping (`GradientClipping::Norm`) of the trained groups:
-/// each rescaled by `min(1, clip / (‖g‖ + tiny))`, `tiny` the precision's smallest normal.
-fn clip_groups(grads: &mut [Vec<f64>], trainable: &[bool], clip: f64, dtype: Precision) {
-    let tiny = match dtype {
-        Precision::F32 => f64::from(f32::MIN_POSITIVE),
-        Precision::F64 => f64::MIN_POSITIVE,
-    };
-    for (g, on) in grads.iter_mut().zip(trainable) {
-        if !on {
-            continue;
-        }
-        let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let coef = (clip / (norm + tiny)).min(1.0);
-        for x in g.iter_mut() {
-            *x *= coef;
-        }
-    }
+/// The fused engine's parameters ([`AcParams::into_groups`]'s order), as a network's values.
+fn ac_values(host: &HostParams) -> AcParams {
+    AcParams::from_groups(host.values.clone())
 }
 
 fn adam(config: &RlConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_beta_1(config.train.adam_beta1 as f32)
-        .with_beta_2(config.train.adam_beta2 as f32)
-        .with_epsilon(crate::host_optim::ADAM_EPSILON)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(
-            config.train.clip_grad_norm as f32,
-        )))
-        .init()
+    crate::store::burn_optimizer(&config.train)
 }
 
 /// Mean total reward per episode of a uniformly random policy, over `episodes` episodes of the
@@ -169,20 +126,13 @@ impl RlTrainer {
         let device = init_device(config.device, config.dtype)?.autodiff();
         let network = config.network();
         let (model, host) = if config.train.engine == Engine::Fused {
-            let values = rounded(network.init_values(config.seed), config.dtype);
-            let sizes: Vec<usize> = values.groups().iter().map(|(_, g)| g.len()).collect();
-            let t = &config.train;
-            let host = HostState {
-                adam: HostAdam::new(
-                    t.adam_beta1 as f32,
-                    t.adam_beta2 as f32,
-                    crate::host_optim::ADAM_EPSILON,
-                    &sizes,
-                ),
-                trainable: network.trainable(),
-                values,
-            };
-            let model = Agent::Plastic(network.from_values(&host.values, &device));
+            let host = HostParams::new(
+                network.init_values(config.seed).into_groups(),
+                network.trainable(),
+                &config.train,
+                config.dtype,
+            );
+            let model = Agent::Plastic(network.from_values(&ac_values(&host), &device));
             (model, Some(host))
         } else {
             (network.init_agent(config.seed, &device), None)
@@ -204,7 +154,7 @@ impl RlTrainer {
             Some(host) => Agent::Plastic(
                 self.config
                     .network()
-                    .from_values(&host.values, &self.device),
+                    .from_values(&ac_values(host), &self.device),
             ),
             None => self.model.clone(),
         }
@@ -223,24 +173,18 @@ impl RlTrainer {
         )?;
         if let Some(host) = &mut trainer.host {
             let path = dir.join("host_optimizer.bin");
-            let Some(HostOptimizer::Adam(restored)) = checkpoint.host_optimizer.take() else {
+            let Some(restored) = checkpoint.host_optimizer.take() else {
                 return Err(Error::artifact(
                     &path,
-                    "missing: the run trains with the fused engine, whose checkpoints hold its host Adam state (this one was written by another engine)",
+                    "missing: the run trains with the fused engine, whose checkpoints hold its host optimizer state (this one was written by another engine)",
                 ));
             };
             let Agent::Plastic(model) = &trainer.model else {
                 unreachable!("the fused engine runs the actor-critic kinds")
             };
-            host.values = AcParams::of(model);
-            let sizes: Vec<usize> = host.values.groups().iter().map(|(_, g)| g.len()).collect();
-            if !restored.fits(&sizes) {
-                return Err(Error::artifact(
-                    &path,
-                    "the host Adam state does not fit the network",
-                ));
-            }
-            host.adam = restored;
+            host.values = AcParams::of(&model).into_groups();
+            host.restore(restored)
+                .map_err(|why| Error::artifact(&path, why))?;
         } else {
             trainer.optim = checkpoint.restore_optimizer(adam(&trainer.config))?;
         }
@@ -258,7 +202,7 @@ impl RlTrainer {
     pub fn load_model(&mut self, path: &Path) -> Result<()> {
         self.model = crate::run::load_record(self.model.clone(), path, None)?;
         if let (Some(host), Agent::Plastic(model)) = (&mut self.host, &self.model) {
-            host.values = AcParams::of(model);
+            host.values = AcParams::of(model).into_groups();
         }
         Ok(())
     }
@@ -393,7 +337,7 @@ struct StepTensors {
 /// The exploration term of one step's outputs, `[B]`.
 fn exploration(out: &AcStep, train: &RlTrainConfig) -> Tensor<1> {
     let batch = out.value.dims()[0];
-    match train.exploration {
+    match train.exploration() {
         Exploration::SumP2 => (out.probs.clone() * out.probs.clone())
             .sum_dim(1)
             .reshape([batch]),
@@ -417,7 +361,7 @@ fn a2c_loss(
     let mut next = vec![0.0f32; batch];
     for t in (0..steps).rev() {
         for b in 0..batch {
-            next[b] = rewards[t][b] + train.discount as f32 * next[b];
+            next[b] = rewards[t][b] + train.discount() as f32 * next[b];
             returns[t][b] = next[b];
         }
     }
@@ -431,8 +375,8 @@ fn a2c_loss(
         let adv = Tensor::<1>::from_data(TensorData::new(adv, [batch]), device);
         let delta = ret - steps_out.values[t].clone();
         let term = steps_out.log_taken[t].clone().neg() * adv
-            + delta.clone() * delta * train.value_coef
-            + steps_out.explore[t].clone() * train.exploration_coef;
+            + delta.clone() * delta * train.value_coef()
+            + steps_out.explore[t].clone() * train.exploration_coef();
         loss = loss + term.mean().reshape([1]);
     }
     loss
@@ -498,8 +442,9 @@ impl Learner for RlTrainer {
             let config = &self.config;
             let network = config.network();
             let (shape, first) = (config.env_shape(), (episode * batch) as u64);
+            let values = AcParams::from_groups(std::mem::take(&mut host.values));
             let update = match config.dtype {
-                Precision::F32 => FusedAc::<f32>::new(&network, &host.values).update(
+                Precision::F32 => FusedAc::<f32>::new(&network, &values).update(
                     shape,
                     config.seed,
                     Stream::Train,
@@ -507,7 +452,7 @@ impl Learner for RlTrainer {
                     batch,
                     &config.train,
                 ),
-                Precision::F64 => FusedAc::<f64>::new(&network, &host.values).update(
+                Precision::F64 => FusedAc::<f64>::new(&network, &values).update(
                     shape,
                     config.seed,
                     Stream::Train,
@@ -516,6 +461,7 @@ impl Learner for RlTrainer {
                     &config.train,
                 ),
             };
+            host.values = values.into_groups();
             if !update.loss.is_finite() {
                 return Err(Divergence {
                     episode,
@@ -523,12 +469,7 @@ impl Learner for RlTrainer {
                 });
             }
             let mut grads = update.grads.into_groups();
-            let t = &config.train;
-            clip_groups(&mut grads, &host.trainable, t.clip_grad_norm, config.dtype);
-            let mut values = std::mem::take(&mut host.values).into_groups();
-            host.adam
-                .step(t.learning_rate, &mut values, &grads, &host.trainable);
-            host.values = rounded(AcParams::from_groups(values), config.dtype);
+            host.step(config.train.learning_rate_at(episode), &mut grads);
             self.next_episode += 1;
             return Ok(RlRow {
                 episode,
@@ -558,9 +499,11 @@ impl Learner for RlTrainer {
             });
         }
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self
-            .optim
-            .step(self.config.train.learning_rate, self.model.clone(), grads);
+        self.model = self.optim.step(
+            self.config.train.learning_rate_at(episode),
+            self.model.clone(),
+            grads,
+        );
         self.next_episode += 1;
         Ok(RlRow {
             episode,
@@ -574,11 +517,8 @@ impl Learner for RlTrainer {
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
         let bad = match &self.host {
             Some(host) => host
-                .values
-                .groups()
-                .into_iter()
-                .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
-                .map(|(name, _)| name.to_string()),
+                .non_finite()
+                .map(|i| AcParams::GROUP_NAMES[i].to_string()),
             None => non_finite_parameter(&self.model),
         };
         match bad {
@@ -593,7 +533,7 @@ impl Learner for RlTrainer {
     fn snapshot(&self) -> Result<Snapshot> {
         let at = Path::new("checkpoint");
         let (optimizer, host_optimizer) = match &self.host {
-            Some(host) => (None, Some(HostOptimizer::Adam(host.adam.clone()))),
+            Some(host) => (None, Some(host.optimizer().clone())),
             None => (Some(optimizer_bytes(&self.optim, at)?), None),
         };
         Ok(Snapshot {

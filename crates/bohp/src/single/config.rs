@@ -34,7 +34,7 @@ pub struct SingleLayerConfig {
     /// The network.
     pub model: ModelConfig,
     /// The training schedule.
-    pub train: TrainConfig,
+    pub train: SingleLayerTrainConfig,
 }
 
 /// `[task]`: which task, and its sizes.
@@ -81,82 +81,35 @@ pub struct ModelConfig {
     pub modulation: Modulation,
 }
 
-pub use crate::schema::{Engine, GPU_READBACK_EVERY, LrSchedule, Plasticity};
+pub use crate::schema::{
+    Engine, GPU_READBACK_EVERY, LrSchedule, OptimizerKind, Plasticity, TrainConfig,
+};
 use crate::schema::{
-    check_modulation, check_rule, check_schedule, default_batch, default_beta1, default_beta2,
-    is_unmodulated, parse_toml, rule_spec,
+    FamilyKey, TrainFamily, check_modulation, check_rule, is_unmodulated, parse_toml, rule_spec,
 };
 
-/// `[train]`: the optimization schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Number of episodes, i.e. parameter updates; each is a batch of `batch` independent
-    /// episodes.
-    pub episodes: usize,
-    /// Independent episodes per update.
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// Adam learning rate (the initial one, under a decaying schedule).
-    pub learning_rate: f64,
-    /// `constant`, `linear` or `cosine`.
-    #[serde(default)]
-    pub lr_schedule: LrSchedule,
-    /// The learning rate a decaying schedule ends at (ignored by `constant`).
-    #[serde(default)]
-    pub min_learning_rate: f64,
-    /// Adam's β₁ (decay of the gradient average).
-    #[serde(default = "default_beta1")]
-    pub adam_beta1: f64,
-    /// Adam's β₂ (decay of the squared-gradient average). Values below PyTorch's 0.999 let the
-    /// step size recover when gradients shrink late in training.
-    #[serde(default = "default_beta2")]
-    pub adam_beta2: f64,
-    /// The last `freeze_last` episodes are evaluation only: parameters fixed.
-    #[serde(default)]
-    pub freeze_last: usize,
-    /// Write a checkpoint every this many episodes (and at the end).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
-    /// `autodiff`, `analytic` or `fused`: where the gradients come from.
-    #[serde(default)]
-    pub engine: Engine,
-    /// `adam`, or `original`: the original BOHP code's procedure (RMSprop, each parameter's
-    /// change clipped to `max_change`, L1/L2 penalties; `bohp::host_optim::Original`).
-    #[serde(default)]
-    pub optimizer: OptimizerKind,
-    /// `original`: the largest change of one parameter in one update (the code's MAXDW).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_change: Option<f64>,
-    /// `original`: L1 penalty coefficient (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l1: Option<f64>,
-    /// `original`: L2 penalty coefficient (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l2: Option<f64>,
-    /// `original`: rate of the squared-gradient running mean (default 0.01, the code's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rmsprop_rate: Option<f64>,
-    /// Rescales each update's gradient (all parameters together) to at most this Euclidean
-    /// norm, before the optimizer (either one). Absent: no clipping.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clip_grad_norm: Option<f64>,
-    /// Updates between reads of the loss and errors back from the device (autodiff engine):
-    /// reading them synchronizes a GPU with the host. Absent: every update on CPU devices,
-    /// [`GPU_READBACK_EVERY`] on GPU devices. The metrics are the same either way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readback_every: Option<usize>,
-}
+/// `[train]` of a single-layer run: [`crate::schema::TrainConfig`] with this family's
+/// defaults (batch 1, a checkpoint every 500 updates, the autodiff engine).
+pub type SingleLayerTrainConfig = TrainConfig<SingleLayerTraining>;
 
-/// The optimizer of a single-layer run (`train.optimizer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    /// Adam (β₁, β₂ from `train.adam_beta1`/`adam_beta2`, ε = 1e-8).
-    #[default]
-    Adam,
-    /// The original BOHP code's clipped RMSprop with L1/L2 penalties.
-    Original,
+/// The single layer's `[train]` defaults and keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SingleLayerTraining;
+
+impl TrainFamily for SingleLayerTraining {
+    const NAME: &'static str = "the single layer";
+    const ENGINES: &'static [Engine] = &[Engine::Autodiff, Engine::Analytic, Engine::Fused];
+    const HOST_ENGINES: &'static [Engine] = &[Engine::Autodiff, Engine::Analytic, Engine::Fused];
+    const KEYS: &'static [FamilyKey] = &[FamilyKey::FreezeLast, FamilyKey::ReadbackEvery];
+    fn batch() -> usize {
+        1
+    }
+    fn checkpoint_every() -> usize {
+        500
+    }
+    fn engine() -> Engine {
+        Engine::default()
+    }
 }
 
 fn default_pattern_bits() -> usize {
@@ -164,9 +117,6 @@ fn default_pattern_bits() -> usize {
 }
 fn default_init_std() -> f64 {
     0.1
-}
-fn default_checkpoint_every() -> usize {
-    500
 }
 
 /// Default steps of a labelled episode.
@@ -276,121 +226,11 @@ impl SingleLayerConfig {
                 "expected a finite value >= 0",
             ));
         }
-        let train = &self.train;
-        check_schedule(
-            &bad,
-            train.episodes,
-            train.batch,
-            (train.learning_rate, train.min_learning_rate),
-            train.adam_beta1,
-            train.adam_beta2,
-        )?;
-        if train.freeze_last > train.episodes {
-            return Err(bad(
-                "train.freeze_last",
-                train.freeze_last.to_string(),
-                &format!(
-                    "expected at most train.episodes = {} (the frozen phase is part of the run)",
-                    train.episodes
-                ),
-            ));
-        }
-        if train.checkpoint_every == 0 {
-            return Err(bad(
-                "train.checkpoint_every",
-                "0".into(),
-                "expected at least 1",
-            ));
-        }
-        if train.readback_every == Some(0) {
-            return Err(bad(
-                "train.readback_every",
-                "0".into(),
-                "expected at least 1 (updates between metric readbacks)",
-            ));
-        }
-        self.check_optimizer(&bad)?;
+        self.train.check(&bad)?;
         if let Some(available) = crate::memory::available_bytes() {
             self.check_memory(&bad, available)?;
         }
         Ok(())
-    }
-
-    /// Checks the optimizer's keys: the original procedure's only with it, each in range.
-    fn check_optimizer(&self, bad: &dyn Fn(&str, String, &str) -> Error) -> Result<()> {
-        let train = &self.train;
-        let original = [
-            ("train.max_change", train.max_change, "a finite value > 0"),
-            ("train.l1", train.l1, "a finite value >= 0"),
-            ("train.l2", train.l2, "a finite value >= 0"),
-            (
-                "train.rmsprop_rate",
-                train.rmsprop_rate,
-                "a value in (0, 1]",
-            ),
-        ];
-        for (field, value, expected) in original {
-            let Some(v) = value else { continue };
-            if train.optimizer != OptimizerKind::Original {
-                return Err(bad(
-                    field,
-                    v.to_string(),
-                    "to be set only with train.optimizer = \"original\" (it is a setting of the original procedure)",
-                ));
-            }
-            let ok = match field {
-                "train.max_change" => v.is_finite() && v > 0.0,
-                "train.rmsprop_rate" => v > 0.0 && v <= 1.0,
-                _ => v.is_finite() && v >= 0.0,
-            };
-            if !ok {
-                return Err(bad(field, v.to_string(), &format!("expected {expected}")));
-            }
-        }
-        if train.optimizer == OptimizerKind::Original && train.max_change.is_none() {
-            return Err(bad(
-                "train.max_change",
-                "(missing)".into(),
-                "a value with train.optimizer = \"original\" (the original code's MAXDW: 0.01 for one-shot and reversal, 0.1 for completion)",
-            ));
-        }
-        if let Some(c) = train.clip_grad_norm
-            && !(c.is_finite() && c > 0.0)
-        {
-            return Err(bad(
-                "train.clip_grad_norm",
-                c.to_string(),
-                "expected a finite value > 0",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether the run keeps its parameters and optimizer on the host whatever the engine: the
-    /// original procedure and gradient-norm clipping run there.
-    pub fn host_optimizer_needed(&self) -> bool {
-        self.train.optimizer == OptimizerKind::Original || self.train.clip_grad_norm.is_some()
-    }
-
-    /// A fresh host optimizer for parameter groups of `sizes` elements.
-    pub fn host_optimizer(&self, sizes: &[usize]) -> crate::host_optim::HostOptimizer {
-        use crate::host_optim::{HostAdam, HostOptimizer, Original};
-        let train = &self.train;
-        match train.optimizer {
-            OptimizerKind::Adam => HostOptimizer::Adam(HostAdam::new(
-                train.adam_beta1 as f32,
-                train.adam_beta2 as f32,
-                crate::host_optim::ADAM_EPSILON,
-                sizes,
-            )),
-            OptimizerKind::Original => HostOptimizer::Original(Original::new(
-                train.rmsprop_rate.unwrap_or(0.01),
-                train.max_change.unwrap_or(f64::INFINITY),
-                train.l1.unwrap_or(0.0),
-                train.l2.unwrap_or(0.0),
-                sizes,
-            )),
-        }
     }
 
     /// After `train.episodes` changed from `configured` (a `--episodes` override), the frozen
@@ -494,7 +334,10 @@ impl SingleLayerConfig {
                 with(&|c| c.task.pattern_bits = default_pattern_bits()),
             ),
             ("model.hidden", with(&|c| c.model.hidden = None)),
-            ("train.batch", with(&|c| c.train.batch = default_batch())),
+            (
+                "train.batch",
+                with(&|c| c.train.batch = SingleLayerTraining::batch()),
+            ),
             ("task.steps", with(&|c| c.task.steps = None)),
         ];
         crate::memory::check_sizes(&self.memory_estimate(), &candidates, available).map_err(
@@ -543,18 +386,12 @@ impl SingleLayerConfig {
 
     /// The learning rate of training episode `episode`.
     pub fn learning_rate(&self, episode: usize) -> f64 {
-        let train = &self.train;
-        train.lr_schedule.at(
-            train.learning_rate,
-            train.min_learning_rate,
-            episode,
-            self.first_frozen(),
-        )
+        self.train.learning_rate_at(episode)
     }
 
     /// The index of the first frozen episode.
     pub fn first_frozen(&self) -> usize {
-        self.train.episodes - self.train.freeze_last
+        self.train.first_frozen()
     }
 
     /// Updates between metric readbacks (`train.readback_every`, or its device default).

@@ -2,62 +2,56 @@
 //! checkpointing, resuming, the frozen phase, and evaluation on fresh episodes.
 
 use burn::module::{Module, Param};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::device::init_device;
 use crate::error::{Error, Result};
-use crate::host_optim::HostOptimizer;
 use crate::learner::{Divergence, Learner, Progress, Session, open_checkpoint};
 use crate::rng::{Stream, stream_rng};
 use crate::run::{MetricsRow, RunDir, Snapshot, Summary, model_bytes, optimizer_bytes};
 use crate::single::config::SingleLayerConfig;
 use crate::single::network::PlasticNet;
 use crate::single::tasks::{EpisodeBatch, Measures, Task, read_measures};
+use crate::store::HostParams;
 
 pub use crate::engines::GradientEngine;
 pub use crate::host_optim::ADAM_EPSILON;
 
-/// Parameters and the optimizer on the host, for [`GradientEngine::on_host`] engines and for
-/// runs whose optimizer runs there (the original procedure, gradient-norm clipping).
+/// Parameters and the optimizer on the host ([`HostParams`]), for [`GradientEngine::on_host`]
+/// engines and for runs whose optimizer runs there (the original procedure, global clipping).
 #[derive(Debug, Clone)]
 struct HostState {
-    /// The parameter values, named as [`PlasticNet::parameter_values`]; always equal to the
-    /// model's (rounded to its precision).
-    values: Vec<(&'static str, Vec<f64>)>,
-    /// Which groups are trained.
-    trainable: Vec<bool>,
-    optim: HostOptimizer,
+    /// The groups' names, as [`PlasticNet::parameter_values`] names them.
+    names: Vec<&'static str>,
+    /// The values (always equal to the model's) and the optimizer.
+    params: HostParams,
 }
 
 impl HostState {
     /// The model's parameters with a fresh optimizer.
     fn fresh(model: &PlasticNet, config: &SingleLayerConfig) -> HostState {
-        let values = model.parameter_values();
-        let sizes: Vec<usize> = values.iter().map(|(_, v)| v.len()).collect();
-        let optim = config.host_optimizer(&sizes);
-        let trainable = values
+        let (names, values): (Vec<_>, Vec<_>) = model.parameter_values().into_iter().unzip();
+        let trainable = names
             .iter()
-            .map(|(name, _)| *name != "alpha" || model.plastic.plastic)
+            .map(|name| *name != "alpha" || model.plastic.plastic)
             .collect();
-        HostState {
-            values,
-            trainable,
-            optim,
-        }
+        let nonnegative = names
+            .iter()
+            .map(|name| *name == "alpha" && model.plastic.nonnegative_alpha)
+            .collect();
+        let params = HostParams::new(values, trainable, &config.train, config.dtype)
+            .with_nonnegative(nonnegative);
+        HostState { names, params }
     }
 
-    /// The model's parameters with the optimizer state restored from a checkpoint, if it is the
-    /// configured optimizer and fits.
-    fn restored(
-        model: &PlasticNet,
-        optim: HostOptimizer,
-        config: &SingleLayerConfig,
-    ) -> Option<HostState> {
-        let fresh = HostState::fresh(model, config);
-        let sizes: Vec<usize> = fresh.values.iter().map(|(_, v)| v.len()).collect();
-        (optim.fits(&sizes) && optim.same_kind(&fresh.optim))
-            .then_some(HostState { optim, ..fresh })
+    /// The values named, as the engines and [`PlasticNet::with_parameter_values`] take them.
+    fn named(&self) -> Vec<(&'static str, Vec<f64>)> {
+        self.names
+            .iter()
+            .copied()
+            .zip(self.params.values.iter().cloned())
+            .collect()
     }
 }
 
@@ -126,13 +120,9 @@ pub fn gradient_engine(engine: crate::single::config::Engine) -> Box<dyn Gradien
     }
 }
 
-/// The Adam optimizer of a run.
+/// burn's Adam for a run ([`crate::store::burn_optimizer`]).
 pub fn optimizer(config: &SingleLayerConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_beta_1(config.train.adam_beta1 as f32)
-        .with_beta_2(config.train.adam_beta2 as f32)
-        .with_epsilon(ADAM_EPSILON)
-        .init()
+    crate::store::burn_optimizer(&config.train)
 }
 
 /// A freshly initialized network for `config`, on `device`.
@@ -230,7 +220,7 @@ impl SingleLayerTrainer {
         // burn's optimizer updates autodiff-tracked parameters, whatever the gradients' source.
         let device = init_device(config.device, config.dtype)?.autodiff();
         let model = init_model(&config, &device);
-        let host = (engine.on_host() || config.host_optimizer_needed())
+        let host = (engine.on_host() || config.train.needs_host_optimizer())
             .then(|| HostState::fresh(&model, &config));
         Ok(SingleLayerTrainer {
             task: config.task(),
@@ -276,14 +266,11 @@ impl SingleLayerTrainer {
                     ),
                 ));
             };
-            trainer.host = Some(
-                HostState::restored(&model, optim, &trainer.config).ok_or_else(|| {
-                    Error::artifact(
-                        run.checkpoint_dir(),
-                        "the host optimizer state does not fit the network and the configured optimizer",
-                    )
-                })?,
-            );
+            let host = trainer.host.as_mut().expect("checked above");
+            *host = HostState::fresh(&model, &trainer.config);
+            host.params.restore(optim).map_err(|why| {
+                Error::artifact(run.checkpoint_dir().join("host_optimizer.bin"), why)
+            })?;
         }
         // The host optimizer's checkpoints carry no burn optimizer; a fresh one is never stepped.
         if checkpoint.optimizer.is_some() || trainer.host.is_none() {
@@ -331,7 +318,7 @@ impl SingleLayerTrainer {
     /// The current model (a cheap copy: burn tensors share their data).
     pub fn model(&self) -> PlasticNet {
         match &self.host {
-            Some(host) if self.stale => self.model.clone().with_parameter_values(&host.values),
+            Some(host) if self.stale => self.model.clone().with_parameter_values(&host.named()),
             _ => self.model.clone(),
         }
     }
@@ -373,7 +360,7 @@ impl Learner for SingleLayerTrainer {
             let episodes = self.task.generate(seed, Stream::Train, first, batch);
             let (measures, mut grads) = if self.engine.on_host() {
                 self.engine
-                    .host_gradients(&self.model, &host.values, &episodes)
+                    .host_gradients(&self.model, &host.named(), &episodes)
                     .expect("an on_host engine gives host gradients")
             } else {
                 let (measures, grads) =
@@ -381,32 +368,13 @@ impl Learner for SingleLayerTrainer {
                         .gradients(&self.model, &self.task, &episodes, &self.device);
                 (measures, self.model.gradient_values(&grads))
             };
-            if let Some(max) = self.config.train.clip_grad_norm {
-                clip_norm(&mut grads, &host.trainable, max);
-            }
-            let lr = self.config.learning_rate(episode);
-            let mut params: Vec<Vec<f64>> = host.values.iter().map(|(_, v)| v.clone()).collect();
-            host.optim.step(lr, &mut params, &grads, &host.trainable);
-            let f32_model = self.config.dtype == crate::device::Precision::F32;
-            for ((name, value), new) in host.values.iter_mut().zip(params) {
-                *value = new
-                    .into_iter()
-                    .map(|x| {
-                        let x = if *name == "alpha" && self.model.plastic.nonnegative_alpha {
-                            x.max(0.0)
-                        } else {
-                            x
-                        };
-                        // What the model stores, so that a resumed run continues from the same values.
-                        if f32_model { f64::from(x as f32) } else { x }
-                    })
-                    .collect();
-            }
+            host.params
+                .step(self.config.learning_rate(episode), &mut grads);
             if self.engine.on_host() {
                 // The engine reads the host values; the model is rebuilt when it is read.
                 self.stale = true;
             } else {
-                self.model = self.model.clone().with_parameter_values(&host.values);
+                self.model = self.model.clone().with_parameter_values(&host.named());
             }
             measures
         } else {
@@ -495,7 +463,7 @@ impl Learner for SingleLayerTrainer {
                 Some(_) => None,
                 None => Some(optimizer_bytes(&self.optim, at)?),
             },
-            host_optimizer: self.host.as_ref().map(|h| h.optim.clone()),
+            host_optimizer: self.host.as_ref().map(|h| h.params.optimizer().clone()),
             next_episode: self.next_episode,
             dtype: self.config.dtype,
         })
@@ -519,24 +487,6 @@ fn mean(rows: &[MetricsRow]) -> Measures {
         loss: rows.iter().map(|r| r.loss).sum::<f64>() / n,
         error: rows.iter().map(|r| r.error).sum::<f64>() / n,
         error_code: rows.iter().map(|r| r.error_code).sum::<f64>() / n,
-    }
-}
-
-/// Rescales the trainable groups of `grads` together to a Euclidean norm of at most `max`.
-fn clip_norm(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
-    let norm = grads
-        .iter()
-        .zip(trainable)
-        .filter(|(_, t)| **t)
-        .flat_map(|(g, _)| g.iter())
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt();
-    if norm > max {
-        let scale = max / norm;
-        for g in grads.iter_mut() {
-            g.iter_mut().for_each(|x| *x *= scale);
-        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! What every family's config shares: the `[train]` keys' types and defaults, their checks,
-//! the checks of `model.rule`, `model.clip` and `model.modulation`, and TOML parsing that
+//! What every family's config shares: the `[train]` section ([`TrainConfig`]), the checks
+//! of `model.rule`, `model.clip` and `model.modulation`, and TOML parsing that
 //! names the file, the field and the line.
 
 use std::path::Path;
@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::engines::Engine;
 use crate::error::{Error, Result};
 use crate::rules::{DEFAULT_CLIP, Modulation, Rule, RuleSpec};
+
+mod train;
+pub use train::{ClipScope, Exploration, FamilyKey, OptimizerKind, TrainConfig, TrainFamily};
 
 /// How `α` is trained: freely, not at all (the non-plastic control), or kept non-negative
 /// (the paper's §4.4 ablation).
@@ -87,18 +90,6 @@ impl LrSchedule {
 /// Updates between metric readbacks on GPU devices when `train.readback_every` is absent.
 pub const GPU_READBACK_EVERY: usize = 16;
 
-pub(crate) fn default_batch() -> usize {
-    1
-}
-
-pub(crate) fn default_beta1() -> f64 {
-    0.9
-}
-
-pub(crate) fn default_beta2() -> f64 {
-    0.999
-}
-
 /// " (line N)" for the start of `span` in `text`, or "" when unknown.
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
@@ -130,47 +121,6 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path
             message: format!("{}{}", inner.message(), line_of(text, inner.span())),
         }
     })
-}
-
-/// Checks the `[train]` keys every run config has: episodes, batch, learning rate (initial and
-/// final), Adam's βs.
-pub(crate) fn check_schedule(
-    bad: &dyn Fn(&str, String, &str) -> Error,
-    episodes: usize,
-    batch: usize,
-    (learning_rate, min_learning_rate): (f64, f64),
-    beta1: f64,
-    beta2: f64,
-) -> Result<()> {
-    if episodes == 0 {
-        return Err(bad("train.episodes", "0".into(), "expected at least 1"));
-    }
-    if batch == 0 {
-        return Err(bad("train.batch", "0".into(), "expected at least 1"));
-    }
-    if !(learning_rate.is_finite() && learning_rate > 0.0) {
-        return Err(bad(
-            "train.learning_rate",
-            learning_rate.to_string(),
-            "expected a finite value > 0",
-        ));
-    }
-    if !(min_learning_rate.is_finite()
-        && min_learning_rate >= 0.0
-        && min_learning_rate <= learning_rate)
-    {
-        return Err(bad(
-            "train.min_learning_rate",
-            min_learning_rate.to_string(),
-            "expected a finite value with 0 <= min_learning_rate <= learning_rate",
-        ));
-    }
-    for (field, beta) in [("train.adam_beta1", beta1), ("train.adam_beta2", beta2)] {
-        if !(0.0..1.0).contains(&beta) {
-            return Err(bad(field, beta.to_string(), "expected 0 <= beta < 1"));
-        }
-    }
-    Ok(())
 }
 
 /// Checks `model.rule` and `model.clip` (every family has them) and returns the rule with its

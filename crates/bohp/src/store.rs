@@ -1,0 +1,180 @@
+//! The parameter store under every family's trainer: one place for what an update does to the
+//! parameters once the gradients are known.
+//!
+//! - [`HostParams`]: parameter groups and a host optimizer ([`HostOptimizer`]: Adam or the
+//!   original procedure) for the host engines and for any run whose schedule burn's optimizer
+//!   cannot run (the original procedure, global clipping). Its [`HostParams::step`] clips the
+//!   gradients as `[train]` says, steps the optimizer, clamps the groups kept non-negative and
+//!   rounds to the model's precision, so that a resumed run continues from the very values the
+//!   model stores; [`HostParams::non_finite`] is the finite check; [`HostParams::optimizer`]
+//!   and [`HostParams::restore`] are the checkpoint's snapshot and exact resume.
+//! - [`burn_optimizer`]: burn's Adam as `[train]` sets it (βs, ε, per-tensor clipping), for
+//!   the autodiff engines.
+
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer};
+
+use crate::device::Precision;
+use crate::host_optim::{ADAM_EPSILON, HostOptimizer};
+use crate::schema::{ClipScope, TrainConfig, TrainFamily};
+
+/// burn's Adam for an autodiff run of `train`: its βs, ε = [`ADAM_EPSILON`], and
+/// per-tensor norm clipping when `train.clip_grad_norm` applies per tensor. (Global clipping
+/// and the original procedure run on the host: [`TrainConfig::needs_host_optimizer`].)
+pub fn burn_optimizer<F: TrainFamily>(train: &TrainConfig<F>) -> ModuleOptimizer {
+    let clipping = match train.clip() {
+        Some((ClipScope::PerTensor, max)) => Some(GradientClippingConfig::Norm(max as f32)),
+        _ => None,
+    };
+    AdamConfig::new()
+        .with_beta_1(train.adam_beta1 as f32)
+        .with_beta_2(train.adam_beta2 as f32)
+        .with_epsilon(ADAM_EPSILON)
+        .with_grad_clipping(clipping)
+        .init()
+}
+
+/// Parameter groups and their optimizer on the host.
+#[derive(Debug, Clone)]
+pub struct HostParams {
+    /// The groups' values, always rounded to the model's precision.
+    pub values: Vec<Vec<f64>>,
+    /// Which groups are trained (the others keep their values).
+    pub trainable: Vec<bool>,
+    /// Groups clamped to `≥ 0` after every update (α under `plasticity = "nonnegative"`).
+    nonnegative: Vec<bool>,
+    optim: HostOptimizer,
+    clip: Option<(ClipScope, f64)>,
+    precision: Precision,
+}
+
+impl HostParams {
+    /// `values` (rounded to `precision`) with a fresh optimizer as `train` configures it.
+    pub fn new<F: TrainFamily>(
+        values: Vec<Vec<f64>>,
+        trainable: Vec<bool>,
+        train: &TrainConfig<F>,
+        precision: Precision,
+    ) -> HostParams {
+        let sizes: Vec<usize> = values.iter().map(Vec::len).collect();
+        HostParams {
+            nonnegative: vec![false; values.len()],
+            values: round(values, precision),
+            trainable,
+            optim: train.host_optimizer(&sizes),
+            clip: train.clip(),
+            precision,
+        }
+    }
+
+    /// Keeps the groups marked `true` non-negative after every update.
+    pub fn with_nonnegative(mut self, nonnegative: Vec<bool>) -> HostParams {
+        assert_eq!(nonnegative.len(), self.values.len(), "one flag per group");
+        self.nonnegative = nonnegative;
+        self
+    }
+
+    /// Each group's length.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.values.iter().map(Vec::len).collect()
+    }
+
+    /// One update at learning rate `lr` from `grads` (one per group): clipping, the optimizer,
+    /// the non-negative clamp and rounding to the model's precision.
+    pub fn step(&mut self, lr: f64, grads: &mut [Vec<f64>]) {
+        match self.clip {
+            Some((ClipScope::Global, max)) => clip_global(grads, &self.trainable, max),
+            Some((ClipScope::PerTensor, max)) => {
+                clip_per_tensor(grads, &self.trainable, max, self.precision)
+            }
+            None => {}
+        }
+        self.optim
+            .step(lr, &mut self.values, grads, &self.trainable);
+        for (group, clamp) in self.values.iter_mut().zip(&self.nonnegative) {
+            if *clamp {
+                group.iter_mut().for_each(|x| *x = x.max(0.0));
+            }
+        }
+        if self.precision == Precision::F32 {
+            for group in &mut self.values {
+                group.iter_mut().for_each(|x| *x = f64::from(*x as f32));
+            }
+        }
+    }
+
+    /// The index of the first group holding a value that is not finite.
+    pub fn non_finite(&self) -> Option<usize> {
+        self.values
+            .iter()
+            .position(|v| v.iter().any(|x| !x.is_finite()))
+    }
+
+    /// The optimizer's state, for a checkpoint.
+    pub fn optimizer(&self) -> &HostOptimizer {
+        &self.optim
+    }
+
+    /// Restores a checkpoint's optimizer state; an error says why it cannot be this run's (not
+    /// the configured optimizer, or not the network's sizes).
+    pub fn restore(&mut self, optim: HostOptimizer) -> std::result::Result<(), String> {
+        if !optim.same_kind(&self.optim) {
+            return Err(format!(
+                "holds the state of another optimizer than the configured one ({})",
+                self.optim.name()
+            ));
+        }
+        if !optim.fits(&self.sizes()) {
+            return Err("the host optimizer state does not fit the network".into());
+        }
+        self.optim = optim;
+        Ok(())
+    }
+}
+
+/// `values` as the model stores them in `precision`.
+pub fn round(mut values: Vec<Vec<f64>>, precision: Precision) -> Vec<Vec<f64>> {
+    if precision == Precision::F32 {
+        for group in &mut values {
+            group.iter_mut().for_each(|x| *x = f64::from(*x as f32));
+        }
+    }
+    values
+}
+
+/// Rescales the trainable groups of `grads` together to a Euclidean norm of at most `max`.
+pub fn clip_global(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
+    let norm = grads
+        .iter()
+        .zip(trainable)
+        .filter(|(_, t)| **t)
+        .flat_map(|(g, _)| g.iter())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
+    if norm > max {
+        let scale = max / norm;
+        for g in grads.iter_mut() {
+            g.iter_mut().for_each(|x| *x *= scale);
+        }
+    }
+}
+
+/// burn's per-tensor gradient-norm clipping (`GradientClipping::Norm`) of the trained groups:
+/// each rescaled by `min(1, max / (‖g‖ + tiny))`, `tiny` the precision's smallest normal.
+pub fn clip_per_tensor(grads: &mut [Vec<f64>], trainable: &[bool], max: f64, dtype: Precision) {
+    let tiny = match dtype {
+        Precision::F32 => f64::from(f32::MIN_POSITIVE),
+        Precision::F64 => f64::MIN_POSITIVE,
+    };
+    for (g, on) in grads.iter_mut().zip(trainable) {
+        if !on {
+            continue;
+        }
+        let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let coef = (max / (norm + tiny)).min(1.0);
+        for x in g.iter_mut() {
+            *x *= coef;
+        }
+    }
+}
