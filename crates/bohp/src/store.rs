@@ -8,14 +8,25 @@
 //!   rounds to the model's precision, so that a resumed run continues from the very values the
 //!   model stores; [`HostParams::non_finite`] is the finite check; [`HostParams::optimizer`]
 //!   and [`HostParams::restore`] are the checkpoint's snapshot and exact resume.
-//! - [`burn_optimizer`]: burn's Adam as `[train]` sets it (βs, ε, per-tensor clipping), for
-//!   the autodiff engines.
+//! - [`ModuleStore`]: the optimizer of an autodiff module, with its checkpoint snapshot and
+//!   exact resume: burn's Adam as `[train]` sets it ([`burn_optimizer`]: βs, ε, per-tensor
+//!   clipping), or, for what burn's optimizer cannot run (the original procedure, global
+//!   clipping), the module's parameters mirrored in a [`HostParams`] ([`gradient_values`] and
+//!   [`with_values`] carry gradients and values between the module and the host). Every family
+//!   thus trains with every optimizer on every engine.
 
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::device::Precision;
+use crate::error::{Error, Result};
 use crate::host_optim::{ADAM_EPSILON, HostOptimizer};
+use crate::learner::parameter_values;
+use crate::run::{Checkpoint, optimizer_bytes};
 use crate::schema::{ClipScope, TrainConfig, TrainFamily};
 
 /// burn's Adam for an autodiff run of `train`: its βs, ε = [`ADAM_EPSILON`], and
@@ -32,6 +43,139 @@ pub fn burn_optimizer<F: TrainFamily>(train: &TrainConfig<F>) -> ModuleOptimizer
         .with_epsilon(ADAM_EPSILON)
         .with_grad_clipping(clipping)
         .init()
+}
+
+/// The optimizer of an autodiff module under a `[train]` schedule.
+#[derive(Clone)]
+pub enum ModuleStore {
+    /// burn's Adam ([`burn_optimizer`]).
+    Burn(ModuleOptimizer),
+    /// The module's parameters, in its visiting order, and a host optimizer.
+    Host(HostParams),
+}
+
+impl ModuleStore {
+    /// burn's Adam, or the host store when `train` needs it
+    /// ([`TrainConfig::needs_host_optimizer`]), holding `module`'s values.
+    pub fn new<F: TrainFamily, M: Module>(
+        train: &TrainConfig<F>,
+        module: &M,
+        precision: Precision,
+    ) -> ModuleStore {
+        if train.needs_host_optimizer() {
+            ModuleStore::Host(HostParams::new(
+                parameter_values(module),
+                trainable_flags(module),
+                train,
+                precision,
+            ))
+        } else {
+            ModuleStore::Burn(burn_optimizer(train))
+        }
+    }
+
+    /// One update of `module` at learning rate `lr` from its gradients.
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        match self {
+            ModuleStore::Burn(optim) => optim.step(lr, module, grads),
+            ModuleStore::Host(host) => {
+                let mut grads = gradient_values(&module, &grads);
+                host.step(lr, &mut grads);
+                with_values(module, &host.values)
+            }
+        }
+    }
+
+    /// The checkpoint's optimizer files: burn's record (`optimizer.bpk`) or the host state
+    /// (`host_optimizer.bin`).
+    pub fn snapshot(&self, at: &Path) -> Result<(Option<Vec<u8>>, Option<HostOptimizer>)> {
+        Ok(match self {
+            ModuleStore::Burn(optim) => (Some(optimizer_bytes(optim, at)?), None),
+            ModuleStore::Host(host) => (None, Some(host.optimizer().clone())),
+        })
+    }
+
+    /// The state of `checkpoint`, for `module` as restored from the same checkpoint.
+    pub fn restore<M: Module>(
+        self,
+        checkpoint: &mut Checkpoint,
+        module: &M,
+    ) -> Result<ModuleStore> {
+        match self {
+            ModuleStore::Burn(optim) => Ok(ModuleStore::Burn(checkpoint.restore_optimizer(optim)?)),
+            ModuleStore::Host(mut host) => {
+                let path = checkpoint.dir.join("host_optimizer.bin");
+                let state = checkpoint.host_optimizer.take().ok_or_else(|| {
+                    Error::artifact(
+                        &path,
+                        "missing: the run's optimizer runs on the host (train.optimizer = \"original\" or global clipping), but the checkpoint has no host optimizer state",
+                    )
+                })?;
+                host.values = parameter_values(module);
+                host.restore(state)
+                    .map_err(|why| Error::artifact(&path, why))?;
+                Ok(ModuleStore::Host(host))
+            }
+        }
+    }
+}
+
+/// Each float parameter's gradient in `grads`, in `module`'s visiting order; zeros for a
+/// parameter without one (not trained).
+pub fn gradient_values<M: Module>(module: &M, grads: &GradientsParams) -> Vec<Vec<f64>> {
+    struct Grads<'a>(&'a GradientsParams, Vec<Vec<f64>>);
+    impl ModuleVisitor for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = match self.0.get::<D>(param.id) {
+                Some(g) => g.into_data().convert::<f64>().iter::<f64>().collect(),
+                None => vec![0.0; param.val().shape().num_elements()],
+            };
+            self.1.push(values);
+        }
+    }
+    let mut visitor = Grads(grads, Vec::new());
+    module.visit(&mut visitor);
+    visitor.1
+}
+
+/// Whether each float parameter of `module` is trained (tracks gradients), in visiting order.
+pub fn trainable_flags<M: Module>(module: &M) -> Vec<bool> {
+    struct Flags(Vec<bool>);
+    impl ModuleVisitor for Flags {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.is_require_grad());
+        }
+    }
+    let mut visitor = Flags(Vec::new());
+    module.visit(&mut visitor);
+    visitor.0
+}
+
+/// `module` with its float parameters set to `values` (in visiting order), each keeping its
+/// id, shape, device and gradient tracking.
+///
+/// # Panics
+///
+/// Panics if the number of groups or a group's length does not match the module's.
+pub fn with_values<M: Module>(module: M, values: &[Vec<f64>]) -> M {
+    struct Set<'a>(&'a [Vec<f64>], usize);
+    impl ModuleMapper for Set<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let values = &self.0[self.1];
+            self.1 += 1;
+            param.map(|t| {
+                let shape = t.shape();
+                assert_eq!(shape.num_elements(), values.len(), "parameter size");
+                let require_grad = t.is_require_grad();
+                Tensor::from_data(TensorData::new(values.clone(), shape), &t.device())
+                    .set_require_grad(require_grad)
+            })
+        }
+    }
+    let mut mapper = Set(values, 0);
+    let module = module.map(&mut mapper);
+    assert_eq!(mapper.1, values.len(), "one group per parameter");
+    module
 }
 
 /// Parameter groups and their optimizer on the host.

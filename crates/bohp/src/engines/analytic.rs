@@ -32,6 +32,12 @@
 //! retroactive:  S(H_kj) = ∂H'/∂H · S(H_kj(t-1)) + ∂H'/∂E · S(E_kj(t-1)) + ∂H'/∂M · S(M)
 //!               S(E_kj) = (1 - γ) · S(E_kj(t-1)) + γ · x_k · S(y_j)
 //! ```
+//!
+//! **Why this file is long** (about 840 lines): it is one derivation written out once: the
+//! sensitivity recursion for every parameter group (w, α, b, the modulator's w_M and b_M, the
+//! readout) under each of the three modulations, for the three tasks' losses, plus the
+//! parameter and gradient layouts it shares with the fused engine. Split, each part would only
+//! make sense beside the others; the equations above are the map.
 
 use serde::{Deserialize, Serialize};
 

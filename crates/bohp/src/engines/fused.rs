@@ -23,6 +23,12 @@
 //! engine is compiled once per rule. Rules whose `∂f/∂post` can be read off the new trace
 //! (Hebb, clipped Hebb: [`RuleKernel::POST_PARTIAL_FROM_NEW`]) get a single pass over the
 //! arrays per step backward; the others (Oja) a two-pass step.
+//!
+//! **Why this file is long** (about 1230 lines): the recurrent network's forward pass, its
+//! reverse pass with the two trace strategies (walking `H` backwards by the rule's inverse, or
+//! re-running segments from checkpoints), the modulator's extra traces and the row-split batch
+//! all share one state layout (`[i][batch][j]`); they are written once here, for every rule
+//! and modulation, rather than spread over files that would each need the whole layout.
 
 use rayon::prelude::*;
 

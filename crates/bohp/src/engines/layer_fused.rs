@@ -35,6 +35,12 @@
 //!
 //! and the second, with `∂L/∂raw` known, the parameters' terms and the traces' gradients at
 //! `t-1` (`g_H ← g_H·∂H'/∂H + ∂L/∂raw_j·α_kj·x_k`, `g_E ← g_E·∂E'/∂E + g_H·∂H'/∂E`).
+//!
+//! **Why this file is long** (about 1050 lines): the forward pass and the reverse pass of one
+//! layer are written per lane block (`L` episodes at once, so that the compiler vectorises
+//! across the batch), each for the three modulations and the three tasks' targets, and their
+//! state must stay in step line by line; the unit tests at the end check it against the
+//! analytic engine. The two passes above are the map.
 
 use burn::tensor::DType;
 use rayon::prelude::*;

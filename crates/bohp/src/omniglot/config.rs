@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::device::{Backend, Precision};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::omniglot::data::{Augment, SIDE};
 pub use crate::schema::TrainConfig;
-use crate::schema::{Engine, FamilyKey, TrainFamily, parse_toml};
+use crate::schema::{Engine, FamilyKey, TrainFamily};
 
 /// The few-shot tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +144,6 @@ pub struct OmniglotTraining;
 impl TrainFamily for OmniglotTraining {
     const NAME: &'static str = "the Omniglot family";
     const ENGINES: &'static [Engine] = &[Engine::Autodiff];
-    const HOST_ENGINES: &'static [Engine] = &[];
     const KEYS: &'static [FamilyKey] = &[FamilyKey::EvalEpisodes];
     fn batch() -> usize {
         32
@@ -193,11 +192,7 @@ impl OmniglotConfig {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<OmniglotConfig> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
-        let config: OmniglotConfig = parse_toml(&text, path)?;
-        config.validate(&path.display().to_string())?;
-        Ok(config)
+        crate::schema::load_config(path, OmniglotConfig::validate)
     }
 
     /// The config as TOML.
@@ -208,12 +203,7 @@ impl OmniglotConfig {
     /// Checks every value, naming the field of the first bad one (the data files are checked
     /// when they are read).
     pub fn validate(&self, source: &str) -> Result<()> {
-        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
-            source_name: source.to_string(),
-            field: field.to_string(),
-            value,
-            expected: expected.to_string(),
-        };
+        let bad = crate::schema::value_error(source);
         let t = &self.train;
         t.check(&bad)?;
         if self.task.data.is_empty() {
@@ -317,6 +307,7 @@ impl OmniglotConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::parse_toml;
 
     const BASE: &str = "seed = 1\n[task]\nkind = \"omniglot\"\ndata = [\"x.zip\"]\n[model]\n[train]\nepisodes = 10\nlearning_rate = 0.001\n";
 

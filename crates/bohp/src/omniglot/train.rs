@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -31,9 +31,8 @@ use crate::learner::{
 };
 use crate::rng::{Stream, stream_rng};
 use crate::rules::Modulation;
-use crate::run::{
-    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
-};
+use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes, record_from_bytes};
+use crate::store::ModuleStore;
 
 /// One update's measures (a row of `metrics.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -117,17 +116,13 @@ pub struct OmniglotTrainer {
     config: OmniglotConfig,
     device: Device,
     model: FewShotNet,
-    optim: ModuleOptimizer,
+    optim: ModuleStore,
     train_set: Omniglot,
     /// What training episodes draw from: the training set, or each alphabet of it
     /// (`task.within_alphabet`).
     episode_sets: Vec<Omniglot>,
     held_out: Omniglot,
     next_episode: usize,
-}
-
-fn adam(config: &OmniglotConfig) -> ModuleOptimizer {
-    crate::store::burn_optimizer(&config.train)
 }
 
 /// Episodes of `ways` classes and `shots` shots, each from one of `sets` (drawn at random
@@ -258,7 +253,7 @@ impl OmniglotTrainer {
         let m = &config.model;
         let model = FewShotNet::new(m, config.seed, &device);
         Ok(OmniglotTrainer {
-            optim: adam(&config),
+            optim: ModuleStore::new(&config.train, &model, config.dtype),
             config,
             device,
             model,
@@ -283,7 +278,8 @@ impl OmniglotTrainer {
             std::mem::take(&mut checkpoint.model),
             &dir.join("model.bpk"),
         )?;
-        trainer.optim = checkpoint.restore_optimizer(adam(&trainer.config))?;
+        let fresh = ModuleStore::new(&trainer.config.train, &trainer.model, trainer.config.dtype);
+        trainer.optim = fresh.restore(&mut checkpoint, &trainer.model)?;
         trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
     }
@@ -601,10 +597,11 @@ impl Learner for OmniglotTrainer {
 
     fn snapshot(&self) -> Result<Snapshot> {
         let at = Path::new("checkpoint");
+        let (optimizer, host_optimizer) = self.optim.snapshot(at)?;
         Ok(Snapshot {
             model: model_bytes(&self.model.valid(), at)?,
-            optimizer: Some(optimizer_bytes(&self.optim, at)?),
-            host_optimizer: None,
+            optimizer,
+            host_optimizer,
             next_episode: self.next_episode,
             dtype: self.config.dtype,
         })

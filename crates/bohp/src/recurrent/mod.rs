@@ -8,12 +8,13 @@
 //!   [`crate::engines::fused`].
 //! - [`tasks`]: episodes of the memorisation tasks, losses and errors.
 //! - [`images`]: the built-in image generator and the CIFAR-10 reader.
-//! - [`config`]: recurrent run configs.
+//! - [`config`]: recurrent run configs (their memory estimate in `memory.rs`).
 //! - [`train`]: the trainer, run files and the summary.
 
 pub mod config;
 pub mod family;
 pub mod images;
+mod memory;
 pub mod model;
 pub mod tasks;
 pub mod train;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -19,11 +19,9 @@ use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::Stream;
-use crate::run::{
-    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
-};
+use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes, record_from_bytes};
 use crate::schema::Engine;
-use crate::store::HostParams;
+use crate::store::{HostParams, ModuleStore};
 
 /// One training update's measures.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,13 +108,10 @@ enum State {
     /// A burn module trained by autodiff.
     Plastic {
         model: PlasticRnn,
-        optim: ModuleOptimizer,
+        optim: ModuleStore,
     },
     /// The LSTM baseline (autodiff).
-    Lstm {
-        model: LstmNet,
-        optim: ModuleOptimizer,
-    },
+    Lstm { model: LstmNet, optim: ModuleStore },
 }
 
 /// Trains one recurrent network on one task.
@@ -172,17 +167,11 @@ fn host_pass<F: Real>(
     }
 }
 
-/// burn's Adam for the autodiff engine, as the config sets it.
-fn adam(config: &RecurrentConfig) -> ModuleOptimizer {
-    crate::store::burn_optimizer(&config.train)
-}
-
 impl RecurrentTrainer {
     /// A fresh trainer: initial parameters from the config's seed.
     pub fn new(config: RecurrentConfig) -> Result<RecurrentTrainer> {
         let task = config.task()?;
         let device = init_device(config.device, config.dtype)?;
-        let optim = || adam(&config);
         let mut ad = device.clone().autodiff();
         if config.train.gradient_checkpointing {
             ad = ad.gradient_checkpointing();
@@ -194,8 +183,8 @@ impl RecurrentTrainer {
                 device.seed(config.seed);
                 let model = LstmNet::new(config.size(), config.lstm_hidden(), &ad);
                 State::Lstm {
+                    optim: ModuleStore::new(&config.train, &model, config.dtype),
                     model,
-                    optim: optim(),
                 }
             }
             (RecurrentModelKind::Plastic, Engine::Analytic) => {
@@ -204,11 +193,11 @@ impl RecurrentTrainer {
                 ));
             }
             (RecurrentModelKind::Plastic, Engine::Autodiff) => {
-                let model =
-                    rnn.from_values(&round(&rnn.init_values(config.seed), config.dtype), &ad);
+                let values = crate::store::round(rnn.init_values(config.seed), config.dtype);
+                let model = rnn.from_values(&values, &ad);
                 State::Plastic {
+                    optim: ModuleStore::new(&config.train, &model, config.dtype),
                     model,
-                    optim: optim(),
                 }
             }
             (RecurrentModelKind::Plastic, Engine::Fused) => {
@@ -247,7 +236,7 @@ impl RecurrentTrainer {
             trainer.config.dtype,
             trainer.config.train.episodes,
         )?;
-        let dir = &checkpoint.dir;
+        let dir = checkpoint.dir.clone();
         trainer.load_record(
             std::mem::take(&mut checkpoint.model),
             &dir.join("model.bpk"),
@@ -255,7 +244,7 @@ impl RecurrentTrainer {
         let engine = trainer.config.train.engine;
         let missing = |file: &str| {
             Error::artifact(
-                dir,
+                &dir,
                 format!(
                     "no {file}: the run trains with the {} engine, whose checkpoints hold it (the \
                      checkpoint was written by another engine or an older bohp)",
@@ -273,8 +262,13 @@ impl RecurrentTrainer {
                     .restore(restored)
                     .map_err(|why| Error::artifact(dir.join("host_optimizer.bin"), why))?;
             }
-            State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
-                *optim = checkpoint.restore_optimizer(adam(&config))?;
+            State::Plastic { model, optim } => {
+                *optim = ModuleStore::new(&config.train, model, config.dtype)
+                    .restore(&mut checkpoint, model)?;
+            }
+            State::Lstm { model, optim } => {
+                *optim = ModuleStore::new(&config.train, model, config.dtype)
+                    .restore(&mut checkpoint, model)?;
             }
         }
         trainer.next_episode = checkpoint.state.next_episode;
@@ -549,7 +543,7 @@ fn lstm_inputs(task: &RecurrentTask, batch: &RecurrentBatch, device: &Device) ->
 /// or what was not finite.
 fn autodiff_update<M: Module + Clone>(
     model: &mut M,
-    optim: &mut ModuleOptimizer,
+    optim: &mut ModuleStore,
     ys: Tensor<3>,
     batch: &RecurrentBatch,
     size: usize,
@@ -564,16 +558,6 @@ fn autodiff_update<M: Module + Clone>(
     }
     *model = optim.step(lr, model.clone(), grads);
     Ok((value, y_last))
-}
-
-fn round(values: &[Vec<f64>], dtype: Precision) -> Vec<Vec<f64>> {
-    match dtype {
-        Precision::F32 => values
-            .iter()
-            .map(|v| v.iter().map(|&x| f64::from(x as f32)).collect())
-            .collect(),
-        Precision::F64 => values.to_vec(),
-    }
 }
 
 fn last_step(ys: Tensor<3>, width: usize) -> Tensor<2> {
@@ -645,9 +629,7 @@ impl Learner for RecurrentTrainer {
         let at = Path::new("checkpoint");
         let (optimizer, host_optimizer) = match &self.state {
             State::Host { params, .. } => (None, Some(params.optimizer().clone())),
-            State::Plastic { optim, .. } | State::Lstm { optim, .. } => {
-                (Some(optimizer_bytes(optim, at)?), None)
-            }
+            State::Plastic { optim, .. } | State::Lstm { optim, .. } => optim.snapshot(at)?,
         };
         Ok(Snapshot {
             model: self.record(at)?,

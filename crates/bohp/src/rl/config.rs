@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::env::{EnvKind, EnvShape};
 use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::device::{Backend, Precision};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rules::Rule;
 pub use crate::schema::TrainConfig;
-use crate::schema::{ClipScope, Engine, FamilyKey, TrainFamily, parse_toml};
+use crate::schema::{ClipScope, Engine, FamilyKey, TrainFamily};
 
 /// A reinforcement-learning run: environment, network, training, device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,7 +91,6 @@ pub struct RlTraining;
 impl TrainFamily for RlTraining {
     const NAME: &'static str = "the actor-critic family";
     const ENGINES: &'static [Engine] = &[Engine::Autodiff, Engine::Fused];
-    const HOST_ENGINES: &'static [Engine] = &[Engine::Fused];
     const KEYS: &'static [FamilyKey] = &[FamilyKey::ActorCritic];
     const CLIP_SCOPE: ClipScope = ClipScope::PerTensor;
     fn batch() -> usize {
@@ -118,11 +117,7 @@ fn default_eta() -> f64 {
 impl RlConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<RlConfig> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
-        let config: RlConfig = parse_toml(&text, path)?;
-        config.validate(&path.display().to_string())?;
-        Ok(config)
+        crate::schema::load_config(path, RlConfig::validate)
     }
 
     /// The config as TOML.
@@ -162,12 +157,7 @@ impl RlConfig {
 
     /// Checks every value, naming the field of the first bad one.
     pub fn validate(&self, source: &str) -> Result<()> {
-        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
-            source_name: source.to_string(),
-            field: field.to_string(),
-            value,
-            expected: expected.to_string(),
-        };
+        let bad = crate::schema::value_error(source);
         let t = &self.train;
         t.check(&bad)?;
         if self.task.steps == Some(0) {
@@ -260,6 +250,7 @@ impl RlConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::parse_toml;
 
     const BASE: &str = "seed = 1\n[task]\nkind = \"bandit\"\n[model]\nkind = \"simple\"\nhidden = 8\n[train]\nepisodes = 10\nlearning_rate = 0.001\n";
 

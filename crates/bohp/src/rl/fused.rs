@@ -21,6 +21,11 @@
 //! trace updates, forward and reverse, are the rule library's row kernels
 //! ([`RuleKernel::forward_row`], [`RuleKernel::reverse_row`], [`Retroactive::forward_row`],
 //! [`Retroactive::reverse_row`]).
+//!
+//! **Why this file is long** (about 760 lines): one A2C update in full: the episode rolled out
+//! in the environment with its trace checkpoints, the returns and advantages, and the reverse
+//! pass through the policy, the value, the modulator and the plastic recurrence for every
+//! network kind; the forward and reverse halves must mirror each other line for line.
 
 use rand_chacha::ChaCha8Rng;
 use std::sync::Mutex;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -33,11 +33,9 @@ use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::{Stream, stream_rng};
-use crate::run::{
-    MetricsRecord, RunDir, Snapshot, model_bytes, optimizer_bytes, record_from_bytes,
-};
+use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes, record_from_bytes};
 use crate::schema::Engine;
-use crate::store::HostParams;
+use crate::store::{HostParams, ModuleStore};
 
 /// One update's measures (a row of `metrics.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -88,7 +86,8 @@ pub struct RlTrainer {
     /// The network (autodiff engine); with the fused engine, the module the host values are
     /// written into when a record or an evaluation needs them.
     model: Agent,
-    optim: ModuleOptimizer,
+    /// The autodiff engine's optimizer (unused by the fused engine, whose `host` holds it).
+    optim: ModuleStore,
     /// The fused engine's parameters and optimizer.
     host: Option<HostParams>,
     next_episode: usize,
@@ -97,10 +96,6 @@ pub struct RlTrainer {
 /// The fused engine's parameters ([`AcParams::into_groups`]'s order), as a network's values.
 fn ac_values(host: &HostParams) -> AcParams {
     AcParams::from_groups(host.values.clone())
-}
-
-fn adam(config: &RlConfig) -> ModuleOptimizer {
-    crate::store::burn_optimizer(&config.train)
 }
 
 /// Mean total reward per episode of a uniformly random policy, over `episodes` episodes of the
@@ -138,7 +133,7 @@ impl RlTrainer {
             (network.init_agent(config.seed, &device), None)
         };
         Ok(RlTrainer {
-            optim: adam(&config),
+            optim: ModuleStore::new(&config.train, &model, config.dtype),
             config,
             device,
             model,
@@ -165,7 +160,7 @@ impl RlTrainer {
         let mut trainer = RlTrainer::new(config)?;
         let mut checkpoint =
             open_checkpoint::<RlRow>(run, trainer.config.dtype, trainer.config.train.episodes)?;
-        let dir = &checkpoint.dir;
+        let dir = checkpoint.dir.clone();
         trainer.model = record_from_bytes(
             trainer.model.clone(),
             std::mem::take(&mut checkpoint.model),
@@ -186,7 +181,9 @@ impl RlTrainer {
             host.restore(restored)
                 .map_err(|why| Error::artifact(&path, why))?;
         } else {
-            trainer.optim = checkpoint.restore_optimizer(adam(&trainer.config))?;
+            let fresh =
+                ModuleStore::new(&trainer.config.train, &trainer.model, trainer.config.dtype);
+            trainer.optim = fresh.restore(&mut checkpoint, &trainer.model)?;
         }
         trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
@@ -534,7 +531,7 @@ impl Learner for RlTrainer {
         let at = Path::new("checkpoint");
         let (optimizer, host_optimizer) = match &self.host {
             Some(host) => (None, Some(host.optimizer().clone())),
-            None => (Some(optimizer_bytes(&self.optim, at)?), None),
+            None => self.optim.snapshot(at)?,
         };
         Ok(Snapshot {
             model: model_bytes(&self.agent().valid(), at)?,

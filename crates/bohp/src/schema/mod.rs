@@ -90,6 +90,30 @@ impl LrSchedule {
 /// Updates between metric readbacks on GPU devices when `train.readback_every` is absent.
 pub const GPU_READBACK_EVERY: usize = 16;
 
+/// The error maker every config check takes: `bad(field, value, expected)` is the error of a
+/// value out of range in the config read from `source`.
+pub(crate) fn value_error(source: &str) -> impl Fn(&str, String, &str) -> Error + '_ {
+    move |field, value, expected| Error::ConfigValue {
+        source_name: source.to_string(),
+        field: field.to_string(),
+        value,
+        expected: expected.to_string(),
+    }
+}
+
+/// Reads the config file `path` as `T` and validates it with `validate` (which names the file
+/// as the source): every family's `load`.
+pub(crate) fn load_config<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    validate: impl Fn(&T, &str) -> Result<()>,
+) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
+    let config: T = parse_toml(&text, path)?;
+    validate(&config, &path.display().to_string())?;
+    Ok(config)
+}
+
 /// " (line N)" for the start of `span` in `text`, or "" when unknown.
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {

@@ -69,9 +69,6 @@ pub trait TrainFamily: std::fmt::Debug + Clone + PartialEq {
     const NAME: &'static str;
     /// The engines it has.
     const ENGINES: &'static [Engine];
-    /// The engines that keep the parameters on the host ([`crate::store::HostParams`]): the
-    /// ones that can run the original procedure and global clipping.
-    const HOST_ENGINES: &'static [Engine];
     /// The family-only keys it reads.
     const KEYS: &'static [FamilyKey];
     /// `clip_scope` when absent.
@@ -275,8 +272,8 @@ impl<F: TrainFamily> TrainConfig<F> {
     }
 
     /// Whether burn's optimizer cannot run this schedule, so that an autodiff run keeps its
-    /// parameters and optimizer on the host: the original procedure and global clipping are
-    /// host-only.
+    /// parameters and optimizer on the host ([`crate::store::ModuleStore`]): the original
+    /// procedure and global clipping are host-only.
     pub fn needs_host_optimizer(&self) -> bool {
         self.optimizer == OptimizerKind::Original
             || matches!(self.clip(), Some((ClipScope::Global, _)))
@@ -323,39 +320,6 @@ impl<F: TrainFamily> TrainConfig<F> {
                     self.engine.name()
                 ),
             ));
-        }
-        if self.needs_host_optimizer() && !F::HOST_ENGINES.contains(&self.engine) {
-            let engines = match F::HOST_ENGINES {
-                [] => format!("{} keeps its parameters in burn modules", F::NAME),
-                hosts => format!(
-                    "{} keeps them there with engine = {}",
-                    F::NAME,
-                    hosts
-                        .iter()
-                        .map(|e| format!("\"{}\"", e.name()))
-                        .collect::<Vec<_>>()
-                        .join(" or ")
-                ),
-            };
-            return Err(if self.optimizer == OptimizerKind::Original {
-                bad(
-                    "train.optimizer",
-                    "\"original\"".into(),
-                    &format!(
-                        "\"adam\" with engine = \"{}\" (the original procedure runs on host parameters; {engines})",
-                        self.engine.name()
-                    ),
-                )
-            } else {
-                bad(
-                    "train.clip_grad_norm",
-                    format!("{} (global)", self.clip_grad_norm.unwrap_or_default()),
-                    &format!(
-                        "clip_scope = \"per-tensor\" with engine = \"{}\" (global clipping runs on host parameters; {engines})",
-                        self.engine.name()
-                    ),
-                )
-            });
         }
         self.check_actor_critic(bad)
     }

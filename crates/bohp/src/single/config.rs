@@ -99,7 +99,6 @@ pub struct SingleLayerTraining;
 impl TrainFamily for SingleLayerTraining {
     const NAME: &'static str = "the single layer";
     const ENGINES: &'static [Engine] = &[Engine::Autodiff, Engine::Analytic, Engine::Fused];
-    const HOST_ENGINES: &'static [Engine] = &[Engine::Autodiff, Engine::Analytic, Engine::Fused];
     const KEYS: &'static [FamilyKey] = &[FamilyKey::FreezeLast, FamilyKey::ReadbackEvery];
     fn batch() -> usize {
         1
@@ -137,11 +136,7 @@ impl SingleLayerConfig {
 
     /// Reads and validates a config file. Errors name the file and the field.
     pub fn load(path: &Path) -> Result<SingleLayerConfig> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
-        let config = Self::parse(&text, path)?;
-        config.validate(&path.display().to_string())?;
-        Ok(config)
+        crate::schema::load_config(path, SingleLayerConfig::validate)
     }
 
     /// Parses TOML text (not validated); `path` is only used in error messages.
@@ -156,12 +151,7 @@ impl SingleLayerConfig {
 
     /// Checks ranges and consistency. `source` names where the values came from, for errors.
     pub fn validate(&self, source: &str) -> Result<()> {
-        let bad = |field: &str, value: String, expected: &str| Error::ConfigValue {
-            source_name: source.to_string(),
-            field: field.to_string(),
-            value,
-            expected: expected.to_string(),
-        };
+        let bad = crate::schema::value_error(source);
         let task = &self.task;
         if task.pattern_bits == 0 {
             return Err(bad("task.pattern_bits", "0".into(), "expected at least 1"));
