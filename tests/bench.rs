@@ -88,7 +88,7 @@ fn bench_measures_every_cell_and_writes_json_and_markdown() {
         "--workloads completion,one-shot --devices flex,ndarray --batches 1,4 \
          --engines autodiff,analytic --warmup 2 --updates 5 --repeats 3",
     );
-    assert_eq!(report["schema"], "bohp-bench/1");
+    assert_eq!(report["schema"], "bohp-bench/2");
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
@@ -237,24 +237,29 @@ fn wgpu_refuses_f64_with_a_clear_error() {
     assert!(stderr.contains("f32 only"), "{stderr}");
 }
 
-/// `--threads` reaches every cell (recorded with the timing each cell really ran: recurrent
-/// cells cap the plan's), and a thread count of 0 is refused by the parser naming the flag.
+/// `--threads` reaches every cell, recorded with the timing each cell really ran, under one rule
+/// for every family: the plan's counts where updates are quick, and with a time budget too short
+/// for any update, one warm-up update and one update per repeat, in the recurrent, actor-critic
+/// and single-layer cells alike. A thread count of 0 is refused by the parser naming the flag.
 #[test]
 fn cells_record_the_threads_and_timing_they_ran() {
-    let (_dir, out, report) = bench_report(
-        &["--threads", "1"],
-        "--workloads memorisation-50,completion --devices flex --batches 2 \
-         --engines fused --warmup 3 --updates 4 --repeats 2",
-    );
-    for r in report["results"].as_array().unwrap() {
-        assert_eq!(r["threads"], 1, "{r}");
-        let recurrent = r["workload"] == "memorisation-50";
-        let (warmup, updates) = if recurrent { (2, 3) } else { (3, 4) };
-        assert_eq!(r["timing"]["warmup"], warmup, "{r}");
-        assert_eq!(r["timing"]["updates"], updates, "{r}");
-        assert_eq!(r["timing"]["repeats"], 2, "{r}");
-        assert_eq!(r["repeats"].as_array().unwrap().len(), 2, "{r}");
+    let cells = "--workloads memorisation-50,completion,bandit --devices flex --batches 2 \
+                 --engines fused --warmup 3 --updates 4 --repeats 2";
+    for (seconds, warmup, updates) in [("100", 3, 4), ("0.000000001", 1, 1)] {
+        let (_dir, _out, report) =
+            bench_report(&["--threads", "1"], &format!("{cells} --seconds {seconds}"));
+        let results = report["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3, "{report}");
+        for r in results {
+            assert_eq!(r["threads"], 1, "{r}");
+            assert_eq!(r["timing"]["warmup"], warmup, "--seconds {seconds}: {r}");
+            assert_eq!(r["timing"]["updates"], updates, "--seconds {seconds}: {r}");
+            assert_eq!(r["timing"]["repeats"], 2, "{r}");
+            assert_eq!(r["repeats"].as_array().unwrap().len(), 2, "{r}");
+        }
     }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
     let e = run_bohp(&["--threads", "0", "bench", "--out", out.to_str().unwrap()]);
     assert_eq!(e.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&e.stderr).contains("--threads"));

@@ -229,6 +229,7 @@ impl Family for Toy {
             engine: &mut c.train.engine,
             device: &mut c.device,
             dtype: &mut c.dtype,
+            freeze_last: None,
         }
     }
     fn start(config: ToyConfig) -> Result<ToyTrainer> {

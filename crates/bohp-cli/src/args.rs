@@ -302,6 +302,12 @@ pub(crate) struct TimingArgs {
     /// Timed repeats (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub(crate) repeats: usize,
+
+    /// The longest a cell's warm-up or first repeat runs: it stops early (after at least one
+    /// update) once this many seconds have passed, and later repeats run as many updates as
+    /// the first. The same rule in every family; the counts run are recorded.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) seconds: f64,
 }
 
 #[derive(Args, Debug)]

@@ -192,6 +192,29 @@ pub trait Learner {
         1
     }
 
+    /// The device the trainer computes on, where it has one: `bohp bench` synchronises it
+    /// before stopping the clock and reads its memory.
+    fn compute_device(&self) -> Option<&burn::tensor::Device> {
+        None
+    }
+
+    /// Waits for the work queued on [`Learner::compute_device`].
+    fn sync(&self) -> Result<()> {
+        match self.compute_device() {
+            Some(device) => device
+                .sync()
+                .map_err(|e| crate::error::Error::Unsupported(format!("the device failed: {e:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes the device's allocator holds (its pools do not shrink: their peak), if it says.
+    fn device_memory_bytes(&self) -> Option<u64> {
+        self.compute_device()
+            .and_then(|d| d.memory_pool_usage())
+            .map(|u| u.bytes_reserved as u64)
+    }
+
     /// Checks that every parameter is finite (before a checkpoint).
     fn check_parameters(&self) -> std::result::Result<(), Divergence>;
     /// The checkpoint of the current state (model, optimizer, `next_episode`).

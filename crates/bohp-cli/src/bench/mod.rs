@@ -29,7 +29,7 @@ pub use report::*;
 use scaling::*;
 
 /// The schema name written into `bench.json`.
-pub const SCHEMA: &str = "bohp-bench/1";
+pub const SCHEMA: &str = "bohp-bench/2";
 
 /// One measured combination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,16 +78,10 @@ impl BenchEngine {
     }
 }
 
-/// How long each cell is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timing {
-    /// Updates run before timing starts (allocation pools, caches, GPU kernel compilation).
-    pub warmup: usize,
-    /// Updates per timed repeat.
-    pub updates: usize,
-    /// Timed repeats; the reported rate is their median.
-    pub repeats: usize,
-}
+/// How long each cell is measured: the same rule for every family
+/// ([`bohp::family::bench`]): at most `warmup` warm-up updates and `updates` updates per
+/// repeat, each phase stopping early after `seconds`, later repeats as long as the first.
+pub use bohp::family::bench::BenchTiming as Timing;
 
 /// A cell's measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,8 +102,8 @@ pub struct CellResult {
     pub device_memory_mib: Option<f64>,
     /// Why the cell could not be measured (a backend not compiled in, no GPU, ...).
     pub error: Option<String>,
-    /// The warm-up, updates per repeat and repeats this cell really ran (the recurrent and RL
-    /// cells cap the plan's).
+    /// The warm-up, updates per repeat and repeats this cell really ran (a slow cell stops its
+    /// warm-up and first repeat after `seconds`).
     #[serde(default)]
     pub timing: Option<Timing>,
     /// The threads the cell's host computation could use (rayon's pool).
@@ -225,6 +219,8 @@ fn spawn_cell(plan: &Plan, cell: &Cell) -> Result<CellResult> {
         .arg(plan.timing.updates.to_string())
         .arg("--repeats")
         .arg(plan.timing.repeats.to_string())
+        .arg("--seconds")
+        .arg(plan.timing.seconds.to_string())
         .arg("--configs")
         .arg(&plan.configs)
         .arg("--threads")
@@ -270,6 +266,16 @@ fn watch_rss(
     })
 }
 
+/// The timing the cells of `workload` at `batch` really ran, the fewest updates among them:
+/// what the peer of that workload runs, so that it does no less work than bohp's slowest cell.
+fn timing_ran(results: &[CellResult], workload: &str, batch: usize) -> Option<Timing> {
+    results
+        .iter()
+        .filter(|r| r.cell.workload == workload && r.cell.batch == batch)
+        .filter_map(|r| r.timing)
+        .min_by_key(|t| (t.updates, t.warmup))
+}
+
 /// Runs the plan, writes `bench.json` and `bench.md` to `plan.out`, and returns the report.
 pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<BenchReport> {
     if let Some(python) = &plan.peer_python {
@@ -301,7 +307,8 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
                 "peer  {:<10} batch {:>3}",
                 cell.workload, cell.batch
             ));
-            peer.extend(run_peer(plan, python, &cell.workload, cell.batch));
+            let timing = timing_ran(&results, &cell.workload, cell.batch).unwrap_or(plan.timing);
+            peer.extend(run_peer(plan, python, &cell.workload, cell.batch, &timing));
         }
     }
     let report = BenchReport {
@@ -372,6 +379,7 @@ mod tests {
                 warmup: 1,
                 updates: 1,
                 repeats: 1,
+                seconds: 1.0,
             },
             configs: dir.path().to_path_buf(),
             out: dir.path().to_path_buf(),

@@ -93,15 +93,16 @@ pub(super) fn run_peer(
     python: &Path,
     workload: &str,
     batch: usize,
+    timing: &Timing,
 ) -> Vec<PeerResult> {
     if is_recurrent_workload(&plan.configs, workload) {
         // The recurrent peer's autograd, and beside it its hand-written fused step.
         return PEER_IMPLS
             .iter()
-            .map(|i| run_recurrent_peer(plan, python, workload, batch, i))
+            .map(|i| run_recurrent_peer(plan, python, workload, batch, i, timing))
             .collect();
     }
-    vec![run_single_peer(plan, python, workload, batch)]
+    vec![run_single_peer(plan, python, workload, batch, timing)]
 }
 
 /// Runs the peer of a single-layer or RL workload.
@@ -110,9 +111,10 @@ pub(super) fn run_single_peer(
     python: &Path,
     workload: &str,
     batch: usize,
+    timing: &Timing,
 ) -> PeerResult {
     if is_rl_workload(&plan.configs, workload) {
-        return run_rl_peer(plan, python, workload, batch);
+        return run_rl_peer(plan, python, workload, batch, timing);
     }
     if is_few_shot_workload(&plan.configs, workload) {
         return PeerResult::failed(
@@ -163,6 +165,7 @@ pub(super) fn run_recurrent_peer(
     workload: &str,
     batch: usize,
     implementation: &str,
+    timing: &Timing,
 ) -> PeerResult {
     let script = plan.peer_dir.join(PEER_RECURRENT);
     let task = bohp::recurrent::config::RecurrentConfig::load(
@@ -185,7 +188,6 @@ pub(super) fn run_recurrent_peer(
             ),
         );
     }
-    let timing = recurrent_timing(&plan.timing);
     // The peer has the memorisation task only, with the same timing options.
     let args: Vec<String> = vec![
         script.display().to_string(),
@@ -230,7 +232,13 @@ pub(super) fn run_recurrent_peer(
 
 /// Runs the backpropamine peer (`backpropamine_torch.py`, autograd, timing mode) at the
 /// workload's size: the same task, network type, neurons, batch, steps and maze side.
-pub(super) fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+pub(super) fn run_rl_peer(
+    plan: &Plan,
+    python: &Path,
+    workload: &str,
+    batch: usize,
+    timing: &Timing,
+) -> PeerResult {
     use bohp::rl::env::EnvKind;
     use bohp::rl::model::RlModelKind;
     let script = plan.peer_dir.join(PEER_RL);
@@ -259,7 +267,6 @@ pub(super) fn run_rl_peer(plan: &Plan, python: &Path, workload: &str, batch: usi
     if config.model.fanout {
         return PeerResult::failed(workload, batch, "the peer has no fan-out of M".into());
     }
-    let timing = recurrent_timing(&plan.timing);
     let mut args: Vec<String> = vec![
         script.display().to_string(),
         "--task".into(),

@@ -27,13 +27,14 @@ pub fn markdown(report: &BenchReport) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let mut out = format!(
-        "# bohp bench\n\n`{}`\n\n{} cores, {} thread(s) per cell and peer; {} warm-up updates, then the median of {} repeats of {} updates (recurrent workloads: at most 2, 3 and 3; each cell's own in bench.json); f32.\n\n",
+        "# bohp bench\n\n`{}`\n\n{} cores, {} thread(s) per cell and peer; up to {} warm-up updates, then the median of {} repeats of up to {} updates, the warm-up and the first repeat stopping after {} s (later repeats as long as the first; each cell's counts in bench.json, the same rule in every family); f32.\n\n",
         report.command,
         report.cores,
         threads,
         report.timing.warmup,
         report.timing.repeats,
-        report.timing.updates
+        report.timing.updates,
+        report.timing.seconds
     );
     out += "| workload | batch | device | engine | episodes/s | ms/update | peak RSS (MiB) | GPU memory (MiB) | PyTorch episodes/s (fastest implementation) | × PyTorch |\n";
     out += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n";

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use bohp::single::config::Engine;
 
 use crate::bench::BenchEngine;
 
@@ -13,10 +12,17 @@ pub(crate) fn timing(args: &TimingArgs) -> Result<crate::bench::Timing> {
     if args.updates == 0 || args.repeats == 0 {
         bail!("--updates and --repeats must be at least 1");
     }
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        bail!(
+            "--seconds {}: expected a finite number of seconds > 0",
+            args.seconds
+        );
+    }
     Ok(crate::bench::Timing {
         warmup: args.warmup,
         updates: args.updates,
         repeats: args.repeats,
+        seconds: args.seconds,
     })
 }
 
@@ -93,27 +99,7 @@ pub(crate) fn bench_cell_command(cli: &Cli, args: &BenchCellArgs) -> Result<Exit
         batch: args.batch,
         engine: args.engine,
     };
-    let result = match args.engine {
-        _ if crate::bench::is_few_shot_workload(&args.configs, &args.workload) => {
-            crate::bench::run_few_shot_cell(&args.configs, &cell, &timing(&args.timing)?)?
-        }
-        _ if crate::bench::is_rl_workload(&args.configs, &args.workload) => {
-            crate::bench::run_rl_cell(&args.configs, &cell, &timing(&args.timing)?)?
-        }
-        _ if crate::bench::is_recurrent_workload(&args.configs, &args.workload) => {
-            crate::bench::run_recurrent_cell(&args.configs, &cell, &timing(&args.timing)?)?
-        }
-        single => crate::bench::run_cell(
-            &args.configs,
-            &cell,
-            &timing(&args.timing)?,
-            bohp::single::train::gradient_engine(match single {
-                crate::bench::BenchEngine::Autodiff => Engine::Autodiff,
-                crate::bench::BenchEngine::Analytic => Engine::Analytic,
-                crate::bench::BenchEngine::Fused => Engine::Fused,
-            }),
-        )?,
-    };
+    let result = crate::bench::run_cell(&args.configs, &cell, &timing(&args.timing)?)?;
     println!("{}", serde_json::to_string(&result)?);
     Ok(ExitCode::SUCCESS)
 }

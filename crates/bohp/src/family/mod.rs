@@ -14,6 +14,7 @@
 //! `pub static FAMILY: Registered<YourFamily> = Registered::new();`, and one line in
 //! [`crate::registry::Registry::builtin`]. `docs/architecture.md` gives the recipe.
 
+pub mod bench;
 pub mod session;
 
 use std::collections::VecDeque;
@@ -45,6 +46,8 @@ pub struct Keys<'a> {
     pub device: &'a mut Backend,
     /// `dtype` (`--dtype`).
     pub dtype: &'a mut Precision,
+    /// `train.freeze_last`, where the family has a frozen phase (`bohp bench` turns it off).
+    pub freeze_last: Option<&'a mut usize>,
 }
 
 /// [`Family::load`], [`Family::to_toml`] and [`Family::keys`] for a config type with `load`,
@@ -66,6 +69,7 @@ macro_rules! config_methods {
                 engine: &mut c.train.engine,
                 device: &mut c.device,
                 dtype: &mut c.dtype,
+                freeze_last: Some(&mut c.train.freeze_last),
             }
         }
     };
@@ -172,6 +176,13 @@ pub trait DynFamily: Sync {
     fn evaluate(&self, dir: &Path, request: &EvalRequest) -> Result<Report>;
     /// The finished run's trained module.
     fn trained(&self, dir: &Path) -> Result<Trained>;
+    /// `bohp bench`: one cell of the workload configured at `path` ([`bench::measure`]).
+    fn bench(
+        &self,
+        path: &Path,
+        cell: &bench::BenchCell,
+        timing: &bench::BenchTiming,
+    ) -> Result<bench::BenchMeasure>;
 }
 
 /// Family `F` in a registry: `pub static FAMILY: Registered<F> = Registered::new();`.
@@ -209,6 +220,14 @@ impl<F: Family> DynFamily for Registered<F> {
     fn trained(&self, dir: &Path) -> Result<Trained> {
         let (run, config) = session::finished::<F>(dir)?;
         F::trained(&run, config)
+    }
+    fn bench(
+        &self,
+        path: &Path,
+        cell: &bench::BenchCell,
+        timing: &bench::BenchTiming,
+    ) -> Result<bench::BenchMeasure> {
+        bench::measure::<F>(path, cell, timing)
     }
 }
 

@@ -533,6 +533,10 @@ fn nearest_neighbour_right(model: &FewShotNet, batch: &EpisodeBatch, outputs: us
 }
 
 impl Learner for OmniglotTrainer {
+    fn compute_device(&self) -> Option<&Device> {
+        Some(&self.device)
+    }
+
     type Row = OmniglotRow;
     type Summary = OmniglotSummary;
 

@@ -598,6 +598,10 @@ fn loss_of(
 }
 
 impl Learner for RecurrentTrainer {
+    fn compute_device(&self) -> Option<&Device> {
+        Some(&self.device)
+    }
+
     type Row = RecurrentRow;
     type Summary = RecurrentSummary;
 

@@ -424,6 +424,10 @@ pub fn replay_loss(
 }
 
 impl Learner for RlTrainer {
+    fn compute_device(&self) -> Option<&Device> {
+        Some(&self.device)
+    }
+
     type Row = RlRow;
     type Summary = RlSummary;
 

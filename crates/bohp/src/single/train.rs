@@ -334,6 +334,10 @@ impl SingleLayerTrainer {
 }
 
 impl Learner for SingleLayerTrainer {
+    fn compute_device(&self) -> Option<&Device> {
+        Some(&self.device)
+    }
+
     type Row = MetricsRow;
     type Summary = Summary;
 
