@@ -400,7 +400,7 @@ fn above_rtrl_the_fused_engine_is_the_reference_and_rtrl_mistakes_are_refused() 
     .unwrap()
     .0;
     assert!(
-        report.passed && report.reference == "fused",
+        report.passed && report.checked.reference == "fused",
         "{}",
         report.table()
     );

@@ -29,7 +29,9 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
+use crate::check::{
+    CheckOptions, CheckRun, Checked, Comparison, Recursion, Report, Tolerances, producer,
+};
 use crate::compare::{
     NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_at, agreement_groups, derivative, evenly_spaced,
     floor, host, sampled_agreement, scalar, view,
@@ -576,32 +578,30 @@ pub fn check_omniglot(
         }
     }
     let t = &config.task;
-    let mut report = Report {
-        family: "few-shot".into(),
-        task: format!(
+    let what = Checked::of(
+        "few-shot",
+        format!(
             "omniglot {}-way {}-shot, {} queries",
             t.ways, t.shots, t.queries
         ),
-        rule: match modulation {
+        match modulation {
             Modulation::None => rule.to_string(),
             Modulation::Simple => format!("{rule}, modulated rate"),
             Modulation::Retroactive => format!("retroactive(±{})", rule.clip),
         },
-        plasticity: if plastic { "learned" } else { "none" }.into(),
-        reference: "host".into(),
-        recursion: options.recursion.name().into(),
-        episodes: options.episodes,
-        steps: t.ways * t.shots,
-        device: config.device.to_string(),
-        dtype: config.dtype.to_string(),
-        seed: config.seed,
-        loss_reference,
-        loss_autodiff,
-        comparisons,
-        tolerances,
-        passed: false,
-    };
-    finish(&mut report);
+        if plastic { "learned" } else { "none" },
+        "host",
+    );
+    let run = CheckRun::of(
+        &options,
+        t.ways * t.shots,
+        (config.device, config.dtype, config.seed),
+    );
+    let report = Report::new(
+        (what, run),
+        (loss_reference, loss_autodiff),
+        (comparisons, tolerances),
+    );
     let dump = options.dump.then(|| {
         let one = trainer.check_batch(1);
         let x = layer_inputs(&model, &one);

@@ -12,7 +12,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish};
+use crate::check::{CheckOptions, CheckRun, Checked, Comparison, Recursion, Report, Tolerances};
 use crate::compare::{floor, sampled_agreement, scalar};
 use crate::dump::Dump;
 
@@ -147,24 +147,22 @@ pub fn check_lstm(
             "the LSTM baseline has no hand-derived gradient: {LSTM_FD_ENTRIES} entries per group, finite differences of the training loss"
         )),
     }];
-    let mut report = Report {
-        family: "recurrent".into(),
-        task: task.kind.name().into(),
-        rule: "none (LSTM baseline)".into(),
-        plasticity: "lstm".into(),
-        reference: "finite differences".into(),
-        recursion: options.recursion.name().into(),
-        episodes: options.episodes,
-        steps: batch.steps,
-        device: config.device.to_string(),
-        dtype: config.dtype.to_string(),
-        seed: config.seed,
-        loss_reference,
-        loss_autodiff,
-        comparisons,
-        tolerances,
-        passed: false,
-    };
-    finish(&mut report);
+    let what = Checked::of(
+        "recurrent",
+        task.kind.name(),
+        "none (LSTM baseline)",
+        "lstm",
+        "finite differences",
+    );
+    let run = CheckRun::of(
+        &options,
+        batch.steps,
+        (config.device, config.dtype, config.seed),
+    );
+    let report = Report::new(
+        (what, run),
+        (loss_reference, loss_autodiff),
+        (comparisons, tolerances),
+    );
     Ok((report, None))
 }

@@ -31,7 +31,9 @@ use bohp::rules::Rule;
 use bohp::rules::faults::Fault;
 use burn::optim::GradientsParams;
 
-use crate::check::{CheckOptions, Comparison, Recursion, Report, Tolerances, finish, producer};
+use crate::check::{
+    CheckOptions, CheckRun, Checked, Comparison, Recursion, Report, Tolerances, producer,
+};
 use crate::compare::{
     GroupAgreement, NONSMOOTH_FLOOR, RECURRENT_FD_STEP, agreement_at, agreement_groups, derivative,
     evenly_spaced, floor, host,
@@ -140,17 +142,17 @@ fn sampled(
 }
 
 /// One checked batch: the replay, the host forward pass, and the loss with its cotangents.
-struct Checked {
+struct Recorded {
     replay: Replay,
     rollout: Rollout,
     last: HostState,
     loss: ReplayLoss,
 }
 
-fn record(config: &RlConfig, net: &HostAc, episodes: usize) -> Checked {
+fn record(config: &RlConfig, net: &HostAc, episodes: usize) -> Recorded {
     let (replay, rollout, last) = Replay::record(config, net, Stream::Eval, 0, episodes);
     let loss = replay.loss(&rollout, &config.train, None);
-    Checked {
+    Recorded {
         replay,
         rollout,
         last,
@@ -159,7 +161,7 @@ fn record(config: &RlConfig, net: &HostAc, episodes: usize) -> Checked {
 }
 
 /// The reference gradient (the host reverse pass, with `fault` injected if any).
-fn reference(net: &HostAc, c: &Checked, fault: Option<Fault>) -> AcParams {
+fn reference(net: &HostAc, c: &Recorded, fault: Option<Fault>) -> AcParams {
     let mut net = net.clone();
     net.fault = fault;
     let zeros = vec![vec![0.0; c.replay.batch]; c.replay.steps()];
@@ -321,25 +323,23 @@ pub fn check_rl(config: &RlConfig, options: CheckOptions) -> bohp::Result<(Repor
         });
     }
     let shape = config.env_shape();
-    let mut report = Report {
-        family: "reinforcement".into(),
-        task: config.task.kind.name().into(),
-        rule: spec,
-        plasticity: net.kind.name().into(),
-        reference: "host".into(),
-        recursion: options.recursion.name().into(),
-        episodes: options.episodes,
-        steps: shape.steps,
-        device: config.device.to_string(),
-        dtype: config.dtype.to_string(),
-        seed: config.seed,
-        loss_reference,
-        loss_autodiff,
-        comparisons,
-        tolerances,
-        passed: false,
-    };
-    finish(&mut report);
+    let what = Checked::of(
+        "reinforcement",
+        config.task.kind.name(),
+        spec,
+        net.kind.name(),
+        "host",
+    );
+    let run = CheckRun::of(
+        &options,
+        shape.steps,
+        (config.device, config.dtype, config.seed),
+    );
+    let report = Report::new(
+        (what, run),
+        (loss_reference, loss_autodiff),
+        (comparisons, tolerances),
+    );
     let dump = options.dump.then(|| {
         let one = record(config, &host_net, 1);
         let mut gradients = vec![("host".to_string(), reference(&host_net, &one, fault), None)];
@@ -396,7 +396,7 @@ pub fn check_rl(config: &RlConfig, options: CheckOptions) -> bohp::Result<(Repor
 /// gradient, so the check is of the same gradient, with the ordinary step.
 fn finite_differences(
     net: &HostAc,
-    c: &Checked,
+    c: &Recorded,
     train: &bohp::rl::config::RlTrainConfig,
     trained: &[bool],
     indices: &[Vec<usize>],

@@ -44,7 +44,7 @@ impl Backend {
     }
 
     /// Whether this build includes the backend (its cargo feature was enabled).
-    pub fn is_compiled(self) -> bool {
+    pub(crate) fn is_compiled(self) -> bool {
         match self {
             Backend::Ndarray => cfg!(feature = "ndarray"),
             Backend::Flex => cfg!(feature = "flex"),
@@ -54,7 +54,7 @@ impl Backend {
     }
 
     /// Whether the backend runs on a GPU (f32 only, memory on the device).
-    pub fn is_gpu(self) -> bool {
+    pub(crate) fn is_gpu(self) -> bool {
         matches!(self, Backend::Wgpu | Backend::Cuda)
     }
 
@@ -244,7 +244,7 @@ mod gpu {
 /// in *that* device's default dtype, not the record's: without this, f64 Adam moments come back
 /// as f32 and the next step fails deep inside the backend. Call it before restoring optimizer
 /// state.
-pub fn align_default_device(precision: Precision) -> Result<()> {
+pub(crate) fn align_default_device(precision: Precision) -> Result<()> {
     let mut device = Device::default();
     let wanted = precision.dtype();
     if device.configure(wanted).is_err() && device.settings().float_dtype != wanted {

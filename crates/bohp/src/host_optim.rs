@@ -108,7 +108,7 @@ impl HostAdam {
     /// The state as bytes, exactly: the line `bohp-host-adam/1`, a JSON line with β₁, β₂, ε,
     /// the update count and the group sizes, then every first moment and every second moment
     /// as little-endian f64 ([`HostOptimizer::to_bytes`]).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let header = serde_json::json!({
             "beta1": self.beta1,
             "beta2": self.beta2,
@@ -120,7 +120,7 @@ impl HostAdam {
     }
 
     /// Reads [`HostAdam::to_bytes`]'s format; the error says what is wrong.
-    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<HostAdam, String> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> std::result::Result<HostAdam, String> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Header {
@@ -289,7 +289,7 @@ impl HostOptimizer {
     }
 
     /// Whether `other` is the same optimizer with the same settings (its state aside).
-    pub fn same_kind(&self, other: &HostOptimizer) -> bool {
+    pub(crate) fn same_kind(&self, other: &HostOptimizer) -> bool {
         match (self, other) {
             (HostOptimizer::Adam(a), HostOptimizer::Adam(b)) => {
                 (a.beta1, a.beta2, a.epsilon) == (b.beta1, b.beta2, b.epsilon)
@@ -305,7 +305,7 @@ impl HostOptimizer {
     /// The state as bytes, exactly (a checkpoint's `host_optimizer.bin`): a first line naming
     /// the format, a JSON line with the settings and group sizes, then the state's f64 values
     /// little-endian.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             HostOptimizer::Adam(a) => a.to_bytes(),
             HostOptimizer::Original(o) => {
@@ -323,7 +323,7 @@ impl HostOptimizer {
     }
 
     /// Reads [`HostOptimizer::to_bytes`]'s format; the error says what is wrong.
-    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<HostOptimizer, String> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> std::result::Result<HostOptimizer, String> {
         if !bytes.starts_with(format!("{ORIGINAL_MAGIC}\n").as_bytes()) {
             return HostAdam::from_bytes(bytes).map(HostOptimizer::Adam);
         }

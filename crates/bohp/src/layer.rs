@@ -194,7 +194,7 @@ impl PlasticLayer {
     ///
     /// # Shapes
     /// - returned `h`: `[batch, n_in, n_out]`
-    pub fn init_trace(&self, batch: usize, device: &Device) -> HebbTrace {
+    pub(crate) fn init_trace(&self, batch: usize, device: &Device) -> HebbTrace {
         let zeros = || Tensor::zeros([batch, self.n_in(), self.n_out()], device);
         HebbTrace {
             h: zeros(),

@@ -37,6 +37,23 @@ pub struct Divergence {
     pub what: String,
 }
 
+impl Divergence {
+    /// The finite check of a trainer's parameters before a checkpoint: `Err` naming `bad`, the
+    /// first parameter found not finite (after update `next_episode - 1`), if there is one.
+    pub fn in_parameter(
+        next_episode: usize,
+        bad: Option<String>,
+    ) -> std::result::Result<(), Divergence> {
+        match bad {
+            None => Ok(()),
+            Some(name) => Err(Divergence {
+                episode: next_episode.saturating_sub(1),
+                what: format!("parameter {name}"),
+            }),
+        }
+    }
+}
+
 impl std::fmt::Display for Divergence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} is not finite at update {}", self.what, self.episode)
@@ -212,7 +229,7 @@ pub trait Learner {
     fn device_memory_bytes(&self) -> Option<u64> {
         self.compute_device()
             .and_then(|d| d.memory_pool_usage())
-            .map(|u| u.bytes_reserved as u64)
+            .map(|u| u.bytes_reserved)
     }
 
     /// Checks that every parameter is finite (before a checkpoint).
@@ -246,7 +263,7 @@ pub trait Learner {
 }
 
 /// The first parameter of `module` holding a non-finite value, named by its id, or `None`.
-pub fn non_finite_parameter<M: Module>(module: &M) -> Option<String> {
+pub(crate) fn non_finite_parameter<M: Module>(module: &M) -> Option<String> {
     struct Finite(Option<String>);
     impl ModuleVisitor for Finite {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -9,7 +9,7 @@
 
 /// One part of an estimate: the config field that sets its size, and its bytes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Term {
+pub(crate) struct Term {
     /// The field that makes this part large (named in the error).
     pub field: &'static str,
     /// What the part is, in words.
@@ -20,7 +20,7 @@ pub struct Term {
 
 /// The least memory a config needs, by part.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     /// The parts.
     pub terms: Vec<Term>,
 }
@@ -70,7 +70,7 @@ impl Estimate {
 }
 
 /// `bytes` as GiB (or MiB below one GiB), for messages.
-pub fn gib(bytes: f64) -> String {
+pub(crate) fn gib(bytes: f64) -> String {
     let g = bytes / (1u64 << 30) as f64;
     if g >= 1e5 {
         format!("{g:.2e} GiB")
@@ -91,14 +91,14 @@ fn meminfo(key: &str) -> Option<f64> {
 
 /// The memory available to a new allocation now: `MemAvailable` of `/proc/meminfo` (Linux),
 /// or `None` where the OS does not say (the check is then skipped).
-pub fn available_bytes() -> Option<f64> {
+pub(crate) fn available_bytes() -> Option<f64> {
     meminfo("MemAvailable")
 }
 
 /// Checks a config whose least memory is `estimate(overrides)`: on failure, the field named is
 /// the first of `candidates` (a field and an estimate with that field back at its default)
 /// whose reset alone makes the config fit, else the largest part's field.
-pub fn check_sizes(
+pub(crate) fn check_sizes(
     estimate: &Estimate,
     candidates: &[(&'static str, Estimate)],
     available: f64,

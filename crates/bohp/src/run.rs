@@ -131,9 +131,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint's model record (`model.bpk`) loaded into `fresh` (a module of the run's
+    /// shape), or an error naming the file.
+    pub fn restore_model<M: Module>(&mut self, fresh: M) -> Result<M> {
+        let bytes = std::mem::take(&mut self.model);
+        record_from_bytes(fresh, bytes, &self.dir.join("model.bpk"))
+    }
+
     /// burn's optimizer state restored into `fresh` (an optimizer of the run's shape), or an
     /// error naming the missing `optimizer.bpk` (a checkpoint of a host optimizer).
-    pub fn restore_optimizer(&mut self, fresh: ModuleOptimizer) -> Result<ModuleOptimizer> {
+    pub(crate) fn restore_optimizer(&mut self, fresh: ModuleOptimizer) -> Result<ModuleOptimizer> {
         let path = self.dir.join("optimizer.bpk");
         let bytes = self.optimizer.take().ok_or_else(|| {
             Error::artifact(
@@ -235,7 +242,7 @@ pub fn record_from_bytes<M: Module>(template: M, bytes: Vec<u8>, path: &Path) ->
 
 /// Restores burn optimizer state bytes (read from `path`, named in errors) into `optim`, a
 /// fresh optimizer of the run's shape; `dtype` is the precision the state was saved in.
-pub fn optimizer_from_bytes(
+pub(crate) fn optimizer_from_bytes(
     optim: ModuleOptimizer,
     bytes: Vec<u8>,
     path: &Path,
@@ -248,7 +255,7 @@ pub fn optimizer_from_bytes(
 }
 
 /// Serializes burn optimizer state.
-pub fn optimizer_bytes(optim: &ModuleOptimizer, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn optimizer_bytes(optim: &ModuleOptimizer, path: &Path) -> Result<Vec<u8>> {
     Ok(optim
         .into_bytes()
         .map_err(|e| Error::artifact(path, format!("cannot serialize the optimizer: {e}")))?
@@ -315,7 +322,7 @@ impl RunDir {
     }
 
     /// `metrics.csv`.
-    pub fn metrics_path(&self) -> PathBuf {
+    pub(crate) fn metrics_path(&self) -> PathBuf {
         self.path.join("metrics.csv")
     }
 
@@ -325,7 +332,7 @@ impl RunDir {
     }
 
     /// `checkpoint/`.
-    pub fn checkpoint_dir(&self) -> PathBuf {
+    pub(crate) fn checkpoint_dir(&self) -> PathBuf {
         self.path.join("checkpoint")
     }
 
@@ -341,7 +348,7 @@ impl RunDir {
 
     /// Checks that `config.toml` is the one the checkpoint `state` was written with (its
     /// CRC-32), so that a resumed run is the run that started.
-    pub fn check_config_identity(&self, state: &CheckpointState) -> Result<()> {
+    pub(crate) fn check_config_identity(&self, state: &CheckpointState) -> Result<()> {
         let Some(expected) = state.config_crc32 else {
             return Ok(());
         };
@@ -435,7 +442,7 @@ impl RunDir {
     }
 
     /// Reads the checkpoint, checking each file against the checksum `state.json` recorded.
-    pub fn read_checkpoint(&self) -> Result<Checkpoint> {
+    pub(crate) fn read_checkpoint(&self) -> Result<Checkpoint> {
         let (dir, state) = self.read_checkpoint_state()?;
         let checked = |name: &str, what: &str, crc: u32| -> Result<Vec<u8>> {
             let path = dir.join(name);
@@ -508,7 +515,7 @@ impl RunDir {
     /// The first `next_episode` rows of `metrics.csv`, checked to be one per episode in order.
     /// Rows after them (episodes a resumed run will redo; after a kill, possibly a partly
     /// written one) are ignored.
-    pub fn metrics_before<R: MetricsRecord>(&self, next_episode: usize) -> Result<Vec<R>> {
+    pub(crate) fn metrics_before<R: MetricsRecord>(&self, next_episode: usize) -> Result<Vec<R>> {
         let kept: Vec<R> = self.read_metrics_up_to(next_episode)?;
         let in_order = kept.iter().enumerate().all(|(i, r)| r.episode() == i);
         if kept.len() != next_episode || !in_order {

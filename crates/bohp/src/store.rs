@@ -95,6 +95,17 @@ impl ModuleStore {
         })
     }
 
+    /// A fresh store for `module` ([`ModuleStore::new`]) with `checkpoint`'s state: what a
+    /// resumed trainer continues with, `module` being the checkpoint's model.
+    pub fn resumed<F: TrainFamily, M: Module>(
+        train: &TrainConfig<F>,
+        module: &M,
+        precision: Precision,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<ModuleStore> {
+        ModuleStore::new(train, module, precision).restore(checkpoint, module)
+    }
+
     /// The state of `checkpoint`, for `module` as restored from the same checkpoint.
     pub fn restore<M: Module>(
         self,
@@ -139,7 +150,7 @@ pub fn gradient_values<M: Module>(module: &M, grads: &GradientsParams) -> Vec<Ve
 }
 
 /// Whether each float parameter of `module` is trained (tracks gradients), in visiting order.
-pub fn trainable_flags<M: Module>(module: &M) -> Vec<bool> {
+pub(crate) fn trainable_flags<M: Module>(module: &M) -> Vec<bool> {
     struct Flags(Vec<bool>);
     impl ModuleVisitor for Flags {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -212,7 +223,7 @@ impl HostParams {
     }
 
     /// Keeps the groups marked `true` non-negative after every update.
-    pub fn with_nonnegative(mut self, nonnegative: Vec<bool>) -> HostParams {
+    pub(crate) fn with_nonnegative(mut self, nonnegative: Vec<bool>) -> HostParams {
         assert_eq!(nonnegative.len(), self.values.len(), "one flag per group");
         self.nonnegative = nonnegative;
         self
@@ -287,7 +298,7 @@ pub fn round(mut values: Vec<Vec<f64>>, precision: Precision) -> Vec<Vec<f64>> {
 }
 
 /// Rescales the trainable groups of `grads` together to a Euclidean norm of at most `max`.
-pub fn clip_global(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
+pub(crate) fn clip_global(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
     let norm = grads
         .iter()
         .zip(trainable)
@@ -306,7 +317,12 @@ pub fn clip_global(grads: &mut [Vec<f64>], trainable: &[bool], max: f64) {
 
 /// burn's per-tensor gradient-norm clipping (`GradientClipping::Norm`) of the trained groups:
 /// each rescaled by `min(1, max / (‖g‖ + tiny))`, `tiny` the precision's smallest normal.
-pub fn clip_per_tensor(grads: &mut [Vec<f64>], trainable: &[bool], max: f64, dtype: Precision) {
+pub(crate) fn clip_per_tensor(
+    grads: &mut [Vec<f64>],
+    trainable: &[bool],
+    max: f64,
+    dtype: Precision,
+) {
     let tiny = match dtype {
         Precision::F32 => f64::from(f32::MIN_POSITIVE),
         Precision::F64 => f64::MIN_POSITIVE,

@@ -12,7 +12,7 @@
 //! Parameter groups that are not trained (α and η with `plasticity = "none"`) are not
 //! compared.
 
-use bohp::device::{Precision, init_device};
+use bohp::device::{Backend, Precision, init_device};
 use bohp::engines::analytic::{Variant, evaluate, evaluate_with};
 use bohp::engines::fused::{EpisodeBatch as HostEpisodes, HostGrads, HostRnn};
 use bohp::recurrent::config::{RecurrentConfig, RecurrentModelKind};
@@ -193,19 +193,44 @@ impl Comparison {
     }
 }
 
-/// What `bohp gradcheck` reports.
+/// What a check is of (the head of a [`Report`]).
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// `single-layer` or `recurrent`.
+pub struct Checked {
+    /// `single-layer`, `recurrent`, `reinforcement` or `few-shot`.
     pub family: String,
     /// Task name.
     pub task: String,
     /// The trace's rule (with its constants).
     pub rule: String,
-    /// `learned`, `none` or `nonnegative`.
+    /// `learned`, `none` or `nonnegative` (the agents: their kind).
     pub plasticity: String,
-    /// The reference method: `analytic` (single layer), `rtrl` or `fused` (recurrent).
+    /// The reference method: `analytic` (single layer), `rtrl` or `fused` (recurrent), `host`,
+    /// `finite differences`.
     pub reference: String,
+}
+
+impl Checked {
+    /// The head of a report.
+    pub(crate) fn of(
+        family: impl Into<String>,
+        task: impl Into<String>,
+        rule: impl Into<String>,
+        plasticity: impl Into<String>,
+        reference: impl Into<String>,
+    ) -> Checked {
+        Checked {
+            family: family.into(),
+            task: task.into(),
+            rule: rule.into(),
+            plasticity: plasticity.into(),
+            reference: reference.into(),
+        }
+    }
+}
+
+/// How a check ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRun {
     /// The reference's recursion ([`Recursion::name`]).
     pub recursion: String,
     /// Episodes in the checked batch.
@@ -218,6 +243,37 @@ pub struct Report {
     pub dtype: String,
     /// Seed of the initial parameters and the episodes.
     pub seed: u64,
+}
+
+impl CheckRun {
+    /// A check under `options` of episodes of `steps` steps, on `device` in `dtype` from `seed`
+    /// (each config's `device`, `dtype` and `seed`).
+    pub(crate) fn of(
+        options: &CheckOptions,
+        steps: usize,
+        (device, dtype, seed): (Backend, Precision, u64),
+    ) -> CheckRun {
+        CheckRun {
+            recursion: options.recursion.name().into(),
+            episodes: options.episodes,
+            steps,
+            device: device.to_string(),
+            dtype: dtype.to_string(),
+            seed,
+        }
+    }
+}
+
+/// What `bohp gradcheck` reports (its JSON: the fields of [`Checked`] and [`CheckRun`], then
+/// these).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What was checked.
+    #[serde(flatten)]
+    pub checked: Checked,
+    /// How.
+    #[serde(flatten)]
+    pub run: CheckRun,
     /// Loss by the reference (f64).
     pub loss_reference: f64,
     /// Loss by the burn model.
@@ -226,7 +282,7 @@ pub struct Report {
     pub comparisons: Vec<Comparison>,
     /// The tolerances applied.
     pub tolerances: Tolerances,
-    /// Whether every comparison is within its tolerance.
+    /// Whether the losses agree and every comparison is within its tolerance.
     pub passed: bool,
 }
 
@@ -292,10 +348,27 @@ pub(crate) fn refuse_absent_modulation_faults(
     }
 }
 
-pub(crate) fn finish(report: &mut Report) {
-    let loss_ok = (report.loss_autodiff - report.loss_reference).abs()
-        <= report.tolerances.autodiff_vs_reference * report.loss_reference.abs().max(1.0);
-    report.passed = loss_ok && report.comparisons.iter().all(Comparison::passed);
+impl Report {
+    /// The report of a check: passed when the two losses (the reference's, autodiff's) agree
+    /// within `tolerances.autodiff_vs_reference` and every comparison passes.
+    pub(crate) fn new(
+        (checked, run): (Checked, CheckRun),
+        (loss_reference, loss_autodiff): (f64, f64),
+        (comparisons, tolerances): (Vec<Comparison>, Tolerances),
+    ) -> Report {
+        let loss_ok = (loss_autodiff - loss_reference).abs()
+            <= tolerances.autodiff_vs_reference * loss_reference.abs().max(1.0);
+        let passed = loss_ok && comparisons.iter().all(Comparison::passed);
+        Report {
+            checked,
+            run,
+            loss_reference,
+            loss_autodiff,
+            comparisons,
+            tolerances,
+            passed,
+        }
+    }
 }
 
 /// Runs the single-layer check for `config` (its task, sizes, rule, seed, device and dtype;
@@ -390,25 +463,23 @@ pub fn check(
             note: None,
         });
     }
-    let mut report = Report {
-        family: "single-layer".into(),
-        task: task.kind.to_string(),
-        rule: model.plastic.rule.to_string(),
-        plasticity: config.model.plasticity.name().into(),
-        reference: "analytic".into(),
-        recursion: options.recursion.name().into(),
-        episodes: options.episodes,
-        steps: task.steps,
-        device: config.device.to_string(),
-        dtype: config.dtype.to_string(),
-        seed: config.seed,
-        loss_reference: analytic.loss,
-        loss_autodiff,
-        comparisons,
-        tolerances,
-        passed: false,
-    };
-    finish(&mut report);
+    let what = Checked::of(
+        "single-layer",
+        task.kind.to_string(),
+        model.plastic.rule.to_string(),
+        config.model.plasticity.name(),
+        "analytic",
+    );
+    let run = CheckRun::of(
+        &options,
+        task.steps,
+        (config.device, config.dtype, config.seed),
+    );
+    let report = Report::new(
+        (what, run),
+        (analytic.loss, loss_autodiff),
+        (comparisons, tolerances),
+    );
     let dump = options.dump.then(|| {
         let one = task.generate(config.seed, Stream::Eval, 0, 1);
         let traced = reference(&one, true);
@@ -433,15 +504,15 @@ pub fn check(
 
 pub(crate) fn producer(report: &Report) -> Producer {
     Producer {
-        family: report.family.clone(),
-        task: report.task.clone(),
-        rule: report.rule.clone(),
-        plasticity: report.plasticity.clone(),
-        seed: report.seed,
-        device: report.device.clone(),
-        dtype: report.dtype.clone(),
-        reference: report.reference.clone(),
-        recursion: report.recursion.clone(),
+        family: report.checked.family.clone(),
+        task: report.checked.task.clone(),
+        rule: report.checked.rule.clone(),
+        plasticity: report.checked.plasticity.clone(),
+        seed: report.run.seed,
+        device: report.run.device.clone(),
+        dtype: report.run.dtype.clone(),
+        reference: report.checked.reference.clone(),
+        recursion: report.run.recursion.clone(),
         engines: report.comparisons.iter().map(|c| c.name.clone()).collect(),
         tolerances: report.tolerances,
     }
@@ -454,17 +525,17 @@ impl Report {
             "gradient check: {} {} ({} episodes x {} steps), rule {}, plasticity {}\n\
              reference: {} ({} recursion, f64); autodiff on {} {}\n\
              loss: {} {:.12e}, autodiff {:.12e}\n\n",
-            self.family,
-            self.task,
-            self.episodes,
-            self.steps,
-            self.rule,
-            self.plasticity,
-            self.reference,
-            self.recursion,
-            self.device,
-            self.dtype,
-            self.reference,
+            self.checked.family,
+            self.checked.task,
+            self.run.episodes,
+            self.run.steps,
+            self.checked.rule,
+            self.checked.plasticity,
+            self.checked.reference,
+            self.run.recursion,
+            self.run.device,
+            self.run.dtype,
+            self.checked.reference,
             self.loss_reference,
             self.loss_autodiff
         );

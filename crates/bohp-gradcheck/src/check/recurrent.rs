@@ -270,28 +270,27 @@ pub fn check_recurrent(
             note: Some(format!("entries checked: {}", counts.join(", "))),
         });
     }
-    let mut report = Report {
-        family: "recurrent".into(),
-        task: task.kind.name().into(),
-        rule: match modulation {
-            Some(m) => format!("{} with {} modulation", rnn.rule, m.name()),
-            None => rnn.rule.to_string(),
-        },
-        plasticity: config.model.plasticity.name().into(),
-        reference: reference_name.into(),
-        recursion: options.recursion.name().into(),
-        episodes: options.episodes,
-        steps: batch.steps,
-        device: config.device.to_string(),
-        dtype: config.dtype.to_string(),
-        seed: config.seed,
-        loss_reference,
-        loss_autodiff,
-        comparisons,
-        tolerances,
-        passed: false,
+    let rule = match modulation {
+        Some(m) => format!("{} with {} modulation", rnn.rule, m.name()),
+        None => rnn.rule.to_string(),
     };
-    finish(&mut report);
+    let what = Checked::of(
+        "recurrent",
+        task.kind.name(),
+        rule,
+        config.model.plasticity.name(),
+        reference_name,
+    );
+    let run = CheckRun::of(
+        &options,
+        batch.steps,
+        (config.device, config.dtype, config.seed),
+    );
+    let report = Report::new(
+        (what, run),
+        (loss_reference, loss_autodiff),
+        (comparisons, tolerances),
+    );
     let dump = options.dump.then(|| {
         let one = task
             .batch(config.seed, Stream::Eval, 0, 1, neurons)

@@ -198,7 +198,7 @@ impl Grads {
 impl Grads {
     /// The gradients laid out as `values` (named as [`PlasticNet::parameter_values`]), zeros for
     /// a group this set lacks: what a host engine hands the trainer.
-    pub fn in_order_of(&self, values: &[(&'static str, Vec<f64>)]) -> Vec<Vec<f64>> {
+    pub(crate) fn in_order_of(&self, values: &[(&'static str, Vec<f64>)]) -> Vec<Vec<f64>> {
         let groups = self.groups();
         values
             .iter()

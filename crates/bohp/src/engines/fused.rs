@@ -144,7 +144,7 @@ pub const MAX_INVERSION_GROWTH: f64 = 100.0;
 
 /// How much inverting the trace update step by step may grow its rounding over `steps` steps:
 /// `(1/(1-η))^steps` (1 for `η ≤ 0`, infinite for `η ≥ 1`).
-pub fn inversion_growth(eta: f64, steps: usize) -> f64 {
+pub(crate) fn inversion_growth(eta: f64, steps: usize) -> f64 {
     if eta.is_nan() || eta >= 1.0 {
         f64::INFINITY
     } else {
@@ -372,7 +372,7 @@ impl<F: Real> HostRnn<F> {
     }
 
     /// [`HostRnn::forward`] with the trace's rule given as a [`RuleKernel`].
-    pub fn forward_with<R: RuleKernel>(&self, rule: R, ep: &EpisodeBatch<'_, F>) -> Vec<F> {
+    pub(crate) fn forward_with<R: RuleKernel>(&self, rule: R, ep: &EpisodeBatch<'_, F>) -> Vec<F> {
         self.check(ep);
         let bn = ep.batch * self.n;
         let mut ys = vec![F::zero(); (ep.steps + 1) * bn];

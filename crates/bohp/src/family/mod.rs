@@ -233,7 +233,7 @@ impl<F: Family> DynFamily for Registered<F> {
 
 /// Whether `kind` parses as the task-kind enum `K` (how a family's [`Family::owns`] is
 /// usually written).
-pub fn kind_is<K: DeserializeOwned>(kind: &str) -> bool {
+pub(crate) fn kind_is<K: DeserializeOwned>(kind: &str) -> bool {
     use serde::de::IntoDeserializer;
     let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
         kind.into_deserializer();

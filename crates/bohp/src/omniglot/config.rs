@@ -135,7 +135,7 @@ impl OmniglotModelConfig {
 /// `[train]` of an Omniglot run: [`crate::schema::TrainConfig`] with this family's defaults
 /// (batch 32, 1000 held-out episodes per way count, a checkpoint every 100 updates; autodiff,
 /// the only engine).
-pub type OmniglotTrainConfig = TrainConfig<OmniglotTraining>;
+pub(crate) type OmniglotTrainConfig = TrainConfig<OmniglotTraining>;
 
 /// The Omniglot family's `[train]` defaults and keys.
 #[derive(Debug, Clone, PartialEq)]

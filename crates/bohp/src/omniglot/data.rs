@@ -296,7 +296,7 @@ pub struct Augment {
 
 impl Augment {
     /// Whether it distorts anything.
-    pub fn is_off(&self) -> bool {
+    pub(crate) fn is_off(&self) -> bool {
         self.rotation == 0.0 && self.scale == 0.0 && self.shear == 0.0 && self.shift == 0.0
     }
 
@@ -372,7 +372,7 @@ pub fn sample_episode(set: &Omniglot, ways: usize, shots: usize, rng: &mut impl 
 }
 
 /// The drawings each class needs for `shots`-shot episodes with `queries` queries.
-pub fn drawings_needed(ways: usize, shots: usize, queries: usize) -> usize {
+pub(crate) fn drawings_needed(ways: usize, shots: usize, queries: usize) -> usize {
     shots + queries.div_ceil(ways)
 }
 
@@ -437,13 +437,13 @@ pub fn sample_episode_queries(
 
 /// Checks that `set` can give `ways`-way `shots`-shot episodes with one query: enough
 /// characters, and every character with `shots + 1` drawings.
-pub fn check_episodes(set: &Omniglot, ways: usize, shots: usize, what: &str) -> Result<()> {
+pub(crate) fn check_episodes(set: &Omniglot, ways: usize, shots: usize, what: &str) -> Result<()> {
     check_episodes_queries(set, ways, shots, 1, what)
 }
 
 /// Checks that `set` can give `ways`-way `shots`-shot episodes with `queries` queries: enough
 /// characters, and every character with [`drawings_needed`] drawings.
-pub fn check_episodes_queries(
+pub(crate) fn check_episodes_queries(
     set: &Omniglot,
     ways: usize,
     shots: usize,

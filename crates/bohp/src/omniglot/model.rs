@@ -22,7 +22,7 @@ use crate::rng::{Stream, stream_rng};
 use crate::rules::{Modulation, Rate, Retroactive, RuleSpec};
 
 /// Convolutions of the embedding.
-pub const CONVS: usize = 4;
+pub(crate) const CONVS: usize = 4;
 
 /// The network.
 #[derive(Module, Debug)]

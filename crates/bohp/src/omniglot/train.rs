@@ -31,7 +31,7 @@ use crate::learner::{
 };
 use crate::rng::{Stream, stream_rng};
 use crate::rules::Modulation;
-use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes, record_from_bytes};
+use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes};
 use crate::store::ModuleStore;
 
 /// One update's measures (a row of `metrics.csv`).
@@ -272,14 +272,9 @@ impl OmniglotTrainer {
             trainer.config.dtype,
             trainer.config.train.episodes,
         )?;
-        let dir = &checkpoint.dir;
-        trainer.model = record_from_bytes(
-            trainer.model.clone(),
-            std::mem::take(&mut checkpoint.model),
-            &dir.join("model.bpk"),
-        )?;
-        let fresh = ModuleStore::new(&trainer.config.train, &trainer.model, trainer.config.dtype);
-        trainer.optim = fresh.restore(&mut checkpoint, &trainer.model)?;
+        trainer.model = checkpoint.restore_model(trainer.model.clone())?;
+        let (train, dtype) = (&trainer.config.train, trainer.config.dtype);
+        trainer.optim = ModuleStore::resumed(train, &trainer.model, dtype, &mut checkpoint)?;
         trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
     }
@@ -401,7 +396,7 @@ impl OmniglotTrainer {
     /// The error of the network and of nearest neighbour in its embedding on Lake et al.'s
     /// one-shot runs: each test image is the query of a 20-way episode whose support is the
     /// run's training images (one per class, in file order; classes on units 0..20).
-    pub fn runs_error(&self, runs: &[OneShotRun]) -> Result<(f64, f64)> {
+    pub(crate) fn runs_error(&self, runs: &[OneShotRun]) -> Result<(f64, f64)> {
         let plain = self.device.clone().without_autodiff();
         let model = self.model.valid();
         let outputs = self.config.model.outputs;
@@ -590,13 +585,7 @@ impl Learner for OmniglotTrainer {
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
-        match non_finite_parameter(&self.model) {
-            None => Ok(()),
-            Some(name) => Err(Divergence {
-                episode: self.next_episode.saturating_sub(1),
-                what: format!("parameter {name}"),
-            }),
-        }
+        Divergence::in_parameter(self.next_episode, non_finite_parameter(&self.model))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

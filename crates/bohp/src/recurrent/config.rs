@@ -138,7 +138,7 @@ pub struct RecurrentModelConfig {
 
 /// `[train]` of a recurrent run: [`crate::schema::TrainConfig`] with this family's defaults
 /// (batch 1, the fused engine, 100 held-out episodes, a checkpoint every 100 updates).
-pub type RecurrentTrainConfig = TrainConfig<RecurrentTraining>;
+pub(crate) type RecurrentTrainConfig = TrainConfig<RecurrentTraining>;
 
 /// The recurrent family's `[train]` defaults and keys.
 #[derive(Debug, Clone, PartialEq)]

@@ -131,7 +131,7 @@ pub fn load_trained(run: &RunDir, config: RecurrentConfig) -> Result<TrainedRecu
 }
 
 /// A finished recurrent run's summary in one line.
-pub fn summary_text(s: &RecurrentSummary) -> String {
+pub(crate) fn summary_text(s: &RecurrentSummary) -> String {
     let unit = match s.blank_error {
         Some(blank) => format!("per-pixel MSE on the erased half; a blank half scores {blank:.4}"),
         None => "wrong bits among the erased half".to_string(),

@@ -141,7 +141,7 @@ pub fn read_cifar10(path: &Path) -> Result<Vec<Image>> {
 /// scales it so its largest absolute pixel is 1. Zero-mean images keep the Hebbian traces of
 /// different images from sharing one large common component (their mean), which otherwise
 /// dominates recall.
-pub fn normalise(img: &mut [f32]) {
+pub(crate) fn normalise(img: &mut [f32]) {
     let mean = img.iter().map(|&v| v as f64).sum::<f64>() / img.len().max(1) as f64;
     let peak = img
         .iter()

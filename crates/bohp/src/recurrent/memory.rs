@@ -16,7 +16,7 @@ impl RecurrentConfig {
     /// kept for backpropagation: one per step and episode for autodiff (one per episode with
     /// gradient checkpointing), the fused engine's kept or checkpointed traces; for the LSTM,
     /// its gate activations per step and episode.
-    pub fn memory_estimate(&self) -> Estimate {
+    pub(crate) fn memory_estimate(&self) -> Estimate {
         let n = self.neurons() as f64;
         let size_field = if self.model.neurons.is_some() {
             "model.neurons"

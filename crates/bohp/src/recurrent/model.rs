@@ -56,7 +56,7 @@ impl PlasticRnnConfig {
 
     /// Whether `η` is trained: with plasticity, except under simple modulation (where `M(t)`
     /// is the rate and `η` unused).
-    pub fn eta_trained(&self) -> bool {
+    pub(crate) fn eta_trained(&self) -> bool {
         self.plastic && !(self.modulated() && self.modulation == Modulation::Simple)
     }
 
@@ -86,7 +86,7 @@ impl PlasticRnnConfig {
     /// `α = 0`, `η = 0`), followed with a modulator by `[w_M, b_M]`: `w_M = 0` and
     /// `b_M = atanh(init_eta)`, so that `M(t)` starts at the unmodulated network's rate
     /// whatever the state, for learning to vary it.
-    pub fn draw_values(&self, rng: &mut impl Rng) -> Vec<Vec<f64>> {
+    pub(crate) fn draw_values(&self, rng: &mut impl Rng) -> Vec<Vec<f64>> {
         let n = self.neurons;
         let w = gaussian(rng, n * n, self.init_std);
         let alpha_len = if self.shared_alpha { 1 } else { n * n };
@@ -351,7 +351,7 @@ impl LstmNet {
     }
 
     /// The smallest hidden size whose parameter count reaches `target`.
-    pub fn hidden_for(n: usize, target: usize) -> usize {
+    pub(crate) fn hidden_for(n: usize, target: usize) -> usize {
         (1..)
             .find(|&h| Self::num_params(n, h) >= target)
             .unwrap_or(1)

@@ -263,12 +263,10 @@ impl RecurrentTrainer {
                     .map_err(|why| Error::artifact(dir.join("host_optimizer.bin"), why))?;
             }
             State::Plastic { model, optim } => {
-                *optim = ModuleStore::new(&config.train, model, config.dtype)
-                    .restore(&mut checkpoint, model)?;
+                *optim = ModuleStore::resumed(&config.train, model, config.dtype, &mut checkpoint)?;
             }
             State::Lstm { model, optim } => {
-                *optim = ModuleStore::new(&config.train, model, config.dtype)
-                    .restore(&mut checkpoint, model)?;
+                *optim = ModuleStore::resumed(&config.train, model, config.dtype, &mut checkpoint)?;
             }
         }
         trainer.next_episode = checkpoint.state.next_episode;
@@ -431,7 +429,7 @@ impl RecurrentTrainer {
     }
 
     /// The plastic network as a burn module (on the plain device), or `None` for the LSTM.
-    pub fn plastic_module(&self) -> Option<PlasticRnn> {
+    pub(crate) fn plastic_module(&self) -> Option<PlasticRnn> {
         let device = self.device.clone().without_autodiff();
         match &self.state {
             State::Host { params, rnn } => Some(rnn.from_values(&params.values, &device)),
@@ -620,13 +618,7 @@ impl Learner for RecurrentTrainer {
             State::Plastic { model, .. } => non_finite_parameter(model),
             State::Lstm { model, .. } => non_finite_parameter(model),
         };
-        match bad {
-            None => Ok(()),
-            Some(name) => Err(Divergence {
-                episode: self.next_episode.saturating_sub(1),
-                what: format!("parameter {name}"),
-            }),
-        }
+        Divergence::in_parameter(self.next_episode, bad)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

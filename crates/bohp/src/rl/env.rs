@@ -40,11 +40,11 @@ impl EnvKind {
 }
 
 /// Cues per episode in the cue task, one of them the target.
-pub const CUES: usize = 4;
+pub(crate) const CUES: usize = 4;
 /// Bits of a cue.
-pub const CUE_BITS: usize = 20;
+pub(crate) const CUE_BITS: usize = 20;
 /// Reward for reaching the maze's reward cell.
-pub const MAZE_REWARD: f32 = 10.0;
+pub(crate) const MAZE_REWARD: f32 = 10.0;
 
 /// The sizes of an environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub fn is_wall(side: usize, (row, col): (usize, usize)) -> bool {
 }
 
 /// The maze's free cells, row by row.
-pub fn free_cells(side: usize) -> Vec<(usize, usize)> {
+pub(crate) fn free_cells(side: usize) -> Vec<(usize, usize)> {
     (0..side)
         .flat_map(|r| (0..side).map(move |c| (r, c)))
         .filter(|&cell| !is_wall(side, cell))

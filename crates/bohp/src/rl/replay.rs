@@ -160,7 +160,7 @@ pub struct ReplayLoss {
 /// One step of one episode in the A2C loss: its term and `∂/∂V` (both already scaled by
 /// `scale`, the batch's `1/B`, except the returned term which is not).
 #[derive(Debug, Clone, Copy)]
-pub struct A2cStep<F> {
+pub(crate) struct A2cStep<F> {
     /// `−log p(a)·adv + c_v·(R − V)² + c_e·X(p)` (unscaled).
     pub term: F,
     /// `scale · ∂term/∂V` with the advantage held fixed in the policy term.
@@ -173,7 +173,7 @@ pub struct A2cStep<F> {
 /// host engines (the fused engine's update and the replays of the gradient check).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn a2c_step<F: Real>(
+pub(crate) fn a2c_step<F: Real>(
     probs: &[F],
     action: usize,
     ret: F,

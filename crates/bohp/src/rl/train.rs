@@ -33,7 +33,7 @@ use crate::learner::{
     Divergence, Learner, Progress, Session, non_finite_parameter, open_checkpoint,
 };
 use crate::rng::{Stream, stream_rng};
-use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes, record_from_bytes};
+use crate::run::{MetricsRecord, RunDir, Snapshot, model_bytes};
 use crate::schema::Engine;
 use crate::store::{HostParams, ModuleStore};
 
@@ -161,11 +161,7 @@ impl RlTrainer {
         let mut checkpoint =
             open_checkpoint::<RlRow>(run, trainer.config.dtype, trainer.config.train.episodes)?;
         let dir = checkpoint.dir.clone();
-        trainer.model = record_from_bytes(
-            trainer.model.clone(),
-            std::mem::take(&mut checkpoint.model),
-            &dir.join("model.bpk"),
-        )?;
+        trainer.model = checkpoint.restore_model(trainer.model.clone())?;
         if let Some(host) = &mut trainer.host {
             let path = dir.join("host_optimizer.bin");
             let Some(restored) = checkpoint.host_optimizer.take() else {
@@ -177,13 +173,12 @@ impl RlTrainer {
             let Agent::Plastic(model) = &trainer.model else {
                 unreachable!("the fused engine runs the actor-critic kinds")
             };
-            host.values = AcParams::of(&model).into_groups();
+            host.values = AcParams::of(model).into_groups();
             host.restore(restored)
                 .map_err(|why| Error::artifact(&path, why))?;
         } else {
-            let fresh =
-                ModuleStore::new(&trainer.config.train, &trainer.model, trainer.config.dtype);
-            trainer.optim = fresh.restore(&mut checkpoint, &trainer.model)?;
+            let (train, dtype) = (&trainer.config.train, trainer.config.dtype);
+            trainer.optim = ModuleStore::resumed(train, &trainer.model, dtype, &mut checkpoint)?;
         }
         trainer.next_episode = checkpoint.state.next_episode;
         Ok(trainer)
@@ -522,13 +517,7 @@ impl Learner for RlTrainer {
                 .map(|i| AcParams::GROUP_NAMES[i].to_string()),
             None => non_finite_parameter(&self.model),
         };
-        match bad {
-            None => Ok(()),
-            Some(name) => Err(Divergence {
-                episode: self.next_episode.saturating_sub(1),
-                what: format!("parameter {name}"),
-            }),
-        }
+        Divergence::in_parameter(self.next_episode, bad)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

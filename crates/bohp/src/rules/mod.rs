@@ -336,7 +336,7 @@ impl std::fmt::Display for Modulation {
 }
 
 /// The default bound `c` of the clipped rule (the neuromodulation paper's ±1).
-pub const DEFAULT_CLIP: f64 = 1.0;
+pub(crate) const DEFAULT_CLIP: f64 = 1.0;
 
 /// A rule with its constants: what a plastic connection applies to its trace.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

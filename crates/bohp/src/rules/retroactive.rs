@@ -89,7 +89,7 @@ impl Retroactive {
 
     /// `H'` with its branch held at `side` (see [`RuleKernel::on_side`]).
     #[inline(always)]
-    pub fn h_on_side<F: Real>(&self, h: F, e: F, m: F, side: i8) -> F {
+    pub(crate) fn h_on_side<F: Real>(&self, h: F, e: F, m: F, side: i8) -> F {
         self.transfer().on_side(h, e, F::one(), m, side)
     }
 

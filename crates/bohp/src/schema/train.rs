@@ -237,7 +237,7 @@ impl<F: TrainFamily> TrainConfig<F> {
     /// The learning rate of update `episode`: the schedule decays from `learning_rate` at
     /// update 0 to `min_learning_rate` at the first frozen update (the last, without a frozen
     /// phase).
-    pub fn learning_rate_at(&self, episode: usize) -> f64 {
+    pub(crate) fn learning_rate_at(&self, episode: usize) -> f64 {
         self.lr_schedule.at(
             self.learning_rate,
             self.min_learning_rate,

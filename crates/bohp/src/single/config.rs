@@ -90,7 +90,7 @@ use crate::schema::{
 
 /// `[train]` of a single-layer run: [`crate::schema::TrainConfig`] with this family's
 /// defaults (batch 1, a checkpoint every 500 updates, the autodiff engine).
-pub type SingleLayerTrainConfig = TrainConfig<SingleLayerTraining>;
+pub(crate) type SingleLayerTrainConfig = TrainConfig<SingleLayerTraining>;
 
 /// The single layer's `[train]` defaults and keys.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,9 +119,9 @@ fn default_init_std() -> f64 {
 }
 
 /// Default steps of a labelled episode.
-pub const DEFAULT_STEPS: usize = 20;
+pub(crate) const DEFAULT_STEPS: usize = 20;
 /// Default hidden units of the labelled tasks.
-pub const DEFAULT_HIDDEN: usize = 2;
+pub(crate) const DEFAULT_HIDDEN: usize = 2;
 
 impl SingleLayerConfig {
     /// Reads and validates the config of the run in `run`.
@@ -244,7 +244,7 @@ impl SingleLayerConfig {
     /// and readout's parameters with Adam's two moments (and a host engine's f64 host
     /// copies), and one trace `[n_in, n_out]` per step and episode of a batch, which
     /// backpropagation keeps.
-    pub fn memory_estimate(&self) -> Estimate {
+    pub(crate) fn memory_estimate(&self) -> Estimate {
         let task = self.task();
         let n_in = task.n_in() as f64;
         let (n_out, classes) = match task.kind {

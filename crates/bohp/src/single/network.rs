@@ -119,7 +119,7 @@ impl PlasticNet {
     /// The inverse of [`PlasticNet::gradient_values`]: host gradients (laid out as
     /// [`PlasticNet::parameter_values`]) as burn gradients on `device` (without autodiff), for
     /// the trained parameters only (`α` of a non-plastic layer gets none).
-    pub fn gradients_params(
+    pub(crate) fn gradients_params(
         &self,
         grads: &[Vec<f64>],
         device: &Device,

@@ -54,10 +54,10 @@ impl std::fmt::Display for TaskKind {
 
 /// Number of steps at the start of a labelled episode (and after the reversal) whose inputs
 /// carry the label bits: one presentation of each pattern.
-pub const LABELLED_STEPS: usize = 2;
+pub(crate) const LABELLED_STEPS: usize = 2;
 
 /// Number of label bits (and of output classes) of the labelled tasks.
-pub const N_LABELS: usize = 2;
+pub(crate) const N_LABELS: usize = 2;
 
 /// A task with its sizes: everything needed to generate episodes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,12 +164,12 @@ impl Task {
     }
 
     /// Step at which the reversal happens (labelled tasks), `steps / 2`.
-    pub fn reversal_step(&self) -> usize {
+    pub(crate) fn reversal_step(&self) -> usize {
         self.steps / 2
     }
 
     /// Whether the inputs at step `t` carry the label bits.
-    pub fn is_labelled_step(&self, t: usize) -> bool {
+    pub(crate) fn is_labelled_step(&self, t: usize) -> bool {
         match self.kind {
             TaskKind::Completion => false,
             TaskKind::OneShot => t < LABELLED_STEPS,
@@ -181,13 +181,13 @@ impl Task {
     }
 
     /// Target class at step `t` of a labelled episode: 1 for even steps, 0 for odd ones.
-    pub fn class_at(t: usize) -> usize {
+    pub(crate) fn class_at(t: usize) -> usize {
         if t.is_multiple_of(2) { 1 } else { 0 }
     }
 
     /// Whether step `t` shows pattern A (else B): A is bound to the even-step class until the
     /// reversal, B after it.
-    pub fn shows_a(&self, t: usize) -> bool {
+    pub(crate) fn shows_a(&self, t: usize) -> bool {
         let reversed = self.kind == TaskKind::Reversal && t >= self.reversal_step();
         t.is_multiple_of(2) != reversed
     }
@@ -300,7 +300,7 @@ impl Task {
 impl EpisodeBatch {
     /// Steps whose loss counts: the unlabelled ones of the labelled tasks, the last step of
     /// completion.
-    pub fn scored_steps(&self) -> usize {
+    pub(crate) fn scored_steps(&self) -> usize {
         match &self.targets {
             Targets::Labels { scored, .. } => scored.iter().filter(|s| **s).count(),
             Targets::Pattern { .. } => 1,

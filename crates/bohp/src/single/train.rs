@@ -167,7 +167,7 @@ pub fn non_finite_param(model: &PlasticNet) -> Option<&'static str> {
 }
 
 /// Runs a batch of episodes through `model` (no update) and returns its measures.
-pub fn run_batch(
+pub(crate) fn run_batch(
     model: &PlasticNet,
     task: &Task,
     seed: u64,
@@ -249,12 +249,9 @@ impl SingleLayerTrainer {
             trainer.config.dtype,
             trainer.config.train.episodes,
         )?;
-        let model = crate::run::record_from_bytes(
-            trainer.model.clone(),
-            std::mem::take(&mut checkpoint.model),
-            &checkpoint.dir.join("model.bpk"),
-        )?;
-        if trainer.host.is_some() {
+        let model = checkpoint.restore_model(trainer.model.clone())?;
+        let engine = trainer.engine.name();
+        if let Some(host) = &mut trainer.host {
             let Some(optim) = checkpoint.host_optimizer.take() else {
                 return Err(Error::artifact(
                     run.checkpoint_dir(),
@@ -262,11 +259,10 @@ impl SingleLayerTrainer {
                         "the run's optimizer runs on the host (the {} engine, or train.optimizer / \
                          train.clip_grad_norm), but the checkpoint has no host optimizer state \
                          (written by an older bohp or another engine)",
-                        trainer.engine.name()
+                        engine
                     ),
                 ));
             };
-            let host = trainer.host.as_mut().expect("checked above");
             *host = HostState::fresh(&model, &trainer.config);
             host.params.restore(optim).map_err(|why| {
                 Error::artifact(run.checkpoint_dir().join("host_optimizer.bin"), why)
@@ -449,13 +445,10 @@ impl Learner for SingleLayerTrainer {
     }
 
     fn check_parameters(&self) -> std::result::Result<(), Divergence> {
-        match non_finite_param(&self.model()) {
-            None => Ok(()),
-            Some(name) => Err(Divergence {
-                episode: self.next_episode.saturating_sub(1),
-                what: format!("parameter {name}"),
-            }),
-        }
+        Divergence::in_parameter(
+            self.next_episode,
+            non_finite_param(&self.model()).map(str::to_string),
+        )
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
