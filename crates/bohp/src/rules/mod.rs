@@ -42,7 +42,7 @@
 //! [`RuleKernel::reverse_row`], derived from `local` by default, which a rule may override with
 //! the same values computed in an order the compiler vectorises (the fused engines call them).
 //! No file outside this folder writes a trace update: the test
-//! `no_trace_update_outside_the_rule_library` (tests/rules.rs) keeps it so.
+//! `no_trace_update_outside_the_rule_library` (tests/rules/mod.rs) keeps it so.
 
 pub mod clipped;
 pub mod faults;
