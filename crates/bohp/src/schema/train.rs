@@ -326,7 +326,7 @@ impl<F: TrainFamily> TrainConfig<F> {
 
     /// The keys only some families read: an error for a key set that `F` does not read.
     fn check_family_keys(&self, bad: &dyn Fn(&str, String, &str) -> Error) -> Result<()> {
-        let set: [(FamilyKey, &str, Option<String>, &str); 10] = [
+        let set: [(FamilyKey, &str, Option<String>, &str); 9] = [
             (
                 FamilyKey::FreezeLast,
                 "train.freeze_last",
@@ -342,8 +342,7 @@ impl<F: TrainFamily> TrainConfig<F> {
             (
                 FamilyKey::EvalEpisodes,
                 "train.eval_episodes",
-                (F::eval_episodes() == 0 && self.eval_episodes != 0)
-                    .then(|| self.eval_episodes.to_string()),
+                (self.eval_episodes != 0).then(|| self.eval_episodes.to_string()),
                 "recurrent and Omniglot",
             ),
             (
@@ -382,22 +381,9 @@ impl<F: TrainFamily> TrainConfig<F> {
                 self.exploration_coef.map(|v| v.to_string()),
                 "actor-critic",
             ),
-            (
-                FamilyKey::EvalEpisodes,
-                "train.eval_episodes",
-                (F::eval_episodes() != 0 && self.eval_episodes == 0).then(|| "0".to_string()),
-                "",
-            ),
         ];
         for (key, field, value, readers) in set {
             let Some(value) = value else { continue };
-            if readers.is_empty() {
-                return Err(bad(
-                    field,
-                    value,
-                    "expected at least 1 (the run's held-out measure)",
-                ));
-            }
             if !F::KEYS.contains(&key) {
                 return Err(bad(
                     field,
@@ -422,6 +408,13 @@ impl<F: TrainFamily> TrainConfig<F> {
             if n == 0 {
                 return Err(bad(field, "0".into(), "expected at least 1"));
             }
+        }
+        if F::KEYS.contains(&FamilyKey::EvalEpisodes) && self.eval_episodes == 0 {
+            return Err(bad(
+                "train.eval_episodes",
+                "0".into(),
+                "expected at least 1 (the run's held-out measure)",
+            ));
         }
         if self.readback_every == Some(0) {
             return Err(bad(
