@@ -372,3 +372,31 @@ fn the_host_store_under_autodiff_equals_burns_adam() {
     let between = gap(&a.parameter_values(), &b.parameter_values());
     assert!(between < 1e-9, "host store vs burn's Adam: {between}");
 }
+
+/// A run's `config.toml` shows the `[train]` defaults it runs with: the actor-critic loss's
+/// keys and the clipping's scope where the family reads them, and no key of another family.
+#[test]
+fn a_loaded_config_writes_its_train_defaults_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rl.toml");
+    std::fs::write(&path, RL).unwrap();
+    let rl = RlConfig::load(&path).unwrap().to_toml();
+    for line in [
+        "discount = 0.9",
+        "value_coef = 0.1",
+        "exploration = \"sum-p2\"",
+        "exploration_coef = 0.03",
+        "clip_grad_norm = 4.0",
+        "clip_scope = \"per-tensor\"",
+    ] {
+        assert!(rl.contains(line), "{line} missing from:\n{rl}");
+    }
+    let path = dir.path().join("single.toml");
+    std::fs::write(&path, SINGLE).unwrap();
+    let single = bohp::single::config::SingleLayerConfig::load(&path)
+        .unwrap()
+        .to_toml();
+    for key in ["discount", "clip_scope", "eval_episodes", "freeze_last"] {
+        assert!(!single.contains(key), "{key} in:\n{single}");
+    }
+}

@@ -192,7 +192,7 @@ impl OmniglotConfig {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<OmniglotConfig> {
-        crate::schema::load_config(path, OmniglotConfig::validate)
+        crate::schema::load_config(path, OmniglotConfig::validate, |c| c.train.resolve())
     }
 
     /// The config as TOML.

@@ -175,7 +175,7 @@ fn default_init_eta() -> f64 {
 impl RecurrentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<RecurrentConfig> {
-        crate::schema::load_config(path, RecurrentConfig::validate)
+        crate::schema::load_config(path, RecurrentConfig::validate, |c| c.train.resolve())
     }
 
     /// Parses TOML text (not validated).

@@ -117,7 +117,7 @@ fn default_eta() -> f64 {
 impl RlConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<RlConfig> {
-        crate::schema::load_config(path, RlConfig::validate)
+        crate::schema::load_config(path, RlConfig::validate, |c| c.train.resolve())
     }
 
     /// The config as TOML.

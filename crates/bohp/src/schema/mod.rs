@@ -101,16 +101,19 @@ pub(crate) fn value_error(source: &str) -> impl Fn(&str, String, &str) -> Error 
     }
 }
 
-/// Reads the config file `path` as `T` and validates it with `validate` (which names the file
-/// as the source): every family's `load`.
+/// Reads the config file `path` as `T`, validates it with `validate` (which names the file as
+/// the source) and writes out its `[train]` defaults (`resolve`, [`TrainConfig::resolve`]):
+/// every family's `load`.
 pub(crate) fn load_config<T: serde::de::DeserializeOwned>(
     path: &Path,
     validate: impl Fn(&T, &str) -> Result<()>,
+    resolve: impl Fn(&mut T),
 ) -> Result<T> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read config", e))?;
-    let config: T = parse_toml(&text, path)?;
+    let mut config: T = parse_toml(&text, path)?;
     validate(&config, &path.display().to_string())?;
+    resolve(&mut config);
     Ok(config)
 }
 

@@ -229,6 +229,21 @@ impl<F: TrainFamily> TrainConfig<F> {
         }
     }
 
+    /// Writes out the defaults a run's `config.toml` should show although they are not
+    /// written in the file read: the clipping's scope (when it clips) and the actor-critic
+    /// loss's keys (in the family that reads them).
+    pub fn resolve(&mut self) {
+        if self.clip_grad_norm.is_some() && self.clip_scope.is_none() {
+            self.clip_scope = Some(F::CLIP_SCOPE);
+        }
+        if F::KEYS.contains(&FamilyKey::ActorCritic) {
+            self.discount = Some(self.discount());
+            self.value_coef = Some(self.value_coef());
+            self.exploration = Some(self.exploration());
+            self.exploration_coef = Some(self.exploration_coef());
+        }
+    }
+
     /// The index of the first frozen update (`episodes` when there is no frozen phase).
     pub fn first_frozen(&self) -> usize {
         self.episodes - self.freeze_last

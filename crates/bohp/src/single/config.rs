@@ -136,7 +136,7 @@ impl SingleLayerConfig {
 
     /// Reads and validates a config file. Errors name the file and the field.
     pub fn load(path: &Path) -> Result<SingleLayerConfig> {
-        crate::schema::load_config(path, SingleLayerConfig::validate)
+        crate::schema::load_config(path, SingleLayerConfig::validate, |c| c.train.resolve())
     }
 
     /// Parses TOML text (not validated); `path` is only used in error messages.
