@@ -145,6 +145,17 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
     let r = run(&["--batches", "0"]);
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--batches"));
+    // The time budget of a warm-up or first repeat: finite and positive, named if not.
+    for seconds in ["0", "inf", "NaN"] {
+        let r = run(&["--workloads", "completion", "--seconds", seconds]);
+        assert_eq!(r.status.code(), Some(1), "--seconds {seconds}");
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            stderr.contains("--seconds"),
+            "--seconds {seconds}: {stderr}"
+        );
+        assert!(!out.exists(), "--seconds {seconds}: nothing written");
+    }
     // A peer that cannot run is refused before anything is measured or written.
     let r = run(&["--peer-python", "/nonexistent/python"]);
     assert_eq!(r.status.code(), Some(1));

@@ -251,11 +251,7 @@ impl HostParams {
                 group.iter_mut().for_each(|x| *x = x.max(0.0));
             }
         }
-        if self.precision == Precision::F32 {
-            for group in &mut self.values {
-                group.iter_mut().for_each(|x| *x = f64::from(*x as f32));
-            }
-        }
+        round_in_place(&mut self.values, self.precision);
     }
 
     /// The index of the first group holding a value that is not finite.
@@ -289,12 +285,17 @@ impl HostParams {
 
 /// `values` as the model stores them in `precision`.
 pub fn round(mut values: Vec<Vec<f64>>, precision: Precision) -> Vec<Vec<f64>> {
+    round_in_place(&mut values, precision);
+    values
+}
+
+/// Rounds `values` in place to what the model stores in `precision`.
+fn round_in_place(values: &mut [Vec<f64>], precision: Precision) {
     if precision == Precision::F32 {
-        for group in &mut values {
+        for group in values {
             group.iter_mut().for_each(|x| *x = f64::from(*x as f32));
         }
     }
-    values
 }
 
 /// Rescales the trainable groups of `grads` together to a Euclidean norm of at most `max`.

@@ -198,7 +198,7 @@ impl Grads {
 impl Grads {
     /// The gradients laid out as `values` (named as [`PlasticNet::parameter_values`]), zeros for
     /// a group this set lacks: what a host engine hands the trainer.
-    pub(crate) fn in_order_of(&self, values: &[(&'static str, Vec<f64>)]) -> Vec<Vec<f64>> {
+    pub(crate) fn in_order_of<V: AsRef<[f64]>>(&self, values: &[(&str, V)]) -> Vec<Vec<f64>> {
         let groups = self.groups();
         values
             .iter()
@@ -206,7 +206,7 @@ impl Grads {
                 groups
                     .iter()
                     .find(|(n, _)| n == name)
-                    .map_or_else(|| vec![0.0; v.len()], |(_, g)| g.to_vec())
+                    .map_or_else(|| vec![0.0; v.as_ref().len()], |(_, g)| g.to_vec())
             })
             .collect()
     }
@@ -792,12 +792,12 @@ pub fn params_of(model: &PlasticNet) -> Params {
 
 /// The parameters of a network shaped like `model`, with the values `values` (named as
 /// [`PlasticNet::parameter_values`]).
-pub fn params_from_values(model: &PlasticNet, values: &[(&'static str, Vec<f64>)]) -> Params {
+pub fn params_from_values<V: AsRef<[f64]>>(model: &PlasticNet, values: &[(&str, V)]) -> Params {
     let get = |name: &str| {
         values
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.as_ref().to_vec())
     };
     Params {
         n_in: model.plastic.n_in(),
@@ -833,7 +833,7 @@ impl GradientEngine for Analytic {
     fn host_gradients(
         &mut self,
         model: &PlasticNet,
-        values: &[(&'static str, Vec<f64>)],
+        values: &[(&'static str, &[f64])],
         batch: &EpisodeBatch,
     ) -> Option<(Measures, Vec<Vec<f64>>)> {
         let eval = evaluate(

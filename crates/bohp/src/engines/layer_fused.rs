@@ -950,7 +950,7 @@ impl GradientEngine for LayerFused {
     fn host_gradients(
         &mut self,
         model: &PlasticNet,
-        values: &[(&'static str, Vec<f64>)],
+        values: &[(&'static str, &[f64])],
         batch: &EpisodeBatch,
     ) -> Option<(Measures, Vec<Vec<f64>>)> {
         let params = params_from_values(model, values);

@@ -74,8 +74,10 @@ pub trait GradientEngine: Send {
         device: &Device,
     ) -> (Measures, GradientsParams) {
         let values = model.parameter_values();
+        let named: Vec<(&'static str, &[f64])> =
+            values.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let (measures, grads) = self
-            .host_gradients(model, &values, batch)
+            .host_gradients(model, &named, batch)
             .unwrap_or_else(|| panic!("the {} engine gives no host gradients", self.name()));
         (measures, model.gradients_params(&grads, device))
     }
@@ -111,7 +113,7 @@ pub trait GradientEngine: Send {
     fn host_gradients(
         &mut self,
         _model: &PlasticNet,
-        _values: &[(&'static str, Vec<f64>)],
+        _values: &[(&'static str, &[f64])],
         _batch: &EpisodeBatch,
     ) -> Option<(Measures, Vec<Vec<f64>>)> {
         None

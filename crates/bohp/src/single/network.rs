@@ -162,7 +162,7 @@ impl PlasticNet {
     /// # Panics
     ///
     /// Panics if a name is unknown or a length does not match the parameter's size.
-    pub fn with_parameter_values(mut self, values: &[(&str, Vec<f64>)]) -> PlasticNet {
+    pub fn with_parameter_values<V: AsRef<[f64]>>(mut self, values: &[(&str, V)]) -> PlasticNet {
         fn set<const D: usize>(p: Param<Tensor<D>>, values: &[f64]) -> Param<Tensor<D>> {
             p.map(|t| {
                 let shape = t.shape();
@@ -173,6 +173,7 @@ impl PlasticNet {
             })
         }
         for (name, v) in values {
+            let v = v.as_ref();
             match *name {
                 "w" => self.plastic.w = set(self.plastic.w, v),
                 "alpha" => self.plastic.alpha = set(self.plastic.alpha, v),

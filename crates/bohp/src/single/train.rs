@@ -45,12 +45,13 @@ impl HostState {
         HostState { names, params }
     }
 
-    /// The values named, as the engines and [`PlasticNet::with_parameter_values`] take them.
-    fn named(&self) -> Vec<(&'static str, Vec<f64>)> {
+    /// The values named (borrowed, not copied), as the engines and
+    /// [`PlasticNet::with_parameter_values`] take them.
+    fn named(&self) -> Vec<(&'static str, &[f64])> {
         self.names
             .iter()
             .copied()
-            .zip(self.params.values.iter().cloned())
+            .zip(self.params.values.iter().map(Vec::as_slice))
             .collect()
     }
 }
