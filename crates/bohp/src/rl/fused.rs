@@ -37,6 +37,7 @@ use super::env::{BatchEnv, EnvShape};
 use super::host::AcParams;
 use super::model::ActorCriticConfig;
 use super::model::RlModelKind;
+use super::params::AcGroups;
 use super::replay::a2c_step;
 use super::replay::sample_action;
 use crate::rng::{Stream, stream_rng};
@@ -57,19 +58,8 @@ pub struct FusedAc<F> {
     rule: RuleSpec,
     /// Inputs, neurons, actions.
     sizes: (usize, usize, usize),
-    w_in: Vec<F>,
-    w: Vec<F>,
-    b: Vec<F>,
-    alpha: Vec<F>,
-    w_pi: Vec<F>,
-    b_pi: Vec<F>,
-    w_v: Vec<F>,
-    b_v: F,
-    w_m: Vec<F>,
-    b_m: F,
-    fan_w: Vec<F>,
-    fan_b: Vec<F>,
-    eta: F,
+    /// The parameters in `F`.
+    p: AcGroups<F>,
 }
 
 /// What one update of a batch measured, with its gradient.
@@ -115,21 +105,7 @@ struct Workspace<F> {
 }
 
 /// Gradients in `F`, the groups of [`AcParams`].
-struct Grads<F> {
-    w_in: Vec<F>,
-    w: Vec<F>,
-    b: Vec<F>,
-    alpha: Vec<F>,
-    w_pi: Vec<F>,
-    b_pi: Vec<F>,
-    w_v: Vec<F>,
-    b_v: F,
-    w_m: Vec<F>,
-    b_m: F,
-    fan_w: Vec<F>,
-    fan_b: Vec<F>,
-    eta: F,
-}
+type Grads<F> = AcGroups<F>;
 
 fn cast<F: Real>(v: &[f64]) -> Vec<F> {
     v.iter().map(|&x| real(x)).collect()
@@ -143,19 +119,7 @@ impl<F: Real> FusedAc<F> {
             fanout: net.fanout,
             rule: net.rule_spec(),
             sizes: (net.inputs, net.hidden, net.actions),
-            w_in: cast(&params.w_in),
-            w: cast(&params.w),
-            b: cast(&params.b),
-            alpha: cast(&params.alpha),
-            w_pi: cast(&params.w_pi),
-            b_pi: cast(&params.b_pi),
-            w_v: cast(&params.w_v),
-            b_v: real(params.b_v[0]),
-            w_m: cast(&params.w_m),
-            b_m: real(params.b_m[0]),
-            fan_w: cast(&params.fan_w),
-            fan_b: cast(&params.fan_b),
-            eta: real(params.eta[0]),
+            p: params.map(cast),
         }
     }
 
@@ -184,30 +148,14 @@ impl<F: Real> FusedAc<F> {
     }
 
     fn zero_grads(&self) -> Grads<F> {
-        let (ni, n, na) = self.sizes;
-        let z = |len: usize| vec![F::zero(); len];
-        Grads {
-            w_in: z(ni * n),
-            w: z(n * n),
-            b: z(n),
-            alpha: z(if self.kind.plastic() { n * n } else { 0 }),
-            w_pi: z(n * na),
-            b_pi: z(na),
-            w_v: z(n),
-            b_v: F::zero(),
-            w_m: z(n),
-            b_m: F::zero(),
-            fan_w: z(n),
-            fan_b: z(n),
-            eta: F::zero(),
-        }
+        self.p.map(|v| vec![F::zero(); v.len()])
     }
 
     /// The rates `r_j` of the update gated by `m`: `m` for every `j`, or `f_j·m + g_j`.
     #[inline(always)]
     fn rates(&self, m: F, out: &mut [F]) {
         if self.fanout {
-            for ((r, f), g) in out.iter_mut().zip(&self.fan_w).zip(&self.fan_b) {
+            for ((r, f), g) in out.iter_mut().zip(&self.p.fan_w).zip(&self.p.fan_b) {
                 *r = *f * m + *g;
             }
         } else {
@@ -242,7 +190,7 @@ impl<F: Real> FusedAc<F> {
         match self.kind {
             RlModelKind::Plastic | RlModelKind::Simple => {
                 let r = if self.kind == RlModelKind::Plastic {
-                    RowRate::Uniform(self.eta)
+                    RowRate::Uniform(self.p.eta[0])
                 } else {
                     RowRate::PerPost(rate)
                 };
@@ -267,7 +215,7 @@ impl<F: Real> FusedAc<F> {
                         pre[i],
                         post,
                         RowRate::PerPost(rate),
-                        self.eta,
+                        self.p.eta[0],
                         &mut hebb_out[i * n..][..n],
                         &mut elig_out[i * n..][..n],
                     );
@@ -335,10 +283,10 @@ impl<F: Real> FusedAc<F> {
             for (xk, o) in x.iter_mut().zip(&obs) {
                 *xk = real(f64::from(*o));
             }
-            a.copy_from_slice(&self.b);
+            a.copy_from_slice(&self.p.b);
             for (k, &xk) in x.iter().enumerate() {
                 if xk != F::zero() {
-                    let row = &self.w_in[k * n..(k + 1) * n];
+                    let row = &self.p.w_in[k * n..(k + 1) * n];
                     for j in 0..n {
                         a[j] = a[j] + xk * row[j];
                     }
@@ -349,9 +297,9 @@ impl<F: Real> FusedAc<F> {
             let a = &mut a[..n];
             for i in 0..n {
                 let p = pre[i];
-                let w = &self.w[i * n..][..n];
+                let w = &self.p.w[i * n..][..n];
                 if plastic {
-                    let al = &self.alpha[i * n..][..n];
+                    let al = &self.p.alpha[i * n..][..n];
                     let h = &hebb[i * n..][..n];
                     for j in 0..n {
                         a[j] = a[j] + p * (w[j] + al[j] * h[j]);
@@ -370,9 +318,9 @@ impl<F: Real> FusedAc<F> {
             // Heads.
             let pr = &mut probs[t * na..(t + 1) * na];
             for k in 0..na {
-                let mut z = self.b_pi[k];
+                let mut z = self.p.b_pi[k];
                 for j in 0..n {
-                    z = z + post[j] * self.w_pi[j * na + k];
+                    z = z + post[j] * self.p.w_pi[j * na + k];
                 }
                 pr[k] = z;
             }
@@ -386,8 +334,8 @@ impl<F: Real> FusedAc<F> {
                 *v = *v / sum;
                 *q = v.to_f32().expect("finite");
             }
-            values[t] = self.b_v + (0..n).map(|j| post[j] * self.w_v[j]).sum::<F>();
-            let m = (self.b_m + (0..n).map(|j| post[j] * self.w_m[j]).sum::<F>()).tanh();
+            values[t] = self.p.b_v[0] + (0..n).map(|j| post[j] * self.p.w_v[j]).sum::<F>();
+            let m = (self.p.b_m[0] + (0..n).map(|j| post[j] * self.p.w_m[j]).sum::<F>()).tanh();
             ms[t] = m;
             actions[t] = sample_action(&p32, &mut rng);
             rewards[t] = f64::from(env.act(&actions[t..t + 1])[0]);
@@ -451,7 +399,7 @@ impl<F: Real> FusedAc<F> {
         let nn = n * n;
         let state_len = if plastic { nn } else { 0 };
         let elig_len = if retro { nn } else { 0 };
-        let eta = self.eta;
+        let eta = self.p.eta[0];
         // Gradients with respect to H(t), E(t) and h(t), carried backwards; one segment's
         // traces, recomputed (entry s holds H, E at the start of its step s).
         let Workspace {
@@ -557,14 +505,14 @@ impl<F: Real> FusedAc<F> {
                         }
                         RlModelKind::NonPlastic | RlModelKind::Lstm => {}
                     }
-                    g.eta = g.eta + sum_lanes(&eta_acc);
+                    g.eta[0] = g.eta[0] + sum_lanes(&eta_acc);
                 }
                 // The rate's gradient goes to M(t).
                 let mut d_m = F::zero();
                 if modulated {
                     if self.fanout {
                         for j in 0..n {
-                            d_m = d_m + d_rate[j] * self.fan_w[j];
+                            d_m = d_m + d_rate[j] * self.p.fan_w[j];
                             g.fan_w[j] = g.fan_w[j] + d_rate[j] * m;
                             g.fan_b[j] = g.fan_b[j] + d_rate[j];
                         }
@@ -576,18 +524,18 @@ impl<F: Real> FusedAc<F> {
                 let du = d_m * (F::one() - m * m);
                 let dv = d_values[t];
                 let dz = &d_logits[t * na..(t + 1) * na];
-                g.b_m = g.b_m + du;
-                g.b_v = g.b_v + dv;
+                g.b_m[0] = g.b_m[0] + du;
+                g.b_v[0] = g.b_v[0] + dv;
                 for k in 0..na {
                     g.b_pi[k] = g.b_pi[k] + dz[k];
                 }
                 for j in 0..n {
                     g.w_m[j] = g.w_m[j] + po[j] * du;
                     g.w_v[j] = g.w_v[j] + po[j] * dv;
-                    let mut dp = d_post[j] + self.w_m[j] * du + self.w_v[j] * dv;
+                    let mut dp = d_post[j] + self.p.w_m[j] * du + self.p.w_v[j] * dv;
                     for k in 0..na {
                         g.w_pi[j * na + k] = g.w_pi[j * na + k] + po[j] * dz[k];
-                        dp = dp + self.w_pi[j * na + k] * dz[k];
+                        dp = dp + self.p.w_pi[j * na + k] * dz[k];
                     }
                     da[j] = dp * (F::one() - po[j] * po[j]);
                     g.b[j] = g.b[j] + da[j];
@@ -605,10 +553,10 @@ impl<F: Real> FusedAc<F> {
                 let (da, row) = (&da[..n], &mut row[..n]);
                 for i in 0..n {
                     let p = pre[i];
-                    let w = &self.w[i * n..][..n];
+                    let w = &self.p.w[i * n..][..n];
                     let gw = &mut g.w[i * n..][..n];
                     if plastic {
-                        let al = &self.alpha[i * n..][..n];
+                        let al = &self.p.alpha[i * n..][..n];
                         let h = &hp[i * n..][..n];
                         let ga = &mut g.alpha[i * n..][..n];
                         let dh = &mut d_hebb[i * n..][..n];
@@ -714,43 +662,14 @@ impl<F: Real> FusedAc<F> {
                 (g, total)
             })
             .collect();
-        let (ni, n, na) = self.sizes;
-        let z = |len: usize| vec![0.0f64; len];
-        let mut total = AcParams {
-            w_in: z(ni * n),
-            w: z(n * n),
-            b: z(n),
-            alpha: z(n * n),
-            w_pi: z(n * na),
-            b_pi: z(na),
-            w_v: z(n),
-            b_v: z(1),
-            w_m: z(n),
-            b_m: z(1),
-            fan_w: z(n),
-            fan_b: z(n),
-            eta: z(1),
-        };
+        let mut total = self.p.map(|v| vec![0.0f64; v.len()]);
         let (mut loss, mut reward, mut modulation) = (0.0, 0.0, 0.0);
-        let add = |to: &mut Vec<f64>, from: &[F]| {
-            for (t, f) in to.iter_mut().zip(from) {
-                *t += f.to_f64().expect("finite");
-            }
-        };
         for (g, e) in &chunks {
-            add(&mut total.w_in, &g.w_in);
-            add(&mut total.w, &g.w);
-            add(&mut total.b, &g.b);
-            add(&mut total.alpha, &g.alpha);
-            add(&mut total.w_pi, &g.w_pi);
-            add(&mut total.b_pi, &g.b_pi);
-            add(&mut total.w_v, &g.w_v);
-            add(&mut total.b_v, &[g.b_v]);
-            add(&mut total.w_m, &g.w_m);
-            add(&mut total.b_m, &[g.b_m]);
-            add(&mut total.fan_w, &g.fan_w);
-            add(&mut total.fan_b, &g.fan_b);
-            add(&mut total.eta, &[g.eta]);
+            total.zip_each(g, |to, from| {
+                for (t, f) in to.iter_mut().zip(from) {
+                    *t += f.to_f64().expect("finite");
+                }
+            });
             loss += e.loss;
             reward += e.reward;
             modulation += e.modulation;

@@ -299,22 +299,7 @@ impl HostAc {
         let p = &self.p;
         let eta = p.eta[0];
         let batch = rollout.batch;
-        let zeros = |len: usize| vec![0.0; len];
-        let mut g = AcParams {
-            w_in: zeros(ni * n),
-            w: zeros(n * n),
-            b: zeros(n),
-            alpha: zeros(n * n),
-            w_pi: zeros(n * na),
-            b_pi: zeros(na),
-            w_v: zeros(n),
-            b_v: zeros(1),
-            w_m: zeros(n),
-            b_m: zeros(1),
-            fan_w: zeros(n),
-            fan_b: zeros(n),
-            eta: zeros(1),
-        };
+        let mut g = p.map(|v| vec![0.0; v.len()]);
         let mut d_h = vec![0.0; batch * n];
         let mut d_hebb = vec![0.0; batch * n * n];
         let mut d_elig = vec![0.0; batch * n * n];

@@ -5,10 +5,23 @@
 /// the burn module's visiting order).
 macro_rules! ac_params {
     ($($name:ident: $shape:literal),* $(,)?) => {
-        /// The parameters, row-major, laid out as the burn module's tensors.
+        /// The parameter groups, row-major, laid out as the burn module's tensors, of any
+        /// element type (scalars are groups of one).
         #[derive(Debug, Clone, PartialEq, Default)]
-        pub struct AcParams {
-            $(#[doc = $shape] pub $name: Vec<f64>,)*
+        pub struct AcGroups<T> {
+            $(#[doc = $shape] pub $name: Vec<T>,)*
+        }
+
+        impl<T> AcGroups<T> {
+            /// Each group made by `f` from this one's.
+            pub fn map<U>(&self, mut f: impl FnMut(&[T]) -> Vec<U>) -> AcGroups<U> {
+                AcGroups { $($name: f(&self.$name),)* }
+            }
+
+            /// `f` over each group with `other`'s of the same name, in order.
+            pub fn zip_each<U>(&mut self, other: &AcGroups<U>, mut f: impl FnMut(&mut [T], &[U])) {
+                $(f(&mut self.$name, &other.$name);)*
+            }
         }
 
         impl AcParams {
@@ -30,7 +43,7 @@ macro_rules! ac_params {
             pub fn from_groups(groups: Vec<Vec<f64>>) -> AcParams {
                 assert_eq!(groups.len(), Self::GROUP_NAMES.len(), "one group per parameter");
                 let mut groups = groups.into_iter();
-                AcParams {
+                AcGroups {
                     $($name: groups.next().expect("counted"),)*
                 }
             }
@@ -48,6 +61,9 @@ macro_rules! ac_params {
     };
     (@count $($name:ident)*) => { 0 $(+ { let _ = stringify!($name); 1 })* };
 }
+
+/// The parameters in `f64`.
+pub type AcParams = AcGroups<f64>;
 
 ac_params! {
     w_in: "`[I, N]`.",
