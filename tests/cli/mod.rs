@@ -212,59 +212,172 @@ fn episodes_override_scales_the_frozen_phase() {
 #[test]
 fn oversized_configs_are_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        ("one-shot", "model", "hidden = 100000000", "model.hidden"),
+    // (shipped config, its edits (section, line), the field named, why: a size that cannot fit
+    // in any machine's memory, or one above the field's documented bound).
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (
             "one-shot",
-            "task",
-            "pattern_bits = 100000000",
+            &[("model", "hidden = 900000")],
+            "model.hidden",
+            "memory",
+        ),
+        (
+            "one-shot",
+            &[("task", "pattern_bits = 100000000")],
             "task.pattern_bits",
+            "bound",
         ),
         (
             "completion",
-            "task",
-            "pattern_bits = 100000000",
+            &[("task", "pattern_bits = 900000")],
             "task.pattern_bits",
+            "memory",
         ),
-        ("one-shot", "train", "batch = 1000000000", "train.batch"),
-        ("one-shot", "task", "steps = 1000000000", "task.steps"),
         (
-            "memorisation-50",
-            "model",
-            "neurons = 100000000",
-            "model.neurons",
+            "one-shot",
+            &[("model", "hidden = 100000000")],
+            "model.hidden",
+            "bound",
         ),
-        ("memorisation", "task", "size = 100000000", "task.size"),
         (
-            "memorisation-50",
-            "train",
-            "batch = 10000000",
+            "one-shot",
+            &[("train", "batch = 1000000000")],
             "train.batch",
+            "bound",
+        ),
+        (
+            "one-shot",
+            &[("task", "steps = 1000000000")],
+            "task.steps",
+            "bound",
+        ),
+        (
+            "memorisation-50",
+            &[("model", "neurons = 60000")],
+            "model.neurons",
+            "memory",
+        ),
+        (
+            "memorisation",
+            &[("task", "size = 900000")],
+            "task.size",
+            "memory",
+        ),
+        (
+            "memorisation-50",
+            &[("train", "batch = 10000000")],
+            "train.batch",
+            "bound",
         ),
         (
             "memorisation-50-lstm",
-            "model",
-            "lstm_hidden = 10000000",
+            &[("model", "lstm_hidden = 65536")],
             "model.lstm_hidden",
+            "memory",
         ),
-        ("images", "train", "batch = 1000000", "train.batch"),
+        (
+            "memorisation-50",
+            &[("model", "neurons = 100000000")],
+            "model.neurons",
+            "bound",
+        ),
+        (
+            "images",
+            &[("train", "batch = 1000000")],
+            "train.batch",
+            "bound",
+        ),
+        // The actor-critic family (issue 27's reproductions).
+        (
+            "maze",
+            &[("model", "hidden = 60000")],
+            "model.hidden",
+            "memory",
+        ),
+        (
+            "maze",
+            &[("model", "hidden = 100000")],
+            "model.hidden",
+            "bound",
+        ),
+        (
+            "maze",
+            &[("train", "batch = 100000000")],
+            "train.batch",
+            "bound",
+        ),
+        (
+            "maze",
+            &[("task", "steps = 4000000000")],
+            "task.steps",
+            "bound",
+        ),
+        (
+            "maze",
+            &[("task", "maze_side = 100001")],
+            "task.maze_side",
+            "bound",
+        ),
+        (
+            "maze",
+            &[
+                ("train", "engine = \"autodiff\""),
+                ("task", "steps = 1000000"),
+            ],
+            "task.steps",
+            "memory",
+        ),
+        (
+            "bandit",
+            &[("train", "batch = 65536"), ("model", "hidden = 2000")],
+            "train.batch",
+            "memory",
+        ),
+        // The few-shot family.
+        (
+            "omniglot",
+            &[("model", "channels = 100000")],
+            "model.channels",
+            "bound",
+        ),
+        (
+            "omniglot",
+            &[("model", "outputs = 1000000000")],
+            "model.outputs",
+            "bound",
+        ),
+        (
+            "omniglot",
+            &[("train", "batch = 100000000")],
+            "train.batch",
+            "bound",
+        ),
+        (
+            "omniglot",
+            &[("train", "batch = 65536"), ("task", "queries = 10000")],
+            "train.batch",
+            "memory",
+        ),
     ];
-    for (base, section, line, field) in cases {
-        let key = line.split(' ').next().unwrap();
-        let text = std::fs::read_to_string(crate::common::shipped_config_path(base)).unwrap();
-        let text: String = text
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{key} ")))
-            .map(|l| {
-                if l == format!("[{section}]") {
-                    format!("{l}\n{line}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let config = dir.path().join(format!("{base}-{key}.toml"));
+    for &(base, edits, field, why) in cases {
+        let mut text = std::fs::read_to_string(crate::common::shipped_config_path(base)).unwrap();
+        for (section, line) in edits {
+            let key = line.split(' ').next().unwrap();
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key} ")))
+                .map(|l| {
+                    if l == format!("[{section}]") {
+                        format!("{l}\n{line}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        let config = dir.path().join(format!("{base}-{field}-{why}.toml"));
         std::fs::write(&config, text).unwrap();
         let out_dir = dir.path().join("run");
         let out = run_bohp(&[
@@ -275,14 +388,23 @@ fn oversized_configs_are_refused_with_the_field_named() {
             "-q",
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{base} {line}: {stderr}");
+        let case = format!("{base} {edits:?}");
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
         assert!(
-            stderr.contains(&format!("field `{field}`"))
-                && stderr.contains("fits in memory")
-                && stderr.contains("GiB available"),
-            "{base} {line}: {stderr}"
+            stderr.contains(&format!("field `{field}`")),
+            "{case}: {stderr}"
         );
-        assert!(!out_dir.exists(), "{base} {line}: nothing may be written");
+        match why {
+            "memory" => assert!(
+                stderr.contains("fits in memory") && stderr.contains("GiB available"),
+                "{case}: {stderr}"
+            ),
+            _ => assert!(
+                stderr.contains("expected at most") && stderr.contains("docs/reliability.md"),
+                "{case}: {stderr}"
+            ),
+        }
+        assert!(!out_dir.exists(), "{case}: nothing may be written");
     }
 }
 

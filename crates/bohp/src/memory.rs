@@ -115,6 +115,45 @@ pub(crate) fn check_sizes(
     }
 }
 
+/// A field the memory check may name, with its value and how to set it back to its default
+/// (a field without a default, such as the actor-critic's `model.hidden`, is set to a
+/// documented ordinary size).
+pub(crate) struct Shrink<'a, C> {
+    /// The config field.
+    pub field: &'static str,
+    /// Its value, for the message.
+    pub value: String,
+    /// Sets it to its default.
+    pub reset: &'a dyn Fn(&mut C),
+}
+
+/// Checks `config`, whose least memory is `estimate(config)`, against `available` bytes: on
+/// failure the error names the first of `shrinks` whose reset alone makes the config fit
+/// (else the largest part's field) with its value, and states the estimate.
+pub(crate) fn check_config<C: Clone>(
+    config: &C,
+    estimate: impl Fn(&C) -> Estimate,
+    shrinks: &[Shrink<'_, C>],
+    bad: &dyn Fn(&str, String, &str) -> crate::error::Error,
+    available: f64,
+) -> crate::error::Result<()> {
+    let candidates: Vec<(&'static str, Estimate)> = shrinks
+        .iter()
+        .map(|s| {
+            let mut c = config.clone();
+            (s.reset)(&mut c);
+            (s.field, estimate(&c))
+        })
+        .collect();
+    check_sizes(&estimate(config), &candidates, available).map_err(|(field, expected)| {
+        let value = shrinks
+            .iter()
+            .find(|s| s.field == field)
+            .map_or_else(String::new, |s| s.value.clone());
+        bad(field, value, &expected)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,22 +159,22 @@ impl TrainFamily for OmniglotTraining {
     }
 }
 
-fn default_ways() -> usize {
+pub(super) fn default_ways() -> usize {
     5
 }
-fn default_shots() -> usize {
+pub(super) fn default_shots() -> usize {
     1
 }
-fn default_queries() -> usize {
+pub(super) fn default_queries() -> usize {
     1
 }
 fn default_true() -> bool {
     true
 }
-fn default_channels() -> usize {
+pub(super) fn default_channels() -> usize {
     64
 }
-fn default_slots() -> usize {
+pub(super) fn default_slots() -> usize {
     20
 }
 fn default_eta() -> f64 {
@@ -206,6 +206,18 @@ impl OmniglotConfig {
         let bad = crate::schema::value_error(source);
         let t = &self.train;
         t.check(&bad)?;
+        let (task, model) = (&self.task, &self.model);
+        crate::schema::bounds::check(
+            &bad,
+            "few-shot",
+            &[
+                ("task.ways", Some(task.ways)),
+                ("task.shots", Some(task.shots)),
+                ("task.queries", Some(task.queries)),
+                ("model.channels", Some(model.channels)),
+                ("model.outputs", Some(model.outputs)),
+            ],
+        )?;
         if self.task.data.is_empty() {
             return Err(bad(
                 "task.data",
@@ -299,6 +311,9 @@ impl OmniglotConfig {
                 self.model.init_alpha.to_string(),
                 "expected a finite value",
             ));
+        }
+        if let Some(available) = crate::memory::available_bytes() {
+            self.check_memory(&bad, available)?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod config;
 mod data;
 pub mod family;
+mod memory;
 pub mod model;
 pub mod train;
 

@@ -295,6 +295,20 @@ impl RecurrentConfig {
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = crate::schema::value_error(source);
         let t = &self.task;
+        crate::schema::bounds::check(
+            &bad,
+            "recurrent",
+            &[
+                ("task.size", t.size),
+                ("task.items", t.items),
+                ("task.cycles", t.cycles),
+                ("task.present_steps", t.present_steps),
+                ("task.gap_steps", t.gap_steps),
+                ("task.probe_steps", t.probe_steps),
+                ("model.neurons", self.model.neurons),
+                ("model.lstm_hidden", self.model.lstm_hidden),
+            ],
+        )?;
         match (t.kind, t.size) {
             (RecurrentTaskKind::Images, Some(size)) => {
                 return Err(bad(

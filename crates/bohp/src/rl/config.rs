@@ -160,6 +160,15 @@ impl RlConfig {
         let bad = crate::schema::value_error(source);
         let t = &self.train;
         t.check(&bad)?;
+        crate::schema::bounds::check(
+            &bad,
+            "reinforcement",
+            &[
+                ("task.steps", self.task.steps),
+                ("task.maze_side", self.task.maze_side),
+                ("model.hidden", Some(self.model.hidden)),
+            ],
+        )?;
         if self.task.steps == Some(0) {
             return Err(bad("task.steps", "0".into(), "expected at least 1"));
         }
@@ -242,6 +251,9 @@ impl RlConfig {
                 ));
             }
             Engine::Fused => {}
+        }
+        if let Some(available) = crate::memory::available_bytes() {
+            self.check_memory(&bad, available)?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod env;
 pub mod family;
 pub mod fused;
 pub mod host;
+mod memory;
 pub mod model;
 pub mod params;
 pub mod replay;

@@ -10,6 +10,7 @@ pub use crate::engines::Engine;
 use crate::error::{Error, Result};
 use crate::rules::{DEFAULT_CLIP, Modulation, Rule, RuleSpec};
 
+pub mod bounds;
 mod train;
 pub use train::{ClipScope, Exploration, FamilyKey, OptimizerKind, TrainConfig, TrainFamily};
 

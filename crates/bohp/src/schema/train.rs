@@ -424,6 +424,25 @@ impl<F: TrainFamily> TrainConfig<F> {
                 return Err(bad(field, "0".into(), "expected at least 1"));
             }
         }
+        let has = |key| F::KEYS.contains(&key);
+        super::bounds::check(
+            bad,
+            "any",
+            &[
+                ("train.episodes", Some(self.episodes)),
+                ("train.batch", Some(self.batch)),
+                ("train.checkpoint_every", Some(self.checkpoint_every)),
+                ("train.readback_every", self.readback_every),
+                (
+                    "train.eval_episodes",
+                    has(FamilyKey::EvalEpisodes).then_some(self.eval_episodes),
+                ),
+                (
+                    "train.trace_checkpoint_every",
+                    has(FamilyKey::Checkpointing).then_some(self.trace_checkpoint_every),
+                ),
+            ],
+        )?;
         if F::KEYS.contains(&FamilyKey::EvalEpisodes) && self.eval_episodes == 0 {
             return Err(bad(
                 "train.eval_episodes",

@@ -153,6 +153,15 @@ impl SingleLayerConfig {
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = crate::schema::value_error(source);
         let task = &self.task;
+        crate::schema::bounds::check(
+            &bad,
+            "single-layer",
+            &[
+                ("task.pattern_bits", Some(task.pattern_bits)),
+                ("task.steps", task.steps),
+                ("model.hidden", self.model.hidden),
+            ],
+        )?;
         if task.pattern_bits == 0 {
             return Err(bad("task.pattern_bits", "0".into(), "expected at least 1"));
         }
