@@ -22,3 +22,4 @@ mod rl;
 mod rules;
 mod toy;
 mod train_schema;
+mod verify;

@@ -103,7 +103,7 @@ fn a_family_added_with_one_registry_line_trains_resumes_evaluates_and_exports() 
             "toy"
         ]
     );
-    assert_eq!(registry.of_file(&config).name(), "toy");
+    assert_eq!(registry.of_file(&config).unwrap().name(), "toy");
     assert!(
         Registry::builtin().of_text(TOY).is_none(),
         "the library alone does not know the toy"

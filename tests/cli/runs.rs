@@ -13,6 +13,9 @@ fn corrupt_run_files_are_named_and_left_alone() {
     let mut state: CheckpointState =
         serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
     state.next_episode = 20;
+    // As a checkpoint of a bohp older than `metrics_crc32` (which would refuse the edit above:
+    // verify::a_checkpoint_that_disagrees_with_the_metrics_is_refused).
+    state.metrics_crc32 = None;
     std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
     let good = snapshot(&run);
     let good_bytes: Vec<(std::path::PathBuf, Vec<u8>)> = good

@@ -205,9 +205,7 @@ impl Family for Toy {
     type Config = ToyConfig;
     type Trainer = ToyTrainer;
 
-    fn owns(kind: &str) -> bool {
-        kind == "toy"
-    }
+    const KINDS: &'static [&'static str] = &["toy"];
     fn load(path: &Path) -> Result<ToyConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
         let config: ToyConfig = toml::from_str(&text).map_err(|e| Error::ConfigSyntax {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bohp::omniglot::config::OmniglotConfig;
 use bohp::omniglot::train::{OmniglotTrainer, episode_batch};
 use bohp::omniglot::{Augment, SIDE};
@@ -32,14 +32,9 @@ pub struct FewShotEpisode {
 /// training ones) with the trained network of `run_dir`, and draws `out/episode.png`.
 pub fn inspect_omniglot(run_dir: &Path, out: &Path) -> Result<FewShotEpisode> {
     let run = bohp::run::RunDir::open(run_dir)?;
+    run.verify_finished()?;
     let config = OmniglotConfig::load(&run.config_path())?;
     let path = run.model_path();
-    if !path.is_file() {
-        bail!(
-            "{}: no final model: the run has not finished",
-            path.display()
-        );
-    }
     let mut trainer = OmniglotTrainer::new(config.clone())?;
     trainer.load_model(&path)?;
     let ways = 5.min(config.model.outputs);

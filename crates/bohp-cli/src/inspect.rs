@@ -280,17 +280,10 @@ impl Structure {
 pub fn load_run_model(
     run: &RunDir,
 ) -> Result<(SingleLayerConfig, PlasticNet, burn::tensor::Device)> {
+    run.verify_finished()?;
     let config = bohp::single::config::SingleLayerConfig::of_run(run)?;
     let device = init_device(config.device, config.dtype)?;
-    let path = run.model_path();
-    if !path.is_file() {
-        anyhow::bail!(
-            "{}: no final model: the run has not finished (resume it with `bohp train --resume {}`)",
-            path.display(),
-            run.path().display()
-        );
-    }
-    let model = load_model(init_model(&config, &device), &path, None)?.valid();
+    let model = load_model(init_model(&config, &device), &run.model_path(), None)?.valid();
     Ok((config, model, device))
 }
 

@@ -55,6 +55,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .build_global()
             .context("cannot start the thread pool (--threads)")?;
     }
+    if matches!(
+        cli.command,
+        Command::Eval(_) | Command::Inspect(_) | Command::Export(_)
+    ) {
+        // Warnings (e.g. a run too old to verify) on stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::WARN)
+            .without_time()
+            .with_target(false)
+            .with_ansi(false)
+            .try_init();
+    }
     match &cli.command {
         Command::Train(args) => commands::train::train_command(&cli, args),
         Command::Eval(args) => commands::eval::eval_command(&cli, args),

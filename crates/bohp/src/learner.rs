@@ -328,6 +328,18 @@ pub fn open_checkpoint<R: MetricsRecord>(
         ));
     }
     run.metrics_before::<R>(state.next_episode)?;
+    if let Some(expected) = state.metrics_crc32
+        && run.metrics_prefix_crc(state.next_episode)? != expected
+    {
+        return Err(Error::artifact(
+            checkpoint.dir.join("state.json"),
+            format!(
+                "disagrees with metrics.csv: the {} rows before its next_episode are not those the checkpoint was written after \
+                 (state.json or metrics.csv edited since); the run cannot resume from it",
+                state.next_episode
+            ),
+        ));
+    }
     Ok(checkpoint)
 }
 
@@ -416,5 +428,6 @@ pub fn train<L: Learner>(
     let summary = learner.summarize(&rows, session)?;
     let json = serde_json::to_vec_pretty(&summary).expect("summary serializes");
     write_atomic(&run.summary_path(), &json)?;
+    run.write_checksums()?;
     Ok(Outcome::Finished(summary))
 }

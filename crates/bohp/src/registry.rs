@@ -15,6 +15,12 @@ use crate::recurrent::model::{LstmNet, PlasticRnn};
 use crate::single::config::SingleLayerConfig;
 use crate::single::network::PlasticNet;
 
+/// A config text's `task.kind`, when it parses and has a string one.
+fn task_kind(text: &str) -> Option<String> {
+    let value: toml::Value = toml::from_str(text).ok()?;
+    Some(value.get("task")?.get("kind")?.as_str()?.to_string())
+}
+
 /// The families a program knows, in order: a config goes to the first that owns its
 /// `task.kind`.
 #[derive(Clone)]
@@ -49,23 +55,47 @@ impl Registry {
     /// The family of a config's text, from its `task.kind`; `None` when the text has no
     /// string `task.kind` or no family owns it.
     pub fn of_text(&self, text: &str) -> Option<&'static dyn DynFamily> {
-        let value: toml::Value = toml::from_str(text).ok()?;
-        let kind = value.get("task")?.get("kind")?.as_str()?;
-        self.families.iter().copied().find(|f| f.owns(kind))
+        let kind = task_kind(text)?;
+        self.families.iter().copied().find(|f| f.owns(&kind))
     }
 
-    /// The family of the config file at `path`. When the file cannot be read or names no
-    /// family's kind, the first family (the single layer), whose loader then names what is
-    /// wrong with the file.
-    pub fn of_file(&self, path: &Path) -> &'static dyn DynFamily {
-        std::fs::read_to_string(path)
+    /// The family of the config file at `path`: an error naming `task.kind` and every
+    /// family's kinds when its `task.kind` is a string no family owns. When the file cannot be
+    /// read or parsed, or has no string `task.kind`, the first family (the single layer), whose
+    /// loader then names what is wrong with the file.
+    pub fn of_file(&self, path: &Path) -> Result<&'static dyn DynFamily> {
+        let Some(kind) = std::fs::read_to_string(path)
             .ok()
-            .and_then(|text| self.of_text(&text))
-            .unwrap_or(self.families[0])
+            .and_then(|text| task_kind(&text))
+        else {
+            return Ok(self.families[0]);
+        };
+        self.families
+            .iter()
+            .copied()
+            .find(|f| f.owns(&kind))
+            .ok_or_else(|| Error::ConfigValue {
+                source_name: path.display().to_string(),
+                field: "task.kind".into(),
+                value: format!("{kind:?}"),
+                expected: format!("expected one of {}", self.kinds_text()),
+            })
+    }
+
+    /// Every family's kinds, for messages: `"a", "b" (family), ...`.
+    fn kinds_text(&self) -> String {
+        self.families
+            .iter()
+            .map(|f| {
+                let kinds: Vec<String> = f.kinds().iter().map(|k| format!("{k:?}")).collect();
+                format!("{} ({})", kinds.join(", "), f.name())
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The family of the run in `dir`, from its `config.toml` (as [`Registry::of_file`]).
-    pub fn of_run(&self, dir: &Path) -> &'static dyn DynFamily {
+    pub fn of_run(&self, dir: &Path) -> Result<&'static dyn DynFamily> {
         self.of_file(&dir.join("config.toml"))
     }
 
@@ -80,8 +110,8 @@ impl Registry {
     /// `bohp train` through the family of the request's config (or resumed run).
     pub fn train(&self, request: &TrainRequest<'_>, ui: &mut dyn TrainUi) -> Result<TrainEnd> {
         let family = match (&request.resume, &request.config) {
-            (Some(dir), _) => self.of_run(dir),
-            (None, Some(path)) => self.of_file(path),
+            (Some(dir), _) => self.of_run(dir)?,
+            (None, Some(path)) => self.of_file(path)?,
             (None, None) => {
                 return Err(Error::Unsupported(
                     "train: give a config file, or --resume RUN_DIR".into(),
@@ -93,12 +123,12 @@ impl Registry {
 
     /// `bohp eval` through the family of the run in `dir`.
     pub fn evaluate(&self, dir: &Path, request: &EvalRequest) -> Result<Report> {
-        self.of_run(dir).evaluate(dir, request)
+        self.of_run(dir)?.evaluate(dir, request)
     }
 
     /// The trained module of the finished run in `dir`.
     pub fn trained(&self, dir: &Path) -> Result<Trained> {
-        self.of_run(dir).trained(dir)
+        self.of_run(dir)?.trained(dir)
     }
 
     /// `bohp export`: the trained parameters of the run in `dir` written to `out` in
@@ -163,7 +193,7 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
     use crate::recurrent::family::{Recurrent, TrainedRecurrent};
     use crate::rl::family::Reinforcement;
     use crate::single::SingleLayer;
-    let family = Registry::builtin().of_run(dir).name();
+    let family = Registry::builtin().of_run(dir)?.name();
     Ok(match family {
         FewShot::NAME => {
             let (run, config) = finished::<FewShot>(dir)?;
@@ -188,4 +218,97 @@ pub fn load_trained(dir: &Path) -> Result<TrainedModel> {
             TrainedModel::Single(net, config)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variants serde accepts for `K`, from its error for an unknown one.
+    fn variants<K: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+        use serde::de::IntoDeserializer;
+        let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            "no such kind".into_deserializer();
+        let message = K::deserialize(de).unwrap_err().to_string();
+        let listed = message.split("expected one of ").nth(1).unwrap_or_else(|| {
+            message
+                .split("expected ")
+                .nth(1)
+                .expect("serde names the variants")
+        });
+        listed
+            .split(", ")
+            .flat_map(|v| v.split(" or "))
+            .map(|v| v.trim_matches('`').to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_familys_kinds_are_its_configs_task_kinds() {
+        use crate::family::Family;
+        let cases: [(&[&str], Vec<String>); 4] = [
+            (
+                crate::single::SingleLayer::KINDS,
+                variants::<crate::single::tasks::TaskKind>(),
+            ),
+            (
+                crate::recurrent::family::Recurrent::KINDS,
+                variants::<crate::recurrent::tasks::RecurrentTaskKind>(),
+            ),
+            (
+                crate::rl::family::Reinforcement::KINDS,
+                variants::<crate::rl::env::EnvKind>(),
+            ),
+            (
+                crate::omniglot::family::FewShot::KINDS,
+                variants::<crate::omniglot::config::FewShotKind>(),
+            ),
+        ];
+        for (kinds, variants) in cases {
+            let mut kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+            let mut variants = variants;
+            kinds.sort();
+            variants.sort();
+            assert_eq!(kinds, variants);
+        }
+    }
+
+    #[test]
+    fn a_mistyped_task_kind_is_answered_with_every_familys_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.toml");
+        std::fs::write(
+            &path,
+            "[task]\nkind = \"bandits\"\n[model]\nkind = \"simple\"\n",
+        )
+        .unwrap();
+        let message = match Registry::builtin().of_file(&path) {
+            Ok(f) => panic!("{} owns \"bandits\"", f.name()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            message.contains("task.kind") && message.contains("\"bandits\""),
+            "{message}"
+        );
+        for kind in [
+            "one-shot",
+            "memorisation",
+            "images",
+            "bandit",
+            "cue",
+            "maze",
+            "omniglot",
+        ] {
+            assert!(
+                message.contains(&format!("\"{kind}\"")),
+                "{kind}: {message}"
+            );
+        }
+        // A file without a string task.kind goes to the first family, whose loader names it.
+        std::fs::write(&path, "[task]\nkind = 3\n").unwrap();
+        assert_eq!(
+            Registry::builtin().of_file(&path).unwrap().name(),
+            "single-layer"
+        );
+    }
 }

@@ -35,7 +35,7 @@ pub fn run_cell(configs: &Path, cell: &Cell, timing: &Timing) -> Result<CellResu
             cell.workload
         );
     }
-    let family = crate::commands::registry().of_file(&path);
+    let family = crate::commands::registry().of_file(&path)?;
     let engine = match cell.engine {
         BenchEngine::Analytic => Engine::Analytic,
         BenchEngine::Autodiff => Engine::Autodiff,

@@ -24,7 +24,7 @@ pub(crate) fn gradcheck_command(cli: &Cli, args: &GradcheckArgs) -> Result<ExitC
     if args.episodes == 0 {
         bail!("--episodes: expected at least 1");
     }
-    let family = registry().of_file(&args.config).name();
+    let family = registry().of_file(&args.config)?.name();
     let config = if family == "few-shot" {
         let mut config = bohp::omniglot::config::OmniglotConfig::load(&args.config)?;
         if args.steps.is_some() {

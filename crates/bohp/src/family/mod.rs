@@ -21,8 +21,6 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
-
 use crate::device::{Backend, Precision};
 use crate::engines::Engine;
 use crate::error::Result;
@@ -117,8 +115,13 @@ pub trait Family: 'static {
     /// Its trainer, which the training loop drives.
     type Trainer: Learner + 'static;
 
+    /// The `task.kind`s of this family's configs, as written in them.
+    const KINDS: &'static [&'static str];
+
     /// Whether a config whose `task.kind` is `kind` belongs to this family.
-    fn owns(kind: &str) -> bool;
+    fn owns(kind: &str) -> bool {
+        Self::KINDS.contains(&kind)
+    }
     /// Reads and validates a config file.
     fn load(path: &Path) -> Result<Self::Config>;
     /// The config as `config.toml` holds it.
@@ -168,6 +171,8 @@ pub trait DynFamily: Sync {
     fn name(&self) -> &'static str;
     /// [`Family::owns`].
     fn owns(&self, kind: &str) -> bool;
+    /// [`Family::KINDS`].
+    fn kinds(&self) -> &'static [&'static str];
     /// Validates the config file at `path`.
     fn check(&self, path: &Path) -> Result<()>;
     /// `bohp train`: a new, resumed or extended run (see [`session::train`]).
@@ -208,6 +213,9 @@ impl<F: Family> DynFamily for Registered<F> {
     fn owns(&self, kind: &str) -> bool {
         F::owns(kind)
     }
+    fn kinds(&self) -> &'static [&'static str] {
+        F::KINDS
+    }
     fn check(&self, path: &Path) -> Result<()> {
         F::load(path).map(|_| ())
     }
@@ -229,13 +237,4 @@ impl<F: Family> DynFamily for Registered<F> {
     ) -> Result<bench::BenchMeasure> {
         bench::measure::<F>(path, cell, timing)
     }
-}
-
-/// Whether `kind` parses as the task-kind enum `K` (how a family's [`Family::owns`] is
-/// usually written).
-pub(crate) fn kind_is<K: DeserializeOwned>(kind: &str) -> bool {
-    use serde::de::IntoDeserializer;
-    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-        kind.into_deserializer();
-    K::deserialize(de).is_ok()
 }

@@ -258,6 +258,7 @@ fn resume<F: Family>(
         )?;
         let mut extended = F::config(&trainer).clone();
         *F::keys(&mut extended).device = own_device;
+        run.remove_checksums()?;
         write_atomic(&run.config_path(), F::to_toml(&extended).as_bytes())?;
         trainer.checkpoint(&run)?;
         let summary = run.summary_path();
@@ -312,20 +313,12 @@ pub struct Report {
     pub lines: Vec<String>,
 }
 
-/// The finished run in `dir` (its final model exists) and its config.
+/// The finished run in `dir` (its final model exists and every file matches
+/// `checksums.json`, [`RunDir::verify_finished`]) and its config.
 pub(crate) fn finished<F: Family>(dir: &Path) -> Result<(RunDir, F::Config)> {
     let run = RunDir::open(dir)?;
+    run.verify_finished()?;
     let config = F::load(&run.config_path())?;
-    let path = run.model_path();
-    if !path.is_file() {
-        return Err(Error::artifact(
-            &path,
-            format!(
-                "no final model: the run has not finished (resume it with `bohp train --resume {}`)",
-                run.path().display()
-            ),
-        ));
-    }
     Ok((run, config))
 }
 

@@ -5,12 +5,12 @@ use std::collections::VecDeque;
 
 use serde_json::json;
 
-use super::config::{FewShotKind, OmniglotConfig};
+use super::config::OmniglotConfig;
 use super::model::FewShotNet;
 use super::train::{OmniglotRow, OmniglotSummary, OmniglotTrainer};
 use crate::device::{Backend, init_device};
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained};
 use crate::run::{RunDir, load_record};
 
 /// Few-shot classification of Omniglot characters (2018).
@@ -26,9 +26,7 @@ impl Family for FewShot {
     type Config = OmniglotConfig;
     type Trainer = OmniglotTrainer;
 
-    fn owns(kind: &str) -> bool {
-        kind_is::<FewShotKind>(kind)
-    }
+    const KINDS: &'static [&'static str] = &["omniglot"];
     crate::family::config_methods!(OmniglotConfig);
     crate::family::trainer_methods!(OmniglotConfig, OmniglotTrainer);
 

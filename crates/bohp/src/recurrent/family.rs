@@ -7,11 +7,10 @@ use serde_json::json;
 
 use super::config::{RecurrentConfig, RecurrentModelKind};
 use super::model::{LstmNet, PlasticRnn};
-use super::tasks::RecurrentTaskKind;
 use super::train::{RecurrentRow, RecurrentSummary, RecurrentTrainer};
 use crate::device::{Backend, init_device};
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained};
 use crate::run::{RunDir, load_record};
 use crate::schema::Engine;
 
@@ -28,9 +27,7 @@ impl Family for Recurrent {
     type Config = RecurrentConfig;
     type Trainer = RecurrentTrainer;
 
-    fn owns(kind: &str) -> bool {
-        kind_is::<RecurrentTaskKind>(kind)
-    }
+    const KINDS: &'static [&'static str] = &["memorisation", "images"];
     crate::family::config_methods!(RecurrentConfig);
     crate::family::trainer_methods!(RecurrentConfig, RecurrentTrainer);
 

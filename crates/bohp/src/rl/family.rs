@@ -6,12 +6,11 @@ use std::collections::VecDeque;
 use serde_json::json;
 
 use super::config::RlConfig;
-use super::env::EnvKind;
 use super::model::Agent;
 use super::train::{RlRow, RlSummary, RlTrainer, random_policy_reward};
 use crate::device::{Backend, init_device};
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained};
 use crate::run::{RunDir, load_record};
 
 /// Actor-critic agents trained by reinforcement (2019).
@@ -27,9 +26,7 @@ impl Family for Reinforcement {
     type Config = RlConfig;
     type Trainer = RlTrainer;
 
-    fn owns(kind: &str) -> bool {
-        kind_is::<EnvKind>(kind)
-    }
+    const KINDS: &'static [&'static str] = &["bandit", "cue", "maze"];
     crate::family::config_methods!(RlConfig);
     crate::family::trainer_methods!(RlConfig, RlTrainer);
 

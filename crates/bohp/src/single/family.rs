@@ -8,10 +8,9 @@ use serde_json::json;
 
 use crate::device::init_device;
 use crate::error::Result;
-use crate::family::{EvalRequest, Family, Registered, Report, Trained, kind_is};
+use crate::family::{EvalRequest, Family, Registered, Report, Trained};
 use crate::run::{MetricsRow, RunDir, Summary, load_model, load_record};
 use crate::single::config::SingleLayerConfig;
-use crate::single::tasks::TaskKind;
 use crate::single::train::{SingleLayerTrainer, evaluate, gradient_engine, init_model};
 
 /// The 2016 single plastic layer.
@@ -28,9 +27,7 @@ impl Family for SingleLayer {
     type Config = SingleLayerConfig;
     type Trainer = SingleLayerTrainer;
 
-    fn owns(kind: &str) -> bool {
-        kind_is::<TaskKind>(kind)
-    }
+    const KINDS: &'static [&'static str] = &["completion", "one-shot", "reversal"];
     crate::family::config_methods!(SingleLayerConfig);
 
     fn rescale(config: &mut SingleLayerConfig, configured: usize) -> Option<String> {

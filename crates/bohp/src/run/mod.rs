@@ -11,6 +11,8 @@
 //! <run>/checkpoint/state.json  next episode, precision, file checksums (config.toml's too)
 //! <run>/model.bpk              the final model, once the run has finished
 //! <run>/summary.json           frozen-phase and final measures, once the run has finished
+//! <run>/checksums.json         CRC-32 of config.toml, metrics.csv, summary.json, model.bpk;
+//!                              written last when the run finishes ([`verify`])
 //! ```
 //!
 //! Every file is written to a temporary name and renamed into place, and a checkpoint directory
@@ -31,6 +33,8 @@ use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::single::network::PlasticNet;
 use crate::single::tasks::Measures;
+
+pub mod verify;
 
 /// A run directory.
 #[derive(Debug, Clone)]
@@ -65,6 +69,11 @@ pub struct CheckpointState {
     /// checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_crc32: Option<u32>,
+    /// CRC-32 of `metrics.csv`'s header and its `next_episode` rows when the checkpoint was
+    /// written: a resume refuses a state or metrics edited since (absent in checkpoints of
+    /// older bohp versions, which are not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_crc32: Option<u32>,
 }
 
 /// The end-of-run summary written to `summary.json`.
@@ -373,6 +382,7 @@ impl RunDir {
         let config_crc32 = fs::read(self.config_path())
             .ok()
             .map(|b| crc32fast::hash(&b));
+        let metrics_crc32 = Some(self.metrics_prefix_crc(snapshot.next_episode)?);
         let dir = self.checkpoint_dir();
         let tmp = self.path.join("checkpoint.tmp");
         if tmp.exists() {
@@ -396,6 +406,7 @@ impl RunDir {
             bohp_version: env!("CARGO_PKG_VERSION").to_string(),
             host_adam: None,
             config_crc32,
+            metrics_crc32,
         };
         let json = serde_json::to_vec_pretty(&state).expect("state serializes");
         write_atomic(&tmp.join("state.json"), &json)?;

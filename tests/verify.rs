@@ -1,0 +1,190 @@
+//! What a command reads back from a run directory is verified: a finished run's files against
+//! `checksums.json`, a checkpoint's `next_episode` against the metrics rows before it.
+
+use std::path::{Path, PathBuf};
+
+use bohp::run::verify::FINAL_FILES;
+
+use crate::common::{assert_success, run_bohp};
+
+const BANDIT: &str = "seed = 3\n[task]\nkind = \"bandit\"\nsteps = 20\n[model]\nkind = \"simple\"\nhidden = 8\n[train]\nepisodes = 20\nbatch = 4\nlearning_rate = 0.001\ncheckpoint_every = 5\n";
+
+/// A finished 20-update bandit run in `dir/name`.
+fn finished_run(dir: &Path, name: &str) -> PathBuf {
+    let config = dir.join("bandit.toml");
+    std::fs::write(&config, BANDIT).unwrap();
+    let run = dir.join(name);
+    assert_success(&run_bohp(&[
+        "-q",
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    run
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `bohp eval` and `bohp export` on `run`: each fails, naming `file`.
+fn refused(run: &Path, file: &str, why: &str) {
+    let out_file = run.with_extension("npz");
+    for args in [
+        vec!["eval", run.to_str().unwrap(), "--episodes", "2"],
+        vec![
+            "export",
+            run.to_str().unwrap(),
+            "--format",
+            "npz",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    ] {
+        let out = run_bohp(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {file}: {stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains(why),
+            "{args:?} {file}: {stderr}"
+        );
+        assert!(!out_file.exists(), "nothing exported from a corrupt run");
+    }
+}
+
+#[test]
+fn a_finished_runs_files_are_verified_before_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), "run");
+    assert!(run.join("checksums.json").is_file());
+    assert_success(&run_bohp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--episodes",
+        "2",
+    ]));
+    for (i, name) in FINAL_FILES.iter().enumerate() {
+        // One byte flipped (the reproduction flipped four in model.bpk).
+        let copy = dir.path().join(format!("flip-{i}"));
+        copy_dir(&run, &copy);
+        let path = copy.join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        refused(&copy, name, "checksum differs");
+        // Missing.
+        let copy = dir.path().join(format!("missing-{i}"));
+        copy_dir(&run, &copy);
+        std::fs::remove_file(copy.join(name)).unwrap();
+        let why = if *name == "model.bpk" {
+            "no final model"
+        } else if *name == "config.toml" {
+            "no config.toml"
+        } else {
+            "cannot read"
+        };
+        refused(&copy, name, why);
+    }
+    let copy = dir.path().join("no-checksums");
+    copy_dir(&run, &copy);
+    std::fs::remove_file(copy.join("checksums.json")).unwrap();
+    refused(&copy, "checksums.json", "missing");
+    // A run of a bohp older than the checksums (no metrics_crc32 either) is read, with a
+    // warning that says it is not verified.
+    let state_path = copy.join("checkpoint/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("metrics_crc32");
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let out = run_bohp(&["eval", copy.to_str().unwrap(), "--episodes", "2"]);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not verified"), "{stderr}");
+}
+
+#[test]
+fn a_checkpoint_that_disagrees_with_the_metrics_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), "run");
+    // An edited next_episode (20 → 15): the rows before it are not those it was written after.
+    let copy = dir.path().join("edited-state");
+    copy_dir(&run, &copy);
+    let state_path = copy.join("checkpoint/state.json");
+    let text = std::fs::read_to_string(&state_path).unwrap();
+    assert!(text.contains("\"next_episode\": 20"), "{text}");
+    std::fs::write(
+        &state_path,
+        text.replace("\"next_episode\": 20", "\"next_episode\": 15"),
+    )
+    .unwrap();
+    for args in [
+        vec!["-q", "train", "--resume", copy.to_str().unwrap()],
+        vec![
+            "-q",
+            "train",
+            "--resume",
+            copy.to_str().unwrap(),
+            "--extend",
+            "5",
+        ],
+    ] {
+        let before = std::fs::read(copy.join("metrics.csv")).unwrap();
+        let out = run_bohp(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("state.json") && stderr.contains("disagrees with metrics.csv"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(copy.join("metrics.csv")).unwrap(),
+            before,
+            "nothing rewritten"
+        );
+    }
+    // An edited metrics row before the checkpoint.
+    let copy = dir.path().join("edited-metrics");
+    copy_dir(&run, &copy);
+    let path = copy.join("metrics.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[3] = lines[3].replacen(",", ",9", 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = run_bohp(&[
+        "-q",
+        "train",
+        "--resume",
+        copy.to_str().unwrap(),
+        "--extend",
+        "5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("disagrees with metrics.csv"), "{stderr}");
+    // The untouched run extends, and is verified again once finished.
+    assert_success(&run_bohp(&[
+        "-q",
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        "5",
+    ]));
+    assert_success(&run_bohp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--episodes",
+        "2",
+    ]));
+}
