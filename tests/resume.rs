@@ -123,7 +123,18 @@ fn resume_after_ctrl_c_equals_the_uninterrupted_run() {
         at,
         "every episode before the checkpoint is in metrics.csv"
     );
+    // The first session's training time is in the checkpoint, and the summary's wall time
+    // covers both sessions.
+    let (_, state) = RunDir::open(&run).unwrap().read_checkpoint_state().unwrap();
+    let first = state
+        .wall_seconds
+        .expect("the checkpoint records the time trained");
+    assert!(first > 0.0, "{first}");
     resume_and_compare(&run, &whole);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let total = summary["wall_seconds"].as_f64().expect("wall_seconds");
+    assert!(total > first, "summary {total} s, first session {first} s");
 }
 
 /// The host engines (analytic, and the fused one whose model is rebuilt from the host values

@@ -75,7 +75,8 @@ pub enum Outcome<S> {
 /// What the session that finished a run measured, for its summary.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Session {
-    /// Seconds spent training since the session started (or resumed), evaluation excluded.
+    /// Seconds spent training over every session of the run (each resume adds its own),
+    /// evaluation excluded.
     pub wall_seconds: f64,
     /// The process's peak resident memory (MiB), when the OS reports it.
     pub peak_rss_mib: Option<f64>,
@@ -361,6 +362,14 @@ pub fn train<L: Learner>(
         learner.checkpoint(run)?;
     }
     let mut metrics = run.metrics_writer::<L::Row>(learner.next_episode())?;
+    // Seconds trained by earlier sessions of this run, from the checkpoint it resumes.
+    let before = if learner.next_episode() > 0 {
+        run.read_checkpoint_state()
+            .map(|(_, state)| state.wall_seconds.unwrap_or(0.0))?
+    } else {
+        0.0
+    };
+    let run = &run.timed(before);
     let started = Instant::now();
     let first_episode = learner.next_episode();
     let diverged = |d: Divergence, last_checkpoint: usize| Error::Diverged {
@@ -413,12 +422,13 @@ pub fn train<L: Learner>(
         }
     }
     metrics.flush()?;
-    let wall_seconds = started.elapsed().as_secs_f64();
+    let session_seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         updates = learner.next_episode() - first_episode,
-        seconds = wall_seconds,
+        seconds = session_seconds,
         "training finished"
     );
+    let wall_seconds = before + session_seconds;
     write_atomic(&run.model_path(), &learner.model_record()?)?;
     let rows = run.read_metrics::<L::Row>()?;
     let session = Session {

@@ -105,7 +105,7 @@ pub struct OmniglotSummary {
     pub held_out: Vec<Accuracy>,
     /// Oja's η.
     pub eta: f64,
-    /// Seconds the finishing session trained.
+    /// Seconds the run spent training, over all its sessions.
     pub wall_seconds: f64,
     /// Its peak resident memory (MiB).
     pub peak_rss_mib: Option<f64>,

@@ -74,8 +74,8 @@ pub struct RecurrentSummary {
     /// The peak resident memory (MiB) of the session that finished the run, when the OS
     /// reports it.
     pub peak_rss_mib: Option<f64>,
-    /// Seconds the session that finished the run spent training (since its start or resume;
-    /// the held-out evaluation excluded).
+    /// Seconds the run spent training, over all its sessions (the held-out evaluation
+    /// excluded).
     #[serde(default)]
     pub wall_seconds: f64,
     /// Final `η`.

@@ -73,7 +73,7 @@ pub struct RlSummary {
     pub final_reward: f64,
     /// Mean reward per episode of a uniformly random policy on `eval` episodes, for reference.
     pub random_reward: f64,
-    /// Seconds the finishing session trained.
+    /// Seconds the run spent training, over all its sessions.
     pub wall_seconds: f64,
     /// Its peak resident memory (MiB).
     pub peak_rss_mib: Option<f64>,

@@ -40,6 +40,9 @@ pub mod verify;
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
+    /// While training: when this session started, and the seconds trained before it (the
+    /// checkpoints record their sum).
+    clock: Option<(std::time::Instant, f64)>,
 }
 
 /// What a checkpoint records besides the model and optimizer.
@@ -74,6 +77,10 @@ pub struct CheckpointState {
     /// older bohp versions, which are not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_crc32: Option<u32>,
+    /// Seconds spent training up to this checkpoint, over every session of the run (absent in
+    /// checkpoints of older bohp versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
 }
 
 /// The end-of-run summary written to `summary.json`.
@@ -89,7 +96,7 @@ pub struct Summary {
     pub frozen: Option<Measures>,
     /// Mean measures over the last 100 episodes.
     pub last_100: Measures,
-    /// Seconds the session that finished the run spent training (since its start or resume).
+    /// Seconds the run spent training, over all its sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_seconds: Option<f64>,
     /// That session's peak resident memory (MiB), when the OS reports it.
@@ -297,6 +304,7 @@ impl RunDir {
         fs::create_dir_all(path).map_err(|e| Error::io(path, "cannot create run directory", e))?;
         Ok(RunDir {
             path: path.to_path_buf(),
+            clock: None,
         })
     }
 
@@ -304,6 +312,7 @@ impl RunDir {
     pub fn open(path: &Path) -> Result<RunDir> {
         let run = RunDir {
             path: path.to_path_buf(),
+            clock: None,
         };
         if !path.is_dir() {
             return Err(Error::artifact(
@@ -318,6 +327,15 @@ impl RunDir {
             ));
         }
         Ok(run)
+    }
+
+    /// This run directory with a training clock started now, after `before` seconds of
+    /// earlier sessions: its checkpoints record the sum.
+    pub(crate) fn timed(&self, before: f64) -> RunDir {
+        RunDir {
+            path: self.path.clone(),
+            clock: Some((std::time::Instant::now(), before)),
+        }
     }
 
     /// The directory.
@@ -407,6 +425,9 @@ impl RunDir {
             host_adam: None,
             config_crc32,
             metrics_crc32,
+            wall_seconds: self
+                .clock
+                .map(|(started, before)| before + started.elapsed().as_secs_f64()),
         };
         let json = serde_json::to_vec_pretty(&state).expect("state serializes");
         write_atomic(&tmp.join("state.json"), &json)?;
