@@ -314,6 +314,12 @@ fn reproduce_shards_and_merge_equal_an_unsharded_run() {
         stderr.contains("no finished run in any --merge directory") && stderr.contains("seed-"),
         "{stderr}"
     );
+    // ... and writes nothing: no run of the two slices it had was copied (issue 27).
+    let copied: Vec<_> = walk(&partial)
+        .into_iter()
+        .filter(|p| p.ends_with("model.bpk"))
+        .collect();
+    assert!(copied.is_empty(), "a failed merge copied {copied:?}");
     // The full merge summarizes without training, as the unsharded run did.
     let merged = dir.path().join("merged");
     let mut args = common(&merged);
@@ -554,4 +560,20 @@ fn inspect_measures_the_labelled_structure() {
         / pattern.iter().map(|a| a.abs()).sum::<f64>();
     let share = s["pattern"]["alpha_negative_mass_share"].as_f64().unwrap();
     assert!((share - expected).abs() < 1e-9, "{share} vs {expected}");
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

@@ -198,7 +198,12 @@ fn finished(dir: &Path, config: &SingleLayerConfig) -> Result<bool> {
             dir.display()
         );
     }
-    Ok(run.summary_path().is_file())
+    if !run.summary_path().is_file() {
+        return Ok(false);
+    }
+    // A finished run's files match their checksums before it is reused or merged.
+    run.verify_finished()?;
+    Ok(true)
 }
 
 fn run_job(job: &Job, bar: &ProgressBar, stop: &AtomicBool) -> Result<bool> {
@@ -450,6 +455,7 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSu
     let mut slice = 0usize;
     let mut bases = Vec::new();
     let mut remaining = 0u64;
+    let mut merges = Vec::new();
     for task in &plan.tasks {
         let mut base = task_config(&plan.configs, task)?;
         if let Some(episodes) = plan.episodes {
@@ -483,11 +489,14 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSu
                     slice += 1;
                 }
                 if !plan.merge.is_empty() {
-                    crate::shard::merge_run(&rel, &plan.merge, &plan.out, &|d: &Path| {
-                        finished(d, &config)
-                    })?;
-                }
-                if !finished(&dir, &config)? {
+                    // Every run of a merge is finished: in the output, or once copied there.
+                    merges.extend(crate::shard::plan_merge(
+                        &rel,
+                        &plan.merge,
+                        &plan.out,
+                        &|d: &Path| finished(d, &config),
+                    )?);
+                } else if !finished(&dir, &config)? {
                     let done = RunDir::open(&dir)
                         .ok()
                         .and_then(|r| r.read_checkpoint_state().ok())
@@ -499,6 +508,7 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSu
             bases.push((task.clone(), variant, base.clone()));
         }
     }
+    crate::shard::apply_merges(&merges)?;
     let started = Instant::now();
     let bar = crate::commands::progress_bar(remaining, "updates", plan.quiet);
     let total_jobs = jobs.len();

@@ -204,7 +204,12 @@ fn finished(dir: &Path, config: &RlConfig) -> Result<bool> {
             dir.display()
         );
     }
-    Ok(run.summary_path().is_file())
+    if !run.summary_path().is_file() {
+        return Ok(false);
+    }
+    // A finished run's files match their checksums before it is reused or merged.
+    run.verify_finished()?;
+    Ok(true)
 }
 
 /// Trains one seed of one kind (or reuses/resumes what its directory holds); returns its rows.
@@ -249,6 +254,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
     let mut jobs = Vec::new();
     let mut kinds = Vec::new();
     let mut planned = 0usize;
+    let mut merges = Vec::new();
     for &kind in &plan.kinds {
         let mut config = base.clone();
         config.model.kind = kind;
@@ -282,11 +288,17 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
                 continue;
             }
             if !plan.merge.is_empty() {
-                crate::shard::merge_run(&rel, &plan.merge, &plan.out, &|d: &Path| finished(d, &c))?;
+                merges.extend(crate::shard::plan_merge(
+                    &rel,
+                    &plan.merge,
+                    &plan.out,
+                    &|d: &Path| finished(d, &c),
+                )?);
             }
             jobs.push((kind, seed, c, plan.out.join(rel)));
         }
     }
+    crate::shard::apply_merges(&merges)?;
     let results: Mutex<Vec<(RlModelKind, u64, Vec<RlRow>)>> = Mutex::new(Vec::new());
     let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
     let queue = Mutex::new(jobs.into_iter());

@@ -65,19 +65,20 @@ pub fn check_flags(shard: Option<Shard>, merge: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Makes `out/rel` a finished run: kept if it already is one, otherwise copied from the first
-/// of `from` whose `rel` is (`finished` says, and errors on a run of another config). A run
-/// that no slice finished is an error naming it; an unfinished run in `out` is left alone and
-/// named.
-pub fn merge_run(
+/// Where `out/rel` of a merge comes from: kept if it already is a finished run, otherwise
+/// the first of `from` whose `rel` is (`finished` says, and errors on a run of another
+/// config). A run that no slice finished is an error naming it; an unfinished run in `out` is
+/// left alone and named. Reads only: a merge plans every run before it writes any
+/// ([`apply_merges`]), so a merge that fails writes nothing.
+pub fn plan_merge(
     rel: &Path,
     from: &[PathBuf],
     out: &Path,
     finished: &dyn Fn(&Path) -> Result<bool>,
-) -> Result<()> {
+) -> Result<Option<(PathBuf, PathBuf)>> {
     let target = out.join(rel);
     if finished(&target)? {
-        return Ok(());
+        return Ok(None);
     }
     if target.exists() {
         bail!(
@@ -89,22 +90,7 @@ pub fn merge_run(
     for dir in from {
         let source = dir.join(rel);
         if finished(&source)? {
-            let parent = target.parent().expect("a run directory has a parent");
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create", parent.display()))?;
-            // Copy next to the target, then rename: an interrupted merge leaves no half run.
-            let partial = parent.join(format!(
-                ".{}.merging",
-                target.file_name().expect("named").to_string_lossy()
-            ));
-            if partial.exists() {
-                std::fs::remove_dir_all(&partial)
-                    .with_context(|| format!("{}: cannot remove", partial.display()))?;
-            }
-            copy_dir(&source, &partial)?;
-            std::fs::rename(&partial, &target)
-                .with_context(|| format!("{}: cannot create", target.display()))?;
-            return Ok(());
+            return Ok(Some((source, target)));
         }
     }
     let dirs: Vec<String> = from.iter().map(|d| d.display().to_string()).collect();
@@ -113,6 +99,29 @@ pub fn merge_run(
         rel.display(),
         dirs.join(", ")
     )
+}
+
+/// Copies each planned run (source, target) of [`plan_merge`]: next to its target, then
+/// renamed into place, so that an interrupted merge leaves no half run (run the merge again to
+/// complete it).
+pub fn apply_merges(planned: &[(PathBuf, PathBuf)]) -> Result<()> {
+    for (source, target) in planned {
+        let parent = target.parent().expect("a run directory has a parent");
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create", parent.display()))?;
+        let partial = parent.join(format!(
+            ".{}.merging",
+            target.file_name().expect("named").to_string_lossy()
+        ));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)
+                .with_context(|| format!("{}: cannot remove", partial.display()))?;
+        }
+        copy_dir(source, &partial)?;
+        std::fs::rename(&partial, target)
+            .with_context(|| format!("{}: cannot create", target.display()))?;
+    }
+    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
