@@ -34,8 +34,8 @@ SHARED_INPUTS = 3  # bias, t/T, previous reward (then the previous action, one-h
 
 
 class Maze:
-    """L × L grid, border walls and pillars where row and column are both even; the agent
-    starts at the centre; reaching the reward cell pays +10 and teleports it to a random free
+    """L × L grid, border walls and pillars where row and column are both even (none at the
+    centre); the agent starts at the centre; reaching the reward cell pays +10 and teleports it to a random free
     cell other than the reward's."""
 
     actions = 4
@@ -46,8 +46,10 @@ class Maze:
         r = torch.arange(side)
         border = (r[:, None] == 0) | (r[:, None] == side - 1) | (r[None] == 0) | (r[None] == side - 1)
         self.wall = border | ((r[:, None] % 2 == 0) & (r[None] % 2 == 0))
-        self.free = (~self.wall).nonzero()
         centre = side // 2
+        # The agent starts at the centre, which never holds a pillar (sides 9, 13, ...).
+        self.wall[centre, centre] = False
+        self.free = (~self.wall).nonzero()
         self.pos = torch.tensor([[centre, centre]]).repeat(batch, 1)
         not_centre = self.free[(self.free != torch.tensor([centre, centre])).any(1)]
         self.reward = not_centre[torch.randint(0, len(not_centre), (batch,), generator=gen)]

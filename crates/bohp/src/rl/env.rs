@@ -114,9 +114,16 @@ pub struct BatchEnv {
     go: Vec<bool>,
 }
 
-/// Whether maze cell `(row, col)` is a wall: the border, or a pillar where both are even.
+/// Whether maze cell `(row, col)` is a wall: the border, or a pillar where both are even,
+/// except at the centre, where the agent starts (as in the published maze; for sides 7, 11,
+/// 15 … the centre's coordinates are odd and it has no pillar anyway).
 pub fn is_wall(side: usize, (row, col): (usize, usize)) -> bool {
-    row == 0 || col == 0 || row + 1 >= side || col + 1 >= side || (row % 2 == 0 && col % 2 == 0)
+    let centre = side / 2;
+    row == 0
+        || col == 0
+        || row + 1 >= side
+        || col + 1 >= side
+        || (row % 2 == 0 && col % 2 == 0 && (row, col) != (centre, centre))
 }
 
 /// The maze's free cells, row by row.
@@ -327,6 +334,32 @@ mod tests {
         assert_eq!(free_cells(11).len(), 81 - 16);
         assert!(is_wall(11, (2, 2)) && is_wall(11, (0, 5)) && !is_wall(11, (5, 5)));
         assert!(!is_wall(11, (1, 2)) && !is_wall(11, (3, 3)));
+    }
+
+    /// For every odd side the agent's start (the centre) is free and every free cell can be
+    /// reached from it (sides 9 and 13 once put a pillar on the centre, issue 27).
+    #[test]
+    fn every_odd_maze_starts_on_a_free_cell_that_reaches_every_free_cell() {
+        for side in (5..=101).step_by(2) {
+            let centre = (side / 2, side / 2);
+            assert!(!is_wall(side, centre), "side {side}: a wall at the centre");
+            let free = free_cells(side);
+            let mut seen = std::collections::HashSet::from([centre]);
+            let mut queue = vec![centre];
+            while let Some((r, c)) = queue.pop() {
+                for next in [(r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)] {
+                    if !is_wall(side, next) && seen.insert(next) {
+                        queue.push(next);
+                    }
+                }
+            }
+            assert_eq!(seen.len(), free.len(), "side {side}: unreachable free cells");
+            // Only the centre differs from the plain pillar grid.
+            let pillars = ((side - 3) / 2).pow(2);
+            let interior = (side - 2).pow(2);
+            let centre_pillar = usize::from(centre.0 % 2 == 0);
+            assert_eq!(free.len(), interior - pillars + centre_pillar, "side {side}");
+        }
     }
 
     #[test]
