@@ -331,6 +331,39 @@ fn every_family_exports_in_every_format() {
             "three 400-pixel panels"
         );
     }
+    // Actor-critic agents: one name per tensor in every format (check_run compares the three),
+    // and no tensor the kind does not use.
+    for (config, names) in [
+        (
+            "maze-small-hebb",
+            &[
+                "alpha", "b", "b_pi", "b_v", "eta", "w", "w_in", "w_pi", "w_v",
+            ][..],
+        ),
+        (
+            "bandit",
+            &[
+                "alpha", "b", "b_m", "b_pi", "b_v", "eta", "w", "w_in", "w_m", "w_pi", "w_v",
+            ][..],
+        ),
+    ] {
+        let run = dir.path().join(config);
+        let tensors = train_and_check(config, 2, &run, "actor-critic", &[]);
+        let mut got: Vec<&str> = tensors.keys().map(String::as_str).collect();
+        got.sort();
+        assert_eq!(got, names, "{config}");
+    }
+    // Exports are ordinary files: the same permissions as any file written here (the umask's).
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"x").unwrap();
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    for format in ["safetensors", "npz", "json"] {
+        let file = dir.path().join("bandit").join(format!("export.{format}"));
+        assert_eq!(mode(&file), mode(&plain), "{format}");
+    }
     // An unfinished or missing run is named.
     let o = run_bohp(&["export", dir.path().join("nothing").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));

@@ -285,6 +285,7 @@ impl Family for Toy {
         Ok(Trained {
             kind: "toy",
             module: Box::new(model),
+            unused: Vec::new(),
         })
     }
 }

@@ -1,14 +1,26 @@
 //! A trained run's parameters for use outside Rust: `bohp export RUN_DIR --format
 //! safetensors|npz|json`, for every model family.
 //!
-//! Every format holds the same tensors, named by their path in the burn module and shaped as
-//! there: single layer `plastic.w`, `plastic.alpha` (`[n_in, n_out]`), `plastic.b`, with a
-//! modulator `plastic.w_m` (`[n_out, 1]`), `plastic.b_m` (`[1]`), and for the
-//! labelled tasks `readout.v`, `readout.c`; recurrent network `w`, `alpha` (`[N, N]` or
-//! `[1, 1]`), `eta` (`[1]`); the LSTM baseline burn's LSTM and `readout` names.
+//! Every format holds the same tensors under the same names, their path in the burn module,
+//! shaped as there; a tensor the model holds but does not use (the α of a non-plastic control,
+//! a plastic agent's modulator) is left out:
+//! - single layer: `plastic.w`, `plastic.alpha` (`[n_in, n_out]`), `plastic.b`, with a
+//!   modulator `plastic.w_m` (`[n_out, 1]`), `plastic.b_m` (`[1]`), and for the labelled tasks
+//!   `readout.v`, `readout.c`;
+//! - recurrent network: `w`, `alpha` (`[N, N]` or `[1, 1]`), `eta` (`[1]`), with a modulator
+//!   `w_m`, `b_m`; the LSTM baseline: burn's LSTM names and `readout`;
+//! - actor-critic agents (I inputs, N neurons, A actions): `w_in` `[I, N]`, `w` `[N, N]`, `b`
+//!   `[N]`, `alpha` `[N, N]`, `eta` `[1]` (plastic, retroactive), `w_pi` `[N, A]`, `b_pi`
+//!   `[A]`, `w_v`, `b_v` (the value head), `w_m`, `b_m` (the modulator: simple, retroactive),
+//!   `fan_w`, `fan_b` `[N]` (with `model.fanout`). The maze's actions are 0 up (row − 1),
+//!   1 right, 2 down, 3 left; the bandit's and the cue task's 0 and 1 are the two arms / the
+//!   answers "no" and "yes";
+//! - few-shot network: `convs.K.weight` `[C, C_in, 3, 3]`, `convs.K.bias` `[C]` (K = 0…3),
+//!   with batch normalization `norms.K.*`, then `w`, `alpha` `[C, outputs]`, `eta` `[1]`, with a
+//!   modulator `w_m` `[C, 1]`, `b_m` `[1]`.
 //!
-//! - `safetensors`: written by burn's own store (`burn::store::SafetensorsStore`), in the run's
-//!   precision; numpy, PyTorch and the `safetensors` crate read it.
+//! - `safetensors`: in the run's precision, under the same names (written with the
+//!   `safetensors` crate); numpy, PyTorch and the `safetensors` crate read it.
 //! - `npz`: numpy's format, one `<name>.npy` per tensor (little-endian f64, C order), stored
 //!   uncompressed; `numpy.load` reads it.
 //! - `json`: `{"schema": "bohp-export/1", "family", "config" (the run's config.toml),
@@ -52,25 +64,20 @@ pub struct Trained {
     pub kind: &'static str,
     /// The module.
     pub module: Box<dyn TrainedModule>,
+    /// Tensors the module holds but this model does not use (e.g. a non-plastic agent's `α`):
+    /// left out of every format.
+    pub unused: Vec<&'static str>,
 }
 
 /// What export needs of a trained burn module.
 pub trait TrainedModule {
     /// The trained tensors, named by their module paths.
     fn tensors(&self) -> Result<Vec<NamedTensor>>;
-    /// Writes the module with burn's safetensors store.
-    fn save_safetensors(&self, path: &Path) -> Result<()>;
 }
 
 impl<M: burn::module::Module> TrainedModule for M {
     fn tensors(&self) -> Result<Vec<NamedTensor>> {
         tensors_of(self)
-    }
-    fn save_safetensors(&self, path: &Path) -> Result<()> {
-        use burn::store::SafetensorsStore;
-        let mut store = SafetensorsStore::from_file(path.to_path_buf());
-        self.save_into(&mut store)
-            .map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
     }
 }
 
@@ -83,6 +90,9 @@ pub struct NamedTensor {
     pub shape: Vec<usize>,
     /// Its values, row-major.
     pub values: Vec<f64>,
+    /// The module's precision (safetensors files keep it).
+    #[serde(skip)]
+    pub f64: bool,
 }
 
 /// The float tensors of `model`, named by their module paths, as f64 values.
@@ -94,6 +104,7 @@ pub(crate) fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
             let data = burn::store::bridge::to_data(t)
                 .map_err(|e| Error::Unsupported(format!("cannot read tensor {}: {e}", t.name)))?;
             let shape = data.shape().to_vec();
+            let f64 = data.dtype() == burn::tensor::DType::F64;
             let values = data
                 .convert::<f64>()
                 .try_to_vec::<f64>()
@@ -102,6 +113,7 @@ pub(crate) fn tensors_of<M: Module>(model: &M) -> Result<Vec<NamedTensor>> {
                 name: t.name.clone(),
                 shape,
                 values,
+                f64,
             })
         })
         .collect()
@@ -114,9 +126,14 @@ pub fn default_path(dir: &Path, format: ExportFormat) -> PathBuf {
 
 /// Writes `model`, trained in the run in `dir`, to `out` in `format`; the number of tensors.
 pub(crate) fn write(model: Trained, dir: &Path, format: ExportFormat, out: &Path) -> Result<usize> {
-    let tensors = model.module.tensors()?;
+    let tensors: Vec<NamedTensor> = model
+        .module
+        .tensors()?
+        .into_iter()
+        .filter(|t| !model.unused.contains(&t.name.as_str()))
+        .collect();
     match format {
-        ExportFormat::Safetensors => model.module.save_safetensors(out)?,
+        ExportFormat::Safetensors => crate::run::write_atomic(out, &safetensors(&tensors, out)?)?,
         ExportFormat::Npz => crate::run::write_atomic(out, &npz(&tensors, out)?)?,
         ExportFormat::Json => {
             let config_path = dir.join("config.toml");
@@ -141,6 +158,37 @@ pub(crate) fn write(model: Trained, dir: &Path, format: ExportFormat, out: &Path
         }
     }
     Ok(tensors.len())
+}
+
+/// The tensors as a safetensors file, each in its module's precision, under the names the
+/// other formats use.
+fn safetensors(tensors: &[NamedTensor], path: &Path) -> Result<Vec<u8>> {
+    use safetensors::{Dtype, tensor::TensorView};
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| {
+            if t.f64 {
+                t.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            } else {
+                t.values
+                    .iter()
+                    .flat_map(|&v| (v as f32).to_le_bytes())
+                    .collect()
+            }
+        })
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let dtype = if t.f64 { Dtype::F64 } else { Dtype::F32 };
+            TensorView::new(dtype, t.shape.clone(), b)
+                .map(|view| (t.name.clone(), view))
+                .map_err(|e| Error::artifact(path, format!("cannot write tensor {}: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None)
+        .map_err(|e| Error::artifact(path, format!("cannot write safetensors: {e}")))
 }
 
 /// One `.npy` (format 1.0): magic, header dict padded to 64 bytes, little-endian f64 values.
@@ -192,6 +240,7 @@ mod tests {
             name: "w".into(),
             shape: vec![2, 3],
             values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            f64: true,
         };
         let bytes = npy(&t);
         assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
@@ -211,6 +260,7 @@ mod tests {
             name: "eta".into(),
             shape: vec![1],
             values: vec![0.5],
+            f64: false,
         };
         assert!(String::from_utf8_lossy(&npy(&one)).contains("'shape': (1,)"));
     }

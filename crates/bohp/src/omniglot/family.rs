@@ -128,10 +128,17 @@ impl Family for FewShot {
         })
     }
     fn trained(run: &RunDir, config: OmniglotConfig) -> Result<Trained> {
+        // The α = 0 control's α and η are not trained.
+        let unused = if config.model.plastic {
+            Vec::new()
+        } else {
+            vec!["alpha", "eta"]
+        };
         let (net, _) = load_trained(run, config)?;
         Ok(Trained {
             kind: "few-shot",
             module: Box::new(net),
+            unused,
         })
     }
 }

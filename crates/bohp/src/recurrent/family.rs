@@ -89,14 +89,22 @@ impl Family for Recurrent {
         })
     }
     fn trained(run: &RunDir, config: RecurrentConfig) -> Result<Trained> {
+        // The non-plastic network's α and η are not trained.
+        let unused = if config.model.plasticity == crate::schema::Plasticity::None {
+            vec!["alpha", "eta"]
+        } else {
+            Vec::new()
+        };
         Ok(match load_trained(run, config)? {
             TrainedRecurrent::Plastic(m, _) => Trained {
                 kind: "recurrent",
                 module: m,
+                unused,
             },
             TrainedRecurrent::Lstm(m, _) => Trained {
                 kind: "lstm",
                 module: m,
+                unused: Vec::new(),
             },
         })
     }

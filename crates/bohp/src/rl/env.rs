@@ -353,12 +353,20 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(seen.len(), free.len(), "side {side}: unreachable free cells");
+            assert_eq!(
+                seen.len(),
+                free.len(),
+                "side {side}: unreachable free cells"
+            );
             // Only the centre differs from the plain pillar grid.
             let pillars = ((side - 3) / 2).pow(2);
             let interior = (side - 2).pow(2);
             let centre_pillar = usize::from(centre.0 % 2 == 0);
-            assert_eq!(free.len(), interior - pillars + centre_pillar, "side {side}");
+            assert_eq!(
+                free.len(),
+                interior - pillars + centre_pillar,
+                "side {side}"
+            );
         }
     }
 

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use serde_json::json;
 
 use super::config::RlConfig;
-use super::model::Agent;
+use super::config::RlModelConfig;
+use super::model::{Agent, RlModelKind};
 use super::train::{RlRow, RlSummary, RlTrainer, random_policy_reward};
 use crate::device::{Backend, init_device};
 use crate::error::Result;
@@ -90,12 +91,31 @@ impl Family for Reinforcement {
         })
     }
     fn trained(run: &RunDir, config: RlConfig) -> Result<Trained> {
+        let unused = unused_tensors(&config.model);
         let (agent, _) = load_trained(run, config)?;
         Ok(Trained {
             kind: "actor-critic",
             module: Box::new(agent),
+            unused,
         })
     }
+}
+
+/// The tensors an agent of `model`'s kind holds but does not use, left out of its exports:
+/// `α`, `η` and the modulator without plasticity; the modulator in the plastic kind; `η` in the
+/// simple kind (`M(t)` is its rate); the fan-out weights unless `model.fanout`. The LSTM agent
+/// holds none of them.
+pub fn unused_tensors(model: &RlModelConfig) -> Vec<&'static str> {
+    let mut unused = match model.kind {
+        RlModelKind::NonPlastic => vec!["alpha", "eta", "w_m", "b_m"],
+        RlModelKind::Plastic => vec!["w_m", "b_m"],
+        RlModelKind::Simple => vec!["eta"],
+        RlModelKind::Retroactive | RlModelKind::Lstm => Vec::new(),
+    };
+    if !model.fanout && model.kind != RlModelKind::Lstm {
+        unused.extend(["fan_w", "fan_b"]);
+    }
+    unused
 }
 
 /// The run's final agent on the CPU, in the run's precision, with its config.

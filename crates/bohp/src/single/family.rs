@@ -109,10 +109,17 @@ impl Family for SingleLayer {
         })
     }
     fn trained(run: &RunDir, config: SingleLayerConfig) -> Result<Trained> {
+        // The non-plastic control's α is 0 and not trained.
+        let unused = if config.model.plasticity == crate::schema::Plasticity::None {
+            vec!["plastic.alpha"]
+        } else {
+            Vec::new()
+        };
         let (model, _) = load_trained(run, config)?;
         Ok(Trained {
             kind: Self::NAME,
             module: Box::new(model),
+            unused,
         })
     }
 }
