@@ -113,6 +113,26 @@ fn a_finished_runs_files_are_verified_before_use() {
     assert!(stderr.contains("not verified"), "{stderr}");
 }
 
+/// `bohp train --resume run` with `extra` fails, naming `state.json` and its disagreement
+/// with `metrics.csv`, and rewrites nothing.
+fn resume_refused(run: &Path, extra: &[&str]) {
+    let before = std::fs::read(run.join("metrics.csv")).unwrap();
+    let mut args = vec!["-q", "train", "--resume", run.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run_bohp(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains("state.json") && stderr.contains("disagrees with metrics.csv"),
+        "{args:?}: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("metrics.csv")).unwrap(),
+        before,
+        "nothing rewritten"
+    );
+}
+
 #[test]
 fn a_checkpoint_that_disagrees_with_the_metrics_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,31 +148,8 @@ fn a_checkpoint_that_disagrees_with_the_metrics_is_refused() {
         text.replace("\"next_episode\": 20", "\"next_episode\": 15"),
     )
     .unwrap();
-    for args in [
-        vec!["-q", "train", "--resume", copy.to_str().unwrap()],
-        vec![
-            "-q",
-            "train",
-            "--resume",
-            copy.to_str().unwrap(),
-            "--extend",
-            "5",
-        ],
-    ] {
-        let before = std::fs::read(copy.join("metrics.csv")).unwrap();
-        let out = run_bohp(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains("state.json") && stderr.contains("disagrees with metrics.csv"),
-            "{args:?}: {stderr}"
-        );
-        assert_eq!(
-            std::fs::read(copy.join("metrics.csv")).unwrap(),
-            before,
-            "nothing rewritten"
-        );
-    }
+    resume_refused(&copy, &[]);
+    resume_refused(&copy, &["--extend", "5"]);
     // An edited metrics row before the checkpoint.
     let copy = dir.path().join("edited-metrics");
     copy_dir(&run, &copy);
@@ -161,17 +158,7 @@ fn a_checkpoint_that_disagrees_with_the_metrics_is_refused() {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     lines[3] = lines[3].replacen(",", ",9", 1);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let out = run_bohp(&[
-        "-q",
-        "train",
-        "--resume",
-        copy.to_str().unwrap(),
-        "--extend",
-        "5",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("disagrees with metrics.csv"), "{stderr}");
+    resume_refused(&copy, &["--extend", "5"]);
     // The untouched run extends, and is verified again once finished.
     assert_success(&run_bohp(&[
         "-q",
