@@ -175,3 +175,119 @@ fn a_checkpoint_that_disagrees_with_the_metrics_is_refused() {
         "2",
     ]));
 }
+
+#[test]
+fn one_process_trains_a_run_and_a_stale_lock_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), "run");
+    assert!(
+        !run.join("lock").exists(),
+        "the lock goes when training ends"
+    );
+    // A live process holds the lock (this test's own): a second trainer is refused, nothing
+    // is written.
+    let lock = run.join("lock");
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let before = crate::common::snapshot(&run);
+    let out = run_bohp(&[
+        "-q",
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        "5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lock") && stderr.contains(&std::process::id().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(
+        crate::common::snapshot(&run),
+        before,
+        "nothing written: not the extended config, not a checkpoint"
+    );
+    // The lock of a process that is gone (killed) is stale: the run resumes.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(&lock, pid.to_string()).unwrap();
+    assert_success(&run_bohp(&[
+        "-q",
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        "5",
+    ]));
+    assert!(!lock.exists());
+    assert_success(&run_bohp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--episodes",
+        "2",
+    ]));
+}
+
+/// SIGTERM (a job scheduler's or `timeout`'s) stops a run as Ctrl-C does: the update finishes,
+/// a checkpoint is written there, and the run resumes.
+#[test]
+fn sigterm_stops_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bandit.toml");
+    std::fs::write(
+        &config,
+        BANDIT.replace("episodes = 20", "episodes = 100000"),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let mut command = crate::common::bohp();
+    command.args([
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    let out = crate::common::stop_when(
+        command,
+        &run,
+        |run| {
+            std::fs::read_to_string(run.join("metrics.csv"))
+                .map(|s| s.lines().count() > 30)
+                .unwrap_or(false)
+        },
+        |child| {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        },
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, state) = bohp::run::RunDir::open(&run)
+        .unwrap()
+        .read_checkpoint_state()
+        .unwrap();
+    let rows = std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert!(state.next_episode >= 30, "{}", state.next_episode);
+    assert_eq!(
+        rows, state.next_episode,
+        "the checkpoint is at the interruption"
+    );
+    assert!(
+        !run.join("lock").exists(),
+        "an interrupted run leaves no lock"
+    );
+}

@@ -356,6 +356,7 @@ pub fn train<L: Learner>(
     observer: &mut dyn Observer<L::Row>,
     stop: &AtomicBool,
 ) -> Result<Outcome<L::Summary>> {
+    let _lock = run.lock()?;
     let every = learner.progress().checkpoint_every.max(1);
     let mut last_checkpoint = learner.next_episode();
     if learner.next_episode() == 0 {

@@ -48,7 +48,8 @@ pub(crate) fn init_logging(run: &RunDir) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-/// Ctrl-C sets [`STOP`] (training stops after the current update); a second Ctrl-C exits at
+/// Ctrl-C (and SIGTERM, SIGHUP) sets [`STOP`] (training stops after the current update and
+/// writes a checkpoint); a second one exits at
 /// once with code 130.
 pub(crate) fn install_stop_handler() -> Result<()> {
     ctrlc::set_handler(|| {

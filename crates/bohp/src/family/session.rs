@@ -111,6 +111,12 @@ pub fn train<F: Family>(request: &TrainRequest<'_>, ui: &mut dyn TrainUi) -> Res
             "--extend N: adds updates to a finished run, so it goes with --resume RUN_DIR".into(),
         ));
     }
+    // A resumed run is locked before anything is read or written (`--extend` rewrites its
+    // config); the training loop's own lock nests in this one.
+    let _lock = match &request.resume {
+        Some(dir) => Some(RunDir::open(dir)?.lock()?),
+        None => None,
+    };
     let (run, mut trainer) = match (&request.resume, &request.config) {
         (Some(dir), _) => resume::<F>(request, dir, ui)?,
         (None, Some(path)) => new_run::<F>(request, path, ui)?,

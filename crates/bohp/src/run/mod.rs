@@ -11,6 +11,7 @@
 //! <run>/checkpoint/state.json  next episode, precision, file checksums (config.toml's too)
 //! <run>/model.bpk              the final model, once the run has finished
 //! <run>/summary.json           frozen-phase and final measures, once the run has finished
+//! <run>/lock                   the pid of the process training the run, while it trains
 //! <run>/checksums.json         CRC-32 of config.toml, metrics.csv, summary.json, model.bpk;
 //!                              written last when the run finishes ([`verify`])
 //! ```
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::single::network::PlasticNet;
 use crate::single::tasks::Measures;
 
+pub mod lock;
 pub mod verify;
 
 /// A run directory.
