@@ -14,6 +14,7 @@ mod export;
 mod gradients;
 mod layers;
 mod omniglot;
+mod properties;
 mod recurrent;
 mod registry;
 mod reproduce;

@@ -60,26 +60,30 @@ impl Registry {
     }
 
     /// The family of the config file at `path`: an error naming `task.kind` and every
-    /// family's kinds when its `task.kind` is a string no family owns. When the file cannot be
-    /// read or parsed, or has no string `task.kind`, the first family (the single layer), whose
-    /// loader then names what is wrong with the file.
+    /// family's kinds when `task.kind` is missing, not a string, or a string no family owns.
+    /// Text that is not TOML is refused naming the file and line. When the file cannot be
+    /// read, the first family (the single layer), whose loader then names the file and why.
     pub fn of_file(&self, path: &Path) -> Result<&'static dyn DynFamily> {
-        let Some(kind) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| task_kind(&text))
-        else {
+        let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(self.families[0]);
         };
-        self.families
-            .iter()
-            .copied()
-            .find(|f| f.owns(&kind))
-            .ok_or_else(|| Error::ConfigValue {
-                source_name: path.display().to_string(),
-                field: "task.kind".into(),
-                value: format!("{kind:?}"),
-                expected: format!("expected one of {}", self.kinds_text()),
-            })
+        let value: toml::Value = crate::schema::parse_toml(&text, path)?;
+        let bad = |value: String| Error::ConfigValue {
+            source_name: path.display().to_string(),
+            field: "task.kind".into(),
+            value,
+            expected: format!("expected one of {}", self.kinds_text()),
+        };
+        match value.get("task").and_then(|t| t.get("kind")) {
+            None => Err(bad("(missing)".into())),
+            Some(toml::Value::String(kind)) => self
+                .families
+                .iter()
+                .copied()
+                .find(|f| f.owns(kind))
+                .ok_or_else(|| bad(format!("{kind:?}"))),
+            Some(other) => Err(bad(other.to_string())),
+        }
     }
 
     /// Every family's kinds, for messages: `"a", "b" (family), ...`.
@@ -123,11 +127,14 @@ impl Registry {
 
     /// `bohp eval` through the family of the run in `dir`.
     pub fn evaluate(&self, dir: &Path, request: &EvalRequest) -> Result<Report> {
+        // The run's files are checked before its config is even parsed.
+        crate::run::RunDir::open(dir)?.verify_finished()?;
         self.of_run(dir)?.evaluate(dir, request)
     }
 
     /// The trained module of the finished run in `dir`.
     pub fn trained(&self, dir: &Path) -> Result<Trained> {
+        crate::run::RunDir::open(dir)?.verify_finished()?;
         self.of_run(dir)?.trained(dir)
     }
 
@@ -304,11 +311,31 @@ mod tests {
                 "{kind}: {message}"
             );
         }
-        // A file without a string task.kind goes to the first family, whose loader names it.
-        std::fs::write(&path, "[task]\nkind = 3\n").unwrap();
-        assert_eq!(
-            Registry::builtin().of_file(&path).unwrap().name(),
-            "single-layer"
+        // A task.kind that is missing or not a string is named too.
+        for text in ["[task]\nkind = 3\n", "[task]\nsteps = 3\n", "seed = 1\n"] {
+            std::fs::write(&path, text).unwrap();
+            let message = Registry::builtin()
+                .of_file(&path)
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                message
+                    .as_ref()
+                    .is_some_and(|m| m.contains("task.kind") && m.contains("\"maze\"")),
+                "{text}: {message:?}"
+            );
+        }
+        // Text that is not TOML (here an integer beyond i64) is named with its line.
+        std::fs::write(&path, "seed = 1\n[task]\nkind = 10000000000000000000\n").unwrap();
+        let message = Registry::builtin()
+            .of_file(&path)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            message
+                .as_ref()
+                .is_some_and(|m| m.contains("typo.toml") && m.contains("line 3")),
+            "{message:?}"
         );
     }
 }
