@@ -86,6 +86,18 @@ impl Registry {
         }
     }
 
+    /// The family of the finished run in `dir` (whose loader then verifies its files, once).
+    /// When its `config.toml` does not name a family, a failed verification is the error
+    /// reported (a corrupt file is named as corrupt, not by the parse error it causes).
+    pub fn of_finished_run(&self, dir: &Path) -> Result<&'static dyn DynFamily> {
+        self.of_run(dir).map_err(|e| {
+            crate::run::RunDir::open(dir)
+                .and_then(|run| run.verify_finished())
+                .err()
+                .unwrap_or(e)
+        })
+    }
+
     /// Every family's kinds, for messages: `"a", "b" (family), ...`.
     fn kinds_text(&self) -> String {
         self.families
@@ -127,15 +139,12 @@ impl Registry {
 
     /// `bohp eval` through the family of the run in `dir`.
     pub fn evaluate(&self, dir: &Path, request: &EvalRequest) -> Result<Report> {
-        // The run's files are checked before its config is even parsed.
-        crate::run::RunDir::open(dir)?.verify_finished()?;
-        self.of_run(dir)?.evaluate(dir, request)
+        self.of_finished_run(dir)?.evaluate(dir, request)
     }
 
     /// The trained module of the finished run in `dir`.
     pub fn trained(&self, dir: &Path) -> Result<Trained> {
-        crate::run::RunDir::open(dir)?.verify_finished()?;
-        self.of_run(dir)?.trained(dir)
+        self.of_finished_run(dir)?.trained(dir)
     }
 
     /// `bohp export`: the trained parameters of the run in `dir` written to `out` in

@@ -20,8 +20,7 @@ pub(crate) fn inspect_command(args: &InspectArgs) -> Result<ExitCode> {
         out.join("weights.png").display(),
         out.join("structure.json").display()
     );
-    bohp::run::RunDir::open(&args.run_dir)?.verify_finished()?;
-    let family = registry().of_run(&args.run_dir)?.name();
+    let family = registry().of_finished_run(&args.run_dir)?.name();
     if family == "few-shot" {
         let e = crate::fewshot_inspect::inspect_omniglot(&args.run_dir, &out)?;
         if args.json {
