@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::common::{final_parameters, run_bohp, shipped_config_path};
 
 /// name -> (shape, values)
-type Tensors = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+pub(crate) type Tensors = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
 
 fn export(run: &Path, format: &str) -> std::path::PathBuf {
     let out = run.join(format!("export.{format}"));
@@ -36,7 +36,7 @@ fn export(run: &Path, format: &str) -> std::path::PathBuf {
     out
 }
 
-fn read_safetensors(path: &Path) -> Tensors {
+pub(crate) fn read_safetensors(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -59,7 +59,7 @@ fn read_safetensors(path: &Path) -> Tensors {
         .collect()
 }
 
-fn read_npz(path: &Path) -> Tensors {
+pub(crate) fn read_npz(path: &Path) -> Tensors {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut out = Tensors::new();
     for i in 0..zip.len() {

@@ -25,7 +25,7 @@ use crate::common::{assert_success, run_bohp};
 /// A 105×105 PNG (8-bit grey, white background, black ink) of character `glyph` drawn by
 /// drawer `drawer`: the glyph's strokes (a few lines fixed by the glyph) shifted by a small
 /// per-drawer jitter.
-fn drawing(glyph: u64, drawer: u64) -> Vec<u8> {
+pub(crate) fn drawing(glyph: u64, drawer: u64) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(glyph);
     let strokes: Vec<(f64, f64, f64, f64)> = (0..3)
         .map(|_| {
@@ -97,7 +97,7 @@ pub(crate) fn write_set(
 }
 
 /// Zips the directory `dir` (its entries under `prefix/`) into `zip_path`.
-fn zip_dir(dir: &Path, prefix: &str, zip_path: &Path) {
+pub(crate) fn zip_dir(dir: &Path, prefix: &str, zip_path: &Path) {
     let file = std::fs::File::create(zip_path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
     let options =

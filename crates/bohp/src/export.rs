@@ -132,32 +132,58 @@ pub(crate) fn write(model: Trained, dir: &Path, format: ExportFormat, out: &Path
         .into_iter()
         .filter(|t| !model.unused.contains(&t.name.as_str()))
         .collect();
+    let config = if format == ExportFormat::Json {
+        let config_path = dir.join("config.toml");
+        std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::io(&config_path, "cannot read", e))?
+    } else {
+        String::new()
+    };
+    crate::run::write_atomic(out, &encode(&tensors, format, model.kind, &config, out)?)?;
+    Ok(tensors.len())
+}
+
+/// The bytes of an export of `tensors` in `format` (`kind` and `config` go into the JSON
+/// format's header); `path` is the file they are meant for, named in errors. JSON cannot hold
+/// a NaN or an infinity: a tensor holding one is refused, naming it (the other formats keep
+/// every value bit for bit).
+pub fn encode(
+    tensors: &[NamedTensor],
+    format: ExportFormat,
+    kind: &str,
+    config: &str,
+    path: &Path,
+) -> Result<Vec<u8>> {
     match format {
-        ExportFormat::Safetensors => crate::run::write_atomic(out, &safetensors(&tensors, out)?)?,
-        ExportFormat::Npz => crate::run::write_atomic(out, &npz(&tensors, out)?)?,
+        ExportFormat::Safetensors => safetensors(tensors, path),
+        ExportFormat::Npz => npz(tensors, path),
         ExportFormat::Json => {
-            let config_path = dir.join("config.toml");
-            let config = std::fs::read_to_string(&config_path)
-                .map_err(|e| Error::io(&config_path, "cannot read", e))?;
-            let tensors: serde_json::Map<String, serde_json::Value> = tensors
-                .iter()
-                .map(|t| {
-                    (
-                        t.name.clone(),
-                        serde_json::json!({"shape": t.shape, "values": t.values}),
-                    )
-                })
-                .collect();
+            let mut map = serde_json::Map::new();
+            for t in tensors {
+                if let Some(i) = t.values.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::artifact(
+                        path,
+                        format!(
+                            "tensor {} holds {} at index {i}, which JSON cannot represent \
+                             (export as npz or safetensors)",
+                            t.name, t.values[i]
+                        ),
+                    ));
+                }
+                map.insert(
+                    t.name.clone(),
+                    serde_json::json!({"shape": t.shape, "values": t.values}),
+                );
+            }
             let json = serde_json::json!({
                 "schema": "bohp-export/1",
-                "family": model.kind,
+                "family": kind,
                 "config": config,
-                "tensors": tensors,
+                "tensors": map,
             });
-            crate::run::write_atomic(out, &serde_json::to_vec_pretty(&json).expect("JSON"))?;
+            Ok(serde_json::to_vec_pretty(&json).expect("JSON of finite numbers"))
         }
     }
-    Ok(tensors.len())
 }
 
 /// The tensors as a safetensors file, each in its module's precision, under the names the

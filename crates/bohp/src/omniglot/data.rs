@@ -120,7 +120,8 @@ fn entries(root: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
                 continue;
             }
             let source = format!("{}:{name}", root.display());
-            let mut bytes = Vec::with_capacity(file.size() as usize);
+            // (The size is the archive's word: reserve no more than a drawing's worth up front.)
+            let mut bytes = Vec::with_capacity(file.size().min(1 << 20) as usize);
             file.read_to_end(&mut bytes).map_err(|e| {
                 Error::artifact(&source, format!("cannot be read from the archive: {e}"))
             })?;
