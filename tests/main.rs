@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod controls;
 mod export;
+mod faults;
 mod gradients;
 mod layers;
 mod omniglot;

@@ -113,6 +113,7 @@ proptest! {
                     prop_assert!(original.contains(&d.pixels), "{} after {:?}", d.source, damage);
                 }
             }
+            Err(e) => prop_assert!(e.to_string().contains("set.zip"), "{:?}: {}", damage, e),
         }
     }
 

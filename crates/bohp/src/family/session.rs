@@ -127,7 +127,8 @@ pub fn train<F: Family>(request: &TrainRequest<'_>, ui: &mut dyn TrainUi) -> Res
         }
     };
     let (first, total) = (trainer.next_episode(), trainer.total_episodes());
-    if trainer.is_done() {
+    // (A run stopped while writing its final files goes on to write them.)
+    if trainer.is_done() && run.final_files_written() {
         return Ok(TrainEnd::AlreadyDone {
             run: run.path().to_path_buf(),
             total,
@@ -255,6 +256,14 @@ fn resume<F: Family>(
         *keys.device = asked;
     }
     init_device(*keys.device, dtype)?;
+    // A run killed between writing its config and its first checkpoint starts again.
+    if request.extend.is_none() && run.stopped_before_first_checkpoint() {
+        ui.note(&format!(
+            "{}: stopped before its first checkpoint; starting again from update 0",
+            run.path().display()
+        ));
+        return Ok((run, F::start(config)?));
+    }
     let mut trainer = F::resume(&run, config)?;
     if let Some(updates) = request.extend {
         F::extend(

@@ -213,9 +213,11 @@ pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "cannot create", e))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| Error::io(&tmp, "cannot write", e))?;
+    if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_all()) {
+        // (The partial file is of no use; the file at `path` is as it was.)
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, "cannot write", e));
+    }
     fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot move into place", e))
 }
 
@@ -292,12 +294,16 @@ pub fn model_bytes<M: Module>(model: &M, path: &Path) -> Result<Vec<u8>> {
 
 impl RunDir {
     /// A new run directory at `path`: created if missing, refused if it exists and is not
-    /// empty (nothing in it is touched).
+    /// empty (nothing in it is touched). A directory holding only a `config.tmp` (a new run
+    /// stopped while writing its config) counts as empty.
     pub fn create(path: &Path) -> Result<RunDir> {
         if path.exists() {
-            let mut entries =
-                fs::read_dir(path).map_err(|e| Error::io(path, "cannot read run directory", e))?;
-            if entries.next().is_some() {
+            let entries: Vec<_> = fs::read_dir(path)
+                .map_err(|e| Error::io(path, "cannot read run directory", e))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::io(path, "cannot read run directory", e))?;
+            if entries.iter().any(|name| name != "config.tmp") {
                 return Err(Error::RunDirExists {
                     path: path.to_path_buf(),
                 });
@@ -462,6 +468,19 @@ impl RunDir {
             &dir,
             "no checkpoint: the run has no checkpoint/state.json to resume from",
         ))
+    }
+
+    /// Whether the run was stopped before its first checkpoint (a new run writes one of its
+    /// initial parameters before any update): no checkpoint, no final model, no metrics rows.
+    /// Such a run is started again from update 0 on resume.
+    pub fn stopped_before_first_checkpoint(&self) -> bool {
+        let rows = fs::read(self.metrics_path())
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count() > 1)
+            .unwrap_or(false);
+        !self.checkpoint_dir().join("state.json").exists()
+            && !self.path.join("checkpoint.old").join("state.json").exists()
+            && !self.model_path().exists()
+            && !rows
     }
 
     /// Reads the checkpoint's state.

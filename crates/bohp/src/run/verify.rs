@@ -67,6 +67,17 @@ impl RunDir {
         }
     }
 
+    /// Whether a run whose training is done also wrote its final files (the last is
+    /// `checksums.json`; a run of a bohp older than the checksums has its `summary.json`).
+    /// A run stopped while writing them is finished by `bohp train --resume`.
+    pub fn final_files_written(&self) -> bool {
+        self.checksums_path().is_file()
+            || (self.summary_path().is_file()
+                && self
+                    .read_checkpoint_state()
+                    .is_ok_and(|(_, state)| state.metrics_crc32.is_none()))
+    }
+
     /// Checks every file of the finished run against `checksums.json`, naming the first that
     /// is missing or differs. A run finished by a bohp older than the checksums (no
     /// `checksums.json`, and a checkpoint without `metrics_crc32`) is read with a warning; a
@@ -90,7 +101,11 @@ impl RunDir {
                 if state.metrics_crc32.is_some() {
                     return Err(Error::artifact(
                         &path,
-                        "missing: the run finished (its model.bpk exists) but the checksums of its files are gone",
+                        format!(
+                            "missing: the run's model.bpk exists but the checksums of its files are gone \
+                             (if the run was stopped while finishing, `bohp train --resume {}` finishes it)",
+                            self.path().display()
+                        ),
                     ));
                 }
                 tracing::warn!(
