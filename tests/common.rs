@@ -45,6 +45,23 @@ pub fn assert_success(out: &Output) {
     );
 }
 
+/// Writes `text` to `dir/<name>.toml` and trains it quietly into `dir/<name>` (asserting
+/// success); returns the config file and the run directory.
+#[track_caller]
+pub fn train_new(dir: &Path, name: &str, text: &str) -> (PathBuf, PathBuf) {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, text).unwrap();
+    let run = dir.join(name);
+    assert_success(&run_bohp(&[
+        "-q",
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    (config, run)
+}
+
 /// Trains `config` to the end in memory (no run directory) and returns its metrics.
 pub fn train_in_memory(config: SingleLayerConfig) -> Vec<MetricsRow> {
     train_with(config, Box::new(Autodiff)).0

@@ -35,17 +35,7 @@ checkpoint_every = 3
 
 /// The config file, and the run trained without interruption.
 fn reference(dir: &Path) -> (PathBuf, PathBuf) {
-    let config = dir.join("c.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let whole = dir.join("whole");
-    assert_success(&run_bohp(&[
-        "-q",
-        "train",
-        config.to_str().unwrap(),
-        "--out",
-        whole.to_str().unwrap(),
-    ]));
-    (config, whole)
+    crate::common::train_new(dir, "whole", CONFIG)
 }
 
 /// `bohp train` for `run`: a new run if it has no config yet, else `--resume`.

@@ -11,17 +11,7 @@ const BANDIT: &str = "seed = 3\n[task]\nkind = \"bandit\"\nsteps = 20\n[model]\n
 
 /// A finished 20-update bandit run in `dir/name`.
 fn finished_run(dir: &Path, name: &str) -> PathBuf {
-    let config = dir.join("bandit.toml");
-    std::fs::write(&config, BANDIT).unwrap();
-    let run = dir.join(name);
-    assert_success(&run_bohp(&[
-        "-q",
-        "train",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]));
-    run
+    crate::common::train_new(dir, name, BANDIT).1
 }
 
 pub(crate) fn copy_dir(from: &Path, to: &Path) {

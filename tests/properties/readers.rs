@@ -15,24 +15,17 @@ use crate::omniglot::{drawing, write_set, zip_dir};
 
 /// Every file under `dir`, by its `/`-separated path relative to `dir`.
 fn files(dir: &Path) -> BTreeMap<String, PathBuf> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                out.insert(rel, p);
-            }
-        }
-    }
-    out
+    crate::common::snapshot(dir)
+        .into_iter()
+        .map(|(p, _)| {
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            (rel, p)
+        })
+        .collect()
 }
 
 /// The pixels of every drawing of `set`, by the drawing's path below `root` (`source` holds the

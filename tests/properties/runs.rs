@@ -76,16 +76,7 @@ fn reference() -> &'static Reference {
     static REFERENCE: OnceLock<Reference> = OnceLock::new();
     REFERENCE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("bandit.toml");
-        std::fs::write(&config, BANDIT).unwrap();
-        let run = dir.path().join("run");
-        assert_success(&run_bohp(&[
-            "-q",
-            "train",
-            config.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ]));
+        let (_, run) = crate::common::train_new(dir.path(), "run", BANDIT);
         let files = snapshot(&run)
             .into_iter()
             .map(|(p, _)| p.strip_prefix(&run).unwrap().to_string_lossy().into_owned())
