@@ -141,11 +141,11 @@ fn assert_same_run(run: &Path, whole: &Path) {
 fn sigkill_at_random_moments_always_resumes_to_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let (config, whole) = reference(dir.path());
-    let run = dir.path().join("killed");
     let mut rng = ChaCha8Rng::seed_from_u64(27);
     // Killed as its config appears (before the first checkpoint), then 36 times at random
     // moments or in the middle of a checkpoint write, then as its final model appears (before
-    // summary.json and checksums.json).
+    // summary.json and checksums.json). A run that finishes before its kill (on a fast disk) is
+    // compared and the next moments go to a new run, started as the first was.
     let mut moments = vec![Moment::Appears("config.toml")];
     for i in 0..36 {
         moments.push(if i % 2 == 0 {
@@ -155,34 +155,37 @@ fn sigkill_at_random_moments_always_resumes_to_the_uninterrupted_run() {
         });
     }
     moments.push(Moment::Appears("model.bpk"));
-    let (mut kills, mut mid_write, mut finished_first) = (0, 0, 0);
+    let (mut kills, mut mid_write, mut runs) = (0, 0, 1);
+    let mut run = dir.path().join("killed-1");
     for moment in moments {
-        match kill_at(train_command(&config, &run), &run, moment) {
-            Ok(during_write) => {
-                kills += 1;
-                mid_write += usize::from(during_write);
-            }
-            Err(status) => {
-                assert!(status.success(), "{moment:?}: exit {status}");
-                finished_first += 1;
-                break;
-            }
+        if let Err(status) = kill_at(train_command(&config, &run), &run, moment) {
+            assert!(status.success(), "{moment:?}: exit {status}");
+            assert_same_run(&run, &whole);
+            runs += 1;
+            run = dir.path().join(format!("killed-{runs}"));
+            kill_at(
+                train_command(&config, &run),
+                &run,
+                Moment::Appears("config.toml"),
+            )
+            .unwrap();
+        } else {
+            kills += 1;
         }
+        mid_write += usize::from(mid_checkpoint(&run));
     }
-    eprintln!("{kills} kills, {mid_write} of them during a checkpoint write");
-    assert!(kills >= 20, "only {kills} kills before the run finished");
+    eprintln!("{kills} kills of {runs} runs, {mid_write} of them during a checkpoint write");
+    assert!(kills >= 20, "only {kills} kills");
     assert!(
         mid_write >= 5,
         "only {mid_write} kills during a checkpoint write"
     );
-    if finished_first == 0 {
-        let out = train_command(&config, &run).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = train_command(&config, &run).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(run.join("checksums.json").is_file(), "the run finished");
     assert_same_run(&run, &whole);
 }
