@@ -162,7 +162,17 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("--peer-python /nonexistent/python"));
     let r = run(&["--peer-python", "false"]);
     assert_eq!(r.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot import torch"));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("`import torch` fails"));
+    let r = run(&["--peer-python", "false", "--peer", "jax"]);
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("`import jax, optax` fails") && stderr.contains("--peer jax"),
+        "{stderr}"
+    );
+    // `--peer` without a Python to run it is clap's error.
+    let r = run(&["--peer", "both"]);
+    assert_eq!(r.status.code(), Some(2));
     // (`true` stands for a Python that imports torch.)
     let r = run(&["--peer-python", "true", "--peer-dir", "/nonexistent-peers"]);
     assert_eq!(r.status.code(), Some(1));
@@ -170,6 +180,18 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
         String::from_utf8_lossy(&r.stderr)
             .contains("--peer-dir /nonexistent-peers: no bohp_torch.py")
     );
+    let r = run(&[
+        "--workloads",
+        "one-shot",
+        "--peer-python",
+        "true",
+        "--peer",
+        "both",
+        "--peer-dir",
+        repo_root().join("configs").to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("no bohp_torch.py"));
     assert!(!out.exists(), "nothing written");
     let r = run(&["--devices", "tpu"]);
     assert_eq!(r.status.code(), Some(2));
@@ -274,4 +296,60 @@ fn cells_record_the_threads_and_timing_they_ran() {
     let e = run_bohp(&["--threads", "0", "bench", "--out", out.to_str().unwrap()]);
     assert_eq!(e.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&e.stderr).contains("--threads"));
+}
+
+/// The JAX peer's cell: its rate, and apart from it its compile time and its version line, read
+/// from what the peer prints (a stand-in Python here prints the lines `peers/bohp_jax.py` does);
+/// a family without a JAX peer yet is a failed cell saying so.
+#[test]
+fn the_jax_peer_reports_its_compile_time_apart() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("python");
+    std::fs::write(
+        &python,
+        "#!/bin/sh\n\
+         echo '# bohp peer: task=oneshot batch=1 jax=0.10.2 XLA_FLAGS=intra_op_parallelism_threads=1'\n\
+         echo '# compile time 2.500 s'\n\
+         echo '# train time 1.000 s for 40 updates x batch 1: 40.0 updates/s, 40.0 episodes/s'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let peers = dir.path().join("peers");
+    std::fs::create_dir(&peers).unwrap();
+    std::fs::write(peers.join("bohp_jax.py"), "").unwrap();
+    let (_keep, out, report) = bench_report(
+        &[],
+        &format!(
+            "--workloads one-shot,bandit --devices flex --batches 1 --engines fused \
+             --warmup 1 --updates 2 --repeats 1 --peer jax --peer-python {} --peer-dir {}",
+            python.display(),
+            peers.display()
+        ),
+    );
+    let peer = report["peer"].as_array().unwrap();
+    assert_eq!(peer.len(), 2, "{peer:?}");
+    let one_shot = &peer[0];
+    assert_eq!(one_shot["framework"], "jax");
+    assert_eq!(one_shot["workload"], "one-shot");
+    assert_eq!(one_shot["episodes_per_second"].as_f64(), Some(40.0));
+    assert_eq!(one_shot["compile_seconds"].as_f64(), Some(2.5));
+    assert!(one_shot["header"].as_str().unwrap().contains("jax=0.10.2"));
+    assert!(
+        one_shot["command"]
+            .as_str()
+            .unwrap()
+            .contains("bohp_jax.py")
+    );
+    assert!(peer[1]["error"].as_str().unwrap().contains("no JAX peer"));
+    let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
+    assert!(
+        md.contains("| JAX episodes/s (fastest implementation) | × JAX |"),
+        "{md}"
+    );
+    assert!(!md.contains("× PyTorch"), "{md}");
+    assert!(
+        md.contains("| JAX | one-shot | 1 | autograd | 40 | 2.50 |"),
+        "{md}"
+    );
 }

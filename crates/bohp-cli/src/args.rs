@@ -278,15 +278,31 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "DIR", default_value = "bench")]
     pub(crate) out: PathBuf,
 
-    /// A Python interpreter with torch: also measure the PyTorch peer (bohp_torch.py) on the
-    /// same workloads and batch sizes, in the same run.
+    /// A Python interpreter with the peers' frameworks: also measure the peers (`--peer`) on
+    /// the same workloads and batch sizes, in the same run.
     #[arg(long, value_name = "PYTHON")]
     pub(crate) peer_python: Option<PathBuf>,
+
+    /// Which peers `--peer-python` runs: PyTorch (`*_torch.py`, eager), JAX (`*_jax.py`, one
+    /// jit-compiled update; its compile time is reported apart), or both.
+    #[arg(long, value_enum, default_value_t = PeerChoice::Torch, requires = "peer_python")]
+    pub(crate) peer: PeerChoice,
 
     /// Directory of the peer scripts: the project's own (`peers/` of the repository), or any
     /// directory with scripts of the same names and command lines.
     #[arg(long, value_name = "DIR", default_value = "peers")]
     pub(crate) peer_dir: PathBuf,
+}
+
+/// `bohp bench --peer`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerChoice {
+    /// The PyTorch peers.
+    Torch,
+    /// The JAX peers.
+    Jax,
+    /// Both.
+    Both,
 }
 
 #[derive(Args, Debug, Clone, Copy)]

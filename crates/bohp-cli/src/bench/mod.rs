@@ -111,9 +111,51 @@ pub struct CellResult {
     pub threads: Option<usize>,
 }
 
-/// One PyTorch peer measurement.
+/// A peer's framework.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    /// PyTorch, eager (`*_torch.py`).
+    Torch,
+    /// JAX, one `jit`-compiled update (`*_jax.py`).
+    Jax,
+}
+
+impl Framework {
+    /// The name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framework::Torch => "torch",
+            Framework::Jax => "jax",
+        }
+    }
+
+    /// The name in tables.
+    pub fn title(self) -> &'static str {
+        match self {
+            Framework::Torch => "PyTorch",
+            Framework::Jax => "JAX",
+        }
+    }
+}
+
+fn torch() -> Framework {
+    Framework::Torch
+}
+
+/// One peer measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerResult {
+    /// The peer's framework (`torch` in reports written before JAX peers).
+    #[serde(default = "torch")]
+    pub framework: Framework,
+    /// Seconds the peer spent compiling before its timed updates (JAX: tracing and XLA), not
+    /// counted in its rate.
+    #[serde(default)]
+    pub compile_seconds: Option<f64>,
+    /// The peer's own first line: its framework's version, thread count and flags.
+    #[serde(default)]
+    pub header: Option<String>,
     /// Workload (our name).
     pub workload: String,
     /// Independent episodes per update.
@@ -137,9 +179,35 @@ fn autograd() -> String {
 }
 
 impl PeerResult {
-    /// A peer measurement that could not be run.
-    fn failed(workload: &str, batch: usize, error: String) -> PeerResult {
+    /// A peer measurement about to run `python args`.
+    fn started(
+        framework: Framework,
+        workload: &str,
+        batch: usize,
+        python: &std::path::Path,
+        args: &[String],
+        implementation: &str,
+    ) -> PeerResult {
         PeerResult {
+            framework,
+            compile_seconds: None,
+            header: None,
+            workload: workload.to_string(),
+            batch,
+            episodes_per_second: None,
+            peak_rss_mib: None,
+            command: format!("{} {}", python.display(), args.join(" ")),
+            error: None,
+            implementation: implementation.to_string(),
+        }
+    }
+
+    /// A peer measurement that could not be run.
+    fn failed(framework: Framework, workload: &str, batch: usize, error: String) -> PeerResult {
+        PeerResult {
+            framework,
+            compile_seconds: None,
+            header: None,
             workload: workload.to_string(),
             batch,
             episodes_per_second: None,
@@ -179,8 +247,10 @@ pub struct Plan {
     pub configs: PathBuf,
     /// Output directory for `bench.json` and `bench.md`.
     pub out: PathBuf,
-    /// The Python interpreter with torch, to measure the peer too.
+    /// The Python interpreter with the peers' frameworks, to measure the peers too.
     pub peer_python: Option<PathBuf>,
+    /// The peers to measure (`--peer`).
+    pub peers: Vec<Framework>,
     /// The directory of the peer scripts.
     pub peer_dir: PathBuf,
 }
@@ -303,12 +373,23 @@ pub fn bench(plan: &Plan, command: String, progress: &dyn Fn(&str)) -> Result<Be
                 continue;
             }
             seen.push(key);
-            progress(&format!(
-                "peer  {:<10} batch {:>3}",
-                cell.workload, cell.batch
-            ));
             let timing = timing_ran(&results, &cell.workload, cell.batch).unwrap_or(plan.timing);
-            peer.extend(run_peer(plan, python, &cell.workload, cell.batch, &timing));
+            for &framework in &plan.peers {
+                progress(&format!(
+                    "{:<5} {:<10} batch {:>3}",
+                    framework.name(),
+                    cell.workload,
+                    cell.batch
+                ));
+                peer.extend(run_peer(
+                    plan,
+                    python,
+                    framework,
+                    &cell.workload,
+                    cell.batch,
+                    &timing,
+                ));
+            }
         }
     }
     let report = BenchReport {
@@ -364,6 +445,9 @@ mod tests {
                 threads: None,
             });
             peer.push(PeerResult {
+                framework: Framework::Torch,
+                compile_seconds: None,
+                header: None,
                 workload,
                 batch: 1,
                 episodes_per_second: (k < 2).then_some(1.0),
@@ -384,6 +468,7 @@ mod tests {
             configs: dir.path().to_path_buf(),
             out: dir.path().to_path_buf(),
             peer_python: None,
+            peers: vec![Framework::Torch],
             peer_dir: dir.path().to_path_buf(),
         };
         let report = BenchReport {
@@ -421,7 +506,7 @@ mod tests {
     #[test]
     fn the_repository_ships_every_peer_script() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../peers");
-        for script in [PEER_SINGLE_LAYER, PEER_RECURRENT, PEER_RL] {
+        for script in [PEER_SINGLE_LAYER, PEER_RECURRENT, PEER_RL, JAX_SINGLE_LAYER] {
             assert!(dir.join(script).is_file(), "peers/{script}");
         }
     }

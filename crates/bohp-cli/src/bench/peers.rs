@@ -1,4 +1,5 @@
-//! The PyTorch peers: the same work, threads and timing as bohp's cell, in a child Python.
+//! The peers (PyTorch, JAX): the same work, threads and timing as bohp's cell, in a child
+//! Python.
 
 use super::*;
 use anyhow::{Context, Result, bail};
@@ -35,46 +36,64 @@ pub(super) fn peer_threads() -> usize {
 pub(super) const PEER_SINGLE_LAYER: &str = "bohp_torch.py";
 pub(super) const PEER_RECURRENT: &str = "recurrent_torch.py";
 pub(super) const PEER_RL: &str = "backpropamine_torch.py";
+/// The JAX peers written so far: the single layer's.
+pub(super) const JAX_SINGLE_LAYER: &str = "bohp_jax.py";
 
-/// The peer script of a workload (in `--peer-dir`), or `None` where the peers have none.
-pub(super) fn peer_script(configs: &Path, workload: &str) -> Option<&'static str> {
-    if is_recurrent_workload(configs, workload) {
-        Some(PEER_RECURRENT)
-    } else if is_rl_workload(configs, workload) {
-        Some(PEER_RL)
-    } else if is_few_shot_workload(configs, workload) {
-        None
-    } else {
-        Some(PEER_SINGLE_LAYER)
+/// The peer script of a workload in `framework` (in `--peer-dir`), or `None` where the peers
+/// have none.
+pub(super) fn peer_script(
+    configs: &Path,
+    workload: &str,
+    framework: Framework,
+) -> Option<&'static str> {
+    let recurrent = is_recurrent_workload(configs, workload);
+    let rl = is_rl_workload(configs, workload);
+    match framework {
+        _ if is_few_shot_workload(configs, workload) => None,
+        Framework::Torch if recurrent => Some(PEER_RECURRENT),
+        Framework::Torch if rl => Some(PEER_RL),
+        Framework::Torch => Some(PEER_SINGLE_LAYER),
+        Framework::Jax if recurrent || rl => None,
+        Framework::Jax => Some(JAX_SINGLE_LAYER),
     }
 }
 
-/// Before anything is measured or written: `--peer-python` runs and imports torch, and every
-/// workload's peer script is in `--peer-dir`. A missing peer is an error naming it, not a
-/// table of failed cells.
+/// Before anything is measured or written: `--peer-python` runs and imports each framework of
+/// `--peer`, and every workload's peer script is in `--peer-dir`. A missing peer is an error
+/// naming it, not a table of failed cells.
 pub(super) fn check_peer(plan: &Plan, python: &Path) -> Result<()> {
-    let probe = Command::new(python)
-        .args(["-c", "import torch"])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("--peer-python {}: cannot run it", python.display()))?;
-    if !probe.status.success() {
-        let stderr = String::from_utf8_lossy(&probe.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        bail!(
-            "--peer-python {}: cannot import torch ({last}); a peer environment: \
-             python3 -m venv torch-venv && torch-venv/bin/pip install torch numpy",
-            python.display()
-        );
+    for &framework in &plan.peers {
+        let (imports, install) = match framework {
+            Framework::Torch => ("import torch", "torch numpy"),
+            Framework::Jax => ("import jax, optax", "jax optax"),
+        };
+        let probe = Command::new(python)
+            .args(["-c", imports])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("--peer-python {}: cannot run it", python.display()))?;
+        if !probe.status.success() {
+            let stderr = String::from_utf8_lossy(&probe.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            bail!(
+                "--peer-python {}: `{imports}` fails ({last}), needed by --peer {}; a peer \
+                 environment: python3 -m venv peer-venv && peer-venv/bin/pip install {install}",
+                python.display(),
+                framework.name()
+            );
+        }
     }
     let mut workloads: Vec<&str> = plan.cells.iter().map(|c| c.workload.as_str()).collect();
     workloads.dedup();
-    for workload in workloads {
-        if let Some(script) = peer_script(&plan.configs, workload) {
+    for (workload, &framework) in workloads
+        .iter()
+        .flat_map(|w| plan.peers.iter().map(move |f| (*w, f)))
+    {
+        if let Some(script) = peer_script(&plan.configs, workload, framework) {
             let path = plan.peer_dir.join(script);
             if !path.is_file() {
                 bail!(
@@ -87,14 +106,18 @@ pub(super) fn check_peer(plan: &Plan, python: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the PyTorch peer for one workload and batch size.
+/// Runs the `framework` peer for one workload and batch size.
 pub(super) fn run_peer(
     plan: &Plan,
     python: &Path,
+    framework: Framework,
     workload: &str,
     batch: usize,
     timing: &Timing,
 ) -> Vec<PeerResult> {
+    if framework == Framework::Jax {
+        return vec![run_jax_peer(plan, python, workload, batch)];
+    }
     if is_recurrent_workload(&plan.configs, workload) {
         // The recurrent peer's autograd, and beside it its hand-written fused step.
         return PEER_IMPLS
@@ -118,12 +141,41 @@ pub(super) fn run_single_peer(
     }
     if is_few_shot_workload(&plan.configs, workload) {
         return PeerResult::failed(
+            Framework::Torch,
             workload,
             batch,
             "the peers have no Omniglot workload".into(),
         );
     }
-    let script = plan.peer_dir.join(PEER_SINGLE_LAYER);
+    single_layer_peer(plan, python, Framework::Torch, workload, batch)
+}
+
+/// The JAX peer of a workload: the single layer's (the recurrent and actor-critic JAX peers are
+/// not written yet, and say so in their cells).
+pub(super) fn run_jax_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
+    if peer_script(&plan.configs, workload, Framework::Jax).is_none() {
+        return PeerResult::failed(
+            Framework::Jax,
+            workload,
+            batch,
+            "no JAX peer for this family yet (single layer only)".into(),
+        );
+    }
+    single_layer_peer(plan, python, Framework::Jax, workload, batch)
+}
+
+/// Runs a single-layer peer script (`bohp_torch.py`, `bohp_jax.py`: the same command line).
+fn single_layer_peer(
+    plan: &Plan,
+    python: &Path,
+    framework: Framework,
+    workload: &str,
+    batch: usize,
+) -> PeerResult {
+    let script = plan.peer_dir.join(match framework {
+        Framework::Torch => PEER_SINGLE_LAYER,
+        Framework::Jax => JAX_SINGLE_LAYER,
+    });
     let task = peer_task(workload).unwrap_or("?");
     let args: Vec<String> = vec![
         script.display().to_string(),
@@ -141,16 +193,7 @@ pub(super) fn run_single_peer(
         "--print-every".into(),
         "0".into(),
     ];
-    let command = format!("{} {}", python.display(), args.join(" "));
-    let mut result = PeerResult {
-        workload: workload.to_string(),
-        batch,
-        episodes_per_second: None,
-        peak_rss_mib: None,
-        command: command.clone(),
-        error: None,
-        implementation: autograd(),
-    };
+    let mut result = PeerResult::started(framework, workload, batch, python, &args, &autograd());
     if peer_task(workload).is_none() {
         result.error = Some(format!("the peer has no workload `{workload}`"));
         return result;
@@ -175,11 +218,12 @@ pub(super) fn run_recurrent_peer(
     let task = match task {
         Ok(task) => task,
         Err(e) => {
-            return PeerResult::failed(workload, batch, e.to_string());
+            return PeerResult::failed(Framework::Torch, workload, batch, e.to_string());
         }
     };
     if task.kind != bohp::recurrent::tasks::RecurrentTaskKind::Memorisation {
         return PeerResult::failed(
+            Framework::Torch,
             workload,
             batch,
             format!(
@@ -217,16 +261,14 @@ pub(super) fn run_recurrent_peer(
         "--print-every".into(),
         "0".into(),
     ];
-    let command = format!("{} {}", python.display(), args.join(" "));
-    let result = PeerResult {
-        workload: workload.to_string(),
+    let result = PeerResult::started(
+        Framework::Torch,
+        workload,
         batch,
-        episodes_per_second: None,
-        peak_rss_mib: None,
-        command,
-        error: None,
-        implementation: implementation.to_string(),
-    };
+        python,
+        &args,
+        implementation,
+    );
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
 
@@ -245,14 +287,19 @@ pub(super) fn run_rl_peer(
     let config =
         match bohp::rl::config::RlConfig::load(&plan.configs.join(format!("{workload}.toml"))) {
             Ok(config) => config,
-            Err(e) => return PeerResult::failed(workload, batch, e.to_string()),
+            Err(e) => return PeerResult::failed(Framework::Torch, workload, batch, e.to_string()),
         };
     let shape = config.env_shape();
     let task = match shape.kind {
         EnvKind::Maze => "maze",
         EnvKind::Cue => "cue",
         EnvKind::Bandit => {
-            return PeerResult::failed(workload, batch, "the peer has no bandit task".into());
+            return PeerResult::failed(
+                Framework::Torch,
+                workload,
+                batch,
+                "the peer has no bandit task".into(),
+            );
         }
     };
     let kind = match config.model.kind {
@@ -261,11 +308,21 @@ pub(super) fn run_rl_peer(
         RlModelKind::Simple => "modplast",
         RlModelKind::Retroactive => "modul",
         RlModelKind::Lstm => {
-            return PeerResult::failed(workload, batch, "the peer has no LSTM agent".into());
+            return PeerResult::failed(
+                Framework::Torch,
+                workload,
+                batch,
+                "the peer has no LSTM agent".into(),
+            );
         }
     };
     if config.model.fanout {
-        return PeerResult::failed(workload, batch, "the peer has no fan-out of M".into());
+        return PeerResult::failed(
+            Framework::Torch,
+            workload,
+            batch,
+            "the peer has no fan-out of M".into(),
+        );
     }
     let mut args: Vec<String> = vec![
         script.display().to_string(),
@@ -292,16 +349,14 @@ pub(super) fn run_rl_peer(
     if shape.kind == EnvKind::Maze {
         args.extend(["--maze-size".into(), shape.maze_side.to_string()]);
     }
-    let command = format!("{} {}", python.display(), args.join(" "));
-    let result = PeerResult {
-        workload: workload.to_string(),
+    let result = PeerResult::started(
+        Framework::Torch,
+        workload,
         batch,
-        episodes_per_second: None,
-        peak_rss_mib: None,
-        command,
-        error: None,
-        implementation: autograd(),
-    };
+        python,
+        &args,
+        &autograd(),
+    );
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
 
@@ -359,6 +414,10 @@ pub(super) fn measure_peer(
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
             if line.starts_with(marker) {
                 last = line;
+            } else if line.starts_with("# bohp peer:") && result.header.is_none() {
+                result.header = Some(line.trim_start_matches("# bohp peer:").trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("# compile time") {
+                result.compile_seconds = rest.trim().trim_end_matches('s').trim().parse().ok();
             }
         }
     }

@@ -36,23 +36,29 @@ pub fn markdown(report: &BenchReport) -> String {
         report.timing.updates,
         report.timing.seconds
     );
-    out += "| workload | batch | device | engine | episodes/s | ms/update | peak RSS (MiB) | GPU memory (MiB) | PyTorch episodes/s (fastest implementation) | × PyTorch |\n";
-    out += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n";
+    // One pair of columns per peer framework measured (PyTorch's when none was).
+    let mut frameworks: Vec<Framework> = report.peer.iter().map(|p| p.framework).collect();
+    frameworks.sort_by_key(|f| f.name());
+    frameworks.dedup();
+    frameworks.reverse(); // torch, then jax
+    if frameworks.is_empty() {
+        frameworks.push(Framework::Torch);
+    }
+    out += "| workload | batch | device | engine | episodes/s | ms/update | peak RSS (MiB) | GPU memory (MiB) |";
+    for f in &frameworks {
+        let t = f.title();
+        out += &format!(" {t} episodes/s (fastest implementation) | × {t} |");
+    }
+    out += "\n|---|---:|---|---|---:|---:|---:|---:|";
+    out += &"---:|---:|".repeat(frameworks.len());
+    out += "\n";
     for r in &report.results {
-        // The peer's fastest implementation that ran (the recurrent peer has two).
-        let peer = report
-            .peer
-            .iter()
-            .filter(|p| p.workload == r.cell.workload && p.batch == r.cell.batch)
-            .filter_map(|p| p.episodes_per_second)
-            .reduce(f64::max);
-        let ratio = r.episodes_per_second.zip(peer).map(|(a, b)| a / b);
         let rate = match &r.error {
             Some(e) => format!("failed: {e}"),
             None => fmt_rate(r.episodes_per_second),
         };
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.cell.workload,
             r.cell.batch,
             r.cell.device,
@@ -61,9 +67,21 @@ pub fn markdown(report: &BenchReport) -> String {
             fmt_opt(r.ms_per_update, 3),
             fmt_opt(r.peak_rss_mib, 0),
             fmt_opt(r.device_memory_mib, 1),
-            fmt_rate(peer),
-            fmt_opt(ratio, 1)
         );
+        for &f in &frameworks {
+            // The peer's fastest implementation that ran (the recurrent peer has two).
+            let peer = report
+                .peer
+                .iter()
+                .filter(|p| {
+                    p.framework == f && p.workload == r.cell.workload && p.batch == r.cell.batch
+                })
+                .filter_map(|p| p.episodes_per_second)
+                .reduce(f64::max);
+            let ratio = r.episodes_per_second.zip(peer).map(|(a, b)| a / b);
+            out += &format!(" {} | {} |", fmt_rate(peer), fmt_opt(ratio, 1));
+        }
+        out += "\n";
     }
     let speedups: Vec<String> = report
         .results
@@ -95,19 +113,22 @@ pub fn markdown(report: &BenchReport) -> String {
         }
     }
     if !report.peer.is_empty() {
-        out += "\n## PyTorch peer\n\n| workload | batch | implementation | episodes/s | peak RSS (MiB) | command |\n|---|---:|---|---:|---:|---|\n";
+        out += "\n## Peers\n\n| framework | workload | batch | implementation | episodes/s | compile (s, not timed) | peak RSS (MiB) | version and flags | command |\n|---|---|---:|---|---:|---:|---:|---|---|\n";
         for p in &report.peer {
             let rate = match &p.error {
                 Some(e) => format!("failed: {e}"),
                 None => fmt_rate(p.episodes_per_second),
             };
             out += &format!(
-                "| {} | {} | {} | {} | {} | `{}` |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |\n",
+                p.framework.title(),
                 p.workload,
                 p.batch,
                 p.implementation,
                 rate,
+                fmt_opt(p.compile_seconds, 2),
                 fmt_opt(p.peak_rss_mib, 0),
+                p.header.as_deref().unwrap_or("–"),
                 p.command
             );
         }

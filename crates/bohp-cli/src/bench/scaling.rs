@@ -77,7 +77,10 @@ pub(super) fn scaling(plan: &Plan, report: &BenchReport) -> Result<String> {
         let mut peer_cells = Vec::new();
         for (k, implementation) in PEER_IMPLS.iter().enumerate() {
             let peer = report.peer.iter().find(|p| {
-                p.batch == 1 && &p.workload == workload && p.implementation == *implementation
+                p.framework == Framework::Torch
+                    && p.batch == 1
+                    && &p.workload == workload
+                    && p.implementation == *implementation
             });
             peer_cells.push(match peer {
                 Some(p) => {

@@ -73,6 +73,15 @@ pub(crate) fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<ExitCode> {
         configs: args.configs.clone(),
         out: args.out.clone(),
         peer_python: args.peer_python.clone(),
+        peers: {
+            use crate::args::PeerChoice;
+            use crate::bench::Framework;
+            match args.peer {
+                PeerChoice::Torch => vec![Framework::Torch],
+                PeerChoice::Jax => vec![Framework::Jax],
+                PeerChoice::Both => vec![Framework::Torch, Framework::Jax],
+            }
+        },
         peer_dir: args.peer_dir.clone(),
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
