@@ -131,26 +131,43 @@ impl<F: Real> Acc<F> {
         }
     }
 
+    /// Zero again, for the next block.
+    fn clear(&mut self) {
+        for v in [
+            &mut self.w,
+            &mut self.alpha,
+            &mut self.b,
+            &mut self.w_m,
+            &mut self.b_m,
+            &mut self.v,
+            &mut self.c,
+        ] {
+            v.fill(F::zero());
+        }
+        self.loss = 0.0;
+        self.error = 0.0;
+    }
+
     /// The same sums with the lanes added up in order.
-    fn folded(self) -> Self {
+    fn folded(&self) -> Self {
         let lanes = self.lanes;
         if lanes == 1 {
-            return self;
+            return self.clone();
         }
-        let fold = |v: Vec<F>| -> Vec<F> {
+        let fold = |v: &Vec<F>| -> Vec<F> {
             v.chunks(lanes)
                 .map(|c| c.iter().fold(F::zero(), |a, &x| a + x))
                 .collect()
         };
         Acc {
             lanes: 1,
-            w: fold(self.w),
-            alpha: fold(self.alpha),
-            b: fold(self.b),
-            w_m: fold(self.w_m),
-            b_m: fold(self.b_m),
-            v: fold(self.v),
-            c: fold(self.c),
+            w: fold(&self.w),
+            alpha: fold(&self.alpha),
+            b: fold(&self.b),
+            w_m: fold(&self.w_m),
+            b_m: fold(&self.b_m),
+            v: fold(&self.v),
+            c: fold(&self.c),
             loss: self.loss,
             error: self.error,
         }
@@ -230,6 +247,42 @@ impl<F: Real> Work<F> {
                 }
             ],
             ge: vec![F::zero(); if retroactive { size * lanes } else { 0 }],
+        }
+    }
+}
+
+impl<F: Real> Work<F> {
+    /// Zero again, for the next block.
+    fn clear(&mut self) {
+        for v in [
+            &mut self.x,
+            &mut self.h,
+            &mut self.y,
+            &mut self.dy,
+            &mut self.gh,
+            &mut self.g_raw,
+            &mut self.z,
+            &mut self.m,
+            &mut self.e,
+            &mut self.ge,
+        ] {
+            v.fill(F::zero());
+        }
+    }
+}
+
+/// A thread's buffers, reused from block to block (zeroed before each): the block's work
+/// arrays and its per-lane gradient sums.
+struct Buffers<F> {
+    work: Work<F>,
+    acc: Acc<F>,
+}
+
+impl<F: Real> Buffers<F> {
+    fn new(p: &Layer<F>, steps: usize, lanes: usize) -> Self {
+        Buffers {
+            work: Work::new(p, steps, lanes),
+            acc: Acc::new(p, lanes),
         }
     }
 }
@@ -489,27 +542,33 @@ struct Job<'a, F, R> {
 
 /// [`block_generic`], compiled for AVX2 where the CPU has it: eight f32 lanes per instruction
 /// instead of SSE2's four, the same arithmetic (no fused multiply-add), so the same result.
-fn block<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc<F> {
+fn block<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &mut Buffers<F>) -> Acc<F> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         #[allow(unsafe_code)]
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { block_avx2::<F, R, L>(job) };
+        return unsafe { block_avx2::<F, R, L>(job, buf) };
     }
-    block_generic::<F, R, L>(job)
+    block_generic::<F, R, L>(job, buf)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn block_avx2<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc<F> {
-    block_generic::<F, R, L>(job)
+fn block_avx2<F: Real, R: RuleKernel, const L: usize>(
+    job: &Job<F, R>,
+    buf: &mut Buffers<F>,
+) -> Acc<F> {
+    block_generic::<F, R, L>(job, buf)
 }
 
 /// The block's episodes forward and backward in lockstep, one lane each (unused lanes see zero
 /// inputs and no loss, so they add nothing); returns their gradient sums (lanes added in
 /// order).
 #[inline(always)]
-fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc<F> {
+fn block_generic<F: Real, R: RuleKernel, const L: usize>(
+    job: &Job<F, R>,
+    buf: &mut Buffers<F>,
+) -> Acc<F> {
     let Job {
         rule,
         p,
@@ -524,8 +583,9 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>) -> Acc
     let bsz = batch.batch;
     let norm: F = real(scoring.norm);
     let gamma = p.gamma;
-    let mut work = Work::new(p, steps, L);
-    let mut acc = Acc::new(p, L);
+    let Buffers { work, acc } = buf;
+    work.clear();
+    acc.clear();
     for (t, xt) in work.x.chunks_exact_mut(n_in * L).enumerate() {
         let rows = &batch.inputs[(t * bsz + first) * n_in..(t * bsz + first + active) * n_in];
         for (l, row) in rows.chunks_exact(n_in).enumerate() {
@@ -863,17 +923,21 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
     scoring: &Scoring,
 ) -> Acc<F> {
     let count = batch.batch.div_ceil(L);
-    let one = |c: usize| {
+    let one = |buf: &mut Buffers<F>, c: usize| {
         let first = c * L;
-        block::<F, R, L>(&Job {
-            rule,
-            p,
-            batch,
-            first,
-            active: L.min(batch.batch - first),
-            scoring,
-        })
+        block::<F, R, L>(
+            &Job {
+                rule,
+                p,
+                batch,
+                first,
+                active: L.min(batch.batch - first),
+                scoring,
+            },
+            buf,
+        )
     };
+    let buffers = || Buffers::new(p, batch.steps, L);
     // Threads pay when the blocks outweigh waking them (measured on the paper tasks, 2 cores):
     // never below 2048 connection-steps per block (completion: 2 steps × 64 connections × 8
     // episodes), and below 4096 only with 4 blocks or more (one-shot at batch 16 runs faster on
@@ -881,9 +945,10 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
     let work = batch.steps * p.n_in * p.n_out * L;
     let worth = work >= 2048 && (work >= 4096 || count >= 4);
     let parts: Vec<Acc<F>> = if count > 1 && rayon::current_num_threads() > 1 && worth {
-        (0..count).into_par_iter().map(one).collect()
+        (0..count).into_par_iter().map_init(buffers, one).collect()
     } else {
-        (0..count).map(one).collect()
+        let mut buf = buffers();
+        (0..count).map(|c| one(&mut buf, c)).collect()
     };
     parts
         .into_iter()
@@ -987,15 +1052,20 @@ mod tests {
     #[test]
     fn the_simd_build_gives_the_same_bits() {
         fn both<F: Real>(params: &Params, batch: &EpisodeBatch, scoring: &Scoring) {
+            let layer = Layer::<F>::of(params);
             let job = Job {
                 rule: &crate::rules::Hebb,
-                p: &Layer::<F>::of(params),
+                p: &layer,
                 batch,
                 first: 0,
                 active: 8,
                 scoring,
             };
-            let (a, b) = (block::<F, _, 8>(&job), block_generic::<F, _, 8>(&job));
+            // One buffer for both: the second block starts from the first one's leftovers,
+            // which it must clear.
+            let mut buf = Buffers::new(&layer, batch.steps, 8);
+            let a = block::<F, _, 8>(&job, &mut buf);
+            let b = block_generic::<F, _, 8>(&job, &mut buf);
             assert_eq!((a.loss, a.error), (b.loss, b.error));
             assert_eq!((&a.w, &a.alpha, &a.b), (&b.w, &b.alpha, &b.b));
             assert_eq!((&a.v, &a.c), (&b.v, &b.c));
