@@ -506,7 +506,13 @@ mod tests {
     #[test]
     fn the_repository_ships_every_peer_script() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../peers");
-        for script in [PEER_SINGLE_LAYER, PEER_RECURRENT, PEER_RL, JAX_SINGLE_LAYER] {
+        for script in [
+            PEER_SINGLE_LAYER,
+            PEER_RECURRENT,
+            PEER_RL,
+            JAX_SINGLE_LAYER,
+            JAX_RECURRENT,
+        ] {
             assert!(dir.join(script).is_file(), "peers/{script}");
         }
     }

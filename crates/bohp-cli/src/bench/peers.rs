@@ -36,8 +36,12 @@ pub(super) fn peer_threads() -> usize {
 pub(super) const PEER_SINGLE_LAYER: &str = "bohp_torch.py";
 pub(super) const PEER_RECURRENT: &str = "recurrent_torch.py";
 pub(super) const PEER_RL: &str = "backpropamine_torch.py";
-/// The JAX peers written so far: the single layer's.
+/// The JAX peers written so far: the single layer's and the recurrent network's.
 pub(super) const JAX_SINGLE_LAYER: &str = "bohp_jax.py";
+pub(super) const JAX_RECURRENT: &str = "recurrent_jax.py";
+/// The recurrent JAX peer's implementations: plain reverse mode, and with the step wrapped in
+/// `jax.checkpoint` (less memory, the step recomputed).
+pub(super) const JAX_IMPLS: [&str; 2] = ["autograd", "checkpoint"];
 
 /// The peer script of a workload in `framework` (in `--peer-dir`), or `None` where the peers
 /// have none.
@@ -53,7 +57,8 @@ pub(super) fn peer_script(
         Framework::Torch if recurrent => Some(PEER_RECURRENT),
         Framework::Torch if rl => Some(PEER_RL),
         Framework::Torch => Some(PEER_SINGLE_LAYER),
-        Framework::Jax if recurrent || rl => None,
+        Framework::Jax if recurrent => Some(JAX_RECURRENT),
+        Framework::Jax if rl => None,
         Framework::Jax => Some(JAX_SINGLE_LAYER),
     }
 }
@@ -115,15 +120,20 @@ pub(super) fn run_peer(
     batch: usize,
     timing: &Timing,
 ) -> Vec<PeerResult> {
+    if is_recurrent_workload(&plan.configs, workload) {
+        // The recurrent peer's autograd, and beside it its hand-written fused step (PyTorch)
+        // or its step under `jax.checkpoint` (JAX).
+        let impls = match framework {
+            Framework::Torch => PEER_IMPLS,
+            Framework::Jax => JAX_IMPLS,
+        };
+        return impls
+            .iter()
+            .map(|i| run_recurrent_peer(plan, python, framework, workload, batch, i, timing))
+            .collect();
+    }
     if framework == Framework::Jax {
         return vec![run_jax_peer(plan, python, workload, batch)];
-    }
-    if is_recurrent_workload(&plan.configs, workload) {
-        // The recurrent peer's autograd, and beside it its hand-written fused step.
-        return PEER_IMPLS
-            .iter()
-            .map(|i| run_recurrent_peer(plan, python, workload, batch, i, timing))
-            .collect();
     }
     vec![run_single_peer(plan, python, workload, batch, timing)]
 }
@@ -158,7 +168,7 @@ pub(super) fn run_jax_peer(plan: &Plan, python: &Path, workload: &str, batch: us
             Framework::Jax,
             workload,
             batch,
-            "no JAX peer for this family yet (single layer only)".into(),
+            "no JAX peer for this family yet (single layer and recurrent only)".into(),
         );
     }
     single_layer_peer(plan, python, Framework::Jax, workload, batch)
@@ -201,16 +211,20 @@ fn single_layer_peer(
     measure_peer(python, &args, result, "# train time", parse_peer_rate)
 }
 
-/// Runs the recurrent peer (`recurrent_torch.py`, autograd) at the workload's size.
+/// Runs the recurrent peer (`recurrent_torch.py` or `recurrent_jax.py`) at the workload's size.
 pub(super) fn run_recurrent_peer(
     plan: &Plan,
     python: &Path,
+    framework: Framework,
     workload: &str,
     batch: usize,
     implementation: &str,
     timing: &Timing,
 ) -> PeerResult {
-    let script = plan.peer_dir.join(PEER_RECURRENT);
+    let script = plan.peer_dir.join(match framework {
+        Framework::Torch => PEER_RECURRENT,
+        Framework::Jax => JAX_RECURRENT,
+    });
     let task = bohp::recurrent::config::RecurrentConfig::load(
         &plan.configs.join(format!("{workload}.toml")),
     )
@@ -218,12 +232,12 @@ pub(super) fn run_recurrent_peer(
     let task = match task {
         Ok(task) => task,
         Err(e) => {
-            return PeerResult::failed(Framework::Torch, workload, batch, e.to_string());
+            return PeerResult::failed(framework, workload, batch, e.to_string());
         }
     };
     if task.kind != bohp::recurrent::tasks::RecurrentTaskKind::Memorisation {
         return PeerResult::failed(
-            Framework::Torch,
+            framework,
             workload,
             batch,
             format!(
@@ -261,14 +275,7 @@ pub(super) fn run_recurrent_peer(
         "--print-every".into(),
         "0".into(),
     ];
-    let result = PeerResult::started(
-        Framework::Torch,
-        workload,
-        batch,
-        python,
-        &args,
-        implementation,
-    );
+    let result = PeerResult::started(framework, workload, batch, python, &args, implementation);
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
 
