@@ -36,6 +36,10 @@ TASKS = {
 }
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jax_common import finite_differences, set_xla_threads  # noqa: E402
+
+
 def parse():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TASKS), default="oneshot")
@@ -51,10 +55,7 @@ def parse():
 
 ARGS = parse()
 # XLA reads its flags when jax is imported: one intra-op thread pool of --threads threads.
-FLAGS = (f"--xla_cpu_multi_thread_eigen={'true' if ARGS.threads > 1 else 'false'} "
-         f"intra_op_parallelism_threads={ARGS.threads}")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FLAGS).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+set_xla_threads(ARGS.threads)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -159,15 +160,8 @@ def check(task, s):
     ep = tuple(e.astype(jnp.float64) if e.dtype == jnp.float32 else e for e in ep)
     f = jax.jit(lambda q: loss_fn(q, ep, task, s["gamma"]))
     grads = jax.grad(lambda q: loss_fn(q, ep, task, s["gamma"]))(p)
-    eps, worst = 1e-6, 0.0
-    for name, value in p.items():
-        flat = value.reshape(-1)
-        for i in range(flat.size):
-            up = dict(p, **{name: flat.at[i].add(eps).reshape(value.shape)})
-            down = dict(p, **{name: flat.at[i].add(-eps).reshape(value.shape)})
-            fd = (float(f(up)) - float(f(down))) / (2 * eps)
-            g = float(grads[name].reshape(-1)[i])
-            worst = max(worst, abs(fd - g) / max(abs(fd), abs(g), 1e-3))
+    pairs = finite_differences(f, grads, p)
+    worst = max(abs(fd - g) / max(abs(fd), abs(g), 1e-3) for fd, g in pairs)
     ok = worst < 1e-6
     print(f"# gradient check {task}: jax.grad vs central differences, max relative error {worst:.2e}: "
           f"{'PASSED' if ok else 'FAILED'}")

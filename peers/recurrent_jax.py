@@ -27,6 +27,10 @@ import sys
 import time
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jax_common import finite_differences, set_xla_threads  # noqa: E402
+
+
 def parse():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1000, help="pattern bits = neurons N")
@@ -49,10 +53,7 @@ def parse():
 
 
 ARGS = parse()
-FLAGS = (f"--xla_cpu_multi_thread_eigen={'true' if ARGS.threads > 1 else 'false'} "
-         f"intra_op_parallelism_threads={ARGS.threads}")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FLAGS).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+set_xla_threads(ARGS.threads)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -123,16 +124,9 @@ def check():
     grads = jax.grad(lambda q: loss_fn(q, u, target, ARGS.impl == "checkpoint"))(p)
     # The error is measured against the largest gradient entry (‖fd - g‖∞ / ‖g‖∞): an entry
     # near zero has only the differences' rounding (about 1e-12 here) left.
-    eps, diffs, largest = 1e-6, [], 0.0
-    for name, value in p.items():
-        flat = value.reshape(-1)
-        for i in range(flat.size):
-            up = dict(p, **{name: flat.at[i].add(eps).reshape(value.shape)})
-            down = dict(p, **{name: flat.at[i].add(-eps).reshape(value.shape)})
-            fd = (float(f(up)) - float(f(down))) / (2 * eps)
-            g = float(grads[name].reshape(-1)[i])
-            diffs.append(abs(fd - g))
-            largest = max(largest, abs(g))
+    pairs = finite_differences(f, grads, p)
+    diffs = [abs(fd - g) for fd, g in pairs]
+    largest = max(abs(g) for _, g in pairs)
     worst = max(diffs) / largest
     ok = worst < 1e-6
     print(f"# gradient check N={n} impl={ARGS.impl}: jax.grad vs central differences over "

@@ -205,16 +205,16 @@ impl PeerResult {
     /// A peer measurement that could not be run.
     fn failed(framework: Framework, workload: &str, batch: usize, error: String) -> PeerResult {
         PeerResult {
-            framework,
-            compile_seconds: None,
-            header: None,
-            workload: workload.to_string(),
-            batch,
-            episodes_per_second: None,
-            peak_rss_mib: None,
             command: String::new(),
             error: Some(error),
-            implementation: autograd(),
+            ..PeerResult::started(
+                framework,
+                workload,
+                batch,
+                std::path::Path::new(""),
+                &[],
+                &autograd(),
+            )
         }
     }
 }

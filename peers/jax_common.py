@@ -1,0 +1,25 @@
+"""What bohp's JAX peers share: XLA's thread count (set before jax is imported) and the
+finite-difference check of `jax.grad`."""
+import os
+
+
+def set_xla_threads(threads):
+    """One intra-op thread pool of `threads` threads on the CPU; call before importing jax."""
+    flags = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+             f"intra_op_parallelism_threads={threads}")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def finite_differences(f, grads, params, eps=1e-6):
+    """`(central difference, jax.grad)` of every entry of every parameter in `params` (a dict
+    of arrays), for the scalar function `f` of such a dict and its gradient `grads`."""
+    pairs = []
+    for name, value in params.items():
+        flat = value.reshape(-1)
+        for i in range(flat.size):
+            up = dict(params, **{name: flat.at[i].add(eps).reshape(value.shape)})
+            down = dict(params, **{name: flat.at[i].add(-eps).reshape(value.shape)})
+            fd = (float(f(up)) - float(f(down))) / (2 * eps)
+            pairs.append((fd, float(grads[name].reshape(-1)[i])))
+    return pairs
