@@ -266,6 +266,13 @@ fn resume<F: Family>(
     }
     let mut trainer = F::resume(&run, config)?;
     if let Some(updates) = request.extend {
+        // The extension rebuilds every final file from the (verified) checkpoint and metrics;
+        // a final file damaged since the run finished is said, not silently replaced.
+        if let Err(e) = run.verify_finished() {
+            ui.note(&format!(
+                "warning: {e}; the extended run writes its final files again from the checkpoint"
+            ));
+        }
         F::extend(
             &mut trainer,
             updates,
