@@ -173,6 +173,9 @@ fn bench_rejects_bad_arguments_and_reports_unusable_devices() {
     // `--peer` without a Python to run it is clap's error.
     let r = run(&["--peer", "both"]);
     assert_eq!(r.status.code(), Some(2));
+    let r = run(&["--peer", "tf", "--peer-python", "true"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("invalid value 'tf' for '--peer"));
     // (`true` stands for a Python that imports torch.)
     let r = run(&["--peer-python", "true", "--peer-dir", "/nonexistent-peers"]);
     assert_eq!(r.status.code(), Some(1));

@@ -62,6 +62,28 @@ pub fn train_new(dir: &Path, name: &str, text: &str) -> (PathBuf, PathBuf) {
     (config, run)
 }
 
+/// `bohp eval RUN --episodes N`.
+pub fn eval_run(run: &Path, episodes: usize) -> Output {
+    run_bohp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--episodes",
+        &episodes.to_string(),
+    ])
+}
+
+/// `bohp -q train --resume RUN --extend N`.
+pub fn extend_run(run: &Path, updates: usize) -> Output {
+    run_bohp(&[
+        "-q",
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--extend",
+        &updates.to_string(),
+    ])
+}
+
 /// Trains `config` to the end in memory (no run directory) and returns its metrics.
 pub fn train_in_memory(config: SingleLayerConfig) -> Vec<MetricsRow> {
     train_with(config, Box::new(Autodiff)).0

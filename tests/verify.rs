@@ -57,12 +57,7 @@ fn a_finished_runs_files_are_verified_before_use() {
     let dir = tempfile::tempdir().unwrap();
     let run = finished_run(dir.path(), "run");
     assert!(run.join("checksums.json").is_file());
-    assert_success(&run_bohp(&[
-        "eval",
-        run.to_str().unwrap(),
-        "--episodes",
-        "2",
-    ]));
+    assert_success(&crate::common::eval_run(&run, 2));
     for (i, name) in FINAL_FILES.iter().enumerate() {
         // One byte flipped (the reproduction flipped four in model.bpk).
         let copy = dir.path().join(format!("flip-{i}"));
@@ -150,20 +145,8 @@ fn a_checkpoint_that_disagrees_with_the_metrics_is_refused() {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     resume_refused(&copy, &["--extend", "5"]);
     // The untouched run extends, and is verified again once finished.
-    assert_success(&run_bohp(&[
-        "-q",
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--extend",
-        "5",
-    ]));
-    assert_success(&run_bohp(&[
-        "eval",
-        run.to_str().unwrap(),
-        "--episodes",
-        "2",
-    ]));
+    assert_success(&crate::common::extend_run(&run, 5));
+    assert_success(&crate::common::eval_run(&run, 2));
 }
 
 #[test]
@@ -179,14 +162,7 @@ fn one_process_trains_a_run_and_a_stale_lock_is_taken_over() {
     let lock = run.join("lock");
     std::fs::write(&lock, std::process::id().to_string()).unwrap();
     let before = crate::common::snapshot(&run);
-    let out = run_bohp(&[
-        "-q",
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--extend",
-        "5",
-    ]);
+    let out = crate::common::extend_run(&run, 5);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -203,21 +179,9 @@ fn one_process_trains_a_run_and_a_stale_lock_is_taken_over() {
     let pid = gone.id();
     gone.wait().unwrap();
     std::fs::write(&lock, pid.to_string()).unwrap();
-    assert_success(&run_bohp(&[
-        "-q",
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--extend",
-        "5",
-    ]));
+    assert_success(&crate::common::extend_run(&run, 5));
     assert!(!lock.exists());
-    assert_success(&run_bohp(&[
-        "eval",
-        run.to_str().unwrap(),
-        "--episodes",
-        "2",
-    ]));
+    assert_success(&crate::common::eval_run(&run, 2));
 }
 
 /// SIGTERM (a job scheduler's or `timeout`'s) stops a run as Ctrl-C does: the update finishes,

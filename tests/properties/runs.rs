@@ -28,18 +28,11 @@ struct Reference {
 }
 
 fn eval(run: &Path) -> std::process::Output {
-    run_bohp(&["eval", run.to_str().unwrap(), "--episodes", "2"])
+    crate::common::eval_run(run, 2)
 }
 
 fn extend(run: &Path) -> std::process::Output {
-    run_bohp(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--extend",
-        "10",
-        "-q",
-    ])
+    crate::common::extend_run(run, 10)
 }
 
 /// `metrics.csv` without its `seconds` column (wall time, different in every run).

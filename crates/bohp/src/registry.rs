@@ -321,12 +321,15 @@ mod tests {
             );
         }
         // A task.kind that is missing or not a string is named too.
-        for text in ["[task]\nkind = 3\n", "[task]\nsteps = 3\n", "seed = 1\n"] {
+        let message_of = |text: &str| {
             std::fs::write(&path, text).unwrap();
-            let message = Registry::builtin()
+            Registry::builtin()
                 .of_file(&path)
                 .err()
-                .map(|e| e.to_string());
+                .map(|e| e.to_string())
+        };
+        for text in ["[task]\nkind = 3\n", "[task]\nsteps = 3\n", "seed = 1\n"] {
+            let message = message_of(text);
             assert!(
                 message
                     .as_ref()
@@ -335,11 +338,7 @@ mod tests {
             );
         }
         // Text that is not TOML (here an integer beyond i64) is named with its line.
-        std::fs::write(&path, "seed = 1\n[task]\nkind = 10000000000000000000\n").unwrap();
-        let message = Registry::builtin()
-            .of_file(&path)
-            .err()
-            .map(|e| e.to_string());
+        let message = message_of("seed = 1\n[task]\nkind = 10000000000000000000\n");
         assert!(
             message
                 .as_ref()
