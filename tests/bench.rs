@@ -302,8 +302,9 @@ fn cells_record_the_threads_and_timing_they_ran() {
 }
 
 /// The JAX peer's cell: its rate, and apart from it its compile time and its version line, read
-/// from what the peer prints (a stand-in Python here prints the lines `peers/bohp_jax.py` does);
-/// a family without a JAX peer yet is a failed cell saying so.
+/// from what the peer prints (a stand-in Python here prints the lines the JAX peers do); an
+/// actor-critic workload gets the peer's two implementations (autograd, `jax.checkpoint`) at the
+/// workload's sizes; a task the peer lacks (the bandit) is a failed cell saying so.
 #[test]
 fn the_jax_peer_reports_its_compile_time_apart() {
     use std::os::unix::fs::PermissionsExt;
@@ -314,24 +315,27 @@ fn the_jax_peer_reports_its_compile_time_apart() {
         "#!/bin/sh\n\
          echo '# bohp peer: task=oneshot batch=1 jax=0.10.2 XLA_FLAGS=intra_op_parallelism_threads=1'\n\
          echo '# compile time 2.500 s'\n\
-         echo '# train time 1.000 s for 40 updates x batch 1: 40.0 updates/s, 40.0 episodes/s'\n",
+         echo '# train time 1.000 s for 40 updates x batch 1: 40.0 updates/s, 40.0 episodes/s'\n\
+         echo '# RESULT task=maze type=modul batch=1: median s/update 0.0400 => 0.04000 s/episode, 25.000 episodes/s; peak RSS 9 MiB'\n",
     )
     .unwrap();
     std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
     let peers = dir.path().join("peers");
     std::fs::create_dir(&peers).unwrap();
-    std::fs::write(peers.join("bohp_jax.py"), "").unwrap();
+    for script in ["bohp_jax.py", "backpropamine_jax.py"] {
+        std::fs::write(peers.join(script), "").unwrap();
+    }
     let (_keep, out, report) = bench_report(
         &[],
         &format!(
-            "--workloads one-shot,bandit --devices flex --batches 1 --engines fused \
+            "--workloads one-shot,maze,bandit --devices flex --batches 1 --engines fused \
              --warmup 1 --updates 2 --repeats 1 --peer jax --peer-python {} --peer-dir {}",
             python.display(),
             peers.display()
         ),
     );
     let peer = report["peer"].as_array().unwrap();
-    assert_eq!(peer.len(), 2, "{peer:?}");
+    assert_eq!(peer.len(), 5, "{peer:?}");
     let one_shot = &peer[0];
     assert_eq!(one_shot["framework"], "jax");
     assert_eq!(one_shot["workload"], "one-shot");
@@ -344,7 +348,27 @@ fn the_jax_peer_reports_its_compile_time_apart() {
             .unwrap()
             .contains("bohp_jax.py")
     );
-    assert!(peer[1]["error"].as_str().unwrap().contains("no JAX peer"));
+    for (cell, implementation) in peer[1..3].iter().zip(["autograd", "checkpoint"]) {
+        assert_eq!(cell["workload"], "maze");
+        assert_eq!(cell["episodes_per_second"].as_f64(), Some(25.0), "{cell}");
+        let command = cell["command"].as_str().unwrap();
+        for arg in [
+            "backpropamine_jax.py",
+            "--task maze",
+            "--type modul",
+            "--hidden 100",
+            "--eplen 200",
+            "--maze-size 11",
+            &format!("--impl {implementation}"),
+        ] {
+            assert!(command.contains(arg), "{arg}: {command}");
+        }
+    }
+    for cell in &peer[3..] {
+        assert_eq!(cell["workload"], "bandit");
+        let error = cell["error"].as_str().unwrap();
+        assert!(error.contains("no bandit task"), "{error}");
+    }
     let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
     assert!(
         md.contains("| JAX episodes/s (fastest implementation) | × JAX |"),

@@ -36,11 +36,12 @@ pub(super) fn peer_threads() -> usize {
 pub(super) const PEER_SINGLE_LAYER: &str = "bohp_torch.py";
 pub(super) const PEER_RECURRENT: &str = "recurrent_torch.py";
 pub(super) const PEER_RL: &str = "backpropamine_torch.py";
-/// The JAX peers written so far: the single layer's and the recurrent network's.
+/// The JAX peers: the single layer's, the recurrent network's, the actor-critic's.
 pub(super) const JAX_SINGLE_LAYER: &str = "bohp_jax.py";
 pub(super) const JAX_RECURRENT: &str = "recurrent_jax.py";
-/// The recurrent JAX peer's implementations: plain reverse mode, and with the step wrapped in
-/// `jax.checkpoint` (less memory, the step recomputed).
+pub(super) const JAX_RL: &str = "backpropamine_jax.py";
+/// The recurrent and actor-critic JAX peers' implementations: plain reverse mode, and with the
+/// step wrapped in `jax.checkpoint` (less memory, the step recomputed).
 pub(super) const JAX_IMPLS: [&str; 2] = ["autograd", "checkpoint"];
 
 /// The peer script of a workload in `framework` (in `--peer-dir`), or `None` where the peers
@@ -58,7 +59,7 @@ pub(super) fn peer_script(
         Framework::Torch if rl => Some(PEER_RL),
         Framework::Torch => Some(PEER_SINGLE_LAYER),
         Framework::Jax if recurrent => Some(JAX_RECURRENT),
-        Framework::Jax if rl => None,
+        Framework::Jax if rl => Some(JAX_RL),
         Framework::Jax => Some(JAX_SINGLE_LAYER),
     }
 }
@@ -132,6 +133,17 @@ pub(super) fn run_peer(
             .map(|i| run_recurrent_peer(plan, python, framework, workload, batch, i, timing))
             .collect();
     }
+    if is_rl_workload(&plan.configs, workload) {
+        // The actor-critic's autograd (PyTorch), or its two JAX implementations as above.
+        let impls: Vec<String> = match framework {
+            Framework::Torch => vec![autograd()],
+            Framework::Jax => JAX_IMPLS.map(String::from).to_vec(),
+        };
+        return impls
+            .iter()
+            .map(|i| run_rl_peer(plan, python, framework, workload, batch, i, timing))
+            .collect();
+    }
     if framework == Framework::Jax {
         return vec![run_jax_peer(plan, python, workload, batch)];
     }
@@ -147,7 +159,15 @@ pub(super) fn run_single_peer(
     timing: &Timing,
 ) -> PeerResult {
     if is_rl_workload(&plan.configs, workload) {
-        return run_rl_peer(plan, python, workload, batch, timing);
+        return run_rl_peer(
+            plan,
+            python,
+            Framework::Torch,
+            workload,
+            batch,
+            &autograd(),
+            timing,
+        );
     }
     if is_few_shot_workload(&plan.configs, workload) {
         return PeerResult::failed(
@@ -160,15 +180,14 @@ pub(super) fn run_single_peer(
     single_layer_peer(plan, python, Framework::Torch, workload, batch)
 }
 
-/// The JAX peer of a workload: the single layer's (the recurrent and actor-critic JAX peers are
-/// not written yet, and say so in their cells).
+/// The JAX peer of a single-layer workload (the peers have no Omniglot workload).
 pub(super) fn run_jax_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
     if peer_script(&plan.configs, workload, Framework::Jax).is_none() {
         return PeerResult::failed(
             Framework::Jax,
             workload,
             batch,
-            "no JAX peer for this family yet (single layer and recurrent only)".into(),
+            "the peers have no Omniglot workload".into(),
         );
     }
     single_layer_peer(plan, python, Framework::Jax, workload, batch)
@@ -279,22 +298,28 @@ pub(super) fn run_recurrent_peer(
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
 
-/// Runs the backpropamine peer (`backpropamine_torch.py`, autograd, timing mode) at the
-/// workload's size: the same task, network type, neurons, batch, steps and maze side.
+/// Runs the backpropamine peer (`backpropamine_torch.py`, or `backpropamine_jax.py` with its
+/// `implementation`) at the workload's size: the same task, network type, neurons, batch, steps
+/// and maze side.
 pub(super) fn run_rl_peer(
     plan: &Plan,
     python: &Path,
+    framework: Framework,
     workload: &str,
     batch: usize,
+    implementation: &str,
     timing: &Timing,
 ) -> PeerResult {
     use bohp::rl::env::EnvKind;
     use bohp::rl::model::RlModelKind;
-    let script = plan.peer_dir.join(PEER_RL);
+    let script = plan.peer_dir.join(match framework {
+        Framework::Torch => PEER_RL,
+        Framework::Jax => JAX_RL,
+    });
     let config =
         match bohp::rl::config::RlConfig::load(&plan.configs.join(format!("{workload}.toml"))) {
             Ok(config) => config,
-            Err(e) => return PeerResult::failed(Framework::Torch, workload, batch, e.to_string()),
+            Err(e) => return PeerResult::failed(framework, workload, batch, e.to_string()),
         };
     let shape = config.env_shape();
     let task = match shape.kind {
@@ -302,7 +327,7 @@ pub(super) fn run_rl_peer(
         EnvKind::Cue => "cue",
         EnvKind::Bandit => {
             return PeerResult::failed(
-                Framework::Torch,
+                framework,
                 workload,
                 batch,
                 "the peer has no bandit task".into(),
@@ -316,7 +341,7 @@ pub(super) fn run_rl_peer(
         RlModelKind::Retroactive => "modul",
         RlModelKind::Lstm => {
             return PeerResult::failed(
-                Framework::Torch,
+                framework,
                 workload,
                 batch,
                 "the peer has no LSTM agent".into(),
@@ -325,7 +350,7 @@ pub(super) fn run_rl_peer(
     };
     if config.model.fanout {
         return PeerResult::failed(
-            Framework::Torch,
+            framework,
             workload,
             batch,
             "the peer has no fan-out of M".into(),
@@ -356,14 +381,10 @@ pub(super) fn run_rl_peer(
     if shape.kind == EnvKind::Maze {
         args.extend(["--maze-size".into(), shape.maze_side.to_string()]);
     }
-    let result = PeerResult::started(
-        Framework::Torch,
-        workload,
-        batch,
-        python,
-        &args,
-        &autograd(),
-    );
+    if framework == Framework::Jax {
+        args.extend(["--impl".into(), implementation.into()]);
+    }
+    let result = PeerResult::started(framework, workload, batch, python, &args, implementation);
     measure_peer(python, &args, result, "# RESULT", parse_recurrent_peer_rate)
 }
 
