@@ -40,7 +40,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import finite_differences, set_xla_threads  # noqa: E402
+from jax_common import cores, finite_differences, set_xla_threads  # noqa: E402
 
 # Per task: exploration coefficient and gradient-norm clip of bohp's configs.
 TASKS = {"maze": dict(exploration=0.03, clip_norm=4.0), "cue": dict(exploration=0.1, clip_norm=2.0)}
@@ -180,19 +180,24 @@ def make_env(args):
 
 def init(key, inputs, hidden, actions, kind, dtype):
     """As the published code and the PyTorch peer: W, α ~ 0.001·U(0, 1), the linear layers
-    ~ U(±1/√fan-in), η = 0.01."""
-    k = jax.random.split(key, 6)
-    outputs = actions + 1 + (kind in ("modplast", "modul"))
+    ~ U(±1/√fan-in), η = 0.01.
+    Each head is its own tensor (bohp's groups), as the per-tensor gradient clip sees them."""
+    k = jax.random.split(key, 10)
     lin = lambda kk, shape, fan: jax.random.uniform(kk, shape, dtype, -1, 1) / np.sqrt(fan)  # noqa: E731
     p = {
         "w_in": lin(k[0], (inputs, hidden), inputs),
         "b_in": lin(k[1], (hidden,), inputs),
         "w": 0.001 * jax.random.uniform(k[2], (hidden, hidden), dtype),
-        "w_out": lin(k[3], (hidden, outputs), hidden),
-        "b_out": lin(k[4], (outputs,), hidden),
+        "w_pi": lin(k[3], (hidden, actions), hidden),
+        "b_pi": lin(k[4], (actions,), hidden),
+        "w_v": lin(k[5], (hidden, 1), hidden),
+        "b_v": lin(k[6], (1,), hidden),
     }
+    if kind in ("modplast", "modul"):
+        p["w_m"] = lin(k[7], (hidden, 1), hidden)
+        p["b_m"] = lin(k[8], (1,), hidden)
     if kind != "rnn":
-        p["alpha"] = 0.001 * jax.random.uniform(k[5], (hidden, hidden), dtype)
+        p["alpha"] = 0.001 * jax.random.uniform(k[9], (hidden, hidden), dtype)
     if kind in ("plastic", "modul"):
         p["eta"] = jnp.asarray(0.01, dtype)
     return p
@@ -205,6 +210,10 @@ def rollout_loss(p, key, env, args, kind, remat, batch, dtype, fixed_values=None
     kr, ka, ke = jax.random.split(key, 3)
     state, plan = env.reset(kr, batch, steps)
     xs = (jnp.arange(steps), jax.random.split(ka, steps), jax.random.split(ke, steps), plan)
+    # The heads side by side: one product per step for the logits, V and M.
+    heads = [p["w_pi"], p["w_v"]] + ([p["w_m"]] if "w_m" in p else [])
+    w_out = jnp.concatenate(heads, 1)
+    b_out = jnp.concatenate([p["b_pi"], p["b_v"]] + ([p["b_m"]] if "b_m" in p else []))
 
     def step(carry, x):
         h, trace, elig, prev_r, prev_a, state = carry
@@ -217,7 +226,7 @@ def rollout_loss(p, key, env, args, kind, remat, batch, dtype, fixed_values=None
             # h(t-1)·(α ⊙ H) without forming the B × N × N sum W + α ⊙ H.
             pre = pre + jnp.einsum("bi,bij->bj", h, p["alpha"] * trace)
         h_new = jnp.tanh(pre)
-        out = h_new @ p["w_out"] + p["b_out"]
+        out = h_new @ w_out + b_out
         logits, value = out[:, :actions], out[:, actions]
         if kind == "plastic":
             trace = jnp.clip(trace + (p["eta"] * h)[:, :, None] * h_new[:, None, :], -1.0, 1.0)
@@ -318,7 +327,7 @@ def main():
     update = jax.jit(update, donate_argnums=(0, 1, 2))
     print(f"# bohp peer: task={ARGS.task} type={kind} N={ARGS.hidden} batch={batch} steps/episode={ARGS.eplen} "
           f"impl={ARGS.impl} updates={ARGS.steps} warmup={ARGS.warmup} threads={ARGS.threads} "
-          f"jax={jax.__version__} XLA_FLAGS='{os.environ['XLA_FLAGS']}'", flush=True)
+          f"jax={jax.__version__} cores={cores()} XLA_FLAGS='{os.environ['XLA_FLAGS']}'", flush=True)
     start = time.perf_counter()
     params, opt_state, key, loss, reward = update(params, opt_state, key)
     loss.block_until_ready()

@@ -28,7 +28,7 @@ import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import finite_differences, set_xla_threads  # noqa: E402
+from jax_common import cores, finite_differences, set_xla_threads  # noqa: E402
 
 
 def parse():
@@ -158,7 +158,7 @@ def main():
 
     update = jax.jit(update, donate_argnums=(0, 1, 2))
     print(f"# bohp peer: N={n} batch={batch} impl={ARGS.impl} updates={ARGS.steps} warmup={ARGS.warmup} "
-          f"threads={ARGS.threads} jax={jax.__version__} XLA_FLAGS='{os.environ['XLA_FLAGS']}'", flush=True)
+          f"threads={ARGS.threads} jax={jax.__version__} cores={cores()} XLA_FLAGS='{os.environ['XLA_FLAGS']}'", flush=True)
     start = time.perf_counter()
     params, opt_state, key, loss = update(params, opt_state, key)
     loss.block_until_ready()

@@ -27,7 +27,7 @@ pub(crate) struct Cli {
     pub(crate) quiet: bool,
 
     /// Threads of the host engines (rayon's pool); default: one per core. `bench` gives its
-    /// cells and the PyTorch peer this same count.
+    /// cells and the peers (PyTorch, JAX) this same count.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) threads: Option<u16>,
 }
