@@ -173,6 +173,38 @@ impl<F: Real> Acc<F> {
         }
     }
 
+    /// `self`'s lanes added up in order into `out` (folded): `out.merge(self.folded())`, or
+    /// `self.folded()` itself when `first`, without the folded copy.
+    fn fold_into(&self, out: &mut Self, first: bool) {
+        let lanes = self.lanes;
+        for (from, to) in [
+            (&self.w, &mut out.w),
+            (&self.alpha, &mut out.alpha),
+            (&self.b, &mut out.b),
+            (&self.w_m, &mut out.w_m),
+            (&self.b_m, &mut out.b_m),
+            (&self.v, &mut out.v),
+            (&self.c, &mut out.c),
+        ] {
+            for (c, o) in from.chunks(lanes).zip(to.iter_mut()) {
+                // One lane is the value itself, as `folded` clones it (0 + −0 would be +0).
+                let sum = if lanes == 1 {
+                    c[0]
+                } else {
+                    c.iter().fold(F::zero(), |a, &x| a + x)
+                };
+                *o = if first { sum } else { *o + sum };
+            }
+        }
+        if first {
+            out.loss = self.loss;
+            out.error = self.error;
+        } else {
+            out.loss += self.loss;
+            out.error += self.error;
+        }
+    }
+
     /// Adds `other` (both folded) into `self`.
     fn merge(mut self, other: Self) -> Self {
         for (a, b) in [
@@ -542,7 +574,7 @@ struct Job<'a, F, R> {
 
 /// [`block_generic`], compiled for AVX2 where the CPU has it: eight f32 lanes per instruction
 /// instead of SSE2's four, the same arithmetic (no fused multiply-add), so the same result.
-fn block<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &mut Buffers<F>) -> Acc<F> {
+fn block<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &mut Buffers<F>) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         #[allow(unsafe_code)]
@@ -554,21 +586,15 @@ fn block<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &mut Buff
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn block_avx2<F: Real, R: RuleKernel, const L: usize>(
-    job: &Job<F, R>,
-    buf: &mut Buffers<F>,
-) -> Acc<F> {
+fn block_avx2<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &mut Buffers<F>) {
     block_generic::<F, R, L>(job, buf)
 }
 
 /// The block's episodes forward and backward in lockstep, one lane each (unused lanes see zero
-/// inputs and no loss, so they add nothing); returns their gradient sums (lanes added in
-/// order).
+/// inputs and no loss, so they add nothing); leaves their gradient sums, lane by lane, in
+/// `buf.acc`.
 #[inline(always)]
-fn block_generic<F: Real, R: RuleKernel, const L: usize>(
-    job: &Job<F, R>,
-    buf: &mut Buffers<F>,
-) -> Acc<F> {
+fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &mut Buffers<F>) {
     let Job {
         rule,
         p,
@@ -912,7 +938,6 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(
             }
         }
     }
-    acc.folded()
 }
 
 /// The whole batch in blocks of `L` episodes, on rayon's threads when there are several.
@@ -923,7 +948,7 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
     scoring: &Scoring,
 ) -> Acc<F> {
     let count = batch.batch.div_ceil(L);
-    let one = |buf: &mut Buffers<F>, c: usize| {
+    let run = |buf: &mut Buffers<F>, c: usize| {
         let first = c * L;
         block::<F, R, L>(
             &Job {
@@ -938,22 +963,36 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
         )
     };
     let buffers = || Buffers::new(p, batch.steps, L);
+    let sequential = |buf: &mut Buffers<F>| {
+        // The lanes of each block added into one total as the block ends: the sums of
+        // `Acc::merge` over `Acc::folded` blocks, in the same order, without a folded copy per
+        // block.
+        let mut total = Acc::new(p, 1);
+        for c in 0..count {
+            run(buf, c);
+            buf.acc.fold_into(&mut total, c == 0);
+        }
+        total
+    };
     // Threads pay when the blocks outweigh waking them (measured on the paper tasks, 2 cores):
     // never below 2048 connection-steps per block (completion: 2 steps × 64 connections × 8
     // episodes), and below 4096 only with 4 blocks or more (one-shot at batch 16 runs faster on
     // one thread, at batch 64 on two).
     let work = batch.steps * p.n_in * p.n_out * L;
     let worth = work >= 2048 && (work >= 4096 || count >= 4);
-    let parts: Vec<Acc<F>> = if count > 1 && rayon::current_num_threads() > 1 && worth {
-        (0..count).into_par_iter().map_init(buffers, one).collect()
+    if count > 1 && rayon::current_num_threads() > 1 && worth {
+        let one = |buf: &mut Buffers<F>, c: usize| {
+            run(buf, c);
+            buf.acc.folded()
+        };
+        let parts: Vec<Acc<F>> = (0..count).into_par_iter().map_init(buffers, one).collect();
+        parts
+            .into_iter()
+            .reduce(Acc::merge)
+            .expect("a batch has episodes")
     } else {
-        let mut buf = buffers();
-        (0..count).map(|c| one(&mut buf, c)).collect()
-    };
-    parts
-        .into_iter()
-        .reduce(Acc::merge)
-        .expect("a batch has episodes")
+        sequential(&mut buffers())
+    }
 }
 
 /// The loss, measures and gradients of `batch` under `params` (the host parameters of
@@ -1064,8 +1103,10 @@ mod tests {
             // One buffer for both: the second block starts from the first one's leftovers,
             // which it must clear.
             let mut buf = Buffers::new(&layer, batch.steps, 8);
-            let a = block::<F, _, 8>(&job, &mut buf);
-            let b = block_generic::<F, _, 8>(&job, &mut buf);
+            block::<F, _, 8>(&job, &mut buf);
+            let a = buf.acc.folded();
+            block_generic::<F, _, 8>(&job, &mut buf);
+            let b = buf.acc.folded();
             assert_eq!((a.loss, a.error), (b.loss, b.error));
             assert_eq!((&a.w, &a.alpha, &a.b), (&b.w, &b.alpha, &b.b));
             assert_eq!((&a.v, &a.c), (&b.v, &b.c));

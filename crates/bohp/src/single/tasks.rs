@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData, activation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{Stream, stream_rng};
+use crate::rng::{Stream, Streams};
 
 /// Which task an episode belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,10 +148,10 @@ pub enum DeviceTargets {
     },
 }
 
-fn random_pattern(rng: &mut impl Rng, n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-        .collect()
+fn random_pattern(rng: &mut impl Rng, out: &mut [f64]) {
+    for v in out {
+        *v = if rng.random::<bool>() { 1.0 } else { -1.0 };
+    }
 }
 
 impl Task {
@@ -200,16 +200,16 @@ impl Task {
         let steps = self.steps;
         let mut inputs = vec![0.0; steps * batch * n_in];
         let at = |t: usize, b: usize| (t * batch + b) * n_in;
+        let streams = Streams::new(seed, stream);
         match self.kind {
             TaskKind::Completion => {
-                let mut values = Vec::with_capacity(batch * n);
-                for b in 0..batch {
-                    let mut rng = stream_rng(seed, stream, first + b as u64);
-                    let pattern = random_pattern(&mut rng, n);
+                let mut values = vec![0.0; batch * n];
+                for (b, pattern) in values.chunks_exact_mut(n).enumerate() {
+                    let mut rng = streams.item(first + b as u64);
+                    random_pattern(&mut rng, pattern);
                     let kept = rng.random_range(0..n);
-                    inputs[at(0, b)..at(0, b) + n].copy_from_slice(&pattern);
+                    inputs[at(0, b)..at(0, b) + n].copy_from_slice(pattern);
                     inputs[at(1, b) + kept] = pattern[kept];
-                    values.extend_from_slice(&pattern);
                 }
                 EpisodeBatch {
                     batch,
@@ -220,12 +220,13 @@ impl Task {
                 }
             }
             TaskKind::OneShot | TaskKind::Reversal => {
+                let (mut a, mut bp) = (vec![0.0; n], vec![0.0; n]);
                 for b in 0..batch {
-                    let mut rng = stream_rng(seed, stream, first + b as u64);
-                    let a = random_pattern(&mut rng, n);
-                    let mut bp = random_pattern(&mut rng, n);
+                    let mut rng = streams.item(first + b as u64);
+                    random_pattern(&mut rng, &mut a);
+                    random_pattern(&mut rng, &mut bp);
                     while bp == a {
-                        bp = random_pattern(&mut rng, n);
+                        random_pattern(&mut rng, &mut bp);
                     }
                     for t in 0..steps {
                         let row = at(t, b);
