@@ -34,13 +34,12 @@ then `--warmup` untimed updates and `--steps` timed ones, each waited for; the l
 """
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import cores, finite_differences, set_xla_threads  # noqa: E402
+from jax_common import cores, gradient_error, rss_mib, set_xla_threads  # noqa: E402
 
 # Per task: exploration coefficient and gradient-norm clip of bohp's configs.
 TASKS = {"maze": dict(exploration=0.03, clip_norm=4.0), "cue": dict(exploration=0.1, clip_norm=2.0)}
@@ -283,19 +282,12 @@ def check():
     (_, (values, reward)), grads = jax.value_and_grad(
         lambda q: rollout_loss(q, key, env, args, args.type, remat, batch, dtype), has_aux=True)(p)
     f = jax.jit(lambda q: rollout_loss(q, key, env, args, args.type, False, batch, dtype, values)[0])
-    pairs = finite_differences(f, grads, p)
-    diffs = [abs(fd - g) for fd, g in pairs]
-    largest = max(abs(g) for _, g in pairs)
-    worst = max(diffs) / largest
+    worst, entries = gradient_error(f, grads, p)
     ok = worst < 1e-6
     print(f"# gradient check task={args.task} type={args.type} N={args.hidden} impl={ARGS.impl} "
-          f"(mean reward {float(reward):.2f}): jax.grad vs central differences over {len(diffs)} entries, "
+          f"(mean reward {float(reward):.2f}): jax.grad vs central differences over {entries} entries, "
           f"max |error| / max |gradient| {worst:.2e}: {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1
-
-
-def rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():

@@ -37,3 +37,19 @@ def finite_differences(f, grads, params, eps=1e-6):
             fd = (float(f(up)) - float(f(down))) / (2 * eps)
             pairs.append((fd, float(grads[name].reshape(-1)[i])))
     return pairs
+
+
+def gradient_error(f, grads, params):
+    """`jax.grad` against central differences: the largest error over every entry relative to
+    the largest gradient entry (‖fd − g‖∞ / ‖g‖∞: an entry near zero has only the differences'
+    rounding left), and the number of entries."""
+    pairs = finite_differences(f, grads, params)
+    largest = max(abs(g) for _, g in pairs)
+    return max(abs(fd - g) for fd, g in pairs) / largest, len(pairs)
+
+
+def rss_mib():
+    """The process's peak resident memory, MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

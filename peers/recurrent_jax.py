@@ -21,14 +21,13 @@ then `--warmup` untimed updates and `--steps` timed ones, each waited for; the l
 """
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import cores, finite_differences, set_xla_threads  # noqa: E402
+from jax_common import cores, gradient_error, rss_mib, set_xla_threads  # noqa: E402
 
 
 def parse():
@@ -122,20 +121,12 @@ def check():
     u, target = episodes(jax.random.PRNGKey(ARGS.seed + 1), args, n, 2, dtype)
     f = jax.jit(lambda q: loss_fn(q, u, target, False))
     grads = jax.grad(lambda q: loss_fn(q, u, target, ARGS.impl == "checkpoint"))(p)
-    # The error is measured against the largest gradient entry (‖fd - g‖∞ / ‖g‖∞): an entry
-    # near zero has only the differences' rounding (about 1e-12 here) left.
-    pairs = finite_differences(f, grads, p)
-    diffs = [abs(fd - g) for fd, g in pairs]
-    largest = max(abs(g) for _, g in pairs)
-    worst = max(diffs) / largest
+    # Measured against the largest gradient entry; the differences' rounding is about 1e-12 here.
+    worst, entries = gradient_error(f, grads, p)
     ok = worst < 1e-6
     print(f"# gradient check N={n} impl={ARGS.impl}: jax.grad vs central differences over "
-          f"{len(diffs)} entries, max |error| / max |gradient| {worst:.2e}: {'PASSED' if ok else 'FAILED'}")
+          f"{entries} entries, max |error| / max |gradient| {worst:.2e}: {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1
-
-
-def rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
