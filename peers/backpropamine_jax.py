@@ -39,7 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import cores, gradient_error, rss_mib, set_xla_threads  # noqa: E402
+from jax_common import cores, gradient_error, rss_mib, start  # noqa: E402
 
 # Per task: exploration coefficient and gradient-norm clip of bohp's configs.
 TASKS = {"maze": dict(exploration=0.03, clip_norm=4.0), "cue": dict(exploration=0.1, clip_norm=2.0)}
@@ -47,7 +47,7 @@ SHARED_INPUTS = 3  # bias, t/T, previous reward (then the previous action, one-h
 CUE_BITS = 20
 
 
-def parse():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TASKS), default="maze")
     ap.add_argument("--type", choices=["rnn", "plastic", "modplast", "modul"], default="modul")
@@ -61,24 +61,16 @@ def parse():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--clip-scope", choices=["tensor", "global"], default="tensor",
                     help="clip each parameter's gradient to the norm (bohp's configs), or all together")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--print-every", type=int, default=0, help="print the loss every k updates (0: never)")
-    ap.add_argument("--check", action="store_true", help="check jax.grad against finite differences (f64)")
-    return ap.parse_args()
+    return ap
 
 
-ARGS = parse()
-set_xla_threads(ARGS.threads)
+ARGS = start(parser())
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax import lax  # noqa: E402
-
-if ARGS.check:
-    jax.config.update("jax_enable_x64", True)
 
 
 class Maze:

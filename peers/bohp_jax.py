@@ -37,33 +37,24 @@ TASKS = {
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import cores, finite_differences, set_xla_threads  # noqa: E402
+from jax_common import cores, finite_differences, start  # noqa: E402
 
 
-def parse():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TASKS), default="oneshot")
     ap.add_argument("--episodes", type=int, default=1000, help="timed updates")
     ap.add_argument("--warmup", type=int, default=20, help="untimed updates first (after compilation)")
     ap.add_argument("--batch", type=int, default=1, help="independent episodes per update")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--print-every", type=int, default=0, help="print the loss every k updates (0: never)")
-    ap.add_argument("--check", action="store_true", help="check jax.grad against finite differences (f64)")
-    return ap.parse_args()
+    return ap
 
 
-ARGS = parse()
-# XLA reads its flags when jax is imported: one intra-op thread pool of --threads threads.
-set_xla_threads(ARGS.threads)
+ARGS = start(parser())
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from jax import lax  # noqa: E402
-
-if ARGS.check:
-    jax.config.update("jax_enable_x64", True)
 
 
 def signs(key, shape):

@@ -53,3 +53,18 @@ def rss_mib():
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def start(ap):
+    """Adds the options every JAX peer takes (`--seed`, `--threads`, `--print-every`,
+    `--check`) to the script's parser `ap`, parses the command line, and prepares XLA before
+    jax is imported: `--threads` cores (`set_xla_threads`), f64 for `--check`."""
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--print-every", type=int, default=0, help="print the loss every k updates (0: never)")
+    ap.add_argument("--check", action="store_true", help="check jax.grad against finite differences (f64)")
+    args = ap.parse_args()
+    set_xla_threads(args.threads)
+    if args.check:
+        os.environ["JAX_ENABLE_X64"] = "1"  # read when jax is imported
+    return args

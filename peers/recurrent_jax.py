@@ -27,10 +27,10 @@ import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jax_common import cores, gradient_error, rss_mib, set_xla_threads  # noqa: E402
+from jax_common import cores, gradient_error, rss_mib, start  # noqa: E402
 
 
-def parse():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1000, help="pattern bits = neurons N")
     ap.add_argument("--batch", type=int, default=1)
@@ -44,23 +44,15 @@ def parse():
     ap.add_argument("--interpresdelay", type=int, default=4)
     ap.add_argument("--prestimetest", type=int, default=6)
     ap.add_argument("--input-gain", type=float, default=20.0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--print-every", type=int, default=0, help="print the loss every k updates (0: never)")
-    ap.add_argument("--check", action="store_true", help="check jax.grad against finite differences (f64)")
-    return ap.parse_args()
+    return ap
 
 
-ARGS = parse()
-set_xla_threads(ARGS.threads)
+ARGS = start(parser())
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from jax import lax  # noqa: E402
-
-if ARGS.check:
-    jax.config.update("jax_enable_x64", True)
 
 
 def episodes(key, args, n, batch, dtype):
