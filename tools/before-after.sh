@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Before/after check for a restructuring: the same runs (the three single-layer tasks, the
 # modulated α ≥ 0 reversal, memorisation-50 (fused, and 20 updates by autodiff), a small maze
-# (fused), the bandit (autodiff),
+# (fused), the published maze and cue (retroactive, fused), the bandit (autodiff),
 # a short Omniglot run) by two bohp binaries, compared: metrics.csv and summary.json without
 # their timing columns, `eval --json` and the npz export byte for byte. model.bpk is not
 # compared: it holds burn's random parameter ids, which differ between two runs of one binary.
@@ -21,6 +21,8 @@ runs=(
   "memorisation-50 configs/memorisation-50.toml"
   "memorisation-autodiff configs/memorisation-50.toml --engine autodiff --episodes 20"
   "maze configs/maze-small-hebb.toml --episodes 30"
+  "maze-retroactive configs/maze.toml --episodes 20"
+  "cue-retroactive configs/cue.toml --episodes 20"
   "bandit-autodiff configs/bandit.toml --episodes 30"
   "omniglot configs/omniglot-small1.toml --episodes 30"
 )
