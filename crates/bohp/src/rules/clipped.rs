@@ -138,9 +138,10 @@ impl RuleKernel for Clipped {
                 let pr = pre * r;
                 for j in 0..n {
                     let s = h[j] + pr * post[j];
-                    // Loaded unconditionally: a select, not a branch.
-                    let gj = g[j];
-                    let ds = if s.abs() < c { gj } else { F::zero() };
+                    // The mask as a factor, stored whole: a select here compiles to AVX's
+                    // masked store of the zeros, microcoded on AMD (rules::retroactive).
+                    let on = if s.abs() < c { F::one() } else { F::zero() };
+                    let ds = g[j] * on;
                     g[j] = ds;
                     let dsp = ds * pre;
                     d_rate[j] = d_rate[j] + dsp * post[j];
@@ -153,8 +154,8 @@ impl RuleKernel for Clipped {
                 let r = &r[..n];
                 for j in 0..n {
                     let s = h[j] + r[j] * pre * post[j];
-                    let gj = g[j];
-                    let ds = if s.abs() < c { gj } else { F::zero() };
+                    let on = if s.abs() < c { F::one() } else { F::zero() };
+                    let ds = g[j] * on;
                     g[j] = ds;
                     let dsp = ds * pre;
                     d_rate[j] = d_rate[j] + dsp * post[j];
