@@ -174,8 +174,11 @@ pub struct PeerResult {
     pub implementation: String,
 }
 
+/// The implementation of a peer that differentiates by its framework's autograd alone.
+pub(super) const AUTOGRAD: &str = "autograd";
+
 fn autograd() -> String {
-    "autograd".into()
+    AUTOGRAD.into()
 }
 
 impl PeerResult {
@@ -213,7 +216,7 @@ impl PeerResult {
                 batch,
                 std::path::Path::new(""),
                 &[],
-                &autograd(),
+                AUTOGRAD,
             )
         }
     }

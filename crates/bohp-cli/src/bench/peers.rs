@@ -112,7 +112,9 @@ pub(super) fn check_peer(plan: &Plan, python: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the `framework` peer for one workload and batch size.
+/// Runs the `framework` peer for one workload and batch size: the single layer's peer, or each
+/// implementation of the recurrent and actor-critic peers (PyTorch: autograd, and the recurrent
+/// peer's hand-written fused step; JAX: autograd and the step under `jax.checkpoint`).
 pub(super) fn run_peer(
     plan: &Plan,
     python: &Path,
@@ -121,79 +123,29 @@ pub(super) fn run_peer(
     batch: usize,
     timing: &Timing,
 ) -> Vec<PeerResult> {
-    if is_recurrent_workload(&plan.configs, workload) {
-        // The recurrent peer's autograd, and beside it its hand-written fused step (PyTorch)
-        // or its step under `jax.checkpoint` (JAX).
-        let impls = match framework {
-            Framework::Torch => PEER_IMPLS,
-            Framework::Jax => JAX_IMPLS,
-        };
-        return impls
-            .iter()
-            .map(|i| run_recurrent_peer(plan, python, framework, workload, batch, i, timing))
-            .collect();
+    let recurrent = is_recurrent_workload(&plan.configs, workload);
+    if !recurrent && !is_rl_workload(&plan.configs, workload) {
+        return vec![single_layer_peer(plan, python, framework, workload, batch)];
     }
-    if is_rl_workload(&plan.configs, workload) {
-        // The actor-critic's autograd (PyTorch), or its two JAX implementations as above.
-        let impls: Vec<String> = match framework {
-            Framework::Torch => vec![autograd()],
-            Framework::Jax => JAX_IMPLS.map(String::from).to_vec(),
-        };
-        return impls
-            .iter()
-            .map(|i| run_rl_peer(plan, python, framework, workload, batch, i, timing))
-            .collect();
-    }
-    if framework == Framework::Jax {
-        return vec![run_jax_peer(plan, python, workload, batch)];
-    }
-    vec![run_single_peer(plan, python, workload, batch, timing)]
+    let impls: &[&str] = match framework {
+        Framework::Torch if recurrent => &PEER_IMPLS,
+        Framework::Torch => &[AUTOGRAD],
+        Framework::Jax => &JAX_IMPLS,
+    };
+    impls
+        .iter()
+        .map(|i| {
+            if recurrent {
+                run_recurrent_peer(plan, python, framework, workload, batch, i, timing)
+            } else {
+                run_rl_peer(plan, python, framework, workload, batch, i, timing)
+            }
+        })
+        .collect()
 }
 
-/// Runs the peer of a single-layer or RL workload.
-pub(super) fn run_single_peer(
-    plan: &Plan,
-    python: &Path,
-    workload: &str,
-    batch: usize,
-    timing: &Timing,
-) -> PeerResult {
-    if is_rl_workload(&plan.configs, workload) {
-        return run_rl_peer(
-            plan,
-            python,
-            Framework::Torch,
-            workload,
-            batch,
-            &autograd(),
-            timing,
-        );
-    }
-    if is_few_shot_workload(&plan.configs, workload) {
-        return PeerResult::failed(
-            Framework::Torch,
-            workload,
-            batch,
-            "the peers have no Omniglot workload".into(),
-        );
-    }
-    single_layer_peer(plan, python, Framework::Torch, workload, batch)
-}
-
-/// The JAX peer of a single-layer workload (the peers have no Omniglot workload).
-pub(super) fn run_jax_peer(plan: &Plan, python: &Path, workload: &str, batch: usize) -> PeerResult {
-    if peer_script(&plan.configs, workload, Framework::Jax).is_none() {
-        return PeerResult::failed(
-            Framework::Jax,
-            workload,
-            batch,
-            "the peers have no Omniglot workload".into(),
-        );
-    }
-    single_layer_peer(plan, python, Framework::Jax, workload, batch)
-}
-
-/// Runs a single-layer peer script (`bohp_torch.py`, `bohp_jax.py`: the same command line).
+/// Runs a single-layer peer script (`bohp_torch.py`, `bohp_jax.py`: the same command line); an
+/// Omniglot workload is a failed cell (the peers have none).
 fn single_layer_peer(
     plan: &Plan,
     python: &Path,
@@ -201,6 +153,14 @@ fn single_layer_peer(
     workload: &str,
     batch: usize,
 ) -> PeerResult {
+    if is_few_shot_workload(&plan.configs, workload) {
+        return PeerResult::failed(
+            framework,
+            workload,
+            batch,
+            "the peers have no Omniglot workload".into(),
+        );
+    }
     let script = plan.peer_dir.join(match framework {
         Framework::Torch => PEER_SINGLE_LAYER,
         Framework::Jax => JAX_SINGLE_LAYER,
@@ -222,7 +182,7 @@ fn single_layer_peer(
         "--print-every".into(),
         "0".into(),
     ];
-    let mut result = PeerResult::started(framework, workload, batch, python, &args, &autograd());
+    let mut result = PeerResult::started(framework, workload, batch, python, &args, AUTOGRAD);
     if peer_task(workload).is_none() {
         result.error = Some(format!("the peer has no workload `{workload}`"));
         return result;

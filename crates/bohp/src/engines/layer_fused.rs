@@ -148,33 +148,15 @@ impl<F: Real> Acc<F> {
         self.error = 0.0;
     }
 
-    /// The same sums with the lanes added up in order.
-    fn folded(&self) -> Self {
-        let lanes = self.lanes;
-        if lanes == 1 {
-            return self.clone();
-        }
-        let fold = |v: &Vec<F>| -> Vec<F> {
-            v.chunks(lanes)
-                .map(|c| c.iter().fold(F::zero(), |a, &x| a + x))
-                .collect()
-        };
-        Acc {
-            lanes: 1,
-            w: fold(&self.w),
-            alpha: fold(&self.alpha),
-            b: fold(&self.b),
-            w_m: fold(&self.w_m),
-            b_m: fold(&self.b_m),
-            v: fold(&self.v),
-            c: fold(&self.c),
-            loss: self.loss,
-            error: self.error,
-        }
+    /// The same sums with the lanes added up in order (one lane).
+    fn folded(&self, p: &Layer<F>) -> Self {
+        let mut out = Acc::new(p, 1);
+        self.fold_into(&mut out, true);
+        out
     }
 
-    /// `self`'s lanes added up in order into `out` (folded): `out.merge(self.folded())`, or
-    /// `self.folded()` itself when `first`, without the folded copy.
+    /// `self`'s lanes added up in order into `out` (one lane): written over `out` when `first`,
+    /// else added to it, entry by entry. A folded `self` (one lane) adds its values as they are.
     fn fold_into(&self, out: &mut Self, first: bool) {
         let lanes = self.lanes;
         for (from, to) in [
@@ -187,7 +169,7 @@ impl<F: Real> Acc<F> {
             (&self.c, &mut out.c),
         ] {
             for (c, o) in from.chunks(lanes).zip(to.iter_mut()) {
-                // One lane is the value itself, as `folded` clones it (0 + −0 would be +0).
+                // One lane is the value itself (0 + −0 would be +0).
                 let sum = if lanes == 1 {
                     c[0]
                 } else {
@@ -203,24 +185,6 @@ impl<F: Real> Acc<F> {
             out.loss += self.loss;
             out.error += self.error;
         }
-    }
-
-    /// Adds `other` (both folded) into `self`.
-    fn merge(mut self, other: Self) -> Self {
-        for (a, b) in [
-            (&mut self.w, &other.w),
-            (&mut self.alpha, &other.alpha),
-            (&mut self.b, &other.b),
-            (&mut self.w_m, &other.w_m),
-            (&mut self.b_m, &other.b_m),
-            (&mut self.v, &other.v),
-            (&mut self.c, &other.c),
-        ] {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x = *x + *y);
-        }
-        self.loss += other.loss;
-        self.error += other.error;
-        self
     }
 }
 
@@ -963,36 +927,32 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
         )
     };
     let buffers = || Buffers::new(p, batch.steps, L);
-    let sequential = |buf: &mut Buffers<F>| {
-        // The lanes of each block added into one total as the block ends: the sums of
-        // `Acc::merge` over `Acc::folded` blocks, in the same order, without a folded copy per
-        // block.
-        let mut total = Acc::new(p, 1);
-        for c in 0..count {
-            run(buf, c);
-            buf.acc.fold_into(&mut total, c == 0);
-        }
-        total
-    };
     // Threads pay when the blocks outweigh waking them (measured on the paper tasks, 2 cores):
     // never below 2048 connection-steps per block (completion: 2 steps × 64 connections × 8
     // episodes), and below 4096 only with 4 blocks or more (one-shot at batch 16 runs faster on
     // one thread, at batch 64 on two).
     let work = batch.steps * p.n_in * p.n_out * L;
     let worth = work >= 2048 && (work >= 4096 || count >= 4);
+    // Each block's lanes are added up, then the blocks in order into one total: the same sums
+    // on one thread (folded as each block ends, no copy) as on several.
+    let mut total = Acc::new(p, 1);
     if count > 1 && rayon::current_num_threads() > 1 && worth {
         let one = |buf: &mut Buffers<F>, c: usize| {
             run(buf, c);
-            buf.acc.folded()
+            buf.acc.folded(p)
         };
         let parts: Vec<Acc<F>> = (0..count).into_par_iter().map_init(buffers, one).collect();
-        parts
-            .into_iter()
-            .reduce(Acc::merge)
-            .expect("a batch has episodes")
+        for (c, part) in parts.iter().enumerate() {
+            part.fold_into(&mut total, c == 0);
+        }
     } else {
-        sequential(&mut buffers())
+        let mut buf = buffers();
+        for c in 0..count {
+            run(&mut buf, c);
+            buf.acc.fold_into(&mut total, c == 0);
+        }
     }
+    total
 }
 
 /// The loss, measures and gradients of `batch` under `params` (the host parameters of
@@ -1104,9 +1064,9 @@ mod tests {
             // which it must clear.
             let mut buf = Buffers::new(&layer, batch.steps, 8);
             block::<F, _, 8>(&job, &mut buf);
-            let a = buf.acc.folded();
+            let a = buf.acc.folded(&layer);
             block_generic::<F, _, 8>(&job, &mut buf);
-            let b = buf.acc.folded();
+            let b = buf.acc.folded(&layer);
             assert_eq!((a.loss, a.error), (b.loss, b.error));
             assert_eq!((&a.w, &a.alpha, &a.b), (&b.w, &b.alpha, &b.b));
             assert_eq!((&a.v, &a.c), (&b.v, &b.c));

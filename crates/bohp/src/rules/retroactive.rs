@@ -171,7 +171,8 @@ impl Retroactive {
             // `gh[j] = if .. { gh[j] } else { 0 }`, LLVM stores only the zeros, with AVX's
             // masked store `vmaskmovps`: microcoded on AMD's cores, where that one store took
             // about a fifth of the maze's time.) A clipped entry is then `gh·0`: −0 where `gh`
-            // is negative, where the select gave +0, the same value in every sum.
+            // is negative, where the select gave +0, the same value in every sum (NaN where
+            // `gh` is infinite: a run that has already diverged).
             let on = if s.abs() < c { F::one() } else { F::zero() };
             let ds = gh[j] * on;
             gh[j] = ds;
