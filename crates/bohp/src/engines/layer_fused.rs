@@ -111,8 +111,9 @@ struct Acc<F> {
     b_m: Vec<F>,
     v: Vec<F>,
     c: Vec<F>,
-    loss: f64,
-    error: f64,
+    /// The loss and error measures, per lane.
+    loss: Vec<f64>,
+    error: Vec<f64>,
 }
 
 impl<F: Real> Acc<F> {
@@ -126,12 +127,12 @@ impl<F: Real> Acc<F> {
             b_m: vec![F::zero(); if p.modulator.is_some() { lanes } else { 0 }],
             v: vec![F::zero(); p.v.len() * lanes],
             c: vec![F::zero(); p.c.len() * lanes],
-            loss: 0.0,
-            error: 0.0,
+            loss: vec![0.0; lanes],
+            error: vec![0.0; lanes],
         }
     }
 
-    /// Zero again, for the next block.
+    /// Zero again, for the next segment.
     fn clear(&mut self) {
         for v in [
             &mut self.w,
@@ -144,8 +145,8 @@ impl<F: Real> Acc<F> {
         ] {
             v.fill(F::zero());
         }
-        self.loss = 0.0;
-        self.error = 0.0;
+        self.loss.fill(0.0);
+        self.error.fill(0.0);
     }
 
     /// The same sums with the lanes added up in order (one lane).
@@ -178,12 +179,13 @@ impl<F: Real> Acc<F> {
                 *o = if first { sum } else { *o + sum };
             }
         }
-        if first {
-            out.loss = self.loss;
-            out.error = self.error;
-        } else {
-            out.loss += self.loss;
-            out.error += self.error;
+        for (from, to) in [(&self.loss, &mut out.loss), (&self.error, &mut out.error)] {
+            let sum = if lanes == 1 {
+                from[0]
+            } else {
+                from.iter().fold(0.0, |a, &x| a + x)
+            };
+            to[0] = if first { sum } else { to[0] + sum };
         }
     }
 }
@@ -248,27 +250,26 @@ impl<F: Real> Work<F> {
 }
 
 impl<F: Real> Work<F> {
-    /// Zero again, for the next block.
-    fn clear(&mut self) {
-        for v in [
-            &mut self.x,
-            &mut self.h,
-            &mut self.y,
-            &mut self.dy,
-            &mut self.gh,
-            &mut self.g_raw,
-            &mut self.z,
-            &mut self.m,
-            &mut self.e,
-            &mut self.ge,
-        ] {
+    /// Zero again, for the next block, what the block reads before it writes: the first traces
+    /// `H(0)` and `E(0)`, the traces' gradients, the direct partials (unscored steps keep 0) and,
+    /// in a partial block, the unused lanes' inputs. Every other array is written whole first.
+    fn clear(&mut self, trace: usize, partial: bool) {
+        let first = trace.min(self.h.len());
+        self.h[..first].fill(F::zero());
+        let first = trace.min(self.e.len());
+        self.e[..first].fill(F::zero());
+        for v in [&mut self.dy, &mut self.gh, &mut self.ge] {
             v.fill(F::zero());
+        }
+        if partial {
+            self.x.fill(F::zero());
         }
     }
 }
 
-/// A thread's buffers, reused from block to block (zeroed before each): the block's work
-/// arrays and its per-lane gradient sums.
+/// A thread's buffers, reused from block to block: the block's work arrays (zeroed where read
+/// before written, before each block) and the segment's per-lane gradient sums (zeroed before
+/// each segment).
 struct Buffers<F> {
     work: Work<F>,
     acc: Acc<F>,
@@ -574,8 +575,7 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
     let norm: F = real(scoring.norm);
     let gamma = p.gamma;
     let Buffers { work, acc } = buf;
-    work.clear();
-    acc.clear();
+    work.clear(size * L, active < L);
     for (t, xt) in work.x.chunks_exact_mut(n_in * L).enumerate() {
         let rows = &batch.inputs[(t * bsz + first) * n_in..(t * bsz + first + active) * n_in];
         for (l, row) in rows.chunks_exact(n_in).enumerate() {
@@ -672,12 +672,14 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                 if t == steps - 1 {
                     for l in 0..active {
                         let target = &values[(first + l) * n_out..(first + l + 1) * n_out];
+                        let (mut loss, mut error) = (acc.loss[l], acc.error[l]);
                         for (j, &tj) in target.iter().enumerate() {
                             let diff = f64_of(y[j * L + l]) - tj;
-                            acc.loss += diff * diff / scoring.norm;
-                            acc.error += diff.abs() / scoring.norm;
+                            loss += diff * diff / scoring.norm;
+                            error += diff.abs() / scoring.norm;
                             dy[j * L + l] = real::<F>(2.0 * diff) / norm;
                         }
+                        (acc.loss[l], acc.error[l]) = (loss, error);
                     }
                 }
             }
@@ -714,11 +716,11 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                     for m in 0..classes {
                         z[m * L + l] = z[m * L + l] / sum;
                     }
-                    acc.loss -= f64_of(z[target * L + l]).ln() / scoring.norm;
+                    acc.loss[l] -= f64_of(z[target * L + l]).ln() / scoring.norm;
                     for m in 0..classes {
                         let hot = if m == target { F::one() } else { F::zero() };
                         let diff = z[m * L + l] - hot;
-                        acc.error += f64_of(diff.abs()) / (scoring.norm * classes as f64);
+                        acc.error[l] += f64_of(diff.abs()) / (scoring.norm * classes as f64);
                         z[m * L + l] = diff / norm;
                     }
                 }
@@ -904,7 +906,13 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
     }
 }
 
-/// The whole batch in blocks of `L` episodes, on rayon's threads when there are several.
+/// Episodes per segment: a segment's blocks add into one set of per-lane sums, whose lanes are
+/// added up once the segment ends; the segments are then added in order. The sums depend on
+/// the segment length and the block width `L`, not on the thread count.
+const SEGMENT: usize = 64;
+
+/// The whole batch in blocks of `L` episodes, segment by segment, the segments on rayon's
+/// threads when there are several and they are worth it.
 fn blocks<F: Real, R: RuleKernel, const L: usize>(
     rule: &R,
     p: &Layer<F>,
@@ -912,44 +920,49 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
     scoring: &Scoring,
 ) -> Acc<F> {
     let count = batch.batch.div_ceil(L);
-    let run = |buf: &mut Buffers<F>, c: usize| {
-        let first = c * L;
-        block::<F, R, L>(
-            &Job {
+    let per_segment = SEGMENT.div_ceil(L);
+    let segments = count.div_ceil(per_segment);
+    // One segment's blocks in order into `buf.acc` (zeroed first).
+    let segment = |buf: &mut Buffers<F>, s: usize| {
+        buf.acc.clear();
+        for c in s * per_segment..((s + 1) * per_segment).min(count) {
+            let first = c * L;
+            let job = Job {
                 rule,
                 p,
                 batch,
                 first,
                 active: L.min(batch.batch - first),
                 scoring,
-            },
-            buf,
-        )
+            };
+            block::<F, R, L>(&job, buf);
+        }
     };
     let buffers = || Buffers::new(p, batch.steps, L);
-    // Threads pay when the blocks outweigh waking them (measured on the paper tasks, 2 cores):
-    // never below 2048 connection-steps per block (completion: 2 steps × 64 connections × 8
-    // episodes), and below 4096 only with 4 blocks or more (one-shot at batch 16 runs faster on
-    // one thread, at batch 64 on two).
-    let work = batch.steps * p.n_in * p.n_out * L;
-    let worth = work >= 2048 && (work >= 4096 || count >= 4);
-    // Each block's lanes are added up, then the blocks in order into one total: the same sums
-    // on one thread (folded as each block ends, no copy) as on several.
+    // Threads pay when the segments outweigh waking them (measured on the paper tasks, 2
+    // cores): at least 4096 connection-steps per segment (completion: 2 steps × 64 connections
+    // × 64 episodes = 8192).
+    let worth = batch.steps * p.n_in * p.n_out * SEGMENT >= 4096;
+    // Each segment's lanes are added up in order, then the segments in order into one total:
+    // the same sums on one thread (folded as each segment ends) as on several.
     let mut total = Acc::new(p, 1);
-    if count > 1 && rayon::current_num_threads() > 1 && worth {
-        let one = |buf: &mut Buffers<F>, c: usize| {
-            run(buf, c);
+    if segments > 1 && rayon::current_num_threads() > 1 && worth {
+        let one = |buf: &mut Buffers<F>, s: usize| {
+            segment(buf, s);
             buf.acc.folded(p)
         };
-        let parts: Vec<Acc<F>> = (0..count).into_par_iter().map_init(buffers, one).collect();
-        for (c, part) in parts.iter().enumerate() {
-            part.fold_into(&mut total, c == 0);
+        let parts: Vec<Acc<F>> = (0..segments)
+            .into_par_iter()
+            .map_init(buffers, one)
+            .collect();
+        for (s, part) in parts.iter().enumerate() {
+            part.fold_into(&mut total, s == 0);
         }
     } else {
         let mut buf = buffers();
-        for c in 0..count {
-            run(&mut buf, c);
-            buf.acc.fold_into(&mut total, c == 0);
+        for s in 0..segments {
+            segment(&mut buf, s);
+            buf.acc.fold_into(&mut total, s == 0);
         }
     }
     total
@@ -957,7 +970,7 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
 
 /// The loss, measures and gradients of `batch` under `params` (the host parameters of
 /// [`super::analytic`], the rule included), computed in `F`, the gradients widened to f64.
-/// Blocks of episodes run on rayon's threads when the batch has several.
+/// Segments of the batch run on rayon's threads when the batch has several.
 pub fn evaluate<F: Real>(params: &Params, batch: &EpisodeBatch) -> (Measures, Grads) {
     let p = Layer::<F>::of(params);
     assert_eq!(
@@ -969,16 +982,18 @@ pub fn evaluate<F: Real>(params: &Params, batch: &EpisodeBatch) -> (Measures, Gr
         targets: &batch.targets,
         norm: (batch.batch * scored_steps) as f64,
     };
-    // Blocks of `L` episodes in lockstep (`L` = 8, or the largest power of two up to the
-    // batch), each block on one thread, the blocks then added in order: the result does not
-    // depend on the thread count or on scheduling.
+    // Blocks of `L` episodes in lockstep (`L` = 16 from batch 16, else the largest power of two
+    // up to the batch; blocks of 8 compile to a loop that transposes the lanes, 6× slower per
+    // row than 16 in a micro-benchmark), segments of `SEGMENT` episodes each on one thread,
+    // then added in order: the result does not depend on the thread count or on scheduling.
     let acc = crate::with_rule!(params.rule, |k| match batch.batch {
         1 => blocks::<F, _, 1>(&k, &p, batch, &scoring),
         2..=3 => blocks::<F, _, 2>(&k, &p, batch, &scoring),
         4..=7 => blocks::<F, _, 4>(&k, &p, batch, &scoring),
-        _ => blocks::<F, _, 8>(&k, &p, batch, &scoring),
+        8..=15 => blocks::<F, _, 8>(&k, &p, batch, &scoring),
+        _ => blocks::<F, _, 16>(&k, &p, batch, &scoring),
     });
-    let measures = batch.measures(acc.loss, acc.error);
+    let measures = batch.measures(acc.loss[0], acc.error[0]);
     let widen = |v: &[F]| {
         v.iter()
             .map(|x| x.to_f64().unwrap_or(f64::NAN))
@@ -1061,10 +1076,11 @@ mod tests {
                 scoring,
             };
             // One buffer for both: the second block starts from the first one's leftovers,
-            // which it must clear.
+            // which it must clear where it reads them.
             let mut buf = Buffers::new(&layer, batch.steps, 8);
             block::<F, _, 8>(&job, &mut buf);
             let a = buf.acc.folded(&layer);
+            buf.acc.clear();
             block_generic::<F, _, 8>(&job, &mut buf);
             let b = buf.acc.folded(&layer);
             assert_eq!((a.loss, a.error), (b.loss, b.error));
@@ -1084,13 +1100,20 @@ mod tests {
         }
     }
 
-    /// The result does not depend on the thread count (fixed chunks, added in order), and the
-    /// batch's episodes all contribute.
+    /// The result does not depend on the thread count (fixed segments, added in order), and
+    /// the batch's episodes all contribute: at batch 7 (one block of 4 lanes and one of 3) and
+    /// at batch 150 (blocks of 16, three segments, the last block partial).
     #[test]
     fn the_thread_count_does_not_change_the_result() {
-        for kind in ["completion", "one-shot", "reversal"] {
-            let (config, params) = task(kind, 3, 7);
-            let batch = config.task().generate(3, Stream::Train, 0, 7);
+        for (kind, size) in [
+            ("completion", 7),
+            ("one-shot", 7),
+            ("reversal", 7),
+            ("completion", 150),
+            ("one-shot", 150),
+        ] {
+            let (config, params) = task(kind, 3, size);
+            let batch = config.task().generate(3, Stream::Train, 0, size);
             let on = |threads: usize| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -1109,11 +1132,11 @@ mod tests {
             };
             let g1 = flat(&g1);
             let mut mean = vec![0.0; g1.len()];
-            for e in 0..7 {
-                let one = config.task().generate(3, Stream::Train, e, 1);
+            for e in 0..size {
+                let one = config.task().generate(3, Stream::Train, e as u64, 1);
                 let (_, g) = evaluate::<f64>(&params, &one);
                 for (m, v) in mean.iter_mut().zip(flat(&g)) {
-                    *m += v / 7.0;
+                    *m += v / size as f64;
                 }
             }
             for (a, m) in g1.iter().zip(&mean) {
