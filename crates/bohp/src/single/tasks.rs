@@ -204,13 +204,13 @@ impl Task {
         match self.kind {
             TaskKind::Completion => {
                 let mut values = vec![0.0; batch * n];
-                for (b, pattern) in values.chunks_exact_mut(n).enumerate() {
-                    let mut rng = streams.item(first + b as u64);
-                    random_pattern(&mut rng, pattern);
+                streams.for_items(first, batch, |b, rng| {
+                    let pattern = &mut values[b * n..(b + 1) * n];
+                    random_pattern(rng, pattern);
                     let kept = rng.random_range(0..n);
                     inputs[at(0, b)..at(0, b) + n].copy_from_slice(pattern);
                     inputs[at(1, b) + kept] = pattern[kept];
-                }
+                });
                 EpisodeBatch {
                     batch,
                     steps,
@@ -221,12 +221,11 @@ impl Task {
             }
             TaskKind::OneShot | TaskKind::Reversal => {
                 let (mut a, mut bp) = (vec![0.0; n], vec![0.0; n]);
-                for b in 0..batch {
-                    let mut rng = streams.item(first + b as u64);
-                    random_pattern(&mut rng, &mut a);
-                    random_pattern(&mut rng, &mut bp);
+                streams.for_items(first, batch, |b, rng| {
+                    random_pattern(rng, &mut a);
+                    random_pattern(rng, &mut bp);
                     while bp == a {
-                        random_pattern(&mut rng, &mut bp);
+                        random_pattern(rng, &mut bp);
                     }
                     for t in 0..steps {
                         let row = at(t, b);
@@ -236,7 +235,7 @@ impl Task {
                             inputs[row + n + Self::class_at(t)] = 1.0;
                         }
                     }
-                }
+                });
                 EpisodeBatch {
                     batch,
                     steps,
