@@ -149,6 +149,24 @@ impl RngCore for Prefixed<'_> {
 /// counter, 64-bit stream), four double rounds, then the state added back. Each step is one
 /// operation across the lanes, which the compiler runs as vectors.
 fn chacha8_first_block(key: &[u32; 8], first: u64, out: &mut [[u32; LANES]; PREFIX_WORDS]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { chacha8_first_block_avx2(key, first, out) };
+    }
+    chacha8_first_block_generic(key, first, out)
+}
+
+/// [`chacha8_first_block_generic`] compiled for AVX2 (integer arithmetic: the same words).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn chacha8_first_block_avx2(key: &[u32; 8], first: u64, out: &mut [[u32; LANES]; PREFIX_WORDS]) {
+    chacha8_first_block_generic(key, first, out)
+}
+
+#[inline(always)]
+fn chacha8_first_block_generic(key: &[u32; 8], first: u64, out: &mut [[u32; LANES]; PREFIX_WORDS]) {
     const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
     let mut init = [[0u32; LANES]; 16];
     for i in 0..4 {

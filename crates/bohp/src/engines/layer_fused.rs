@@ -195,7 +195,7 @@ impl<F: Real> Acc<F> {
 struct Work<F> {
     /// `x(t)`, `[steps][n_in][L]` (0 in unused lanes).
     x: Vec<F>,
-    /// `H(t)` for `t = 0..=steps` (`H(0) = 0`), `[steps + 1][n_in * n_out][L]`.
+    /// `H(t)` for `t = 0..=steps` (`H(0) = 0`; `H(steps)` is never read, nor written), `[steps + 1][n_in * n_out][L]`.
     h: Vec<F>,
     /// `y(t)`, `[steps][n_out][L]`.
     y: Vec<F>,
@@ -572,7 +572,11 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
     let size = n_in * n_out;
     let steps = batch.steps;
     let bsz = batch.batch;
-    let norm: F = real(scoring.norm);
+    // The normalisations multiply by the reciprocal, as the autodiff loss does (a division per
+    // output and lane was a tenth of the block's time at batch 1024).
+    let inv_norm = 1.0 / scoring.norm;
+    let inv_norm_f: F = real(inv_norm);
+    let inv_class_norm = 1.0 / (scoring.norm * classes as f64);
     let gamma = p.gamma;
     let Buffers { work, acc } = buf;
     work.clear(size * L, active < L);
@@ -628,7 +632,9 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
             } else {
                 (&[], &mut [])
             };
-            for (k, xk) in x.as_chunks::<L>().0.iter().enumerate() {
+            // The last step's traces are never read: not computed.
+            let rows = if t + 1 < steps { n_in } else { 0 };
+            for (k, xk) in x.as_chunks::<L>().0.iter().enumerate().take(rows) {
                 let row = k * n_out * L..(k + 1) * n_out * L;
                 let (er, er_new): (&[F], &mut [F]) = if retro.is_some() {
                     (&e_old[row.clone()], &mut e_new[row.clone()])
@@ -649,7 +655,8 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                     gamma,
                 );
             }
-        } else {
+        } else if t + 1 < steps {
+            // (The last step's traces are never read: not computed.)
             for (xk, (h, out)) in x.as_chunks::<L>().0.iter().zip(
                 h_old
                     .chunks_exact(n_out * L)
@@ -675,9 +682,9 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                         let (mut loss, mut error) = (acc.loss[l], acc.error[l]);
                         for (j, &tj) in target.iter().enumerate() {
                             let diff = f64_of(y[j * L + l]) - tj;
-                            loss += diff * diff / scoring.norm;
-                            error += diff.abs() / scoring.norm;
-                            dy[j * L + l] = real::<F>(2.0 * diff) / norm;
+                            loss += diff * diff * inv_norm;
+                            error += diff.abs() * inv_norm;
+                            dy[j * L + l] = real::<F>(2.0 * diff) * inv_norm_f;
                         }
                         (acc.loss[l], acc.error[l]) = (loss, error);
                     }
@@ -716,12 +723,12 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                     for m in 0..classes {
                         z[m * L + l] = z[m * L + l] / sum;
                     }
-                    acc.loss[l] -= f64_of(z[target * L + l]).ln() / scoring.norm;
+                    acc.loss[l] -= f64_of(z[target * L + l]).ln() * inv_norm;
                     for m in 0..classes {
                         let hot = if m == target { F::one() } else { F::zero() };
                         let diff = z[m * L + l] - hot;
-                        acc.error[l] += f64_of(diff.abs()) / (scoring.norm * classes as f64);
-                        z[m * L + l] = diff / norm;
+                        acc.error[l] += f64_of(diff.abs()) * inv_class_norm;
+                        z[m * L + l] = diff * inv_norm_f;
                     }
                 }
                 for l in active..L {
