@@ -250,14 +250,11 @@ impl<F: Real> Work<F> {
 }
 
 impl<F: Real> Work<F> {
-    /// Zero again, for the next block, what the block reads before it writes: the first traces
-    /// `H(0)` and `E(0)`, the traces' gradients, the direct partials (unscored steps keep 0) and,
-    /// in a partial block, the unused lanes' inputs. Every other array is written whole first.
-    fn clear(&mut self, trace: usize, partial: bool) {
-        let first = trace.min(self.h.len());
-        self.h[..first].fill(F::zero());
-        let first = trace.min(self.e.len());
-        self.e[..first].fill(F::zero());
+    /// Zero again, for the next block, what the block reads before it writes: the traces'
+    /// gradients, the direct partials (unscored steps keep 0) and, in a partial block, the
+    /// unused lanes' inputs. The first traces `H(0)` and `E(0)` are zero from [`Work::new`] on
+    /// (never written); every other array is written whole first.
+    fn clear(&mut self, partial: bool) {
         for v in [&mut self.dy, &mut self.gh, &mut self.ge] {
             v.fill(F::zero());
         }
@@ -579,7 +576,7 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
     let inv_class_norm = 1.0 / (scoring.norm * classes as f64);
     let gamma = p.gamma;
     let Buffers { work, acc } = buf;
-    work.clear(size * L, active < L);
+    work.clear(active < L);
     for (t, xt) in work.x.chunks_exact_mut(n_in * L).enumerate() {
         let rows = &batch.inputs[(t * bsz + first) * n_in..(t * bsz + first + active) * n_in];
         for (l, row) in rows.chunks_exact(n_in).enumerate() {

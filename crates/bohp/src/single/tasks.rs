@@ -206,9 +206,16 @@ impl Task {
                 let mut values = vec![0.0; batch * n];
                 streams.for_items(first, batch, |b, rng| {
                     let pattern = &mut values[b * n..(b + 1) * n];
-                    random_pattern(rng, pattern);
+                    // `random_pattern`'s draws, written to the input as they are drawn (a
+                    // copy afterwards is a `memcpy` call per episode).
+                    for (v, x) in pattern.iter_mut().zip(&mut inputs[at(0, b)..at(0, b) + n]) {
+                        (*v, *x) = if rng.random::<bool>() {
+                            (1.0, 1.0)
+                        } else {
+                            (-1.0, -1.0)
+                        };
+                    }
                     let kept = rng.random_range(0..n);
-                    inputs[at(0, b)..at(0, b) + n].copy_from_slice(pattern);
                     inputs[at(1, b) + kept] = pattern[kept];
                 });
                 EpisodeBatch {
