@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Before/after check for a restructuring: the same runs (the three single-layer tasks, the
+# Before/after check for a restructuring: the same runs (the three single-layer tasks by their
+# default engine, autodiff, and two of them by the fused engine, the
 # modulated α ≥ 0 reversal, memorisation-50 (fused, and 20 updates by autodiff), a small maze
 # (fused), the published maze and cue (retroactive, fused), the bandit (autodiff),
 # a short Omniglot run) by two bohp binaries, compared: metrics.csv and summary.json without
@@ -17,6 +18,8 @@ runs=(
   "reversal configs/reversal.toml --episodes 2000"
   "one-shot configs/one-shot.toml --episodes 1000"
   "completion configs/completion.toml --episodes 1000"
+  "completion-fused configs/completion.toml --episodes 1000 --engine fused"
+  "one-shot-fused configs/one-shot.toml --episodes 1000 --engine fused"
   "rev-modulated configs/reversal-nonnegative-modulated.toml --episodes 1000"
   "memorisation-50 configs/memorisation-50.toml"
   "memorisation-autodiff configs/memorisation-50.toml --engine autodiff --episodes 20"
