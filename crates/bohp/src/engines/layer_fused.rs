@@ -159,7 +159,6 @@ impl<F: Real> Acc<F> {
     /// `self`'s lanes added up in order into `out` (one lane): written over `out` when `first`,
     /// else added to it, entry by entry. A folded `self` (one lane) adds its values as they are.
     fn fold_into(&self, out: &mut Self, first: bool) {
-        let lanes = self.lanes;
         for (from, to) in [
             (&self.w, &mut out.w),
             (&self.alpha, &mut out.alpha),
@@ -169,24 +168,24 @@ impl<F: Real> Acc<F> {
             (&self.v, &mut out.v),
             (&self.c, &mut out.c),
         ] {
-            for (c, o) in from.chunks(lanes).zip(to.iter_mut()) {
-                // One lane is the value itself (0 + −0 would be +0).
-                let sum = if lanes == 1 {
-                    c[0]
-                } else {
-                    c.iter().fold(F::zero(), |a, &x| a + x)
-                };
-                *o = if first { sum } else { *o + sum };
-            }
+            add_lanes(from, self.lanes, to, first);
         }
-        for (from, to) in [(&self.loss, &mut out.loss), (&self.error, &mut out.error)] {
-            let sum = if lanes == 1 {
-                from[0]
-            } else {
-                from.iter().fold(0.0, |a, &x| a + x)
-            };
-            to[0] = if first { sum } else { to[0] + sum };
-        }
+        add_lanes(&self.loss, self.lanes, &mut out.loss, first);
+        add_lanes(&self.error, self.lanes, &mut out.error, first);
+    }
+}
+
+/// Each run of `lanes` values of `from` added up in order into the matching entry of `to`:
+/// written over it when `first`, else added to it. One lane is the value itself (0 + −0 would
+/// be +0).
+fn add_lanes<T: num_traits::Float>(from: &[T], lanes: usize, to: &mut [T], first: bool) {
+    for (c, o) in from.chunks(lanes).zip(to.iter_mut()) {
+        let sum = if lanes == 1 {
+            c[0]
+        } else {
+            c.iter().fold(T::zero(), |a, &x| a + x)
+        };
+        *o = if first { sum } else { *o + sum };
     }
 }
 
@@ -195,7 +194,8 @@ impl<F: Real> Acc<F> {
 struct Work<F> {
     /// `x(t)`, `[steps][n_in][L]` (0 in unused lanes).
     x: Vec<F>,
-    /// `H(t)` for `t = 0..=steps` (`H(0) = 0`; `H(steps)` is never read, nor written), `[steps + 1][n_in * n_out][L]`.
+    /// `H(t)` for `t = 0..=steps`, `[steps + 1][n_in * n_out][L]` (`H(0) = 0`; `H(steps)` is
+    /// neither written nor read).
     h: Vec<F>,
     /// `y(t)`, `[steps][n_out][L]`.
     y: Vec<F>,
@@ -943,10 +943,11 @@ fn blocks<F: Real, R: RuleKernel, const L: usize>(
         }
     };
     let buffers = || Buffers::new(p, batch.steps, L);
-    // Threads pay when the segments outweigh waking them (measured on the paper tasks, 2
-    // cores): at least 4096 connection-steps per segment (completion: 2 steps × 64 connections
-    // × 64 episodes = 8192).
-    let worth = batch.steps * p.n_in * p.n_out * SEGMENT >= 4096;
+    // Threads pay when a segment outweighs handing it over. Measured on 2 cores, batches
+    // 128-1024, two threads against one (alternating runs): reversal (51,200 connection-steps
+    // per segment) 1.3-1.45× faster, one-shot (25,600) 1.1-1.5×, completion (8,192) no faster
+    // and at batch 256 slower (5.2 against 5.7 M episodes/s). Hence at least 16,384.
+    let worth = batch.steps * p.n_in * p.n_out * SEGMENT >= 16_384;
     // Each segment's lanes are added up in order, then the segments in order into one total:
     // the same sums on one thread (folded as each segment ends) as on several.
     let mut total = Acc::new(p, 1);
@@ -1066,47 +1067,61 @@ mod tests {
     }
 
     /// The AVX2 build of a block (where the CPU has it) gives the same bits as the generic one,
-    /// in f32 and f64, on every task.
+    /// in f32 and f64, on every task, in blocks of 8 and of 16 lanes.
     #[test]
     fn the_simd_build_gives_the_same_bits() {
-        fn both<F: Real>(params: &Params, batch: &EpisodeBatch, scoring: &Scoring) {
+        fn both<F: Real, const L: usize>(params: &Params, batch: &EpisodeBatch, scoring: &Scoring) {
             let layer = Layer::<F>::of(params);
             let job = Job {
                 rule: &crate::rules::Hebb,
                 p: &layer,
                 batch,
                 first: 0,
-                active: 8,
+                active: L,
                 scoring,
             };
             // One buffer for both: the second block starts from the first one's leftovers,
             // which it must clear where it reads them.
-            let mut buf = Buffers::new(&layer, batch.steps, 8);
-            block::<F, _, 8>(&job, &mut buf);
+            let mut buf = Buffers::new(&layer, batch.steps, L);
+            block::<F, _, L>(&job, &mut buf);
             let a = buf.acc.folded(&layer);
             buf.acc.clear();
-            block_generic::<F, _, 8>(&job, &mut buf);
+            block_generic::<F, _, L>(&job, &mut buf);
             let b = buf.acc.folded(&layer);
             assert_eq!((a.loss, a.error), (b.loss, b.error));
             assert_eq!((&a.w, &a.alpha, &a.b), (&b.w, &b.alpha, &b.b));
             assert_eq!((&a.v, &a.c), (&b.v, &b.c));
             assert!(a.alpha.iter().any(|g| *g != F::zero()));
         }
-        for kind in ["completion", "one-shot", "reversal"] {
-            let (config, params) = task(kind, 5, 8);
-            let batch = config.task().generate(5, Stream::Train, 0, 8);
+        // Blocks of 8 (batches 8-15) and of 16 (from batch 16).
+        for (kind, size) in [
+            ("completion", 8),
+            ("one-shot", 8),
+            ("reversal", 8),
+            ("completion", 16),
+            ("one-shot", 16),
+            ("reversal", 16),
+        ] {
+            let (config, params) = task(kind, 5, size);
+            let batch = config.task().generate(5, Stream::Train, 0, size);
             let scoring = Scoring {
                 targets: &batch.targets,
                 norm: (batch.batch * batch.scored_steps()) as f64,
             };
-            both::<f32>(&params, &batch, &scoring);
-            both::<f64>(&params, &batch, &scoring);
+            if size == 8 {
+                both::<f32, 8>(&params, &batch, &scoring);
+                both::<f64, 8>(&params, &batch, &scoring);
+            } else {
+                both::<f32, 16>(&params, &batch, &scoring);
+                both::<f64, 16>(&params, &batch, &scoring);
+            }
         }
     }
 
     /// The result does not depend on the thread count (fixed segments, added in order), and
     /// the batch's episodes all contribute: at batch 7 (one block of 4 lanes and one of 3) and
-    /// at batch 150 (blocks of 16, three segments, the last block partial).
+    /// at batch 150 (blocks of 16, three segments, the last block partial; one-shot's and
+    /// reversal's segments take the threaded path, completion's are too small for it).
     #[test]
     fn the_thread_count_does_not_change_the_result() {
         for (kind, size) in [
@@ -1115,6 +1130,7 @@ mod tests {
             ("reversal", 7),
             ("completion", 150),
             ("one-shot", 150),
+            ("reversal", 150),
         ] {
             let (config, params) = task(kind, 3, size);
             let batch = config.task().generate(3, Stream::Train, 0, size);

@@ -148,9 +148,15 @@ pub enum DeviceTargets {
     },
 }
 
+/// A random ±1 pattern's entries, one draw each, in order.
+fn random_signs(rng: &mut impl Rng) -> impl Iterator<Item = f64> + '_ {
+    std::iter::repeat_with(|| if rng.random::<bool>() { 1.0 } else { -1.0 })
+}
+
+/// A random ±1 pattern written into `out`.
 fn random_pattern(rng: &mut impl Rng, out: &mut [f64]) {
-    for v in out {
-        *v = if rng.random::<bool>() { 1.0 } else { -1.0 };
+    for (v, s) in out.iter_mut().zip(random_signs(rng)) {
+        *v = s;
     }
 }
 
@@ -206,14 +212,11 @@ impl Task {
                 let mut values = vec![0.0; batch * n];
                 streams.for_items(first, batch, |b, rng| {
                     let pattern = &mut values[b * n..(b + 1) * n];
-                    // `random_pattern`'s draws, written to the input as they are drawn (a
-                    // copy afterwards is a `memcpy` call per episode).
-                    for (v, x) in pattern.iter_mut().zip(&mut inputs[at(0, b)..at(0, b) + n]) {
-                        (*v, *x) = if rng.random::<bool>() {
-                            (1.0, 1.0)
-                        } else {
-                            (-1.0, -1.0)
-                        };
+                    // The pattern written to the input as it is drawn (a copy afterwards is a
+                    // `memcpy` call per episode).
+                    let input = &mut inputs[at(0, b)..at(0, b) + n];
+                    for ((v, x), s) in pattern.iter_mut().zip(input).zip(random_signs(rng)) {
+                        (*v, *x) = (s, s);
                     }
                     let kept = rng.random_range(0..n);
                     inputs[at(1, b) + kept] = pattern[kept];
