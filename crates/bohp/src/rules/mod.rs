@@ -514,7 +514,8 @@ mod tests {
             }
             bits += 97;
         }
-        assert!(worst <= 1.0, "worst error {worst} ulp");
+        // Measured exhaustively over [0, 10.5] when written: 0.4999 (that is, the rounding).
+        assert!(worst <= 0.5 + 1.0 / 1024.0, "worst error {worst} ulp");
         assert!(checked > 10_000_000, "{checked}");
         for (x, t) in [
             (0.0f32, 0.0f32),
