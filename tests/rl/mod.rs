@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::common::{assert_success, run_bohp};
+use crate::common::{assert_success, bohp, run_bohp};
 
 const STEPS: usize = 12;
 const BATCH: usize = 3;

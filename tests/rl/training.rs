@@ -329,3 +329,53 @@ fn rl_autodiff_trains_like_the_host(backend: Backend, precision: Precision) {
 crate::backend_matrix! {
     rl_autodiff_training => rl_autodiff_trains_like_the_host,
 }
+
+/// `bohp --threads 1 reproduce` finishes: the seeds run on the pool's one thread (a seed on a
+/// thread of its own once waited forever for the pool's only thread, itself waiting for the
+/// seeds, as soon as the fused engine ran a parallel loop).
+#[test]
+fn reproduce_on_one_thread_finishes() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    std::fs::write(
+        configs.join("bandit.toml"),
+        "seed = 1\n[task]\nkind = \"bandit\"\nsteps = 20\n[model]\nkind = \"retroactive\"\n\
+         hidden = 8\n[train]\nepisodes = 3\nbatch = 16\nlearning_rate = 0.001\nengine = \"fused\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = bohp()
+        .args([
+            "--threads",
+            "1",
+            "reproduce",
+            "bandit",
+            "--seeds",
+            "2",
+            "--jobs",
+            "2",
+        ])
+        .args(["--kinds", "non-plastic,retroactive", "-q"])
+        .arg("--configs")
+        .arg(&configs)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("`bohp --threads 1 reproduce` still running after 120 s (deadlocked)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output);
+    assert!(out.join("bandit/summary.json").is_file());
+}

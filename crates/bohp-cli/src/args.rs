@@ -207,7 +207,8 @@ pub(crate) struct ReproduceArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) first_seed: u64,
 
-    /// Seeds trained at once [default: the number of CPU cores].
+    /// Seeds trained at once, each on a thread of the pool, so at most --threads [default:
+    /// the number of CPU cores].
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
 

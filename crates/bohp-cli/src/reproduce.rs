@@ -446,6 +446,13 @@ pub fn markdown(summaries: &[TaskSummary], trained: usize, seconds: f64, jobs: u
     out
 }
 
+/// Seeds trained at once for `--jobs jobs`: at least one, at most the pool's threads (more
+/// would only queue behind them, and a thread waiting inside one seed's parallel loop could
+/// start another seed).
+pub fn concurrent_jobs(jobs: usize) -> usize {
+    jobs.clamp(1, rayon::current_num_threads())
+}
+
 /// Runs `plan`: trains what is missing (resuming interrupted seeds), then summarizes.
 /// Returns `None` if interrupted.
 pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSummary>>> {
@@ -516,9 +523,13 @@ pub fn reproduce(plan: &Plan, stop: &AtomicBool) -> Result<Reproduced<Vec<TaskSu
     let finished_jobs = Mutex::new(0usize);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let interrupted = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        for _ in 0..plan.jobs.max(1) {
-            scope.spawn(|| {
+    // The seeds run on the pool's threads (this command runs on one of them, which takes part
+    // while it waits): a job on a thread of its own would hand every parallel loop of its
+    // engine to the pool, and with `--threads 1` wait forever on the one thread that waits
+    // for it.
+    rayon::scope(|scope| {
+        for _ in 0..crate::reproduce::concurrent_jobs(plan.jobs) {
+            scope.spawn(|_| {
                 loop {
                     if stop.load(Ordering::SeqCst) || failure.lock().expect("lock").is_some() {
                         return;

@@ -302,9 +302,13 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
     let results: Mutex<Vec<(RlModelKind, u64, Vec<RlRow>)>> = Mutex::new(Vec::new());
     let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
     let queue = Mutex::new(jobs.into_iter());
-    std::thread::scope(|scope| {
-        for _ in 0..plan.jobs.max(1) {
-            scope.spawn(|| {
+    // The seeds run on the pool's threads (this command runs on one of them, which takes part
+    // while it waits): a job on a thread of its own would hand every parallel loop of its
+    // engine to the pool, and with `--threads 1` wait forever on the one thread that waits
+    // for it.
+    rayon::scope(|scope| {
+        for _ in 0..crate::reproduce::concurrent_jobs(plan.jobs) {
+            scope.spawn(|_| {
                 loop {
                     let next = queue.lock().expect("queue").next();
                     let Some((kind, seed, config, dir)) = next else {

@@ -22,6 +22,7 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
     if jobs == 0 {
         bail!("--jobs: expected at least 1");
     }
+    let jobs = crate::reproduce::concurrent_jobs(jobs);
     if ["bandit", "cue", "maze"].contains(&args.target.as_str()) {
         return reproduce_rl_command(cli, args, jobs);
     }

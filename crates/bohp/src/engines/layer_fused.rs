@@ -587,7 +587,10 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
             }
         }
     }
-    // Forward.
+    // Forward. The labelled tasks' loss, -Σ_t ln p_t(target), takes one logarithm per episode:
+    // the product of the step's probabilities, taken out before it could underflow (a
+    // logarithm per scored step was 15% of one-shot's time at batch 1024).
+    let mut likelihood = [1.0f64; L];
     for t in 0..steps {
         let x = &work.x[t * n_in * L..(t + 1) * n_in * L];
         let (before, after) = work.h.split_at_mut((t + 1) * size * L);
@@ -722,7 +725,12 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                     for m in 0..classes {
                         z[m * L + l] = z[m * L + l] / sum;
                     }
-                    acc.loss[l] -= f64_of(z[target * L + l]).ln() * inv_norm;
+                    likelihood[l] *= f64_of(z[target * L + l]);
+                    // (A probability is at least f32's 1.4e-45 or 0: the product stays normal.)
+                    if likelihood[l] < 1e-200 {
+                        acc.loss[l] -= likelihood[l].ln() * inv_norm;
+                        likelihood[l] = 1.0;
+                    }
                     for m in 0..classes {
                         let hot = if m == target { F::one() } else { F::zero() };
                         let diff = z[m * L + l] - hot;
@@ -756,6 +764,11 @@ fn block_generic<F: Real, R: RuleKernel, const L: usize>(job: &Job<F, R>, buf: &
                     *lanes_mut::<F, L>(dy, j) = g;
                 }
             }
+        }
+    }
+    if matches!(scoring.targets, Targets::Labels { .. }) {
+        for l in 0..active {
+            acc.loss[l] -= likelihood[l].ln() * inv_norm;
         }
     }
     // Backward.

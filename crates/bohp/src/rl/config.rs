@@ -224,6 +224,13 @@ impl RlConfig {
                 "only with a neuromodulated kind (simple, retroactive)",
             ));
         }
+        if self.model.init == RlInit::Burn && self.model.kind != RlModelKind::Lstm {
+            return Err(bad(
+                "model.init",
+                "\"burn\"".into(),
+                "\"gaussian\" or \"published\" (\"burn\" is for model.kind = \"lstm\")",
+            ));
+        }
         if !(self.model.init_eta.is_finite() && (0.0..=1.0).contains(&self.model.init_eta)) {
             return Err(bad(
                 "model.init_eta",
@@ -290,6 +297,7 @@ mod tests {
         for (from, to, field) in [
             ("hidden = 8", "hidden = 0", "model.hidden"),
             ("[model]", "[model]\nclip = -1.0", "model.clip"),
+            ("[model]", "[model]\ninit = \"burn\"", "model.init"),
             (
                 "kind = \"simple\"",
                 "kind = \"plastic\"\nfanout = true",

@@ -81,6 +81,9 @@ pub enum RlInit {
     /// As the published code and the peer: `W` and `α` ~ 0.001·U(0, 1); the input, policy,
     /// value and modulation weights and their biases ~ U(±1/√fan-in) (PyTorch's `Linear`).
     Published,
+    /// The LSTM only: burn's default initializers (every weight and bias U(±1/√fan-in)), as
+    /// the LSTM started before it had its own ([`lstm_init`]); kept to reproduce those runs.
+    Burn,
 }
 
 /// Sizes and options of an [`ActorCritic`].
@@ -163,10 +166,14 @@ impl ActorCriticConfig {
         if self.kind == RlModelKind::Lstm {
             // burn's default initializers draw from the device's generator.
             device.seed(seed);
-            Agent::Lstm(LstmAgent {
-                lstm: LstmConfig::new(self.inputs, self.hidden, true).init(device),
-                heads: LinearConfig::new(self.hidden, self.actions + 1).init(device),
-            })
+            let lstm = LstmConfig::new(self.inputs, self.hidden, true).init(device);
+            let heads = LinearConfig::new(self.hidden, self.actions + 1).init(device);
+            let lstm = if self.init == RlInit::Burn {
+                lstm
+            } else {
+                lstm_init(lstm, self.inputs, self.hidden, seed, device)
+            };
+            Agent::Lstm(LstmAgent { lstm, heads })
         } else {
             Agent::Plastic(self.init(seed, device))
         }
@@ -460,6 +467,54 @@ impl ActorCritic {
     }
 }
 
+/// The LSTM baseline's initialization (whatever `model.init` says, except [`RlInit::Burn`]), as
+/// an LSTM user expects it (Jozefowicz et al. 2015; Keras's defaults): each gate's input
+/// weights Glorot-uniform U(±√(6/(I + N))), its recurrent weights an orthogonal N × N matrix
+/// (the Q of a Gaussian matrix's QR, signs fixed so that R's diagonal is positive), biases 0
+/// except the forget gate's, 1 (so the cell keeps its memory at first). Drawn from the run's
+/// `Init` stream in the order input, forget, output, cell gate.
+fn lstm_init(mut lstm: Lstm, inputs: usize, hidden: usize, seed: u64, device: &Device) -> Lstm {
+    let mut rng = stream_rng(seed, Stream::Init, 0);
+    let glorot = (6.0 / (inputs + hidden) as f64).sqrt();
+    let mut set = |gate: &mut burn::nn::GateController, bias: f64| {
+        let w_in = (0..inputs * hidden)
+            .map(|_| rng.random_range(-glorot..glorot))
+            .collect();
+        gate.input_transform.weight = param(w_in, [inputs, hidden], device);
+        gate.input_transform.bias = Some(param(vec![bias; hidden], [hidden], device));
+        let w_rec = orthogonal(&mut rng, hidden);
+        gate.hidden_transform.weight = param(w_rec, [hidden, hidden], device);
+        gate.hidden_transform.bias = Some(param(vec![0.0; hidden], [hidden], device));
+    };
+    set(&mut lstm.input_gate, 0.0);
+    let forget = lstm
+        .forget_gate
+        .as_mut()
+        .expect("LstmConfig's gates are uncoupled");
+    set(forget, 1.0);
+    set(&mut lstm.output_gate, 0.0);
+    set(&mut lstm.cell_gate, 0.0);
+    lstm
+}
+
+/// A random orthogonal `n × n` matrix, row-major: modified Gram-Schmidt on the columns of a
+/// Gaussian matrix (its QR's Q with R's diagonal positive, which makes Q uniform over the
+/// orthogonal group).
+pub(crate) fn orthogonal(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    let mut cols: Vec<Vec<f64>> = (0..n).map(|_| gaussian(rng, n, 1.0)).collect();
+    for j in 0..n {
+        let (done, rest) = cols.split_at_mut(j);
+        let c = &mut rest[0];
+        for q in done.iter() {
+            let dot: f64 = q.iter().zip(c.iter()).map(|(a, b)| a * b).sum();
+            c.iter_mut().zip(q).for_each(|(v, qv)| *v -= dot * qv);
+        }
+        let norm = c.iter().map(|v| v * v).sum::<f64>().sqrt();
+        c.iter_mut().for_each(|v| *v /= norm);
+    }
+    (0..n * n).map(|k| cols[k % n][k / n]).collect()
+}
+
 /// The LSTM agent: burn's LSTM, then one linear layer giving the logits and the value.
 #[derive(Module, Debug)]
 pub struct LstmAgent {
@@ -620,5 +675,79 @@ mod tests {
         let w = values(&g.w);
         let std = (w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64).sqrt();
         assert!((std - 0.2).abs() < 0.03, "{std}");
+    }
+
+    /// The LSTM starts as an LSTM baseline is expected to: orthogonal recurrent weights,
+    /// Glorot-uniform input weights, biases 0 but the forget gate's 1; `init = "burn"` keeps
+    /// burn's default.
+    #[test]
+    fn the_lstm_starts_with_orthogonal_recurrence_and_forget_bias_one() {
+        let device = init_device(Backend::Flex, Precision::F64).unwrap();
+        let config = ActorCriticConfig {
+            inputs: 7,
+            hidden: 12,
+            actions: 3,
+            kind: RlModelKind::Lstm,
+            clip: 1.0,
+            rule: Rule::Clipped,
+            fanout: false,
+            init_eta: 0.01,
+            init: RlInit::Published,
+        };
+        let Agent::Lstm(agent) = config.init_agent(5, &device) else {
+            panic!("an LSTM")
+        };
+        let lstm = &agent.lstm;
+        let forget = lstm.forget_gate.as_ref().unwrap();
+        let n = 12;
+        for (name, gate, bias) in [
+            ("input", &lstm.input_gate, 0.0),
+            ("forget", forget, 1.0),
+            ("output", &lstm.output_gate, 0.0),
+            ("cell", &lstm.cell_gate, 0.0),
+        ] {
+            let q = values(&gate.hidden_transform.weight);
+            for i in 0..n {
+                for j in 0..n {
+                    let dot: f64 = (0..n).map(|k| q[i * n + k] * q[j * n + k]).sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((dot - want).abs() < 1e-12, "{name}: Q·Qᵀ[{i}][{j}] = {dot}");
+                }
+            }
+            let b_in = values(gate.input_transform.bias.as_ref().unwrap());
+            let b_h = values(gate.hidden_transform.bias.as_ref().unwrap());
+            assert!(b_in.iter().all(|b| *b == bias), "{name}: {b_in:?}");
+            assert!(b_h.iter().all(|b| *b == 0.0), "{name}: {b_h:?}");
+            let limit = (6.0f64 / 19.0).sqrt();
+            let w = values(&gate.input_transform.weight);
+            assert!(w.iter().all(|x| x.abs() <= limit), "{name}");
+            let spread = w.iter().cloned().fold(f64::MIN, f64::max)
+                - w.iter().cloned().fold(f64::MAX, f64::min);
+            assert!(spread > limit, "{name}: input weights use their range");
+        }
+        // The gates draw different matrices.
+        assert_ne!(
+            values(&lstm.input_gate.hidden_transform.weight),
+            values(&forget.hidden_transform.weight)
+        );
+        // burn's default: the forget gate's biases are drawn, none 1.
+        let Agent::Lstm(burn) = ActorCriticConfig {
+            init: RlInit::Burn,
+            ..config
+        }
+        .init_agent(5, &device) else {
+            panic!("an LSTM")
+        };
+        let b = values(
+            burn.lstm
+                .forget_gate
+                .as_ref()
+                .unwrap()
+                .input_transform
+                .bias
+                .as_ref()
+                .unwrap(),
+        );
+        assert!(b.iter().all(|b| b.abs() < 1.0), "burn draws them: {b:?}");
     }
 }
