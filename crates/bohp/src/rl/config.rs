@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::env::{EnvKind, EnvShape};
+use super::env::{CUE_BITS, CUES, EnvKind, EnvShape};
 use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::device::{Backend, Precision};
 use crate::error::Result;
@@ -45,6 +45,12 @@ pub struct RlTaskConfig {
     /// The maze's side `L` including its border (odd, ≥ 5) [default 11]; maze only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maze_side: Option<usize>,
+    /// Cues per episode, one of them the target (≥ 3: a trial shows two) [default 4]; cue only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cues: Option<usize>,
+    /// Bits of a cue (≥ 1) [default 20]; cue only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cue_bits: Option<usize>,
 }
 
 /// `[model]`: the actor-critic network.
@@ -136,6 +142,8 @@ impl RlConfig {
             kind: self.task.kind,
             steps,
             maze_side: self.task.maze_side.unwrap_or(11),
+            cues: self.task.cues.unwrap_or(CUES),
+            cue_bits: self.task.cue_bits.unwrap_or(CUE_BITS),
         }
     }
 
@@ -166,6 +174,8 @@ impl RlConfig {
             &[
                 ("task.steps", self.task.steps),
                 ("task.maze_side", self.task.maze_side),
+                ("task.cues", self.task.cues),
+                ("task.cue_bits", self.task.cue_bits),
                 ("model.hidden", Some(self.model.hidden)),
             ],
         )?;
@@ -188,6 +198,29 @@ impl RlConfig {
                 ));
             }
             _ => {}
+        }
+        for (field, value, least) in [
+            ("task.cues", self.task.cues, 3),
+            ("task.cue_bits", self.task.cue_bits, 1),
+        ] {
+            match (self.task.kind, value) {
+                (EnvKind::Cue, Some(v)) if v < least => {
+                    let why = if least == 3 {
+                        "expected at least 3 (a trial shows two distinct cues)"
+                    } else {
+                        "expected at least 1"
+                    };
+                    return Err(bad(field, v.to_string(), why));
+                }
+                (EnvKind::Bandit | EnvKind::Maze, Some(v)) => {
+                    return Err(bad(
+                        field,
+                        v.to_string(),
+                        "to be set only with task.kind = \"cue\"",
+                    ));
+                }
+                _ => {}
+            }
         }
         if self.model.hidden == 0 {
             return Err(bad("model.hidden", "0".into(), "expected at least 1"));
@@ -304,6 +337,13 @@ mod tests {
                 "model.fanout",
             ),
             ("[task]", "[task]\nmaze_side = 11", "task.maze_side"),
+            ("[task]", "[task]\ncues = 4", "task.cues"),
+            ("kind = \"bandit\"", "kind = \"cue\"\ncues = 2", "task.cues"),
+            (
+                "kind = \"bandit\"",
+                "kind = \"cue\"\ncue_bits = 0",
+                "task.cue_bits",
+            ),
             (
                 "kind = \"bandit\"",
                 "kind = \"maze\"\nmaze_side = 6",

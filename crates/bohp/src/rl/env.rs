@@ -39,9 +39,9 @@ impl EnvKind {
     }
 }
 
-/// Cues per episode in the cue task, one of them the target.
+/// Cues per episode in the cue task, one of them the target (the paper's; `task.cues`).
 pub(crate) const CUES: usize = 4;
-/// Bits of a cue.
+/// Bits of a cue (the paper's; `task.cue_bits`).
 pub(crate) const CUE_BITS: usize = 20;
 /// Reward for reaching the maze's reward cell.
 pub(crate) const MAZE_REWARD: f32 = 10.0;
@@ -55,6 +55,10 @@ pub struct EnvShape {
     pub steps: usize,
     /// The maze's side `L` (odd, ≥ 5), including the border wall.
     pub maze_side: usize,
+    /// Cues per episode (cue task; ≥ 3).
+    pub cues: usize,
+    /// Bits of a cue (cue task).
+    pub cue_bits: usize,
 }
 
 impl EnvShape {
@@ -71,7 +75,7 @@ impl EnvShape {
         let own = match self.kind {
             EnvKind::Bandit => 0,
             // The cue's bits, then the Go bit.
-            EnvKind::Cue => CUE_BITS + 1,
+            EnvKind::Cue => self.cue_bits + 1,
             // The 3×3 neighbourhood, 1 where there is a wall.
             EnvKind::Maze => 9,
         };
@@ -89,7 +93,8 @@ enum State {
         p: f64,
     },
     Cue {
-        cues: [[f32; CUE_BITS]; CUES],
+        /// The cues, `cue_bits` values each, one after another.
+        cues: Vec<f32>,
         /// Index of the target cue.
         target: usize,
         /// The current trial's steps: `Some(cue)` where a cue is shown, and its Go step.
@@ -134,14 +139,14 @@ pub(crate) fn free_cells(side: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn new_trial(rng: &mut ChaCha8Rng) -> Vec<Option<usize>> {
+fn new_trial(rng: &mut ChaCha8Rng, count: usize) -> Vec<Option<usize>> {
     // 5-8 steps: blank, two distinct cues at distinct positions among the middle steps, Go on
     // the next-to-last step, blank. `None` marks a step without a cue.
     let len = rng.random_range(5..=8);
     let mut trial = vec![None; len];
     let mut positions: Vec<usize> = (1..len - 2).collect();
     positions.shuffle(rng);
-    let mut cues: Vec<usize> = (0..CUES).collect();
+    let mut cues: Vec<usize> = (0..count).collect();
     cues.shuffle(rng);
     trial[positions[0]] = Some(cues[0]);
     trial[positions[1]] = Some(cues[1]);
@@ -159,14 +164,11 @@ impl BatchEnv {
                         p: rng.random_range(0.0..1.0),
                     },
                     EnvKind::Cue => {
-                        let mut cues = [[0.0f32; CUE_BITS]; CUES];
-                        for cue in &mut cues {
-                            for bit in cue.iter_mut() {
-                                *bit = if rng.random::<bool>() { 1.0 } else { -1.0 };
-                            }
-                        }
-                        let target = rng.random_range(0..CUES);
-                        let trial = new_trial(&mut rng);
+                        let cues = (0..shape.cues * shape.cue_bits)
+                            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+                            .collect();
+                        let target = rng.random_range(0..shape.cues);
+                        let trial = new_trial(&mut rng, shape.cues);
                         State::Cue {
                             cues,
                             target,
@@ -220,13 +222,14 @@ impl BatchEnv {
                 State::Cue {
                     cues, trial, at, ..
                 } => {
+                    let bits = self.shape.cue_bits;
                     if let Some(cue) = trial[*at] {
-                        row[..CUE_BITS].copy_from_slice(&cues[cue]);
+                        row[..bits].copy_from_slice(&cues[cue * bits..(cue + 1) * bits]);
                     }
                     let go = *at == trial.len() - 2;
-                    row[CUE_BITS] = go as u8 as f32;
+                    row[bits] = go as u8 as f32;
                     self.go[b] = go;
-                    CUE_BITS + 1
+                    bits + 1
                 }
                 State::Maze { agent, .. } => {
                     for (k, (dr, dc)) in
@@ -270,7 +273,7 @@ impl BatchEnv {
                     };
                     *at += 1;
                     if *at == trial.len() {
-                        *trial = new_trial(rng);
+                        *trial = new_trial(rng, self.shape.cues);
                         *at = 0;
                     }
                     reward
@@ -325,6 +328,8 @@ mod tests {
             kind,
             steps,
             maze_side: 11,
+            cues: CUES,
+            cue_bits: CUE_BITS,
         }
     }
 
@@ -447,16 +452,32 @@ mod tests {
 
     #[test]
     fn the_cue_task_rewards_the_right_response_at_go_only() {
-        let s = shape(EnvKind::Cue, 120);
+        // The paper's sizes, and a smaller task (`task.cues`, `task.cue_bits`).
+        for (cues, bits) in [(CUES, CUE_BITS), (3, 6)] {
+            cue_task_rewards_the_right_response(cues, bits);
+        }
+    }
+
+    fn cue_task_rewards_the_right_response(cues: usize, bits: usize) {
+        let s = EnvShape {
+            cues,
+            cue_bits: bits,
+            ..shape(EnvKind::Cue, 120)
+        };
         let mut env = BatchEnv::new(s, 4, Stream::Train, 0, 1);
         let n = s.inputs();
-        assert_eq!(n, CUE_BITS + 1 + 3 + 2);
+        assert_eq!(n, bits + 1 + 3 + 2);
         let mut gos = 0;
         let mut shown_steps = 0;
+        let mut seen = std::collections::BTreeSet::new();
         for t in 0..120 {
             let obs = env.observe(t);
-            let go = obs[CUE_BITS] == 1.0;
-            shown_steps += obs[..CUE_BITS].iter().any(|x| *x != 0.0) as usize;
+            let go = obs[bits] == 1.0;
+            shown_steps += obs[..bits].iter().any(|x| *x != 0.0) as usize;
+            if obs[..bits].iter().any(|x| *x != 0.0) {
+                assert!(obs[..bits].iter().all(|x| x.abs() == 1.0), "±1 bits");
+                seen.insert(obs[..bits].iter().map(|x| *x > 0.0).collect::<Vec<_>>());
+            }
             let State::Cue { target, trial, .. } = &env.episodes[0].0 else {
                 unreachable!()
             };
@@ -477,6 +498,8 @@ mod tests {
             shown_steps >= 2 * (gos - 1),
             "{shown_steps} cue steps for {gos} trials"
         );
+        assert!(seen.len() <= cues, "{} distinct cues shown", seen.len());
+        assert!(seen.len() >= cues.min(3), "every cue is shown in 15 trials");
     }
 
     #[test]

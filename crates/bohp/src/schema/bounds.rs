@@ -52,6 +52,8 @@ pub const BOUNDS: &[Bound] = &[
     bound("model.lstm_hidden", "recurrent", 65_536),
     bound("task.steps", "reinforcement", MILLION),
     bound("task.maze_side", "reinforcement", 101),
+    bound("task.cues", "reinforcement", 65_536),
+    bound("task.cue_bits", "reinforcement", 65_536),
     bound("model.hidden", "reinforcement", 65_536),
     bound("task.ways", "few-shot", 65_536),
     bound("task.shots", "few-shot", 1_000),
