@@ -81,8 +81,9 @@ pub enum RlInit {
     /// As the published code and the peer: `W` and `α` ~ 0.001·U(0, 1); the input, policy,
     /// value and modulation weights and their biases ~ U(±1/√fan-in) (PyTorch's `Linear`).
     Published,
-    /// The LSTM only: burn's default initializers (every weight and bias U(±1/√fan-in)), as
-    /// the LSTM started before it had its own ([`lstm_init`]); kept to reproduce those runs.
+    /// The LSTM only: burn's default initializers (Xavier-normal weights and biases), as
+    /// the LSTM started before it had its own (orthogonal recurrent weights, forget-gate bias 1);
+    /// kept to reproduce those runs.
     Burn,
 }
 
