@@ -379,3 +379,84 @@ fn reproduce_on_one_thread_finishes() {
     assert_success(&output);
     assert!(out.join("bandit/summary.json").is_file());
 }
+
+/// `--lstm-learning-rate` sets the LSTM's rate only, the summary lists every kind's, and a
+/// bad value or a plan without an LSTM is refused naming the flag.
+#[test]
+fn reproduce_gives_the_lstm_its_own_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    std::fs::write(
+        configs.join("bandit.toml"),
+        bandit("retroactive", 3).to_toml(),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let base = [
+        "reproduce",
+        "bandit",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seeds",
+        "1",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        run_bohp(&args)
+    };
+    assert_success(&with(&[
+        "--kinds",
+        "non-plastic,lstm",
+        "--lstm-learning-rate",
+        "0.02",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bandit/summary.json")).unwrap()).unwrap();
+    let rates: Vec<(String, f64)> = summary["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kind"].as_str().unwrap().to_string(),
+                k["learning_rate"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rates,
+        [
+            ("non-plastic".to_string(), 0.001),
+            ("lstm".to_string(), 0.02)
+        ]
+    );
+    let run_config = std::fs::read_to_string(out.join("bandit/lstm/seed-1/config.toml")).unwrap();
+    assert!(run_config.contains("learning_rate = 0.02"), "{run_config}");
+    for (extra, expected) in [
+        (
+            vec!["--kinds", "non-plastic", "--lstm-learning-rate", "0.02"],
+            "--lstm-learning-rate",
+        ),
+        (
+            vec!["--kinds", "lstm", "--lstm-learning-rate=-1"],
+            "train.learning_rate",
+        ),
+    ] {
+        let bad = with(&extra);
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && err.contains(expected),
+            "{extra:?}: {err}"
+        );
+    }
+    let single = run_bohp(&["reproduce", "completion", "--lstm-learning-rate", "0.02"]);
+    let err = String::from_utf8_lossy(&single.stderr);
+    assert!(
+        !single.status.success() && err.contains("--lstm-learning-rate"),
+        "{err}"
+    );
+}

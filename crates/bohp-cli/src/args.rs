@@ -234,6 +234,12 @@ pub(crate) struct ReproduceArgs {
     #[arg(long)]
     pub(crate) episodes: Option<usize>,
 
+    /// bandit, cue, maze: the LSTM's learning rate, overriding the task config's
+    /// `train.learning_rate` for that kind only (the LSTM needs a larger one than the plastic
+    /// networks: docs/neuromodulation.md §4); the summary lists each kind's rate
+    #[arg(long)]
+    pub(crate) lstm_learning_rate: Option<f64>,
+
     /// Train only the K-th of N slices of the runs (every N-th, round-robin) and summarize
     /// nothing: one slice per machine or Slurm array task (docs/reproduce.md)
     #[arg(long, value_name = "K/N")]

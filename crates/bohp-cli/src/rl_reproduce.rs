@@ -41,6 +41,8 @@ pub struct RlPlan {
     pub out: PathBuf,
     /// Updates per seed, overriding the config's.
     pub episodes: Option<usize>,
+    /// The LSTM's learning rate, overriding the config's (`--lstm-learning-rate`).
+    pub lstm_learning_rate: Option<f64>,
     /// Seeds trained at once.
     pub jobs: usize,
     /// Train only this slice of the runs, and summarize nothing (`--shard K/N`).
@@ -58,6 +60,8 @@ pub struct KindSummary {
     pub hidden: usize,
     /// Its trained parameters.
     pub params: usize,
+    /// Its learning rate (the config's, or `--lstm-learning-rate` for the LSTM).
+    pub learning_rate: f64,
     /// Each seed's mean reward per episode over the last tenth of the updates.
     pub final_reward: Vec<f64>,
     /// Median and quartiles of `final_reward`.
@@ -267,13 +271,25 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
         if kind == RlModelKind::Lstm {
             // The fused engine runs the actor-critic kinds; the LSTM trains with autodiff.
             config.train.engine = bohp::single::config::Engine::Autodiff;
+            if let Some(lr) = plan.lstm_learning_rate {
+                config.train.learning_rate = lr;
+                config.validate(&format!(
+                    "{} with --lstm-learning-rate {lr}",
+                    path.display()
+                ))?;
+            }
         }
         config.model.hidden = if kind == base.model.kind {
             base.model.hidden
         } else {
             matched_hidden(&base, kind, target)
         };
-        kinds.push((kind, config.model.hidden, config.network().num_params()));
+        kinds.push((
+            kind,
+            config.model.hidden,
+            config.network().num_params(),
+            config.train.learning_rate,
+        ));
         for &seed in &plan.seeds {
             let mut c = config.clone();
             c.seed = seed;
@@ -344,7 +360,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
     }
     let mut summaries = Vec::new();
     let mut curves = Vec::new();
-    for &(kind, hidden, params) in &kinds {
+    for &(kind, hidden, params, learning_rate) in &kinds {
         let mut per_seed: Vec<(u64, Vec<RlRow>)> = results
             .iter()
             .filter(|(k, _, _)| *k == kind)
@@ -367,6 +383,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
             kind: kind.name().to_string(),
             hidden,
             params,
+            learning_rate,
             spread: Spread::of(&final_reward),
             final_reward,
         });
@@ -396,7 +413,7 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
         && let Some(&seed) = plan.seeds.first()
     {
         // One trained agent of each kind, in a held-out episode: <kind>/maze-path.png.
-        for &(kind, _, _) in &kinds {
+        for &(kind, ..) in &kinds {
             let kind_dir = dir.join(kind.name());
             crate::rl_inspect::inspect_maze(&kind_dir.join(format!("seed-{seed}")), &kind_dir)?;
         }
@@ -426,7 +443,7 @@ fn smooth(values: &[f64]) -> Vec<f64> {
 pub fn markdown(r: &RlReproduction) -> String {
     let mut out = format!(
         "# {}: {} seeds, {} updates each\n\nFinal reward: each seed's mean reward per episode over the last tenth of its updates. \
-         A uniformly random policy earns {:.2}.\n\n| kind | neurons | params | final reward, median [IQR] | per seed |\n|---|---:|---:|---|---|\n",
+         A uniformly random policy earns {:.2}.\n\n| kind | neurons | params | learning rate | final reward, median [IQR] | per seed |\n|---|---:|---:|---:|---|---|\n",
         r.task,
         r.seeds.len(),
         r.episodes,
@@ -434,10 +451,11 @@ pub fn markdown(r: &RlReproduction) -> String {
     );
     for k in &r.kinds {
         out += &format!(
-            "| {} | {} | {} | {:.2} [{:.2}, {:.2}] | {} |\n",
+            "| {} | {} | {} | {} | {:.2} [{:.2}, {:.2}] | {} |\n",
             k.kind,
             k.hidden,
             k.params,
+            k.learning_rate,
             k.spread.median,
             k.spread.q25,
             k.spread.q75,

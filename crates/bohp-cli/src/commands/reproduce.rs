@@ -26,6 +26,9 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
     if ["bandit", "cue", "maze"].contains(&args.target.as_str()) {
         return reproduce_rl_command(cli, args, jobs);
     }
+    if args.lstm_learning_rate.is_some() {
+        bail!("--lstm-learning-rate: only with bandit, cue or maze (the tasks with an LSTM kind)");
+    }
     let mut variants = Vec::new();
     for name in &args.plasticity {
         if name == "all" {
@@ -124,6 +127,9 @@ fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<
     }
     let mut kinds = args.kinds.clone();
     kinds.dedup();
+    if args.lstm_learning_rate.is_some() && !kinds.contains(&bohp::rl::model::RlModelKind::Lstm) {
+        bail!("--lstm-learning-rate: expected --kinds to include lstm");
+    }
     let plan = crate::rl_reproduce::RlPlan {
         task: args.target.clone(),
         kinds,
@@ -131,6 +137,7 @@ fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<
         configs: args.configs.clone(),
         out: args.out.clone(),
         episodes: args.episodes,
+        lstm_learning_rate: args.lstm_learning_rate,
         jobs,
         shard: args.shard,
         merge: args.merge.clone(),
