@@ -115,18 +115,20 @@ fn a2c_learns_the_bandit_above_a_random_policy() {
     );
 }
 
+/// A `--configs` directory in `dir` holding `bandit.toml` with `text`, for `bohp reproduce`.
+fn configs_dir(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let configs = dir.join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    std::fs::write(configs.join("bandit.toml"), text).unwrap();
+    configs
+}
+
 /// `bohp reproduce bandit`: seeds of each kind (parameter-matched) in parallel, the reward
 /// curves, the final rewards with their rank-sum test; a second invocation reuses every seed.
 #[test]
 fn reproduce_compares_network_kinds_on_a_task() {
     let dir = tempfile::tempdir().unwrap();
-    let configs = dir.path().join("configs");
-    std::fs::create_dir(&configs).unwrap();
-    std::fs::write(
-        configs.join("bandit.toml"),
-        bandit("retroactive", 10).to_toml(),
-    )
-    .unwrap();
+    let configs = configs_dir(dir.path(), &bandit("retroactive", 10).to_toml());
     let out = dir.path().join("out");
     let args = [
         "reproduce",
@@ -338,14 +340,11 @@ fn reproduce_on_one_thread_finishes() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let configs = dir.path().join("configs");
-    std::fs::create_dir(&configs).unwrap();
-    std::fs::write(
-        configs.join("bandit.toml"),
+    let configs = configs_dir(
+        dir.path(),
         "seed = 1\n[task]\nkind = \"bandit\"\nsteps = 20\n[model]\nkind = \"retroactive\"\n\
          hidden = 8\n[train]\nepisodes = 3\nbatch = 16\nlearning_rate = 0.001\nengine = \"fused\"\n",
-    )
-    .unwrap();
+    );
     let out = dir.path().join("out");
     let mut child = bohp()
         .args([
@@ -385,13 +384,7 @@ fn reproduce_on_one_thread_finishes() {
 #[test]
 fn reproduce_gives_the_lstm_its_own_learning_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let configs = dir.path().join("configs");
-    std::fs::create_dir(&configs).unwrap();
-    std::fs::write(
-        configs.join("bandit.toml"),
-        bandit("retroactive", 3).to_toml(),
-    )
-    .unwrap();
+    let configs = configs_dir(dir.path(), &bandit("retroactive", 3).to_toml());
     let out = dir.path().join("out");
     let base = [
         "reproduce",
