@@ -288,6 +288,16 @@ struct Scoring<'a> {
     norm: f64,
 }
 
+impl<'a> Scoring<'a> {
+    /// `batch`'s targets, each scored step's loss divided by `batch × scored steps`.
+    fn of(batch: &'a EpisodeBatch) -> Self {
+        Scoring {
+            targets: &batch.targets,
+            norm: (batch.batch * batch.scored_steps()) as f64,
+        }
+    }
+}
+
 /// `L` consecutive values of `v` from entry `i` on, as an array.
 #[inline(always)]
 fn lanes<F: Copy, const L: usize>(v: &[F], i: usize) -> &[F; L] {
@@ -997,11 +1007,7 @@ pub fn evaluate<F: Real>(params: &Params, batch: &EpisodeBatch) -> (Measures, Gr
         batch.n_in, p.n_in,
         "episode input size must match the network"
     );
-    let scored_steps = batch.scored_steps();
-    let scoring = Scoring {
-        targets: &batch.targets,
-        norm: (batch.batch * scored_steps) as f64,
-    };
+    let scoring = Scoring::of(batch);
     // Blocks of `L` episodes in lockstep (`L` = 16 from batch 16, else the largest power of two
     // up to the batch; blocks of 8 compile to a loop that transposes the lanes, 6× slower per
     // row than 16 in a micro-benchmark), segments of `SEGMENT` episodes each on one thread,
@@ -1119,10 +1125,7 @@ mod tests {
         ] {
             let (config, params) = task(kind, 5, size);
             let batch = config.task().generate(5, Stream::Train, 0, size);
-            let scoring = Scoring {
-                targets: &batch.targets,
-                norm: (batch.batch * batch.scored_steps()) as f64,
-            };
+            let scoring = Scoring::of(&batch);
             if size == 8 {
                 both::<f32, 8>(&params, &batch, &scoring);
                 both::<f64, 8>(&params, &batch, &scoring);

@@ -199,17 +199,22 @@ impl RlConfig {
             }
             _ => {}
         }
-        for (field, value, least) in [
-            ("task.cues", self.task.cues, 3),
-            ("task.cue_bits", self.task.cue_bits, 1),
+        for (field, value, least, why) in [
+            (
+                "task.cues",
+                self.task.cues,
+                3,
+                "expected at least 3 (a trial shows two distinct cues)",
+            ),
+            (
+                "task.cue_bits",
+                self.task.cue_bits,
+                1,
+                "expected at least 1",
+            ),
         ] {
             match (self.task.kind, value) {
                 (EnvKind::Cue, Some(v)) if v < least => {
-                    let why = if least == 3 {
-                        "expected at least 3 (a trial shows two distinct cues)"
-                    } else {
-                        "expected at least 1"
-                    };
                     return Err(bad(field, v.to_string(), why));
                 }
                 (EnvKind::Bandit | EnvKind::Maze, Some(v)) => {

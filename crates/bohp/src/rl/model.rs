@@ -636,20 +636,30 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn the_published_initialization_has_its_stated_ranges() {
-        let device = init_device(Backend::Flex, Precision::F64).unwrap();
-        let config = ActorCriticConfig {
-            inputs: 16,
-            hidden: 25,
-            actions: 4,
-            kind: RlModelKind::Retroactive,
+    /// A network of `kind` with `inputs`, `hidden` and `actions`, the published initialization.
+    fn config(
+        inputs: usize,
+        hidden: usize,
+        actions: usize,
+        kind: RlModelKind,
+    ) -> ActorCriticConfig {
+        ActorCriticConfig {
+            inputs,
+            hidden,
+            actions,
+            kind,
             clip: 1.0,
             rule: Rule::Clipped,
             fanout: false,
             init_eta: 0.01,
             init: RlInit::Published,
-        };
+        }
+    }
+
+    #[test]
+    fn the_published_initialization_has_its_stated_ranges() {
+        let device = init_device(Backend::Flex, Precision::F64).unwrap();
+        let config = config(16, 25, 4, RlModelKind::Retroactive);
         let m = config.init(3, &device);
         for (name, v, lo, hi) in [
             ("w", values(&m.w), 0.0, 0.001),
@@ -684,17 +694,7 @@ mod tests {
     #[test]
     fn the_lstm_starts_with_orthogonal_recurrence_and_forget_bias_one() {
         let device = init_device(Backend::Flex, Precision::F64).unwrap();
-        let config = ActorCriticConfig {
-            inputs: 7,
-            hidden: 12,
-            actions: 3,
-            kind: RlModelKind::Lstm,
-            clip: 1.0,
-            rule: Rule::Clipped,
-            fanout: false,
-            init_eta: 0.01,
-            init: RlInit::Published,
-        };
+        let config = config(7, 12, 3, RlModelKind::Lstm);
         let Agent::Lstm(agent) = config.init_agent(5, &device) else {
             panic!("an LSTM")
         };

@@ -83,7 +83,8 @@ fn tanh_f32_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
         // 2^k from the bits of k + 1023 moved into the exponent field.
         let two_k = f64::from_bits((k + SHIFT + 1023.0).to_bits() << 52);
         // q by Estrin's scheme (a short dependency chain).
-        let (r2, r4) = (r * r, r * r * r * r);
+        let r2 = r * r;
+        let r4 = r2 * r2;
         let lo = C[3].mul_add(r, C[2]).mul_add(r2, C[1].mul_add(r, C[0]));
         let hi = C[7].mul_add(r, C[6]).mul_add(r2, C[5].mul_add(r, C[4]));
         let q = C[8].mul_add(r4, hi).mul_add(r4, lo);
