@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::env::{CUE_BITS, CUES, EnvKind, EnvShape};
+use super::env::{CUE_BITS, CUES, CUES_PER_TRIAL, CueResponse, EnvKind, EnvShape};
 use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::device::{Backend, Precision};
 use crate::error::Result;
@@ -45,12 +45,21 @@ pub struct RlTaskConfig {
     /// The maze's side `L` including its border (odd, ≥ 5) [default 11]; maze only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maze_side: Option<usize>,
-    /// Cues per episode, one of them the target (≥ 3: a trial shows two) [default 4]; cue only.
+    /// Cues per episode, one of them the target (more than `cues_per_trial`) [default 4]; cue
+    /// only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cues: Option<usize>,
     /// Bits of a cue (≥ 1) [default 20]; cue only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cue_bits: Option<usize>,
+    /// Distinct cues each trial shows before Go, 1 or 2 [default 2, the paper's]; cue only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cues_per_trial: Option<usize>,
+    /// How the response at Go is scored: `report` (the paper's: 1 when the target was shown,
+    /// 0 when not, ±1) or `claim` (1 claims the target, ±1; 0 passes, no reward) [default
+    /// report]; cue only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cue_response: Option<CueResponse>,
 }
 
 /// `[model]`: the actor-critic network.
@@ -144,6 +153,8 @@ impl RlConfig {
             maze_side: self.task.maze_side.unwrap_or(11),
             cues: self.task.cues.unwrap_or(CUES),
             cue_bits: self.task.cue_bits.unwrap_or(CUE_BITS),
+            cues_per_trial: self.task.cues_per_trial.unwrap_or(CUES_PER_TRIAL),
+            cue_response: self.task.cue_response.unwrap_or_default(),
         }
     }
 
@@ -199,23 +210,34 @@ impl RlConfig {
             }
             _ => {}
         }
-        for (field, value, least, why) in [
+        let shown = self.task.cues_per_trial.unwrap_or(CUES_PER_TRIAL);
+        for (field, value, range, why) in [
+            (
+                "task.cues_per_trial",
+                self.task.cues_per_trial,
+                1..=2,
+                "expected 1 or 2 (distinct cues a trial shows)".to_string(),
+            ),
             (
                 "task.cues",
                 self.task.cues,
-                3,
-                "expected at least 3 (a trial shows two distinct cues)",
+                shown + 1..=usize::MAX,
+                format!(
+                    "expected at least {} (a trial shows {shown} distinct cues, \
+                     task.cues_per_trial)",
+                    shown + 1
+                ),
             ),
             (
                 "task.cue_bits",
                 self.task.cue_bits,
-                1,
-                "expected at least 1",
+                1..=usize::MAX,
+                "expected at least 1".to_string(),
             ),
         ] {
             match (self.task.kind, value) {
-                (EnvKind::Cue, Some(v)) if v < least => {
-                    return Err(bad(field, v.to_string(), why));
+                (EnvKind::Cue, Some(v)) if !range.contains(&v) => {
+                    return Err(bad(field, v.to_string(), &why));
                 }
                 (EnvKind::Bandit | EnvKind::Maze, Some(v)) => {
                     return Err(bad(
@@ -226,6 +248,15 @@ impl RlConfig {
                 }
                 _ => {}
             }
+        }
+        if let (EnvKind::Bandit | EnvKind::Maze, Some(response)) =
+            (self.task.kind, self.task.cue_response)
+        {
+            return Err(bad(
+                "task.cue_response",
+                format!("{response:?}").to_lowercase(),
+                "to be set only with task.kind = \"cue\"",
+            ));
         }
         if self.model.hidden == 0 {
             return Err(bad("model.hidden", "0".into(), "expected at least 1"));
@@ -344,6 +375,26 @@ mod tests {
             ("[task]", "[task]\nmaze_side = 11", "task.maze_side"),
             ("[task]", "[task]\ncues = 4", "task.cues"),
             ("kind = \"bandit\"", "kind = \"cue\"\ncues = 2", "task.cues"),
+            (
+                "kind = \"bandit\"",
+                "kind = \"cue\"\ncues = 1\ncues_per_trial = 1",
+                "task.cues",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"cue\"\ncues_per_trial = 3",
+                "task.cues_per_trial",
+            ),
+            (
+                "[task]",
+                "[task]\ncues_per_trial = 1",
+                "task.cues_per_trial",
+            ),
+            (
+                "[task]",
+                "[task]\ncue_response = \"claim\"",
+                "task.cue_response",
+            ),
             (
                 "kind = \"bandit\"",
                 "kind = \"cue\"\ncue_bits = 0",

@@ -39,10 +39,25 @@ impl EnvKind {
     }
 }
 
+/// How the cue task scores the response at Go (`task.cue_response`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CueResponse {
+    /// The paper's: respond 1 when the target was shown, 0 when not; +1 right, −1 wrong.
+    #[default]
+    Report,
+    /// Respond 1 to claim the target: +1 when it was shown, −1 when not; 0 passes (no
+    /// reward). Not the paper's: the reward alone then says whether a claimed cue was the
+    /// target, without the action.
+    Claim,
+}
+
 /// Cues per episode in the cue task, one of them the target (the paper's; `task.cues`).
 pub(crate) const CUES: usize = 4;
 /// Bits of a cue (the paper's; `task.cue_bits`).
 pub(crate) const CUE_BITS: usize = 20;
+/// Distinct cues a trial shows (the paper's; `task.cues_per_trial`).
+pub(crate) const CUES_PER_TRIAL: usize = 2;
 /// Reward for reaching the maze's reward cell.
 pub(crate) const MAZE_REWARD: f32 = 10.0;
 
@@ -55,10 +70,14 @@ pub struct EnvShape {
     pub steps: usize,
     /// The maze's side `L` (odd, ≥ 5), including the border wall.
     pub maze_side: usize,
-    /// Cues per episode (cue task; ≥ 3).
+    /// Cues per episode (cue task; more than `cues_per_trial`).
     pub cues: usize,
     /// Bits of a cue (cue task).
     pub cue_bits: usize,
+    /// Distinct cues each trial shows, 1 or 2 (cue task).
+    pub cues_per_trial: usize,
+    /// How the response at Go is scored (cue task).
+    pub cue_response: CueResponse,
 }
 
 impl EnvShape {
@@ -139,17 +158,19 @@ pub(crate) fn free_cells(side: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn new_trial(rng: &mut ChaCha8Rng, count: usize) -> Vec<Option<usize>> {
-    // 5-8 steps: blank, two distinct cues at distinct positions among the middle steps, Go on
-    // the next-to-last step, blank. `None` marks a step without a cue.
+fn new_trial(rng: &mut ChaCha8Rng, count: usize, shown: usize) -> Vec<Option<usize>> {
+    // 5-8 steps: blank, `shown` (1 or 2) distinct cues, drawn uniformly, at distinct positions
+    // among the middle steps, Go on the next-to-last step, blank. `None` marks a step without
+    // a cue. (Two cues draw the same numbers from `rng` as before `shown` existed.)
     let len = rng.random_range(5..=8);
     let mut trial = vec![None; len];
     let mut positions: Vec<usize> = (1..len - 2).collect();
     positions.shuffle(rng);
     let mut cues: Vec<usize> = (0..count).collect();
     cues.shuffle(rng);
-    trial[positions[0]] = Some(cues[0]);
-    trial[positions[1]] = Some(cues[1]);
+    for k in 0..shown {
+        trial[positions[k]] = Some(cues[k]);
+    }
     trial
 }
 
@@ -168,7 +189,7 @@ impl BatchEnv {
                             .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
                             .collect();
                         let target = rng.random_range(0..shape.cues);
-                        let trial = new_trial(&mut rng, shape.cues);
+                        let trial = new_trial(&mut rng, shape.cues, shape.cues_per_trial);
                         State::Cue {
                             cues,
                             target,
@@ -267,13 +288,19 @@ impl BatchEnv {
                 } => {
                     let reward = if self.go[b] {
                         let shown = trial.contains(&Some(*target));
-                        if (action == 1) == shown { 1.0 } else { -1.0 }
+                        match self.shape.cue_response {
+                            CueResponse::Report if (action == 1) == shown => 1.0,
+                            CueResponse::Report => -1.0,
+                            CueResponse::Claim if action == 0 => 0.0,
+                            CueResponse::Claim if shown => 1.0,
+                            CueResponse::Claim => -1.0,
+                        }
                     } else {
                         0.0
                     };
                     *at += 1;
                     if *at == trial.len() {
-                        *trial = new_trial(rng, self.shape.cues);
+                        *trial = new_trial(rng, self.shape.cues, self.shape.cues_per_trial);
                         *at = 0;
                     }
                     reward
@@ -330,6 +357,8 @@ mod tests {
             maze_side: 11,
             cues: CUES,
             cue_bits: CUE_BITS,
+            cues_per_trial: CUES_PER_TRIAL,
+            cue_response: CueResponse::Report,
         }
     }
 
@@ -452,16 +481,18 @@ mod tests {
 
     #[test]
     fn the_cue_task_rewards_the_right_response_at_go_only() {
-        // The paper's sizes, and a smaller task (`task.cues`, `task.cue_bits`).
-        for (cues, bits) in [(CUES, CUE_BITS), (3, 6)] {
-            cue_task_rewards_the_right_response(cues, bits);
+        // The paper's sizes, and smaller tasks (`task.cues`, `task.cue_bits`,
+        // `task.cues_per_trial`).
+        for (cues, bits, per_trial) in [(CUES, CUE_BITS, CUES_PER_TRIAL), (3, 6, 2), (2, 8, 1)] {
+            cue_task_rewards_the_right_response(cues, bits, per_trial);
         }
     }
 
-    fn cue_task_rewards_the_right_response(cues: usize, bits: usize) {
+    fn cue_task_rewards_the_right_response(cues: usize, bits: usize, per_trial: usize) {
         let s = EnvShape {
             cues,
             cue_bits: bits,
+            cues_per_trial: per_trial,
             ..shape(EnvKind::Cue, 120)
         };
         let mut env = BatchEnv::new(s, 4, Stream::Train, 0, 1);
@@ -470,6 +501,7 @@ mod tests {
         let mut gos = 0;
         let mut shown_steps = 0;
         let mut seen = std::collections::BTreeSet::new();
+        let mut target_shown = 0;
         for t in 0..120 {
             let obs = env.observe(t);
             let go = obs[bits] == 1.0;
@@ -488,18 +520,55 @@ mod tests {
             if go {
                 assert_eq!(reward, if gos % 2 == 0 { -1.0 } else { 1.0 });
                 gos += 1;
+                target_shown += right;
             } else {
                 assert_eq!(reward, 0.0, "no reward outside Go (step {t})");
             }
         }
-        // Trials of 5-8 steps: between 15 and 24 Go steps, two cues per trial.
+        // Trials of 5-8 steps: between 15 and 24 Go steps, `per_trial` cues per trial.
         assert!((15..=24).contains(&gos), "{gos}");
         assert!(
-            shown_steps >= 2 * (gos - 1),
-            "{shown_steps} cue steps for {gos} trials"
+            (per_trial * (gos - 1)..=per_trial * (gos + 1)).contains(&shown_steps),
+            "{shown_steps} cue steps for {gos} trials of {per_trial} cues"
+        );
+        // The target is among the shown cues in a fraction per_trial / cues of the trials.
+        let expected = (gos * per_trial) as f64 / cues as f64;
+        assert!(
+            (target_shown as f64 - expected).abs() <= 0.25 * gos as f64,
+            "target shown in {target_shown} of {gos} trials, expected about {expected}"
         );
         assert!(seen.len() <= cues, "{} distinct cues shown", seen.len());
         assert!(seen.len() >= cues.min(3), "every cue is shown in 15 trials");
+    }
+
+    #[test]
+    fn a_claim_is_paid_by_whether_the_target_was_shown_and_a_pass_is_not_paid() {
+        let s = EnvShape {
+            cue_response: CueResponse::Claim,
+            ..shape(EnvKind::Cue, 120)
+        };
+        let mut env = BatchEnv::new(s, 5, Stream::Train, 0, 1);
+        let mut paid = [0.0f32; 4];
+        for t in 0..120 {
+            let go = env.observe(t)[s.cue_bits] == 1.0;
+            let State::Cue { target, trial, .. } = &env.episodes[0].0 else {
+                unreachable!()
+            };
+            let shown = trial.contains(&Some(*target));
+            // Alternate claims and passes over the Go steps.
+            let action = t % 2;
+            let reward = env.act(&[action])[0];
+            match (go, action, shown) {
+                (false, ..) => assert_eq!(reward, 0.0, "no reward outside Go (step {t})"),
+                (true, 0, _) => assert_eq!(reward, 0.0, "a pass is not paid (step {t})"),
+                (true, _, true) => assert_eq!(reward, 1.0, "a right claim (step {t})"),
+                (true, _, false) => assert_eq!(reward, -1.0, "a wrong claim (step {t})"),
+            }
+            if go {
+                paid[2 * action + shown as usize] += 1.0;
+            }
+        }
+        assert!(paid.iter().all(|n| *n > 0.0), "every case met: {paid:?}");
     }
 
     #[test]
