@@ -571,6 +571,75 @@ mod tests {
         assert!(paid.iter().all(|n| *n > 0.0), "every case met: {paid:?}");
     }
 
+    /// Expected Go steps in an episode of `steps` steps: trials of 5-8 steps (uniform), Go on
+    /// each trial's next-to-last step, counted when it falls inside the episode.
+    fn expected_go_steps(steps: usize) -> f64 {
+        // from[t]: expected Go steps from a trial starting at step t.
+        let mut from = vec![0.0; steps + 8];
+        for t in (0..steps).rev() {
+            from[t] = (5..=8)
+                .map(|len| (((t + len - 2) < steps) as u8 as f64 + from[t + len]) / 4.0)
+                .sum();
+        }
+        from[0]
+    }
+
+    #[test]
+    fn an_oracle_earns_the_computed_optimum_of_the_cue_task_and_a_random_policy_nothing() {
+        // One cue per trial out of two: the target is shown in half the trials. An oracle that
+        // knows the target is paid at every Go under `report` and at the Go steps after the
+        // target under `claim` (passing after the other cue); a random policy earns 0 under
+        // both. Means over 400 episodes, each within 4 standard errors of its expectation.
+        let go = expected_go_steps(120);
+        assert!((go - 18.207).abs() < 1e-3, "{go}");
+        for (response, oracle_expected) in
+            [(CueResponse::Report, go), (CueResponse::Claim, go / 2.0)]
+        {
+            let s = EnvShape {
+                cues: 2,
+                cue_bits: 8,
+                cues_per_trial: 1,
+                cue_response: response,
+                ..shape(EnvKind::Cue, 120)
+            };
+            let episodes = 400;
+            for oracle in [true, false] {
+                let mut env = BatchEnv::new(s, 11, Stream::Eval, 0, episodes);
+                let mut totals = vec![0.0f64; episodes];
+                let mut coin = stream_rng(11, Stream::Train, 0);
+                for t in 0..120 {
+                    env.observe(t);
+                    let actions: Vec<usize> = env
+                        .episodes
+                        .iter()
+                        .map(|(state, _)| {
+                            let State::Cue { target, trial, .. } = state else {
+                                unreachable!()
+                            };
+                            if oracle {
+                                trial.contains(&Some(*target)) as usize
+                            } else {
+                                coin.random_range(0..2)
+                            }
+                        })
+                        .collect();
+                    for (total, r) in totals.iter_mut().zip(env.act(&actions)) {
+                        *total += r as f64;
+                    }
+                }
+                let mean = totals.iter().sum::<f64>() / episodes as f64;
+                let var =
+                    totals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (episodes - 1) as f64;
+                let se = (var / episodes as f64).sqrt().max(0.05);
+                let expected = if oracle { oracle_expected } else { 0.0 };
+                assert!(
+                    (mean - expected).abs() < 4.0 * se,
+                    "{response:?}, oracle {oracle}: mean {mean:.3} vs {expected:.3} (se {se:.3})"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_bandits_better_arm_pays_more_often() {
         let s = shape(EnvKind::Bandit, 1000);
