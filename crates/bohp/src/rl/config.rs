@@ -254,7 +254,7 @@ impl RlConfig {
         {
             return Err(bad(
                 "task.cue_response",
-                format!("{response:?}").to_lowercase(),
+                format!("\"{}\"", response.name()),
                 "to be set only with task.kind = \"cue\"",
             ));
         }

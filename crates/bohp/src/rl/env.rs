@@ -52,6 +52,19 @@ pub enum CueResponse {
     Claim,
 }
 
+impl CueResponse {
+    /// The name as written in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            CueResponse::Report => "report",
+            CueResponse::Claim => "claim",
+        }
+    }
+}
+
+/// Steps of a cue trial, drawn uniformly: blank, the cues, Go on the next-to-last step, blank.
+const TRIAL_STEPS: std::ops::RangeInclusive<usize> = 5..=8;
+
 /// Cues per episode in the cue task, one of them the target (the paper's; `task.cues`).
 pub(crate) const CUES: usize = 4;
 /// Bits of a cue (the paper's; `task.cue_bits`).
@@ -162,7 +175,7 @@ fn new_trial(rng: &mut ChaCha8Rng, count: usize, shown: usize) -> Vec<Option<usi
     // 5-8 steps: blank, `shown` (1 or 2) distinct cues, drawn uniformly, at distinct positions
     // among the middle steps, Go on the next-to-last step, blank. `None` marks a step without
     // a cue. (Two cues draw the same numbers from `rng` as before `shown` existed.)
-    let len = rng.random_range(5..=8);
+    let len = rng.random_range(TRIAL_STEPS);
     let mut trial = vec![None; len];
     let mut positions: Vec<usize> = (1..len - 2).collect();
     positions.shuffle(rng);
@@ -350,6 +363,14 @@ impl BatchEnv {
 mod tests {
     use super::*;
 
+    /// Whether episode `b`'s current trial shows its target (cue task).
+    fn target_shown(env: &BatchEnv, b: usize) -> bool {
+        let State::Cue { target, trial, .. } = &env.episodes[b].0 else {
+            unreachable!()
+        };
+        trial.contains(&Some(*target))
+    }
+
     fn shape(kind: EnvKind, steps: usize) -> EnvShape {
         EnvShape {
             kind,
@@ -501,7 +522,7 @@ mod tests {
         let mut gos = 0;
         let mut shown_steps = 0;
         let mut seen = std::collections::BTreeSet::new();
-        let mut target_shown = 0;
+        let mut with_target = 0;
         for t in 0..120 {
             let obs = env.observe(t);
             let go = obs[bits] == 1.0;
@@ -510,17 +531,14 @@ mod tests {
                 assert!(obs[..bits].iter().all(|x| x.abs() == 1.0), "±1 bits");
                 seen.insert(obs[..bits].iter().map(|x| *x > 0.0).collect::<Vec<_>>());
             }
-            let State::Cue { target, trial, .. } = &env.episodes[0].0 else {
-                unreachable!()
-            };
-            let right = trial.contains(&Some(*target)) as usize;
+            let right = target_shown(&env, 0) as usize;
             // Answer wrongly on even Go steps, rightly on odd ones.
             let action = if go && gos % 2 == 0 { 1 - right } else { right };
             let reward = env.act(&[action])[0];
             if go {
                 assert_eq!(reward, if gos % 2 == 0 { -1.0 } else { 1.0 });
                 gos += 1;
-                target_shown += right;
+                with_target += right;
             } else {
                 assert_eq!(reward, 0.0, "no reward outside Go (step {t})");
             }
@@ -534,8 +552,8 @@ mod tests {
         // The target is among the shown cues in a fraction per_trial / cues of the trials.
         let expected = (gos * per_trial) as f64 / cues as f64;
         assert!(
-            (target_shown as f64 - expected).abs() <= 0.25 * gos as f64,
-            "target shown in {target_shown} of {gos} trials, expected about {expected}"
+            (with_target as f64 - expected).abs() <= 0.25 * gos as f64,
+            "target shown in {with_target} of {gos} trials, expected about {expected}"
         );
         assert!(seen.len() <= cues, "{} distinct cues shown", seen.len());
         assert!(seen.len() >= cues.min(3), "every cue is shown in 15 trials");
@@ -551,10 +569,7 @@ mod tests {
         let mut paid = [0.0f32; 4];
         for t in 0..120 {
             let go = env.observe(t)[s.cue_bits] == 1.0;
-            let State::Cue { target, trial, .. } = &env.episodes[0].0 else {
-                unreachable!()
-            };
-            let shown = trial.contains(&Some(*target));
+            let shown = target_shown(&env, 0);
             // Alternate claims and passes over the Go steps.
             let action = t % 2;
             let reward = env.act(&[action])[0];
@@ -571,14 +586,15 @@ mod tests {
         assert!(paid.iter().all(|n| *n > 0.0), "every case met: {paid:?}");
     }
 
-    /// Expected Go steps in an episode of `steps` steps: trials of 5-8 steps (uniform), Go on
-    /// each trial's next-to-last step, counted when it falls inside the episode.
+    /// Expected Go steps in an episode of `steps` steps: trial lengths uniform over
+    /// `TRIAL_STEPS`, Go on each trial's next-to-last step, counted when inside the episode.
     fn expected_go_steps(steps: usize) -> f64 {
         // from[t]: expected Go steps from a trial starting at step t.
-        let mut from = vec![0.0; steps + 8];
+        let lengths = TRIAL_STEPS.count() as f64;
+        let mut from = vec![0.0; steps + *TRIAL_STEPS.end()];
         for t in (0..steps).rev() {
-            from[t] = (5..=8)
-                .map(|len| (((t + len - 2) < steps) as u8 as f64 + from[t + len]) / 4.0)
+            from[t] = TRIAL_STEPS
+                .map(|len| (((t + len - 2) < steps) as u8 as f64 + from[t + len]) / lengths)
                 .sum();
         }
         from[0]
@@ -609,15 +625,10 @@ mod tests {
                 let mut coin = stream_rng(11, Stream::Train, 0);
                 for t in 0..120 {
                     env.observe(t);
-                    let actions: Vec<usize> = env
-                        .episodes
-                        .iter()
-                        .map(|(state, _)| {
-                            let State::Cue { target, trial, .. } = state else {
-                                unreachable!()
-                            };
+                    let actions: Vec<usize> = (0..episodes)
+                        .map(|b| {
                             if oracle {
-                                trial.contains(&Some(*target)) as usize
+                                target_shown(&env, b) as usize
                             } else {
                                 coin.random_range(0..2)
                             }
