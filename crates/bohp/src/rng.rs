@@ -19,6 +19,8 @@ pub enum Stream {
     Eval,
     /// An agent's action sampling (reinforcement learning), per episode.
     Act,
+    /// Generated meta-tasks, per task (`rl::metatask::generate`).
+    Tasks,
 }
 
 impl Stream {
@@ -28,6 +30,7 @@ impl Stream {
             Stream::Train => 0x6a09_e667_f3bc_c908,
             Stream::Eval => 0xbb67_ae85_84ca_a73b,
             Stream::Act => 0x3c6e_f372_fe94_f82b,
+            Stream::Tasks => 0xa54f_f53a_5f1d_36f1,
         }
     }
 }

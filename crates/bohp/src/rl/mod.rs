@@ -6,6 +6,7 @@ pub mod config;
 pub mod env;
 pub mod family;
 pub mod fused;
+pub mod metatask;
 pub mod host;
 mod memory;
 pub mod model;
