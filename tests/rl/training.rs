@@ -453,3 +453,151 @@ fn reproduce_gives_the_lstm_its_own_learning_rate() {
         "{err}"
     );
 }
+
+/// A small meta-task config: 4 training and 3 held-out generated tasks, 20 steps.
+fn metatasks_config(seed: u64) -> String {
+    format!(
+        "seed = {seed}\n[task]\nkind = \"metatasks\"\nsteps = 20\ngenerator_seed = 2\ntrain_tasks = 4\n\
+         heldout_tasks = 3\nstimulus_bits = 4\n[model]\nkind = \"retroactive\"\nhidden = 8\n\
+         init = \"published\"\n[train]\nepisodes = 6\nbatch = 4\nlearning_rate = 0.001\nengine = \"fused\"\n"
+    )
+}
+
+/// `bohp reproduce metatasks`: every kind's seeds measured on every pool (new instances of the
+/// training tasks, the held-out tasks, each named task) beside the random policy and the
+/// optimum; the seed's `pools.json` equals `bohp eval --json` of the same run; the figure and
+/// the tables are written.
+#[test]
+fn reproduce_metatasks_measures_every_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    std::fs::write(configs.join("metatasks.toml"), metatasks_config(1)).unwrap();
+    let out = dir.path().join("out");
+    assert_success(&run_bohp(&[
+        "reproduce",
+        "metatasks",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seeds",
+        "2",
+        "--kinds",
+        "non-plastic,retroactive",
+        "--jobs",
+        "2",
+        "--inspect-episodes",
+        "8",
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metatasks/summary.json")).unwrap())
+            .unwrap();
+    let pools = summary["pools"].as_array().unwrap();
+    let names: Vec<&str> = pools.iter().map(|p| p["pool"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "train", "heldout", "bandit", "harlow", "t-maze", "two-step", "key-door"
+        ]
+    );
+    assert_eq!(summary["pool_episodes"].as_u64(), Some(8));
+    for pool in pools {
+        let (random, optimal) = (
+            pool["random"].as_f64().unwrap(),
+            pool["optimal"].as_f64().unwrap(),
+        );
+        assert!(optimal > random && random >= 0.0, "{pool}");
+        for kind in pool["kinds"].as_array().unwrap() {
+            assert_eq!(kind["reward"].as_array().unwrap().len(), 2, "{pool}");
+        }
+        assert_eq!(pool["tests"].as_array().unwrap().len(), 1);
+    }
+    // The named tasks' optimum over 20 steps: Harlow pays every second step.
+    assert!((pools[3]["optimal"].as_f64().unwrap() - 10.0).abs() < 1e-9);
+    // The seed's measures are `bohp eval`'s.
+    let seed_dir = out.join("metatasks/retroactive/seed-2");
+    let measured: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(seed_dir.join("pools.json")).unwrap()).unwrap();
+    let eval = run_bohp(&[
+        "eval",
+        seed_dir.to_str().unwrap(),
+        "--episodes",
+        "8",
+        "--json",
+    ]);
+    assert_success(&eval);
+    let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(eval["pools"], measured["pools"]);
+    for file in ["heldout.png", "heldout.svg", "rewards.png", "summary.md"] {
+        assert!(out.join("metatasks").join(file).is_file(), "{file}");
+    }
+    let md = std::fs::read_to_string(out.join("metatasks/summary.md")).unwrap();
+    assert!(md.contains("Held-out measures") && md.contains("| non-plastic vs retroactive |"));
+}
+
+/// `bohp tasks generate` writes a task set (TOML or JSON) that `bohp tasks show` reads back,
+/// describes and draws; a bad file is refused naming the task's field.
+#[test]
+fn tasks_generate_show_and_refuse_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["set.toml", "set.json"] {
+        let path = dir.path().join(name);
+        assert_success(&run_bohp(&[
+            "tasks",
+            "generate",
+            "--count",
+            "5",
+            "--seed",
+            "3",
+            "--named",
+            "--out",
+            path.to_str().unwrap(),
+        ]));
+        let draw = dir.path().join(format!("draw-{name}"));
+        let show = run_bohp(&[
+            "tasks",
+            "show",
+            path.to_str().unwrap(),
+            "--draw",
+            draw.to_str().unwrap(),
+        ]);
+        assert_success(&show);
+        let text = String::from_utf8_lossy(&show.stdout);
+        assert!(
+            text.contains("task gen-3-4: ") && text.contains("task key-door: "),
+            "{text}"
+        );
+        // Generated tasks pass the rejection tests; the bandit (one state) would not.
+        assert_eq!(
+            text.matches("passes the generator's rejection tests")
+                .count(),
+            6,
+            "{text}"
+        );
+        assert!(draw.join("gen-3-0.svg").is_file() && draw.join("two-step.svg").is_file());
+        assert_eq!(std::fs::read_dir(&draw).unwrap().count(), 10);
+    }
+    let toml = std::fs::read_to_string(dir.path().join("set.toml")).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        toml.replacen("value = 1.0", "value = 1.0\nwizard = 2", 1),
+    )
+    .unwrap();
+    let out = run_bohp(&["tasks", "show", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("bad.toml") && stderr.contains("wizard"),
+        "{stderr}"
+    );
+    let out = run_bohp(&[
+        "tasks",
+        "generate",
+        "--count",
+        "0",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--count"));
+}

@@ -54,9 +54,55 @@ pub(crate) enum Command {
     /// Write a finished run's trained parameters, named and shaped as in the model, for use
     /// outside Rust: safetensors, npz (numpy) or JSON. Every model family.
     Export(ExportArgs),
+    /// The generated space of meta-RL tasks: generate a task set as a file, or describe and
+    /// draw the tasks of one (docs/metatasks.md).
+    #[command(subcommand)]
+    Tasks(TasksCommand),
     /// One benchmark cell, measured in this process (run by `bench`).
     #[command(hide = true)]
     BenchCell(BenchCellArgs),
+}
+
+/// `bohp tasks …`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum TasksCommand {
+    /// Generate tasks from a seed (the paper's rejection tests applied) and write them as a
+    /// task-set file: TOML, or JSON when the name ends in .json. Tasks 0..N of a seed are the
+    /// same whatever the count, so `task.train_tasks`/`task.heldout_tasks` of a config with
+    /// `task.generator_seed = S` are this command's first tasks.
+    Generate(TasksGenerateArgs),
+    /// Describe the tasks of a task-set file (or the named tasks), and draw each state graph
+    /// as SVG.
+    Show(TasksShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TasksGenerateArgs {
+    /// Tasks to generate.
+    #[arg(long)]
+    pub(crate) count: usize,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Also write the five named tasks (bandit, harlow, t-maze, two-step, key-door) after the
+    /// generated ones.
+    #[arg(long)]
+    pub(crate) named: bool,
+    /// The task-set file to write.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TasksShowArgs {
+    /// A task-set file (TOML or JSON), or `named` for the named tasks.
+    pub(crate) file: String,
+    /// Write each task's state graph as <DIR>/<task name>.svg.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) draw: Option<PathBuf>,
+    /// Show only these tasks (their names, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
 }
 
 #[derive(Args, Debug)]

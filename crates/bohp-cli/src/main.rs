@@ -8,6 +8,7 @@ mod commands;
 mod fewshot_inspect;
 mod figures;
 mod inspect;
+mod meta_reproduce;
 mod recurrent;
 mod reproduce;
 mod rl_inspect;
@@ -69,7 +70,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     if matches!(
         cli.command,
-        Command::Eval(_) | Command::Inspect(_) | Command::Export(_)
+        Command::Eval(_) | Command::Inspect(_) | Command::Export(_) | Command::Tasks(_)
     ) {
         // Warnings (e.g. a run too old to verify) on stderr.
         let _ = tracing_subscriber::fmt()
@@ -88,6 +89,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Reproduce(args) => commands::reproduce::reproduce_command(&cli, args),
         Command::Bench(args) => commands::bench::bench_command(&cli, args),
         Command::Export(args) => commands::export::export_command(args),
+        Command::Tasks(command) => commands::tasks::tasks_command(command),
         Command::BenchCell(args) => commands::bench::bench_cell_command(&cli, args),
     }
 }

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use bohp::learner::{Outcome, train};
 use bohp::rl::config::RlConfig;
+use bohp::rl::env::EnvKind;
 use bohp::rl::model::RlModelKind;
-use bohp::rl::train::{RlRow, RlTrainer};
+use bohp::rl::train::{PoolScore, RlRow, RlTrainer};
 use bohp::run::{RunDir, write_atomic};
 use plotters::prelude::*;
 use serde::Serialize;
@@ -49,6 +50,8 @@ pub struct RlPlan {
     pub shard: Option<Shard>,
     /// Gather finished runs from these slices' output directories, then summarize (`--merge`).
     pub merge: Vec<PathBuf>,
+    /// Meta-tasks: held-out episodes per pool and seed (`--inspect-episodes`).
+    pub eval_episodes: usize,
 }
 
 /// One kind's results.
@@ -95,6 +98,16 @@ pub struct RlReproduction {
     pub kinds: Vec<KindSummary>,
     /// Between each pair of kinds.
     pub tests: Vec<RankSum>,
+    /// Meta-tasks: every kind measured on every pool of tasks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::meta_reproduce::PoolSummary>,
+    /// Meta-tasks: episodes per pool and seed of those measures.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pool_episodes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Neurons for `kind` whose parameter count is closest to `target` (the config's network).
@@ -315,7 +328,9 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
         }
     }
     crate::shard::apply_merges(&merges)?;
-    let results: Mutex<Vec<(RlModelKind, u64, Vec<RlRow>)>> = Mutex::new(Vec::new());
+    type Done = (RlModelKind, u64, Vec<RlRow>, Vec<PoolScore>);
+    let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
+    let meta = base.task.kind == EnvKind::Metatasks;
     let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
     let queue = Mutex::new(jobs.into_iter());
     // The seeds run on the pool's threads (this command runs on one of them, which takes part
@@ -333,8 +348,25 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    match run_seed(config, &dir, stop) {
-                        Ok(Some(rows)) => results.lock().expect("results").push((kind, seed, rows)),
+                    // Meta-tasks: the finished seed on every pool of tasks.
+                    let pools = |config: &RlConfig| -> Result<Vec<PoolScore>> {
+                        if meta && plan.shard.is_none() {
+                            crate::meta_reproduce::measure(&dir, config, plan.eval_episodes)
+                        } else {
+                            Ok(Vec::new())
+                        }
+                    };
+                    match run_seed(config.clone(), &dir, stop)
+                        .map(|rows| rows.map(|r| (r, pools(&config))))
+                    {
+                        Ok(Some((rows, Ok(pools)))) => results
+                            .lock()
+                            .expect("results")
+                            .push((kind, seed, rows, pools)),
+                        Ok(Some((_, Err(e)))) => errors
+                            .lock()
+                            .expect("errors")
+                            .push(e.context(dir.display().to_string())),
                         Ok(None) => {}
                         Err(e) => errors
                             .lock()
@@ -360,23 +392,28 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
     }
     let mut summaries = Vec::new();
     let mut curves = Vec::new();
+    let mut measured = Vec::new();
     for &(kind, hidden, params, learning_rate) in &kinds {
-        let mut per_seed: Vec<(u64, Vec<RlRow>)> = results
+        let mut per_seed: Vec<(u64, Vec<RlRow>, Vec<PoolScore>)> = results
             .iter()
-            .filter(|(k, _, _)| *k == kind)
-            .map(|(_, s, rows)| (*s, rows.clone()))
+            .filter(|(k, ..)| *k == kind)
+            .map(|(_, s, rows, pools)| (*s, rows.clone(), pools.clone()))
             .collect();
-        per_seed.sort_by_key(|(s, _)| *s);
+        per_seed.sort_by_key(|(s, ..)| *s);
+        measured.push((
+            kind.name().to_string(),
+            per_seed.iter().map(|(.., p)| p.clone()).collect::<Vec<_>>(),
+        ));
         let final_reward: Vec<f64> = per_seed
             .iter()
-            .map(|(_, rows)| {
+            .map(|(_, rows, _)| {
                 let tail = (rows.len() / 10).max(1);
                 rows.iter().rev().take(tail).map(|r| r.reward).sum::<f64>() / tail as f64
             })
             .collect();
         let series: Vec<Vec<f64>> = per_seed
             .iter()
-            .map(|(_, rows)| smooth(&rows.iter().map(|r| r.reward).collect::<Vec<_>>()))
+            .map(|(_, rows, _)| smooth(&rows.iter().map(|r| r.reward).collect::<Vec<_>>()))
             .collect();
         curves.push((kind.name().to_string(), per_episode(&series)));
         summaries.push(KindSummary {
@@ -406,6 +443,12 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
         random_reward: bohp::rl::train::random_policy_reward(&base, 200),
         kinds: summaries,
         tests,
+        pools: if meta {
+            crate::meta_reproduce::summarize(&measured)
+        } else {
+            Vec::new()
+        },
+        pool_episodes: if meta { plan.eval_episodes } else { 0 },
     };
     let dir = plan.out.join(&plan.task);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -419,6 +462,9 @@ pub fn reproduce_rl(plan: &RlPlan, stop: &AtomicBool) -> Result<Reproduced<RlRep
         }
     }
     reward_figure(&dir.join("rewards"), &reproduction, &curves)?;
+    if !reproduction.pools.is_empty() {
+        crate::meta_reproduce::figure(&dir.join("heldout"), &reproduction.pools, plan.seeds.len())?;
+    }
     write_atomic(
         &dir.join("summary.json"),
         &serde_json::to_vec_pretty(&reproduction).expect("serializes"),
@@ -473,7 +519,7 @@ pub fn markdown(r: &RlReproduction) -> String {
             t.kinds.0, t.kinds.1, t.u, t.p
         );
     }
-    out
+    out + &crate::meta_reproduce::markdown(&r.pools, r.pool_episodes)
 }
 
 fn reward_figure(stem: &Path, r: &RlReproduction, curves: &[(String, Vec<Spread>)]) -> Result<()> {

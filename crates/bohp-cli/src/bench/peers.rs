@@ -285,12 +285,12 @@ pub(super) fn run_rl_peer(
     let task = match shape.kind {
         EnvKind::Maze => "maze",
         EnvKind::Cue => "cue",
-        EnvKind::Bandit => {
+        EnvKind::Bandit | EnvKind::Metatasks => {
             return PeerResult::failed(
                 framework,
                 workload,
                 batch,
-                "the peer has no bandit task".into(),
+                format!("the peer has no {} task", shape.kind.name()),
             );
         }
     };

@@ -6,6 +6,7 @@ pub(crate) mod export;
 pub(crate) mod gradcheck;
 pub(crate) mod inspect;
 pub(crate) mod reproduce;
+pub(crate) mod tasks;
 pub(crate) mod train;
 
 use std::path::{Path, PathBuf};

@@ -23,11 +23,13 @@ pub(crate) fn reproduce_command(cli: &Cli, args: &ReproduceArgs) -> Result<ExitC
         bail!("--jobs: expected at least 1");
     }
     let jobs = crate::reproduce::concurrent_jobs(jobs);
-    if ["bandit", "cue", "maze"].contains(&args.target.as_str()) {
+    if ["bandit", "cue", "maze", "metatasks"].contains(&args.target.as_str()) {
         return reproduce_rl_command(cli, args, jobs);
     }
     if args.lstm_learning_rate.is_some() {
-        bail!("--lstm-learning-rate: only with bandit, cue or maze (the tasks with an LSTM kind)");
+        bail!(
+            "--lstm-learning-rate: only with bandit, cue, maze or metatasks (the tasks with an LSTM kind)"
+        );
     }
     let mut variants = Vec::new();
     for name in &args.plasticity {
@@ -115,7 +117,7 @@ fn slice_done(args: &ReproduceArgs, runs: usize, planned: usize, started: Instan
     );
 }
 
-/// `bohp reproduce bandit|cue|maze`.
+/// `bohp reproduce bandit|cue|maze|metatasks`.
 fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<ExitCode> {
     if args.kinds.is_empty() {
         bail!("--kinds: expected at least one network kind");
@@ -141,6 +143,7 @@ fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<
         jobs,
         shard: args.shard,
         merge: args.merge.clone(),
+        eval_episodes: args.inspect_episodes,
     };
     install_stop_handler()?;
     let started = Instant::now();
@@ -174,6 +177,20 @@ fn reproduce_rl_command(cli: &Cli, args: &ReproduceArgs, jobs: usize) -> Result<
                 println!(
                     "  rank-sum {} vs {}: U = {}, p = {:.3}",
                     t.kinds.0, t.kinds.1, t.u, t.p
+                );
+            }
+            for p in &r.pools {
+                let kinds: Vec<String> = p
+                    .kinds
+                    .iter()
+                    .map(|k| format!("{} {:.2}", k.kind, k.spread.median))
+                    .collect();
+                println!(
+                    "  pool {:<9} median reward: {} (random {:.2}, optimum {:.2})",
+                    p.pool,
+                    kinds.join(", "),
+                    p.random,
+                    p.optimal
                 );
             }
             println!(

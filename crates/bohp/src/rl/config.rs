@@ -1,10 +1,10 @@
-//! Configs of reinforcement-learning runs (`task.kind = "bandit" | "cue" | "maze"`).
+//! Configs of reinforcement-learning runs (`task.kind = "bandit" | "cue" | "maze" | "metatasks"`).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::env::{CUE_BITS, CUES, CUES_PER_TRIAL, CueResponse, EnvKind, EnvShape};
+use super::env::{CUE_BITS, CUES, CUES_PER_TRIAL, CueResponse, EnvKind, EnvShape, MetaShape, Pool};
 use super::model::{ActorCriticConfig, RlInit, RlModelKind};
 use crate::device::{Backend, Precision};
 use crate::error::Result;
@@ -60,6 +60,29 @@ pub struct RlTaskConfig {
     /// report]; cue only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cue_response: Option<CueResponse>,
+    /// The meta-task generator's seed [default 1]; metatasks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_seed: Option<u64>,
+    /// Generated tasks trained on (tasks `0..train_tasks` of the seed's set) [default 100];
+    /// metatasks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tasks: Option<usize>,
+    /// Generated tasks held out (the next `heldout_tasks` of the set) [default 50]; metatasks
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_tasks: Option<usize>,
+    /// Where episodes come from: `train`, `heldout`, `named` (every named task) or one named
+    /// task (`bandit`, `harlow`, `t-maze`, `two-step`, `key-door`) [default train]; metatasks
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Pool>,
+    /// Values of each stimulus, ±1 [default 8]; metatasks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stimulus_bits: Option<usize>,
+    /// Transitions after which a trial that has not come back to state 0 ends (the agent is
+    /// put back there) [default 4]; metatasks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_timeout: Option<usize>,
 }
 
 /// `[model]`: the actor-critic network.
@@ -146,6 +169,7 @@ impl RlConfig {
             EnvKind::Bandit => 100,
             EnvKind::Cue => 120,
             EnvKind::Maze => 200,
+            EnvKind::Metatasks => 100,
         });
         EnvShape {
             kind: self.task.kind,
@@ -155,6 +179,14 @@ impl RlConfig {
             cue_bits: self.task.cue_bits.unwrap_or(CUE_BITS),
             cues_per_trial: self.task.cues_per_trial.unwrap_or(CUES_PER_TRIAL),
             cue_response: self.task.cue_response.unwrap_or_default(),
+            meta: MetaShape {
+                seed: self.task.generator_seed.unwrap_or(1),
+                train: self.task.train_tasks.unwrap_or(100),
+                heldout: self.task.heldout_tasks.unwrap_or(50),
+                pool: self.task.pool.unwrap_or_default(),
+                bits: self.task.stimulus_bits.unwrap_or(8),
+                timeout: self.task.trial_timeout.unwrap_or(4),
+            },
         }
     }
 
@@ -174,6 +206,62 @@ impl RlConfig {
         }
     }
 
+    /// The meta-task fields: set only with `task.kind = "metatasks"`, and in range.
+    fn validate_meta(
+        &self,
+        bad: &impl Fn(&str, String, &str) -> crate::error::Error,
+    ) -> Result<()> {
+        let t = &self.task;
+        let meta = t.kind == EnvKind::Metatasks;
+        let pool = t.pool.map(|p| format!("\"{}\"", p.name()));
+        let fields = [
+            (
+                "task.generator_seed",
+                t.generator_seed.map(|v| v.to_string()),
+                0,
+            ),
+            ("task.train_tasks", t.train_tasks.map(|v| v.to_string()), 1),
+            (
+                "task.heldout_tasks",
+                t.heldout_tasks.map(|v| v.to_string()),
+                0,
+            ),
+            (
+                "task.stimulus_bits",
+                t.stimulus_bits.map(|v| v.to_string()),
+                1,
+            ),
+            (
+                "task.trial_timeout",
+                t.trial_timeout.map(|v| v.to_string()),
+                1,
+            ),
+            ("task.pool", pool, 0),
+        ];
+        for (field, value, least) in fields {
+            let Some(value) = value else { continue };
+            if !meta {
+                return Err(bad(
+                    field,
+                    value,
+                    "to be set only with task.kind = \"metatasks\"",
+                ));
+            }
+            if value.parse::<u64>().is_ok_and(|v| v < least) {
+                return Err(bad(field, value, &format!("expected at least {least}")));
+            }
+        }
+        let shape = self.env_shape().meta;
+        if meta && shape.pool == Pool::Heldout && shape.heldout == 0 {
+            return Err(bad(
+                "task.heldout_tasks",
+                "0".into(),
+                "at least 1 with task.pool = \"heldout\"",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every value, naming the field of the first bad one.
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = crate::schema::value_error(source);
@@ -187,6 +275,10 @@ impl RlConfig {
                 ("task.maze_side", self.task.maze_side),
                 ("task.cues", self.task.cues),
                 ("task.cue_bits", self.task.cue_bits),
+                ("task.train_tasks", self.task.train_tasks),
+                ("task.heldout_tasks", self.task.heldout_tasks),
+                ("task.stimulus_bits", self.task.stimulus_bits),
+                ("task.trial_timeout", self.task.trial_timeout),
                 ("model.hidden", Some(self.model.hidden)),
             ],
         )?;
@@ -201,7 +293,7 @@ impl RlConfig {
                     "expected an odd side of at least 5 (the border wall included)",
                 ));
             }
-            (EnvKind::Bandit | EnvKind::Cue, Some(side)) => {
+            (EnvKind::Bandit | EnvKind::Cue | EnvKind::Metatasks, Some(side)) => {
                 return Err(bad(
                     "task.maze_side",
                     side.to_string(),
@@ -239,7 +331,7 @@ impl RlConfig {
                 (EnvKind::Cue, Some(v)) if !range.contains(&v) => {
                     return Err(bad(field, v.to_string(), &why));
                 }
-                (EnvKind::Bandit | EnvKind::Maze, Some(v)) => {
+                (EnvKind::Bandit | EnvKind::Maze | EnvKind::Metatasks, Some(v)) => {
                     return Err(bad(
                         field,
                         v.to_string(),
@@ -249,7 +341,7 @@ impl RlConfig {
                 _ => {}
             }
         }
-        if let (EnvKind::Bandit | EnvKind::Maze, Some(response)) =
+        if let (EnvKind::Bandit | EnvKind::Maze | EnvKind::Metatasks, Some(response)) =
             (self.task.kind, self.task.cue_response)
         {
             return Err(bad(
@@ -258,6 +350,7 @@ impl RlConfig {
                 "to be set only with task.kind = \"cue\"",
             ));
         }
+        self.validate_meta(&bad)?;
         if self.model.hidden == 0 {
             return Err(bad("model.hidden", "0".into(), "expected at least 1"));
         }
@@ -403,6 +496,43 @@ mod tests {
             (
                 "kind = \"bandit\"",
                 "kind = \"maze\"\nmaze_side = 6",
+                "task.maze_side",
+            ),
+            ("[task]", "[task]\ntrain_tasks = 10", "task.train_tasks"),
+            ("[task]", "[task]\npool = \"heldout\"", "task.pool"),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\ntrain_tasks = 0",
+                "task.train_tasks",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\nstimulus_bits = 0",
+                "task.stimulus_bits",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\ntrial_timeout = 0",
+                "task.trial_timeout",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\nheldout_tasks = 0\npool = \"heldout\"",
+                "task.heldout_tasks",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\npool = \"chess\"",
+                "task.pool",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\ntrain_tasks = 1000000",
+                "task.train_tasks",
+            ),
+            (
+                "kind = \"bandit\"",
+                "kind = \"metatasks\"\nmaze_side = 7",
                 "task.maze_side",
             ),
             ("[train]", "[train]\ndiscount = 1.5", "train.discount"),

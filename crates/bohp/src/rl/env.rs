@@ -1,6 +1,7 @@
 //! Meta-reinforcement-learning environments, stepped for a whole batch of independent episodes
 //! at once: a two-armed bandit, the cue–reward association task and the grid maze of the
-//! neuromodulation issue (docs/neuromodulation.md).
+//! neuromodulation issue (docs/neuromodulation.md), and tasks of the generated meta-task space
+//! ([`super::metatask`], docs/metatasks.md).
 //!
 //! Every episode draws its randomness (arm probabilities, cues, reward positions, teleports)
 //! from its own generator, `stream_rng(seed, stream, episode)`, so episode `e` is the same
@@ -14,6 +15,11 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::metatask::runner::{self, Instance, Planner, Position};
+use super::metatask::{FIXED_STIMULI, MetaTask, NamedTask, generate};
 use crate::rng::{Stream, stream_rng};
 
 /// The environments.
@@ -26,6 +32,8 @@ pub enum EnvKind {
     Cue,
     /// Grid maze: find the episode's reward cell, again and again.
     Maze,
+    /// A task of the generated meta-task space, drawn per episode from a pool (`task.pool`).
+    Metatasks,
 }
 
 impl EnvKind {
@@ -35,7 +43,117 @@ impl EnvKind {
             EnvKind::Bandit => "bandit",
             EnvKind::Cue => "cue",
             EnvKind::Maze => "maze",
+            EnvKind::Metatasks => "metatasks",
         }
+    }
+}
+
+/// Which tasks a meta-task environment draws its episodes from (`task.pool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Pool {
+    /// The training tasks: generated tasks `0..train_tasks`.
+    #[default]
+    Train,
+    /// The held-out generated tasks `train_tasks..train_tasks + heldout_tasks`.
+    Heldout,
+    /// Every named task.
+    Named,
+    /// One named task.
+    One(NamedTask),
+}
+
+impl Pool {
+    /// The name as written in configs: `train`, `heldout`, `named`, or a named task's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Train => "train",
+            Pool::Heldout => "heldout",
+            Pool::Named => "named",
+            Pool::One(t) => t.name(),
+        }
+    }
+}
+
+impl std::str::FromStr for Pool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pool, String> {
+        match s {
+            "train" => Ok(Pool::Train),
+            "heldout" => Ok(Pool::Heldout),
+            "named" => Ok(Pool::Named),
+            _ => s.parse().map(Pool::One).map_err(|_| {
+                let named: Vec<&str> = NamedTask::ALL.iter().map(|t| t.name()).collect();
+                format!(
+                    "expected train, heldout, named or a named task ({})",
+                    named.join(", ")
+                )
+            }),
+        }
+    }
+}
+
+impl Serialize for Pool {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pool, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|why: String| serde::de::Error::custom(format!("\"{text}\": {why}")))
+    }
+}
+
+/// The sizes of a meta-task environment (`task.kind = "metatasks"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetaShape {
+    /// The generator's seed (`task.generator_seed`).
+    pub seed: u64,
+    /// Generated training tasks (`task.train_tasks`).
+    pub train: usize,
+    /// Generated held-out tasks after them (`task.heldout_tasks`).
+    pub heldout: usize,
+    /// Where episodes come from.
+    pub pool: Pool,
+    /// Values of a stimulus (`task.stimulus_bits`).
+    pub bits: usize,
+    /// Transitions after which a trial that has not returned to state 0 is ended
+    /// (`task.trial_timeout`).
+    pub timeout: usize,
+}
+
+impl MetaShape {
+    /// The pool's tasks (generated sets are made once per process and shared).
+    pub fn tasks(&self) -> Arc<Vec<MetaTask>> {
+        type Sets = HashMap<(u64, usize), Arc<Vec<MetaTask>>>;
+        static SETS: OnceLock<Mutex<Sets>> = OnceLock::new();
+        let generated = |count: usize| {
+            let mut sets = SETS
+                .get_or_init(Default::default)
+                .lock()
+                .expect("task sets");
+            sets.entry((self.seed, count))
+                .or_insert_with(|| Arc::new(generate(self.seed, count)))
+                .clone()
+        };
+        match self.pool {
+            Pool::Train => generated(self.train),
+            Pool::Heldout => Arc::new(generated(self.train + self.heldout)[self.train..].to_vec()),
+            Pool::Named => Arc::new(NamedTask::ALL.map(NamedTask::task).to_vec()),
+            Pool::One(t) => Arc::new(vec![t.task()]),
+        }
+    }
+
+    /// The run's fixed stimuli `f0 …`, `bits` values of ±1 each, from the generator's seed.
+    pub fn alphabet(&self) -> Arc<Vec<f32>> {
+        let mut rng = stream_rng(self.seed, Stream::Tasks, u64::MAX);
+        Arc::new(
+            (0..FIXED_STIMULI * self.bits)
+                .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+                .collect(),
+        )
     }
 }
 
@@ -91,13 +209,15 @@ pub struct EnvShape {
     pub cues_per_trial: usize,
     /// How the response at Go is scored (cue task).
     pub cue_response: CueResponse,
+    /// The meta-task space's sizes (meta-task environments).
+    pub meta: MetaShape,
 }
 
 impl EnvShape {
     /// Actions the agent chooses from.
     pub fn actions(&self) -> usize {
         match self.kind {
-            EnvKind::Bandit | EnvKind::Cue => 2,
+            EnvKind::Bandit | EnvKind::Cue | EnvKind::Metatasks => 2,
             EnvKind::Maze => 4,
         }
     }
@@ -110,6 +230,8 @@ impl EnvShape {
             EnvKind::Cue => self.cue_bits + 1,
             // The 3×3 neighbourhood, 1 where there is a wall.
             EnvKind::Maze => 9,
+            // The state's stimulus.
+            EnvKind::Metatasks => self.meta.bits,
         };
         own + 3 + self.actions()
     }
@@ -138,6 +260,21 @@ enum State {
         agent: (usize, usize),
         reward: (usize, usize),
     },
+    Meta {
+        /// The task's index in the pool.
+        task: usize,
+        /// Its hidden values.
+        instance: Instance,
+        /// Where the episode is.
+        at: Position,
+    },
+}
+
+/// A meta-task environment's tasks and fixed stimuli.
+#[derive(Debug, Clone)]
+struct MetaPool {
+    tasks: Arc<Vec<MetaTask>>,
+    alphabet: Arc<Vec<f32>>,
 }
 
 /// A batch of independent episodes of one environment.
@@ -149,6 +286,8 @@ pub struct BatchEnv {
     prev_action: Vec<Option<usize>>,
     /// Where the Go step of each episode's current trial is (cue task).
     go: Vec<bool>,
+    /// The pool (meta-task environments).
+    meta: Option<MetaPool>,
 }
 
 /// Whether maze cell `(row, col)` is a wall: the border, or a pillar where both are even,
@@ -190,6 +329,10 @@ fn new_trial(rng: &mut ChaCha8Rng, count: usize, shown: usize) -> Vec<Option<usi
 impl BatchEnv {
     /// Episodes `first..first + batch` of `stream` in a run seeded with `seed`.
     pub fn new(shape: EnvShape, seed: u64, stream: Stream, first: u64, batch: usize) -> BatchEnv {
+        let meta = (shape.kind == EnvKind::Metatasks).then(|| MetaPool {
+            tasks: shape.meta.tasks(),
+            alphabet: shape.meta.alphabet(),
+        });
         let episodes = (0..batch)
             .map(|b| {
                 let mut rng = stream_rng(seed, stream, first + b as u64);
@@ -220,6 +363,17 @@ impl BatchEnv {
                             reward,
                         }
                     }
+                    EnvKind::Metatasks => {
+                        // The task, uniformly from the pool, then its instance.
+                        let tasks = &meta.as_ref().expect("a pool").tasks;
+                        let task = rng.random_range(0..tasks.len());
+                        let instance = Instance::draw(&tasks[task], shape.meta.bits, &mut rng);
+                        State::Meta {
+                            task,
+                            instance,
+                            at: Position::START,
+                        }
+                    }
                 };
                 (state, rng)
             })
@@ -230,6 +384,7 @@ impl BatchEnv {
             prev_reward: vec![0.0; batch],
             prev_action: vec![None; batch],
             go: vec![false; batch],
+            meta,
         }
     }
 
@@ -273,6 +428,20 @@ impl BatchEnv {
                         row[k] = is_wall(side, cell) as u8 as f32;
                     }
                     9
+                }
+                State::Meta { task, instance, at } => {
+                    let pool = self.meta.as_ref().expect("a pool");
+                    let bits = self.shape.meta.bits;
+                    if let Some(stimulus) = runner::stimulus(
+                        &pool.tasks[*task],
+                        instance,
+                        &pool.alphabet,
+                        bits,
+                        at.state,
+                    ) {
+                        row[..bits].copy_from_slice(stimulus);
+                    }
+                    bits
                 }
             };
             row[own] = 1.0;
@@ -340,11 +509,40 @@ impl BatchEnv {
                         0.0
                     }
                 }
+                State::Meta { task, instance, at } => {
+                    let pool = self.meta.as_ref().expect("a pool");
+                    let timeout = self.shape.meta.timeout;
+                    let (next, reward) =
+                        runner::step(&pool.tasks[*task], instance, *at, action, timeout, rng);
+                    *at = next;
+                    reward
+                }
             };
             self.prev_action[b] = Some(action);
         }
         self.prev_reward.clone_from(&rewards);
         rewards
+    }
+
+    /// Meta-tasks: each episode's task (its name) and the exact expected total reward over
+    /// the episode of the policy that knows the instance and of the uniformly random policy
+    /// ([`Planner`]), from the episode's start.
+    pub fn meta_expectations(&self) -> Vec<(String, f64, f64)> {
+        let Some(pool) = &self.meta else {
+            return Vec::new();
+        };
+        self.episodes
+            .iter()
+            .filter_map(|(s, _)| match s {
+                State::Meta { task, instance, .. } => {
+                    let task = &pool.tasks[*task];
+                    let plan =
+                        Planner::new(task, instance, self.shape.steps, self.shape.meta.timeout);
+                    Some((task.name.clone(), plan.optimal(), plan.random()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Maze: where each episode's agent is, and its reward cell (for pictures and tests).
@@ -380,6 +578,14 @@ mod tests {
             cue_bits: CUE_BITS,
             cues_per_trial: CUES_PER_TRIAL,
             cue_response: CueResponse::Report,
+            meta: MetaShape {
+                seed: 1,
+                train: 10,
+                heldout: 5,
+                pool: Pool::Train,
+                bits: 6,
+                timeout: 4,
+            },
         }
     }
 
@@ -427,7 +633,12 @@ mod tests {
 
     #[test]
     fn episodes_do_not_depend_on_their_batch() {
-        for kind in [EnvKind::Bandit, EnvKind::Cue, EnvKind::Maze] {
+        for kind in [
+            EnvKind::Bandit,
+            EnvKind::Cue,
+            EnvKind::Maze,
+            EnvKind::Metatasks,
+        ] {
             let s = shape(kind, 30);
             let mut alone = BatchEnv::new(s, 3, Stream::Train, 5, 1);
             let mut within = BatchEnv::new(s, 3, Stream::Train, 4, 3);

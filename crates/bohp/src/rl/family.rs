@@ -1,5 +1,5 @@
-//! The reinforcement-learning [`Family`]: configs whose `task.kind` is `bandit`, `cue` or
-//! `maze` (actor-critic agents trained by A2C).
+//! The reinforcement-learning [`Family`]: configs whose `task.kind` is `bandit`, `cue`,
+//! `maze` or `metatasks` (actor-critic agents trained by A2C).
 
 use std::collections::VecDeque;
 
@@ -27,15 +27,15 @@ impl Family for Reinforcement {
     type Config = RlConfig;
     type Trainer = RlTrainer;
 
-    const KINDS: &'static [&'static str] = &["bandit", "cue", "maze"];
+    const KINDS: &'static [&'static str] = &["bandit", "cue", "maze", "metatasks"];
     crate::family::config_methods!(RlConfig);
     crate::family::trainer_methods!(RlConfig, RlTrainer);
 
     fn describe(trainer: &RlTrainer) -> String {
         let config = trainer.config();
         format!(
-            "{:?} ({} network, {} hidden, {} params) by A2C on {} ({}), batch {}",
-            config.task.kind,
+            "{} ({} network, {} hidden, {} params) by A2C on {} ({}), batch {}",
+            config.task.kind.name(),
             config.model.kind.name(),
             config.model.hidden,
             config.network().num_params(),
@@ -70,24 +70,34 @@ impl Family for Reinforcement {
         trainer.load_model(&run.model_path())?;
         let reward = trainer.evaluate(request.episodes);
         let random = random_policy_reward(&config, request.episodes);
+        // Meta-tasks: every pool (new instances, held-out tasks, each named task).
+        let pools = trainer.evaluate_pools(request.episodes);
+        let mut lines = vec![format!(
+            "{} {} on {} held-out episodes (seed {}): reward {:.3} per episode (a random policy: {:.3})",
+            config.task.kind.name(),
+            config.model.kind.name(),
+            request.episodes,
+            config.seed,
+            reward,
+            random
+        )];
+        lines.extend(pools.iter().map(|p| {
+            format!(
+                "  pool {:<9} reward {:7.3} per episode (random {:.3}, optimum {:.3})",
+                p.pool, p.reward, p.random, p.optimal
+            )
+        }));
         Ok(Report {
             json: json!({
-                "task": format!("{:?}", config.task.kind).to_lowercase(),
+                "task": config.task.kind.name(),
                 "model": config.model.kind.name(),
                 "episodes": request.episodes,
                 "seed": config.seed,
                 "reward": reward,
                 "random_reward": random,
+                "pools": pools,
             }),
-            lines: vec![format!(
-                "{:?} {} on {} held-out episodes (seed {}): reward {:.3} per episode (a random policy: {:.3})",
-                config.task.kind,
-                config.model.kind.name(),
-                request.episodes,
-                config.seed,
-                reward,
-                random
-            )],
+            lines,
         })
     }
     fn trained(run: &RunDir, config: RlConfig) -> Result<Trained> {

@@ -21,9 +21,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Exploration, RlConfig, RlTrainConfig};
-use super::env::BatchEnv;
+use super::env::{BatchEnv, EnvKind, EnvShape, Pool};
 use super::fused::FusedAc;
 use super::host::AcParams;
+use super::metatask::NamedTask;
 use super::model::{AcStep, Agent};
 use super::replay::Replay;
 pub use super::replay::sample_action;
@@ -96,6 +97,49 @@ pub struct RlTrainer {
 /// The fused engine's parameters ([`AcParams::into_groups`]'s order), as a network's values.
 fn ac_values(host: &HostParams) -> AcParams {
     AcParams::from_groups(host.values.clone())
+}
+
+/// A meta-task agent's held-out reward on one pool of tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolScore {
+    /// The pool: `train` (new instances of the training tasks), `heldout` (generated tasks
+    /// never trained on) or a named task.
+    pub pool: String,
+    /// Episodes measured.
+    pub episodes: usize,
+    /// The agent's mean total reward per episode.
+    pub reward: f64,
+    /// A uniformly random policy's expected total reward on the same episodes (exact).
+    pub random: f64,
+    /// The expected total reward on the same episodes of the policy that knows each
+    /// instance's hidden values and its state (exact; an upper bound for any agent).
+    pub optimal: f64,
+}
+
+/// The pools a meta-task run is measured on: `train` (new instances), `heldout` (when the
+/// config holds tasks out) and every named task. Empty for the other environments.
+pub fn meta_pools(config: &RlConfig) -> Vec<Pool> {
+    if config.task.kind != EnvKind::Metatasks {
+        return Vec::new();
+    }
+    let mut pools = vec![Pool::Train];
+    if config.env_shape().meta.heldout > 0 {
+        pools.push(Pool::Heldout);
+    }
+    pools.extend(NamedTask::ALL.map(Pool::One));
+    pools
+}
+
+/// The random and the optimal policy's exact expected total reward per episode, averaged over
+/// episodes `0..episodes` of the `Eval` stream of the meta-task environment `shape`.
+pub fn pool_expectations(shape: EnvShape, seed: u64, episodes: usize) -> (f64, f64) {
+    let env = BatchEnv::new(shape, seed, Stream::Eval, 0, episodes);
+    let expected = env.meta_expectations();
+    let n = expected.len().max(1) as f64;
+    (
+        expected.iter().map(|e| e.2).sum::<f64>() / n,
+        expected.iter().map(|e| e.1).sum::<f64>() / n,
+    )
 }
 
 /// Mean total reward per episode of a uniformly random policy, over `episodes` episodes of the
@@ -202,17 +246,44 @@ impl RlTrainer {
     /// Mean total reward per episode on `episodes` held-out episodes (the `Eval` stream, in
     /// batches of at most `train.batch`), sampling the policy; no update.
     pub fn evaluate(&self, episodes: usize) -> f64 {
+        self.evaluate_in(self.config.env_shape(), episodes)
+    }
+
+    /// [`RlTrainer::evaluate`] in the environment `shape`.
+    fn evaluate_in(&self, shape: EnvShape, episodes: usize) -> f64 {
         let plain = self.device.clone().without_autodiff();
         let model = self.agent().valid();
         let chunk = self.config.train.batch.max(1);
         let (mut total, mut done) = (0.0, 0);
         while done < episodes {
             let b = chunk.min(episodes - done);
-            let (_, reward, _) = self.rollout(&model, Stream::Eval, done as u64, b, &plain);
+            let (_, reward, _) =
+                self.rollout_in(shape, &model, Stream::Eval, done as u64, b, &plain);
             total += reward * b as f64;
             done += b;
         }
         total / episodes.max(1) as f64
+    }
+
+    /// Meta-tasks: the agent on `episodes` held-out episodes of each pool of
+    /// [`meta_pools`], beside the random and the optimal policy's exact expectations on the
+    /// same episodes. Empty for the other environments.
+    pub fn evaluate_pools(&self, episodes: usize) -> Vec<PoolScore> {
+        meta_pools(&self.config)
+            .into_iter()
+            .map(|pool| {
+                let mut shape = self.config.env_shape();
+                shape.meta.pool = pool;
+                let (random, optimal) = pool_expectations(shape, self.config.seed, episodes);
+                PoolScore {
+                    pool: pool.name().to_string(),
+                    episodes,
+                    reward: self.evaluate_in(shape, episodes),
+                    random,
+                    optimal,
+                }
+            })
+            .collect()
     }
 
     /// The config.
@@ -235,7 +306,19 @@ impl RlTrainer {
         batch: usize,
         device: &Device,
     ) -> (Tensor<1>, f64, f64) {
-        let shape = self.config.env_shape();
+        self.rollout_in(self.config.env_shape(), model, stream, first, batch, device)
+    }
+
+    /// [`RlTrainer::rollout`] in the environment `shape` (of the same inputs and actions).
+    fn rollout_in(
+        &self,
+        shape: EnvShape,
+        model: &Agent,
+        stream: Stream,
+        first: u64,
+        batch: usize,
+        device: &Device,
+    ) -> (Tensor<1>, f64, f64) {
         let train = &self.config.train;
         let mut env = BatchEnv::new(shape, self.config.seed, stream, first, batch);
         let mut rngs: Vec<_> = (0..batch as u64)
@@ -544,7 +627,7 @@ impl Learner for RlTrainer {
         let final_reward =
             rows.iter().rev().take(tail).map(|r| r.reward).sum::<f64>() / tail as f64;
         Ok(RlSummary {
-            task: format!("{:?}", self.config.task.kind).to_lowercase(),
+            task: self.config.task.kind.name().to_string(),
             model: self.config.model.kind.name().to_string(),
             params: self.config.network().num_params(),
             episodes: rows.len(),

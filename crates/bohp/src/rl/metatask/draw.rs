@@ -49,7 +49,11 @@ pub fn svg(task: &MetaTask) -> String {
             ))
             .collect::<String>()
     );
-    let title = if task.name.is_empty() { "task" } else { &task.name };
+    let title = if task.name.is_empty() {
+        "task"
+    } else {
+        &task.name
+    };
     let _ = writeln!(
         out,
         r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text><text x="10" y="38" fill="{}">action 0</text><text x="80" y="38" fill="{}">action 1</text>"#,
@@ -63,7 +67,11 @@ pub fn svg(task: &MetaTask) -> String {
                 if *p <= 0.0 {
                     continue;
                 }
-                let label = if *p < 1.0 { format!("{p}") } else { String::new() };
+                let label = if *p < 1.0 {
+                    format!("{}", (p * 1000.0).round() / 1000.0)
+                } else {
+                    String::new()
+                };
                 let (x0, y0) = pos(s);
                 if s == t {
                     // A loop above (action 0) or below (action 1) the node.
@@ -89,18 +97,16 @@ pub fn svg(task: &MetaTask) -> String {
                 let (ux, uy) = (dx / len, dy / len);
                 // The two actions' arrows bend to opposite sides.
                 let bend = if a == 0 { 28.0 } else { -28.0 };
-                let (mx, my) = (
-                    (x0 + x1) / 2.0 - uy * bend,
-                    (y0 + y1) / 2.0 + ux * bend,
-                );
+                let (mx, my) = ((x0 + x1) / 2.0 - uy * bend, (y0 + y1) / 2.0 + ux * bend);
                 let (sx, sy) = (x0 + ux * NODE, y0 + uy * NODE);
                 let (ex, ey) = (x1 - ux * NODE, y1 - uy * NODE);
                 let _ = writeln!(
                     out,
                     r#"<path d="M {sx:.1} {sy:.1} Q {mx:.1} {my:.1} {ex:.1} {ey:.1}" fill="none" stroke="{}" stroke-width="1.6" marker-end="url(#arrow{a})"/><text x="{:.1}" y="{:.1}" fill="{}">{label}</text>"#,
                     COLOURS[a],
-                    mx,
-                    my,
+                    // The curve's midpoint, halfway between the chord's and the control point.
+                    (mx + (x0 + x1) / 2.0) / 2.0 + 4.0,
+                    (my + (y0 + y1) / 2.0) / 2.0 - 4.0,
                     COLOURS[a]
                 );
             }

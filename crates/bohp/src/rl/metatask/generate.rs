@@ -133,9 +133,13 @@ fn distribution(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
         d[a] = 1.0;
     } else {
         let b = (a + rng.random_range(1..n)) % n;
-        let major = if rng.random_bool(0.5) { 0.9 } else { 0.5 };
+        let (major, minor) = if rng.random_bool(0.5) {
+            (0.9, 0.1)
+        } else {
+            (0.5, 0.5)
+        };
         d[a] = major;
-        d[b] = 1.0 - major;
+        d[b] = minor;
     }
     d
 }

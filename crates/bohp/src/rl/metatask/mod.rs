@@ -178,9 +178,8 @@ impl From<Cond> for Token {
 impl TryFrom<Token> for Prob {
     type Error = String;
     fn try_from(t: Token) -> std::result::Result<Self, String> {
-        let bad = || {
-            format!("{t}: expected a probability: a number, \"pK\" or \"1-pK\" (variable K)")
-        };
+        let bad =
+            || format!("{t}: expected a probability: a number, \"pK\" or \"1-pK\" (variable K)");
         match &t {
             Token::Int(i) => Ok(Prob::Const(*i as f64)),
             Token::Float(x) => Ok(Prob::Const(*x)),
@@ -448,8 +447,7 @@ impl MetaTask {
                     ));
                 }
                 let sum: f64 = dist.iter().sum();
-                if dist.iter().any(|p| !(p.is_finite() && *p >= 0.0)) || (sum - 1.0).abs() > 1e-9
-                {
+                if dist.iter().any(|p| !(p.is_finite() && *p >= 0.0)) || (sum - 1.0).abs() > 1e-9 {
                     return Err(bad(
                         field,
                         format!("{dist:?}"),
@@ -519,7 +517,11 @@ impl MetaTask {
                 ));
             }
             if !r.value.is_finite() {
-                return Err(bad(at("value"), r.value.to_string(), "a finite reward".into()));
+                return Err(bad(
+                    at("value"),
+                    r.value.to_string(),
+                    "a finite reward".into(),
+                ));
             }
         }
         for (i, r) in self.flag.iter().enumerate() {
@@ -530,7 +532,11 @@ impl MetaTask {
                 }
             }
             if !cond_ok(&r.action) {
-                return Err(bad(at("action"), r.action.to_string(), "\"any\", 0 or 1".into()));
+                return Err(bad(
+                    at("action"),
+                    r.action.to_string(),
+                    "\"any\", 0 or 1".into(),
+                ));
             }
             if r.set > 1 {
                 return Err(bad(at("set"), r.set.to_string(), "0 or 1".into()));
@@ -543,7 +549,9 @@ impl MetaTask {
     pub fn rule_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for (k, [lo, hi]) in self.special.iter().enumerate() {
-            lines.push(format!("x{k}: a state drawn uniformly from {lo}..={hi} per instance"));
+            lines.push(format!(
+                "x{k}: a state drawn uniformly from {lo}..={hi} per instance"
+            ));
         }
         for k in 0..self.probabilities {
             lines.push(format!("p{k}: a probability drawn U(0, 1) per instance"));
@@ -570,7 +578,11 @@ impl MetaTask {
     pub fn describe(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let name = if self.name.is_empty() { "(unnamed)" } else { &self.name };
+        let name = if self.name.is_empty() {
+            "(unnamed)"
+        } else {
+            &self.name
+        };
         let _ = writeln!(out, "task {name}: {} states, 2 actions", self.states());
         for (s, row) in self.transitions.iter().enumerate() {
             let _ = writeln!(out, "  state {s} shows {}", self.stimuli[s]);
@@ -636,7 +648,11 @@ impl TaskSet {
 
     /// Writes the set: JSON when the file name ends in `.json`, TOML otherwise.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = if is_json(path) { self.to_json() } else { self.to_toml() };
+        let text = if is_json(path) {
+            self.to_json()
+        } else {
+            self.to_toml()
+        };
         crate::run::write_atomic(path, text.as_bytes())
     }
 
@@ -663,7 +679,8 @@ impl TaskSet {
             serde_path_to_error::deserialize(de)
                 .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?
         } else {
-            let de = toml::Deserializer::parse(text).map_err(|e| syntax("<file>".into(), e.to_string()))?;
+            let de = toml::Deserializer::parse(text)
+                .map_err(|e| syntax("<file>".into(), e.to_string()))?;
             serde_path_to_error::deserialize(de)
                 .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?
         };
@@ -696,7 +713,8 @@ impl TaskSet {
 }
 
 fn is_json(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 impl FromStr for NamedTask {

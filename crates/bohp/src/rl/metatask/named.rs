@@ -87,7 +87,11 @@ impl NamedTask {
             NamedTask::Harlow => MetaTask {
                 name,
                 // State 1 shows v0 (v0 on the left, v1 on the right), state 2 shows v1.
-                stimuli: vec![Stimulus::Fixed(0), Stimulus::Variable(0), Stimulus::Variable(1)],
+                stimuli: vec![
+                    Stimulus::Fixed(0),
+                    Stimulus::Variable(0),
+                    Stimulus::Variable(1),
+                ],
                 transitions: vec![
                     vec![vec![0.0, 0.5, 0.5], vec![0.0, 0.5, 0.5]],
                     vec![to(3, 0), to(3, 0)],

@@ -278,7 +278,11 @@ impl Planner {
                 let mut mean = 0.0;
                 for (a, out) in outs.iter().enumerate() {
                     row[i][a] = out.iter().map(|(p, r, to)| p * (r + best[*to])).sum();
-                    mean += 0.5 * out.iter().map(|(p, r, to)| p * (r + uniform[*to])).sum::<f64>();
+                    mean += 0.5
+                        * out
+                            .iter()
+                            .map(|(p, r, to)| p * (r + uniform[*to]))
+                            .sum::<f64>();
                 }
                 next_best[i] = row[i][0].max(row[i][1]);
                 next_uniform[i] = mean;

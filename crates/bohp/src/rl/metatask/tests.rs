@@ -43,7 +43,8 @@ fn episode(
 fn every_named_task_is_valid_and_its_planner_gives_the_hand_computed_rewards() {
     for named in NamedTask::ALL {
         let task = named.task();
-        task.validate().unwrap_or_else(|e| panic!("{}: {e}", named.name()));
+        task.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", named.name()));
         let (optimal, random) = named.expected(STEPS);
         for i in 0..20 {
             let inst = Instance::draw(&task, BITS, &mut stream_rng(1, Stream::Eval, i));
@@ -252,15 +253,28 @@ fn generated_sets_are_valid_distinct_deterministic_and_nested() {
         assert!((1..=3).contains(&t.reward.len()), "{}", t.name);
         assert!((1..=2).contains(&t.flag.len()), "{}", t.name);
         for u in &tasks[..i] {
-            assert_ne!(u.anonymous(), t.anonymous(), "{} repeats {}", t.name, u.name);
+            assert_ne!(
+                u.anonymous(),
+                t.anonymous(),
+                "{} repeats {}",
+                t.name,
+                u.name
+            );
         }
     }
-    assert_eq!(generate(1, 20)[..], tasks[..20], "the first tasks do not depend on the count");
+    assert_eq!(
+        generate(1, 20)[..],
+        tasks[..20],
+        "the first tasks do not depend on the count"
+    );
     assert_ne!(generate(2, 5)[..], tasks[..5], "another seed, other tasks");
     // The proportions the docs state, loosely: most tasks have 4 states and one reward rule.
     let four = tasks.iter().filter(|t| t.states() == 4).count();
     let one_rule = tasks.iter().filter(|t| t.reward.len() == 1).count();
-    assert!(four > 30 && one_rule > 15, "4 states: {four}, one rule: {one_rule}");
+    assert!(
+        four > 30 && one_rule > 15,
+        "4 states: {four}, one rule: {one_rule}"
+    );
 }
 
 #[test]
@@ -284,12 +298,24 @@ fn a_bad_task_file_names_the_task_and_field() {
     let good = TaskSet::new("", vec![NamedTask::Bandit.task(), NamedTask::TMaze.task()]).to_toml();
     let cases = [
         // p1 with one probability variable.
-        (good.replacen("\"1-p0\"", "\"1-p1\"", 1), "task[0].reward[1].p"),
+        (
+            good.replacen("\"1-p0\"", "\"1-p1\"", 1),
+            "task[0].reward[1].p",
+        ),
         // A distribution that does not sum to 1.
-        (good.replacen("[1.0], [1.0]", "[1.0], [0.5]", 1), "task[0].transitions[0][1]"),
+        (
+            good.replacen("[1.0], [1.0]", "[1.0], [0.5]", 1),
+            "task[0].transitions[0][1]",
+        ),
         // A special-state variable that is not declared.
-        (good.replacen("to = \"x0\"", "to = \"x1\"", 1), "task[1].reward[0].to"),
-        (good.replacen("bohp-metatasks/1", "bohp-metatasks/9", 1), "format"),
+        (
+            good.replacen("to = \"x0\"", "to = \"x1\"", 1),
+            "task[1].reward[0].to",
+        ),
+        (
+            good.replacen("bohp-metatasks/1", "bohp-metatasks/9", 1),
+            "format",
+        ),
         (good.replacen("\"f2\"", "\"q2\"", 1), "task[1].stimuli[2]"),
     ];
     for (text, field) in cases {
