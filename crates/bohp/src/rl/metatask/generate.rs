@@ -282,8 +282,8 @@ pub fn candidate(rng: &mut ChaCha8Rng) -> MetaTask {
     }
 }
 
-/// Most candidates drawn for one task before giving up (never reached in practice: about one
-/// candidate in three passes).
+/// Most candidates drawn for one task before giving up (a guard: the tests generate hundreds
+/// of tasks far below it).
 const MAX_TRIES: usize = 10_000;
 
 /// `count` distinct tasks generated from `seed`: task `i` is the first candidate drawn from
