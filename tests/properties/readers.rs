@@ -221,3 +221,42 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A damaged task-set file (TOML or JSON) is refused naming the file, or read to tasks that
+    /// all validate, and every one of them then runs (episodes, the planner) without a panic.
+    #[test]
+    fn a_damaged_task_set_is_refused_by_name_or_runs(damage in damage(), json in any::<bool>()) {
+        use bohp::rl::metatask::runner::{Instance, Planner, Position, step};
+        use bohp::rl::metatask::{NamedTask, TaskSet, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(if json { "set.json" } else { "set.toml" });
+        let mut tasks = generate(4, 3);
+        tasks.push(NamedTask::KeyDoor.task());
+        TaskSet::new("property", tasks).save(&path).unwrap();
+        damage.to_file(&path);
+        match TaskSet::load(&path) {
+            Err(e) => {
+                let text = e.to_string();
+                prop_assert!(text.contains("set."), "{}", text);
+            }
+            Ok(set) => {
+                for task in &set.tasks {
+                    prop_assert!(task.validate().is_ok());
+                    let mut rng = bohp::rng::stream_rng(0, bohp::rng::Stream::Eval, 0);
+                    let inst = Instance::draw(task, 4, &mut rng);
+                    let plan = Planner::new(task, &inst, 10, 3);
+                    prop_assert!(plan.optimal() >= plan.random() - 1e-9);
+                    let mut at = Position::START;
+                    for t in 0..10 {
+                        let (next, reward) = step(task, &inst, at, plan.act(at, 10 - t), 3, &mut rng);
+                        prop_assert!(reward.is_finite() && next.state < task.states());
+                        at = next;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -40,6 +40,8 @@ pub const ACTIONS: usize = 2;
 pub const FIXED_STIMULI: usize = 16;
 /// Most variable stimuli, probability variables or special-state variables of one task.
 pub const MAX_VARIABLES: usize = 8;
+/// The largest reward a rule may pay (in size), so rewards stay finite in `f32`.
+pub const MAX_REWARD: f64 = 1e6;
 
 /// A state in a rule: any state, a given state, or a special-state variable.
 /// Written `"any"`, `2` (or `"2"`), `"x0"`.
