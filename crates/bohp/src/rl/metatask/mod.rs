@@ -6,9 +6,9 @@
 //! none); transitions are probabilities; reward rules (later ones override earlier ones) and
 //! flag rules are conditioned on the old state, the new state, the action and the flag, where a
 //! state may be a *special-state variable* and a reward probability a *probability variable*
-//! `p_k ~ U(0, 1)` or its complement, both drawn per [`Instance`].
+//! `p_k ~ U(0, 1)` or its complement, both drawn per [`runner::Instance`].
 //!
-//! - [`generate`]: a seeded generator with the paper's rejection tests ([`check`]);
+//! - [`generate()`]: a seeded generator with the paper's rejection tests ([`check`]);
 //! - [`named`]: the known tasks written in the space (bandit, Harlow, T-maze, two-step,
 //!   key–door);
 //! - [`runner`]: instances, one episode's steps, and the exact expected reward of the optimal
