@@ -50,16 +50,22 @@ impl std::fmt::Display for Rejection {
 /// Instances drawn to compare expected rewards in [`check`].
 const PROBE_INSTANCES: u64 = 16;
 
-/// Expected reward of every `(s, a, s', flag)` in an instance.
+/// The expected reward of every `(s, a, flag)` in an instance, over the next state (so a rule on
+/// a transition that cannot happen changes nothing).
 fn reward_table(task: &MetaTask, inst: &Instance) -> Vec<f64> {
     let n = task.states();
-    let mut table = Vec::with_capacity(n * 2 * n * 2);
+    let mut table = Vec::with_capacity(n * 2 * 2);
     for s in 0..n {
         for a in 0..2 {
-            for next in 0..n {
-                for flag in 0..2 {
-                    table.push(task.expected_reward(inst, s, a, next, flag));
-                }
+            for flag in 0..2 {
+                table.push(
+                    (0..n)
+                        .map(|next| {
+                            task.transitions[s][a][next]
+                                * task.expected_reward(inst, s, a, next, flag)
+                        })
+                        .sum(),
+                );
             }
         }
     }
@@ -68,7 +74,8 @@ fn reward_table(task: &MetaTask, inst: &Instance) -> Vec<f64> {
 
 /// The paper's rejection tests, in order: state 0 not absorbing; every state reachable from
 /// state 0; at least two states with action-dependent outcomes (in some instance); some
-/// expected reward that differs between instances (16 instances drawn from a fixed stream).
+/// expected reward of a (state, action, flag) that differs between instances (16 instances
+/// drawn from a fixed stream).
 /// The task must be valid ([`MetaTask::validate`]).
 pub fn check(task: &MetaTask) -> Result<(), Rejection> {
     let n = task.states();

@@ -239,6 +239,19 @@ fn a_task_whose_instances_all_pay_alike_is_rejected() {
     // Without the override, x0 = 2 decides state 2's action 0: the instances differ.
     t.reward.pop();
     assert_eq!(check(&t), Ok(()));
+    // A varying rule on a transition that cannot happen (state 1 never leads to 2) varies
+    // nothing (the generator of 129c8c0 compared such rules too: 14 of seed 1's 150 tasks).
+    t.reward[0] = RewardRule {
+        from: StateRef::State(1),
+        to: StateRef::State(2),
+        action: Cond::Any,
+        flag: Cond::Any,
+        p: Prob::Var(0),
+        value: 1.0,
+    };
+    t.special.clear();
+    t.probabilities = 1;
+    assert_eq!(check(&t), Err(Rejection::NothingVaries));
 }
 
 #[test]
