@@ -78,7 +78,8 @@ pub struct PoolSummary {
     pub optimal: f64,
     /// Per kind.
     pub kinds: Vec<PoolKind>,
-    /// Rank-sum tests of the rewards between each pair of kinds.
+    /// Rank-sum tests of the normalised scores between each pair of kinds (each seed is
+    /// measured on its own episodes, whose optimum differs: the score corrects for it).
     pub tests: Vec<RankSum>,
 }
 
@@ -120,7 +121,7 @@ pub fn summarize(measured: &[(String, Vec<Vec<PoolScore>>)]) -> Vec<PoolSummary>
             let mut tests = Vec::new();
             for a in 0..kinds.len() {
                 for b in a + 1..kinds.len() {
-                    let (u, p) = rank_sum(&kinds[a].reward, &kinds[b].reward);
+                    let (u, p) = rank_sum(&kinds[a].score, &kinds[b].score);
                     tests.push(RankSum {
                         kinds: (kinds[a].kind.clone(), kinds[b].kind.clone()),
                         u,
@@ -195,7 +196,7 @@ pub fn markdown(pools: &[PoolSummary], episodes: usize) -> String {
         }
         out += "\n";
     }
-    out += "\nTwo-sided rank-sum p-values between kinds, on each pool's rewards:\n";
+    out += "\nTwo-sided rank-sum p-values between kinds, on each pool's normalised scores:\n";
     out += &header("kinds");
     for (t, test) in first.tests.iter().enumerate() {
         out += &format!("| {} vs {} |", test.kinds.0, test.kinds.1);
