@@ -12,6 +12,15 @@ use plotters::style::FontStyle;
 
 use crate::stats::Spread;
 
+/// One colour per network kind, in `--kinds` order (the reproductions' curves and bars).
+pub const KIND_PALETTE: [RGBColor; 5] = [
+    RGBColor(127, 127, 127),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+];
+
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 

@@ -271,16 +271,9 @@ fn draw<DB: DrawingBackend>(
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
-    let palette = [
-        RGBColor(127, 127, 127),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-    ];
     let width = 0.8 / kinds as f64;
     for k in 0..kinds {
-        let color = palette[k % palette.len()];
+        let color = crate::figures::KIND_PALETTE[k % crate::figures::KIND_PALETTE.len()];
         let x = |p: usize| p as f64 + 0.1 + width * k as f64;
         let bars: Vec<_> = pools
             .iter()

@@ -585,15 +585,8 @@ fn draw<DB: DrawingBackend>(
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
-    let palette = [
-        RGBColor(127, 127, 127),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-    ];
     for (c, (name, spreads)) in curves.iter().enumerate() {
-        let color = palette[c % palette.len()];
+        let color = crate::figures::KIND_PALETTE[c % crate::figures::KIND_PALETTE.len()];
         let band: Vec<(f64, f64)> = spreads
             .iter()
             .enumerate()

@@ -67,6 +67,15 @@ fn cond_matches(c: Cond, v: usize) -> bool {
     }
 }
 
+/// Whether a rule's `from`, `to` and `action` conditions match transition `s --a--> next`.
+fn transition_matches(
+    (from, to, action): (StateRef, StateRef, Cond),
+    inst: &Instance,
+    (s, a, next): (usize, usize, usize),
+) -> bool {
+    state_matches(from, s, inst) && state_matches(to, next, inst) && cond_matches(action, a)
+}
+
 impl MetaTask {
     /// The reward of transition `s --a--> next` with the flag at `flag` in `inst`: its
     /// probability and value (the last matching rule's; none: `(0, 0)`).
@@ -82,9 +91,7 @@ impl MetaTask {
             .iter()
             .rev()
             .find(|r| {
-                state_matches(r.from, s, inst)
-                    && state_matches(r.to, next, inst)
-                    && cond_matches(r.action, a)
+                transition_matches((r.from, r.to, r.action), inst, (s, a, next))
                     && cond_matches(r.flag, flag)
             })
             .map_or((0.0, 0.0), |r| {
@@ -113,11 +120,7 @@ impl MetaTask {
         self.flag
             .iter()
             .rev()
-            .find(|r| {
-                state_matches(r.from, s, inst)
-                    && state_matches(r.to, next, inst)
-                    && cond_matches(r.action, a)
-            })
+            .find(|r| transition_matches((r.from, r.to, r.action), inst, (s, a, next)))
             .map_or(flag, |r| r.set)
     }
 
