@@ -591,6 +591,13 @@ fn tasks_generate_show_and_refuse_a_bad_file() {
         !out.status.success() && stderr.contains("bad.toml") && stderr.contains("wizard"),
         "{stderr}"
     );
+    let set = dir.path().join("set.toml");
+    let out = run_bohp(&["tasks", "show", set.to_str().unwrap(), "--only", "gen-3-9"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--only") && stderr.contains("gen-3-9"),
+        "{stderr}"
+    );
     let out = run_bohp(&[
         "tasks",
         "generate",

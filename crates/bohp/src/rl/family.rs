@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::config::RlConfig;
 use super::config::RlModelConfig;
+use super::env::Pool;
 use super::model::{Agent, RlModelKind};
 use super::train::{RlRow, RlSummary, RlTrainer, random_policy_reward};
 use crate::device::{Backend, init_device};
@@ -68,10 +69,14 @@ impl Family for Reinforcement {
         request.refuse_omniglot_runs()?;
         let mut trainer = RlTrainer::new(config.clone())?;
         trainer.load_model(&run.model_path())?;
-        let reward = trainer.evaluate(request.episodes);
-        let random = random_policy_reward(&config, request.episodes);
-        // Meta-tasks: every pool (new instances, held-out tasks, each named task).
+        // Meta-tasks: every pool (new instances, held-out tasks, each named task); the
+        // first is the config's own pool, `train`, whose measure is the run's reward.
         let pools = trainer.evaluate_pools(request.episodes);
+        let reward = match pools.first() {
+            Some(own) if config.env_shape().meta.pool == Pool::Train => own.reward,
+            _ => trainer.evaluate(request.episodes),
+        };
+        let random = random_policy_reward(&config, request.episodes);
         let mut lines = vec![format!(
             "{} {} on {} held-out episodes (seed {}): reward {:.3} per episode (a random policy: {:.3})",
             config.task.kind.name(),
