@@ -37,6 +37,25 @@ fn register_font() {
     });
 }
 
+/// A figure drawn the same way on any plotters backend (PNG and SVG alike).
+pub trait Figure {
+    /// Draws the figure on `root`.
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Writes `figure` to `<stem>.png` and `<stem>.svg`, `size` pixels; an error names the file.
+pub fn write_png_svg(stem: &Path, size: (u32, u32), figure: &impl Figure) -> Result<()> {
+    register_font();
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    figure
+        .draw(BitMapBackend::new(&png, size).into_drawing_area())
+        .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", png.display()))?;
+    figure
+        .draw(SVGBackend::new(&svg, size).into_drawing_area())
+        .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", svg.display()))
+}
+
 /// Median learning curve of one task across seeds.
 pub struct Curve<'a> {
     /// Figure title.
@@ -52,15 +71,13 @@ pub struct Curve<'a> {
 /// Writes `curve` to `<stem>.png` and `<stem>.svg`: a linear panel (as in the paper) and a
 /// log-scale panel, median line with the interquartile range shaded, frozen phase in grey.
 pub fn learning_curve(stem: &Path, curve: &Curve) -> Result<()> {
-    register_font();
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    let size = (1400, 520);
-    draw_curve(BitMapBackend::new(&png, size).into_drawing_area(), curve)
-        .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", png.display()))?;
-    draw_curve(SVGBackend::new(&svg, size).into_drawing_area(), curve)
-        .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", svg.display()))?;
-    Ok(())
+    write_png_svg(stem, (1400, 520), curve)
+}
+
+impl Figure for Curve<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw_curve(root, self)
+    }
 }
 
 fn draw_curve<DB: DrawingBackend>(
@@ -386,25 +403,16 @@ pub struct ScalingSeries {
 /// against the number of neurons, log-log, one line per series; `note` under the title (e.g.
 /// where a series failed).
 pub fn scaling(stem: &Path, title: &str, note: &str, series: &[ScalingSeries]) -> Result<()> {
-    register_font();
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    let size = (1400, 560);
-    draw_scaling(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        title,
-        note,
-        series,
-    )
-    .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", png.display()))?;
-    draw_scaling(
-        SVGBackend::new(&svg, size).into_drawing_area(),
-        title,
-        note,
-        series,
-    )
-    .map_err(|e| anyhow!("{}: cannot draw the figure: {e}", svg.display()))?;
-    Ok(())
+    write_png_svg(stem, (1400, 560), &Scaling(title, note, series))
+}
+
+/// [`scaling`]'s figure: title, note, series.
+struct Scaling<'a>(&'a str, &'a str, &'a [ScalingSeries]);
+
+impl Figure for Scaling<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw_scaling(root, self.0, self.1, self.2)
+    }
 }
 
 fn draw_scaling<DB: DrawingBackend>(

@@ -210,25 +210,22 @@ pub fn markdown(pools: &[PoolSummary], episodes: usize) -> String {
 
 /// The figure: each pool's normalised score, median with IQR whiskers, one bar per kind.
 pub fn figure(stem: &Path, pools: &[PoolSummary], seeds: usize) -> Result<()> {
-    crate::figures::register_font_public();
     let title = format!(
         "normalised score per pool (0 = random, 1 = optimum), median and IQR over {seeds} seeds"
     );
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    draw(
-        BitMapBackend::new(&png, (1000, 520)).into_drawing_area(),
-        &title,
-        pools,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: cannot draw the figure: {e}", png.display()))?;
-    draw(
-        SVGBackend::new(&svg, (1000, 520)).into_drawing_area(),
-        &title,
-        pools,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: cannot draw the figure: {e}", svg.display()))?;
-    Ok(())
+    crate::figures::write_png_svg(stem, (1000, 520), &HeldoutFigure(&title, pools))
+}
+
+/// [`figure`]'s figure: title, pools.
+struct HeldoutFigure<'a>(&'a str, &'a [PoolSummary]);
+
+impl crate::figures::Figure for HeldoutFigure<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), String> {
+        draw(root, self.0, self.1)
+    }
 }
 
 fn draw<DB: DrawingBackend>(

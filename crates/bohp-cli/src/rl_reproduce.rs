@@ -523,29 +523,24 @@ pub fn markdown(r: &RlReproduction) -> String {
 }
 
 fn reward_figure(stem: &Path, r: &RlReproduction, curves: &[(String, Vec<Spread>)]) -> Result<()> {
-    crate::figures::register_font_public();
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
     let title = format!(
         "{}: reward per episode, median over {} seeds (IQR shaded)",
         r.task,
         r.seeds.len()
     );
-    draw(
-        BitMapBackend::new(&png, (900, 560)).into_drawing_area(),
-        &title,
-        r,
-        curves,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: cannot draw the figure: {e}", png.display()))?;
-    draw(
-        SVGBackend::new(&svg, (900, 560)).into_drawing_area(),
-        &title,
-        r,
-        curves,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: cannot draw the figure: {e}", svg.display()))?;
-    Ok(())
+    crate::figures::write_png_svg(stem, (900, 560), &RewardFigure(&title, r, curves))
+}
+
+/// [`reward_figure`]'s figure: title, reproduction, curves.
+struct RewardFigure<'a>(&'a str, &'a RlReproduction, &'a [(String, Vec<Spread>)]);
+
+impl crate::figures::Figure for RewardFigure<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), String> {
+        draw(root, self.0, self.1, self.2)
+    }
 }
 
 fn draw<DB: DrawingBackend>(
