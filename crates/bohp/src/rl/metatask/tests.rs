@@ -134,6 +134,18 @@ fn the_runner_matches_the_planner_on_generated_tasks() {
     }
 }
 
+/// A reward rule paying 1 with probability `p`, whatever the flag.
+fn pays(from: StateRef, to: StateRef, action: Cond, p: Prob) -> RewardRule {
+    RewardRule {
+        from,
+        to,
+        action,
+        flag: Cond::Any,
+        p,
+        value: 1.0,
+    }
+}
+
 fn passing() -> MetaTask {
     NamedTask::Harlow.task()
 }
@@ -165,22 +177,8 @@ fn a_task_with_one_choice_state_is_rejected() {
     // Only state 2 pays by action; state 1's rules pay the same for both actions.
     let mut t = passing();
     t.reward = vec![
-        RewardRule {
-            from: StateRef::State(2),
-            to: StateRef::Any,
-            action: Cond::Is(0),
-            flag: Cond::Any,
-            p: Prob::Var(0),
-            value: 1.0,
-        },
-        RewardRule {
-            from: StateRef::State(1),
-            to: StateRef::Any,
-            action: Cond::Any,
-            flag: Cond::Any,
-            p: Prob::Var(0),
-            value: 1.0,
-        },
+        pays(StateRef::State(2), StateRef::Any, Cond::Is(0), Prob::Var(0)),
+        pays(StateRef::State(1), StateRef::Any, Cond::Any, Prob::Var(0)),
     ];
     t.special.clear();
     t.probabilities = 1;
@@ -196,59 +194,49 @@ fn a_task_whose_instances_all_pay_alike_is_rejected() {
     let mut t = passing();
     t.special.clear();
     t.reward = vec![
-        RewardRule {
-            from: StateRef::State(1),
-            to: StateRef::Any,
-            action: Cond::Is(0),
-            flag: Cond::Any,
-            p: Prob::Const(1.0),
-            value: 1.0,
-        },
-        RewardRule {
-            from: StateRef::State(2),
-            to: StateRef::Any,
-            action: Cond::Is(1),
-            flag: Cond::Any,
-            p: Prob::Const(1.0),
-            value: 1.0,
-        },
+        pays(
+            StateRef::State(1),
+            StateRef::Any,
+            Cond::Is(0),
+            Prob::Const(1.0),
+        ),
+        pays(
+            StateRef::State(2),
+            StateRef::Any,
+            Cond::Is(1),
+            Prob::Const(1.0),
+        ),
     ];
     assert_eq!(check(&t), Err(Rejection::NothingVaries));
     // A special state whose rule is overridden by a later one still varies nothing.
     t.special = vec![[1, 2]];
     t.reward.insert(
         0,
-        RewardRule {
-            from: StateRef::Special(0),
-            to: StateRef::Any,
-            action: Cond::Is(0),
-            flag: Cond::Any,
-            p: Prob::Const(0.5),
-            value: 1.0,
-        },
+        pays(
+            StateRef::Special(0),
+            StateRef::Any,
+            Cond::Is(0),
+            Prob::Const(0.5),
+        ),
     );
-    t.reward.push(RewardRule {
-        from: StateRef::State(2),
-        to: StateRef::Any,
-        action: Cond::Is(0),
-        flag: Cond::Any,
-        p: Prob::Const(0.0),
-        value: 1.0,
-    });
+    t.reward.push(pays(
+        StateRef::State(2),
+        StateRef::Any,
+        Cond::Is(0),
+        Prob::Const(0.0),
+    ));
     assert_eq!(check(&t), Err(Rejection::NothingVaries));
     // Without the override, x0 = 2 decides state 2's action 0: the instances differ.
     t.reward.pop();
     assert_eq!(check(&t), Ok(()));
     // A varying rule on a transition that cannot happen (state 1 never leads to 2) varies
     // nothing (the generator of 129c8c0 compared such rules too: 14 of seed 1's 150 tasks).
-    t.reward[0] = RewardRule {
-        from: StateRef::State(1),
-        to: StateRef::State(2),
-        action: Cond::Any,
-        flag: Cond::Any,
-        p: Prob::Var(0),
-        value: 1.0,
-    };
+    t.reward[0] = pays(
+        StateRef::State(1),
+        StateRef::State(2),
+        Cond::Any,
+        Prob::Var(0),
+    );
     t.special.clear();
     t.probabilities = 1;
     assert_eq!(check(&t), Err(Rejection::NothingVaries));
