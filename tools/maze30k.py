@@ -73,7 +73,7 @@ def load(data):
 
 def svg(runs, path):
     w, h, left, top, pw, ph = 900, 530, 70, 50, 640, 420
-    ymax = 200.0
+    ymax = 225.0
     x = lambda u: left + pw * u / 30000
     y = lambda r: top + ph * (1 - r / ymax)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
