@@ -48,18 +48,26 @@ def rank_sum(a, b):
     return u_stat(a, b), hits / total
 
 
-def load(data):
-    """{kind: {seed: (block means per 3000 updates, means per 1000 updates or None)}}."""
-    runs = {}
+def curves(data, updates):
+    """(kind, seed, 100-update means) of each `<kind>-seed-<k>.csv` in `data`, each checked to
+    be a finished run of `updates` updates."""
     for name in sorted(os.listdir(data)):
         if name.endswith(".csv") and "-seed-" in name:
             kind, seed = name[:-4].rsplit("-seed-", 1)
             rows = [float(r["mean_reward_per_episode"]) for r in csv.DictReader(open(os.path.join(data, name)))]
-            if len(rows) != 300:
-                sys.exit(f"{name}: {len(rows)} blocks of 100 updates, expected 300 (a finished 30,000-update run)")
-            blocks = [sum(rows[i:i + 30]) / 30 for i in range(0, 300, 30)]
-            thousands = [sum(rows[i:i + 10]) / 10 for i in range(0, 300, 10)]
-            runs.setdefault(kind, {})[int(seed)] = (blocks, thousands)
+            if len(rows) != updates // 100:
+                sys.exit(f"{name}: {len(rows)} blocks of 100 updates, expected {updates // 100} "
+                         f"(a finished {updates:,}-update run)")
+            yield kind, int(seed), rows
+
+
+def load(data):
+    """{kind: {seed: (block means per 3000 updates, means per 1000 updates or None)}}."""
+    runs = {}
+    for kind, seed, rows in curves(data, 30000):
+        blocks = [sum(rows[i:i + 30]) / 30 for i in range(0, 300, 30)]
+        thousands = [sum(rows[i:i + 10]) / 10 for i in range(0, 300, 10)]
+        runs.setdefault(kind, {})[seed] = (blocks, thousands)
     first = os.path.join(data, "seed-1-blocks.csv")
     if os.path.exists(first):
         for r in csv.DictReader(open(first)):

@@ -13,25 +13,19 @@ only as 3000-update blocks) and 9-10k (for the 10k runs the last tenth, their fi
 and 9-10k blocks, the median [IQR] of each group whose seeds all have the block, and exact
 two-sided rank-sum tests between each lr 1e-3 group and every other group. Standard library only.
 """
-import csv
 import itertools
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from maze30k import KINDS, load, quantile, rank_sum  # noqa: E402
+from maze30k import KINDS, curves, load, quantile, rank_sum  # noqa: E402
 
 
 def load_short(data):
+    """{kind: {seed: [mean over 0-3k, 3-6k, 6-9k, 9-10k]}}."""
     runs = {}
-    for name in sorted(os.listdir(data)):
-        if name.endswith(".csv") and "-seed-" in name:
-            kind, seed = name[:-4].rsplit("-seed-", 1)
-            rows = [float(r["mean_reward_per_episode"]) for r in csv.DictReader(open(os.path.join(data, name)))]
-            if len(rows) != 100:
-                sys.exit(f"{name}: {len(rows)} blocks of 100 updates, expected 100 (a finished 10,000-update run)")
-            blocks = [sum(rows[i:i + 30]) / 30 for i in range(0, 90, 30)] + [sum(rows[90:]) / 10]
-            runs.setdefault(kind, {})[int(seed)] = blocks
+    for kind, seed, rows in curves(data, 10000):
+        runs.setdefault(kind, {})[seed] = [sum(rows[i:i + 30]) / 30 for i in range(0, 90, 30)] + [sum(rows[90:]) / 10]
     return runs
 
 
