@@ -33,7 +33,8 @@ fn to(n: usize, s: usize) -> Vec<f64> {
     (0..n).map(|t| f64::from(u8::from(t == s))).collect()
 }
 
-fn rule(from: StateRef, to: StateRef, action: Cond, p: Prob) -> RewardRule {
+/// A reward rule paying 1 with probability `p`, whatever the flag (also the tests' `pays`).
+pub(super) fn rule(from: StateRef, to: StateRef, action: Cond, p: Prob) -> RewardRule {
     RewardRule {
         from,
         to,

@@ -1,5 +1,6 @@
 use rand::Rng;
 
+use super::named::rule as pays;
 use super::runner::{Instance, Planner, Position, step};
 use super::*;
 use crate::rng::{Stream, stream_rng};
@@ -131,18 +132,6 @@ fn the_runner_matches_the_planner_on_generated_tasks() {
             task.name
         );
         assert!(optimal >= random - 1e-9, "{}", task.name);
-    }
-}
-
-/// A reward rule paying 1 with probability `p`, whatever the flag.
-fn pays(from: StateRef, to: StateRef, action: Cond, p: Prob) -> RewardRule {
-    RewardRule {
-        from,
-        to,
-        action,
-        flag: Cond::Any,
-        p,
-        value: 1.0,
     }
 }
 
